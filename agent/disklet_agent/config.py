@@ -1,0 +1,75 @@
+"""Agent configuration: environment variables (set by the Helm chart) with sane defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+DEFAULT_FILE_DEVICES_DIR = "/var/lib/disklet/file-devices"
+DEFAULT_SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/nix", "/nix/store")
+DEFAULT_VOLUME_MOUNTS = ("/var/lib/kcore/volumes*", "/var/lib/kcore/images")
+
+
+def _env_list(name: str, default: tuple[str, ...]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [x.strip() for x in raw.split(",") if x.strip()]
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+class AgentConfig(BaseModel):
+    node_name: str = Field(default="", description="Kubernetes node this agent serves (NODE_NAME).")
+    use_nsenter: bool = Field(default=False, description="Run host commands in PID 1's namespaces.")
+    host_root: Path = Field(default=Path("/"), description="Root under which /etc/disklet is read (tests use a sandbox).")
+    file_devices_dir: str = Field(default=DEFAULT_FILE_DEVICES_DIR, description="Base directory of backing files.")
+    free_space_reserve_percent: float = Field(default=15.0, ge=0, lt=100)
+    system_mounts: list[str] = Field(default_factory=lambda: list(DEFAULT_SYSTEM_MOUNTS))
+    volume_mounts: list[str] = Field(default_factory=lambda: list(DEFAULT_VOLUME_MOUNTS))
+    refused_retry_seconds: float = Field(default=30.0, gt=0)
+    scan_interval_seconds: float = Field(default=30.0, gt=0)
+    lvm_extra_config: str = Field(default="", description="Extra LVM --config text, e.g. global{activation=0} in tests.")
+    disko_command: list[str] = Field(default_factory=lambda: ["disko"])
+    nixos_rebuild_command: list[str] = Field(default_factory=lambda: ["nixos-rebuild"])
+    systemd_run_command: list[str] = Field(default_factory=lambda: ["systemd-run"])
+    command_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("file_devices_dir")
+    @classmethod
+    def _base_dir(cls, v: str) -> str:
+        v = os.path.normpath(v)
+        if not v.startswith("/") or v == "/":
+            raise ValueError("the file devices base directory must be absolute and never /")
+        return v
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.host_root / "etc" / "disklet"
+
+    @classmethod
+    def from_env(cls) -> AgentConfig:
+        e = os.environ
+        return cls(
+            node_name=e.get("NODE_NAME", ""),
+            use_nsenter=_env_bool("DISKLET_NSENTER", False),
+            host_root=Path(e.get("DISKLET_HOST_ROOT", "/")),
+            file_devices_dir=e.get("FILE_DEVICES_DIRECTORY", DEFAULT_FILE_DEVICES_DIR),
+            free_space_reserve_percent=float(e.get("DISKLET_FREE_SPACE_RESERVE_PERCENT", "15")),
+            system_mounts=_env_list("DISKLET_SYSTEM_MOUNTS", DEFAULT_SYSTEM_MOUNTS),
+            volume_mounts=_env_list("DISKLET_VOLUME_MOUNTS", DEFAULT_VOLUME_MOUNTS),
+            refused_retry_seconds=float(e.get("DISKLET_REFUSED_RETRY_SECONDS", "30")),
+            scan_interval_seconds=float(e.get("DISKLET_SCAN_INTERVAL_SECONDS", "30")),
+            lvm_extra_config=e.get("DISKLET_LVM_EXTRA_CONFIG", ""),
+            disko_command=(e.get("DISKLET_DISKO_COMMAND") or "disko").split(),
+            nixos_rebuild_command=(e.get("DISKLET_NIXOS_REBUILD_COMMAND") or "nixos-rebuild").split(),
+            systemd_run_command=(e.get("DISKLET_SYSTEMD_RUN_COMMAND") or "systemd-run").split(),
+            command_timeout_seconds=float(e.get("DISKLET_COMMAND_TIMEOUT_SECONDS", "60")),
+        )

