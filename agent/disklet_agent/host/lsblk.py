@@ -1,0 +1,327 @@
+"""Live block-device topology of the node: ``lsblk`` + ``blkid -p`` + ``/proc/swaps`` + sysfs holders.
+
+Shared by the DiskLayout classifier and BlockDevice discovery. Built to fail closed:
+
+- ``lsblk`` failing or printing unreadable JSON raises :class:`ProbeFailed` (the classifier turns
+  it into ``lsblk_probe_failed``).
+- Without udev (containers, this CI) lsblk has no FSTYPE, so each node whose FSTYPE is missing is
+  probed with ``blkid -p`` (low level, reads the device itself). ``blkid`` exits 2 both for
+  "nothing found" *and* for some errors (EPERM, a vanished device), so exit 2 only counts as
+  blank when stderr is empty **and** ``wipefs --no-act`` confirms there is no signature. Anything
+  else is recorded on the node as ``probe_error``: its state is *unknown* and the classifier
+  refuses it.
+- Holders come from ``/sys/class/block/<kname>/holders`` (sysfs is not namespaced for block
+  devices, so the agent reads it directly); an unreadable holders directory is recorded too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from disklet.hostcmd import CommandResult, HostRunner
+
+LSBLK_COLUMNS = ("NAME,PATH,KNAME,FSTYPE,MOUNTPOINTS,PKNAME,TYPE,SIZE,RO,RM,HOTPLUG,ROTA,"
+                 "SERIAL,WWN,MODEL,PARTUUID,PTTYPE,MAJ:MIN")
+LSBLK_ARGV = ("lsblk", "-J", "-b", "-p", "-o", LSBLK_COLUMNS)
+PROBE_TIMEOUT = 30.0
+
+
+class ProbeFailed(RuntimeError):
+    """The live disk state could not be read at all (lsblk failed or its output is unreadable)."""
+
+
+@dataclass
+class BlockNode:
+    """One lsblk node, with the facts the classifier needs (and how sure we are of them)."""
+
+    path: str
+    kname: str
+    name: str = ""
+    type: str = ""
+    fstype: str | None = None
+    """Filesystem/signature type (lsblk FSTYPE, else ``blkid -p`` TYPE); None = none found."""
+    pttype: str | None = None
+    """Partition-table type (lsblk PTTYPE, else ``blkid -p`` PTTYPE); None = none found."""
+    mountpoints: list[str] = field(default_factory=list)
+    pkname: str | None = None
+    size: int = 0
+    ro: bool = False
+    rm: bool = False
+    hotplug: bool = False
+    rota: bool = False
+    serial: str | None = None
+    wwn: str | None = None
+    model: str | None = None
+    partuuid: str | None = None
+    maj_min: str | None = None
+    holders: list[str] = field(default_factory=list)
+    """Devices stacked on this one (``/dev/dm-0``, ``/dev/md0``), from sysfs."""
+    children: list[BlockNode] = field(default_factory=list)
+    fstype_source: str = "lsblk"
+    """Where ``fstype``/``pttype`` came from: lsblk, blkid, wipefs or size0 (empty device)."""
+    probe_error: str | None = None
+    """Set when the signature probe failed: the content of this device is unknown."""
+    holders_error: str | None = None
+    """Set when the holders directory could not be read: what sits on this device is unknown."""
+
+    def walk(self) -> Iterator[BlockNode]:
+        """This node, then every descendant depth first."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    @property
+    def has_signature(self) -> bool:
+        return bool(self.fstype or self.pttype)
+
+    @property
+    def unknown_facts(self) -> list[str]:
+        """Facts we could not establish (empty when everything is known)."""
+        out = []
+        if self.probe_error:
+            out.append(f"signature probe of {self.path}: {self.probe_error}")
+        if self.holders_error:
+            out.append(f"holders of {self.path}: {self.holders_error}")
+        return out
+
+    @property
+    def blank(self) -> bool:
+        """Nothing on it at all: no children, holders, partition table or signature, and all known."""
+        return not (self.children or self.holders or self.has_signature or self.mountpoints
+                    or self.unknown_facts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "kname": self.kname, "type": self.type, "fstype": self.fstype,
+            "pttype": self.pttype, "mountpoints": list(self.mountpoints), "size": self.size,
+            "ro": self.ro, "rm": self.rm, "hotplug": self.hotplug, "rota": self.rota,
+            "serial": self.serial, "wwn": self.wwn, "model": self.model, "partuuid": self.partuuid,
+            "majMin": self.maj_min, "holders": list(self.holders), "fstypeSource": self.fstype_source,
+            "probeError": self.probe_error, "holdersError": self.holders_error,
+            "children": [c.to_dict() for c in self.children],
+        }
+
+
+@dataclass
+class BlockTopology:
+    """A snapshot of every block device on the node plus its active swaps."""
+
+    roots: list[BlockNode]
+    swaps: list[str] = field(default_factory=list)
+    swaps_error: str | None = None
+    """Set when ``/proc/swaps`` could not be read: swap state is unknown."""
+
+    def walk(self) -> Iterator[BlockNode]:
+        """Every node (a device with several parents, e.g. an md array, appears once per parent)."""
+        for root in self.roots:
+            yield from root.walk()
+
+    def find(self, path: str) -> BlockNode | None:
+        """The node whose PATH or KNAME is ``path`` (use resolved kernel paths)."""
+        for node in self.walk():
+            if path in (node.path, node.kname):
+                return node
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blockdevices": [r.to_dict() for r in self.roots], "swaps": list(self.swaps),
+                "swapsError": self.swaps_error}
+
+
+# --- parsing (pure) ---------------------------------------------------------------------------
+
+def _as_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v.strip() in ("1", "true")
+    return bool(v)
+
+
+def _as_int(v: Any) -> int:
+    if v is None or v == "":
+        return 0
+    return int(v)
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _node_from_json(obj: Mapping[str, Any]) -> BlockNode:
+    if not isinstance(obj, Mapping):
+        raise ProbeFailed(f"lsblk JSON: expected an object per device, got {type(obj).__name__}")
+    path = _opt_str(obj.get("path")) or _opt_str(obj.get("name"))
+    if not path:
+        raise ProbeFailed(f"lsblk JSON: device without PATH/NAME: {dict(obj)!r}")
+    mps = obj.get("mountpoints")
+    if mps is None and "mountpoint" in obj:
+        mps = [obj.get("mountpoint")]
+    if not isinstance(mps, list | type(None)):
+        raise ProbeFailed(f"lsblk JSON: MOUNTPOINTS of {path} is not a list")
+    children = obj.get("children") or []
+    if not isinstance(children, list):
+        raise ProbeFailed(f"lsblk JSON: children of {path} is not a list")
+    try:
+        size = _as_int(obj.get("size"))
+    except (TypeError, ValueError) as exc:
+        raise ProbeFailed(f"lsblk JSON: SIZE of {path} is not a byte count (run with -b): {exc}") from exc
+    return BlockNode(
+        path=path, kname=_opt_str(obj.get("kname")) or path, name=_opt_str(obj.get("name")) or path,
+        type=_opt_str(obj.get("type")) or "", fstype=_opt_str(obj.get("fstype")),
+        pttype=_opt_str(obj.get("pttype")),
+        mountpoints=[str(m) for m in (mps or []) if m],
+        pkname=_opt_str(obj.get("pkname")), size=size, ro=_as_bool(obj.get("ro")),
+        rm=_as_bool(obj.get("rm")), hotplug=_as_bool(obj.get("hotplug")), rota=_as_bool(obj.get("rota")),
+        serial=_opt_str(obj.get("serial")), wwn=_opt_str(obj.get("wwn")), model=_opt_str(obj.get("model")),
+        partuuid=_opt_str(obj.get("partuuid")), maj_min=_opt_str(obj.get("maj:min")),
+        children=[_node_from_json(c) for c in children],
+    )
+
+
+def parse_lsblk_json(text: str) -> list[BlockNode]:
+    """Parse ``lsblk -J -b -p`` output into root nodes; :class:`ProbeFailed` if it is not that."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise ProbeFailed(f"lsblk printed unreadable JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("blockdevices"), list):
+        raise ProbeFailed("lsblk JSON has no blockdevices list")
+    return [_node_from_json(d) for d in data["blockdevices"]]
+
+
+def parse_blkid_export(text: str) -> dict[str, str]:
+    """``blkid -o export`` → {KEY: value} (values may be shell-escaped; only TYPE/PTTYPE matter)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip().replace("\\ ", " ")
+    return out
+
+
+def parse_proc_swaps(text: str) -> list[str]:
+    """``/proc/swaps`` → the active swap areas' file names (octal escapes such as ``\\040`` decoded)."""
+    swaps = []
+    for i, line in enumerate(text.splitlines()):
+        fields = line.split()
+        if not fields or (i == 0 and fields[0] == "Filename"):
+            continue
+        name = fields[0]
+        try:
+            name = name.encode().decode("unicode_escape") if "\\" in name else name
+        except UnicodeDecodeError:
+            pass
+        swaps.append(name)
+    return swaps
+
+
+# --- probing (I/O through the runner) -------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignatureProbe:
+    fstype: str | None = None
+    pttype: str | None = None
+    source: str = "blkid"
+    error: str | None = None
+
+
+def probe_signatures(runner: HostRunner, device: str) -> SignatureProbe:
+    """What ``blkid -p`` (confirmed by ``wipefs -n`` when it finds nothing) sees on ``device``."""
+    res = runner.run(["blkid", "-p", "-o", "export", device], timeout=PROBE_TIMEOUT)
+    if res.returncode == 0 and not res.timed_out:
+        tags = parse_blkid_export(res.stdout)
+        return SignatureProbe(fstype=tags.get("TYPE") or None, pttype=tags.get("PTTYPE") or None)
+    if res.returncode == 2 and not res.timed_out and not res.stderr.strip():
+        # "Nothing found" — but blkid also exits 2 silently for a device that vanished; confirm.
+        return _confirm_with_wipefs(runner, device)
+    return SignatureProbe(source="blkid", error=_failure(res))
+
+
+def _confirm_with_wipefs(runner: HostRunner, device: str) -> SignatureProbe:
+    res = runner.run(["wipefs", "--no-act", "--json", device], timeout=PROBE_TIMEOUT)
+    if not res.ok:
+        return SignatureProbe(source="wipefs", error=_failure(res))
+    text = res.stdout.strip()
+    if not text:
+        return SignatureProbe(source="wipefs")  # some wipefs versions print nothing when clean
+    try:
+        sigs = json.loads(text).get("signatures")
+        if not isinstance(sigs, list):
+            raise ValueError("no signatures list")
+    except (ValueError, AttributeError) as exc:
+        return SignatureProbe(source="wipefs", error=f"unreadable wipefs JSON: {exc}")
+    types = [str(s.get("type")) for s in sigs if isinstance(s, dict) and s.get("type")]
+    if not types:
+        return SignatureProbe(source="wipefs")
+    pt = {"gpt", "dos", "PMBR", "mbr", "atari", "bsd", "sun", "sgi", "mac"}
+    pttype = next((t for t in types if t in pt), None)
+    fstype = next((t for t in types if t not in pt), None)
+    return SignatureProbe(fstype=fstype, pttype=pttype, source="wipefs")
+
+
+def _failure(res: CommandResult) -> str:
+    if res.timed_out:
+        return f"{res.argv[0] if res.argv else 'probe'} timed out"
+    detail = res.stderr.strip() or res.stdout.strip() or "no output"
+    return f"`{' '.join(res.argv)}` exited {res.returncode}: {detail.splitlines()[-1]}"
+
+
+def read_holders(kname: str, sys_root: Path = Path("/sys")) -> tuple[list[str], str | None]:
+    """Holders of ``kname`` from sysfs as ``/dev/<name>`` paths, or an error text."""
+    base = os.path.basename(kname)
+    holders_dir = sys_root / "class" / "block" / base / "holders"
+    try:
+        names = sorted(os.listdir(holders_dir))
+    except OSError as exc:
+        return [], f"cannot read {holders_dir}: {exc.strerror or exc}"
+    return [f"/dev/{n}" for n in names], None
+
+
+def read_swaps(runner: HostRunner) -> tuple[list[str], str | None]:
+    res = runner.run(["cat", "/proc/swaps"], timeout=PROBE_TIMEOUT)
+    if not res.ok:
+        return [], _failure(res)
+    return parse_proc_swaps(res.stdout), None
+
+
+def read_block_topology(runner: HostRunner, *, sys_root: Path = Path("/sys"), probe_all: bool = False,
+                        timeout: float = PROBE_TIMEOUT) -> BlockTopology:
+    """Snapshot the node's block devices (see module docstring for the fail-closed rules).
+
+    ``probe_all`` re-probes nodes that lsblk already typed (udev data can be stale); by default
+    only nodes without FSTYPE are probed.
+    """
+    res = runner.run(list(LSBLK_ARGV), timeout=timeout)
+    if not res.ok:
+        raise ProbeFailed(f"lsblk failed: {res.describe()}")
+    roots = parse_lsblk_json(res.stdout)
+    probed: dict[str, SignatureProbe] = {}
+    holders: dict[str, tuple[list[str], str | None]] = {}
+    for root in roots:
+        for node in root.walk():
+            if node.kname not in holders:
+                holders[node.kname] = read_holders(node.kname, sys_root)
+            node.holders, node.holders_error = holders[node.kname]
+            if node.fstype and not probe_all:
+                continue
+            if node.size == 0 and not node.children:
+                node.fstype_source = "size0"  # an empty device (detached loop, zram) holds nothing
+                continue
+            if node.kname not in probed:
+                probed[node.kname] = probe_signatures(runner, node.path)
+            p = probed[node.kname]
+            node.fstype = p.fstype or node.fstype
+            node.pttype = p.pttype or node.pttype
+            node.fstype_source = p.source
+            node.probe_error = p.error
+    swaps, swaps_error = read_swaps(runner)
+    return BlockTopology(roots=roots, swaps=swaps, swaps_error=swaps_error)
