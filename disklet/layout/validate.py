@@ -1,0 +1,198 @@
+"""Every DISKO.md §1 rule for a structured ``diskLayout``, as hard errors collected in one pass.
+
+The pydantic models already reject unknown keys and most malformed fields; this module repeats the
+field rules (so a model built with ``model_construct`` or by hand is still checked) and adds the
+cross-field rules a schema cannot express: uniqueness, label length, ``100%`` placement, mountpoint
+rules and VG/pool references in both directions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from disklet.api.disklayout import (
+    DEVICE_PATTERN,
+    FILESYSTEM_FORMATS,
+    MOUNT_OPTION_PATTERN,
+    NAME_PATTERN,
+    POOL_PATTERN,
+    SIZE_PATTERN,
+    StructuredLayout,
+)
+
+from .errors import LayoutError
+
+NAME_RE = re.compile(NAME_PATTERN)
+POOL_RE = re.compile(POOL_PATTERN)
+DEVICE_RE = re.compile(DEVICE_PATTERN)
+SIZE_RE = re.compile(SIZE_PATTERN)
+MOUNT_OPTION_RE = re.compile(MOUNT_OPTION_PATTERN)
+MAX_GPT_LABEL = 36
+"""disko names a partition ``disk-<disk>-<part>``; longer GPT labels are replaced by a hash."""
+ZFS_RESERVED_PREFIXES = ("mirror", "raidz", "draid", "spare")
+ZFS_RESERVED_NAMES = ("log", "cache", "special", "dedup")
+FORBIDDEN_MOUNTPOINTS = ("/", "/boot", "/nix")
+
+
+def _printable_ascii(value: str) -> bool:
+    return all(0x20 <= ord(c) < 0x7F for c in value)
+
+
+def gpt_label(disk: str, partition: str) -> str:
+    return f"disk-{disk}-{partition}"
+
+
+def zfs_pool_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a pool name, or None."""
+    if not POOL_RE.match(name):
+        return f"pool name {name!r} must match {POOL_PATTERN} (start with a letter)"
+    lower = name.lower()
+    if lower in ZFS_RESERVED_NAMES or lower.startswith(ZFS_RESERVED_PREFIXES):
+        return f"pool name {name!r} is a ZFS vdev keyword (mirror, raidz*, draid*, spare*, log, cache, special, dedup)"
+    return None
+
+
+def mountpoint_problem(mountpoint: str) -> str | None:
+    """Why ``mountpoint`` is not allowed, or None."""
+    if not _printable_ascii(mountpoint):
+        return f"mountpoint {mountpoint!r} must be printable ASCII"
+    if not mountpoint.startswith("/"):
+        return f"mountpoint {mountpoint!r} must be absolute"
+    segments = mountpoint.split("/")[1:]
+    if mountpoint != "/" and any(s == "" for s in segments):
+        return f"mountpoint {mountpoint!r} must not contain empty segments or a trailing /"
+    if any(s in (".", "..") for s in segments):
+        return f"mountpoint {mountpoint!r} must not contain . or .. segments"
+    if mountpoint in FORBIDDEN_MOUNTPOINTS or mountpoint.startswith("/nix/"):
+        return f"mountpoint {mountpoint!r} is an OS mount (/, /boot or under /nix); day-2 layouts cannot use it"
+    return None
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    return [v for v, n in Counter(values).items() if n > 1]
+
+
+def layout_problems(layout: StructuredLayout) -> list[str]:
+    """All rule violations of ``layout`` (empty list = valid), in a stable order."""
+    problems: list[str] = []
+    disks = list(layout.disks or [])
+    if not disks:
+        problems.append("disks must list at least one disk")
+
+    for dup in _duplicates([d.name for d in disks]):
+        problems.append(f"disk name {dup!r} is used more than once")
+    for dup in _duplicates([d.device for d in disks]):
+        problems.append(f"device {dup!r} is listed by more than one disk")
+
+    vg_members: Counter[str] = Counter()
+    pool_members: Counter[str] = Counter()
+    mountpoints: list[str] = []
+
+    for disk in disks:
+        where = f"disk {disk.name!r}"
+        if not NAME_RE.match(disk.name):
+            problems.append(f"{where}: name must match {NAME_PATTERN}")
+        if not DEVICE_RE.match(disk.device):
+            problems.append(f"{where}: device {disk.device!r} must match {DEVICE_PATTERN} "
+                            "(recommended: /dev/disk/by-id/...)")
+        if ".." in disk.device:
+            problems.append(f"{where}: device {disk.device!r} must not contain ..")
+        partitions = list(disk.gpt.partitions or [])
+        if not partitions:
+            problems.append(f"{where}: gpt.partitions must list at least one partition")
+        for dup in _duplicates([p.name for p in partitions]):
+            problems.append(f"{where}: partition name {dup!r} is used more than once")
+        for index, part in enumerate(partitions):
+            pwhere = f"{where} partition {part.name!r}"
+            if not NAME_RE.match(part.name):
+                problems.append(f"{pwhere}: name must match {NAME_PATTERN}")
+            label = gpt_label(disk.name, part.name)
+            if len(label) > MAX_GPT_LABEL:
+                problems.append(f"{pwhere}: GPT label {label!r} is {len(label)} characters; "
+                                f"disk and partition names together must keep it at most {MAX_GPT_LABEL}")
+            if not SIZE_RE.match(part.size):
+                problems.append(f"{pwhere}: size {part.size!r} must be 100% or a whole number with an "
+                                "optional binary unit K, M, G, T or P (e.g. 512M, 20G)")
+            elif part.size == "100%" and index != len(partitions) - 1:
+                problems.append(f"{pwhere}: size 100% is allowed only on the last partition of the disk")
+            problems.extend(_content_problems(pwhere, part.content, vg_members, pool_members, mountpoints))
+
+    for dup in _duplicates(mountpoints):
+        problems.append(f"mountpoint {dup!r} is used by more than one partition")
+
+    declared_vgs = [v.name for v in layout.lvm_volume_groups or []]
+    declared_pools = [p.name for p in layout.zfs_pools or []]
+    for dup in _duplicates(declared_vgs):
+        problems.append(f"lvmVolumeGroups: {dup!r} is declared more than once")
+    for dup in _duplicates(declared_pools):
+        problems.append(f"zfsPools: {dup!r} is declared more than once")
+    for vg in declared_vgs:
+        if not NAME_RE.match(vg):
+            problems.append(f"lvmVolumeGroups: name {vg!r} must match {NAME_PATTERN}")
+        if vg not in vg_members:
+            problems.append(f"lvmVolumeGroups: {vg!r} has no lvm_pv partition (every declared VG needs a member)")
+    for pool in declared_pools:
+        why = zfs_pool_name_problem(pool)
+        if why:
+            problems.append(f"zfsPools: {why}")
+        if pool not in pool_members:
+            problems.append(f"zfsPools: {pool!r} has no zfs partition (every declared pool needs a member)")
+    for vg in vg_members:
+        if vg not in declared_vgs:
+            problems.append(f"lvm_pv partitions join VG {vg!r}, which is not declared in lvmVolumeGroups")
+    for pool in pool_members:
+        if pool not in declared_pools:
+            problems.append(f"zfs partitions join pool {pool!r}, which is not declared in zfsPools")
+    return problems
+
+
+def _content_problems(where: str, content: object, vg_members: Counter[str], pool_members: Counter[str],
+                      mountpoints: list[str]) -> list[str]:
+    problems: list[str] = []
+    ctype = getattr(content, "type", None)
+    fmt = getattr(content, "format", None)
+    mountpoint = getattr(content, "mountpoint", None)
+    options = getattr(content, "mount_options", None)
+    vg = getattr(content, "vg", None)
+    pool = getattr(content, "pool", None)
+    if ctype == "filesystem":
+        if fmt not in FILESYSTEM_FORMATS:
+            problems.append(f"{where}: format {fmt!r} is not one of {', '.join(FILESYSTEM_FORMATS)}")
+        if mountpoint is None:
+            problems.append(f"{where}: a filesystem partition needs a mountpoint")
+        else:
+            why = mountpoint_problem(mountpoint)
+            if why:
+                problems.append(f"{where}: {why}")
+            mountpoints.append(mountpoint)
+        for option in options or []:
+            if not MOUNT_OPTION_RE.match(option):
+                problems.append(f"{where}: mount option {option!r} must match {MOUNT_OPTION_PATTERN}")
+    elif ctype == "lvm_pv":
+        if not vg or not NAME_RE.match(vg):
+            problems.append(f"{where}: vg {vg!r} must match {NAME_PATTERN}")
+        else:
+            vg_members[vg] += 1
+    elif ctype == "zfs":
+        why = zfs_pool_name_problem(pool) if pool else "a zfs partition needs pool"
+        if why:
+            problems.append(f"{where}: {why}")
+        if pool:
+            pool_members[pool] += 1
+    else:
+        problems.append(f"{where}: content type {ctype!r} is not filesystem, lvm_pv or zfs")
+    if ctype != "filesystem" and (fmt is not None or mountpoint is not None or options is not None):
+        problems.append(f"{where}: format, mountpoint and mountOptions belong to type filesystem only")
+    if ctype != "lvm_pv" and vg is not None:
+        problems.append(f"{where}: vg belongs to type lvm_pv only")
+    if ctype != "zfs" and pool is not None:
+        problems.append(f"{where}: pool belongs to type zfs only")
+    return problems
+
+
+def validate_structured_layout(layout: StructuredLayout) -> None:
+    """Raise ``LayoutError`` listing every problem; return None when the layout is valid."""
+    problems = layout_problems(layout)
+    if problems:
+        raise LayoutError(problems)
