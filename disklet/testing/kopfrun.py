@@ -1,0 +1,75 @@
+"""Run a Kopf registry in-process against a Kubernetes API URL (the mock or a real one).
+
+``kopf.operator()`` cancels pytest's own tasks when it stops (TOOLING-NOTES), so this uses
+``kopf.spawn_tasks`` + ``kopf.run_tasks`` with explicit stop/ready flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kopf
+
+
+def add_login(registry: kopf.OperatorRegistry, server: str) -> None:
+    """Authenticate the registry's operator against ``server`` (token auth is ignored by the mock)."""
+
+    @kopf.on.login(registry=registry)
+    def _login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=server, insecure=True, token="mock")
+
+
+@contextlib.asynccontextmanager
+async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = None,
+                       settings: kopf.OperatorSettings | None = None,
+                       configure: Callable[[kopf.OperatorSettings], None] | None = None,
+                       standalone: bool = True, peering_name: str | None = None,
+                       ready_timeout: float = 15.0, memo: object | None = None) -> AsyncIterator[kopf.OperatorSettings]:
+    if server is not None:
+        add_login(registry, server)
+    settings = settings or kopf.OperatorSettings()
+    settings.posting.enabled = True
+    settings.watching.reconnect_backoff = 0.1
+    settings.watching.server_timeout = 30
+    settings.networking.request_timeout = 30
+    if configure is not None:
+        configure(settings)
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    tasks = await kopf.spawn_tasks(registry=registry, settings=settings, standalone=standalone,
+                                   peering_name=peering_name, clusterwide=True, stop_flag=stop,
+                                   ready_flag=ready, memo=memo)
+    runner = asyncio.create_task(kopf.run_tasks(tasks))
+    try:
+        done, _ = await asyncio.wait({runner, asyncio.create_task(ready.wait())}, timeout=ready_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # re-raise the startup failure
+        if not ready.is_set():
+            raise TimeoutError("the Kopf operator did not become ready")
+        yield settings
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(runner, timeout=15)
+        except (asyncio.CancelledError, TimeoutError):
+            runner.cancel()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+                   message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail with ``message`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        last = predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
