@@ -1,0 +1,161 @@
+"""File-backed devices on the host: provision, grow, scoped rollback, delete, reattach (LVM.md rules 3, 5, 6, 8, 9)."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .files import FileOpError, HostFiles, Presence
+from .losetup import LoopDevice, Losetup, LosetupError
+from .lvm import PV, Lvm
+from .planner import Journal, Step, plan_rollback
+from .sizing import file_needs_growth, loop_needs_refresh, pv_needs_resize
+
+
+class FileDeviceError(RuntimeError):
+    """One entry could not be provisioned/grown; the message says what to do."""
+
+
+@dataclass
+class Provisioned:
+    loop: str
+    path: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def deleted_guidance(path: str, loops: list[str]) -> str:
+    return (f"backing file {path} is attached to {', '.join(loops)} but the file was deleted: refusing to provision "
+            "a second device over it. Recovery: move the data off the loop (pvmove / vgreduce) or copy it "
+            f"(dd if={loops[0]} of={path}.recovered), then detach it with `losetup -d {loops[0]}` and restore the file")
+
+
+class FileDevices:
+    def __init__(self, files: HostFiles, losetup: Losetup, lvm: Lvm, reserve_percent: float):
+        self.files = files
+        self.losetup = losetup
+        self.lvm = lvm
+        self.reserve_percent = reserve_percent
+        self._live_pvs: Callable[[], Mapping[str, PV] | None] = lambda: None
+
+    # ------------------------------------------------------------------ provision
+    def space_guard(self, directory: str, missing: int) -> None:
+        """Refuse when ``missing`` bytes would eat into the reserve of the filesystem."""
+        if missing <= 0:
+            return
+        try:
+            fs = self.files.fs_space(directory)
+        except FileOpError as exc:
+            raise FileDeviceError(str(exc)) from exc
+        reserve = int(fs.total * self.reserve_percent / 100)
+        usable = fs.available - reserve
+        if missing > usable:
+            raise FileDeviceError(
+                f"not enough free space in {directory}: need {missing} more bytes, {fs.available} available and "
+                f"{reserve} bytes ({self.reserve_percent:g}% of the filesystem) are kept in reserve; free space, "
+                "choose a smaller size, or a directory on another filesystem")
+
+    def provision(self, path: str, size: int, deleted_loops: list[LoopDevice], journal: Journal) -> Provisioned:
+        """Rule 3. ``deleted_loops``: loops (from the cycle's list) whose backing file with this basename was deleted."""
+        try:
+            attached = self.losetup.find(path)
+        except LosetupError as exc:
+            raise FileDeviceError(f"cannot tell whether {path} is attached: {exc}") from exc
+        if len(attached) > 1:
+            raise FileDeviceError(
+                f"backing file {path} is attached to {len(attached)} loop devices "
+                f"({', '.join(sorted(a.name for a in attached))}): two PVs over the same blocks. Refusing to touch it; "
+                "detach the loop that is not a PV of the VG (check `pvs`) with `losetup -d`")
+        if deleted_loops:
+            raise FileDeviceError(deleted_guidance(path, sorted(d.name for d in deleted_loops)))
+        if len(attached) == 1:
+            self.lvm.owned_loops.add(attached[0].name)
+            return Provisioned(attached[0].name, path)
+        directory = posixpath.dirname(path)
+        try:
+            self.files.mkdir_p(directory)
+        except FileOpError as exc:
+            raise FileDeviceError(f"cannot create directory {directory}: {exc}") from exc
+        probe = self.files.probe(path)
+        if probe.presence is Presence.UNKNOWN:
+            raise FileDeviceError(f"cannot read backing file {path} (doing nothing now): {probe.error}")
+        created = probe.presence is Presence.ABSENT
+        have = 0 if created else min(probe.allocated, probe.apparent)
+        if have < size:
+            self.space_guard(directory, size - have)
+            try:
+                self.files.fallocate(path, size)
+            except FileOpError as exc:
+                if created:
+                    journal.created_file(path)
+                raise FileDeviceError(f"cannot allocate {path}: {exc}") from exc
+        if created:
+            journal.created_file(path)
+        try:
+            loop = self.losetup.attach(path)
+        except LosetupError as exc:
+            raise FileDeviceError(f"cannot attach {path} to a loop device: {exc}") from exc
+        journal.attached_loop(loop, path)
+        self.lvm.owned_loops.add(loop)
+        out = Provisioned(loop, path)
+        if (warning := self.losetup.set_direct_io(loop)) is not None:
+            out.warnings.append(f"direct I/O not enabled on {loop} (buffered I/O is used): {warning}")
+        return out
+
+    # --------------------------------------------------------------------- growth
+    def grow(self, path: str, size: int, pv: PV | None, extent: int) -> bool:
+        """Rule 6; returns True when something changed. Each step fails toward the smaller size."""
+        attached = self.losetup.find(path)
+        if len(attached) != 1:
+            raise FileDeviceError(f"cannot grow {path}: expected exactly one loop device, found {len(attached)}")
+        loop = attached[0].name
+        probe = self.files.probe(path)
+        if probe.presence is not Presence.PRESENT:
+            raise FileDeviceError(f"cannot grow {path}: backing file is {probe.presence.value} {probe.error}".strip())
+        changed = False
+        if file_needs_growth(probe.allocated, probe.apparent, size, extent):
+            self.space_guard(posixpath.dirname(path), size - min(probe.allocated, probe.apparent))
+            self.files.fallocate(path, size)
+            changed = True
+        file_size = max(probe.apparent, size if changed else 0)
+        if pv is not None and (changed or loop_needs_refresh(pv.dev_size, file_size, extent)):
+            self.losetup.refresh(loop)
+            changed = True
+        if pv is not None:
+            if changed or pv_needs_resize(pv.size, max(pv.dev_size, file_size), pv.pe_start, extent):
+                mut = self.lvm.pvresize(loop)
+                if not mut.ok:
+                    raise FileDeviceError(f"pvresize of {loop} failed: {mut.message}")
+                changed = True
+        return changed
+
+    # ------------------------------------------------------------------- rollback
+    def rollback(self, journal: Journal, live_pvs: Callable[[], Mapping[str, PV] | None]) -> list[str]:
+        """Rule 5: only this call's steps, in reverse; each command has its own timeout. Returns problems."""
+        problems: list[str] = []
+        self._live_pvs = live_pvs
+        steps = plan_rollback(journal.steps, live_pvs())
+        if not steps and journal.steps:
+            problems.append("rollback skipped: PVs could not be listed, or everything created is now in use")
+        failed_files: set[str] = set()
+        for step in steps:
+            try:
+                self._undo(step, failed_files)
+            except (LosetupError, FileOpError, FileDeviceError) as exc:
+                failed_files.add(step.file)
+                problems.append(f"rollback of {step.kind} {step.target}: {exc}")
+        return problems
+
+    def _undo(self, step: Step, failed_files: set[str]) -> None:
+        if step.kind == "pv":
+            mut = self.lvm.pvremove(step.target)
+            if not mut.ok:
+                raise FileDeviceError(mut.message)
+        elif step.kind == "loop":
+            pvs = self._live_pvs()
+            if pvs is None or step.target in pvs:
+                raise FileDeviceError(f"{step.target} is (or may be) a PV; left attached")
+            self.losetup.detach(step.target)
+            self.lvm.owned_loops.discard(step.target)
+        elif step.kind == "file" and step.target not in failed_files:
+            self.files.rm_f(step.target)
