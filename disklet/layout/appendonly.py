@@ -64,7 +64,7 @@ def check_append_only(applied_devices_value: dict[str, Any], new_devices_value: 
             problems.append(f"{where}: the applied last partition {old_parts[-1][0]!r} takes 100% of the disk, "
                             "so nothing can be appended after it")
         if len(new_parts) < len(old_parts):
-            removed = [n for n, _ in old_parts[len(new_parts):]]
+            removed = [repr(n) for n, _ in old_parts[len(new_parts):]]
             problems.append(f"{where}: partitions {', '.join(removed)} were applied and cannot be removed")
         for index, (old_pname, old_part) in enumerate(old_parts):
             if index >= len(new_parts):
