@@ -1,0 +1,319 @@
+"""The apply pipeline (DISKO.md §5): stage → disko → verify → promote current.nix → rebuild test/switch.
+
+Runs only after :func:`disklet_agent.disklayout.gate.plan_apply` said yes. A disko or verify
+failure leaves ``current.nix`` untouched. A rebuild failure happens after promotion on purpose:
+disko has already written the disks, so ``current.nix`` must describe them (otherwise the next
+attempt would find "foreign" non-blank disks). One apply per node at a time (a lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from disklet.hostcmd import CommandResult, HostRunner
+from disklet_agent.config import AgentConfig
+from disklet_agent.host.lsblk import BlockTopology, ProbeFailed, read_block_topology
+
+from .gate import CURRENT_NAME, disk_dir
+
+DEFAULT_TIMEOUT_SECONDS = 300
+MAX_TIMEOUT_SECONDS = 3600
+REBUILD_TIMEOUT_SECONDS = 3600.0
+REBUILD_UNIT = "disklet-nix-rebuild"
+TAIL_LINES = 20
+LOCK_NAME = ".apply.lock"
+FAILED_UNITS_RE = re.compile(r"the following units failed:\s*(.+)")
+
+
+class ApplyBusy(RuntimeError):
+    """Another apply holds the node's apply lock."""
+
+
+def check_timeout(seconds: int | float) -> int:
+    """Validate ``--timeout-seconds`` / ``spec.timeoutSeconds``: 1..3600."""
+    value = int(seconds)
+    if value != seconds or value < 1 or value > MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"timeout must be a whole number of seconds between 1 and {MAX_TIMEOUT_SECONDS} "
+                         f"(hard cap), got {seconds}")
+    return value
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    argv: tuple[str, ...]
+    returncode: int
+    timed_out: bool
+    duration: float
+    tail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    @classmethod
+    def of(cls, name: str, res: CommandResult) -> StepResult:
+        return cls(name, res.argv, res.returncode, res.timed_out, res.duration, res.tail(TAIL_LINES))
+
+
+@dataclass
+class ApplyOutcome:
+    ok: bool
+    phase: str
+    """Where it ended: stage, disko, verify, promote, rebuild-test, rebuild-switch or done."""
+    message: str
+    steps: list[StepResult] = field(default_factory=list)
+    failed_units: list[str] = field(default_factory=list)
+    promoted: bool = False
+
+
+@dataclass(frozen=True)
+class DiskExpectation:
+    device: str
+    """Resolved kernel path of the disk."""
+    partitions: int
+    """GPT partitions the layout declares (the disk must have at least this many)."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    disks: tuple[DiskExpectation, ...] = ()
+    vg_members: tuple[tuple[str, int], ...] = ()
+    """(vg, number of lvm_pv partitions/disks of this layout that join it)."""
+    pools: tuple[str, ...] = ()
+
+
+def expectation_from(devices_value: dict[str, Any], resolved: dict[str, str | None]) -> Expectation:
+    """What the disks must look like after disko, from the evaluated ``disko.devices``."""
+    disks: list[DiskExpectation] = []
+    vgs: dict[str, int] = {}
+    raw_disks = devices_value.get("disk") if isinstance(devices_value, dict) else None
+    for disk in (raw_disks or {}).values() if isinstance(raw_disks, dict) else []:
+        if not isinstance(disk, dict) or not isinstance(disk.get("device"), str):
+            continue
+        device = resolved.get(disk["device"]) or disk["device"]
+        raw_content = disk.get("content")
+        content: dict[str, Any] = raw_content if isinstance(raw_content, dict) else {}
+        contents: list[dict[str, Any]] = []
+        parts = content.get("partitions")
+        if content.get("type") == "gpt" and isinstance(parts, dict):
+            disks.append(DiskExpectation(device, len(parts)))
+            contents = [p["content"] for p in parts.values() if isinstance(p, dict) and isinstance(p.get("content"), dict)]
+        else:
+            contents = [content]
+        for c in contents:
+            if c.get("type") == "lvm_pv" and isinstance(c.get("vg"), str):
+                vgs[c["vg"]] = vgs.get(c["vg"], 0) + 1
+    pools = devices_value.get("zpool") if isinstance(devices_value, dict) else None
+    return Expectation(tuple(disks), tuple(sorted(vgs.items())),
+                       tuple(sorted(pools)) if isinstance(pools, dict) else ())
+
+
+def host_view(path: Path, config: AgentConfig) -> str:
+    """The path as commands see it: under nsenter they run in the host's mount namespace,
+    where ``<host_root>/etc/disklet`` is ``/etc/disklet``."""
+    if not config.use_nsenter:
+        return str(path)
+    try:
+        return "/" + str(path.relative_to(config.host_root))
+    except ValueError:
+        return str(path)
+
+
+@contextlib.contextmanager
+def apply_lock(directory: Path) -> Iterator[None]:
+    """Non-blocking per-node apply lock (the agent and a local ``--apply`` must not overlap)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ApplyBusy(f"another disk apply is running on this node (lock {directory / LOCK_NAME})") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write temp, fsync, rename over ``path``, fsync the directory: old or new, never half."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def stage(body: str, config: AgentConfig) -> Path:
+    directory = disk_dir(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    for old in directory.glob("staged-*.nix"):  # leftovers of earlier failed attempts
+        with contextlib.suppress(OSError):
+            old.unlink()
+    path = directory / f"staged-{digest[:16]}.nix"
+    atomic_write(path, body)
+    return path
+
+
+def disko_argv(config: AgentConfig, staged: str) -> list[str]:
+    return [*config.disko_command, "--mode", "format,mount", "--root-mountpoint", "/", staged]
+
+
+def rebuild_argv(config: AgentConfig, action: str) -> list[str]:
+    # --pipe: the unit's output comes back to us (for the tail and the failed-units line);
+    # --wait: systemd-run exits with the unit's exit status.
+    return [*config.systemd_run_command, "--unit", REBUILD_UNIT, "--wait", "--collect", "--quiet", "--pipe",
+            "--", *config.nixos_rebuild_command, action]
+
+
+def parse_failed_units(text: str) -> list[str]:
+    """Units named by switch-to-configuration's "the following units failed: a, b" line."""
+    units: list[str] = []
+    for m in FAILED_UNITS_RE.finditer(text):
+        for u in m.group(1).split(","):
+            u = u.strip().rstrip(".")
+            if u and u not in units:
+                units.append(u)
+    return units
+
+
+def verify(expect: Expectation, *, runner: HostRunner, config: AgentConfig,
+           read_topology: Callable[[HostRunner], BlockTopology]) -> tuple[list[str], list[str]]:
+    """(problems, notes): problems are detected misses; notes say what could not be checked."""
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        topo = read_topology(runner)
+    except ProbeFailed as exc:
+        return [f"cannot re-read the disks after disko: {exc}"], notes
+    member_paths: set[str] = set()
+    for d in expect.disks:
+        node = topo.find(d.device)
+        if node is None:
+            problems.append(f"{d.device} is gone after disko")
+            continue
+        parts = [c for c in node.children if c.type == "part"]
+        member_paths |= {c.path for c in parts} | {node.path}
+        if len(parts) < d.partitions:
+            problems.append(f"{d.device} has {len(parts)} partition(s) after disko, the layout declares {d.partitions}")
+    if expect.vg_members:
+        lvm = ["pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name"]
+        if config.lvm_extra_config:
+            lvm[1:1] = ["--config", config.lvm_extra_config]
+        res = runner.run(lvm, timeout=60)
+        if not res.ok:
+            problems.append(f"cannot list LVM PVs to verify: {res.describe()}")
+        else:
+            pvs = [line.strip().split("|") for line in res.stdout.splitlines() if "|" in line]
+            for vg, count in expect.vg_members:
+                joined = [p for p, g in ((x[0].strip(), x[1].strip()) for x in pvs) if g == vg
+                          and (not member_paths or p in member_paths)]
+                if len(joined) < count:
+                    problems.append(f"volume group {vg} has {len(joined)} of the layout's {count} PV(s) after disko "
+                                    "(disko never adds a PV to an existing VG)")
+    if expect.pools:
+        res = runner.run(["zpool", "list", "-H", "-o", "name"], timeout=60)
+        if res.returncode == 127:
+            notes.append("zpool is not installed here: pool creation not verified")
+        elif not res.ok:
+            problems.append(f"cannot list ZFS pools to verify: {res.describe()}")
+        else:
+            names = {line.strip() for line in res.stdout.splitlines()}
+            missing = [p for p in expect.pools if p not in names]
+            if missing:
+                problems.append(f"ZFS pool(s) {', '.join(missing)} missing after disko (disko skips a pool "
+                                "whose member already holds data)")
+    return problems, notes
+
+
+def _fail(phase: str, what: str, res: CommandResult | None, steps: list[StepResult], **kw: Any) -> ApplyOutcome:
+    msg = what
+    if res is not None:
+        tail = res.tail(TAIL_LINES)
+        msg += f"\n--- last output of {os.path.basename(res.argv[0]) if res.argv else 'command'} ---\n{tail}" if tail else ""
+    return ApplyOutcome(False, phase, msg, steps, **kw)
+
+
+def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: Expectation | None = None,
+                 timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, rebuild: bool = True,
+                 rebuild_timeout: float = REBUILD_TIMEOUT_SECONDS,
+                 read_topology: Callable[[HostRunner], BlockTopology] = read_block_topology) -> ApplyOutcome:
+    """Run the pipeline; never raises for a command failure (ApplyBusy if another apply runs)."""
+    timeout = check_timeout(timeout_seconds)
+    steps: list[StepResult] = []
+    directory = disk_dir(config)
+    with apply_lock(directory):
+        try:
+            staged = stage(body, config)
+        except OSError as exc:
+            return ApplyOutcome(False, "stage", f"cannot stage the layout under {directory}: {exc}", steps)
+
+        res = runner.run(disko_argv(config, host_view(staged, config)), timeout=timeout)
+        steps.append(StepResult.of("disko", res))
+        if res.timed_out:
+            return _fail("disko", f"disko did not finish within {timeout}s and was killed (process group); "
+                         "current.nix unchanged", res, steps)
+        if not res.ok:
+            return _fail("disko", f"disko exited {res.returncode}; current.nix unchanged", res, steps)
+
+        notes: list[str] = []
+        if expect is not None:
+            problems, notes = verify(expect, runner=runner, config=config, read_topology=read_topology)
+            if problems:
+                return ApplyOutcome(False, "verify", "disko reported success but the result is incomplete; "
+                                    "current.nix unchanged: " + "; ".join(problems), steps)
+
+        current = directory / CURRENT_NAME
+        try:
+            atomic_write(current, body)
+        except OSError as exc:
+            return ApplyOutcome(False, "promote", f"disko succeeded but {current} could not be written: {exc}", steps)
+        with contextlib.suppress(OSError):
+            staged.unlink()
+        done = f"disko applied the layout; promoted to {current}"
+        if notes:
+            done += " (" + "; ".join(notes) + ")"
+        if not rebuild:
+            return ApplyOutcome(True, "done", done + "; rebuild skipped (rebuild: false)", steps, promoted=True)
+
+        for action in ("test", "switch"):
+            res = runner.run(rebuild_argv(config, action), timeout=rebuild_timeout)
+            steps.append(StepResult.of(f"rebuild-{action}", res))
+            if res.ok:
+                continue
+            phase = f"rebuild-{action}"
+            if res.timed_out:
+                return _fail(phase, f"{done}; nixos-rebuild {action} did not finish within {rebuild_timeout:.0f}s",
+                             res, steps, promoted=True)
+            units = parse_failed_units(res.stdout + "\n" + res.stderr)
+            if action == "switch" and res.returncode == 4:
+                what = ("nixos-rebuild switch activated the configuration but some units failed: "
+                        + (", ".join(units) if units else "(unit names not found in the output)"))
+                return _fail(phase, f"{done}; {what}", res, steps, failed_units=units, promoted=True)
+            return _fail(phase, f"{done}; nixos-rebuild {action} exited {res.returncode}"
+                         + (f" (failed units: {', '.join(units)})" if units else ""),
+                         res, steps, failed_units=units, promoted=True)
+        return ApplyOutcome(True, "done", done + "; nixos-rebuild test and switch succeeded", steps, promoted=True)

@@ -1,0 +1,1 @@
+"""Kopf handler modules of the node agent; each exposes ``register(registry, deps)``."""
