@@ -114,7 +114,7 @@ class LabelSelectorRequirement(ApiModel):
     key: str = Field(max_length=317, description="The label key the selector applies to.")
     operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
     values: list[str] | None = Field(
-        default=None, max_length=64, json_schema_extra=ATOMIC,
+        default=None, max_length=64, json_schema_extra=ATOMIC | {"items": {"maxLength": 63}},
         description="Values for In/NotIn (non-empty); must be empty for Exists/DoesNotExist.")
 
 
@@ -126,8 +126,9 @@ class LabelSelector(ApiModel):
         json_schema_extra={"x-kubernetes-map-type": "atomic"},
     )
 
-    match_labels: dict[str, str] | None = Field(default=None,
-                                                description="Labels that must all be present with these values.")
+    match_labels: dict[str, str] | None = Field(
+        default=None, json_schema_extra={"maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 63}},
+        description="Labels that must all be present with these values.")
     match_expressions: list[LabelSelectorRequirement] | None = Field(
         default=None, max_length=64, json_schema_extra=ATOMIC,
         description="Requirements that must all hold (AND).")

@@ -80,9 +80,9 @@ class PartitionContent(ApiModel):
     format: Literal[FILESYSTEM_FORMATS] | None = Field(  # type: ignore[valid-type]
         default=None, description="Filesystem to create (filesystem only): " + ", ".join(FILESYSTEM_FORMATS) + ".")
     mountpoint: str | None = Field(
-        default=None, max_length=4096, pattern=r"^/",
+        default=None, max_length=1024, pattern=r"^/",
         json_schema_extra=validations(
-            cel("!self.split('/').exists(s, s == '.' || s == '..')", "mountpoint must not contain . or .. segments"),
+            cel("!self.matches('(^|/)[.][.]?(/|$)')", "mountpoint must not contain . or .. segments"),
             cel("self != '/' && self != '/boot' && self != '/nix' && !self.startsWith('/nix/')",
                 "mountpoint must not be /, /boot or under /nix (OS mounts are out of scope for day-2 layouts)"),
         ),
@@ -107,6 +107,11 @@ class PartitionContent(ApiModel):
         extra = present - allowed[self.type]
         if extra:
             raise ValueError(f"{', '.join(sorted(extra))} not allowed for content type {self.type}")
+        if self.mountpoint is not None:
+            if any(seg in (".", "..") for seg in self.mountpoint.split("/")):
+                raise ValueError(f"mountpoint {self.mountpoint!r} must not contain . or .. segments")
+            if self.mountpoint in ("/", "/boot", "/nix") or self.mountpoint.startswith("/nix/"):
+                raise ValueError(f"mountpoint {self.mountpoint!r} must not be /, /boot or under /nix")
         return self
 
 
@@ -127,10 +132,16 @@ class Gpt(ApiModel):
 class Disk(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=32, description="Disk name used in the disko config; unique in the layout.")
     device: str = Field(
-        pattern=DEVICE_PATTERN, max_length=4096,
+        pattern=DEVICE_PATTERN, max_length=1024,
         json_schema_extra=validations(cel("!self.contains('..')", "device must not contain ..")),
         description="Block device path, e.g. /dev/disk/by-id/nvme-... (recommended: stable by-id names) or /dev/nvme1n1.")
     gpt: Gpt = Field(description="GPT partition table of the disk.")
+
+    @model_validator(mode="after")
+    def _device_has_no_dotdot(self) -> Disk:
+        if ".." in self.device:
+            raise ValueError(f"device {self.device!r} must not contain ..")
+        return self
 
 
 class NamedStub(ApiModel):
@@ -170,6 +181,15 @@ class DiskLayoutSpec(ApiModel):
                                         description="Path of a .nix file next to the manifest; kctl inlines it into layoutNix before sending.")
     rebuild: bool = Field(default=True, description="Run nixos-rebuild test then switch after disko, so new mounts persist.")
     timeout_seconds: int = Field(default=300, ge=1, le=3600, description="Bound on the disko run, in seconds (1..3600).")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> DiskLayoutSpec:
+        sources = [n for n, v in (("diskLayout", self.disk_layout), ("layoutNix", self.layout_nix),
+                                  ("layoutNixFile", self.layout_nix_file)) if v is not None]
+        if len(sources) != 1:
+            raise ValueError("set exactly one layout source: diskLayout (structured), layoutNix (inline disko Nix) "
+                             f"or layoutNixFile (got {', '.join(sources) or 'none'})")
+        return self
 
 
 class DiskLayoutStatus(StatusModel):

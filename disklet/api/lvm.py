@@ -95,7 +95,7 @@ class FileDevice(ApiModel):
                       description="Entry name (DNS-1123 label), part of the backing file name disklet-<lvg>.<name>.img.")
     directory: str = Field(
         max_length=4096, pattern=r"^/",
-        json_schema_extra=validations(cel("!self.split('/').exists(s, s == '..' || s == '.')",
+        json_schema_extra=validations(cel("!self.matches('(^|/)[.][.]?(/|$)')",
                                           "directory must not contain . or .. segments")),
         description="Absolute directory of the backing file: the agent's base directory (Helm value fileDevicesDirectory, default /var/lib/disklet/file-devices) or below it. Immutable.")
     size: str = Field(

@@ -1,0 +1,201 @@
+"""An approximation of kube-apiserver's validation of disklet's custom objects, offline.
+
+Evaluates the OpenAPI schema (``jsonschema``) and every ``x-kubernetes-validations`` CEL rule of
+the generated CRDs with Google's CEL runtime (``cel-expr-python``), the way the API server
+applies them: defaults first, rules bound to the schema node they sit on (``self``), transition
+rules (``oldSelf``) only where the old value correlates (object properties, and list-map items
+by key), rules skipped where the value is absent.
+
+Why cel-expr-python: it is Google's own runtime (the semantics of the Go implementation the API
+server uses), parses the optional syntax, compares int/uint/double correctly, and is fast.
+Kubernetes' own CEL libraries are approximated here: ``quantity()`` (with ``compareTo``,
+``isGreaterThan``, ``isLessThan``, ``asInteger``), ``isQuantity()``; the strings extension comes
+with the runtime. What it does NOT check: CEL cost budgets and compile-time type checking against
+the schema — only a real API server enforces those (``e2e/`` covers that).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from cel_expr_python import cel
+from cel_expr_python.ext import ext_strings
+
+from ..units import QuantityError, is_quantity, parse_quantity
+
+CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
+_Q = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
+_MISSING = object()
+
+
+def _quantity(s: str) -> dict[str, str]:
+    try:
+        return {"__quantity__": str(parse_quantity(s))}
+    except QuantityError as exc:
+        raise ValueError(f"invalid quantity {s!r}") from exc
+
+
+def _qv(q: dict[str, str]) -> Decimal:
+    return Decimal(q["__quantity__"])
+
+
+def _cmp(a: dict[str, str], b: dict[str, str]) -> int:
+    x, y = _qv(a), _qv(b)
+    return (x > y) - (x < y)
+
+
+_FUNCTIONS = [
+    cel.FunctionDecl("quantity", [cel.Overload("k8s_quantity_string", _Q, [cel.Type.STRING], impl=_quantity)]),
+    cel.FunctionDecl("isQuantity", [cel.Overload("k8s_isQuantity_string", cel.Type.BOOL, [cel.Type.STRING],
+                                                 impl=is_quantity)]),
+    cel.FunctionDecl("compareTo", [cel.Overload("k8s_quantity_compareTo", cel.Type.INT, [_Q, _Q], is_member=True,
+                                                impl=_cmp)]),
+    cel.FunctionDecl("isGreaterThan", [cel.Overload("k8s_quantity_gt", cel.Type.BOOL, [_Q, _Q], is_member=True,
+                                                    impl=lambda a, b: _cmp(a, b) > 0)]),
+    cel.FunctionDecl("isLessThan", [cel.Overload("k8s_quantity_lt", cel.Type.BOOL, [_Q, _Q], is_member=True,
+                                                 impl=lambda a, b: _cmp(a, b) < 0)]),
+    cel.FunctionDecl("asInteger", [cel.Overload("k8s_quantity_asInteger", cel.Type.INT, [_Q], is_member=True,
+                                                impl=lambda a: int(_qv(a)))]),
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _env() -> Any:
+    return cel.NewEnv(variables={"self": cel.Type.DYN, "oldSelf": cel.Type.DYN}, functions=_FUNCTIONS,
+                      extensions=[ext_strings.ExtStrings()])
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(rule: str) -> Any:
+    return _env().compile(rule)
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    path: str
+    rule: str
+    message: str
+
+
+def load_crds(directory: Path = CRDS_DIR) -> dict[str, dict[str, Any]]:
+    """kind → CRD object."""
+    out = {}
+    for path in sorted(directory.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        out[crd["spec"]["names"]["kind"]] = crd
+    return out
+
+
+def schema_of(crd: dict[str, Any]) -> dict[str, Any]:
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def iter_rules(schema: dict[str, Any], path: str = "$") -> list[RuleRef]:
+    """Every CEL rule with the schema path it is bound to."""
+    out = [RuleRef(path, v["rule"], v.get("message", v["rule"])) for v in schema.get("x-kubernetes-validations", [])]
+    for k, sub in (schema.get("properties") or {}).items():
+        out += iter_rules(sub, f"{path}.{k}")
+    if isinstance(schema.get("items"), dict):
+        out += iter_rules(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        out += iter_rules(schema["additionalProperties"], f"{path}{{}}")
+    return out
+
+
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """Structural defaulting, as the API server does before validation."""
+    if isinstance(value, dict):
+        for k, sub in (schema.get("properties") or {}).items():
+            if k not in value and "default" in sub:
+                value[k] = copy.deepcopy(sub["default"])
+            if k in value:
+                value[k] = apply_defaults(sub, value[k])
+        if isinstance(schema.get("additionalProperties"), dict):
+            for k in list(value):
+                value[k] = apply_defaults(schema["additionalProperties"], value[k])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(schema["items"], v) for v in value]
+    return value
+
+
+def _json_schema(schema: Any) -> Any:
+    """Drop Kubernetes extensions jsonschema does not know (they are not validation keywords there)."""
+    if isinstance(schema, dict):
+        return {k: _json_schema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+    if isinstance(schema, list):
+        return [_json_schema(v) for v in schema]
+    return schema
+
+
+def _eval_rules(schema: dict[str, Any], new: Any, old: Any, path: str, errors: list[str]) -> None:
+    for v in schema.get("x-kubernetes-validations", []):
+        rule = v["rule"]
+        uses_old = "oldSelf" in rule
+        if uses_old and old is _MISSING:
+            continue
+        data = {"self": new}
+        if uses_old:
+            data["oldSelf"] = old
+        try:
+            result = _compiled(rule).eval(data=data)
+        except Exception as exc:  # a rule that cannot compile/evaluate is a bug in our CRDs
+            errors.append(f"{path}: rule {rule!r} failed to evaluate: {exc}")
+            continue
+        if result.type() == cel.Type.ERROR:
+            errors.append(f"{path}: rule {rule!r} evaluation error: {result.value()}")
+        elif result.plain_value() is not True:
+            errors.append(f"{path}: {v.get('message', rule)}")
+    if isinstance(new, dict):
+        for k, sub in (schema.get("properties") or {}).items():
+            if k in new:
+                old_k = old.get(k, _MISSING) if isinstance(old, dict) else _MISSING
+                _eval_rules(sub, new[k], old_k, f"{path}.{k}", errors)
+        if isinstance(schema.get("additionalProperties"), dict):
+            for k, val in new.items():
+                old_k = old.get(k, _MISSING) if isinstance(old, dict) else _MISSING
+                _eval_rules(schema["additionalProperties"], val, old_k, f"{path}[{k}]", errors)
+    elif isinstance(new, list) and isinstance(schema.get("items"), dict):
+        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
+        old_by_key: dict[tuple[Any, ...], Any] = {}
+        if keys and isinstance(old, list):
+            old_by_key = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)}
+        for i, item in enumerate(new):
+            old_item = _MISSING
+            if keys and isinstance(item, dict):
+                old_item = old_by_key.get(tuple(item.get(k) for k in keys), _MISSING)
+            _eval_rules(schema["items"], item, old_item, f"{path}[{i}]", errors)
+
+
+def validate_object(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """Errors the API server would (approximately) report for creating ``obj`` or updating ``old``."""
+    schema = schema_of(crd)
+    new = apply_defaults(schema, copy.deepcopy(obj))
+    prev = apply_defaults(schema, copy.deepcopy(old)) if old is not None else _MISSING
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '$'}: {e.message}"
+              for e in jsonschema.Draft7Validator(_json_schema(schema)).iter_errors(new)]
+    # Only spec carries rules users hit; status and metadata are validated by schema alone.
+    for part in ("spec",):
+        if part in new and part in (schema.get("properties") or {}):
+            old_part = prev.get(part, _MISSING) if isinstance(prev, dict) else _MISSING
+            _eval_rules(schema["properties"][part], new[part], old_part, f"$.{part}", errors)
+    return errors
+
+
+class Admission:
+    """A validator for :class:`disklet.testing.kubeapi.KubeAPI` (``validator=Admission()``)."""
+
+    def __init__(self, directory: Path = CRDS_DIR):
+        self.by_plural = {crd["spec"]["names"]["plural"]: crd for crd in load_crds(directory).values()}
+
+    def __call__(self, plural: str, new: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
+        crd = self.by_plural.get(plural)
+        if crd is None:
+            return []
+        return validate_object(crd, new, old)
