@@ -13,6 +13,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from disklet.api.disklayout import MAX_NIX_BODY
+
 from .errors import MalformedLayout
 
 REFUSE_HINT = "install nix or use diskLayout"
@@ -152,7 +154,10 @@ def _value(node: Any) -> Any:
 
 def static_evaluate(body: str) -> Any:
     """The value of a literal-only body, or MalformedLayout saying to install nix or use diskLayout."""
-    tree = _parser().parse(body.encode())
+    data = body.encode()
+    if len(data) > MAX_NIX_BODY:
+        raise MalformedLayout(f"layout body is {len(data)} bytes; the limit is {MAX_NIX_BODY}")
+    tree = _parser().parse(data)
     root = tree.root_node
     if root.has_error:
         bad = _first_error(root)

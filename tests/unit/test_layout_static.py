@@ -113,3 +113,8 @@ def test_zpool_members_found() -> None:
     assert extraction.method == "static"
     assert extraction.devices == ["/dev/sda", "/dev/sdb", "/dev/nvme0n1", "/dev/nvme2n1", "/dev/nvme1n1",
                                   "/dev/sdz", "/dev/nvme3n1"]
+
+
+def test_size_limit() -> None:
+    with pytest.raises(MalformedLayout, match="the limit is"):
+        static_evaluate("{ a = \"" + "x" * 300000 + "\"; }")
