@@ -118,6 +118,13 @@ class LvmEnv:
         self.engine = LVMEngine(runner, self.config)
         return self
 
+    def rebase(self, base: Path) -> LvmEnv:
+        """Use another base directory (inside ``root``, so cleanup still finds its loops)."""
+        self.base = base
+        self.config = self.config.model_copy(update={"file_devices_dir": str(base)})
+        self.engine = LVMEngine(self.runner, self.config)
+        return self
+
     def file(self, entry: str, directory: Path | None = None) -> Path:
         return (directory or self.base) / f"disklet-{self.lvg}.{entry}.img"
 
