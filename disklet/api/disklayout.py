@@ -202,7 +202,8 @@ class DiskLayoutStatus(StatusModel):
     observed_generation: int | None = Field(default=None, description="metadata.generation last pre-flighted by the operator.")
     conditions: list[Condition] | None = Field(default=None, max_length=32, json_schema_extra=list_map("type"),
                                                description="Validated, Applied and friends (metav1.Condition).")
-    layout_hash: str | None = Field(default=None, max_length=80, description="sha256 of the resolved Nix body.")
+    layout_hash: str | None = Field(default=None, max_length=80,
+                                    description="sha256 of the evaluated disko.devices value (canonical JSON): the same layout written another way hashes the same.")
     layout_generation: int | None = Field(default=None, description="Bumps only when the resolved Nix body changes.")
     applied_layout_generation: int | None = Field(default=None, description="layoutGeneration the agent last applied.")
     last_attempt_time: str | None = Field(default=None, description="When the agent last tried to apply (RFC 3339).")
