@@ -1,0 +1,60 @@
+{{/* Chart name. */}}
+{{- define "disklet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Resource name prefix: <release>-disklet, or <release> when it already says disklet. */}}
+{{- define "disklet.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "disklet.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "disklet.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "disklet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: disklet
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "operator"). */}}
+{{- define "disklet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "disklet.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Image of one component: <registry>/disklet-<component>:<tag or appVersion>. */}}
+{{- define "disklet.image" -}}
+{{- $registry := required "image.registry is required" .ctx.Values.image.registry -}}
+{{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag -}}
+{{- if eq $tag "latest" -}}{{- fail "image.tag must be a version, never latest" -}}{{- end -}}
+{{- printf "%s/disklet-%s:%s" (trimSuffix "/" $registry) .component $tag -}}
+{{- end -}}
+
+{{/* The validated file-devices base directory. */}}
+{{- define "disklet.fileDevicesDirectory" -}}
+{{- $dir := required "fileDevicesDirectory is required (absolute path, never /)" .Values.fileDevicesDirectory -}}
+{{- if or (not (hasPrefix "/" $dir)) (eq (clean $dir) "/") -}}
+{{- fail (printf "fileDevicesDirectory must be absolute and never /, got %q" $dir) -}}
+{{- end -}}
+{{- clean $dir -}}
+{{- end -}}
+
+{{/* Whether the operator uses Kopf peering; fails on replicas > 1 without it. */}}
+{{- define "disklet.operatorPeering" -}}
+{{- if and (gt (int .Values.operator.replicaCount) 1) (not .Values.operator.peering.enabled) -}}
+{{- fail "operator.replicaCount > 1 needs operator.peering.enabled=true (Kopf peering), or replicas would act at once" -}}
+{{- end -}}
+{{- if .Values.operator.peering.enabled -}}true{{- end -}}
+{{- end -}}
