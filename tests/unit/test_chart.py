@@ -51,8 +51,10 @@ def all_on_docs():
     return render(*ALL_ON)
 
 
-def test_helm_lint_strict():
-    proc = run_helm("lint", "--strict", str(CHART))
+@pytest.mark.parametrize("sets", [(), ALL_ON], ids=["defaults", "all-on"])
+def test_helm_lint_strict(sets):
+    args = [a for s in sets for a in ("--set", s)]
+    proc = run_helm("lint", "--strict", str(CHART), *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 chart(s) failed" in proc.stdout
 
@@ -133,7 +135,7 @@ def test_operator_rbac(default_docs, all_on_docs):
     assert cluster[("", "nodes")] == {"get", "list", "watch"}
     assert "create" not in cluster[("disklet.io", "disklayouts")]
     assert ("disklet.io", "blockdevices") in cluster and cluster[("disklet.io", "blockdevices")] == {"get", "list", "watch"}
-    assert ("", "namespaces") not in cluster  # only in peering mode
+    assert cluster[("", "namespaces")] == {"get", "list", "watch"}  # Kopf's --namespace mode follows it
     ns = permissions(one(default_docs, "Role", "-operator"))
     assert ns[("coordination.k8s.io", "leases")] == {"get", "list", "watch"}
     assert ("kopf.dev", "kopfpeerings") not in ns
