@@ -1,0 +1,230 @@
+"""Kopf handlers: apply this node's DiskLayout (DESIGN.md §4 flow steps 2–4). Thin: the decisions
+live in :func:`decide` and :func:`outcome_status` (pure), the work in disklayout.gate/apply.
+
+Triggers: every watch event of an object for this node (``on.event``), plus a timer every
+``refused_retry_seconds`` while the object is pending or refused (refused layouts are retried until
+clear; pending ones re-check the management mode). The timer is registered WITHOUT Kopf's
+finalizer: deleting a DiskLayout never touches the node, and must not hang when the node is gone.
+One run per object at a time; a memo of finished generations guards against stale bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from disklet.api.common import Condition, now_rfc3339, set_condition
+from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
+from disklet.api.resources import DISK_LAYOUT
+from disklet_agent.deps import AgentDeps
+from disklet_agent.disklayout.apply import ApplyBusy, ApplyOutcome, apply_layout, expectation_from
+from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
+from disklet_agent.disklayout.mode import ModeReading, read_management_mode
+
+CONDITION = "Applied"
+# Refusals the operator decides; the agent never retries or overrides them.
+OPERATOR_REFUSALS = {RefusalCode.DUPLICATE_NODE_LAYOUT.value}
+MAX_MESSAGE = 32000
+
+
+@dataclass(frozen=True)
+class Memo:
+    layout_generation: int
+    phase: str
+
+
+def decide(status: dict[str, Any], trigger: str, memo: Memo | None) -> bool:
+    """Should this agent work on the object now? (pure)"""
+    lg = status.get("layoutGeneration")
+    if lg is None or lg == status.get("appliedLayoutGeneration"):
+        return False
+    if memo is not None and memo.layout_generation == lg and memo.phase in (Phase.APPLIED, Phase.FAILED):
+        return False  # we finished this generation; the body we see is older than our own patch
+    phase = status.get("phase")
+    if phase == Phase.PENDING:
+        return True
+    if phase == Phase.REFUSED:
+        if status.get("refusalReason") in OPERATOR_REFUSALS:
+            return False
+        # Retried by the timer; an event only starts it when this process has not judged it yet.
+        return trigger == "timer" or memo is None or memo.layout_generation != lg
+    return False  # failed waits for a new layoutGeneration; applied is done
+
+
+@dataclass
+class Desired:
+    phase: Phase
+    message: str
+    reason: str
+    """Condition reason (CamelCase)."""
+    refusal: str | None = None
+    applied: bool = False
+    attempted: bool = True
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else "..." + text[-MAX_MESSAGE:]
+
+
+def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReading, targets: list[str] | None,
+                   generation: int | None, now: str | None = None) -> dict[str, Any]:
+    """The status fields that differ from ``current`` (empty dict: write nothing). (pure)"""
+    now = now or now_rfc3339()
+    conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
+    cond_status = "True" if desired.phase == Phase.APPLIED else "False"
+    conditions = set_condition(conditions, CONDITION, cond_status, desired.reason, _clip(desired.message),
+                               observed_generation=generation, now=now)
+    want: dict[str, Any] = {
+        "phase": desired.phase.value,
+        "refusalReason": desired.refusal,
+        "message": _clip(desired.message),
+        "nodeMode": mode.mode,
+        "conditions": [c.to_wire() for c in conditions],
+    }
+    if targets is not None:
+        want["targetDevices"] = targets
+    if desired.applied:
+        want["appliedLayoutGeneration"] = current.get("layoutGeneration")
+        want["lastAppliedTime"] = now
+    changed = {k: v for k, v in want.items() if current.get(k) != v}
+    if "conditions" in changed:
+        # lastTransitionTime-only churn is not a change
+        old = current.get("conditions") or []
+        if _strip_times(old) == _strip_times(want["conditions"]):
+            changed.pop("conditions")
+    if changed and desired.attempted:
+        changed["lastAttemptTime"] = now
+    return changed
+
+
+def _strip_times(conds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conds]
+
+
+def desired_from_plan(plan: ApplyPlan) -> Desired | None:
+    """Refused/failed when the gate said no; None when the gate said yes."""
+    if plan.failed:
+        return Desired(Phase.FAILED, plan.message, "Failed")
+    if not plan.ok:
+        return Desired(Phase.REFUSED, plan.message, "Refused", refusal=str(plan.code) if plan.code else None)
+    return None
+
+
+def desired_from_outcome(out: ApplyOutcome) -> Desired:
+    if out.ok:
+        return Desired(Phase.APPLIED, out.message, "Applied", applied=True)
+    return Desired(Phase.FAILED, f"apply failed at {out.phase}: {out.message}", "Failed",
+                   applied=False)
+
+
+def _drop_finalizer_requirement(registry: kopf.OperatorRegistry, fn: Any) -> None:
+    """kopf.timer always asks for a finalizer; ours must not block deletion (see module doc)."""
+    spawning = registry._spawning  # noqa: SLF001 - no public switch in kopf 1.45
+    handlers = spawning._handlers  # noqa: SLF001
+    for i, h in enumerate(handlers):
+        if getattr(h, "fn", None) is fn:
+            handlers[i] = dataclasses.replace(h, requires_finalizer=False)
+
+
+def register(registry: kopf.OperatorRegistry, deps: AgentDeps) -> None:
+    cfg = deps.config
+    node = cfg.node_name
+    group, plural = DISK_LAYOUT.group, DISK_LAYOUT.plural
+    locks: dict[str, asyncio.Lock] = {}
+    memos: dict[str, Memo] = {}
+
+    def mine(spec: kopf.Spec, **_: Any) -> bool:
+        return bool(node) and spec.get("nodeName") == node
+
+    def retry_due(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+        return mine(spec) and status.get("phase") in (Phase.PENDING, Phase.REFUSED) \
+            and status.get("layoutGeneration") is not None \
+            and status.get("layoutGeneration") != status.get("appliedLayoutGeneration")
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: Any, trigger: str) -> None:
+        uid = str(body.get("metadata", {}).get("uid") or body.get("metadata", {}).get("name"))
+        status = dict(body.get("status") or {})
+        if not decide(status, trigger, memos.get(uid)):
+            return
+        lock = locks.setdefault(uid, asyncio.Lock())
+        if lock.locked():
+            return  # a run is in progress; the timer picks up anything newer afterwards
+        async with lock:
+            await _run(body, status, patch, logger, uid)
+
+    async def _run(body: kopf.Body, status: dict[str, Any], patch: kopf.Patch, logger: Any, uid: str) -> None:
+        lg = status.get("layoutGeneration")
+        generation = body.get("metadata", {}).get("generation")
+        mode = await asyncio.to_thread(read_management_mode, cfg.etc_dir)
+        targets: list[str] | None = None
+        if not mode.controller_managed:
+            desired = Desired(Phase.PENDING, f"waiting: {mode.explain('/etc/disklet')}", "InstallerOnly",
+                              attempted=False)
+        else:
+            from disklet.layout import LayoutError, layout_hash, resolve_body
+
+            try:
+                spec = DiskLayoutSpec.model_validate(dict(body.get("spec") or {}))
+                text, _source = resolve_body(spec)
+            except (ValueError, LayoutError) as exc:
+                desired = Desired(Phase.FAILED, f"invalid layout: {exc}", "Failed")
+            else:
+                plan = await asyncio.to_thread(plan_apply, text, runner=deps.runner, config=cfg)
+                targets = plan.targets or None
+                refused = desired_from_plan(plan)
+                if refused is not None:
+                    desired = refused
+                elif status.get("layoutHash") and layout_hash(plan.devices_value) != status.get("layoutHash"):
+                    logger.info("layout changed since the operator's pre-flight; waiting for a new layoutGeneration")
+                    return
+                else:
+                    try:
+                        out = await asyncio.to_thread(
+                            apply_layout, text, runner=deps.runner, config=cfg,
+                            expect=expectation_from(plan.devices_value, plan.resolved),
+                            timeout_seconds=spec.timeout_seconds, rebuild=spec.rebuild)
+                    except ApplyBusy as exc:
+                        logger.info(f"{exc}; retrying later")
+                        return
+                    desired = desired_from_outcome(out)
+        changed = outcome_status(status, desired, mode=mode, targets=targets, generation=generation)
+        if isinstance(lg, int):
+            memos[uid] = Memo(lg, desired.phase.value)
+        if not changed:
+            return
+        for k, v in changed.items():
+            patch.status[k] = v
+        if "phase" in changed or "message" in changed:
+            _event(body, desired)
+
+    def _event(body: kopf.Body, desired: Desired) -> None:
+        msg = desired.message[:1000]
+        if desired.phase == Phase.APPLIED:
+            kopf.info(body, reason="Applied", message=msg)
+        elif desired.phase == Phase.REFUSED:
+            kopf.warn(body, reason="Refused", message=f"{desired.refusal}: {msg}")
+        elif desired.phase == Phase.FAILED:
+            kopf.warn(body, reason="Failed", message=msg)
+        else:
+            kopf.info(body, reason=desired.reason, message=msg)
+
+    @kopf.on.event(group, plural, registry=registry, when=mine)
+    async def disklayout_event(body: kopf.Body, patch: kopf.Patch, logger: Any, type: str | None = None,
+                               **_: Any) -> None:
+        if type == "DELETED":
+            uid = str(body.get("metadata", {}).get("uid"))
+            memos.pop(uid, None)
+            locks.pop(uid, None)
+            return
+        await reconcile(body, patch, logger, "event")
+
+    @kopf.timer(group, plural, registry=registry, interval=cfg.refused_retry_seconds, when=retry_due,
+                id="disklayout_retry")
+    async def disklayout_retry(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        await reconcile(body, patch, logger, "timer")
+
+    _drop_finalizer_requirement(registry, disklayout_retry)
