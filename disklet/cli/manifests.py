@@ -1,0 +1,232 @@
+"""Loading kctl manifests: a file, a directory or multi-document YAML, validated as one batch.
+
+Pure except for reading files. Accepts the seed's style (no ``apiVersion``; ``spec.nodeId``) and
+inlines ``spec.layoutNixFile`` (read next to the manifest) into ``spec.layoutNix``, because the API
+server rejects ``layoutNixFile``. Every document is validated with the pydantic model that is the
+CRD's source of truth; if any document is wrong, the whole batch is refused and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from disklet import API_VERSION
+from disklet.api.common import DNS_SUBDOMAIN
+from disklet.api.disklayout import DiskLayoutSpec
+from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec
+from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, Resource
+from disklet.layout import LayoutError, layout_problems, read_layout_nix_file
+
+APPLYABLE: dict[str, tuple[Resource, type[BaseModel]]] = {
+    DISK_LAYOUT.kind: (DISK_LAYOUT, DiskLayoutSpec),
+    LVM_VOLUME_GROUP.kind: (LVM_VOLUME_GROUP, LVMVolumeGroupSpec),
+    LVM_VOLUME_GROUP_SET.kind: (LVM_VOLUME_GROUP_SET, LVMVolumeGroupSetSpec),
+}
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+KEPT_METADATA = ("name", "labels", "annotations")
+
+
+@dataclass
+class Manifest:
+    """One validated document, ready to send (``obj`` is the wire object)."""
+
+    source: str
+    """``file:doc-index`` (doc index from 0), for messages."""
+    resource: Resource
+    name: str
+    obj: dict[str, Any]
+    spec: BaseModel
+    base_dir: Path
+
+    @property
+    def kind(self) -> str:
+        return self.resource.kind
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass
+class ManifestError(Exception):
+    """The batch is refused: every problem found, each prefixed by ``file:doc-index``."""
+
+    problems: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+def manifest_files(path: Path) -> list[Path]:
+    """The files a ``-f PATH`` names: the file itself, or a directory's *.yaml/*.yml sorted by name."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MANIFEST_SUFFIXES)
+        if not files:
+            raise ManifestError([f"{path}: no *.yaml or *.yml files in this directory"])
+        return files
+    if not path.exists():
+        raise ManifestError([f"{path}: no such file or directory"])
+    return [path]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_validation_error(exc: ValidationError, prefix: str) -> list[str]:
+    """pydantic errors as ``spec.disks[0].device: message`` lines."""
+    lines = []
+    for err in exc.errors():
+        where = _loc(tuple(err.get("loc", ())))
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field (check the spelling; fields are camelCase)"
+        lines.append(f"{prefix}{'.' + where if where else ''}: {msg}")
+    return lines
+
+
+def normalize_document(doc: Any, base_dir: Path, source: str) -> Manifest:
+    """One YAML document → Manifest, or ManifestError with every problem in it."""
+    if not isinstance(doc, dict):
+        raise ManifestError([f"{source}: expected a mapping with kind, metadata and spec, got {type(doc).__name__}"])
+    problems: list[str] = []
+    api_version = doc.get("apiVersion", API_VERSION)
+    kind = doc.get("kind")
+    if kind not in APPLYABLE:
+        hint = " (BlockDevices are written by the agent, not applied)" if kind == "BlockDevice" else ""
+        raise ManifestError([f"{source}: kind {kind!r} is not one kctl applies; use one of "
+                             f"{', '.join(APPLYABLE)}{hint}"])
+    resource, spec_model = APPLYABLE[kind]
+    if api_version != API_VERSION:
+        problems.append(f"{source}: apiVersion {api_version!r} is not served; use {API_VERSION} (or omit it)")
+    meta = doc.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, dict) else None
+    where = f"{source} {kind}/{name or '?'}"
+    if not isinstance(name, str) or not name:
+        problems.append(f"{where}: metadata.name is required")
+    elif len(name) > 253 or not re.match(DNS_SUBDOMAIN, name):
+        problems.append(f"{where}: metadata.name {name!r} must be a lowercase DNS name (a-z, 0-9, '-', '.')")
+    if isinstance(meta, dict) and meta.get("namespace"):
+        problems.append(f"{where}: {kind} is cluster-scoped; remove metadata.namespace")
+    unknown_top = set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"}
+    if unknown_top:
+        problems.append(f"{where}: unknown top-level field(s) {', '.join(sorted(unknown_top))}")
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        problems.append(f"{where}: spec is required (a mapping)")
+        raise ManifestError(problems)
+    spec = dict(spec)
+    if kind == DISK_LAYOUT.kind:
+        problems.extend(_normalize_disk_layout_spec(spec, base_dir, where))
+    model: BaseModel | None = None
+    try:
+        model = spec_model.model_validate(spec)
+    except ValidationError as exc:
+        problems.extend(format_validation_error(exc, f"{where}: spec"))
+    if isinstance(model, DiskLayoutSpec) and model.disk_layout is not None:
+        problems.extend(f"{where}: spec.diskLayout: {p}" for p in layout_problems(model.disk_layout))
+    if problems or model is None:
+        raise ManifestError(problems)
+    assert isinstance(name, str)
+    metadata = {k: meta[k] for k in KEPT_METADATA if isinstance(meta, dict) and meta.get(k)}
+    obj = {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata,
+           "spec": model.model_dump(mode="json", by_alias=True, exclude_unset=True)}
+    return Manifest(source=source, resource=resource, name=name, obj=obj, spec=model, base_dir=base_dir)
+
+
+def _normalize_disk_layout_spec(spec: dict[str, Any], base_dir: Path, where: str) -> list[str]:
+    """Seed compatibility in place: nodeId → nodeName, layoutNixFile → layoutNix."""
+    problems: list[str] = []
+    if "nodeId" in spec:
+        node_id = spec.pop("nodeId")
+        if "nodeName" in spec and spec["nodeName"] != node_id:
+            problems.append(f"{where}: spec.nodeId ({node_id!r}) and spec.nodeName ({spec['nodeName']!r}) "
+                            "disagree; keep only nodeName")
+        else:
+            spec["nodeName"] = node_id
+    if "layoutNixFile" in spec:
+        if "layoutNix" in spec or "diskLayout" in spec:
+            problems.append(f"{where}: spec: set exactly one layout source: diskLayout, layoutNix or layoutNixFile")
+            spec.pop("layoutNixFile")
+        else:
+            path = spec.pop("layoutNixFile")
+            try:
+                spec["layoutNix"] = read_layout_nix_file(str(path), base_dir)
+            except LayoutError as exc:
+                problems.append(f"{where}: spec.layoutNixFile: {exc}")
+                spec["layoutNix"] = "{ }"
+    return problems
+
+
+def parse_documents(text: str, source: str, base_dir: Path) -> list[Manifest]:
+    """All documents of one YAML stream (empty documents skipped), or ManifestError."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise ManifestError([f"{source}: not valid YAML: {exc}"]) from None
+    out: list[Manifest] = []
+    problems: list[str] = []
+    for index, doc in enumerate(docs):
+        if doc is None:
+            continue
+        try:
+            out.append(normalize_document(doc, base_dir, f"{source}:{index}"))
+        except ManifestError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ManifestError(problems)
+    return out
+
+
+def load_manifests(path: str | Path) -> list[Manifest]:
+    """Every document under ``path`` (``-`` = stdin), validated as one batch; ManifestError if any is wrong."""
+    manifests: list[Manifest] = []
+    problems: list[str] = []
+    if str(path) == "-":
+        sources = [("<stdin>", sys.stdin.read(), Path.cwd())]
+    else:
+        sources = []
+        for f in manifest_files(Path(path)):
+            try:
+                sources.append((str(f), f.read_text(encoding="utf-8"), f.parent))
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{f}: cannot read: {exc}")
+    for source, text, base_dir in sources:
+        try:
+            manifests.extend(parse_documents(text, source, base_dir))
+        except ManifestError as exc:
+            problems.extend(exc.problems)
+    problems.extend(batch_problems(manifests))
+    if problems:
+        raise ManifestError(problems)
+    if not manifests:
+        raise ManifestError([f"{path}: no documents found"])
+    return manifests
+
+
+def batch_problems(manifests: list[Manifest]) -> list[str]:
+    """Rules across documents: no object twice; one DiskLayout per node."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    nodes: dict[str, str] = {}
+    for m in manifests:
+        if m.ref in seen:
+            problems.append(f"{m.source}: {m.ref} is also defined at {seen[m.ref]}")
+        seen.setdefault(m.ref, m.source)
+        if isinstance(m.spec, DiskLayoutSpec):
+            node = m.spec.node_name
+            if node in nodes and nodes[node] != m.name:
+                problems.append(f"{m.source}: {m.ref} targets node {node!r}, which DiskLayout/{nodes[node]} "
+                                "already targets; one DiskLayout per node (merge the disks into one)")
+            nodes.setdefault(node, m.name)
+    return problems
