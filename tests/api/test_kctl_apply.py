@@ -1,0 +1,111 @@
+"""kctl diff/apply against the API mock: created → unchanged → configured, batch refusal, no writes on diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kctl_fixtures import DL, LVG, NIX_FRAGMENT, SEED_STYLE, kctl, writes
+
+
+async def test_apply_creates_then_unchanged_then_configured(kube, tmp_path: Path):
+    manifest = tmp_path / "day2-disk-layout.yaml"
+    manifest.write_text(SEED_STYLE)
+
+    r = await kctl(kube, "apply", "-f", str(manifest))
+    assert r.code == 0, r.err
+    assert r.out == "DiskLayout/prod-data-pool created\n"
+    live = kube.read(DL, "prod-data-pool")
+    assert live is not None
+    assert live["spec"]["nodeName"] == "kvm-node-1" and "nodeId" not in live["spec"]
+    assert "rebuild" not in live["spec"], "only fields the user wrote are applied (defaults stay the server's)"
+    patches = [w for w in writes(kube) if w.method.value == "PATCH"]
+    assert patches and all(p.headers.get("Content-Type") == "application/apply-patch+yaml" for p in patches)
+    assert all(p.params.get("fieldManager") == "kctl" and "force" not in p.params for p in patches)
+
+    r = await kctl(kube, "apply", "-f", str(manifest))
+    assert (r.code, r.out) == (0, "DiskLayout/prod-data-pool unchanged\n")
+    assert kube.read(DL, "prod-data-pool")["metadata"]["generation"] == 1
+
+    manifest.write_text(SEED_STYLE.replace("format: ext4", "format: xfs"))
+    r = await kctl(kube, "apply", "-f", str(manifest))
+    assert (r.code, r.out) == (0, "DiskLayout/prod-data-pool configured\n")
+    live = kube.read(DL, "prod-data-pool")
+    assert live["metadata"]["generation"] == 2
+    assert live["spec"]["diskLayout"]["disks"][0]["gpt"]["partitions"][0]["content"]["format"] == "xfs"
+
+
+async def test_apply_inlines_layout_nix_file_and_applies_a_directory(kube, tmp_path: Path):
+    (tmp_path / "fragments").mkdir()
+    (tmp_path / "fragments" / "sdb.nix").write_text(NIX_FRAGMENT)
+    (tmp_path / "b-node2.yml").write_text(
+        "kind: DiskLayout\nmetadata: {name: node2-data}\nspec: {nodeName: node-2, layoutNixFile: ./fragments/sdb.nix}\n")
+    (tmp_path / "a-lvg.yaml").write_text(
+        "apiVersion: disklet.io/v1alpha1\nkind: LVMVolumeGroup\nmetadata: {name: vg-data-n1}\n"
+        "spec:\n  local: {nodeName: node-1}\n  actualVGNameOnTheNode: vg_data\n"
+        "  fileDevices: [{name: a, directory: /var/lib/disklet/file-devices, size: 10Gi}]\n---\n")
+    (tmp_path / "README.md").write_text("not a manifest")
+    r = await kctl(kube, "apply", "-f", str(tmp_path))
+    assert r.code == 0, r.err
+    assert r.out == "LVMVolumeGroup/vg-data-n1 created\nDiskLayout/node2-data created\n"
+    live = kube.read(DL, "node2-data")
+    assert live["spec"]["layoutNix"] == NIX_FRAGMENT and "layoutNixFile" not in live["spec"]
+    assert kube.read(LVG, "vg-data-n1")["spec"]["actualVGNameOnTheNode"] == "vg_data"
+
+
+async def test_apply_refuses_the_whole_batch_when_one_document_is_invalid(kube, tmp_path: Path):
+    good = SEED_STYLE
+    bad = SEED_STYLE.replace("prod-data-pool", "broken").replace("kvm-node-1", "kvm-node-2") \
+        .replace("/dev/nvme1n1", "nvme1n1").replace("size: \"100%\"", "size: 50%")
+    (tmp_path / "fleet.yaml").write_text(good + "---\n" + bad)
+    r = await kctl(kube, "apply", "-f", str(tmp_path / "fleet.yaml"))
+    assert r.code == 1
+    assert "nothing was sent" in r.err
+    assert f"{tmp_path / 'fleet.yaml'}:1 DiskLayout/broken: spec.diskLayout.disks[0].device" in r.err
+    assert "partitions[0].size" in r.err
+    assert kube.read_all(DL) == [] and writes(kube) == []
+
+
+async def test_apply_refuses_a_batch_whose_layout_fails_preflight(kube, tmp_path: Path):
+    (tmp_path / "empty.yaml").write_text(
+        "kind: DiskLayout\nmetadata: {name: empty}\nspec: {nodeName: n1, layoutNix: '{ disko.devices = { }; }'}\n")
+    (tmp_path / "ok.yaml").write_text(SEED_STYLE)
+    r = await kctl(kube, "apply", "-f", str(tmp_path))
+    assert r.code == 1 and "no_target_devices" in r.err and "nothing was sent" in r.err
+    assert writes(kube) == []
+    r = await kctl(kube, "apply", "-f", str(tmp_path), "--skip-preflight")
+    assert r.code == 0, r.err
+    assert sorted(o["metadata"]["name"] for o in kube.read_all(DL)) == ["empty", "prod-data-pool"]
+
+
+async def test_diff_new_then_changed_never_writes(kube, tmp_path: Path):
+    manifest = tmp_path / "day2-disk-layout.yaml"
+    manifest.write_text(SEED_STYLE)
+    r = await kctl(kube, "diff", "-f", str(manifest))
+    assert r.code == 0, r.err
+    assert "pre-flight: pending" in r.out and "target devices: /dev/nvme1n1" in r.out
+    assert "cluster: new (no DiskLayout/prod-data-pool in the cluster)" in r.out
+    assert "+++ manifest/prod-data-pool" in r.out and '+        "device" = "/dev/nvme1n1";' in r.out
+    assert writes(kube) == []
+
+    assert (await kctl(kube, "apply", "-f", str(manifest))).code == 0
+    r = await kctl(kube, "diff", "-f", str(manifest))
+    assert "layout body: no changes" in r.out and "0 new, 0 changed, 1 unchanged" in r.out
+
+    manifest.write_text(SEED_STYLE.replace("/dev/nvme1n1", "/dev/nvme2n1") + "  rebuild: false\n")
+    before = len(writes(kube))
+    r = await kctl(kube, "diff", "-f", str(manifest))
+    assert r.code == 0, r.err
+    assert "--- live/prod-data-pool" in r.out
+    assert '-        "device" = "/dev/nvme1n1";' in r.out and '+        "device" = "/dev/nvme2n1";' in r.out
+    assert "change: rebuild: true -> false" in r.out
+    assert "0 new, 1 changed, 0 unchanged" in r.out
+    assert len(writes(kube)) == before
+    assert kube.read(DL, "prod-data-pool")["spec"]["diskLayout"]["disks"][0]["device"] == "/dev/nvme1n1"
+
+
+async def test_diff_reports_a_layout_that_would_be_refused(kube, tmp_path: Path):
+    (tmp_path / "empty.yaml").write_text(
+        "kind: DiskLayout\nmetadata: {name: empty}\nspec: {nodeName: n1, layoutNix: '{ disko.devices = { }; }'}\n")
+    r = await kctl(kube, "diff", "-f", str(tmp_path / "empty.yaml"))
+    assert r.code == 1
+    assert "pre-flight: refused (no_target_devices)" in r.out
