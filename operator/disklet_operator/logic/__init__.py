@@ -1,0 +1,9 @@
+"""Pure decision logic of the operator (no Kopf, no API): unit tested in tests/unit/test_operator_*.py.
+
+- ``generation``: the layoutGeneration rule (bump only when the layout hash changes).
+- ``duplicates``: one DiskLayout per node (the oldest wins).
+- ``disklayout_status``: from a pre-flight verdict and the current status to the new status.
+- ``readiness``: NodeReady, AgentReady and the aggregate Ready of an LVMVolumeGroup.
+- ``labels``: the ``disklet.io/node`` label every object must carry.
+- ``statusdiff``: the smallest merge patch between two status dicts (status written only on change).
+"""

@@ -1,0 +1,163 @@
+"""Helpers for the operator's API-tier tests: run the operator's registry against the ``kube`` mock.
+
+Imported explicitly by tests/api/test_operator_*.py (not a conftest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import kopf
+from disklet_operator import disklayout, lvg
+from disklet_operator.main import PROGRESS_PREFIX, configure_settings
+
+from disklet.layout.samples import EXT4
+from disklet.testing.kopfrun import kopf_running, wait_for
+
+DL = "disklet.io/v1alpha1/disklayouts"
+DL_URL = "/apis/disklet.io/v1alpha1/disklayouts"
+LVG = "disklet.io/v1alpha1/lvmvolumegroups"
+LVG_URL = "/apis/disklet.io/v1alpha1/lvmvolumegroups"
+NODES = "v1/nodes"
+LEASES = "coordination.k8s.io/v1/leases"
+AGENT_NS = "disklet-test-system"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+# The seed's structured layout (EXT4) written by hand as raw disko Nix: same evaluated disko.devices
+# (disklet emits priority = 100 for the first partition), different spelling, comments, let-binding.
+EXT4_AS_RAW_NIX = """
+# hand-written; same meaning as the structured EXT4 sample
+let dev = "/dev/nvme1n1"; in
+{
+  disko.devices.disk.data1 = {
+    type = "disk";
+    device = dev;
+    content = {
+      type = "gpt";
+      partitions.kcore0 = {
+        size = "100%";
+        priority = 100;
+        content = { type = "filesystem"; format = "ext4"; mountpoint = "/var/lib/kcore/volumes1"; };
+      };
+    };
+  };
+}
+"""
+
+
+def disk_layout(name: str, node: str, *, structured: dict[str, Any] | None = None, nix: str | None = None,
+                labels: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"nodeName": node}
+    if nix is not None:
+        spec["layoutNix"] = nix
+    else:
+        spec["diskLayout"] = copy.deepcopy(structured if structured is not None else EXT4)
+    meta: dict[str, Any] = {"name": name}
+    if labels is not None:
+        meta["labels"] = labels
+    return {"apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout", "metadata": meta, "spec": spec}
+
+
+def volume_group(name: str, node: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if labels is not None:
+        meta["labels"] = labels
+    return {"apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroup", "metadata": meta,
+            "spec": {"type": "Local", "local": {"nodeName": node}, "actualVGNameOnTheNode": "vg0",
+                     "fileDevices": [{"name": "a", "directory": "/var/lib/disklet/file-devices", "size": "1Gi"}]}}
+
+
+def node_object(name: str, ready: str | None = "True") -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if ready is not None:
+        status["conditions"] = [{"type": "Ready", "status": ready, "reason": "KubeletReady" if ready == "True" else "KubeletNotReady",
+                                 "message": "kubelet is posting ready status" if ready == "True" else "PLEG is not healthy"}]
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": status}
+
+
+def micro_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def agent_lease(node: str, *, age_seconds: float = 0.0, namespace: str = AGENT_NS) -> dict[str, Any]:
+    renewed = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": f"disklet-agent-{node}", "namespace": namespace},
+            "spec": {"holderIdentity": f"disklet-agent-{node}", "leaseDurationSeconds": 40,
+                     "renewTime": micro_time(renewed)}}
+
+
+class Api:
+    """A tiny aiohttp client for the mock (create, merge-patch, status patch, delete)."""
+
+    def __init__(self, session: aiohttp.ClientSession):
+        self.s = session
+
+    async def create(self, url: str, obj: dict[str, Any]) -> dict[str, Any]:
+        r = await self.s.post(url, json=obj)
+        assert r.status in (200, 201), await r.text()
+        return await r.json()
+
+    async def patch(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = await self.s.patch(url, json=body, headers=MERGE)
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+    async def delete(self, url: str) -> None:
+        r = await self.s.delete(url)
+        assert r.status in (200, 202), await r.text()
+
+
+@contextlib.asynccontextmanager
+async def operator_running(kube: Any, *, recheck_seconds: float = 0.3, interval: float = 0.3,
+                           lease_grace: float = 60.0) -> AsyncIterator[Api]:
+    """The operator's own handler modules and settings, with short timers, against ``kube``."""
+    registry = kopf.OperatorRegistry()
+    disklayout.register(registry, recheck_seconds=recheck_seconds)
+    lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace)
+    async with kopf_running(registry, server=kube.server_url,
+                            configure=lambda s: configure_settings(s, namespace=AGENT_NS)):
+        async with aiohttp.ClientSession(kube.server_url) as session:
+            yield Api(session)
+
+
+def posted_events(kube: Any, name: str) -> list[dict[str, Any]]:
+    """Events the operator posted about object ``name`` (read from the request log: the mock does not
+    implement ``generateName``, so every Kopf event after the first one is rejected as a duplicate name)."""
+    out = []
+    for r in kube.request_log:
+        if str(getattr(r, "method", "")).upper().endswith("POST") and "/events" in str(r.url):
+            data = r.data if isinstance(r.data, dict) else {}
+            if (data.get("involvedObject") or {}).get("name") == name:
+                out.append(data)
+    return out
+
+
+def status_of(kube: Any, plural_key: str, name: str) -> dict[str, Any]:
+    return ((kube.read(plural_key, name) or {}).get("status")) or {}
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+async def wait_status(kube: Any, plural_key: str, name: str, predicate: Any, message: str,
+                      timeout: float = 15.0) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        st = status_of(kube, plural_key, name)
+        return st if st and predicate(st) else None
+    return await wait_for(check, timeout=timeout, message=message)
+
+
+def assert_no_kopf_in_status(obj: dict[str, Any]) -> None:
+    """Kopf's bookkeeping lives only in annotations with the operator's prefix, never in status."""
+    assert "kopf" not in (obj.get("status") or {}), obj.get("status")
+    for key in (obj.get("metadata") or {}).get("annotations") or {}:
+        assert "kopf" not in key or key.startswith(PROGRESS_PREFIX + "/"), key
+        if "last-handled-configuration" in key or "kopf-managed" in key:
+            assert key.startswith(PROGRESS_PREFIX + "/"), key
