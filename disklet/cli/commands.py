@@ -26,7 +26,7 @@ from .agentexec import (
     pick_agent_pod,
     pod_field_selector,
 )
-from .kube import EVENTS, NODES, PODS, Kind, Kube, KubeError
+from .kube import EVENTS, NODES, PODS, Kind, Kube, KubeError, NotFound
 from .manifests import Manifest, ManifestError, load_manifests
 from .output import as_list, dump, field, table
 
@@ -347,6 +347,9 @@ async def cmd_delete(ctx: Ctx, type_name: str, name: str) -> int:
     try:
         async with await ctx.connect() as kube:
             await kube.delete(kind_of(DISK_LAYOUT), name)
+    except NotFound:
+        ctx.error(f"DiskLayout/{name} not found (nothing deleted)\n  hint: `kctl get disk-layouts` lists them")
+        return EXIT_FAILED
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED

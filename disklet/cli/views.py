@@ -205,6 +205,12 @@ def describe_disk_layout(obj: dict[str, Any], events: list[dict[str, Any]], now:
         out += "  <none> (the operator has not pre-flighted this object yet: is it running?)\n"
     else:
         applied = status.get("appliedLayoutGeneration")
+        next_step: list[tuple[str, Any]] = []
+        if status.get("phase") == "refused":
+            next_step = [("Next step", REFUSAL_HINT)]
+        elif status.get("phase") == "failed":
+            next_step = [("Next step", "fix the layout and re-apply; a failed generation is not retried until "
+                                       "the body changes")]
         out += key_values([
             ("Phase", status.get("phase")),
             ("Refusal reason", status.get("refusalReason")),
@@ -216,11 +222,8 @@ def describe_disk_layout(obj: dict[str, Any], events: list[dict[str, Any]], now:
             ("Node mode", status.get("nodeMode")),
             ("Last attempt", status.get("lastAttemptTime")),
             ("Last applied", status.get("lastAppliedTime")),
+            *next_step,
         ], indent="  ")
-        if status.get("phase") == "refused":
-            out += f"  Next step:  {REFUSAL_HINT}\n"
-        elif status.get("phase") == "failed":
-            out += "  Next step:  fix the layout and re-apply; a failed generation is not retried until the body changes.\n"
     out += "Conditions:\n" + _conditions_table(status.get("conditions") or [], now)
     out += "Events:\n" + events_table(events, now)
     return out
