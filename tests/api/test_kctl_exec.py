@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,10 @@ async def fake(tmp_path: Path) -> AsyncIterator[tuple[FakeExecServer, Path]]:
 async def _kctl(kubeconfig: Path, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = await run([*argv, "--kubeconfig", str(kubeconfig)], out, err)
+    transcript = os.environ.get("KCTL_TRANSCRIPT")
+    if transcript:
+        with open(transcript, "a", encoding="utf-8") as fh:
+            fh.write(f"$ kctl {' '.join(argv)}\n{out.getvalue()}{err.getvalue()}# exit {code}\n\n")
     return code, out.getvalue(), err.getvalue()
 
 
