@@ -1,0 +1,156 @@
+"""The node agent process: Kopf registry, settings, JSON logging, and the run loop.
+
+``disklet-agent run`` → :func:`run_agent`. The agent runs Kopf ``--standalone`` (agents are equals:
+peering would freeze them), clusterwide, and sees only its node's objects: every watched
+resource carries the server-side label selector ``disklet.io/node=<node>``. Its Kopf bookkeeping
+(progress, diff-base) lives in ``agent.disklet.io/*`` annotations, apart from the operator's.
+See docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+import structlog
+
+from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL
+
+from .config import AgentConfig
+from .deps import AgentDeps
+from .handlers import blockdevices, lease, lvm
+from .handlers.kubeclient import AgentKube
+from .handlers.tasks import BackgroundTasks
+
+FINALIZER = "disklet.io/agent"
+ANNOTATION_PREFIX = "agent.disklet.io"
+DEFAULT_LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
+DEFAULT_METRICS_PORT = 9102
+LOG_EXTRA_KEYS = ("node", "lvg", "reconcile_id", "error", "changed", "status_written", "phase", "lvgs", "problems",
+                  "created", "updated", "deleted", "writes")
+"""Record extras that reach the JSON log line (Kopf's own extras, e.g. its settings, stay out)."""
+
+log = logging.getLogger("disklet.agent")
+
+
+def build_registry(deps: AgentDeps, *, engine: Any = None, kube: AgentKube | None = None,
+                   topology_reader: Any = None, pv_reader: Any = None,
+                   lease_interval: float | None = None) -> kopf.OperatorRegistry:
+    """All agent handlers for ``deps.config.node_name`` in a fresh registry (keywords: test seams)."""
+    registry = kopf.OperatorRegistry()
+    kube = kube or AgentKube()
+    tasks = BackgroundTasks.attach(registry)
+    lock = asyncio.Lock()  # one LVM mutator at a time on this node
+    if engine is None:
+        from .lvm.engine import LVMEngine
+        engine = LVMEngine(deps.runner, deps.config)
+    lvm.register(registry, deps, engine=engine, kube=kube, tasks=tasks, lock=lock)
+    blockdevices.register(registry, deps, kube=kube, engine=engine, topology_reader=topology_reader,
+                          pv_reader=pv_reader, tasks=tasks, lock=lock)
+    if lease_interval is None:
+        lease.register(registry, deps, kube=kube, tasks=tasks)
+    else:
+        lease.register(registry, deps, kube=kube, tasks=tasks, interval=lease_interval)
+    try:
+        disklayout = importlib.import_module("disklet_agent.handlers.disklayout")
+    except ImportError as exc:
+        log.warning("DiskLayout handlers not available: %s", exc)
+    else:
+        disklayout.register(registry, deps)
+
+    @kopf.on.cleanup(registry=registry)
+    async def disklet_close_client(**_: Any) -> None:
+        await kube.close()
+
+    return registry
+
+
+def configure_settings(settings: kopf.OperatorSettings, config: AgentConfig) -> None:
+    """Node-scoped watching, agent-prefixed bookkeeping, the agent finalizer, Event posting."""
+    selector = f"{NODE_LABEL}={config.node_name}"
+    for res in (DISK_LAYOUT, LVM_VOLUME_GROUP, BLOCK_DEVICE):
+        settings.watching.label_selectors[res.group, res.plural] = selector  # (group, plural) tuple!
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING  # Kopf's own per-handler INFO lines are not Events
+    settings.peering.standalone = True
+
+
+def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """structlog JSON lines on stderr for our loggers and Kopf's (``DISKLET_LOG_FORMAT=console`` for humans)."""
+    level = (level or os.environ.get("DISKLET_LOG_LEVEL") or "INFO").upper()
+    fmt = (fmt or os.environ.get("DISKLET_LOG_FORMAT") or "json").lower()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(allow=LOG_EXTRA_KEYS),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
+                     else structlog.processors.JSONRenderer())
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True)
+
+
+def start_metrics(deps: AgentDeps) -> None:
+    """Metrics server + host-command timing when engineer H's ``disklet.metrics`` provides them."""
+    try:
+        metrics = importlib.import_module("disklet.metrics")
+    except ImportError:
+        return
+    if hasattr(metrics, "observe_host_command"):
+        deps.runner.observers.append(metrics.observe_host_command)
+    if hasattr(metrics, "start_metrics_server"):
+        port = int(os.environ.get("DISKLET_METRICS_PORT") or DEFAULT_METRICS_PORT)
+        if port > 0:
+            metrics.start_metrics_server(port)
+
+
+def add_login(registry: kopf.OperatorRegistry) -> None:
+    """Service account in a pod, kubeconfig elsewhere: the same sources the agent's own client uses."""
+
+    @kopf.on.login(registry=registry)
+    def disklet_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return kopf.login_with_service_account(**kwargs)
+        return kopf.login_with_kubeconfig(**kwargs)
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Run the agent until it is stopped (SIGTERM/SIGINT); returns the exit code."""
+    configure_logging()
+    if not config.node_name:
+        log.error("NODE_NAME is not set: the agent must know its node")
+        raise SystemExit(2)
+    deps = AgentDeps.from_config(config)
+    start_metrics(deps)
+    registry = build_registry(deps)
+    add_login(registry)
+    settings = kopf.OperatorSettings()
+    configure_settings(settings, config)
+    liveness = os.environ.get("DISKLET_LIVENESS_ENDPOINT", DEFAULT_LIVENESS_ENDPOINT) or None
+    log.info("starting disklet agent", extra={"node": config.node_name})
+    asyncio.run(kopf.operator(registry=registry, settings=settings, standalone=True, clusterwide=True,
+                              liveness_endpoint=liveness))
+    return 0

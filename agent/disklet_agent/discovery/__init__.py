@@ -1,0 +1,1 @@
+"""Pure discovery logic of the agent (BlockDevices, LVMVolumeGroup status merging): no I/O."""

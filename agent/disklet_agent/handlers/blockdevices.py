@@ -1,0 +1,155 @@
+"""BlockDevice discovery loop of one node + the in-memory index the LVG handlers select from.
+
+Every scan interval: lsblk/blkid topology (N's adapter) + LVM PV facts → desired objects → a sync
+plan → only the writes the plan asks for. A scan that cannot read the disks writes nothing (never
+delete every BlockDevice because lsblk failed once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
+from disklet.hostcmd import HostRunner
+
+from ..deps import AgentDeps
+from ..discovery.blockdevices import (
+    BlockDeviceSyncPlan,
+    PvFact,
+    desired_block_devices,
+    plan_block_device_sync,
+    pv_facts_from_lvm,
+)
+from ..host.lsblk import BlockTopology, ProbeFailed, read_block_topology
+from .kubeclient import AgentKube
+from .tasks import BackgroundTasks
+
+log = logging.getLogger("disklet.agent.blockdevices")
+
+INDEX_ID = "disklet_blockdevices"
+"""Kopf index of this node's BlockDevices: name → (labels, path); handlers get it as this kwarg."""
+
+TopologyReader = Callable[[], BlockTopology]
+PvReader = Callable[[], dict[str, PvFact] | None]
+
+
+def read_machine_id(host_root: Path) -> str | None:
+    try:
+        return (host_root / "etc" / "machine-id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def engine_pv_reader(engine: Any) -> PvReader:
+    """PV facts from the LVM engine's snapshot (None when LVM cannot be read this cycle)."""
+    def read() -> dict[str, PvFact] | None:
+        snap = engine.snapshot()
+        if not snap.ok:
+            return None
+        return pv_facts_from_lvm(snap.pvs, snap.vgs, snap.canonical)
+    return read
+
+
+async def apply_plan(kube: AgentKube, plan: BlockDeviceSyncPlan) -> int:
+    """Write the plan; returns the number of API writes."""
+    writes = 0
+    for d in plan.creates:
+        obj = d.to_object()
+        status = obj.pop("status")
+        await kube.create(BLOCK_DEVICE, obj)
+        await kube.patch_status(BLOCK_DEVICE, d.name, status)
+        writes += 2
+    for u in plan.updates:
+        if u.labels:
+            await kube.patch(BLOCK_DEVICE, u.name, {"metadata": {"labels": u.labels}})
+            writes += 1
+        if u.status is not None:
+            await kube.patch_status(BLOCK_DEVICE, u.name, u.status)
+            writes += 1
+    for name in plan.deletes:
+        await kube.delete(BLOCK_DEVICE, name)
+        writes += 1
+    return writes
+
+
+class BlockDeviceScanner:
+    """One node's scan → plan → apply, with the readers injectable for tests."""
+
+    def __init__(self, deps: AgentDeps, kube: AgentKube, topology_reader: TopologyReader,
+                 pv_reader: PvReader, lock: asyncio.Lock | None = None):
+        self.node = deps.config.node_name
+        self.deps = deps
+        self.kube = kube
+        self.read_topology = topology_reader
+        self.read_pvs = pv_reader
+        self.lock = lock or asyncio.Lock()
+        self.last_plan: BlockDeviceSyncPlan | None = None
+
+    async def scan_once(self) -> BlockDeviceSyncPlan | None:
+        """One cycle; None when the node's disks could not be read (nothing written)."""
+        async with self.lock:
+            try:
+                topology = await asyncio.to_thread(self.read_topology)
+            except ProbeFailed as exc:
+                log.warning("block device scan skipped: %s", exc, extra={"node": self.node})
+                return None
+            pvs = await asyncio.to_thread(self.read_pvs)
+        if pvs is None:
+            log.warning("block device scan skipped: LVM state unreadable", extra={"node": self.node})
+            return None
+        if not topology.roots:
+            log.warning("block device scan skipped: lsblk listed no devices", extra={"node": self.node})
+            return None
+        desired = desired_block_devices(topology, pvs, self.node, read_machine_id(self.deps.config.host_root))
+        existing = await self.kube.list_node_objects(BLOCK_DEVICE, self.node)
+        plan = plan_block_device_sync(desired, existing, self.node)
+        if not plan.empty:
+            writes = await apply_plan(self.kube, plan)
+            log.info("block devices synced", extra={"node": self.node, "created": len(plan.creates),
+                                                    "updated": len(plan.updates), "deleted": len(plan.deletes),
+                                                    "writes": writes})
+        self.last_plan = plan
+        return plan
+
+    async def loop(self, interval: float) -> None:
+        while True:
+            try:
+                await self.scan_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("block device scan failed: %r", exc, extra={"node": self.node})
+            await asyncio.sleep(interval)
+
+
+def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKube | None = None,
+             engine: Any = None, topology_reader: TopologyReader | None = None, pv_reader: PvReader | None = None,
+             tasks: BackgroundTasks | None = None, lock: asyncio.Lock | None = None) -> BlockDeviceScanner:
+    """The index of this node's BlockDevices and the periodic scan (started at operator startup)."""
+    node = deps.config.node_name
+    kube = kube or AgentKube()
+    tasks = tasks or BackgroundTasks.attach(registry)
+    runner: HostRunner = deps.runner
+    if pv_reader is None:
+        if engine is None:
+            from ..lvm.engine import LVMEngine
+            engine = LVMEngine(runner, deps.config)
+        pv_reader = engine_pv_reader(engine)
+    scanner = BlockDeviceScanner(deps, kube, topology_reader or (lambda: read_block_topology(runner)), pv_reader, lock)
+
+    @kopf.index(BLOCK_DEVICE.group, BLOCK_DEVICE.version, BLOCK_DEVICE.plural, registry=registry,
+                id=INDEX_ID, labels={NODE_LABEL: node})
+    def disklet_blockdevices(name: str, labels: Any, status: Any, **_: Any) -> dict[str, tuple[dict[str, str], str]]:
+        return {name: (dict(labels), str(status.get("path") or ""))}
+
+    @kopf.on.startup(registry=registry)
+    async def disklet_start_block_device_scan(**_: Any) -> None:
+        tasks.start(f"blockdevices {node}", scanner.loop(deps.config.scan_interval_seconds))
+
+    return scanner
