@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             epilog="examples:\n  disklet-agent apply-disk -f day2-disk.nix\n"
                    "  disklet-agent apply-disk -f day2-disk.nix --apply --timeout-seconds 600\n")
         a.add_argument("-f", "--file", required=True, type=Path, metavar="FILE.nix",
-                       help="disko Nix body that defines disko.devices")
+                       help="disko Nix body that defines disko.devices; - reads it from standard input "
+                            "(what `kctl node apply-disk` sends)")
         a.add_argument("--apply", action="store_true",
                        help="really run disko (needs controller-managed mode); without it nothing is written")
         a.add_argument("--no-rebuild", action="store_true", help="skip nixos-rebuild test/switch after disko")
@@ -140,7 +141,7 @@ def cmd_apply_disk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.deprecated:
         err.write("warning: `disklet-agent apply-disko` is deprecated and will be removed; use `apply-disk`\n")
     try:
-        body = args.file.read_text(encoding="utf-8")
+        body = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         err.write(f"error: cannot read {args.file}: {exc}\n")
         return EXIT_USAGE
