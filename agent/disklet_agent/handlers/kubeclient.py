@@ -102,12 +102,12 @@ class AgentKube:
 
     # ------------------------------------------------------------- leases
     async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        api = client.CoordinationV1Api(await self.api())
-        resp = await api.patch_namespaced_lease(name, namespace, body, _content_type=MERGE,
-                                                _preload_content=False)
-        return await resp.json()
+        api_client = await self.api()
+        lease = await client.CoordinationV1Api(api_client).patch_namespaced_lease(name, namespace, body,
+                                                                                   _content_type=MERGE)
+        return dict(api_client.sanitize_for_serialization(lease))
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        api = client.CoordinationV1Api(await self.api())
-        resp = await api.create_namespaced_lease(namespace, body, _preload_content=False)
-        return await resp.json()
+        api_client = await self.api()
+        lease = await client.CoordinationV1Api(api_client).create_namespaced_lease(namespace, body)
+        return dict(api_client.sanitize_for_serialization(lease))
