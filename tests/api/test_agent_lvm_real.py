@@ -1,0 +1,83 @@
+"""The agent with the REAL LVM engine on real loop devices, driven through the mock API.
+
+A file-only LVMVolumeGroup created in the mock becomes Ready on real LVM (activation off, as on
+every host test here), then deleting it removes the VG, detaches the loop and removes the file.
+Needs root + lvm2/util-linux: skipped with the reason otherwise, FAILS when CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+from agent_fixtures import LVG, LVG_URL, agent_running, lvg
+from disklet_agent.config import AgentConfig
+from disklet_agent.lvm.engine import LVMEngine
+
+from disklet.hostcmd import HostRunner
+from disklet.testing.kopfrun import wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "host"))
+from lvm_fixtures import ACTIVATION_OFF, cleanup_tree, loops_under, report  # noqa: E402
+
+
+def _missing() -> str:
+    if os.geteuid() != 0:
+        return "needs root (real loop devices and LVM)"
+    for tool in ("losetup", "lvm", "fallocate", "blkid"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (apt-get install lvm2 util-linux)"
+    if not os.path.exists("/dev/loop-control"):
+        return "needs /dev/loop-control"
+    return ""
+
+
+@pytest.fixture()
+def sandbox(tmp_path: Path):
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"real-engine API test prerequisite missing in CI: {reason}")
+        pytest.skip(reason)
+    root = tmp_path / f"agent-real-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        problems = cleanup_tree(root)
+        assert not problems, problems
+
+
+async def test_file_only_lvg_ready_on_real_lvm_then_deleted(kube, monkeypatch, sandbox: Path):
+    suffix = uuid.uuid4().hex[:8]
+    base = sandbox / "file-devices"
+    name, vg = f"agent-real-{suffix}", f"disklet-test-{suffix}"
+    config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
+                         scan_interval_seconds=1.0, refused_retry_seconds=1.0, command_timeout_seconds=120)
+    engine = LVMEngine(HostRunner(default_timeout=120), config)
+    async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):
+        async with aiohttp.ClientSession(kube.server_url) as s:
+            r = await s.post(LVG_URL, json=lvg(name, "real-node", files=1, vg=vg, directory=str(base)))
+            assert r.status in (200, 201), await r.text()
+            await wait_for(lambda: ((kube.read(LVG, name) or {}).get("status") or {}).get("phase") == "Ready",
+                           timeout=90, message="LVMVolumeGroup Ready on real LVM")
+            status = kube.read(LVG, name)["status"]
+            (fd,) = status["nodes"][0]["fileDevices"]
+            backing = base / f"disklet-{name}.f0.img"
+            assert fd["name"] == "f0" and fd["loopDevice"].startswith("/dev/loop")
+            assert backing.exists() and backing.stat().st_size == 1024 ** 3
+            loops = [lp for lp, back in loops_under(sandbox) if back == str(backing)]
+            assert loops == [fd["loopDevice"]]
+            vgs = report("vgs", loops, "vg_name,vg_uuid,vg_tags")
+            assert [v["vg_name"] for v in vgs] == [vg] and status["vgUUID"] == vgs[0]["vg_uuid"]
+            assert f"disklet.io/lvmVolumeGroupName={name}" in vgs[0]["vg_tags"]
+
+            await s.delete(f"{LVG_URL}/{name}")
+            await wait_for(lambda: kube.read(LVG, name) is None, timeout=90, message="finalizer released")
+    assert loops_under(sandbox) == [], "the loop device is detached"
+    assert not backing.exists(), "the backing file is removed"
