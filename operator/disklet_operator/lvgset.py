@@ -34,6 +34,7 @@ from disklet.api.lvm import LVMVolumeGroupSetSpec
 
 from .lvgset_planner import (
     Child,
+    ChildWrite,
     Outcome,
     SetRef,
     build_status,
@@ -124,8 +125,9 @@ def _api_message(exc: kopf_errors.APIError) -> str:
 class LvgsetController:
     """Per-registry state of the controller (no module globals: tests run several operators)."""
 
-    def __init__(self, resync_seconds: float, batch_delay: float) -> None:
+    def __init__(self, resync_seconds: float, batch_delay: float, concurrency: int = 16) -> None:
         self.resync_seconds = resync_seconds
+        self.concurrency = concurrency
         self.batch_delay = batch_delay
         self.settings: kopf.OperatorSettings | None = None
         self.sets: dict[str, SetState] = {}
@@ -261,7 +263,6 @@ class LvgsetController:
         client = _Client(self.settings, logger)
         old_status = self._old_status(state, body)
         set_rv = str(meta.get("resourceVersion") or "")
-        creates = updates = 0
         try:
             spec = LVMVolumeGroupSetSpec.model_validate(copy.deepcopy(dict(body.get("spec") or {})))
         except ValidationError as exc:
@@ -277,54 +278,66 @@ class LvgsetController:
         result = plan(SetRef(name, uid, generation), spec, nodes, self._children(state, indexed))
         state.members = set(result.desired)
         outcome = Outcome()
-        transient = False
 
-        for write in result.creates:
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def create(write: ChildWrite) -> None:
             fp = _fingerprint("create", write.body)
             if (prev := state.rejected.get(write.name)) and prev[0] == fp:
                 outcome.create_errors[write.name] = prev[1]
-                continue
-            try:
-                created = await client.create_child(write.body)
-                creates += 1
-                outcome.created.add(write.name)
-                state.recent[write.name] = (Child.from_body(created), None, time.monotonic())
-                state.rejected.pop(write.name, None)
-            except kopf_errors.APIConflictError:
-                existing = await self._adopt_check(client, write.name, uid)
-                if existing is None:
-                    outcome.create_errors[write.name] = (f"an LVMVolumeGroup named {write.name} exists and is "
-                                                         "not controlled by this set")
-                else:
-                    outcome.created.add(write.name)
-                    state.recent[write.name] = (existing, None, time.monotonic())
-            except kopf_errors.APIClientError as exc:
-                outcome.create_errors[write.name] = _api_message(exc)
-                state.rejected[write.name] = (fp, _api_message(exc))
-            except (TimeoutError, kopf_errors.APIError, OSError) as exc:
-                outcome.create_errors[write.name] = f"temporary failure: {exc!r}"
-                transient = True
+                return
+            async with sem:
+                try:
+                    created = await client.create_child(write.body)
+                except kopf_errors.APIConflictError:
+                    existing = await self._adopt_check(client, write.name, uid)
+                    if existing is None:
+                        outcome.create_errors[write.name] = (f"an LVMVolumeGroup named {write.name} exists and is "
+                                                             "not controlled by this set")
+                    else:
+                        outcome.created.add(write.name)
+                        state.recent[write.name] = (existing, None, time.monotonic())
+                    return
+                except kopf_errors.APIClientError as exc:
+                    outcome.create_errors[write.name] = _api_message(exc)
+                    state.rejected[write.name] = (fp, _api_message(exc))
+                    return
+                except (TimeoutError, kopf_errors.APIError, OSError) as exc:
+                    outcome.create_errors[write.name] = f"temporary failure: {exc!r}"
+                    transient.append(write.name)
+                    return
+            outcome.created.add(write.name)
+            state.recent[write.name] = (Child.from_body(created), None, time.monotonic())
+            state.rejected.pop(write.name, None)
 
         current = {c.name: c for c in self._children(state, indexed)}
-        for write in result.updates:
+
+        async def update(write: ChildWrite) -> None:
             before = current.get(write.name)
             fp = _fingerprint("update", write.body, before.resource_version if before else "")
             if (prev := state.rejected.get(write.name)) and prev[0] == fp:
                 outcome.update_errors[write.name] = prev[1]
-                continue
-            try:
-                patched = await client.patch_child(write.name, write.body)
-                updates += 1
-                state.recent[write.name] = (Child.from_body(patched), before.resource_version if before else "",
-                                            time.monotonic())
-                state.rejected.pop(write.name, None)
-            except kopf_errors.APIClientError as exc:  # e.g. 422 from the LVMVolumeGroup CEL rules
-                outcome.update_errors[write.name] = _api_message(exc)
-                state.rejected[write.name] = (fp, _api_message(exc))
-                logger.warning(f"LVMVolumeGroup {write.name} update refused: {_api_message(exc)}")
-            except (TimeoutError, kopf_errors.APIError, OSError) as exc:
-                outcome.update_errors[write.name] = f"temporary failure: {exc!r}"
-                transient = True
+                return
+            async with sem:
+                try:
+                    patched = await client.patch_child(write.name, write.body)
+                except kopf_errors.APIClientError as exc:  # e.g. 422 from the LVMVolumeGroup CEL rules
+                    outcome.update_errors[write.name] = _api_message(exc)
+                    state.rejected[write.name] = (fp, _api_message(exc))
+                    log.warning(f"LVMVolumeGroup {write.name} update refused: {_api_message(exc)}")
+                    return
+                except (TimeoutError, kopf_errors.APIError, OSError) as exc:
+                    outcome.update_errors[write.name] = f"temporary failure: {exc!r}"
+                    transient.append(write.name)
+                    return
+            outcome.updated.add(write.name)
+            state.recent[write.name] = (Child.from_body(patched), before.resource_version if before else "",
+                                        time.monotonic())
+            state.rejected.pop(write.name, None)
+
+        transient: list[str] = []
+        await asyncio.gather(*(create(w) for w in result.creates), *(update(w) for w in result.updates))
+        creates, updates = len(outcome.created), len(outcome.updated)
 
         for orphan in new_orphans(result, old_status):
             kopf.event(body, type="Warning", reason="NodeNoLongerMatches",
@@ -380,14 +393,14 @@ def _problem_messages(status: Mapping[str, Any]) -> str:
     return ""
 
 
-def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 600.0,
-             batch_delay: float = 0.1) -> LvgsetController:
+def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 600.0, batch_delay: float = 0.1,
+             concurrency: int = 16) -> LvgsetController:
     """Add the LVMVolumeGroupSet handlers to ``registry``; returns the controller (tests, bench).
 
     Only indexes and event handlers: Kopf stores nothing on sets, children or nodes (no finalizer,
     no annotations), so deleting a set works and garbage-collects its children with the operator down.
     """
-    ctl = LvgsetController(resync_seconds=resync_seconds, batch_delay=batch_delay)
+    ctl = LvgsetController(resync_seconds=resync_seconds, batch_delay=batch_delay, concurrency=concurrency)
 
     @kopf.on.startup(registry=registry, id="lvgset_settings")
     def lvgset_settings(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -301,6 +301,7 @@ class Outcome:
     """What executing a plan did: the names created, and per-child server errors."""
 
     created: set[str] = field(default_factory=set)
+    updated: set[str] = field(default_factory=set)
     create_errors: dict[str, str] = field(default_factory=dict)
     update_errors: dict[str, str] = field(default_factory=dict)
 
