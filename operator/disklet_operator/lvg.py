@@ -9,6 +9,7 @@ Nodes and agent Leases are read from Kopf indexes, never fetched per object.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -53,9 +54,27 @@ def _first(index: Any, key: str | None) -> tuple[bool, Any]:
     return (True, values[0]) if values else (False, None)
 
 
+def _recently_sent(memo: Any, key: str, value: Any, window: float) -> bool:
+    """True when this exact write was sent for this object less than ``window`` seconds ago.
+
+    The event handler and the timer both evaluate, and either may still see a body from before the
+    other's patch arrived; without this they would send the same patch twice. After the window a
+    still-missing write is sent again (e.g. when another writer replaced the conditions list).
+    """
+    if not isinstance(memo, dict):  # kopf.Memo is a dict: one per object, shared by its handlers
+        return False
+    sent = memo.setdefault("disklet_sent", {})
+    previous = sent.get(key)
+    stamp = time.monotonic()
+    if previous is not None and previous[0] == value and stamp - previous[1] < window:
+        return True
+    sent[key] = (value, stamp)
+    return False
+
+
 def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
              interval: float = DEFAULT_INTERVAL_SECONDS, lease_grace: float = DEFAULT_LEASE_GRACE_SECONDS,
-             clock: Callable[[], datetime] | None = None) -> None:
+             clock: Callable[[], datetime] | None = None, dedupe_seconds: float = 5.0) -> None:
     """Define the LVMVolumeGroup handlers and the Node/Lease indexes on ``registry``.
 
     ``namespace``: where the agents' Leases live (default: :func:`agent_namespace`); ``interval``:
@@ -78,9 +97,10 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
 
     def evaluate(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any],
                  labels: Mapping[str, str], patch: kopf.Patch, indexes: Mapping[str, Any]) -> None:
+        memo = indexes.get("memo")
         node = _node_of(spec)
         label = node_label_patch(labels, node)
-        if label:
+        if label and not _recently_sent(memo, "labels", label, dedupe_seconds):
             patch.metadata.setdefault("labels", {}).update(label)
         found_node, node_entry = _first(indexes.get(NODES_INDEX), node)
         node_state = node_readiness(node, found_node, (node_entry or {}).get("ready"))
@@ -90,7 +110,7 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         old = parse_conditions(raw)
         owned = readiness_conditions(old, node_state, agent_state, meta.get("generation"))
         merged = merge_owned_conditions(raw, owned)
-        if merged == raw:
+        if merged == raw or _recently_sent(memo, "conditions", [c.to_wire() for c in owned], dedupe_seconds):
             return
         patch.status["conditions"] = merged
         before = next((c.status for c in old if c.type == ConditionType.READY), None)

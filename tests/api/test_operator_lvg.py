@@ -1,0 +1,120 @@
+"""The operator's LVMVolumeGroup bookkeeping end to end: label, NodeReady, AgentReady, Ready."""
+
+from __future__ import annotations
+
+import asyncio
+
+from operator_fixtures import (
+    AGENT_NS,
+    LEASES,
+    LVG,
+    LVG_URL,
+    NODES,
+    agent_lease,
+    assert_no_kopf_in_status,
+    condition,
+    conflicting_kube,  # noqa: F401 - overrides ``kube``: the mock with real JSON-patch conflicts
+    node_object,
+    operator_running,
+    status_of,
+    volume_group,
+    wait_status,
+)
+
+from disklet.testing.kopfrun import wait_for
+
+
+def _cond(type_: str, status: str, reason: str | None = None):
+    def check(st: dict) -> bool:
+        c = condition(st, type_)
+        return bool(c) and c["status"] == status and (reason is None or c["reason"] == reason)
+    return check
+
+
+def _agent_conditions(vg_ready: str = "True", applied: str = "True", applied_reason: str = "Applied") -> dict:
+    t = "2025-01-01T00:00:00Z"
+    return {"status": {"phase": "Ready" if vg_ready == "True" else "NotReady", "conditions": [
+        {"type": "VGConfigurationApplied", "status": applied, "reason": applied_reason,
+         "message": "the spec is applied on the node" if applied == "True" else "fallocate: no space left",
+         "lastTransitionTime": t, "observedGeneration": 1},
+        {"type": "VGReady", "status": vg_ready, "reason": "Applied" if vg_ready == "True" else "Creating",
+         "message": "volume group vg0 is present", "lastTransitionTime": t, "observedGeneration": 1},
+    ]}}
+
+
+async def test_readiness_from_node_lease_and_agent_conditions(kube):
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    async with operator_running(kube) as api:
+        await api.create(LVG_URL, volume_group("vg-a", "n1"))
+        st = await wait_status(kube, LVG, "vg-a", _cond("AgentReady", "True", "AgentReporting"), "AgentReady")
+        assert condition(st, "NodeReady")["status"] == "True"
+        ready = condition(st, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "VGNotReported"), "no agent verdict yet"
+        assert kube.read(LVG, "vg-a")["metadata"]["labels"]["disklet.io/node"] == "n1"
+
+        # the agent reports the VG: Ready
+        await api.patch(f"{LVG_URL}/vg-a/status", _agent_conditions())
+        st = await wait_status(kube, LVG, "vg-a", _cond("Ready", "True", "Ready"), "Ready")
+        agent_written = {c["type"]: c for c in _agent_conditions()["status"]["conditions"]}
+        for type_, cond in agent_written.items():
+            assert condition(st, type_) == cond, "the agent's conditions are never rewritten"
+        assert st["phase"] == "Ready", "the agent's phase is untouched"
+
+        # degraded but serving: a file device could not grow → still Ready, reason Degraded
+        await api.patch(f"{LVG_URL}/vg-a/status", _agent_conditions(applied="False", applied_reason="FileDeviceGrowFailed"))
+        st = await wait_status(kube, LVG, "vg-a", _cond("Ready", "True", "Degraded"), "Degraded")
+        assert "FileDeviceGrowFailed" in condition(st, "Ready")["message"]
+
+        # terminating takes it out of service
+        await api.patch(f"{LVG_URL}/vg-a/status", _agent_conditions(applied="False", applied_reason="Terminating"))
+        await wait_status(kube, LVG, "vg-a", _cond("Ready", "False", "Terminating"), "Terminating")
+        assert_no_kopf_in_status(kube.read(LVG, "vg-a"))
+
+
+async def test_missing_node_and_stale_or_missing_lease(kube):
+    kube.seed(NODES, node_object("n2", ready="False"))
+    kube.seed(LEASES, agent_lease("n2", age_seconds=300))
+    kube.seed(LEASES, agent_lease("n3", namespace="some-other-namespace"))  # not the agents' namespace
+    async with operator_running(kube) as api:
+        await api.create(LVG_URL, volume_group("vg-ghost", "nowhere"))
+        await api.create(LVG_URL, volume_group("vg-stale", "n2"))
+        await api.create(LVG_URL, volume_group("vg-other-ns", "n3"))
+        st = await wait_status(kube, LVG, "vg-ghost", _cond("NodeReady", "False", "NodeNotFound"), "NodeNotFound")
+        assert condition(st, "AgentReady")["reason"] == "AgentNotReporting"
+        assert condition(st, "Ready")["status"] == "False"
+
+        st = await wait_status(kube, LVG, "vg-stale", _cond("AgentReady", "False", "AgentNotReporting"), "stale lease")
+        assert "more than 60s ago" in condition(st, "AgentReady")["message"]
+        node = condition(st, "NodeReady")
+        assert (node["status"], node["reason"]) == ("False", "NodeNotReady") and "PLEG" in node["message"]
+        assert (condition(st, "Ready")["status"], condition(st, "Ready")["reason"]) == ("False", "NodeNotReady")
+
+        st = await wait_status(kube, LVG, "vg-other-ns", _cond("AgentReady", "False"), "lease elsewhere ignored")
+        assert AGENT_NS in condition(st, "AgentReady")["message"]
+
+        # the agent comes back and the node recovers: the timer picks it up without any LVG event
+        await api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{AGENT_NS}/leases/disklet-agent-n2",
+                        {"spec": agent_lease("n2")["spec"]})
+        await api.patch("/api/v1/nodes/n2/status", {"status": node_object("n2")["status"]})
+        await wait_status(kube, LVG, "vg-stale", _cond("AgentReady", "True"), "agent back")
+        await wait_status(kube, LVG, "vg-stale", _cond("NodeReady", "True"), "node back")
+
+
+async def test_conditions_written_only_on_change(kube):
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    async with operator_running(kube, interval=0.2) as api:
+        await api.create(LVG_URL, volume_group("vg-q", "n1", labels={"disklet.io/node": "wrong"}))
+        await wait_status(kube, LVG, "vg-q", _cond("AgentReady", "True"), "AgentReady")
+        await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"]["labels"]["disklet.io/node"] == "n1",
+                       message="label corrected")
+        await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"].get("finalizers"),
+                       message="Kopf's timer finalizer (operator prefix) in place")
+        assert kube.read(LVG, "vg-q")["metadata"]["finalizers"] == ["operator.disklet.io/finalizer"]
+        await asyncio.sleep(0.5)
+        before = status_of(kube, LVG, "vg-q")
+        rv = kube.read(LVG, "vg-q")["metadata"]["resourceVersion"]
+        await asyncio.sleep(1.5)  # about seven timer rounds
+        assert status_of(kube, LVG, "vg-q") == before
+        assert kube.read(LVG, "vg-q")["metadata"]["resourceVersion"] == rv, "no-op rounds write nothing"
