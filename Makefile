@@ -36,3 +36,11 @@ pytest:
 
 e2e:
 	$(PY) -m pytest e2e -q
+
+# The e2e harness against the Kubernetes API mock as a server process (docs/e2e.md).
+e2e-mock:
+	E2E_MOCK=1 $(PY) -m pytest e2e -q
+
+# Every benchmark in bench/; figures in bench/results/*.json (docs/performance.md).
+bench:
+	$(PY) bench/run_all.py

@@ -347,9 +347,15 @@ def write_kubeconfig(path: Path, server: str, context: str = "disklet-mock") -> 
     return path
 
 
-async def serve(port: int, kubeconfig: Path | None, ready: asyncio.Event | None = None) -> None:
-    """Serve the emulator on 127.0.0.1:port until cancelled."""
-    async with KubeAPI() as api, kmock.Server(api, port=port or None) as server:
+async def serve(port: int, kubeconfig: Path | None, ready: asyncio.Event | None = None,
+                validate: bool = False) -> None:
+    """Serve the emulator on 127.0.0.1:port until cancelled (``validate``: the offline admission)."""
+    validator: Validator | None = None
+    if validate:
+        from .admission import Admission
+
+        validator = Admission()
+    async with KubeAPI(validator=validator) as api, kmock.Server(api, port=port or None) as server:
         url = str(server.url).rstrip("/")
         if kubeconfig:
             write_kubeconfig(kubeconfig, url)
@@ -367,9 +373,12 @@ def main(argv: list[str] | None = None) -> int:
                                              "schema/CEL validation, no conflicts.")
     ap.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     ap.add_argument("--kubeconfig", type=Path, help="write a kubeconfig pointing at the mock here")
+    ap.add_argument("--validate", action="store_true",
+                    help="reject custom objects that fail the CRDs' schema or CEL rules (offline approximation "
+                         "of the API server, disklet.testing.admission)")
     args = ap.parse_args(argv)
     try:
-        asyncio.run(serve(args.port, args.kubeconfig))
+        asyncio.run(serve(args.port, args.kubeconfig, validate=args.validate))
     except KeyboardInterrupt:
         pass
     return 0

@@ -1,0 +1,170 @@
+"""LVMVolumeGroup on file-backed loop devices and LVMVolumeGroupSet fan-out, end to end on this host."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from disklet.units import parse_quantity
+from e2e import harness as h
+
+WAIT = 90
+LOOP_RE = re.compile(r"^/dev/loop[0-9]+$")
+
+
+def _lvg(e2e: Any, name: str, vg: str, entries: list[str], size: str = "1Gi") -> dict[str, Any]:
+    return {"apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroup", "metadata": {"name": name},
+            "spec": {"type": "Local", "local": {"nodeName": e2e.node}, "actualVGNameOnTheNode": vg,
+                     "fileDevices": [{"name": n, "directory": str(e2e.file_devices), "size": size} for n in entries]}}
+
+
+def _file_devices(obj: dict[str, Any] | None, node: str) -> list[dict[str, Any]]:
+    for n in ((obj or {}).get("status") or {}).get("nodes") or []:
+        if n.get("name") == node:
+            return list(n.get("fileDevices") or [])
+    return []
+
+
+def _ready(e2e: Any, name: str, entries: int, timeout: float = WAIT) -> dict[str, Any]:
+    """Wait for phase Ready at the current generation with ``entries`` file devices in status."""
+
+    def ok() -> dict[str, Any] | None:
+        obj = e2e.kube.get(h.LVG, name)
+        st = (obj or {}).get("status") or {}
+        gen = ((obj or {}).get("metadata") or {}).get("generation")
+        if st.get("phase") == "Ready" and st.get("observedGeneration") == gen \
+                and len(_file_devices(obj, e2e.node)) == entries:
+            return obj
+        return None
+
+    return h.wait_until(ok, timeout=timeout, what=f"LVMVolumeGroup {name} Ready with {entries} file device(s)",
+                        describe=e2e.describe(h.LVG, name))  # type: ignore[no-any-return]
+
+
+def _backing(dev: str) -> str:
+    return h.sh(["losetup", "-n", "-O", "BACK-FILE", dev], check=False).stdout.strip()
+
+
+def _pvs_of(vg: str) -> list[str]:
+    res = h.sh(["pvs", "--noheadings", "-o", "pv_name,vg_name", "--config", 'devices{filter=["a|^/dev/loop|","r|.*|"]}'],
+               check=False)
+    return sorted(p for p, g in (line.split() for line in res.stdout.splitlines() if len(line.split()) == 2) if g == vg)
+
+
+def _assert_canonical(e2e: Any, obj: dict[str, Any], lvg: str, vg: str, names: list[str]) -> None:
+    fds = {f["name"]: f for f in _file_devices(obj, e2e.node)}
+    assert sorted(fds) == sorted(names), h.brief(obj)
+    loops = []
+    for n in names:
+        fd = fds[n]
+        want_path = str(e2e.file_devices / f"disklet-{lvg}.{n}.img")
+        assert LOOP_RE.match(fd.get("loopDevice") or ""), f"not a canonical /dev/loopN: {fd}"
+        assert fd.get("filePath") == want_path, f"{fd} (expected filePath {want_path})"
+        assert _backing(fd["loopDevice"]) == want_path, f"{fd['loopDevice']} is not backed by {want_path}"
+        assert fd.get("pvUUID") and fd.get("size"), fd
+        loops.append(fd["loopDevice"])
+    assert _pvs_of(vg) == sorted(loops), f"VG {vg} PVs {_pvs_of(vg)} != status loops {sorted(loops)}"
+    assert obj["status"].get("vgUUID"), h.brief(obj)
+
+
+def test_file_only_lvg_becomes_ready(scenario: Any, local_only: None, root_only: None) -> None:
+    name, vg = scenario.name("lvg-ready"), scenario.vg_name("r")
+    scenario.create(h.LVG, _lvg(scenario, name, vg, ["a", "b"]))
+    obj = _ready(scenario, name, 2)
+    _assert_canonical(scenario, obj, name, vg, ["a", "b"])
+    assert (obj["metadata"].get("labels") or {}).get("disklet.io/node") == scenario.node, h.brief(obj)
+
+
+def test_appending_an_entry_grows_the_vg(scenario: Any, local_only: None, root_only: None) -> None:
+    name, vg = scenario.name("lvg-grow"), scenario.vg_name("g")
+    scenario.create(h.LVG, _lvg(scenario, name, vg, ["a"]))
+    before = _ready(scenario, name, 1)
+    spec = _lvg(scenario, name, vg, ["a", "b"])["spec"]
+    scenario.kube.patch(h.LVG, name, {"spec": {"fileDevices": spec["fileDevices"]}})
+    after = _ready(scenario, name, 2)
+    _assert_canonical(scenario, after, name, vg, ["a", "b"])
+    assert parse_quantity(after["status"]["vgSize"]) > parse_quantity(before["status"]["vgSize"]), \
+        (before["status"]["vgSize"], after["status"]["vgSize"])
+
+
+def test_editing_an_existing_entry_is_rejected(scenario: Any, root_only: None) -> None:
+    """Real server: the CRD's transition rules. Mock: the same rules through the offline admission."""
+    name, vg = scenario.name("lvg-edit"), scenario.vg_name("e")
+    scenario.create(h.LVG, _lvg(scenario, name, vg, ["a"]))
+    moved = [{"name": "a", "directory": str(scenario.file_devices / "elsewhere"), "size": "1Gi"}]
+    with pytest.raises(h.ApiError) as err:
+        scenario.kube.patch(h.LVG, name, {"spec": {"fileDevices": moved}})
+    assert err.value.status == 422 and "immutable" in err.value.message, err.value
+    shrunk = [{"name": "a", "directory": str(scenario.file_devices), "size": "900Mi"}]
+    with pytest.raises(h.ApiError) as err:
+        scenario.kube.patch(h.LVG, name, {"spec": {"fileDevices": shrunk}})
+    assert err.value.status == 422, err.value
+    live = scenario.kube.get(h.LVG, name)
+    assert live["spec"]["fileDevices"][0]["directory"] == str(scenario.file_devices), h.brief(live)
+
+
+def test_agent_restart_reattaches_detached_loops(scenario: Any, local_only: None, root_only: None) -> None:
+    name, vg = scenario.name("lvg-reboot"), scenario.vg_name("b")
+    scenario.create(h.LVG, _lvg(scenario, name, vg, ["a", "b"]))
+    obj = _ready(scenario, name, 2)
+    assert scenario.agent is not None
+    scenario.agent.stop()
+    for fd in _file_devices(obj, scenario.node):  # a reboot: the agent's loops are gone, the files stay
+        assert _backing(fd["loopDevice"]).startswith(str(scenario.file_devices) + "/")
+        h.sh(["losetup", "-d", fd["loopDevice"]])
+    assert h.loops_under(scenario.file_devices) == []
+    scenario.start_agent()
+    h.wait_until(lambda: len(h.loops_under(scenario.file_devices)) == 2, timeout=WAIT,
+                 what="the restarted agent to re-attach both backing files", describe=scenario.logs)
+    again = _ready(scenario, name, 2)
+    h.wait_until(lambda: _pvs_of(vg) == sorted(f["loopDevice"] for f in _file_devices(
+        scenario.kube.get(h.LVG, name), scenario.node)), timeout=WAIT, what="status to name the re-attached loops",
+        describe=scenario.describe(h.LVG, name))
+    _assert_canonical(scenario, scenario.kube.get(h.LVG, name) or again, name, vg, ["a", "b"])
+
+
+def test_delete_leaves_nothing(scenario: Any, local_only: None, root_only: None) -> None:
+    name, vg = scenario.name("lvg-delete"), scenario.vg_name("d")
+    scenario.create(h.LVG, _lvg(scenario, name, vg, ["a", "b"]))
+    _ready(scenario, name, 2)
+    scenario.kube.delete(h.LVG, name)
+    h.wait_until(lambda: scenario.kube.get(h.LVG, name) is None, timeout=WAIT,
+                 what=f"LVMVolumeGroup {name} to be deleted (agent finalizer released)",
+                 describe=scenario.describe(h.LVG, name))
+    assert h.loops_under(scenario.file_devices) == []
+    assert list(Path(scenario.file_devices).glob(f"disklet-{name}.*")) == []
+    assert h.vgs_named(vg) == []
+
+
+def test_lvgset_file_template_makes_a_ready_child(scenario: Any, local_only: None, root_only: None) -> None:
+    label = f"disklet.io/e2e-{scenario.run}"
+    scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: "true"}}})
+    try:
+        name, vg = scenario.name("set"), scenario.vg_name("s")
+        scenario.create(h.LVGSET, {
+            "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": name},
+            "spec": {"nodeSelector": {"matchLabels": {label: "true"}}, "strategy": "PerNode",
+                     "lvmVolumeGroupTemplate": {"type": "Local", "actualVGNameOnTheNode": vg, "fileDevices": [
+                         {"name": "a", "directory": str(scenario.file_devices), "size": "1Gi"}]}}})
+        owner = scenario.kube.get(h.LVGSET, name)["metadata"]["uid"]
+
+        def child() -> str | None:
+            for o in scenario.kube.list(h.LVG):
+                if any(r.get("uid") == owner for r in o["metadata"].get("ownerReferences") or []) \
+                        and (o["spec"].get("local") or {}).get("nodeName") == scenario.node:
+                    return str(o["metadata"]["name"])
+            return None
+
+        child_name = h.wait_until(child, timeout=WAIT, what=f"LVMVolumeGroupSet {name} to create a child for "
+                                  f"{scenario.node}", describe=scenario.describe(h.LVGSET, name))
+        scenario.created.append((h.LVG, child_name))
+        obj = _ready(scenario, child_name, 1)
+        _assert_canonical(scenario, obj, child_name, vg, ["a"])
+        h.wait_until(lambda: (scenario.kube.get(h.LVGSET, name).get("status") or {}).get(
+            "currentLVMVolumeGroupsCount") == 1, timeout=WAIT, what="the set to count its child",
+            describe=scenario.describe(h.LVGSET, name))
+    finally:
+        scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: None}}})
