@@ -111,8 +111,8 @@ class BlockDeviceScanner:
         plan = plan_block_device_sync(desired, existing, self.node)
         if not plan.empty:
             writes = await apply_plan(self.kube, plan)
-            log.info("block devices synced", extra={"node": self.node, "created": len(plan.creates),
-                                                    "updated": len(plan.updates), "deleted": len(plan.deletes),
+            log.info("block devices synced", extra={"node": self.node, "bd_created": len(plan.creates),
+                                                    "bd_updated": len(plan.updates), "bd_deleted": len(plan.deletes),
                                                     "writes": writes})
         self.last_plan = plan
         return plan
