@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
+from kopf._core.intents.registries import SmartOperatorRegistry  # not re-exported; kopf.run() uses it too
 
 from .logs import configure_logging
 from .lvg import agent_namespace
@@ -38,8 +39,12 @@ log = logging.getLogger("disklet.operator")
 
 
 def build_registry(modules: Sequence[str] = HANDLER_MODULES) -> kopf.OperatorRegistry:
-    """A fresh registry with every handler module registered (no global Kopf registry is used)."""
-    registry = kopf.OperatorRegistry()
+    """A fresh registry with every handler module registered (no global Kopf registry is used).
+
+    ``SmartOperatorRegistry`` carries Kopf's login handlers (service account, kubeconfig, or an
+    installed client library); a plain ``OperatorRegistry`` cannot authenticate at all.
+    """
+    registry = SmartOperatorRegistry()
     for name in modules:
         if name in OPTIONAL_MODULES and importlib.util.find_spec(name) is None:
             log.info("handler module %s is not present; skipped", name)

@@ -51,6 +51,8 @@ def test_build_registry_serves_disklayouts_and_lvgs():
     plurals |= {h.selector.any_name for h in registry._watching.get_all_handlers()}
     plurals |= {h.selector.any_name for h in registry._indexing.get_all_handlers()}
     assert {"disklayouts", "lvmvolumegroups", "nodes", "leases"} <= plurals
+    logins = [h for h in registry._activities.get_all_handlers() if "login" in str(h.id)]
+    assert logins, "the console script must be able to authenticate (Kopf's smart registry)"
 
 
 def test_configure_settings_keeps_kopf_out_of_status():
