@@ -34,6 +34,10 @@ chart-lint:
 pytest:
 	$(PY) -m pytest -m "unit or host or api" -q
 
+# README's "run it" command: disklet's real job end to end without a cluster (root for the LVM part).
+demo: bootstrap
+	$(PY) -m disklet.demo
+
 e2e:
 	$(PY) -m pytest e2e -q
 

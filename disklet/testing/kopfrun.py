@@ -38,7 +38,8 @@ async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = 
     settings.networking.request_timeout = 30
     if configure is not None:
         configure(settings)
-    logging.getLogger("kopf").setLevel(logging.WARNING)
+    if logging.getLogger("kopf").level < logging.WARNING:
+        logging.getLogger("kopf").setLevel(logging.WARNING)
     stop = asyncio.Event()
     ready = asyncio.Event()
     tasks = await kopf.spawn_tasks(registry=registry, settings=settings, standalone=standalone,

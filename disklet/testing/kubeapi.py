@@ -9,7 +9,7 @@ selectors and validates nothing. This adds, and only this:
   ``k``, ``!k``) and ``metadata.name`` field selectors on list and watch;
 - the status subresource: a ``/status`` patch changes only ``status``, a main-resource patch never
   changes ``status``;
-- server-side apply of a missing object creates it;
+- server-side apply of a missing object creates it; ``metadata.generateName`` names new objects;
 - owner-reference garbage collection (background propagation) after a delete;
 - CRDs created through the API register their resources (so ``kubectl apply -f crds/`` works);
 - a request log (``.request_log``) for assertions and benchmarks.
@@ -36,6 +36,8 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import jsonpatch
+import jsonpointer
 import kmock
 import yaml
 from kmock._internal import dicts, enums, rendering
@@ -205,6 +207,8 @@ class KubeAPI(kmock.KubernetesEmulator):
 
     def _stamp_new(self, obj: dict[str, Any]) -> None:
         meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", _now())
         meta["resourceVersion"] = self._next_rv()
@@ -242,7 +246,11 @@ class KubeAPI(kmock.KubernetesEmulator):
                 data.setdefault("metadata", {}).setdefault("name", request.name)
                 _mutate(request, action=enums.action.CREATE)
                 return self._prepare(request)
-            if old is None or not isinstance(data, dict):
+            if old is None:
+                return request
+            if isinstance(data, list):  # RFC 6902 JSON patch (Kopf guards finalizer edits with `test`)
+                data = _json_patch_as_merge(old, data)
+            if not isinstance(data, dict):
                 return request
             if request.subresource == "status":
                 data = {"status": data.get("status")} if "status" in data else {}
@@ -328,6 +336,33 @@ class KubeAPI(kmock.KubernetesEmulator):
                 if not _matches(request, event["object"]):
                     continue
             yield event
+
+
+def _merge_diff(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    out: dict[str, Any] = {}
+    for k in old:
+        if k not in new:
+            out[k] = None
+    for k, v in new.items():
+        if k not in old:
+            out[k] = v
+        elif old[k] != v:
+            out[k] = _merge_diff(old[k], v)
+    return out
+
+
+def _json_patch_as_merge(old: dict[str, Any], ops: list[Any]) -> dict[str, Any]:
+    """Apply a JSON patch like the API server (a failed ``test`` is 422) and express it as a merge patch."""
+    try:
+        new = jsonpatch.apply_patch(copy.deepcopy(old), ops, in_place=False)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise kmock.KubernetesError(status=422, reason="Invalid", message=f"the JSON patch test failed: {exc}") from exc
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise kmock.KubernetesError(status=422, reason="Invalid", message=f"invalid JSON patch: {exc}") from exc
+    return _merge_diff(old, new)
 
 
 def _mutate(request: rendering.Request, **changes: Any) -> None:

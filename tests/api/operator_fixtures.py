@@ -12,16 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import jsonpatch
-import kmock
 import kopf
-import pytest_asyncio
 from disklet_operator import disklayout, lvg
 from disklet_operator.main import PROGRESS_PREFIX, configure_settings
 
 from disklet.layout.samples import EXT4
 from disklet.testing.kopfrun import kopf_running, wait_for
-from disklet.testing.kubeapi import KubeAPI, write_kubeconfig
 
 DL = "disklet.io/v1alpha1/disklayouts"
 DL_URL = "/apis/disklet.io/v1alpha1/disklayouts"
@@ -94,31 +90,6 @@ def agent_lease(node: str, *, age_seconds: float = 0.0, namespace: str = AGENT_N
             "metadata": {"name": f"disklet-agent-{node}", "namespace": namespace},
             "spec": {"holderIdentity": f"disklet-agent-{node}", "leaseDurationSeconds": 40,
                      "renewTime": micro_time(renewed)}}
-
-
-class ConflictingKubeAPI(KubeAPI):
-    """The shared mock, plus one thing the real server does: a failed JSON-patch ``test`` is 422.
-
-    Kopf adds and removes finalizers with a JSON patch guarded by ``test /metadata/resourceVersion``;
-    a real API server answers 422 when another writer got there first and Kopf retries on the next
-    cycle. kmock answers 500, which Kopf retries with the same stale version until it gives up.
-    (Reported to the lead for disklet.testing.kubeapi; remove this subclass once the mock does it.)
-    """
-
-    async def _handle(self, request: Any) -> Any:
-        try:
-            return await super()._handle(request)
-        except jsonpatch.JsonPatchTestFailed as exc:
-            return await self._render_error(kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)))
-
-
-@pytest_asyncio.fixture(name="kube")
-async def conflicting_kube(tmp_path: Any) -> AsyncIterator[KubeAPI]:
-    """The ``kube`` fixture of tests/api/conftest.py, served by :class:`ConflictingKubeAPI`."""
-    async with ConflictingKubeAPI() as api, kmock.Server(api) as server:
-        api.server_url = str(server.url).rstrip("/")
-        api.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.server_url)
-        yield api
 
 
 class Api:

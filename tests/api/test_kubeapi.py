@@ -96,3 +96,21 @@ async def test_kopf_server_side_label_selector(kube):
     watches = [r for r in kube.request_log if "watch" in (r.params or {}) and "lvmvolumegroups" in str(r.url)]
     assert watches and all(r.params.get("labelSelector") == "disklet.io/node=n1" for r in watches)
     assert "kopf" not in (kube.read(LVG, "mine") or {}).get("status", {}), "Kopf bookkeeping stays out of status"
+
+
+async def test_json_patch_with_failed_test_is_422_and_applies_otherwise(kube):
+    async with aiohttp.ClientSession(kube.server_url) as s:
+        r = await s.post(LVG_URL, json=_lvg("jp", "n1"))
+        rv = (await r.json())["metadata"]["resourceVersion"]
+        hdr = {"Content-Type": "application/json-patch+json"}
+        r = await s.patch(f"{LVG_URL}/jp", headers=hdr, json=[
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["x.io/f"]}])
+        assert r.status == 200, await r.text()
+        obj = await r.json()
+        assert obj["metadata"]["finalizers"] == ["x.io/f"] and obj["metadata"]["resourceVersion"] != rv
+        r = await s.patch(f"{LVG_URL}/jp", headers=hdr, json=[
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "remove", "path": "/metadata/finalizers/0"}])
+        assert r.status == 422, await r.text()
+        assert kube.read(LVG, "jp")["metadata"]["finalizers"] == ["x.io/f"]

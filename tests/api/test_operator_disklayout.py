@@ -13,7 +13,6 @@ from operator_fixtures import (
     PROGRESS_PREFIX,
     assert_no_kopf_in_status,
     condition,
-    conflicting_kube,  # noqa: F401 - overrides ``kube``: the mock with real JSON-patch conflicts
     disk_layout,
     operator_running,
     posted_events,

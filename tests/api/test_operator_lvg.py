@@ -13,7 +13,6 @@ from operator_fixtures import (
     agent_lease,
     assert_no_kopf_in_status,
     condition,
-    conflicting_kube,  # noqa: F401 - overrides ``kube``: the mock with real JSON-patch conflicts
     node_object,
     operator_running,
     status_of,

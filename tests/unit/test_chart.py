@@ -123,7 +123,7 @@ def test_agent_rbac_is_least_privilege(default_docs):
     assert ns == {
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
-        ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+        ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
     }
 
 

@@ -1,0 +1,382 @@
+"""The local demo: disklet's real job end to end, without a cluster (``make demo``).
+
+An in-memory Kubernetes API (``disklet.testing.kubeapi``, with the CRDs' schema and CEL rules
+applied by ``disklet.testing.admission``) — or the cluster in ``KUBECONFIG`` with ``--kubeconfig``
+— the operator and one agent per demo node run in this process; host commands run directly on
+this machine, in a sandbox directory. Three things happen, on real devices:
+
+1. an LVMVolumeGroup on two file-backed loop devices becomes Ready (real losetup, real LVM);
+2. a DiskLayout aimed at the disk holding ``/`` is refused with
+   ``target_device_has_active_system_mount`` (the node is in controller-managed mode);
+3. a DiskLayout on a node in installer-only mode stays ``pending``.
+
+Then everything is deleted through the API and the demo proves that no loop device, backing
+file or VG was left behind. Without root, the LVM part is skipped and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from . import API_VERSION
+from .cli.output import age, table
+from .hostcmd import HostRunner
+
+DL = "disklet.io/v1alpha1/disklayouts"
+LVG = "disklet.io/v1alpha1/lvmvolumegroups"
+API = "/apis/disklet.io/v1alpha1"
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def root_disk(runner: HostRunner) -> str | None:
+    """The whole disk (lsblk TYPE=disk) under the filesystem mounted at ``/``."""
+    res = runner.run(["lsblk", "-J", "-p", "-o", "NAME,TYPE,MOUNTPOINTS,PKNAME"], timeout=20)
+    if not res.ok:
+        return None
+
+    def walk(node: dict[str, Any], disk: str | None) -> str | None:
+        disk = node["name"] if node.get("type") == "disk" else disk
+        if "/" in (node.get("mountpoints") or []):
+            return disk
+        for child in node.get("children") or []:
+            found = walk(child, disk)
+            if found:
+                return found
+        return None
+
+    for dev in json.loads(res.stdout).get("blockdevices", []):
+        found = walk(dev, None)
+        if found:
+            return found
+    return None
+
+
+def prerequisites() -> list[str]:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("not running as root (loop devices and LVM need root)")
+    for tool in ("losetup", "lvm", "fallocate", "nix-instantiate"):
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} is not installed (apt-get install lvm2 util-linux nix-bin)")
+    return missing
+
+
+class Demo:
+    def __init__(self, sandbox: Path, suffix: str, api_url: str):
+        self.sandbox = sandbox
+        self.suffix = suffix
+        self.api_url = api_url
+        self.node_a = f"demo-node-a-{suffix}"
+        self.node_b = f"demo-node-b-{suffix}"
+        self.lvg = f"demo-files-{suffix}"
+        self.vg = f"demo_vg_{suffix}"
+        self.files_dir = sandbox / "file-devices"
+        self.runner = HostRunner()
+
+    # ------------------------------------------------------------------ API helpers
+    async def request(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
+        async with aiohttp.ClientSession(self.api_url, headers={"Authorization": "Bearer demo"}) as s:
+            async with s.request(method, path, json=body,
+                                 headers={"Content-Type": "application/merge-patch+json"}
+                                 if method == "PATCH" else None) as r:
+                text = await r.text()
+                if r.status not in ok:
+                    raise RuntimeError(f"{method} {path}: HTTP {r.status}: {text[:500]}")
+                return json.loads(text) if text else None
+
+    async def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", f"{API}/{plural}/{name}")
+        except RuntimeError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+
+    async def wait(self, what: str, check: Callable[[], Any], timeout: float) -> bool:
+        start = time.monotonic()
+        last = ""
+        while time.monotonic() - start < timeout:
+            state = await check()
+            if state is True:
+                say(f"  ✓ {what} ({time.monotonic() - start:.1f}s)")
+                return True
+            if state and state != last:
+                say(f"  … {what}: {state}")
+                last = state
+            await asyncio.sleep(0.3)
+        say(f"  ✗ {what}: timed out after {timeout:.0f}s (last: {last})")
+        return False
+
+    # ------------------------------------------------------------------ tables
+    async def print_tables(self) -> None:
+        dls = (await self.request("GET", f"{API}/disklayouts"))["items"]
+        rows = [[d["metadata"]["name"], d["spec"]["nodeName"], (d.get("status") or {}).get("phase", ""),
+                 (d.get("status") or {}).get("refusalReason", ""),
+                 ",".join((d.get("status") or {}).get("targetDevices") or []),
+                 (d.get("status") or {}).get("nodeMode", ""), age(d["metadata"].get("creationTimestamp"))]
+                for d in dls if d["metadata"]["name"].endswith(self.suffix)]
+        say("\n$ kubectl get disklayouts")
+        say(table(["NAME", "NODE", "PHASE", "REASON", "DEVICES", "MODE", "AGE"], rows))
+        lvgs = (await self.request("GET", f"{API}/lvmvolumegroups"))["items"]
+        rows = []
+        for g in lvgs:
+            if not g["metadata"]["name"].endswith(self.suffix):
+                continue
+            st = g.get("status") or {}
+            ready = next((c["status"] for c in st.get("conditions") or [] if c["type"] == "Ready"), "")
+            rows.append([g["metadata"]["name"], st.get("phase", ""), ready, g["spec"]["local"]["nodeName"],
+                         st.get("vgSize", ""), st.get("allocatedSize", ""), g["spec"]["actualVGNameOnTheNode"],
+                         age(g["metadata"].get("creationTimestamp"))])
+        if rows:
+            say("\n$ kubectl get lvmvolumegroups")
+            say(table(["NAME", "PHASE", "READY", "NODE", "SIZE", "ALLOCATED", "VG", "AGE"], rows))
+            for g in lvgs:
+                for node in (g.get("status") or {}).get("nodes") or []:
+                    for f in node.get("fileDevices") or []:
+                        say(f"    {node['name']}: {f['name']} {f['filePath']} → {f['loopDevice']} (PV {f.get('size', '?')})")
+        say("")
+
+    # ------------------------------------------------------------------ leftovers
+    def leftovers(self) -> list[str]:
+        found = []
+        res = self.runner.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], timeout=20)
+        for line in res.stdout.splitlines():
+            if str(self.sandbox) in line:
+                found.append(f"loop device still attached: {line.strip()}")
+        if self.files_dir.exists():
+            found += [f"backing file left: {p}" for p in self.files_dir.iterdir()]
+        res = self.runner.run(["vgs", "--noheadings", "-o", "vg_name"], timeout=30)
+        if self.vg in res.stdout.split():
+            found.append(f"volume group left: {self.vg}")
+        return found
+
+
+    def teardown_leftovers(self) -> list[str]:
+        """Last resort when the API-driven clean-up did not finish: remove exactly what this demo made
+        (its VG, the loops backed by files in its sandbox, those files) and say so."""
+        done = []
+        cfg = ["--config", "global{activation=0}"] if not os.path.exists("/dev/mapper/control") else []
+        res = self.runner.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], timeout=20)
+        loops = [line.split()[0] for line in res.stdout.splitlines() if str(self.sandbox) in line]
+        vgs = self.runner.run(["vgs", "--noheadings", "-o", "vg_name"], timeout=30)
+        if self.vg in vgs.stdout.split():
+            self.runner.run(["vgremove", "-f", *cfg, self.vg], timeout=60)
+            done.append(f"removed VG {self.vg}")
+        for loop in loops:
+            self.runner.run(["pvremove", "-y", *cfg, loop], timeout=60)
+            self.runner.run(["losetup", "-d", loop], timeout=20)
+            done.append(f"detached {loop}")
+        return done
+
+
+def _node(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    import kopf  # noqa: F401  (fail early with a clear message if the package is incomplete)
+    from disklet_agent.config import AgentConfig
+    from disklet_agent.daemon import build_registry as agent_registry
+    from disklet_agent.daemon import configure_settings as agent_settings
+    from disklet_agent.deps import AgentDeps
+    from disklet_operator.main import build_registry as operator_registry
+    from disklet_operator.main import configure_settings as operator_settings
+
+    from .testing.kopfrun import kopf_running
+
+    missing = prerequisites()
+    lvm_ok = not missing
+    if missing:
+        say("Skipping the LVM part of the demo:")
+        for m in missing:
+            say(f"  - {m}")
+    runner = HostRunner()
+    disk = root_disk(runner)
+    say(f"disk holding / on this machine: {disk or 'not found'}")
+
+    suffix = uuid.uuid4().hex[:6]
+    sandbox = Path(tempfile.mkdtemp(prefix="disklet-demo-"))
+    os.environ.setdefault("DISKLET_NAMESPACE", "disklet-system")
+    server_ctx = None
+    api_url = ""
+    demo: Demo | None = None
+    try:
+        if args.kubeconfig:
+            say("Using the cluster from the kubeconfig is not supported by this demo build; use e2e/ for real clusters.")
+            return 2
+        import kmock
+
+        from .testing.admission import Admission
+        from .testing.kubeapi import KubeAPI, write_kubeconfig
+
+        api = KubeAPI(validator=Admission())
+        server_ctx = (api, kmock.Server(api))
+        await api.__aenter__()
+        server = await server_ctx[1].__aenter__()
+        api_url = str(server.url).rstrip("/")
+        say(f"in-memory Kubernetes API (schema + CEL rules enforced offline) on {api_url}")
+        # the agent's own API client (leases, BlockDevices) reads a kubeconfig like any client would
+        os.environ["KUBECONFIG"] = str(write_kubeconfig(sandbox / "kubeconfig", api_url))
+        demo = Demo(sandbox, suffix, api_url)
+        api.seed("v1/nodes", _node(demo.node_a))
+        api.seed("v1/nodes", _node(demo.node_b))
+
+        dm = os.path.exists("/dev/mapper/control")
+        configs = []
+        for node, mode in ((demo.node_a, "controller-managed"), (demo.node_b, None)):
+            root = sandbox / node
+            (root / "etc" / "disklet").mkdir(parents=True)
+            if mode:
+                (root / "etc" / "disklet" / "disk-management-mode").write_text(mode + "\n")
+            fake = sandbox / "fake-disko"
+            fake.write_text("#!/bin/sh\necho 'demo: disko is never run by the demo' >&2\nexit 1\n")
+            fake.chmod(0o755)
+            configs.append(AgentConfig(
+                node_name=node, host_root=root, file_devices_dir=str(demo.files_dir),
+                lvm_extra_config="" if dm else "global{activation=0}", refused_retry_seconds=3,
+                scan_interval_seconds=3, disko_command=[str(fake)], systemd_run_command=[str(fake)],
+                nixos_rebuild_command=[str(fake)]))
+        if not dm:
+            say("device-mapper is not available here: LVM runs with activation disabled (metadata only)")
+
+        logging.getLogger("kopf").setLevel(logging.ERROR)
+        op_reg = operator_registry()
+        agents = [(agent_registry(AgentDeps.from_config(c)), c) for c in configs]
+        async with kopf_running(op_reg, server=api_url, configure=operator_settings):
+            async with kopf_running(agents[0][0], server=api_url, configure=lambda s: agent_settings(s, configs[0])):
+                async with kopf_running(agents[1][0], server=api_url,
+                                        configure=lambda s: agent_settings(s, configs[1])):
+                    return await scenario(demo, disk, lvm_ok)
+    finally:
+        if server_ctx is not None:
+            await server_ctx[1].__aexit__(None, None, None)
+            await server_ctx[0].__aexit__(None, None, None)
+        if demo is not None and lvm_ok and demo.leftovers():
+            for line in demo.teardown_leftovers():
+                say(f"  cleaned up directly: {line}")
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
+    ok = True
+    say("\n== 1. DiskLayouts")
+    target = disk or "/dev/vda"
+    await demo.request("POST", f"{API}/disklayouts", {
+        "apiVersion": API_VERSION, "kind": "DiskLayout", "metadata": {"name": f"root-disk-{demo.suffix}"},
+        "spec": {"nodeName": demo.node_a, "diskLayout": {"disks": [{"name": "os", "device": target, "gpt": {
+            "partitions": [{"name": "data", "size": "100%", "content": {
+                "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/demo"}}]}}]}}})
+    say(f"  created DiskLayout root-disk-{demo.suffix} on {demo.node_a} (controller-managed) aimed at {target}")
+    await demo.request("POST", f"{API}/disklayouts", {
+        "apiVersion": API_VERSION, "kind": "DiskLayout", "metadata": {"name": f"installer-only-{demo.suffix}"},
+        "spec": {"nodeName": demo.node_b, "diskLayout": {"disks": [{"name": "data1", "device": "/dev/disk/by-id/demo-disk",
+                 "gpt": {"partitions": [{"name": "p0", "size": "100%", "content": {
+                     "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/data1"}}]}}]}}})
+    say(f"  created DiskLayout installer-only-{demo.suffix} on {demo.node_b} (no mode file: installer-only)")
+
+    async def refused() -> Any:
+        st = ((await demo.get("disklayouts", f"root-disk-{demo.suffix}")) or {}).get("status") or {}
+        if st.get("phase") == "refused" and st.get("refusalReason") == "target_device_has_active_system_mount":
+            return True
+        return f"phase={st.get('phase')} reason={st.get('refusalReason')}"
+
+    async def pending() -> Any:
+        st = ((await demo.get("disklayouts", f"installer-only-{demo.suffix}")) or {}).get("status") or {}
+        if st.get("phase") == "pending" and st.get("nodeMode") == "installer-only":
+            return True
+        return f"phase={st.get('phase')} mode={st.get('nodeMode')}"
+
+    ok &= await demo.wait("root-disk layout refused with target_device_has_active_system_mount", refused, 60)
+    ok &= await demo.wait("installer-only layout left pending", pending, 60)
+
+    if lvm_ok:
+        say("\n== 2. LVMVolumeGroup on two file-backed loop devices (real losetup, real LVM)")
+        await demo.request("POST", f"{API}/lvmvolumegroups", {
+            "apiVersion": API_VERSION, "kind": "LVMVolumeGroup", "metadata": {"name": demo.lvg},
+            "spec": {"type": "Local", "local": {"nodeName": demo.node_a}, "actualVGNameOnTheNode": demo.vg,
+                     "fileDevices": [{"name": "a", "directory": str(demo.files_dir), "size": "1Gi"},
+                                     {"name": "b", "directory": str(demo.files_dir), "size": "1Gi"}]}})
+        say(f"  created LVMVolumeGroup {demo.lvg}: VG {demo.vg} from 2 × 1Gi files under {demo.files_dir}")
+
+        async def ready() -> Any:
+            st = ((await demo.get("lvmvolumegroups", demo.lvg)) or {}).get("status") or {}
+            files = [f for n in st.get("nodes") or [] for f in n.get("fileDevices") or []]
+            ready = next((c["status"] for c in st.get("conditions") or [] if c["type"] == "Ready"), None)
+            if st.get("phase") == "Ready" and ready == "True" and len(files) == 2:
+                return True
+            conds = ", ".join(f"{c['type']}={c['status']}/{c['reason']}" for c in st.get("conditions") or [])
+            return f"phase={st.get('phase')} fileDevices={len(files)} {conds}"
+
+        ok &= await demo.wait(f"LVMVolumeGroup {demo.lvg} Ready with 2 loop PVs", ready, 120)
+        # the same invalid edit a user might try: rejected by the CRD rules before it reaches the node
+        try:
+            await demo.request("PATCH", f"{API}/lvmvolumegroups/{demo.lvg}", {"spec": {"fileDevices": [
+                {"name": "a", "directory": str(demo.files_dir), "size": "512Mi"},
+                {"name": "b", "directory": str(demo.files_dir), "size": "1Gi"}]}})
+            say("  ✗ shrinking a file device was accepted")
+            ok = False
+        except RuntimeError as exc:
+            say(f"  ✓ shrinking a file device is rejected by the API: {str(exc).split(': ', 2)[-1][:160]}")
+
+    await demo.print_tables()
+
+    say("== 3. Clean-up through the API")
+    for plural, name in (("disklayouts", f"root-disk-{demo.suffix}"), ("disklayouts", f"installer-only-{demo.suffix}"),
+                         ("lvmvolumegroups", demo.lvg)):
+        if await demo.get(plural, name) is not None:
+            await demo.request("DELETE", f"{API}/{plural}/{name}")
+
+    async def gone() -> Any:
+        obj = await demo.get("lvmvolumegroups", demo.lvg)
+        if obj is None:
+            return True
+        st = obj.get("status") or {}
+        return f"phase={st.get('phase')} finalizers={obj['metadata'].get('finalizers')}"
+
+    if lvm_ok:
+        ok &= await demo.wait("LVMVolumeGroup deleted (VG removed, loops detached, files removed)", gone, 60)
+        left = demo.leftovers()
+        if left:
+            ok = False
+            say("  ✗ left behind:")
+            for item in left:
+                say(f"      {item}")
+        else:
+            say("  ✓ nothing left behind: no loop device, backing file or VG from the demo")
+    say("\ndemo " + ("passed" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m disklet.demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kubeconfig", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    try:
+        return asyncio.run(run_demo(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
