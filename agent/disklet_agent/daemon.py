@@ -20,6 +20,7 @@ import kopf
 import structlog
 
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL
+from disklet.labels import node_label_value
 
 from .config import AgentConfig
 from .deps import AgentDeps
@@ -72,7 +73,7 @@ def build_registry(deps: AgentDeps, *, engine: Any = None, kube: AgentKube | Non
 
 def configure_settings(settings: kopf.OperatorSettings, config: AgentConfig) -> None:
     """Node-scoped watching, agent-prefixed bookkeeping, the agent finalizer, Event posting."""
-    selector = f"{NODE_LABEL}={config.node_name}"
+    selector = f"{NODE_LABEL}={node_label_value(config.node_name)}"
     for res in (DISK_LAYOUT, LVM_VOLUME_GROUP, BLOCK_DEVICE):
         settings.watching.label_selectors[res.group, res.plural] = selector  # (group, plural) tuple!
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)

@@ -25,13 +25,13 @@ from disklet.api.lvm import (
     backing_file_name,
 )
 from disklet.api.resources import NODE_LABEL
+from disklet.labels import label_value, node_label_value
 from disklet.units import QuantityError, quantity_bytes
 
 SET_LABEL = f"{GROUP}/lvmvolumegroupset"
 """Label on every child naming its set (value shortened like :func:`label_value`)."""
 SET_KIND = "LVMVolumeGroupSet"
 MAX_NAME = 253
-MAX_LABEL_VALUE = 63
 HASH_LEN = 10
 _MAX_LISTED_ERRORS = 5
 
@@ -62,11 +62,6 @@ def child_name(set_name: str, node_name: str) -> str:
     hash of (set, node) when longer. Both inputs are DNS-1123 subdomains, so the result is one too."""
     plain = f"{set_name}-{node_name}"
     return _shorten(plain, MAX_NAME, set_name, node_name)
-
-
-def label_value(text: str) -> str:
-    """A label value (≤ 63 characters) for a possibly longer object name, stable-hashed when needed."""
-    return _shorten(text, MAX_LABEL_VALUE)
 
 
 def owner_reference(set_name: str, set_uid: str) -> dict[str, Any]:
@@ -173,7 +168,7 @@ def desired_labels(set_name: str, node: str, spec: LVMVolumeGroupSetSpec) -> dic
     tmpl_meta = spec.lvm_volume_group_template.metadata
     labels = dict((tmpl_meta.labels if tmpl_meta else None) or {})
     labels[SET_LABEL] = label_value(set_name)
-    labels[NODE_LABEL] = label_value(node)
+    labels[NODE_LABEL] = node_label_value(node)
     return labels
 
 

@@ -46,3 +46,15 @@ def test_hint_and_formatting():
     assert bytes_to_quantity(1000) == "1000"
     assert align_down(4 * 1024**2 + 5, 4 * 1024**2) == 4 * 1024**2
     assert align_up(4 * 1024**2 + 5, 4 * 1024**2) == 8 * 1024**2
+
+
+def test_node_label_value_is_valid_and_stable_for_long_names():
+    from disklet.labels import node_label_value
+
+    short = "node-1.example.com"
+    assert node_label_value(short) == short
+    long = ("n" * 60) + ".rack-12.dc-3.example.com"
+    v = node_label_value(long)
+    assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum()
+    assert v == node_label_value(long)
+    assert v != node_label_value(long.replace("rack-12", "rack-13"))

@@ -14,9 +14,7 @@ No I/O here (the handler reads lsblk/LVM and writes the API), so every rule is u
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +22,8 @@ from typing import Any
 
 from disklet.api.blockdevice import BlockDeviceStatus, block_device_name
 from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
+from disklet.labels import label_value as sanitize_label_value
+from disklet.labels import node_label_value
 from disklet.units import GIB, bytes_to_quantity
 
 from ..host.lsblk import BlockNode, BlockTopology
@@ -39,23 +39,6 @@ LISTED_TYPES = frozenset({"disk", "part", "rom", "mpath", "md", "raid0", "raid1"
 NEVER_CONSUMABLE_TYPES = frozenset({"loop", "rom", "lvm", "crypt", "dm", "mpath"})
 ORPHAN_PV_FSTYPE = "LVM2_member"
 
-_LABEL_VALUE_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_BAD_RUN = re.compile(r"[^-A-Za-z0-9_.]+")
-
-
-def sanitize_label_value(raw: str | None) -> str:
-    """A valid label value for ``raw``: invalid runs → ``_``, trimmed to alphanumerics at both ends,
-    and at most 63 characters (a long value keeps a hash suffix, so two long values stay distinct)."""
-    if not raw:
-        return ""
-    if len(raw) <= 63 and _LABEL_VALUE_OK.match(raw):
-        return raw
-    value = _LABEL_BAD_RUN.sub("_", raw.strip())
-    value = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
-    if len(value) > 63:
-        digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
-        value = re.sub(r"[^A-Za-z0-9]+$", "", value[:54]) + "-" + digest
-    return value
 
 
 @dataclass(frozen=True)
@@ -144,7 +127,7 @@ def device_labels(node_name: str, status: BlockDeviceStatus) -> dict[str, str]:
     """Labels that mirror the selectable facts (empty facts get no label)."""
     raw: dict[str, str | None] = {
         HOSTNAME_LABEL: node_name,
-        NODE_LABEL: node_name,
+        NODE_LABEL: node_label_value(node_name),
         f"{LABEL_PREFIX}type": status.type,
         f"{LABEL_PREFIX}name": posixpath.basename(status.path),
         f"{LABEL_PREFIX}size": status.size,
@@ -244,7 +227,7 @@ def plan_block_device_sync(desired: Iterable[DesiredBlockDevice], existing: Iter
         meta = obj.get("metadata") or {}
         labels = meta.get("labels") or {}
         status_node = (obj.get("status") or {}).get("nodeName")
-        if labels.get(NODE_LABEL) == node_name and status_node in (None, node_name) and meta.get("name"):
+        if labels.get(NODE_LABEL) == node_label_value(node_name) and status_node in (None, node_name) and meta.get("name"):
             mine[meta["name"]] = obj
     wanted = {d.name: d for d in desired}
     for name, d in sorted(wanted.items()):

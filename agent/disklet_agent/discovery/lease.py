@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from disklet.labels import node_label_value
+
 LEASE_DURATION_SECONDS = 60
 RENEW_INTERVAL_SECONDS = 10.0
 DEFAULT_NAMESPACE = "disklet-system"
@@ -30,5 +32,5 @@ def lease_object(node: str, namespace: str, now: datetime | None = None) -> dict
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": lease_name(node), "namespace": namespace,
                          "labels": {"app.kubernetes.io/name": "disklet", "app.kubernetes.io/component": "agent",
-                                    "disklet.io/node": node}},
+                                    "disklet.io/node": node_label_value(node)}},
             "spec": spec}

@@ -17,6 +17,7 @@ import kopf
 
 from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
 from disklet.hostcmd import HostRunner
+from disklet.labels import node_label_value
 
 from ..deps import AgentDeps
 from ..discovery.blockdevices import (
@@ -144,7 +145,7 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
     scanner = BlockDeviceScanner(deps, kube, topology_reader or (lambda: read_block_topology(runner)), pv_reader, lock)
 
     @kopf.index(BLOCK_DEVICE.group, BLOCK_DEVICE.version, BLOCK_DEVICE.plural, registry=registry,
-                id=INDEX_ID, labels={NODE_LABEL: node})
+                id=INDEX_ID, labels={NODE_LABEL: node_label_value(node)})
     def disklet_blockdevices(name: str, labels: Any, status: Any, **_: Any) -> dict[str, tuple[dict[str, str], str]]:
         return {name: (dict(labels), str(status.get("path") or ""))}
 

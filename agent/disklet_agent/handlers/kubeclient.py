@@ -20,6 +20,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from disklet.api.resources import NODE_LABEL, Resource
+from disklet.labels import node_label_value
 
 MERGE = "application/merge-patch+json"
 
@@ -66,7 +67,7 @@ class AgentKube:
         """This node's objects of ``res`` (server-side label selector ``disklet.io/node=<node>``)."""
         api = await self._custom()
         out = await api.list_cluster_custom_object(res.group, res.version, res.plural,
-                                                   label_selector=f"{NODE_LABEL}={node}")
+                                                   label_selector=f"{NODE_LABEL}={node_label_value(node)}")
         return list(out.get("items") or [])
 
     async def get(self, res: Resource, name: str) -> dict[str, Any] | None:

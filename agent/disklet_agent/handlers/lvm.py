@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
+from disklet.labels import node_label_value
 
 from ..deps import AgentDeps
 from ..discovery.lvg import (
@@ -229,7 +230,7 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: Any = 
     tasks = tasks or BackgroundTasks.attach(registry)
     interval = deps.config.scan_interval_seconds
     res = (LVM_VOLUME_GROUP.group, LVM_VOLUME_GROUP.version, LVM_VOLUME_GROUP.plural)
-    labels = {NODE_LABEL: node}
+    labels = {NODE_LABEL: node_label_value(node)}
 
     def is_mine(spec: Any, **_: Any) -> bool:
         return bool((spec.get("local") or {}).get("nodeName") == node)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from disklet.api.resources import NODE_LABEL
+from disklet.labels import node_label_value
 
 
 def node_label_patch(labels: Mapping[str, str] | None, node: str | None) -> dict[str, str] | None:
@@ -15,6 +16,7 @@ def node_label_patch(labels: Mapping[str, str] | None, node: str | None) -> dict
     """
     if not node:
         return None
-    if (labels or {}).get(NODE_LABEL) == node:
+    value = node_label_value(node)
+    if (labels or {}).get(NODE_LABEL) == value:
         return None
-    return {NODE_LABEL: node}
+    return {NODE_LABEL: value}
