@@ -117,3 +117,24 @@ def test_find_vg_identity_and_foreign_names() -> None:
     assert find_vg(snap, "lvg1", "renamed", "u1").vg == ours  # identity is the UUID
     lookup = find_vg(_snap([other], [], []), "lvg1", "vg1", None)
     assert lookup.vg is None and "owned by LVMVolumeGroup x" in (lookup.error or "")
+
+
+def test_find_vg_never_trusts_a_status_uuid_without_our_owner_tag():
+    """A forged status.vgUUID pointing at a foreign VG must not make it ours (delete would vgremove it)."""
+    from disklet_agent.lvm.discovery import find_vg
+    from disklet_agent.lvm.snapshot import LvmSnapshot
+
+    foreign = _vg_for_ownership_test("data", "UUID-FOREIGN", tags=[])
+    mine = _vg_for_ownership_test("vg0", "UUID-MINE", tags=["disklet.io/enabled=true", "disklet.io/lvmVolumeGroupName=lvg1"])
+    snap = LvmSnapshot(vgs=[foreign, mine])
+    assert find_vg(snap, "lvg1", "vg0", "UUID-FOREIGN").vg is None
+    assert "owner tag" in (find_vg(snap, "lvg1", "vg0", "UUID-FOREIGN").error or "")
+    assert find_vg(snap, "lvg1", "vg0", "UUID-MINE").vg is mine
+    assert find_vg(snap, "lvg1", "vg0", None).vg is mine
+
+
+def _vg_for_ownership_test(name: str, uuid: str, tags: list[str]):
+    from disklet_agent.lvm.lvm import VG
+
+    return VG(name=name, uuid=uuid, size=2 << 30, free=2 << 30, extent_size=4 << 20, tags=tuple(tags),
+              pv_count=1, lv_count=0)

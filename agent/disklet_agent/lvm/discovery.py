@@ -29,11 +29,15 @@ class VgLookup:
 
 
 def find_vg(snap: LvmSnapshot, lvg_name: str, vg_name: str, uuid_hint: str | None) -> VgLookup:
-    """Identity is the VG UUID; without one, a VG of that name counts only if its owner tag names us."""
+    """Identity is the VG UUID; ownership is the owner tag, always: a UUID read from status (which
+    anyone allowed to patch status can write) never makes a VG ours on its own."""
     if uuid_hint:
         vg = snap.vg_by_uuid(uuid_hint)
-        if vg is not None:
+        if vg is not None and vg.owner == lvg_name:
             return VgLookup(vg)
+        if vg is not None:
+            return VgLookup(None, f"the volume group with UUID {uuid_hint} ({vg.name}) does not carry the owner tag "
+                                  f"disklet.io/lvmVolumeGroupName={lvg_name}: not touching it")
     same_name = [v for v in snap.vgs if v.name == vg_name]
     ours = [v for v in same_name if v.owner == lvg_name]
     if len(ours) == 1:
