@@ -69,7 +69,7 @@ with open(os.environ["E2E_FAKE_LOG"], "a") as fh:
     fh.write(json.dumps({{"cmd": "disko", "argv": sys.argv[1:]}}) + "\\n")
 body = open(sys.argv[-1]).read()
 sandbox = os.environ["E2E_SANDBOX"]
-devices = sorted(set(re.findall(r'device = "(/dev/[^"]+)"', body)))
+devices = sorted(set(re.findall(r'"?device"?[ ]*=[ ]*"(/dev/[^"]+)"', body)))
 for dev in devices:  # fail closed: only loop devices the harness attached from its own sandbox
     real = os.path.realpath(dev)
     back = subprocess.run(["losetup", "-n", "-O", "BACK-FILE", real], capture_output=True, text=True).stdout.strip()
@@ -290,7 +290,7 @@ def e2e() -> Iterator[E2E]:
             cleanups.append(lambda: kube.delete(h.NODE, node))
         ledger = h.HostLedger(sandbox)
         session = E2E(mode, kube, node, run, sandbox, ledger)
-        if session.local and kube.get(h.NAMESPACE, session.namespace) is None:
+        if mode == "local" and kube.get(h.NAMESPACE, session.namespace) is None:  # the mock needs none
             kube.create(h.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": session.namespace}})
             cleanups.append(lambda: kube.delete(h.NAMESPACE, session.namespace))
 
