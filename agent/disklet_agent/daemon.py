@@ -21,6 +21,7 @@ import structlog
 
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL
 from disklet.labels import node_label_value
+from disklet.observe import observe_host_commands, start_metrics_server
 
 from .config import AgentConfig
 from .deps import AgentDeps
@@ -62,7 +63,7 @@ def build_registry(deps: AgentDeps, *, engine: Any = None, kube: AgentKube | Non
     except ImportError as exc:
         log.warning("DiskLayout handlers not available: %s", exc)
     else:
-        disklayout.register(registry, deps)
+        disklayout.register(registry, deps, kube=kube)
 
     @kopf.on.cleanup(registry=registry)
     async def disklet_close_client(**_: Any) -> None:
@@ -115,17 +116,9 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
 
 
 def start_metrics(deps: AgentDeps) -> None:
-    """Metrics server + host-command timing when engineer H's ``disklet.metrics`` provides them."""
-    try:
-        metrics = importlib.import_module("disklet.metrics")
-    except ImportError:
-        return
-    if hasattr(metrics, "observe_host_command"):
-        deps.runner.observers.append(metrics.observe_host_command)
-    if hasattr(metrics, "start_metrics_server"):
-        port = int(os.environ.get("DISKLET_METRICS_PORT") or DEFAULT_METRICS_PORT)
-        if port > 0:
-            metrics.start_metrics_server(port)
+    """Host-command timing and the /metrics server (``DISKLET_METRICS_PORT``; 0 disables it)."""
+    observe_host_commands(deps.runner.observers)
+    start_metrics_server(int(os.environ.get("DISKLET_METRICS_PORT") or DEFAULT_METRICS_PORT))
 
 
 def add_login(registry: kopf.OperatorRegistry) -> None:

@@ -27,6 +27,7 @@ from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
 from disklet.layout import preflight
+from disklet.observe import reconcile_timer, record_refusal, record_status_write
 
 from .logic.conditions import merge_owned_conditions
 from .logic.disklayout_status import (
@@ -43,7 +44,6 @@ from .logic.disklayout_status import (
 from .logic.duplicates import LayoutRef, duplicate_message, older_layout
 from .logic.labels import node_label_patch
 from .logic.statusdiff import status_patch
-from .observe import reconcile_timer, record_refusal
 
 PLURAL = DISK_LAYOUT.plural
 KIND = DISK_LAYOUT.kind
@@ -122,6 +122,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
                 return
             for key, value in changes.items():
                 patch.status[key] = value
+            record_status_write(KIND)  # Kopf sends the patch when the handler returns
             _announce(body, old.phase, old.refusal_reason, old.layout_generation, new.layout_generation, verdict, logger)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="preflight")

@@ -19,6 +19,7 @@ import kopf
 from disklet import GROUP, VERSION
 from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
+from disklet.observe import record_status_write
 
 from .logic.conditions import merge_owned_conditions, parse_conditions
 from .logic.labels import node_label_patch
@@ -113,6 +114,7 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         if merged == raw or _recently_sent(memo, "conditions", [c.to_wire() for c in owned], dedupe_seconds):
             return
         patch.status["conditions"] = merged
+        record_status_write(LVM_VOLUME_GROUP.kind)
         before = next((c.status for c in old if c.type == ConditionType.READY), None)
         ready = next(c for c in owned if c.type == ConditionType.READY)
         if before != ready.status:

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from disklet import GROUP, VERSION
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSetSpec
+from disklet.observe import ERROR, RETRY, SUCCESS, reconcile_timer, record_status_write
 
 from .lvgset_planner import (
     Child,
@@ -53,6 +54,7 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 OVERLAY_TTL = 60.0
 """Seconds a just-written child is trusted over the (not yet updated) index."""
 TRANSIENT_RETRY = 10.0
+KIND = "LVMVolumeGroupSet"
 log = logging.getLogger("disklet.operator.lvgset")
 
 
@@ -67,6 +69,8 @@ class PassStats:
     updates: int
     status_written: bool
     desired: int
+    result: str = SUCCESS
+    """disklet_reconciles_total result: error (invalid spec, a child refused), retry (transient), success."""
 
 
 @dataclass
@@ -172,7 +176,9 @@ class LvgsetController:
         while True:
             state.wake.clear()
             try:
-                stats = await self.reconcile(state.body, self.nodes_index, self.children_index, log)
+                with reconcile_timer(KIND) as counted:
+                    stats = await self.reconcile(state.body, self.nodes_index, self.children_index, log)
+                    counted.result = stats.result
                 if stats.creates or stats.updates or stats.status_written:
                     log.info(f"LVMVolumeGroupSet {name}: {stats.creates} created, {stats.updates} updated, "
                              f"{stats.desired} desired, status {'written' if stats.status_written else 'unchanged'}")
@@ -270,7 +276,7 @@ class LvgsetController:
             state.generation = generation
             new = invalid_set_status(old_status, generation, f"spec is invalid, no LVMVolumeGroup written: {msg}")
             written = await self._write_status(client, state, name, old_status, new, set_rv, logger)
-            return self._record(state, started, client, 0, 0, written, 0)
+            return self._record(state, started, client, 0, 0, written, 0, ERROR)
 
         state.generation, state.selector = generation, spec.node_selector
         nodes = [(node, next(iter(store), None)) for node, store in nodes_idx.items()]
@@ -354,7 +360,9 @@ class LvgsetController:
         written = await self._write_status(client, state, name, old_status, new, set_rv, logger)
         if transient:
             asyncio.get_running_loop().call_later(TRANSIENT_RETRY, state.wake.set)
-        return self._record(state, started, client, creates, updates, written, len(result.desired))
+        failed = bool(result.problems) or len(outcome.create_errors) + len(outcome.update_errors) > len(transient)
+        verdict = ERROR if failed else RETRY if transient else SUCCESS
+        return self._record(state, started, client, creates, updates, written, len(result.desired), verdict)
 
     async def _adopt_check(self, client: _Client, name: str, uid: str) -> Child | None:
         """After a 409 on create: the child is ours (the index lagged) or someone else's."""
@@ -375,12 +383,13 @@ class LvgsetController:
         except kopf_errors.APINotFoundError:
             return False  # the set is being deleted
         state.status_written = (new.to_wire(), set_rv)
+        record_status_write(KIND)
         return True
 
     def _record(self, state: SetState, started: float, client: _Client, creates: int, updates: int,
-                written: bool, desired: int) -> PassStats:
+                written: bool, desired: int, result: str = SUCCESS) -> PassStats:
         stats = PassStats(started=started, duration=time.monotonic() - started, requests=client.requests,
-                          creates=creates, updates=updates, status_written=written, desired=desired)
+                          creates=creates, updates=updates, status_written=written, desired=desired, result=result)
         state.passes.append(stats)
         del state.passes[:-100]
         return stats

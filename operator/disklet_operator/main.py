@@ -19,9 +19,10 @@ from typing import Any
 import kopf
 from kopf._core.intents.registries import SmartOperatorRegistry  # not re-exported; kopf.run() uses it too
 
+from disklet.observe import start_metrics_server
+
 from .logs import configure_logging
 from .lvg import agent_namespace
-from .observe import start_metrics_server
 
 PROGRESS_PREFIX = "operator.disklet.io"
 """Annotation prefix of the operator's Kopf progress and diff-base (the agent uses agent.disklet.io)."""

@@ -3,6 +3,9 @@
 Every scan interval: lsblk/blkid topology (N's adapter) + LVM PV facts → desired objects → a sync
 plan → only the writes the plan asks for. A scan that cannot read the disks writes nothing (never
 delete every BlockDevice because lsblk failed once).
+
+Metrics: each scan is a ``BlockDevice`` reconcile (``retry`` when the disks or LVM could not be
+read, ``error`` when it raised); each status patch counts as a BlockDevice status write.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import kopf
 from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
 from disklet.hostcmd import HostRunner
 from disklet.labels import node_label_value
+from disklet.observe import RETRY, reconcile_timer, record_status_write
 
 from ..deps import AgentDeps
 from ..discovery.blockdevices import (
@@ -65,6 +69,7 @@ async def apply_plan(kube: AgentKube, plan: BlockDeviceSyncPlan) -> int:
         status = obj.pop("status")
         await kube.create(BLOCK_DEVICE, obj)
         await kube.patch_status(BLOCK_DEVICE, d.name, status)
+        record_status_write(BLOCK_DEVICE.kind)
         writes += 2
     for u in plan.updates:
         if u.labels:
@@ -72,6 +77,7 @@ async def apply_plan(kube: AgentKube, plan: BlockDeviceSyncPlan) -> int:
             writes += 1
         if u.status is not None:
             await kube.patch_status(BLOCK_DEVICE, u.name, u.status)
+            record_status_write(BLOCK_DEVICE.kind)
             writes += 1
     for name in plan.deletes:
         await kube.delete(BLOCK_DEVICE, name)
@@ -94,6 +100,13 @@ class BlockDeviceScanner:
 
     async def scan_once(self) -> BlockDeviceSyncPlan | None:
         """One cycle; None when the node's disks could not be read (nothing written)."""
+        with reconcile_timer(BLOCK_DEVICE.kind) as counted:
+            plan = await self._scan()
+            if plan is None:
+                counted.result = RETRY
+        return plan
+
+    async def _scan(self) -> BlockDeviceSyncPlan | None:
         async with self.lock:
             try:
                 topology = await asyncio.to_thread(self.read_topology)

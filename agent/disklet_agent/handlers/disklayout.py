@@ -6,6 +6,10 @@ Triggers: every watch event of an object for this node (``on.event``), plus a ti
 clear; pending ones re-check the management mode). The timer is registered WITHOUT Kopf's
 finalizer: deleting a DiskLayout never touches the node, and must not hang when the node is gone.
 One run per object at a time; a memo of finished generations guards against stale bodies.
+
+Metrics: every run is a ``DiskLayout`` reconcile whose result follows the phase it reached
+(applied/pending → success, refused → refused, failed → error; busy → retry); a refusal code is
+counted once per transition into it (not per retry tick); each status change is a status write.
 """
 
 from __future__ import annotations
@@ -20,15 +24,28 @@ import kopf
 from disklet.api.common import Condition, now_rfc3339, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
+from disklet.observe import (
+    ERROR,
+    REFUSED,
+    RETRY,
+    SUCCESS,
+    ReconcileOutcome,
+    reconcile_timer,
+    record_refusal,
+    record_status_write,
+)
 from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import ApplyBusy, ApplyOutcome, apply_layout, expectation_from
 from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
 from disklet_agent.disklayout.mode import ModeReading, read_management_mode
+from disklet_agent.handlers.kubeclient import AgentKube
 
 CONDITION = "Applied"
 # Refusals the operator decides; the agent never retries or overrides them.
 OPERATOR_REFUSALS = {RefusalCode.DUPLICATE_NODE_LAYOUT.value}
 MAX_MESSAGE = 32000
+KIND = DISK_LAYOUT.kind
+RESULTS = {Phase.APPLIED: SUCCESS, Phase.PENDING: SUCCESS, Phase.REFUSED: REFUSED, Phase.FAILED: ERROR}
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,26 @@ class Desired:
     refusal: str | None = None
     applied: bool = False
     attempted: bool = True
+
+
+def stale_reason(fresh: dict[str, Any] | None, seen: dict[str, Any]) -> str | None:
+    """Why the object we judged is no longer the one to apply (None: it still is). (pure)
+
+    The last proof before disko formats anything: Kopf hands timers and events the body it last
+    saw, which may be older than the live object, or belong to one that was deleted meanwhile.
+    """
+    if fresh is None:
+        return "the DiskLayout no longer exists"
+    meta, seen_meta = fresh.get("metadata") or {}, seen.get("metadata") or {}
+    if meta.get("uid") != seen_meta.get("uid"):
+        return "the DiskLayout was deleted and recreated"
+    if meta.get("deletionTimestamp"):
+        return "the DiskLayout is being deleted"
+    if (fresh.get("status") or {}).get("layoutGeneration") != (seen.get("status") or {}).get("layoutGeneration"):
+        return "the layout generation changed"
+    if (fresh.get("spec") or {}) != (seen.get("spec") or {}):
+        return "the spec changed"
+    return None
 
 
 def _clip(text: str) -> str:
@@ -130,12 +167,19 @@ def _drop_finalizer_requirement(registry: kopf.OperatorRegistry, fn: Any) -> Non
             handlers[i] = dataclasses.replace(h, requires_finalizer=False)
 
 
-def register(registry: kopf.OperatorRegistry, deps: AgentDeps) -> None:
+def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKube | None = None) -> None:
+    """``kube`` reads the live object right before disko runs (default: a client from the kubeconfig)."""
     cfg = deps.config
+    reader = kube or AgentKube()
+    deleted: set[str] = set()
+    """uids seen DELETED: never worked on again, whatever body a timer still holds."""
     node = cfg.node_name
     group, plural = DISK_LAYOUT.group, DISK_LAYOUT.plural
     locks: dict[str, asyncio.Lock] = {}
     memos: dict[str, Memo] = {}
+    refusals: dict[str, tuple[Any, str | None]] = {}
+    """uid → (layoutGeneration, code) last counted in disklet_refusals_total (a stale body re-judged
+    by the timer must not count the same refusal twice)."""
 
     def mine(spec: kopf.Spec, **_: Any) -> bool:
         return bool(node) and spec.get("nodeName") == node
@@ -148,15 +192,17 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps) -> None:
     async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: Any, trigger: str) -> None:
         uid = str(body.get("metadata", {}).get("uid") or body.get("metadata", {}).get("name"))
         status = dict(body.get("status") or {})
-        if not decide(status, trigger, memos.get(uid)):
+        if uid in deleted or not decide(status, trigger, memos.get(uid)):
             return
         lock = locks.setdefault(uid, asyncio.Lock())
         if lock.locked():
             return  # a run is in progress; the timer picks up anything newer afterwards
         async with lock:
-            await _run(body, status, patch, logger, uid)
+            with reconcile_timer(KIND) as counted:
+                await _run(body, status, patch, logger, uid, counted)
 
-    async def _run(body: kopf.Body, status: dict[str, Any], patch: kopf.Patch, logger: Any, uid: str) -> None:
+    async def _run(body: kopf.Body, status: dict[str, Any], patch: kopf.Patch, logger: Any, uid: str,
+                   counted: ReconcileOutcome) -> None:
         lg = status.get("layoutGeneration")
         generation = body.get("metadata", {}).get("generation")
         mode = await asyncio.to_thread(read_management_mode, cfg.etc_dir)
@@ -183,23 +229,43 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps) -> None:
                     return
                 else:
                     try:
+                        fresh = await reader.get(DISK_LAYOUT, str(body.get("metadata", {}).get("name")))
+                    except Exception as exc:  # noqa: BLE001 - cannot prove it is current: do nothing now
+                        logger.warning(f"cannot re-read the DiskLayout before applying ({exc}); retrying later")
+                        counted.result = RETRY
+                        return
+                    why = "the DiskLayout was deleted" if uid in deleted else stale_reason(fresh, dict(body))
+                    if why:
+                        logger.info(f"not applying: {why}")
+                        counted.result = RETRY
+                        return
+                    try:
                         out = await asyncio.to_thread(
                             apply_layout, text, runner=deps.runner, config=cfg,
                             expect=expectation_from(plan.devices_value, plan.resolved),
                             timeout_seconds=spec.timeout_seconds, rebuild=spec.rebuild)
                     except ApplyBusy as exc:
                         logger.info(f"{exc}; retrying later")
+                        counted.result = RETRY
                         return
                     desired = desired_from_outcome(out)
         changed = outcome_status(status, desired, mode=mode, targets=targets, generation=generation)
+        counted.result = RESULTS[desired.phase]
+        new_refusal = desired.phase == Phase.REFUSED and refusals.get(uid) != (lg, desired.refusal)
+        if desired.phase != Phase.REFUSED:
+            refusals.pop(uid, None)
+        elif new_refusal:
+            refusals[uid] = (lg, desired.refusal)
+            record_refusal(desired.refusal or "unknown")
         if isinstance(lg, int):
             memos[uid] = Memo(lg, desired.phase.value)
         if not changed:
             return
         for k, v in changed.items():
             patch.status[k] = v
-        if "phase" in changed or "message" in changed:
-            _event(body, desired)
+        record_status_write(KIND)  # Kopf sends the patch when the handler returns
+        if ("phase" in changed or "message" in changed) and (desired.phase != Phase.REFUSED or new_refusal):
+            _event(body, desired)  # one Refused Event per refusal, even when the timer re-judges a stale body
 
     def _event(body: kopf.Body, desired: Desired) -> None:
         msg = desired.message[:1000]
@@ -217,8 +283,10 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps) -> None:
                                **_: Any) -> None:
         if type == "DELETED":
             uid = str(body.get("metadata", {}).get("uid"))
+            deleted.add(uid)
             memos.pop(uid, None)
             locks.pop(uid, None)
+            refusals.pop(uid, None)
             return
         await reconcile(body, patch, logger, "event")
 

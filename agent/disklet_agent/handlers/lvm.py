@@ -14,6 +14,11 @@
 
 Every engine call and the status write that follows run under one per-node lock, so two writers
 never interleave.
+
+Metrics (``disklet.observe``): every engine reconcile/delete is a ``LVMVolumeGroup`` reconcile
+(success, retry when not converged, error); each status the engine or discovery returns sets the
+VG and thin-pool gauges (dropped on delete); the discovery cycle sets the managed loop devices.
+Status transitions (spec applied, file devices in/out) are posted as Events next to the engine's.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ from pydantic import ValidationError
 from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
 from disklet.labels import node_label_value
+from disklet.observe import (
+    RETRY,
+    LvgGauges,
+    count_managed_loops,
+    lvg_status_events,
+    reconcile_timer,
+    record_status_write,
+    set_managed_loop_devices,
+)
 
 from ..deps import AgentDeps
 from ..discovery.lvg import (
@@ -46,16 +60,6 @@ from .tasks import BackgroundTasks
 log = logging.getLogger("disklet.agent.lvm")
 KIND = LVM_VOLUME_GROUP.kind
 MIN_RETRY_SECONDS = 1.0
-
-try:  # engineer H's metrics are optional for the wiring
-    from disklet import metrics as _metrics
-except ImportError:  # pragma: no cover
-    _metrics = None  # type: ignore[assignment]
-
-
-def _record_status_write() -> None:
-    if _metrics is not None and hasattr(_metrics, "record_status_write"):
-        _metrics.record_status_write(KIND)
 
 
 def _status_of(obj: Mapping[str, Any]) -> LVMVolumeGroupStatus | None:
@@ -92,6 +96,8 @@ class LvgWiring:
         """None until the startup re-attach ran; then its per-file problems."""
         self.pending_events: dict[str, list[tuple[str, str, str]]] = {}
         """Events found at startup, posted by the object's first handler (Kopf posts only from handlers)."""
+        self.gauges = LvgGauges()
+        """VG/thin-pool gauges, published from every status the engine returns."""
 
     def mine(self, obj: Mapping[str, Any]) -> bool:
         return ((obj.get("spec") or {}).get("local") or {}).get("nodeName") == self.node
@@ -124,7 +130,7 @@ class LvgWiring:
         if patch is None:
             return False
         await self.kube.patch_status(LVM_VOLUME_GROUP, name, patch)
-        _record_status_write()
+        record_status_write(KIND)
         return True
 
     def _post(self, body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
@@ -150,32 +156,40 @@ class LvgWiring:
                 if why is None:
                     return "converged"
                 log.info("timer reconcile: %s", why, extra={"lvg": name, "reconcile_id": rid})
-            outcome = await asyncio.to_thread(self.engine.reconcile, name, spec, current, bds, generation)
-            written = False
-            if outcome.changed:
-                new = with_operator_conditions(outcome.status, current)
-                written = await self._write_status(name, obj.get("status"), new)
-        self._post(obj, outcome.events)
-        log.info("reconciled", extra={"lvg": name, "reconcile_id": rid, "changed": outcome.changed,
-                                      "status_written": written, "phase": str(outcome.status.phase)})
-        if outcome.requeue_after and raise_on_requeue:
-            raise kopf.TemporaryError(f"LVMVolumeGroup {name} not converged; retrying",
-                                      delay=max(MIN_RETRY_SECONDS, float(outcome.requeue_after)))
+            with reconcile_timer(KIND) as counted:  # timer checks that find nothing to do are not reconciles
+                outcome = await asyncio.to_thread(self.engine.reconcile, name, spec, current, bds, generation)
+                self.gauges.publish(name, spec.actual_vg_name_on_the_node, outcome.status)
+                written = False
+                if outcome.changed:
+                    new = with_operator_conditions(outcome.status, current)
+                    written = await self._write_status(name, obj.get("status"), new)
+                transition = lvg_status_events(self.node, spec.actual_vg_name_on_the_node, current, outcome.status)
+                self._post(obj, [*outcome.events, *transition])
+                log.info("reconciled", extra={"lvg": name, "reconcile_id": rid, "changed": outcome.changed,
+                                              "status_written": written, "phase": str(outcome.status.phase)})
+                if outcome.requeue_after and raise_on_requeue:
+                    raise kopf.TemporaryError(f"LVMVolumeGroup {name} not converged; retrying",
+                                              delay=max(MIN_RETRY_SECONDS, float(outcome.requeue_after)))
+                if outcome.requeue_after:
+                    counted.result = RETRY
         return "written" if written else "unchanged"
 
     # ---------------------------------------------------------------- delete
     async def delete(self, name: str, body: Mapping[str, Any]) -> None:
-        async with self.lock:
-            obj = await self.kube.get(LVM_VOLUME_GROUP, name) or dict(body)
-            spec = LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))
-            current = _status_of(obj)
-            outcome = await asyncio.to_thread(self.engine.delete, name, spec, current)
+        with reconcile_timer(KIND):  # a finalizer kept counts as retry
+            async with self.lock:
+                obj = await self.kube.get(LVM_VOLUME_GROUP, name) or dict(body)
+                spec = LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))
+                current = _status_of(obj)
+                outcome = await asyncio.to_thread(self.engine.delete, name, spec, current)
+                if not outcome.done:
+                    await self._write_status(name, obj.get("status"),
+                                             with_operator_conditions(outcome.status, current))
+            self._post(obj, outcome.events)
             if not outcome.done:
-                await self._write_status(name, obj.get("status"), with_operator_conditions(outcome.status, current))
-        self._post(obj, outcome.events)
-        if not outcome.done:
-            raise kopf.TemporaryError(f"LVMVolumeGroup {name} cannot be removed yet; finalizer kept",
-                                      delay=max(MIN_RETRY_SECONDS, self.deps.config.refused_retry_seconds))
+                raise kopf.TemporaryError(f"LVMVolumeGroup {name} cannot be removed yet; finalizer kept",
+                                          delay=max(MIN_RETRY_SECONDS, self.deps.config.refused_retry_seconds))
+            self.gauges.forget(name)
         log.info("volume group removed; finalizer released", extra={"lvg": name})
 
     # ---------------------------------------------------------------- node discovery
@@ -195,15 +209,21 @@ class LvgWiring:
                 except ValidationError:
                     continue
             if not lvgs:
+                set_managed_loop_devices(0)
                 return written
             found = await asyncio.to_thread(self.engine.discover, lvgs)
+            specs = dict(lvgs)
+            statuses = {name: _status_of(obj) for name, obj in by_name.items()}
             for name, discovered in found.items():
                 obj = by_name.get(name)
                 if discovered is None or obj is None:
                     continue  # unreadable this cycle: keep the last status rather than write a partial one
-                current = _status_of(obj)
-                if await self._write_status(name, obj.get("status"), merge_discovered(current, discovered)):
+                current = statuses[name]
+                merged = statuses[name] = merge_discovered(current, discovered)
+                self.gauges.publish(name, specs[name].actual_vg_name_on_the_node, merged)
+                if await self._write_status(name, obj.get("status"), merged):
                     written.append(name)
+            set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
         return written
 
     async def discovery_loop(self, interval: float) -> None:
