@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from e2e import harness as h
+from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
 
 SKIP_REASON = ("e2e: no target — set E2E_KUBECONFIG=<kubeconfig> (kind, k3s, any cluster) or E2E_MOCK=1 "
                "(the API mock; `make e2e-mock`); see docs/e2e.md")
@@ -84,20 +85,6 @@ for dev in devices:
 print("fake disko: done")
 """
 
-FAKE_SYSTEMD_RUN = f"""#!{sys.executable}
-import json, os, sys
-with open(os.environ["E2E_FAKE_LOG"], "a") as fh:
-    fh.write(json.dumps({{"cmd": "systemd-run", "argv": sys.argv[1:]}}) + "\\n")
-rest = sys.argv[sys.argv.index("--") + 1:]
-os.execv(rest[0], rest)
-"""
-
-FAKE_NIXOS_REBUILD = f"""#!{sys.executable}
-import json, os, sys
-with open(os.environ["E2E_FAKE_LOG"], "a") as fh:
-    fh.write(json.dumps({{"cmd": "nixos-rebuild", "argv": sys.argv[1:]}}) + "\\n")
-print("fake nixos-rebuild " + sys.argv[1] + ": ok")
-"""
 
 
 def _free_port() -> int:
@@ -179,7 +166,7 @@ class E2E:
             "DISKLET_SYSTEMD_RUN_COMMAND": str(bin_ / "systemd-run"), "DISKLET_SCAN_INTERVAL_SECONDS": "2",
             "DISKLET_REFUSED_RETRY_SECONDS": "2", "DISKLET_METRICS_PORT": str(_free_port()),
             "DISKLET_LOG_FORMAT": "console", "DISKLET_LIVENESS_ENDPOINT": "",
-            "DISKLET_NAMESPACE": self.namespace, "E2E_FAKE_LOG": str(self.fake_log),
+            "DISKLET_NAMESPACE": self.namespace, "E2E_FAKE_LOG": str(self.fake_log), "FAKE_LOG": str(self.fake_log),
             "E2E_SANDBOX": str(self.sandbox.resolve()),
         }
         if h.needs_no_activation():

@@ -21,6 +21,7 @@ from disklet_agent.disklayout.apply import ApplyBusy, apply_layout, apply_lock, 
 from disklet_agent.disklayout.gate import plan_apply
 
 from disklet.hostcmd import HostRunner
+from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
 from tests.host.blockdev_helpers import Sandbox, open_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,28 +50,6 @@ if mode == "partition":
 print("disko: done")
 """
 
-FAKE_SYSTEMD_RUN = f"""#!{sys.executable}
-import json, os, sys
-with open(os.environ["FAKE_LOG"], "a") as fh:
-    fh.write(json.dumps({{"cmd": "systemd-run", "argv": sys.argv[1:]}}) + "\\n")
-rest = sys.argv[sys.argv.index("--") + 1:]
-os.execv(rest[0], rest)
-"""
-
-FAKE_NIXOS_REBUILD = f"""#!{sys.executable}
-import json, os, sys
-with open(os.environ["FAKE_LOG"], "a") as fh:
-    fh.write(json.dumps({{"cmd": "nixos-rebuild", "argv": sys.argv[1:]}}) + "\\n")
-action = sys.argv[1]
-if os.environ.get("FAKE_REBUILD_FAIL") == action:
-    print("building the system configuration...")
-    if action == "switch":
-        print("warning: the following units failed: disklet-data.mount, foo.service", file=sys.stderr)
-        sys.exit(4)
-    print("error: evaluation aborted", file=sys.stderr)
-    sys.exit(1)
-print(f"nixos-rebuild {{action}}: ok")
-"""
 
 
 class Env:
