@@ -39,6 +39,8 @@ def test_reboot_reattach_restores_the_vg(lvm_env: LvmEnv) -> None:
     spec = env.spec([("a", "1Gi"), ("b", "1Gi")])
     first = env.engine.reconcile(env.lvg, spec, None, generation=1)
     vg_uuid = first.status.vg_uuid
+    created = env.runner.calls["pvcreate"]  # one invocation for both devices
+    assert created >= 1 and len(env.pvs()) == 2
     for loop in env.our_loops():  # the "reboot": every loop is gone, the files stay
         subprocess.run(["losetup", "-d", loop], check=True)
     assert env.our_loops() == []
@@ -49,7 +51,7 @@ def test_reboot_reattach_restores_the_vg(lvm_env: LvmEnv) -> None:
     assert vg["vg_uuid"] == vg_uuid and vg["pv_count"] == "2"
     out = env.engine.reconcile(env.lvg, spec, first.status, generation=1)
     assert out.status.phase == LVGPhase.READY and out.status.vg_uuid == vg_uuid
-    assert env.runner.calls["pvcreate"] == 2  # only the first create
+    assert env.runner.calls["pvcreate"] == created  # only the first create
 
 
 def test_reattach_never_creates_files_and_reports_per_file(lvm_env: LvmEnv) -> None:

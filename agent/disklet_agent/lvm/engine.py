@@ -3,6 +3,11 @@
 One reconcile: validate → provision file devices → pvcreate (only devices a live pvs does not show)
 → vgcreate/vgextend → grow → thin pools → discover into status. Every step that creates something
 records it in a journal so a failure rolls back only this call's work (LVM.md rule 5).
+
+Reads per reconcile: one snapshot at the start (losetup list + ONE ``pvs`` with VG columns, ``lvs``
+only when a VG has LVs); a fresh live read before pvcreate/vgextend and before any teardown; one
+snapshot after the last change, which both feeds the later steps and becomes the status. When this
+call changed nothing on the host, the start snapshot is that snapshot (no re-read).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from disklet.hostcmd import HostRunner
 from ..config import AgentConfig
 from .discovery import discover_status, find_vg, status_file_paths
 from .filedevices import FileDeviceError, FileDevices
-from .files import FileOpError, HostFiles, Presence
+from .files import FileOpError, FileProbe, HostFiles, Presence
 from .losetup import Losetup, LosetupError
 from .lvm import PV, VG, Lvm, LvmError, owner_tag
 from .planner import Journal, managed_loop, plan_pvs
@@ -59,6 +64,12 @@ class _Round:
     failures: list[tuple[str, str]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
+    latest: LvmSnapshot | None = None
+    """The last snapshot this call read, while nothing this call did has changed the host since."""
+
+    def changed_host(self) -> None:
+        self.latest = None
+
     def fail(self, reason: str, message: str) -> None:
         self.failures.append((reason, message))
         self.events.append(("Warning", reason, message))
@@ -79,13 +90,17 @@ class LVMEngine:
         self._alias_rounds: dict[str, int] = {}
 
     # ----------------------------------------------------------------- snapshot
-    def snapshot(self) -> LvmSnapshot:
-        """One losetup list + pvs + vgs + lvs. LVM sees exactly the loops whose files carry our marker."""
+    def snapshot(self, base_dirs: tuple[str, ...] | None = None) -> LvmSnapshot:
+        """One losetup list + ONE pvs (with the VG columns) + lvs only when some VG has LVs (an LVM
+        command costs tens of ms). LVM sees exactly the loops whose files carry our marker.
+        ``base_dirs``: the base directory as this same call already resolved it (saves a realpath)."""
         snap = LvmSnapshot()
         base = self.config.file_devices_dir
         try:
-            real = self.files.realpath(base)
-            snap.base_dirs = tuple(dict.fromkeys((base, real)))
+            if base_dirs is None:
+                real = self.files.realpath(base)
+                base_dirs = tuple(dict.fromkeys((base, real)))
+            snap.base_dirs = base_dirs
             snap.loops = self.losetup.list_all()
         except (FileOpError, LosetupError) as exc:
             snap.base_dirs = (base,)
@@ -93,9 +108,9 @@ class LVMEngine:
             return snap
         self.lvm.owned_loops = {lp.name for lp in snap.owned_loops()}
         try:
-            snap.pvs = self.lvm.pvs()
-            snap.vgs = self.lvm.vgs()
-            snap.lvs = self.lvm.lvs()
+            snap.pvs, snap.vgs = self.lvm.pvs_vgs()
+            # lv_count counts the LVs a plain lvs lists: none anywhere → lvs has nothing to say.
+            snap.lvs = self.lvm.lvs() if any(v.lv_count for v in snap.vgs) else []
         except LvmError as exc:
             snap.error = str(exc)
             return snap
@@ -109,9 +124,9 @@ class LVMEngine:
                     pass  # stays unresolved: callers fail closed
         return snap
 
-    def _live_pvs(self) -> dict[str, PV] | None:
+    def _live_pvs(self, base_dirs: tuple[str, ...] | None = None) -> dict[str, PV] | None:
         """A fresh pvs keyed by canonical device; None when it cannot be read (then tear nothing down)."""
-        snap = self.snapshot()
+        snap = self.snapshot(base_dirs)
         if not snap.ok or snap.unresolved():
             return None
         return snap.pvs_by_device()
@@ -126,6 +141,8 @@ class LVMEngine:
         errors = validate_lvg(lvg_name, spec, self.config.file_devices_dir)
         snap = self.snapshot()
         vg: VG | None = None
+        if snap.ok:
+            rnd.latest = snap
         if not snap.ok:
             rnd.fail(Reason.UPDATING, f"cannot read LVM state on the node (nothing changed): {snap.error}")
         else:
@@ -137,7 +154,7 @@ class LVMEngine:
                 rnd.fail(Reason.VALIDATION_FAILED, "; ".join(errors))
             else:
                 vg = self._apply(lvg_name, spec, old, bds, snap, vg, rnd)
-        return self._finish(lvg_name, spec, old, bds, generation, rnd, vg is not None)
+        return self._finish(lvg_name, spec, old, bds, generation, rnd, snap.base_dirs)
 
     def _apply(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
                bds: list[tuple[str, str]], snap: LvmSnapshot, vg: VG | None, rnd: _Round) -> VG | None:
@@ -146,7 +163,8 @@ class LVMEngine:
             return self._apply_inner(lvg_name, spec, old, bds, snap, vg, rnd, journal)
         except BaseException:
             # Cancelled or crashed mid-way: undo only what this call created, each step bounded.
-            self.devices.rollback(journal, self._live_pvs)
+            rnd.changed_host()
+            self.devices.rollback(journal, lambda: self._live_pvs(snap.base_dirs))
             raise
 
     def _apply_inner(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
@@ -157,6 +175,7 @@ class LVMEngine:
         entry_loops: dict[str, str] = {}
         entry_journal: dict[str, Journal] = {}
         entry_paths: dict[str, str] = {}
+        entry_probes: dict[str, FileProbe | None] = {}
         for fd in spec.file_devices or []:
             path = fd.file_path(lvg_name)
             basename = backing_file_name(lvg_name, fd.name)
@@ -164,28 +183,40 @@ class LVMEngine:
                        and managed_loop(lp, snap.base_dirs, lvg_name) is not None]
             j = Journal()
             try:
-                got = self.devices.provision(path, fd.bytes(), deleted, j)
+                got = self.devices.provision(path, fd.bytes(), deleted, j, loops=snap.loops)
             except FileDeviceError as exc:
                 rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED, f"fileDevices[{fd.name}]: {exc}")
-                self._rollback(j, rnd)
+                rnd.changed_host()  # it may have changed something before failing
+                self._rollback(j, rnd, snap.base_dirs)
                 continue
             finally:
                 journal.steps.extend(j.steps)
+            if got.changed:
+                rnd.changed_host()
+            entry_probes[fd.name] = got.probe
             for w in got.warnings:
                 rnd.warn("DirectIONotEnabled", f"fileDevices[{fd.name}]: {w}")
             entry_loops[fd.name] = got.loop
             entry_paths[fd.name] = path
             entry_journal[fd.name] = j
         # 2. which devices need pvcreate / join (decided from a LIVE pvs)
-        live = self.snapshot()
-        if not live.ok:
-            rnd.fail(Reason.UPDATING, f"cannot list PVs (nothing torn down): {live.error}")
-            return vg
-        unresolved = live.unresolved()
         device_owner: dict[str, str] = {loop: name for name, loop in entry_loops.items()}
         block_paths = [p for _, p in bds]
-        plan = plan_pvs([*entry_loops.values(), *block_paths], live.pvs_by_device(), vg.uuid if vg else None,
-                        unresolved)
+        devices = [*entry_loops.values(), *block_paths]
+        vg_uuid = vg.uuid if vg else None
+        live = rnd.latest
+        plan = plan_pvs(devices, live.pvs_by_device(), vg_uuid, live.unresolved()) if live else None
+        if live is None or plan is None or plan.join or plan.errors:
+            # Something may be created or joined (or refused): decide from a fresh, live pvs. Only when
+            # this call changed nothing and its own start read shows every device already a member of
+            # the VG is that read used: it can only lead to creating nothing.
+            live = self.snapshot(snap.base_dirs)
+            if not live.ok:
+                rnd.fail(Reason.UPDATING, f"cannot list PVs (nothing torn down): {live.error}")
+                return vg
+            rnd.latest = live  # read after every change this call made so far
+            plan = plan_pvs(devices, live.pvs_by_device(), vg_uuid, live.unresolved())
+        unresolved = live.unresolved()
         if unresolved:
             rounds = self._alias_rounds.get(lvg_name, 0) + 1
             self._alias_rounds[lvg_name] = rounds
@@ -195,50 +226,59 @@ class LVMEngine:
             reason = Reason.VG_EXTEND_FAILED
         for dev, msg in plan.errors:
             rnd.fail(reason, f"fileDevices[{device_owner[dev]}]: {msg}" if dev in device_owner else msg)
-        # 3. pvcreate
+        # 3. pvcreate: one invocation for every device the live pvs does not show as a PV; if it
+        # fails, ONE further live pvs tells which of them became PVs.
         joinable: list[str] = []
+        to_create = [dev for dev in plan.join if dev in plan.pvcreate]
+        failed: dict[str, str] = {}
+        if to_create:
+            rnd.changed_host()
+            mut = self.lvm.pvcreate(*to_create)
+            if not mut.ok:
+                after = self._live_pvs(snap.base_dirs)
+                failed = {dev: mut.message for dev in to_create if not (after and dev in after)}
         for dev in plan.join:
-            if dev in plan.pvcreate:
-                mut = self.lvm.pvcreate(dev)
-                if not mut.ok and not self._is_pv(dev):
-                    rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED if dev in device_owner else Reason.VG_EXTEND_FAILED,
-                             mut.message)
-                    if dev in device_owner:
-                        self._rollback(entry_journal[device_owner[dev]], rnd)
-                    continue
+            if dev in failed:
+                rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED if dev in device_owner else Reason.VG_EXTEND_FAILED,
+                         failed[dev])
                 if dev in device_owner:
-                    ej = entry_journal[device_owner[dev]]
-                    ej.created_pv(dev, entry_paths[device_owner[dev]])
-                    journal.steps.append(ej.steps[-1])
+                    self._rollback(entry_journal[device_owner[dev]], rnd, snap.base_dirs)
+                continue
+            if dev in to_create and dev in device_owner:
+                ej = entry_journal[device_owner[dev]]
+                ej.created_pv(dev, entry_paths[device_owner[dev]])
+                journal.steps.append(ej.steps[-1])
             joinable.append(dev)
         # 4. vgcreate / vgextend
         if joinable:
+            rnd.changed_host()
             if vg is None:
                 mut = self.lvm.vgcreate(vg_name, joinable, lvg_name)
                 if not mut.ok:
-                    vg = self._our_vg(lvg_name, vg_name)
+                    vg = self._our_vg(lvg_name, vg_name, snap.base_dirs, rnd)
                     if vg is None:
                         rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED, f"vgcreate {vg_name} failed: {mut.message}")
-                        self._rollback(journal, rnd)
+                        self._rollback(journal, rnd, snap.base_dirs)
                         return None
                     rnd.warn("LVMReportedFailure", f"vgcreate reported a failure but the VG exists: {mut.message}")
                 rnd.events.append(("Normal", "VGCreated", f"created volume group {vg_name} on {', '.join(joinable)}"))
             else:
                 mut = self.lvm.vgextend(vg.name, joinable)
-                if not mut.ok and not all(self._in_vg(d, vg.uuid) for d in joinable):
+                if not mut.ok and not self._all_in_vg(joinable, vg.uuid, snap.base_dirs):
                     rnd.fail(Reason.VG_EXTEND_FAILED, f"vgextend {vg.name} failed: {mut.message}")
                     self._rollback(Journal([s for s in journal.steps
-                                            if s.kind != "pv" or s.target in joinable]), rnd)
+                                            if s.kind != "pv" or s.target in joinable]), rnd, snap.base_dirs)
                 else:
                     rnd.events.append(("Normal", "VGExtended", f"extended {vg.name} with {', '.join(joinable)}"))
         if vg is None:
-            return self._our_vg(lvg_name, vg_name)
+            return self._our_vg(lvg_name, vg_name, snap.base_dirs, rnd)
         if TAG_MISSING(vg, lvg_name):
+            rnd.changed_host()
             mut = self.lvm.add_tags(vg.name, lvg_name)
             if not mut.ok:
                 rnd.fail(Reason.UPDATING, f"cannot tag {vg.name}: {mut.message}")
         # 5. growth (only entries that were already PVs of the VG before this call)
-        fresh = self.snapshot()
+        fresh = rnd.latest or self._read(snap.base_dirs, rnd)
         if not fresh.ok:
             rnd.fail(Reason.UPDATING, f"cannot read LVM state: {fresh.error}")
             return vg
@@ -250,12 +290,16 @@ class LVMEngine:
             if loop is None or loop not in plan.members:
                 continue
             try:
-                grew |= self.devices.grow(fd.file_path(lvg_name), fd.bytes(), by_dev.get(loop), vg.extent_size)
+                # The loop and the file's sizes were resolved from the file by this call (provision).
+                grew |= self.devices.grow(fd.file_path(lvg_name), fd.bytes(), by_dev.get(loop), vg.extent_size,
+                                          loop=loop, probe=entry_probes.get(fd.name))
             except (FileDeviceError, FileOpError, LosetupError) as exc:
+                rnd.changed_host()  # a step may have run before the failure
                 rnd.fail(Reason.FILE_DEVICE_GROW_FAILED, f"fileDevices[{fd.name}]: {exc}")
         if grew:
+            rnd.changed_host()
             rnd.events.append(("Normal", "FileDeviceGrown", "grew file devices of " + vg.name))
-            fresh = self.snapshot()
+            fresh = self._read(snap.base_dirs, rnd)
             vg = fresh.vg_by_uuid(vg.uuid) or vg
         # 6. thin pools
         self._thin_pools(spec, fresh, vg, rnd)
@@ -279,6 +323,7 @@ class LVMEngine:
             if action.kind == "error":
                 rnd.fail(Reason.THIN_POOL_RECONCILE_FAILED, f"thinPools[{tp.name}]: {action.message}")
                 continue
+            rnd.changed_host()
             if action.kind == "create":
                 mut = self.lvm.lvcreate_thin_pool(vg.name, tp.name, action.extents)
             else:
@@ -290,27 +335,35 @@ class LVMEngine:
                 free = 0 if action.extents is None else max(
                     free - (action.extents - (lv.size // vg.extent_size if lv else 0)) * vg.extent_size, 0)
 
-    def _rollback(self, journal: Journal, rnd: _Round) -> None:
-        for problem in self.devices.rollback(journal, self._live_pvs):
+    def _rollback(self, journal: Journal, rnd: _Round, base_dirs: tuple[str, ...] | None = None) -> None:
+        if journal.steps:
+            rnd.changed_host()
+        for problem in self.devices.rollback(journal, lambda: self._live_pvs(base_dirs)):
             rnd.warn("RollbackIncomplete", problem)
         journal.steps.clear()
 
-    def _is_pv(self, dev: str) -> bool:
-        live = self._live_pvs()
-        return bool(live and dev in live)
+    def _all_in_vg(self, devs: list[str], vg_uuid: str, base_dirs: tuple[str, ...]) -> bool:
+        live = self._live_pvs(base_dirs)
+        return live is not None and all(d in live and live[d].vg_uuid == vg_uuid for d in devs)
 
-    def _in_vg(self, dev: str, vg_uuid: str) -> bool:
-        live = self._live_pvs()
-        return bool(live and dev in live and live[dev].vg_uuid == vg_uuid)
+    def _read(self, base_dirs: tuple[str, ...], rnd: _Round) -> LvmSnapshot:
+        """A fresh snapshot; it stands for the host until this call changes something again."""
+        snap = self.snapshot(base_dirs)
+        rnd.latest = snap if snap.ok else None
+        return snap
 
-    def _our_vg(self, lvg_name: str, vg_name: str) -> VG | None:
-        snap = self.snapshot()
+    def _our_vg(self, lvg_name: str, vg_name: str, base_dirs: tuple[str, ...] | None = None,
+                rnd: _Round | None = None) -> VG | None:
+        snap = self._read(base_dirs, rnd) if rnd is not None and base_dirs is not None else self.snapshot(base_dirs)
         return find_vg(snap, lvg_name, vg_name, None).vg if snap.ok else None
 
     # ------------------------------------------------------------------- status
     def _finish(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
-                bds: list[tuple[str, str]], generation: int | None, rnd: _Round, vg_exists: bool) -> ReconcileOutcome:
-        snap = self.snapshot()
+                bds: list[tuple[str, str]], generation: int | None, rnd: _Round,
+                base_dirs: tuple[str, ...] = ()) -> ReconcileOutcome:
+        # The status comes from the snapshot read after this call's last change (or at its start when
+        # it changed nothing); only if there is none is the host read again.
+        snap = rnd.latest or self.snapshot(base_dirs or None)
         discovered: LVMVolumeGroupStatus | None = None
         vg: VG | None = None
         if snap.ok:
@@ -413,13 +466,13 @@ class LVMEngine:
                     problems.append(f"vgremove {vg.name} failed: {mut.message}")
                 else:
                     events.append(("Normal", "VGRemoved", f"removed volume group {vg.name}"))
-                    for dev in pv_devs:
-                        mut = self.lvm.pvremove(dev)
+                    if pv_devs:
+                        mut = self.lvm.pvremove(*pv_devs)
                         if not mut.ok:
-                            problems.append(f"pvremove {dev} failed: {mut.message}")
+                            problems.append(f"pvremove {', '.join(pv_devs)} failed: {mut.message}")
             if problems:
                 return self._delete_outcome(old, False, problems, events)
-        problems.extend(self._delete_files(lvg_name, spec, old, events))
+        problems.extend(self._delete_files(lvg_name, spec, old, events, snap.base_dirs))
         return self._delete_outcome(old, not problems, problems, events)
 
     def _delete_targets(self, lvg_name: str, spec: LVMVolumeGroupSpec,
@@ -433,9 +486,9 @@ class LVMEngine:
         return targets
 
     def _delete_files(self, lvg_name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus,
-                      events: list[Event]) -> list[str]:
+                      events: list[Event], base_dirs: tuple[str, ...] | None = None) -> list[str]:
         problems: list[str] = []
-        snap = self.snapshot()
+        snap = self.snapshot(base_dirs)  # LIVE (rule 8): after the VG/PV removals above
         if not snap.ok or snap.unresolved():
             return [f"cannot list PVs (finalizer kept): {snap.error or 'unresolved device aliases'}"]
         pv_devs = snap.pvs_by_device()

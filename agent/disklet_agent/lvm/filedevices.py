@@ -6,8 +6,8 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .files import FileOpError, HostFiles, Presence
-from .losetup import LoopDevice, Losetup, LosetupError
+from .files import FileOpError, FileProbe, HostFiles, Presence
+from .losetup import LoopDevice, Losetup, LosetupError, attached_by_inode
 from .lvm import PV, Lvm
 from .planner import Journal, Step, plan_rollback
 from .sizing import file_needs_growth, loop_needs_refresh, pv_needs_resize
@@ -22,6 +22,10 @@ class Provisioned:
     loop: str
     path: str
     warnings: list[str] = field(default_factory=list)
+    probe: FileProbe | None = None
+    """The file as this call read it, when still true (the file was not changed since); else None."""
+    changed: bool = False
+    """Something on the host was created or attached."""
 
 
 def deleted_guidance(path: str, loops: list[str]) -> str:
@@ -55,12 +59,31 @@ class FileDevices:
                 f"{reserve} bytes ({self.reserve_percent:g}% of the filesystem) are kept in reserve; free space, "
                 "choose a smaller size, or a directory on another filesystem")
 
-    def provision(self, path: str, size: int, deleted_loops: list[LoopDevice], journal: Journal) -> Provisioned:
-        """Rule 3. ``deleted_loops``: loops (from the cycle's list) whose backing file with this basename was deleted."""
+    def _find(self, path: str) -> list[LoopDevice]:
         try:
-            attached = self.losetup.find(path)
+            return self.losetup.find(path)
         except LosetupError as exc:
             raise FileDeviceError(f"cannot tell whether {path} is attached: {exc}") from exc
+
+    def provision(self, path: str, size: int, deleted_loops: list[LoopDevice], journal: Journal,
+                  loops: list[LoopDevice] | None = None) -> Provisioned:
+        """Rule 3. ``deleted_loops``: loops (from the cycle's list) whose backing file with this basename was deleted.
+
+        ``loops``: this call's ``losetup --list`` read. With it, "which loops are attached to the file"
+        is answered the way ``losetup -j`` answers it (backing device and inode against a ``stat`` of the
+        file) without one ``losetup -j`` per entry; an absent file has no inode, so no loop can be
+        attached to it. Without it (or when the list lacks inode columns), ``losetup -j`` is run.
+        """
+        probe: FileProbe | None = None
+        if loops is None:
+            attached = self._find(path)
+        else:
+            probe = self.files.probe(path)
+            if probe.presence is Presence.UNKNOWN:
+                raise FileDeviceError(f"cannot read backing file {path} (doing nothing now): {probe.error}")
+            found = [] if probe.presence is Presence.ABSENT else \
+                attached_by_inode(loops, probe.dev_maj_min, probe.ino or 0)
+            attached = self._find(path) if found is None else found
         if len(attached) > 1:
             raise FileDeviceError(
                 f"backing file {path} is attached to {len(attached)} loop devices "
@@ -70,21 +93,25 @@ class FileDevices:
             raise FileDeviceError(deleted_guidance(path, sorted(d.name for d in deleted_loops)))
         if len(attached) == 1:
             self.lvm.owned_loops.add(attached[0].name)
-            return Provisioned(attached[0].name, path)
+            return Provisioned(attached[0].name, path, probe=probe)
         directory = posixpath.dirname(path)
-        try:
-            self.files.mkdir_p(directory)
-        except FileOpError as exc:
-            raise FileDeviceError(f"cannot create directory {directory}: {exc}") from exc
-        probe = self.files.probe(path)
+        if probe is None or probe.presence is Presence.ABSENT:
+            try:
+                self.files.mkdir_p(directory)
+            except FileOpError as exc:
+                raise FileDeviceError(f"cannot create directory {directory}: {exc}") from exc
+        if probe is None:
+            probe = self.files.probe(path)
         if probe.presence is Presence.UNKNOWN:
             raise FileDeviceError(f"cannot read backing file {path} (doing nothing now): {probe.error}")
         created = probe.presence is Presence.ABSENT
         have = 0 if created else min(probe.allocated, probe.apparent)
+        grown = False
         if have < size:
             self.space_guard(directory, size - have)
             try:
                 self.files.fallocate(path, size)
+                grown = True
             except FileOpError as exc:
                 if created:
                     journal.created_file(path)
@@ -97,19 +124,26 @@ class FileDevices:
             raise FileDeviceError(f"cannot attach {path} to a loop device: {exc}") from exc
         journal.attached_loop(loop, path)
         self.lvm.owned_loops.add(loop)
-        out = Provisioned(loop, path)
+        out = Provisioned(loop, path, probe=None if grown or created else probe, changed=True)
         if (warning := self.losetup.set_direct_io(loop)) is not None:
             out.warnings.append(f"direct I/O not enabled on {loop} (buffered I/O is used): {warning}")
         return out
 
     # --------------------------------------------------------------------- growth
-    def grow(self, path: str, size: int, pv: PV | None, extent: int) -> bool:
-        """Rule 6; returns True when something changed. Each step fails toward the smaller size."""
-        attached = self.losetup.find(path)
-        if len(attached) != 1:
-            raise FileDeviceError(f"cannot grow {path}: expected exactly one loop device, found {len(attached)}")
-        loop = attached[0].name
-        probe = self.files.probe(path)
+    def grow(self, path: str, size: int, pv: PV | None, extent: int, loop: str | None = None,
+             probe: FileProbe | None = None) -> bool:
+        """Rule 6; returns True when something changed. Each step fails toward the smaller size.
+
+        ``loop``/``probe``: what this same call just resolved from the file (provision), so they are not
+        read again; without them the loop is resolved with ``losetup -j`` (never from a recorded minor).
+        """
+        if loop is None:
+            attached = self.losetup.find(path)
+            if len(attached) != 1:
+                raise FileDeviceError(f"cannot grow {path}: expected exactly one loop device, found {len(attached)}")
+            loop = attached[0].name
+        if probe is None:
+            probe = self.files.probe(path)
         if probe.presence is not Presence.PRESENT:
             raise FileDeviceError(f"cannot grow {path}: backing file is {probe.presence.value} {probe.error}".strip())
         changed = False

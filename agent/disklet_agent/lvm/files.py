@@ -26,6 +26,9 @@ class FileProbe:
     allocated: int = 0
     apparent: int = 0
     error: str = ""
+    dev_maj_min: str = ""
+    """``MAJ:MIN`` of the filesystem holding the file and its inode: what ``losetup -j`` matches on."""
+    ino: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,17 @@ class HostFiles:
 
     def probe(self, path: str) -> FileProbe:
         """Allocated bytes from ``stat`` blocks, so a sparse file cannot pass for a full one."""
-        res = self.runner.run(["stat", "-L", "-c", "%b %B %s %F", "--", path], timeout=self.timeout)
+        res = self.runner.run(["stat", "-L", "-c", "%b %B %s %Hd:%Ld %i %F", "--", path], timeout=self.timeout)
         if res.ok:
-            parts = res.stdout.split(maxsplit=3)
+            parts = res.stdout.split(maxsplit=5)
             try:
-                blocks, bsize, size = int(parts[0]), int(parts[1]), int(parts[2])
+                blocks, bsize, size, ino = int(parts[0]), int(parts[1]), int(parts[2]), int(parts[4])
+                dev = parts[3]
             except (IndexError, ValueError):
                 return FileProbe(Presence.UNKNOWN, error=f"unparsable stat output {res.stdout!r}")
-            if len(parts) > 3 and "regular" not in parts[3]:
-                return FileProbe(Presence.UNKNOWN, error=f"{path} is not a regular file ({parts[3].strip()})")
-            return FileProbe(Presence.PRESENT, allocated=blocks * bsize, apparent=size)
+            if len(parts) > 5 and "regular" not in parts[5]:
+                return FileProbe(Presence.UNKNOWN, error=f"{path} is not a regular file ({parts[5].strip()})")
+            return FileProbe(Presence.PRESENT, allocated=blocks * bsize, apparent=size, dev_maj_min=dev, ino=ino)
         if not res.timed_out and "No such file or directory" in res.stderr:
             return FileProbe(Presence.ABSENT)
         return FileProbe(Presence.UNKNOWN, error=res.describe())

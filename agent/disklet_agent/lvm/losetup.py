@@ -24,6 +24,18 @@ class LoopDevice:
     """Backing file as the kernel reports it (symlinks resolved), without the ``(deleted)`` marker."""
     deleted: bool = False
     maj_min: str = ""
+    back_ino: int | None = None
+    """Inode of the backing file (``BACK-INO``); None when losetup did not report it."""
+    back_maj_min: str = ""
+    """Device of the filesystem holding the backing file (``BACK-MAJ:MIN``)."""
+
+
+def attached_by_inode(loops: list[LoopDevice], dev_maj_min: str, ino: int) -> list[LoopDevice] | None:
+    """What ``losetup -j FILE`` answers, from a ``losetup --list`` read: the loops whose backing
+    (device, inode) is the file's (``-j`` compares exactly these). None when the list lacks them."""
+    if any(lp.back_ino is None or not lp.back_maj_min for lp in loops):
+        return None
+    return [lp for lp in loops if lp.back_ino == ino and lp.back_maj_min == dev_maj_min and not lp.deleted]
 
 
 def parse_back_file(raw: str) -> tuple[str, bool]:
@@ -34,7 +46,7 @@ def parse_back_file(raw: str) -> tuple[str, bool]:
 
 
 def parse_list_json(stdout: str) -> list[LoopDevice]:
-    """``losetup -J -l -O NAME,BACK-FILE,MAJ:MIN``."""
+    """``losetup -J -l -O NAME,BACK-FILE,MAJ:MIN,BACK-INO,BACK-MAJ:MIN``."""
     try:
         rows = json.loads(stdout or '{"loopdevices": []}').get("loopdevices", [])
     except ValueError as exc:
@@ -42,8 +54,11 @@ def parse_list_json(stdout: str) -> list[LoopDevice]:
     out = []
     for r in rows:
         back, deleted = parse_back_file(r.get("back-file") or "")
+        ino = r.get("back-ino")
         out.append(LoopDevice(name=r["name"], back_file=back, deleted=deleted,
-                              maj_min=(r.get("maj:min") or "").strip()))
+                              maj_min=(r.get("maj:min") or "").strip(),
+                              back_ino=int(ino) if ino not in (None, "") else None,
+                              back_maj_min=(r.get("back-maj:min") or "").strip()))
     return out
 
 
@@ -66,7 +81,8 @@ class Losetup:
         self.timeout = timeout
 
     def list_all(self) -> list[LoopDevice]:
-        res = self.runner.run(["losetup", "-J", "-l", "-O", "NAME,BACK-FILE,MAJ:MIN"], timeout=self.timeout)
+        res = self.runner.run(["losetup", "-J", "-l", "-O", "NAME,BACK-FILE,MAJ:MIN,BACK-INO,BACK-MAJ:MIN"],
+                              timeout=self.timeout)
         if not res.ok:
             raise LosetupError(res.describe())
         return parse_list_json(res.stdout)

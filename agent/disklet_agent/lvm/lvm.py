@@ -30,6 +30,10 @@ LVEXTEND_BENIGN = (
 PV_COLUMNS = ("pv_name", "pv_uuid", "pv_size", "dev_size", "pe_start", "vg_name", "vg_uuid", "pv_missing")
 VG_COLUMNS = ("vg_name", "vg_uuid", "vg_size", "vg_free", "vg_extent_size", "vg_tags", "pv_count", "lv_count",
               "vg_missing_pv_count")
+# One ``pvs`` report with the VG columns added answers both "which devices are PVs of which VG" and
+# "which VGs exist" (every VG has at least one PV row, a missing PV shows as ``[unknown]``): one LVM
+# command instead of pvs + vgs.
+PV_VG_COLUMNS = (*PV_COLUMNS, *(c for c in VG_COLUMNS if c not in PV_COLUMNS))
 LV_COLUMNS = ("lv_name", "lv_uuid", "vg_name", "vg_uuid", "lv_size", "segtype", "pool_lv", "data_percent", "lv_attr")
 
 
@@ -141,13 +145,26 @@ def parse_pvs(stdout: str) -> list[PV]:
             for r in parse_report(stdout, "pv")]
 
 
+def _vg(r: dict[str, str]) -> VG:
+    return VG(name=r["vg_name"], uuid=r.get("vg_uuid", ""), size=_int(r.get("vg_size")), free=_int(r.get("vg_free")),
+              extent_size=_int(r.get("vg_extent_size")),
+              tags=tuple(t for t in r.get("vg_tags", "").split(",") if t),
+              pv_count=_int(r.get("pv_count")), lv_count=_int(r.get("lv_count")),
+              missing_pv_count=_int(r.get("vg_missing_pv_count")))
+
+
 def parse_vgs(stdout: str) -> list[VG]:
-    return [VG(name=r["vg_name"], uuid=r.get("vg_uuid", ""), size=_int(r.get("vg_size")), free=_int(r.get("vg_free")),
-               extent_size=_int(r.get("vg_extent_size")),
-               tags=tuple(t for t in r.get("vg_tags", "").split(",") if t),
-               pv_count=_int(r.get("pv_count")), lv_count=_int(r.get("lv_count")),
-               missing_pv_count=_int(r.get("vg_missing_pv_count")))
-            for r in parse_report(stdout, "vg")]
+    return [_vg(r) for r in parse_report(stdout, "vg")]
+
+
+def parse_pvs_vgs(stdout: str) -> tuple[list[PV], list[VG]]:
+    """A ``pvs`` report with :data:`PV_VG_COLUMNS`: the PVs, and each VG once (orphan PVs carry no VG)."""
+    pvs = parse_pvs(stdout)
+    vgs: dict[str, VG] = {}
+    for r in parse_report(stdout, "pv"):
+        if r.get("vg_uuid") and r["vg_uuid"] not in vgs:
+            vgs[r["vg_uuid"]] = _vg(r)
+    return pvs, list(vgs.values())
 
 
 def parse_lvs(stdout: str) -> list[LV]:
@@ -209,6 +226,10 @@ class Lvm:
     def pvs(self) -> list[PV]:
         return parse_pvs(self._report("pvs", PV_COLUMNS))
 
+    def pvs_vgs(self) -> tuple[list[PV], list[VG]]:
+        """PVs and VGs from ONE live ``pvs`` invocation (see :data:`PV_VG_COLUMNS`)."""
+        return parse_pvs_vgs(self._report("pvs", PV_VG_COLUMNS))
+
     def vgs(self) -> list[VG]:
         return parse_vgs(self._report("vgs", VG_COLUMNS))
 
@@ -219,8 +240,9 @@ class Lvm:
     def _mutate(self, cmd: str, *args: str, lvextend: bool = False) -> Mutation:
         return judge(self.runner.run(self.argv(cmd, *args), timeout=self.timeout), lvextend=lvextend)
 
-    def pvcreate(self, device: str) -> Mutation:
-        return self._mutate("pvcreate", device)
+    def pvcreate(self, *devices: str) -> Mutation:
+        """One invocation for all ``devices``; on failure the caller decides per device from a live pvs."""
+        return self._mutate("pvcreate", *devices)
 
     def vgcreate(self, vg: str, devices: Sequence[str], lvg_name: str) -> Mutation:
         return self._mutate("vgcreate", "--addtag", TAG_ENABLED, "--addtag", owner_tag(lvg_name), vg, *devices)
@@ -248,8 +270,8 @@ class Lvm:
         # No --yes/-f: a VG that still holds LVs makes vgremove prompt, and the closed stdin refuses.
         return self._mutate("vgremove", vg)
 
-    def pvremove(self, device: str) -> Mutation:
-        return self._mutate("pvremove", "--yes", device)
+    def pvremove(self, *devices: str) -> Mutation:
+        return self._mutate("pvremove", "--yes", *devices)
 
     def pvresize(self, device: str) -> Mutation:
         return self._mutate("pvresize", device)

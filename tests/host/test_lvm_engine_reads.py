@@ -1,0 +1,66 @@
+"""How many host reads a reconcile costs, and that the safety reads stay live (LVM.md rules 4, 5, 8)."""
+
+from __future__ import annotations
+
+from disklet.api.lvm import LVGPhase
+from disklet.hostcmd import CommandResult
+from tests.host.lvm_fixtures import LvmEnv, lvm_env_fixture  # noqa: F401 - fixture
+
+LVM_CMDS = {"pvs", "vgs", "lvs", "pvcreate", "vgcreate", "vgextend", "vgchange", "pvremove", "vgremove", "lvcreate",
+            "lvextend", "lvremove", "pvresize"}
+
+
+def _record(env: LvmEnv) -> list[tuple[str, ...]]:
+    seen: list[tuple[str, ...]] = []
+
+    def observe(res: CommandResult) -> None:
+        seen.append(tuple(res.argv))
+
+    env.runner.observers.append(observe)
+    return seen
+
+
+def test_create_decides_pvcreate_from_a_pvs_read_after_the_last_attach(lvm_env: LvmEnv) -> None:
+    env = lvm_env
+    seen = _record(env)
+    out = env.engine.reconcile(env.lvg, env.spec([("a", "1Gi"), ("b", "1Gi")]), None, generation=1)
+    assert out.status.phase == LVGPhase.READY
+    names = [a[0] for a in seen]
+    last_attach = max(i for i, a in enumerate(seen) if a[:2] == ("losetup", "--find"))
+    pvcreate = names.index("pvcreate")
+    assert "pvs" in names[last_attach:pvcreate]  # rule 4: a live pvs between the attach and the pvcreate
+    assert names.count("pvcreate") == 1 and names.count("vgcreate") == 1
+    assert not [a for a in seen if a[:2] == ("losetup", "-j")]
+    assert sum(n in LVM_CMDS for n in names) == 5  # start pvs, live pvs, pvcreate, vgcreate, final pvs
+    # The status derived from the post-vgcreate read equals what a fresh discovery reports.
+    fresh = env.engine.discover([(env.lvg, env.spec([("a", "1Gi"), ("b", "1Gi")]))])[env.lvg]
+    assert fresh is not None
+    assert [n.to_wire() for n in out.status.nodes or []] == [n.to_wire() for n in fresh.nodes or []]
+    assert (out.status.vg_uuid, out.status.vg_size, out.status.vg_free) == (fresh.vg_uuid, fresh.vg_size,
+                                                                           fresh.vg_free)
+    assert {p["pv_uuid"] for p in env.pvs()} == {fd.pv_uuid for fd in out.status.nodes[0].file_devices or []}
+
+
+def test_idempotent_reconcile_reads_lvm_once(lvm_env: LvmEnv) -> None:
+    env = lvm_env
+    spec = env.spec([("a", "1Gi"), ("b", "1Gi")])
+    first = env.engine.reconcile(env.lvg, spec, None, generation=1)
+    seen = _record(env)
+    again = env.engine.reconcile(env.lvg, spec, first.status, generation=1)
+    assert not again.changed and again.status.to_wire() == first.status.to_wire()
+    names = [a[0] for a in seen]
+    assert [n for n in names if n in LVM_CMDS] == ["pvs"]  # one pvs (with VG columns); no LVs → no lvs
+    assert len(seen) == 5, seen  # realpath, losetup --list, pvs, one stat per file
+    assert len(env.our_loops()) == 2
+
+
+def test_delete_lists_pvs_live_after_removing_the_vg(lvm_env: LvmEnv) -> None:
+    env = lvm_env
+    spec = env.spec([("a", "1Gi"), ("b", "1Gi")])
+    first = env.engine.reconcile(env.lvg, spec, None, generation=1)
+    seen = _record(env)
+    done = env.engine.delete(env.lvg, spec, first.status)
+    assert done.done and env.our_loops() == [] and not env.file("a").exists()
+    names = [a[0] for a in seen]
+    first_detach = next(i for i, a in enumerate(seen) if a[:2] == ("losetup", "-d"))
+    assert "pvs" in names[names.index("pvremove"):first_detach]  # rule 8: live pvs before detaching
