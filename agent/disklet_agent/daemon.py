@@ -16,18 +16,34 @@ import os
 import sys
 from typing import Any
 
-import kopf
-import structlog
+# Kopf's ``kopf._cogs.helpers.thirdparty`` imports ``kubernetes_asyncio.client`` whenever that
+# package is installed (the operator and kctl need it), only to recognise its model objects —
+# which the agent never hands to Kopf. That import alone is ~60 MiB of RSS (generated models).
+# A ``None`` in sys.modules makes Kopf's optional import fail as "not installed" (ImportError,
+# which Kopf catches). Only for the duration of Kopf's own import and only when neither is loaded
+# yet: a process that also uses kubernetes-asyncio (tests, tools) can still import it afterwards.
+# Kopf keeps recognising kubernetes-asyncio objects by module name. ``disklet-agent run`` blocks
+# it for good (disklet_agent.cli).
+if "kopf" not in sys.modules and "kubernetes_asyncio" not in sys.modules:
+    sys.modules["kubernetes_asyncio"] = None  # type: ignore[assignment]
+    try:
+        import kopf
+    finally:
+        if "kubernetes_asyncio" in sys.modules and sys.modules["kubernetes_asyncio"] is None:
+            del sys.modules["kubernetes_asyncio"]
 
-from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL
-from disklet.labels import node_label_value
-from disklet.observe import observe_host_commands, start_metrics_server
+import kopf  # noqa: E402
+import structlog  # noqa: E402
 
-from .config import AgentConfig
-from .deps import AgentDeps
-from .handlers import blockdevices, lease, lvm
-from .handlers.kubeclient import AgentKube
-from .handlers.tasks import BackgroundTasks
+from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL  # noqa: E402
+from disklet.labels import node_label_value  # noqa: E402
+from disklet.observe import observe_host_commands, start_metrics_server  # noqa: E402
+
+from .config import AgentConfig  # noqa: E402
+from .deps import AgentDeps  # noqa: E402
+from .handlers import blockdevices, lease, lvm  # noqa: E402
+from .handlers.kubeclient import AgentKube  # noqa: E402
+from .handlers.tasks import BackgroundTasks  # noqa: E402
 
 FINALIZER = "disklet.io/agent"
 ANNOTATION_PREFIX = "agent.disklet.io"
