@@ -1,7 +1,8 @@
 """LVM invocations and wall time of one discovery cycle with 1, 8 and 32 managed loop PVs.
 
-Goal: the number of LVM/losetup invocations per cycle is constant (one losetup list + pvs + vgs +
-lvs, shared by every VG of the node), whatever the number of loop PVs. Needs root, lvm2, losetup.
+Goal: the number of LVM/losetup invocations per cycle is constant (realpath of the base directory,
+one losetup list and one pvs report with VG columns; lvs only when a VG holds LVs), shared by every
+VG of the node, whatever the number of loop PVs. Needs root, lvm2, losetup.
 Writes bench/results/scan_cost.json. Every loop/VG/file it creates is removed at the end.
 """
 
