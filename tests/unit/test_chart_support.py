@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,12 @@ def helm_binary() -> str:
     pytest.skip(message)
 
 
-def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120,  # noqa: S603
-                          env={**os.environ, "HELM_CACHE_HOME": "/tmp/disklet-helm-cache",
-                               "HELM_CONFIG_HOME": "/tmp/disklet-helm-config",
-                               "HELM_DATA_HOME": "/tmp/disklet-helm-data"})
+def run_helm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """helm with throw-away home directories (nothing outlives the call)."""
+    with tempfile.TemporaryDirectory(prefix="disklet-helm-") as home:
+        return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120,  # noqa: S603
+                              input=stdin, env={**os.environ, "HELM_CACHE_HOME": f"{home}/cache",
+                                                "HELM_CONFIG_HOME": f"{home}/config", "HELM_DATA_HOME": f"{home}/data"})
 
 
 def template(*sets: str, values: dict[str, Any] | None = None, check: bool = True,
@@ -46,10 +48,8 @@ def template(*sets: str, values: dict[str, Any] | None = None, check: bool = Tru
     for s in sets:
         args += ["--set", s]
     if values is not None:
-        path = Path(f"/tmp/disklet-chart-values-{os.getpid()}.yaml")
-        path.write_text(yaml.safe_dump(values))
-        args += ["--values", str(path)]
-    proc = run_helm(*args)
+        args += ["--values", "-"]
+    proc = run_helm(*args, stdin=yaml.safe_dump(values) if values is not None else None)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
