@@ -27,14 +27,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "operator")]
 
-import kmock  # noqa: E402
 from disklet_agent.config import AgentConfig  # noqa: E402
 from disklet_agent.daemon import build_registry, configure_settings  # noqa: E402
 from disklet_agent.deps import AgentDeps  # noqa: E402
 
 from disklet.hostcmd import HostRunner  # noqa: E402
 from disklet.testing.kopfrun import kopf_running  # noqa: E402
-from disklet.testing.kubeapi import KubeAPI, write_kubeconfig  # noqa: E402
+from disklet.testing.kubeapi import served  # noqa: E402
 from e2e import harness as h  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "apply_to_ready.json"
@@ -96,10 +95,7 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner) -> tuple[lis
     config = AgentConfig(node_name=NODE, file_devices_dir=str(files), lvm_extra_config=lvm_config(),
                          scan_interval_seconds=60)
     deps = AgentDeps.from_config(config)
-    async with KubeAPI() as api, kmock.Server(api) as server:
-        api.server_url = str(server.url).rstrip("/")
-        api.kubeconfig = write_kubeconfig(work / "kubeconfig", api.server_url)
-        os.environ["KUBECONFIG"] = str(api.kubeconfig)
+    async with served(work, export_kubeconfig=True) as api:
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
         os.environ.setdefault("DISKLET_NAMESPACE", "disklet-bench")
         registry = build_registry(deps)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import kmock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "tests" / "api")]
@@ -28,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "tests" / "api")]
 from lvgset_fixtures import LVG, LVGSET, NODES, SET_URL, file_device, lvgset, lvgset_operator, node  # noqa: E402
 
 from disklet.testing.kopfrun import wait_for  # noqa: E402
-from disklet.testing.kubeapi import KubeAPI  # noqa: E402
+from disklet.testing.kubeapi import KubeAPI, served  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "lvgset_fanout.json"
 
@@ -57,8 +56,8 @@ def _created(api: KubeAPI, n: int) -> bool:
 
 async def run(n: int) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": n}
-    async with KubeAPI() as api, kmock.Server(api) as server:
-        url = str(server.url).rstrip("/")
+    async with served() as api:
+        url = api.server_url
         for i in range(n):
             api.seed(NODES, node(f"node-{i:05d}", pool="storage"))
         async with lvgset_operator(url, resync_seconds=3600) as ctl:

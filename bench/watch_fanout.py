@@ -29,7 +29,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "operator"), str(ROOT
 
 import aiohttp  # noqa: E402
 import attrs  # noqa: E402
-import kmock  # noqa: E402
 from agent_fixtures import FakeDisks, FakeEngine  # noqa: E402
 from disklet_agent.config import AgentConfig  # noqa: E402
 from disklet_agent.daemon import build_registry, configure_settings  # noqa: E402
@@ -37,7 +36,7 @@ from disklet_agent.deps import AgentDeps  # noqa: E402
 
 from disklet.api.resources import NODE_LABEL  # noqa: E402
 from disklet.testing.kopfrun import kopf_running  # noqa: E402
-from disklet.testing.kubeapi import KubeAPI, write_kubeconfig  # noqa: E402
+from disklet.testing.kubeapi import KubeAPI, served  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "watch_fanout.json"
 LVG_PATH = "/apis/disklet.io/v1alpha1/lvmvolumegroups"
@@ -80,10 +79,7 @@ async def unfiltered_watch(server: str, seen: list[int], stop: asyncio.Event) ->
 
 
 async def measure(others: int, work: Path) -> dict[str, Any]:
-    async with CountingAPI() as api, kmock.Server(api) as server:
-        api.server_url = str(server.url).rstrip("/")
-        api.kubeconfig = write_kubeconfig(work / "kubeconfig", api.server_url)
-        os.environ["KUBECONFIG"] = str(api.kubeconfig)
+    async with served(work, api=CountingAPI(), export_kubeconfig=True) as api:
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
         os.environ.setdefault("DISKLET_NAMESPACE", "disklet-bench")
         config = AgentConfig(node_name=NODE, scan_interval_seconds=3600)

@@ -1,9 +1,9 @@
 """The local demo: disklet's real job end to end, without a cluster (``make demo``).
 
 An in-memory Kubernetes API (``disklet.testing.kubeapi``, with the CRDs' schema and CEL rules
-applied by ``disklet.testing.admission``) — or the cluster in ``KUBECONFIG`` with ``--kubeconfig``
-— the operator and one agent per demo node run in this process; host commands run directly on
-this machine, in a sandbox directory. Three things happen, on real devices:
+applied by ``disklet.testing.admission``); the operator and one agent per demo node run in this
+process; host commands run directly on this machine, in a sandbox directory. (Against a real
+cluster, the same flows run as the e2e suite: docs/e2e.md.) Three things happen, on real devices:
 
 1. an LVMVolumeGroup on two file-backed loop devices becomes Ready (real losetup, real LVM);
 2. a DiskLayout aimed at the disk holding ``/`` is refused with
@@ -191,11 +191,35 @@ def _node(name: str) -> dict[str, Any]:
                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
 
 
+def agent_configs(demo: Demo) -> list[Any]:
+    """Two demo nodes on this machine: A in controller-managed mode, B with no mode file (installer-only).
+    disko/systemd-run are a script that refuses: the demo never formats anything."""
+    from disklet_agent.config import AgentConfig
+
+    dm = os.path.exists("/dev/mapper/control")
+    if not dm:
+        say("device-mapper is not available here: LVM runs with activation disabled (metadata only)")
+    fake = demo.sandbox / "fake-disko"
+    fake.write_text("#!/bin/sh\necho 'demo: disko is never run by the demo' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    configs = []
+    for node, mode in ((demo.node_a, "controller-managed"), (demo.node_b, None)):
+        root = demo.sandbox / node
+        (root / "etc" / "disklet").mkdir(parents=True)
+        if mode:
+            (root / "etc" / "disklet" / "disk-management-mode").write_text(mode + "\n")
+        configs.append(AgentConfig(
+            node_name=node, host_root=root, file_devices_dir=str(demo.files_dir),
+            lvm_extra_config="" if dm else "global{activation=0}", refused_retry_seconds=3,
+            scan_interval_seconds=3, disko_command=[str(fake)], systemd_run_command=[str(fake)],
+            nixos_rebuild_command=[str(fake)]))
+    return configs
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     import logging
 
     import kopf  # noqa: F401  (fail early with a clear message if the package is incomplete)
-    from disklet_agent.config import AgentConfig
     from disklet_agent.daemon import build_registry as agent_registry
     from disklet_agent.daemon import configure_settings as agent_settings
     from disklet_agent.deps import AgentDeps
@@ -217,60 +241,28 @@ async def run_demo(args: argparse.Namespace) -> int:
     suffix = uuid.uuid4().hex[:6]
     sandbox = Path(tempfile.mkdtemp(prefix="disklet-demo-"))
     os.environ.setdefault("DISKLET_NAMESPACE", "disklet-system")
-    server_ctx = None
-    api_url = ""
     demo: Demo | None = None
     try:
-        if args.kubeconfig:
-            say("Using the cluster from the kubeconfig is not supported by this demo build; use e2e/ for real clusters.")
-            return 2
-        import kmock
-
         from .testing.admission import Admission
-        from .testing.kubeapi import KubeAPI, write_kubeconfig
+        from .testing.kubeapi import KubeAPI, served
 
-        api = KubeAPI(validator=Admission())
-        server_ctx = (api, kmock.Server(api))
-        await api.__aenter__()
-        server = await server_ctx[1].__aenter__()
-        api_url = str(server.url).rstrip("/")
-        say(f"in-memory Kubernetes API (schema + CEL rules enforced offline) on {api_url}")
         # the agent's own API client (leases, BlockDevices) reads a kubeconfig like any client would
-        os.environ["KUBECONFIG"] = str(write_kubeconfig(sandbox / "kubeconfig", api_url))
-        demo = Demo(sandbox, suffix, api_url)
-        api.seed("v1/nodes", _node(demo.node_a))
-        api.seed("v1/nodes", _node(demo.node_b))
-
-        dm = os.path.exists("/dev/mapper/control")
-        configs = []
-        for node, mode in ((demo.node_a, "controller-managed"), (demo.node_b, None)):
-            root = sandbox / node
-            (root / "etc" / "disklet").mkdir(parents=True)
-            if mode:
-                (root / "etc" / "disklet" / "disk-management-mode").write_text(mode + "\n")
-            fake = sandbox / "fake-disko"
-            fake.write_text("#!/bin/sh\necho 'demo: disko is never run by the demo' >&2\nexit 1\n")
-            fake.chmod(0o755)
-            configs.append(AgentConfig(
-                node_name=node, host_root=root, file_devices_dir=str(demo.files_dir),
-                lvm_extra_config="" if dm else "global{activation=0}", refused_retry_seconds=3,
-                scan_interval_seconds=3, disko_command=[str(fake)], systemd_run_command=[str(fake)],
-                nixos_rebuild_command=[str(fake)]))
-        if not dm:
-            say("device-mapper is not available here: LVM runs with activation disabled (metadata only)")
-
-        logging.getLogger("kopf").setLevel(logging.ERROR)
-        op_reg = operator_registry()
-        agents = [(agent_registry(AgentDeps.from_config(c)), c) for c in configs]
-        async with kopf_running(op_reg, server=api_url, configure=operator_settings):
-            async with kopf_running(agents[0][0], server=api_url, configure=lambda s: agent_settings(s, configs[0])):
-                async with kopf_running(agents[1][0], server=api_url,
-                                        configure=lambda s: agent_settings(s, configs[1])):
-                    return await scenario(demo, disk, lvm_ok)
+        async with served(sandbox, api=KubeAPI(validator=Admission()), export_kubeconfig=True) as api:
+            api_url = api.server_url
+            say(f"in-memory Kubernetes API (schema + CEL rules enforced offline) on {api_url}")
+            demo = Demo(sandbox, suffix, api_url)
+            api.seed("v1/nodes", _node(demo.node_a))
+            api.seed("v1/nodes", _node(demo.node_b))
+            configs = agent_configs(demo)
+            logging.getLogger("kopf").setLevel(logging.ERROR)
+            op_reg = operator_registry()
+            agents = [agent_registry(AgentDeps.from_config(c)) for c in configs]
+            async with kopf_running(op_reg, server=api_url, configure=operator_settings):
+                async with kopf_running(agents[0], server=api_url, configure=lambda s: agent_settings(s, configs[0])):
+                    async with kopf_running(agents[1], server=api_url,
+                                            configure=lambda s: agent_settings(s, configs[1])):
+                        return await scenario(demo, disk, lvm_ok)
     finally:
-        if server_ctx is not None:
-            await server_ctx[1].__aexit__(None, None, None)
-            await server_ctx[0].__aexit__(None, None, None)
         if demo is not None and lvm_ok and demo.leftovers():
             for line in demo.teardown_leftovers():
                 say(f"  cleaned up directly: {line}")
@@ -370,7 +362,6 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m disklet.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kubeconfig", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:
         return asyncio.run(run_demo(args))

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import datetime
 import itertools
+import os
 import re
 import sys
 import uuid
@@ -382,6 +384,30 @@ def write_kubeconfig(path: Path, server: str, context: str = "disklet-mock") -> 
     return path
 
 
+@contextlib.asynccontextmanager
+async def served(workdir: Path | None = None, *, api: KubeAPI | None = None, port: int | None = None,
+                 export_kubeconfig: bool = False) -> AsyncIterator[KubeAPI]:
+    """Serve ``api`` (default: a new :class:`KubeAPI`) on 127.0.0.1; ``.server_url`` is set and, with
+    ``workdir``, a kubeconfig is written there (``.kubeconfig``). ``export_kubeconfig`` also points
+    ``KUBECONFIG`` at it for clients that read one (the agent's own client, kctl), for the duration."""
+    api = api if api is not None else KubeAPI()
+    saved = os.environ.get("KUBECONFIG")
+    async with api, kmock.Server(api, port=port) as server:
+        api.server_url = str(server.url).rstrip("/")
+        if workdir is not None:
+            api.kubeconfig = write_kubeconfig(workdir / "kubeconfig", api.server_url)
+            if export_kubeconfig:
+                os.environ["KUBECONFIG"] = str(api.kubeconfig)
+        try:
+            yield api
+        finally:
+            if export_kubeconfig:
+                if saved is None:
+                    os.environ.pop("KUBECONFIG", None)
+                else:
+                    os.environ["KUBECONFIG"] = saved
+
+
 async def serve(port: int, kubeconfig: Path | None, ready: asyncio.Event | None = None,
                 validate: bool = False) -> None:
     """Serve the emulator on 127.0.0.1:port until cancelled (``validate``: the offline admission)."""
@@ -390,8 +416,8 @@ async def serve(port: int, kubeconfig: Path | None, ready: asyncio.Event | None 
         from .admission import Admission
 
         validator = Admission()
-    async with KubeAPI(validator=validator) as api, kmock.Server(api, port=port or None) as server:
-        url = str(server.url).rstrip("/")
+    async with served(api=KubeAPI(validator=validator), port=port or None) as api:
+        url = api.server_url
         if kubeconfig:
             write_kubeconfig(kubeconfig, url)
         print(f"disklet mock Kubernetes API serving on {url}" + (f" (kubeconfig: {kubeconfig})" if kubeconfig else ""),

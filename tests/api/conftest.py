@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import kmock
 import pytest_asyncio
 
-from disklet.testing.kubeapi import KubeAPI, write_kubeconfig
+from disklet.testing.kubeapi import KubeAPI, served
 
 
 @pytest_asyncio.fixture()
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    async with KubeAPI() as api, kmock.Server(api) as server:
-        api.server_url = str(server.url).rstrip("/")
-        api.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.server_url)
+    async with served(tmp_path) as api:
         yield api
