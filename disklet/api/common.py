@@ -75,6 +75,18 @@ class Condition(StatusModel):
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
 
 
+def parse_rfc3339(value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp as Kubernetes writes it (aware, UTC when unzoned), or None when
+    absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 

@@ -9,17 +9,12 @@ from typing import Any
 
 import yaml
 
+from ..api.common import parse_rfc3339
+
 NONE = "<none>"
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 timestamp as Kubernetes writes it, or None when absent/unreadable."""
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+parse_time = parse_rfc3339
 
 
 def format_age(seconds: float) -> str:

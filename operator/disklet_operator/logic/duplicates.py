@@ -6,18 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from disklet.api.common import parse_rfc3339
+
 _FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
 
 def _parse_time(value: str | None) -> datetime:
-    """RFC 3339 to an aware datetime; a missing/garbled timestamp sorts last (never steals a node)."""
-    if not value:
-        return _FAR_FUTURE
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return _FAR_FUTURE
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    """A missing/garbled timestamp sorts last (never steals a node)."""
+    return parse_rfc3339(value) or _FAR_FUTURE
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from disklet.api.common import Condition, ConditionStatus, get_condition, set_condition
+from disklet.api.common import Condition, ConditionStatus, get_condition, parse_rfc3339, set_condition
 from disklet.api.lvm import ConditionType, Reason
 
 AGENT_LEASE_PREFIX = "disklet-agent-"
@@ -72,16 +72,6 @@ def node_readiness(node: str | None, found: bool, ready: Mapping[str, Any] | Non
                           _short(f"node {node} Ready is Unknown (kubelet stopped posting status)" + (f" ({detail})" if detail else "")))
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def lease_name(node: str) -> str:
     return AGENT_LEASE_PREFIX + node
 
@@ -99,7 +89,7 @@ def agent_readiness(node: str | None, renew_time: str | None, found: bool, now: 
     if not found:
         return ConditionState("False", "AgentNotReporting",
                               f"no agent Lease {where}: is the disklet agent running on node {node}?")
-    renewed = parse_time(renew_time)
+    renewed = parse_rfc3339(renew_time)
     if renewed is None:
         return ConditionState("False", "AgentNotReporting", f"agent Lease {where} has no renewTime")
     age = (now - renewed).total_seconds()
