@@ -10,7 +10,7 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 lint:
-	$(PY) -m ruff check disklet operator agent tests e2e bench
+	$(PY) -m ruff check disklet operator agent devkit tests e2e bench
 
 typecheck:
 	$(PY) -m mypy disklet
@@ -36,7 +36,7 @@ pytest:
 
 # README's "run it" command: disklet's real job end to end without a cluster (root for the LVM part).
 demo: bootstrap
-	$(PY) -m disklet.demo
+	$(PY) -m devkit.demo
 
 e2e:
 	$(PY) -m pytest e2e -q

@@ -32,8 +32,8 @@ from disklet_agent.config import AgentConfig  # noqa: E402
 from disklet_agent.daemon import build_registry, configure_settings  # noqa: E402
 from disklet_agent.deps import AgentDeps  # noqa: E402
 
-from disklet.testing.kopfrun import kopf_running  # noqa: E402
-from disklet.testing.kubeapi import served  # noqa: E402
+from devkit.kopfrun import kopf_running  # noqa: E402
+from devkit.kubeapi import served  # noqa: E402
 from e2e import harness as h  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "idle_churn.json"

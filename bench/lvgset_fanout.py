@@ -26,8 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "tests" / "api")]
 
 from lvgset_fixtures import LVG, LVGSET, NODES, SET_URL, file_device, lvgset, lvgset_operator, node  # noqa: E402
 
-from disklet.testing.kopfrun import wait_for  # noqa: E402
-from disklet.testing.kubeapi import KubeAPI, served  # noqa: E402
+from devkit.kopfrun import wait_for  # noqa: E402
+from devkit.kubeapi import KubeAPI, served  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "lvgset_fanout.json"
 

@@ -34,9 +34,9 @@ from disklet_agent.config import AgentConfig  # noqa: E402
 from disklet_agent.daemon import build_registry, configure_settings  # noqa: E402
 from disklet_agent.deps import AgentDeps  # noqa: E402
 
+from devkit.kopfrun import kopf_running  # noqa: E402
+from devkit.kubeapi import KubeAPI, served  # noqa: E402
 from disklet.api.resources import NODE_LABEL  # noqa: E402
-from disklet.testing.kopfrun import kopf_running  # noqa: E402
-from disklet.testing.kubeapi import KubeAPI, served  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "watch_fanout.json"
 LVG_PATH = "/apis/disklet.io/v1alpha1/lvmvolumegroups"

@@ -246,11 +246,11 @@ class Proc:
 
 
 class MockServer:
-    """``python -m disklet.testing.kubeapi`` as a server process; parses the URL it prints."""
+    """``python -m devkit.kubeapi`` as a server process; parses the URL it prints."""
 
     def __init__(self, workdir: Path, validate: bool = True):
         self.kubeconfig = workdir / "mock-kubeconfig"
-        argv = [sys.executable, "-m", "disklet.testing.kubeapi", "--port", "0", "--kubeconfig", str(self.kubeconfig)]
+        argv = [sys.executable, "-m", "devkit.kubeapi", "--port", "0", "--kubeconfig", str(self.kubeconfig)]
         if validate:
             argv.append("--validate")
         self.proc = Proc("kubeapi-mock", argv, child_env({}), workdir / "kubeapi-mock.log")

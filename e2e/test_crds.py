@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from devkit.admission import iter_rules, load_crds, schema_of
 from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP
-from disklet.testing.admission import iter_rules, load_crds, schema_of
 from e2e import harness as h
 from tests.unit.test_cel_rules import CASES, MODEL_ONLY_REJECTS
 

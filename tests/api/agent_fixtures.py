@@ -16,6 +16,7 @@ from disklet_agent.deps import AgentDeps
 from disklet_agent.host.lsblk import BlockNode, BlockTopology
 from disklet_agent.lvm.engine import DeleteOutcome, ReconcileOutcome
 
+from devkit.kopfrun import kopf_running
 from disklet.api.common import set_condition
 from disklet.api.lvm import (
     ConditionType,
@@ -27,7 +28,6 @@ from disklet.api.lvm import (
     NodeStatus,
     Reason,
 )
-from disklet.testing.kopfrun import kopf_running
 
 LVG = "disklet.io/v1alpha1/lvmvolumegroups"
 LVG_URL = "/apis/disklet.io/v1alpha1/lvmvolumegroups"

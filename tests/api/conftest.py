@@ -1,7 +1,7 @@
 """API tier: Kopf handlers end to end against disklet's Kubernetes API mock (kmock-based).
 
 Fixtures:
-- ``kube``: a running :class:`disklet.testing.kubeapi.KubeAPI` served on 127.0.0.1, with
+- ``kube``: a running :class:`devkit.kubeapi.KubeAPI` served on 127.0.0.1, with
   ``kube.server_url`` (str) and a kubeconfig at ``kube.kubeconfig`` (Path).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from disklet.testing.kubeapi import KubeAPI, served
+from devkit.kubeapi import KubeAPI, served
 
 
 @pytest_asyncio.fixture()

@@ -10,7 +10,7 @@ import aiohttp
 import kopf
 from disklet_operator.lvgset import LvgsetController, register
 
-from disklet.testing.kopfrun import kopf_running
+from devkit.kopfrun import kopf_running
 
 LVG = "disklet.io/v1alpha1/lvmvolumegroups"
 LVGSET = "disklet.io/v1alpha1/lvmvolumegroupsets"

@@ -16,8 +16,8 @@ import kopf
 from disklet_operator import disklayout, lvg
 from disklet_operator.main import PROGRESS_PREFIX, configure_settings
 
+from devkit.kopfrun import kopf_running, wait_for
 from disklet.layout.samples import EXT4
-from disklet.testing.kopfrun import kopf_running, wait_for
 
 DL = "disklet.io/v1alpha1/disklayouts"
 DL_URL = "/apis/disklet.io/v1alpha1/disklayouts"

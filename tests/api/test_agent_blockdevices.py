@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from agent_fixtures import BD, GIB, LEASES, FakeDisks, agent_running, disk, part
 from disklet_agent.discovery.blockdevices import PvFact
 
-from disklet.testing.kopfrun import wait_for
+from devkit.kopfrun import wait_for
 
 
 def _writes(kube, plural: str) -> int:

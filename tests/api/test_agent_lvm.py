@@ -8,8 +8,8 @@ import asyncio
 import aiohttp
 from agent_fixtures import LVG, LVG_URL, FakeDisks, FakeEngine, agent_running, disk, lvg, status_patches
 
+from devkit.kopfrun import wait_for
 from disklet.api.lvm import LVMVolumeGroupStatus
-from disklet.testing.kopfrun import wait_for
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 

@@ -19,8 +19,8 @@ from agent_fixtures import LVG, LVG_URL, agent_running, lvg
 from disklet_agent.config import AgentConfig
 from disklet_agent.lvm.engine import LVMEngine
 
+from devkit.kopfrun import wait_for
 from disklet.hostcmd import HostRunner
-from disklet.testing.kopfrun import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "host"))
 from lvm_fixtures import ACTIVATION_OFF, cleanup_tree, loops_under, report  # noqa: E402

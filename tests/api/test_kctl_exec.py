@@ -17,8 +17,8 @@ from typing import Any
 import pytest_asyncio
 from aiohttp import web
 
+from devkit.kubeapi import write_kubeconfig
 from disklet.cli.main import run
-from disklet.testing.kubeapi import write_kubeconfig
 
 
 class FakeExecServer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import kopf
 
-from disklet.testing.kopfrun import kopf_running, wait_for
+from devkit.kopfrun import kopf_running, wait_for
 
 LVG = "disklet.io/v1alpha1/lvmvolumegroups"
 LVG_URL = "/apis/disklet.io/v1alpha1/lvmvolumegroups"

@@ -19,7 +19,7 @@ from lvgset_fixtures import (
     writes_since,
 )
 
-from disklet.testing.kopfrun import wait_for
+from devkit.kopfrun import wait_for
 
 
 def _status(kube, name: str) -> dict:

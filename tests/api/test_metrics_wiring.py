@@ -27,6 +27,7 @@ from operator_fixtures import (
     volume_group,
 )
 
+from devkit.kopfrun import wait_for
 from disklet.api.lvm import (
     LVMVolumeGroupSpec,
     LVMVolumeGroupStatus,
@@ -37,7 +38,6 @@ from disklet.api.lvm import (
 from disklet.layout.samples import EXT4
 from disklet.metrics import REGISTRY
 from disklet.observe import LvgGauges, count_managed_loops
-from disklet.testing.kopfrun import wait_for
 
 DL = "disklet.io/v1alpha1/disklayouts"
 DL_URL = "/apis/disklet.io/v1alpha1/disklayouts"

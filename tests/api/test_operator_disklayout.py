@@ -164,7 +164,7 @@ async def test_second_layout_for_a_node_is_refused_until_the_first_is_deleted(ku
 
 
 async def wait_for_no_finalizer(kube, name: str) -> None:
-    from disklet.testing.kopfrun import wait_for
+    from devkit.kopfrun import wait_for
     await wait_for(lambda: not (kube.read(DL, name) or {}).get("metadata", {}).get("finalizers"),
                    message=f"operator finalizer released on {name} once it is no longer a duplicate")
 
@@ -173,7 +173,7 @@ async def test_node_label_is_maintained(kube):
     async with operator_running(kube) as api:
         await api.create(DL_URL, disk_layout("lab", "n7", labels={"disklet.io/node": "wrong", "keep": "me"}))
         await wait_status(kube, DL, "lab", _pending, "pending")
-        from disklet.testing.kopfrun import wait_for
+        from devkit.kopfrun import wait_for
         await wait_for(lambda: kube.read(DL, "lab")["metadata"]["labels"] == {"disklet.io/node": "n7", "keep": "me"},
                        message="label corrected")
         # a user removes the label: it comes back

@@ -20,7 +20,7 @@ from operator_fixtures import (
     wait_status,
 )
 
-from disklet.testing.kopfrun import wait_for
+from devkit.kopfrun import wait_for
 
 
 def _cond(type_: str, status: str, reason: str | None = None):

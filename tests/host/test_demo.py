@@ -9,7 +9,7 @@ import sys
 def test_demo_runs_end_to_end_and_leaves_nothing_behind():
     before = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
                             capture_output=True, text=True, check=True).stdout
-    proc = subprocess.run([sys.executable, "-m", "disklet.demo"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "devkit.demo"], capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "refused   target_device_has_active_system_mount" in out

@@ -1,7 +1,7 @@
 """Every CEL rule of the generated CRDs, accepted and rejected, on create and on update.
 
 Rules are read out of crds/*.yaml and evaluated with Google's CEL runtime (cel-expr-python)
-through disklet.testing.admission, which applies them the way kube-apiserver does (defaults,
+through devkit.admission, which applies them the way kube-apiserver does (defaults,
 per-node binding, oldSelf correlation through list-map keys). The pydantic models must agree on
 every create case they can judge (transition rules need the old object: CRD only).
 """
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from devkit.admission import iter_rules, load_crds, schema_of, validate_object
 from disklet.api import DiskLayoutSpec, LVMVolumeGroupSetSpec, LVMVolumeGroupSpec
-from disklet.testing.admission import iter_rules, load_crds, schema_of, validate_object
 
 CRDS = load_crds()
 MODELS = {"DiskLayout": DiskLayoutSpec, "LVMVolumeGroup": LVMVolumeGroupSpec, "LVMVolumeGroupSet": LVMVolumeGroupSetSpec}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devkit.admission import load_crds, validate_object
 from disklet.api import DiskLayoutSpec, LVMVolumeGroupSetSpec, LVMVolumeGroupSpec
-from disklet.testing.admission import load_crds, validate_object
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MODELS = {"DiskLayout": DiskLayoutSpec, "LVMVolumeGroup": LVMVolumeGroupSpec, "LVMVolumeGroupSet": LVMVolumeGroupSetSpec}

@@ -15,7 +15,7 @@ selectors and validates nothing. This adds, and only this:
 - a request log (``.request_log``) for assertions and benchmarks.
 
 NOT emulated (tests that depend on these belong in ``e2e/`` against a real server): OpenAPI schema
-and CEL validation (see ``disklet.testing.admission`` for an opt-in approximation), resourceVersion
+and CEL validation (see ``devkit.admission`` for an opt-in approximation), resourceVersion
 conflicts, strategic merge (lists are replaced), PUT, watch bookmarks, admission webhooks,
 foreground deletion.
 """
@@ -44,7 +44,7 @@ import kmock
 import yaml
 from kmock._internal import dicts, enums, rendering
 
-from ..api.resources import ALL_RESOURCES, Resource
+from disklet.api.resources import ALL_RESOURCES, Resource
 
 Validator = Callable[[str, dict[str, Any], dict[str, Any] | None], list[str]]
 """(plural, new object, old object or None) → error messages; used by the opt-in admission."""
@@ -428,7 +428,7 @@ async def serve(port: int, kubeconfig: Path | None, ready: asyncio.Event | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m disklet.testing.kubeapi",
+    ap = argparse.ArgumentParser(prog="python -m devkit.kubeapi",
                                  description="Serve disklet's in-memory Kubernetes API mock over HTTP on 127.0.0.1 "
                                              "(for the e2e-mock run and the local demo). Not a real API server: no "
                                              "schema/CEL validation, no conflicts.")
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kubeconfig", type=Path, help="write a kubeconfig pointing at the mock here")
     ap.add_argument("--validate", action="store_true",
                     help="reject custom objects that fail the CRDs' schema or CEL rules (offline approximation "
-                         "of the API server, disklet.testing.admission)")
+                         "of the API server, devkit.admission)")
     args = ap.parse_args(argv)
     try:
         asyncio.run(serve(args.port, args.kubeconfig, validate=args.validate))

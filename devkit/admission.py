@@ -28,9 +28,9 @@ import yaml
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_strings
 
-from ..units import QuantityError, is_quantity, parse_quantity
+from disklet.units import QuantityError, is_quantity, parse_quantity
 
-CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
+CRDS_DIR = Path(__file__).resolve().parents[1] / "crds"
 _Q = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
 _MISSING = object()
 
@@ -189,7 +189,7 @@ def validate_object(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any
 
 
 class Admission:
-    """A validator for :class:`disklet.testing.kubeapi.KubeAPI` (``validator=Admission()``)."""
+    """A validator for :class:`devkit.kubeapi.KubeAPI` (``validator=Admission()``)."""
 
     def __init__(self, directory: Path = CRDS_DIR):
         self.by_plural = {crd["spec"]["names"]["plural"]: crd for crd in load_crds(directory).values()}

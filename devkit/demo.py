@@ -1,7 +1,7 @@
 """The local demo: disklet's real job end to end, without a cluster (``make demo``).
 
-An in-memory Kubernetes API (``disklet.testing.kubeapi``, with the CRDs' schema and CEL rules
-applied by ``disklet.testing.admission``); the operator and one agent per demo node run in this
+An in-memory Kubernetes API (``devkit.kubeapi``, with the CRDs' schema and CEL rules
+applied by ``devkit.admission``); the operator and one agent per demo node run in this
 process; host commands run directly on this machine, in a sandbox directory. (Against a real
 cluster, the same flows run as the e2e suite: docs/e2e.md.) Three things happen, on real devices:
 
@@ -31,9 +31,9 @@ from typing import Any
 
 import aiohttp
 
-from . import API_VERSION
-from .cli.output import age, table
-from .hostcmd import HostRunner
+from disklet import API_VERSION
+from disklet.cli.output import age, table
+from disklet.hostcmd import HostRunner
 
 DL = "disklet.io/v1alpha1/disklayouts"
 LVG = "disklet.io/v1alpha1/lvmvolumegroups"
@@ -226,7 +226,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     from disklet_operator.main import build_registry as operator_registry
     from disklet_operator.main import configure_settings as operator_settings
 
-    from .testing.kopfrun import kopf_running
+    from devkit.kopfrun import kopf_running
 
     missing = prerequisites()
     lvm_ok = not missing
@@ -243,8 +243,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("DISKLET_NAMESPACE", "disklet-system")
     demo: Demo | None = None
     try:
-        from .testing.admission import Admission
-        from .testing.kubeapi import KubeAPI, served
+        from devkit.admission import Admission
+        from devkit.kubeapi import KubeAPI, served
 
         # the agent's own API client (leases, BlockDevices) reads a kubeconfig like any client would
         async with served(sandbox, api=KubeAPI(validator=Admission()), export_kubeconfig=True) as api:
@@ -360,7 +360,7 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m disklet.demo", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m devkit.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     args = ap.parse_args(argv)
     try:
