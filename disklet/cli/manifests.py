@@ -23,6 +23,7 @@ from disklet.api.disklayout import DiskLayoutSpec
 from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec
 from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, Resource
 from disklet.layout import LayoutError, layout_problems, read_layout_nix_file
+from disklet.safeyaml import MAX_BYTES, YamlLimitError, safe_load_all
 
 APPLYABLE: dict[str, tuple[Resource, type[BaseModel]]] = {
     DISK_LAYOUT.kind: (DISK_LAYOUT, DiskLayoutSpec),
@@ -171,7 +172,9 @@ def _normalize_disk_layout_spec(spec: dict[str, Any], base_dir: Path, where: str
 def parse_documents(text: str, source: str, base_dir: Path) -> list[Manifest]:
     """All documents of one YAML stream (empty documents skipped), or ManifestError."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = safe_load_all(text)  # bounded: size, aliases, depth, expanded nodes
+    except YamlLimitError as exc:
+        raise ManifestError([f"{source}: refused: {exc}"]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([f"{source}: not valid YAML: {exc}"]) from None
     out: list[Manifest] = []
@@ -193,11 +196,14 @@ def load_manifests(path: str | Path) -> list[Manifest]:
     manifests: list[Manifest] = []
     problems: list[str] = []
     if str(path) == "-":
-        sources = [("<stdin>", sys.stdin.read(), Path.cwd())]
+        sources = [("<stdin>", sys.stdin.read(MAX_BYTES + 1), Path.cwd())]
     else:
         sources = []
         for f in manifest_files(Path(path)):
             try:
+                if f.stat().st_size > MAX_BYTES:
+                    problems.append(f"{f}: refused: larger than {MAX_BYTES} bytes")
+                    continue
                 sources.append((str(f), f.read_text(encoding="utf-8"), f.parent))
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"{f}: cannot read: {exc}")
