@@ -1,7 +1,7 @@
 """The one runner for host commands (docs/security.md, "Host commands"), shared by agent, operator and kctl.
 
 Every command is an argv list with a bounded timeout, never a shell string. In a pod the agent
-runs commands in the host's namespaces through ``nsenter -t 1 -m -u -i -n -p --``; in tests and
+runs commands in the host's namespaces through ``nsenter -t 1 -m -u -i -n --``; in tests and
 local use they run directly. Each command starts its own process group so a timeout kills the
 whole group (hung ``lvm`` children otherwise pile up). Benign LVM noise is filtered from stderr.
 
@@ -30,7 +30,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-NSENTER_PREFIX: tuple[str, ...] = ("nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "--")
+# Which host namespaces and why (docs/security.md): mount (host binaries, /dev, LVM config), UTS
+# (LVM writes the host name into VG metadata), IPC (device-mapper udev semaphores), net (disko/nix
+# use the host's resolver). Not PID: the agent pod already shares the host's (hostPID, which
+# nsenter needs to find the host's PID 1), so ``-p`` would only add a forked process.
+NSENTER_PREFIX: tuple[str, ...] = ("nsenter", "-t", "1", "-m", "-u", "-i", "-n", "--")
 DEFAULT_TIMEOUT = 60.0
 # Per stream: what the biggest legitimate report (lsblk/pvs JSON of a large node) needs, many
 # times over, and small against the agent's memory limit.
