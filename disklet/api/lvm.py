@@ -84,6 +84,8 @@ class FileDevice(ApiModel):
         "json_schema_extra": validations(
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity('1Gi')) >= 0",
                 "size must be at least 1Gi (binary units: 1G is 10^9 bytes, below 1Gi)"),
+            cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity('1Ei')) <= 0",
+                "size must be at most 1Ei (1024Pi)"),
             cel("self.directory == oldSelf.directory",
                 "directory of an existing file device is immutable: add a new entry instead"),
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || !oldSelf.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
@@ -134,7 +136,10 @@ class FileDevice(ApiModel):
 
 class ThinPool(ApiModel):
     name: str = Field(pattern=LVM_NAME_PATTERN, max_length=127, description="Thin pool LV name.")
-    size: str = Field(pattern=THIN_SIZE_PATTERN, max_length=32,
+    size: str = Field(pattern=THIN_SIZE_PATTERN, max_length=32, json_schema_extra=validations(cel(
+        "self.matches('^([1-9][0-9]?|100)%$') || (quantity(self).isInteger() && "
+        "quantity(self).compareTo(quantity('0')) > 0 && quantity(self).compareTo(quantity('1Ei')) <= 0)",
+        "thin pool size must be a percentage of the VG (1%..100%) or a whole number of bytes from 1 to 1Ei")),
                       description="Absolute quantity (10Gi) or a percentage of the VG (1%..100%). Pools never shrink.")
     allocation_limit: str = Field(default="150%", pattern=ALLOCATION_LIMIT_PATTERN, max_length=8,
                                   description="Overcommit limit for thin volumes, as a percentage of the pool size.")
