@@ -14,13 +14,17 @@ from typing import Any
 
 import kopf
 
+from disklet.kube.login import add_kopf_login
+
 
 def add_login(registry: kopf.OperatorRegistry, server: str) -> None:
-    """Authenticate the registry's operator against ``server`` (token auth is ignored by the mock)."""
+    """Authenticate the registry's operator — Kopf and disklet's own client — against ``server``
+    (token auth is ignored by the mock)."""
 
-    @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=server, insecure=True, token="mock")
+
+    add_kopf_login(registry, _login)
 
 
 @contextlib.asynccontextmanager

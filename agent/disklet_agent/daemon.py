@@ -36,6 +36,7 @@ import kopf  # noqa: E402
 import structlog  # noqa: E402
 
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL  # noqa: E402
+from disklet.kube.login import add_kopf_login  # noqa: E402
 from disklet.labels import node_label_value  # noqa: E402
 from disklet.observe import observe_host_commands, start_metrics_server  # noqa: E402
 
@@ -137,16 +138,6 @@ def start_metrics(deps: AgentDeps) -> None:
     start_metrics_server(int(os.environ.get("DISKLET_METRICS_PORT") or DEFAULT_METRICS_PORT))
 
 
-def add_login(registry: kopf.OperatorRegistry) -> None:
-    """Service account in a pod, kubeconfig elsewhere: the same sources the agent's own client uses."""
-
-    @kopf.on.login(registry=registry)
-    def disklet_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return kopf.login_with_service_account(**kwargs)
-        return kopf.login_with_kubeconfig(**kwargs)
-
-
 def run_agent(config: AgentConfig) -> int:
     """Run the agent until it is stopped (SIGTERM/SIGINT); returns the exit code."""
     configure_logging()
@@ -156,7 +147,7 @@ def run_agent(config: AgentConfig) -> int:
     deps = AgentDeps.from_config(config)
     start_metrics(deps)
     registry = build_registry(deps)
-    add_login(registry)
+    add_kopf_login(registry)
     settings = kopf.OperatorSettings()
     configure_settings(settings, config)
     liveness = os.environ.get("DISKLET_LIVENESS_ENDPOINT", DEFAULT_LIVENESS_ENDPOINT) or None

@@ -80,7 +80,7 @@ async def apply_plan(kube: AgentKube, plan: BlockDeviceSyncPlan) -> int:
             record_status_write(BLOCK_DEVICE.kind)
             writes += 1
     for name in plan.deletes:
-        await kube.delete(BLOCK_DEVICE, name)
+        await kube.delete(BLOCK_DEVICE, name, missing_ok=True)
         writes += 1
     return writes
 
