@@ -33,8 +33,8 @@ if "kopf" not in sys.modules and "kubernetes_asyncio" not in sys.modules:
             del sys.modules["kubernetes_asyncio"]
 
 import kopf  # noqa: E402
-import structlog  # noqa: E402
 
+from disklet import logs  # noqa: E402
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL  # noqa: E402
 from disklet.kube.login import add_kopf_login  # noqa: E402
 from disklet.labels import node_label_value  # noqa: E402
@@ -104,32 +104,9 @@ def configure_settings(settings: kopf.OperatorSettings, config: AgentConfig) -> 
 
 
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
-    """structlog JSON lines on stderr for our loggers and Kopf's (``DISKLET_LOG_FORMAT=console`` for humans)."""
-    level = (level or os.environ.get("DISKLET_LOG_LEVEL") or "INFO").upper()
-    fmt = (fmt or os.environ.get("DISKLET_LOG_FORMAT") or "json").lower()
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.ExtraAdder(allow=LOG_EXTRA_KEYS),
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
-                     else structlog.processors.JSONRenderer())
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer])
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True)
+    """JSON lines on stderr for our loggers and Kopf's (``DISKLET_LOG_FORMAT=text`` for humans)."""
+    logs.configure_logging(fmt or os.environ.get("DISKLET_LOG_FORMAT") or "json",
+                           (level or os.environ.get("DISKLET_LOG_LEVEL") or "INFO").upper(), extras=LOG_EXTRA_KEYS)
 
 
 def start_metrics(deps: AgentDeps) -> None:

@@ -170,7 +170,7 @@ class KubeClient:
     def server(self) -> str:
         return self._endpoint.server if self._endpoint else "(not connected)"
 
-    async def connect(self) -> tuple[aiohttp.ClientSession, Endpoint]:
+    async def session(self) -> tuple[aiohttp.ClientSession, Endpoint]:
         async with self._lock:
             if self._endpoint is None:
                 assert self._login is not None
@@ -218,7 +218,7 @@ class KubeClient:
         params = list(query.items()) if isinstance(query, Mapping) else list(query)
         what = what or f"{method} {path}"
         for attempt in (1, 2):
-            session, ep = await self.connect()
+            session, ep = await self.session()
             self.requests += 1
             try:
                 async with session.request(method, ep.server + path, data=data, params=params, headers=headers,
@@ -299,7 +299,7 @@ class KubeClient:
     async def exec(self, namespace: str, pod: str, container: str | None, command: Sequence[str],
                    stdin: bytes | None, on_stdout: ExecSink, on_stderr: ExecSink) -> int:
         """Run ``command`` in the pod (exec subresource over a websocket); the remote exit code."""
-        session, ep = await self.connect()
+        session, ep = await self.session()
         query: list[tuple[str, str]] = [("command", c) for c in command]
         query += [("stdout", "true"), ("stderr", "true"), ("stdin", "true" if stdin is not None else "false")]
         if container:

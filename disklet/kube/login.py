@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from .client import ApiError, Endpoint
 
+__all__ = ["Endpoint", "add_kopf_login", "endpoint_from", "in_cluster_server", "kopf_login", "kubeconfig",
+           "login_source", "pod_or_kubeconfig", "registry_login"]
+
 if TYPE_CHECKING:
     import kopf
 

@@ -20,9 +20,8 @@ import kopf
 
 from disklet.kube.lease import lease_namespace
 from disklet.kube.login import add_kopf_login
+from disklet.logs import configure_logging
 from disklet.observe import start_metrics_server
-
-from .logs import configure_logging
 
 PROGRESS_PREFIX = "operator.disklet.io"
 """Annotation prefix of the operator's Kopf progress and diff-base (the agent uses agent.disklet.io)."""

@@ -8,7 +8,6 @@ import logging
 
 import kopf
 import pytest
-from disklet_operator.logs import configure_logging
 from disklet_operator.main import (
     FINALIZER,
     PROGRESS_PREFIX,
@@ -17,6 +16,8 @@ from disklet_operator.main import (
     main,
     parse_args,
 )
+
+from disklet.logs import configure_logging
 
 
 def test_help_teaches_every_flag(capsys):

@@ -22,6 +22,7 @@ from typing import Any
 
 from disklet.api.blockdevice import BlockDeviceStatus, block_device_name
 from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
+from disklet.kube.patch import owned_keys_patch
 from disklet.labels import label_value as sanitize_label_value
 from disklet.labels import node_label_value
 from disklet.units import GIB, bytes_to_quantity
@@ -205,13 +206,8 @@ def _managed_label(key: str) -> bool:
 
 
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
-    if dict(old) == dict(new):
-        return None
-    patch: dict[str, Any] = dict(new)
-    for key in old:
-        if key not in new:
-            patch[key] = None  # a fact that disappeared (merge patch removes it)
-    return patch
+    """Changed facts only; a fact that disappeared maps to None (the merge patch removes it)."""
+    return owned_keys_patch(old, new) or None
 
 
 def plan_block_device_sync(desired: Iterable[DesiredBlockDevice], existing: Iterable[Mapping[str, Any]],

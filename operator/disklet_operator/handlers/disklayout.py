@@ -26,6 +26,7 @@ from disklet import GROUP, VERSION
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
+from disklet.kube.patch import owned_keys_patch
 from disklet.layout import preflight
 from disklet.observe import reconcile_timer, record_refusal, record_status_write
 
@@ -43,7 +44,6 @@ from ..logic.disklayout_status import (
 )
 from ..logic.duplicates import LayoutRef, duplicate_message, older_layout
 from ..logic.labels import node_label_patch
-from ..logic.statusdiff import status_patch
 
 PLURAL = DISK_LAYOUT.plural
 KIND = DISK_LAYOUT.kind
@@ -110,7 +110,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             old = parse_status(status)
             new = desired_status(old, verdict, meta.get("generation"))
             raw = dict(status or {})
-            changes = status_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
+            changes = owned_keys_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
             validated = [c for c in new.conditions or [] if c.type == VALIDATED]
             merged = merge_owned_conditions(raw.get("conditions"), validated)
             if merged != (raw.get("conditions") or []):
