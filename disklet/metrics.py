@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator and the agent (DESIGN.md §7; every metric is in docs/metrics.md).
+"""Prometheus metrics of the operator and the agent (docs/design/product.md#observability; every metric is in docs/metrics.md).
 
 All metrics live in one dedicated registry, ``REGISTRY``, so what ``start_metrics_server`` serves
 is exactly what the docs list (plus the standard ``process_*``/``python_*`` collectors). Callers

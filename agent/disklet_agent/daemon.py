@@ -16,14 +16,13 @@ import os
 import sys
 from typing import Any
 
-# Kopf's ``kopf._cogs.helpers.thirdparty`` imports ``kubernetes_asyncio.client`` whenever that
-# package is installed (the operator and kctl need it), only to recognise its model objects —
-# which the agent never hands to Kopf. That import alone is ~60 MiB of RSS (generated models).
-# A ``None`` in sys.modules makes Kopf's optional import fail as "not installed" (ImportError,
-# which Kopf catches). Only for the duration of Kopf's own import and only when neither is loaded
-# yet: a process that also uses kubernetes-asyncio (tests, tools) can still import it afterwards.
-# Kopf keeps recognising kubernetes-asyncio objects by module name. ``disklet-agent run`` blocks
-# it for good (disklet_agent.cli).
+# Importing Kopf imports ``kubernetes_asyncio.client`` whenever that package is installed (kctl's
+# kubeconfig loader needs it), only to recognise its model objects — which the agent never hands
+# to Kopf. That import alone is ~60 MiB of RSS (generated models). A ``None`` in sys.modules makes
+# Kopf's optional import fail as "not installed" (ImportError, which Kopf catches). Only for the
+# duration of Kopf's own import and only when neither is loaded yet: a process that also uses
+# kubernetes-asyncio (tests, tools) can still import it afterwards. ``disklet-agent run`` blocks
+# it for good (disklet_agent.cli). docs/architecture.md has the figures.
 if "kopf" not in sys.modules and "kubernetes_asyncio" not in sys.modules:
     sys.modules["kubernetes_asyncio"] = None  # type: ignore[assignment]
     try:

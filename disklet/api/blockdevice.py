@@ -1,4 +1,4 @@
-"""BlockDevice: a disk or partition the agent discovered on its node (LVM.md § BlockDevice)."""
+"""BlockDevice: a disk or partition the agent discovered on its node (docs/design/lvm.md#blockdevice)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DiskLayout: the data-disk layout of one node (DESIGN.md §4, DISKO.md)."""
+"""DiskLayout: the data-disk layout of one node (docs/design/disklayout.md)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class NamedStub(ApiModel):
 
 
 class StructuredLayout(ApiModel):
-    """Structured YAML expanded by disklet to a disko Nix body (DISKO.md §1–2)."""
+    """Structured YAML expanded by disklet to a disko Nix body (docs/design/disklayout.md#validation and #rendering)."""
 
     disks: list[Disk] = Field(min_length=1, max_length=64, json_schema_extra=list_map("name"),
                               description="Data disks, in order.")

@@ -1,4 +1,4 @@
-"""LVMVolumeGroup and LVMVolumeGroupSet (LVM.md). Field names follow sds-node-configurator."""
+"""LVMVolumeGroup and LVMVolumeGroupSet (docs/design/lvm.md). Field names follow sds-node-configurator."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class ConditionType(StrEnum):
 
 
 def backing_file_name(lvg_name: str, entry_name: str) -> str:
-    """Invertible owner-marker name of a backing file (LVM.md rule 1)."""
+    """Invertible owner-marker name of a backing file (docs/design/lvm.md rule 1)."""
     return f"disklet-{lvg_name}.{entry_name}.img"
 
 

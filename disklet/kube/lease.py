@@ -3,7 +3,7 @@
 Each agent keeps a ``coordination.k8s.io/v1`` Lease named ``disklet-agent-<node>`` in the
 namespace ``DISKLET_NAMESPACE`` (default ``disklet-system``), renewing ``spec.renewTime`` every
 10 s; the operator watches Leases in that namespace only and derives each LVMVolumeGroup's
-``AgentReady`` condition from how old ``renewTime`` is (docs/design/architecture.md).
+``AgentReady`` condition from how old ``renewTime`` is (docs/design/product.md#the-agentoperator-lease).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Kopf handlers: apply this node's DiskLayout (DESIGN.md §4 flow steps 2–4). Thin: the decisions
+"""Kopf handlers: apply this node's DiskLayout (docs/design/disklayout.md#flow, steps 2–4). Thin: the decisions
 live in :func:`decide` and :func:`outcome_status` (pure), the work in disklayout.gate/apply.
 
 Triggers: every watch event of an object for this node (``on.event``), plus a timer every

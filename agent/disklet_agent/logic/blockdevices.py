@@ -5,7 +5,7 @@ No I/O here (the handler reads lsblk/LVM and writes the API), so every rule is u
   mappings — those are views of other devices);
 - a stable name per device (``block_device_name``: WWN/serial for disks, PARTUUID for
   partitions; the path only when the device has no identity or shares it with another device);
-- ``consumable`` with the first reason it is not (LVM.md § BlockDevice), failing closed when a
+- ``consumable`` with the first reason it is not (docs/design/lvm.md#blockdevice), failing closed when a
   fact is unknown;
 - labels mirroring the selectable facts, each value valid for Kubernetes (≤ 63, sanitized);
 - ``plan_block_device_sync``: creates, updates (labels and/or status) and deletes, nothing when
@@ -33,7 +33,7 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 LABEL_PREFIX = "disklet.io/"
 MIN_CONSUMABLE_BYTES = GIB
 
-# lsblk TYPEs that are real devices worth a BlockDevice; loop devices never are (LVM.md), and
+# lsblk TYPEs that are real devices worth a BlockDevice; loop devices never are (docs/design/lvm.md), and
 # device-mapper children (lvm, crypt, dm) are views of devices that already have one.
 LISTED_TYPES = frozenset({"disk", "part", "rom", "mpath", "md", "raid0", "raid1", "raid4", "raid5", "raid6",
                           "raid10", "linear"})

@@ -1,4 +1,4 @@
-"""DiskLayout pre-flight and bookkeeping (DESIGN.md §4 flow step 1). Never touches a node.
+"""DiskLayout pre-flight and bookkeeping (docs/design/disklayout.md#flow, step 1). Never touches a node.
 
 Handlers (all closures over ``registry``, no module state):
 
