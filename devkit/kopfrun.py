@@ -30,7 +30,7 @@ def add_login(registry: kopf.OperatorRegistry, server: str) -> None:
 @contextlib.asynccontextmanager
 async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = None,
                        settings: kopf.OperatorSettings | None = None,
-                       configure: Callable[[kopf.OperatorSettings], None] | None = None,
+                       configure: Callable[[kopf.OperatorSettings], object] | None = None,
                        standalone: bool = True, peering_name: str | None = None,
                        ready_timeout: float = 15.0, memo: object | None = None) -> AsyncIterator[kopf.OperatorSettings]:
     if server is not None:

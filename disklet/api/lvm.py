@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -268,7 +268,7 @@ class LVMVolumeGroup(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
     kind: str = "LVMVolumeGroup"
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: LVMVolumeGroupSpec
     status: LVMVolumeGroupStatus | None = None
 
@@ -352,6 +352,6 @@ class LVMVolumeGroupSet(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
     kind: str = "LVMVolumeGroupSet"
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: LVMVolumeGroupSetSpec
     status: LVMVolumeGroupSetStatus | None = None

@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from disklet.api.common import Condition, now_rfc3339, set_condition
+from disklet.api.common import Condition, ConditionStatus, now_rfc3339, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.observe import (
@@ -112,7 +112,7 @@ def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReadi
     """The status fields that differ from ``current`` (empty dict: write nothing). (pure)"""
     now = now or now_rfc3339()
     conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
-    cond_status = "True" if desired.phase == Phase.APPLIED else "False"
+    cond_status: ConditionStatus = "True" if desired.phase == Phase.APPLIED else "False"
     conditions = set_condition(conditions, CONDITION, cond_status, desired.reason, _clip(desired.message),
                                observed_generation=generation, now=now)
     want: dict[str, Any] = {

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -345,7 +345,7 @@ class LvgsetController:
         creates, updates = len(outcome.created), len(outcome.updated)
 
         for orphan in new_orphans(result, old_status):
-            kopf.event(body, type="Warning", reason="NodeNoLongerMatches",
+            kopf.event(cast(kopf.Body, body), type="Warning", reason="NodeNoLongerMatches",
                        message=f"node {orphan.node_name} no longer matches spec.nodeSelector: LVMVolumeGroup "
                                f"{orphan.lvm_volume_group_name} is kept (its VG may hold data) and no longer "
                                f"updated; delete it to remove the VG")
@@ -354,7 +354,7 @@ class LvgsetController:
         problems += [(n, "CreateFailed", m) for n, m in sorted(outcome.create_errors.items())]
         problems += [(n, "UpdateFailed", m) for n, m in sorted(outcome.update_errors.items())]
         for child, reason, message in [p for p in problems if f"{p[0]}: {p[2]}" not in reported][:5]:
-            kopf.event(body, type="Warning", reason=reason, message=f"{child}: {message}")
+            kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=f"{child}: {message}")
         new = build_status(result, outcome, old_status)
         written = await self._write_status(client, state, name, old_status, new, set_rv, logger)
         if transient:
@@ -433,17 +433,16 @@ def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 600.0, 
         return {str(ref.get("name")): Child.from_body(copy.deepcopy(dict(body)))}
 
     @kopf.on.event("", "v1", "nodes", registry=registry, id="lvgset_node_event")
-    async def lvgset_node_event(name: str, type: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    async def lvgset_node_event(name: str, type: str, labels: Mapping[str, str], **_: Any) -> None:
         ctl.on_node(name, labels, deleted=type == "DELETED")
 
     @kopf.on.event(GROUP, VERSION, LVG_PLURAL, registry=registry, id="lvgset_child_event")
-    async def lvgset_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def lvgset_child_event(type: str, body: kopf.Body, **_: Any) -> None:
         ctl.on_child(body, deleted=type == "DELETED")
 
     @kopf.on.event(GROUP, VERSION, SET_PLURAL, registry=registry, id="lvgset_set_event")
-    async def lvgset_set_event(type: str | None, body: kopf.Body, lvgset_nodes: kopf.Index,
-                               lvgset_children: kopf.Index, **_: Any) -> None:
-        ctl.nodes_index, ctl.children_index = lvgset_nodes, lvgset_children
+    async def lvgset_set_event(type: str, body: kopf.Body, **indexes: Any) -> None:
+        ctl.nodes_index, ctl.children_index = indexes["lvgset_nodes"], indexes["lvgset_children"]
         await ctl.on_set(copy.deepcopy(dict(body)), deleted=type == "DELETED")
 
     return ctl

@@ -213,13 +213,13 @@ def plan(set_ref: SetRef, spec: LVMVolumeGroupSetSpec, nodes: Iterable[tuple[str
     by_name: dict[str, Child] = {}
     orphans: list[CreatedLVG] = []
     desired_names = {n: node for node, n in result.desired.items()}
-    for child in children:
-        if not child.owned_by(set_ref):
-            by_name.setdefault(child.name, child)  # a foreign object under our name → conflict below
+    for known in children:
+        if not known.owned_by(set_ref):
+            by_name.setdefault(known.name, known)  # a foreign object under our name → conflict below
             continue
-        by_name[child.name] = child
-        if child.name not in desired_names:
-            orphans.append(CreatedLVG(lvm_volume_group_name=child.name, node_name=child.node_name() or ""))
+        by_name[known.name] = known
+        if known.name not in desired_names:
+            orphans.append(CreatedLVG(lvm_volume_group_name=known.name, node_name=known.node_name() or ""))
     result.orphans = sorted(orphans, key=lambda o: o.lvm_volume_group_name)
 
     template = spec.lvm_volume_group_template
