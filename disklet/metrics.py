@@ -124,7 +124,7 @@ def record_reconcile(kind: str, result: str, seconds: float) -> None:
 
 
 @dataclass
-class ReconcileOutcome:
+class ReconcileRecord:
     """What ``timed_reconcile`` records; set ``result`` to REFUSED (etc.) inside the block."""
 
     kind: str
@@ -140,12 +140,12 @@ def _result_of(exc: BaseException) -> str:
 
 
 @contextmanager
-def timed_reconcile(kind: str) -> Iterator[ReconcileOutcome]:
+def timed_reconcile(kind: str) -> Iterator[ReconcileRecord]:
     """Time a reconcile; an exception counts as ``retry`` (kopf.TemporaryError) or ``error``.
 
     Cancellation (operator shutdown) is not a reconcile outcome and is not recorded.
     """
-    outcome = ReconcileOutcome(kind)
+    outcome = ReconcileRecord(kind)
     start = time.perf_counter()
     try:
         yield outcome

@@ -42,7 +42,9 @@ from disklet.observe import observe_host_commands, start_metrics_server  # noqa:
 from .config import AgentConfig  # noqa: E402
 from .deps import AgentDeps  # noqa: E402
 from .handlers import blockdevices, lease, lvm  # noqa: E402
+from .handlers.blockdevices import PvReader, TopologyReader  # noqa: E402
 from .kube import AgentKube  # noqa: E402
+from .lvm.ports import LvgEngine  # noqa: E402
 from .tasks import BackgroundTasks  # noqa: E402
 
 FINALIZER = "disklet.io/agent"
@@ -56,8 +58,8 @@ LOG_EXTRA_KEYS = ("node", "lvg", "reconcile_id", "error", "changed", "status_wri
 log = logging.getLogger("disklet.agent")
 
 
-def build_registry(deps: AgentDeps, *, engine: Any = None, kube: AgentKube | None = None,
-                   topology_reader: Any = None, pv_reader: Any = None,
+def build_registry(deps: AgentDeps, *, engine: LvgEngine | None = None, kube: AgentKube | None = None,
+                   topology_reader: TopologyReader | None = None, pv_reader: PvReader | None = None,
                    lease_interval: float | None = None) -> kopf.OperatorRegistry:
     """All agent handlers for ``deps.config.node_name`` in a fresh registry (keywords: test seams)."""
     registry = kopf.OperatorRegistry()

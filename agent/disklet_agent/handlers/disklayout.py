@@ -29,7 +29,7 @@ from disklet.observe import (
     REFUSED,
     RETRY,
     SUCCESS,
-    ReconcileOutcome,
+    ReconcileRecord,
     reconcile_timer,
     record_refusal,
     record_status_write,
@@ -202,7 +202,7 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
                 await _run(body, status, patch, logger, uid, counted)
 
     async def _run(body: kopf.Body, status: dict[str, Any], patch: kopf.Patch, logger: Any, uid: str,
-                   counted: ReconcileOutcome) -> None:
+                   counted: ReconcileRecord) -> None:
         lg = status.get("layoutGeneration")
         generation = body.get("metadata", {}).get("generation")
         mode = await asyncio.to_thread(read_management_mode, cfg.etc_dir)

@@ -54,6 +54,7 @@ from ..logic.lvg import (
     status_merge_patch,
     with_operator_conditions,
 )
+from ..lvm.ports import LvgEngine
 from ..tasks import BackgroundTasks
 from .blockdevices import INDEX_ID
 
@@ -86,7 +87,7 @@ def _index_entries(index: Any) -> list[tuple[str, Mapping[str, str], str]]:
 class LvgWiring:
     """State shared by this node's LVG handlers: engine, client, lock, and what happened (for tests)."""
 
-    def __init__(self, deps: AgentDeps, engine: Any, kube: AgentKube, lock: asyncio.Lock):
+    def __init__(self, deps: AgentDeps, engine: LvgEngine, kube: AgentKube, lock: asyncio.Lock):
         self.deps = deps
         self.node = deps.config.node_name
         self.engine = engine
@@ -239,7 +240,8 @@ class LvgWiring:
                 log.error("LVM discovery cycle failed: %r", exc, extra={"node": self.node})
 
 
-def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: Any = None, kube: AgentKube | None = None,
+def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEngine | None = None,
+             kube: AgentKube | None = None,
              tasks: BackgroundTasks | None = None, lock: asyncio.Lock | None = None) -> LvgWiring:
     """This node's LVMVolumeGroup handlers; returns the wiring (tests inspect it)."""
     node = deps.config.node_name

@@ -34,7 +34,7 @@ from ..logic.conditions import merge_owned_conditions
 from ..logic.disklayout_status import (
     OPERATOR_STATUS_KEYS,
     VALIDATED,
-    Verdict,
+    PreflightVerdict,
     VerdictKind,
     desired_status,
     duplicate_verdict,
@@ -92,7 +92,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             return {}
         return {node: LayoutRef(name=name, created=meta.get("creationTimestamp"))}
 
-    async def judge(name: str, spec: Mapping[str, Any], index: Any) -> Verdict:
+    async def judge(name: str, spec: Mapping[str, Any], index: Any) -> PreflightVerdict:
         try:
             model = DiskLayoutSpec.model_validate(dict(spec or {}))
         except ValidationError as exc:
@@ -161,7 +161,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
 
 
 def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
-              new_gen: int | None, verdict: Verdict, logger: Any) -> None:
+              new_gen: int | None, verdict: PreflightVerdict, logger: Any) -> None:
     """One Kubernetes Event per transition (never per no-op reconcile)."""
     moved = old_phase != verdict.phase or (old_reason or None) != (verdict.refusal_reason or None)
     if verdict.kind is VerdictKind.VALID:
