@@ -268,15 +268,17 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
             _event(body, desired)  # one Refused Event per refusal, even when the timer re-judges a stale body
 
     def _event(body: kopf.Body, desired: Desired) -> None:
+        # kopf.event, not kopf.info: the agent's posting level is WARNING (Kopf's own per-handler
+        # lines are not Events), which would silently drop every Normal Event of ours.
         msg = desired.message[:1000]
         if desired.phase == Phase.APPLIED:
-            kopf.info(body, reason="Applied", message=msg)
+            kopf.event(body, type="Normal", reason="Applied", message=msg)
         elif desired.phase == Phase.REFUSED:
             kopf.warn(body, reason="Refused", message=f"{desired.refusal}: {msg}")
         elif desired.phase == Phase.FAILED:
             kopf.warn(body, reason="Failed", message=msg)
         else:
-            kopf.info(body, reason=desired.reason, message=msg)
+            kopf.event(body, type="Normal", reason=desired.reason or "Pending", message=msg)
 
     @kopf.on.event(group, plural, registry=registry, when=mine)
     async def disklayout_event(body: kopf.Body, patch: kopf.Patch, logger: Any, type: str | None = None,
