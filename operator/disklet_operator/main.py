@@ -22,8 +22,8 @@ from kopf._core.intents.registries import SmartOperatorRegistry  # not re-export
 
 from disklet.observe import start_metrics_server
 
+from .handlers.lvg import agent_namespace
 from .logs import configure_logging
-from .lvg import agent_namespace
 from .peering import peering_problem, replica_priority
 
 PROGRESS_PREFIX = "operator.disklet.io"
@@ -31,12 +31,12 @@ PROGRESS_PREFIX = "operator.disklet.io"
 FINALIZER = f"{PROGRESS_PREFIX}/finalizer"
 """Kopf adds it only to objects with a running timer (refused duplicates, LVMVolumeGroups)."""
 HANDLER_MODULES: tuple[str, ...] = (
-    "disklet_operator.disklayout",
-    "disklet_operator.lvg",
-    "disklet_operator.lvgset",
+    "disklet_operator.handlers.disklayout",
+    "disklet_operator.handlers.lvg",
+    "disklet_operator.handlers.lvgset",
 )
 """Modules whose ``register(registry)`` builds the operator; a missing optional one is skipped."""
-OPTIONAL_MODULES = frozenset({"disklet_operator.lvgset"})
+OPTIONAL_MODULES = frozenset({"disklet_operator.handlers.lvgset"})
 
 log = logging.getLogger("disklet.operator")
 
