@@ -9,10 +9,12 @@ from typing import Literal
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.hostcmd import HostRunner
 
+from .checked import CheckedLayout, check_layout
 from .errors import LayoutError, MalformedLayout, NixUnavailable
-from .extract import Extraction, extract_targets
-from .hashing import layout_hash
+from .extract import Extraction
+from .mounts import MountPolicy
 from .render import render_disko_nix
+from .schema import SchemaViolation
 
 Source = Literal["diskLayout", "layoutNix", "layoutNixFile"]
 
@@ -20,9 +22,12 @@ Source = Literal["diskLayout", "layoutNix", "layoutNixFile"]
 @dataclass
 class ResolvedLayout:
     body: str
+    """The text as given (or rendered from diskLayout); only ever evaluated in the sandbox."""
     source: Source
     extraction: Extraction
     layout_hash: str
+    artifact: str
+    """The literal Nix that runs (see :mod:`disklet.layout.checked`)."""
 
 
 def read_layout_nix_file(path: str, base_dir: Path | None) -> str:
@@ -55,12 +60,13 @@ def resolve_body(spec: DiskLayoutSpec, base_dir: Path | None = None) -> tuple[st
 
 
 def resolve_layout(spec: DiskLayoutSpec, base_dir: Path | None = None, runner: HostRunner | None = None,
-                   *, static_fallback: bool = True) -> ResolvedLayout:
-    """Body (rendered or given), its targets and its hash; LayoutError / MalformedLayout when wrong."""
+                   *, static_fallback: bool = True, policy: MountPolicy | None = None) -> ResolvedLayout:
+    """Body, artifact, targets and hash; LayoutError (SchemaViolation) / MalformedLayout when wrong."""
     body, source = resolve_body(spec, base_dir)
-    extraction = extract_targets(body, runner, static_fallback=static_fallback)
-    return ResolvedLayout(body=body, source=source, extraction=extraction,
-                          layout_hash=layout_hash(extraction.devices_value))
+    checked: CheckedLayout = check_layout(body, runner, policy=policy, static_fallback=static_fallback)
+    extraction = Extraction(devices=checked.targets, devices_value=checked.devices_value, method=checked.method)
+    return ResolvedLayout(body=body, source=source, extraction=extraction, layout_hash=checked.layout_hash,
+                          artifact=checked.artifact)
 
 
 @dataclass
@@ -71,12 +77,17 @@ class PreflightResult:
     body: str | None
     layout_hash: str | None
     target_devices: list[str]
+    artifact: str | None = None
 
 
-def preflight(spec: DiskLayoutSpec, base_dir: Path | None = None, runner: HostRunner | None = None) -> PreflightResult:
-    """Operator pre-flight: failed (bad layout), refused (no targets) or pending. Never raises on bad input."""
+def preflight(spec: DiskLayoutSpec, base_dir: Path | None = None, runner: HostRunner | None = None,
+              policy: MountPolicy | None = None) -> PreflightResult:
+    """Operator pre-flight: failed (bad layout), refused (no targets, forbidden content) or pending.
+    Never raises on bad input."""
     try:
-        resolved = resolve_layout(spec, base_dir, runner)
+        resolved = resolve_layout(spec, base_dir, runner, policy=policy)
+    except SchemaViolation as exc:
+        return PreflightResult(Phase.REFUSED, exc.code, f"{exc.code}: {exc}", None, None, [])
     except (LayoutError, MalformedLayout) as exc:
         return PreflightResult(Phase.FAILED, None, f"invalid layout: {exc}", None, None, [])
     except NixUnavailable as exc:
@@ -85,8 +96,9 @@ def preflight(spec: DiskLayoutSpec, base_dir: Path | None = None, runner: HostRu
     if not devices:
         return PreflightResult(Phase.REFUSED, RefusalCode.NO_TARGET_DEVICES,
                                "the layout names no target devices (no disko.devices.disk.<name>.device "
-                               "and no zpool topology members)", resolved.body, resolved.layout_hash, [])
+                               "and no zpool topology members)", resolved.body, resolved.layout_hash, [],
+                               resolved.artifact)
     return PreflightResult(Phase.PENDING, None,
                            f"layout resolved from {resolved.source} ({resolved.extraction.method}); "
                            f"targets: {', '.join(devices)}",
-                           resolved.body, resolved.layout_hash, list(devices))
+                           resolved.body, resolved.layout_hash, list(devices), resolved.artifact)
