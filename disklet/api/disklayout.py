@@ -231,6 +231,19 @@ class DiskLayoutSpec(ApiModel):
         return self
 
 
+class TargetIdentity(StatusModel):
+    """A target disk's stable identity, recorded when the layout was applied (docs/layouts.md)."""
+
+    device: str = Field(max_length=4096, description="The target as the layout names it.")
+    wwn: str | None = Field(default=None, max_length=256, description="World Wide Name (lsblk WWN).")
+    serial: str | None = Field(default=None, max_length=256, description="Serial number (lsblk SERIAL).")
+    model: str | None = Field(default=None, max_length=256, description="Model (lsblk MODEL).")
+    size: int | None = Field(default=None, description="Size in bytes.")
+    ptuuid: str | None = Field(default=None, max_length=64, description="GPT disk GUID.")
+    backing_file: str | None = Field(default=None, max_length=4096,
+                                     description="Backing file (loop devices, tests only).")
+
+
 class DiskLayoutStatus(StatusModel):
     phase: Phase | None = Field(default=None, description="pending, applied, refused or failed.")
     refusal_reason: str | None = Field(
@@ -248,6 +261,10 @@ class DiskLayoutStatus(StatusModel):
     last_attempt_time: str | None = Field(default=None, description="When the agent last tried to apply (RFC 3339).")
     last_applied_time: str | None = Field(default=None, description="When the agent last applied successfully (RFC 3339).")
     node_mode: str | None = Field(default=None, description="Disk management mode the agent last read on the node.")
+    target_identities: list[TargetIdentity] | None = Field(
+        default=None, max_length=128, json_schema_extra=ATOMIC,
+        description="Identity of each target disk recorded by the last successful apply; an applied disk whose "
+                    "live identity differs is refused (target_device_identity_changed).")
 
 
 class DiskLayout(ApiModel):

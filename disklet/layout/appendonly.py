@@ -55,8 +55,8 @@ def append_only_findings(applied_devices_value: dict[str, Any], new_devices_valu
     out: list[tuple[RefusalCode, str]] = []
     new_disks = _disks_by_device(new_devices_value)
     if not allow_destructive:
-        for device, (name, _disk) in _disks_by_device(applied_devices_value).items():
-            if device not in new_disks:
+        for device, (name, disk) in _disks_by_device(applied_devices_value).items():
+            if device not in new_disks and disk.get("content") is not None:  # a bare disk entry created nothing
                 out.append((RefusalCode.APPLIED_DISK_REMOVED,
                             f"applied disk {name!r} ({device}) is missing from the new layout; its filesystems "
                             "would be unmounted by the rebuild (set spec.allowDestructiveChanges: true to retire it)"))

@@ -111,13 +111,15 @@ class _Walk:
 
     def disk(self, name: str, disk: Any, path: str) -> None:
         self.name(name, path)
-        if not self.keys(disk, path, ("type", "device", "content"), ("device", "content")):
+        if not self.keys(disk, path, ("type", "device", "content"), ("device",)):
             return
         self.typed(disk, path, "disk")
         self.string(disk.get("device"), f"{path}.device", DEVICE_RE, "a device")
         if isinstance(disk.get("device"), str) and ".." in disk["device"]:
             self.values.append(f"{path}.device must not contain ..")
         content = disk.get("content")
+        if content is None:
+            return  # a bare disk: named (and classified) but nothing is created on it
         if not isinstance(content, dict) or content.get("type") != "gpt":
             ctype = content.get("type") if isinstance(content, dict) else _kind(content)
             self.forbidden.append(f"{path}.content.type = {ctype!r} is not allowed (a disk holds a gpt table)")
