@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
+from disklet.api.disklayout import MAX_NIX_BODY, DiskLayoutSpec, Phase, RefusalCode
 from disklet.hostcmd import HostRunner
 
 from .checked import CheckedLayout, check_layout
@@ -30,18 +32,46 @@ class ResolvedLayout:
     """The literal Nix that runs (see :mod:`disklet.layout.checked`)."""
 
 
-def read_layout_nix_file(path: str, base_dir: Path | None) -> str:
-    """The text of ``layoutNixFile``, relative to the manifest's directory (kctl inlines it)."""
+def read_layout_nix_file(path: str, base_dir: Path | None, *, allow_outside: bool = False) -> str:
+    """The text of ``layoutNixFile``, relative to the manifest's directory (kctl inlines it).
+
+    Symlinks are resolved first; the resolved file must lie inside the manifest's (resolved)
+    directory unless ``allow_outside`` (kctl: ``DISKLET_LAYOUT_FILE_ANYWHERE=1``), so an untrusted
+    manifest cannot inline ``~/.kube/config`` or ``/etc/shadow`` into a spec. Only regular files of
+    at most the layout size limit are read, opened without following a last-moment symlink.
+    """
     if base_dir is None:
         raise LayoutError(f"layoutNixFile {path!r} can only be resolved next to a manifest file "
                           "(use kctl apply -f MANIFEST, which inlines it as layoutNix)")
+    base = Path(base_dir).resolve()
     candidate = Path(path)
-    full = candidate if candidate.is_absolute() else Path(base_dir) / candidate
+    joined = candidate if candidate.is_absolute() else base / candidate
     try:
-        return full.read_text(encoding="utf-8")
+        full = joined.resolve(strict=True)
     except FileNotFoundError:
-        raise LayoutError(f"layoutNixFile {path!r} not found (looked for {full})") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        raise LayoutError(f"layoutNixFile {path!r} not found (looked for {joined})") from None
+    except (OSError, RuntimeError) as exc:
+        raise LayoutError(f"layoutNixFile {path!r} cannot be resolved: {exc}") from None
+    if not allow_outside and not full.is_relative_to(base):
+        raise LayoutError(f"layoutNixFile {path!r} resolves to {full}, outside the manifest's directory {base}; "
+                          "keep layout files next to the manifest (or set DISKLET_LAYOUT_FILE_ANYWHERE=1 "
+                          "for a manifest you trust)")
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LayoutError(f"layoutNixFile {path!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LayoutError(f"layoutNixFile {path!r} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_NIX_BODY + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_NIX_BODY:
+        raise LayoutError(f"layoutNixFile {path!r} is larger than {MAX_NIX_BODY} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise LayoutError(f"layoutNixFile {path!r} cannot be read: {exc}") from None
 
 
