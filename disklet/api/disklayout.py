@@ -86,6 +86,7 @@ class RefusalCode(StrEnum):
     TARGET_BUSY = "target_device_busy"
     PARTITION_LABEL_COLLISION = "partition_label_collision"
     VOLUME_GROUP_EXISTS = "volume_group_exists"
+    ZPOOL_EXISTS = "zpool_exists"
     # Day-2 changes that would unmount or orphan live data.
     APPLIED_DISK_REMOVED = "applied_disk_removed"
 

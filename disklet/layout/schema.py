@@ -43,7 +43,8 @@ SIZE_RE = re.compile(SIZE_PATTERN)
 LV_SIZE_PATTERN = r"^([1-9][0-9]*[KMGTP]?|[1-9][0-9]?%|100%)$"
 LV_SIZE_RE = re.compile(LV_SIZE_PATTERN)
 MOUNT_OPTION_RE = re.compile(MOUNT_OPTION_PATTERN)
-TYPECODE_PATTERN = r"^[0-9A-Fa-f]{4}$"
+TYPECODE_PATTERN = r"^(8300|8[Ee]00|[Bb][Ff]0[01])$"
+"""Linux filesystem, Linux LVM, Solaris/ZFS: never EF00/EF02 (EF02 makes NixOS install GRUB on the disk)."""
 TYPECODE_RE = re.compile(TYPECODE_PATTERN)
 ZPOOL_MODES = ("", "mirror", "raidz", "raidz1", "raidz2", "raidz3")
 ZFS_RESERVED = ("mirror", "raidz", "draid", "spare", "log", "cache", "special", "dedup")

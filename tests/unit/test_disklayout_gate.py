@@ -63,12 +63,13 @@ def body(*disks: tuple[str, str], mountpoint: str = "/srv/data", extra: str = ""
 
 def plan(text: str, topology: BlockTopology, tmp_path: Path, *, links: dict[str, str] | None = None,
          mounts: list[tuple[str, str]] | None = None, vgs: set[str] | None = None, **kw: Any):  # type: ignore[no-untyped-def]
+    pools = set(kw.pop("pools", ()))
     cfg = AgentConfig(host_root=tmp_path, system_mounts=["/"], volume_mounts=[],
                       allow_loop_targets=kw.pop("allow_loop", False))
     (tmp_path / "etc" / "disklet" / "disk").mkdir(parents=True, exist_ok=True)
     return plan_apply(text, runner=FakeRunner(links), config=cfg,  # type: ignore[arg-type]
                       read_topology=lambda _r: topology, read_mounts=lambda _r: list(mounts or []),
-                      read_vgs=lambda _r, _c: set(vgs or ()), **kw)
+                      read_vgs=lambda _r, _c: set(vgs or ()), read_pools=lambda _r: pools, **kw)
 
 
 def applied(tmp_path: Path, text: str, identities: dict[str, DiskIdentity] | None) -> None:
@@ -187,3 +188,23 @@ def test_forbidden_content_is_refused_by_the_agent_too(tmp_path: Path) -> None:
     text = body(("a", "/dev/sdb")).replace('format = "ext4";', 'format = "ext4"; postMountHook = "reboot";')
     p = plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path)
     assert not p.ok and not p.failed and p.code is RefusalCode.LAYOUT_FORBIDDEN_OPTION
+
+
+def test_existing_or_importable_zpool_is_refused(tmp_path: Path) -> None:
+    text = ('{ disko.devices = { disk.a = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; '
+            'partitions.p = { size = "100%"; content = { type = "zfs"; pool = "tank"; }; }; }; }; '
+            'zpool.tank = { type = "zpool"; datasets = { }; }; }; }')
+    p = plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path, pools={"tank"})
+    assert not p.ok and p.code is RefusalCode.ZPOOL_EXISTS and "force-import" in p.message
+    assert plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path, pools={"other"}).ok
+
+
+def test_zpool_reader_parses_list_and_import() -> None:
+    from disklet_agent.disklayout.gate import read_zpools
+
+    class Z:
+        def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
+            out = "rpool\n" if argv[1] == "list" else "   pool: tank\n     id: 123\n  state: ONLINE\n"
+            return CommandResult(tuple(argv), 0, out, "", "", 0.0)
+
+    assert read_zpools(Z()) == {"rpool", "tank"}  # type: ignore[arg-type]

@@ -58,6 +58,8 @@ def test_plain_raw_layout_is_pending() -> None:
     (raw('{ size = "100%"; label = "x\\"; reboot; \\""; content = { type = "filesystem"; format = "ext4"; '
          'mountpoint = "/srv/x"; }; }'), "partitions.p.label"),
     (raw('{ size = "100%"; start = "0;reboot"; content = { type = "lvm_pv"; vg = "v"; }; }'), "partitions.p.start"),
+    (raw('{ size = "100%"; hybrid = { mbrPartitionType = "0x83; reboot"; }; content = { type = "lvm_pv"; '
+         'vg = "v"; }; }'), "partitions.p.hybrid"),
     (raw('{ size = "100%"; content = { type = "luks"; name = "c"; }; }'), "content.type = 'luks'"),
     ('{ disko.devices.disk.d = { type = "disk"; device = "/dev/vdb"; postCreateHook = "x"; }; }', "d.postCreateHook"),
 ])
@@ -93,13 +95,16 @@ def test_shell_characters_in_mountpoints_are_refused(mountpoint: str) -> None:
 
 @pytest.mark.parametrize("field,value", [
     ("format", "ext4 -E root_owner=0; reboot"), ("mountOptions", ["nofail;reboot"]),
-    ("mountOptions", ["a b"]), ("format", "ntfs"),
+    ("mountOptions", ["a b"]), ("format", "ntfs"), ("type", "EF02"),
 ])
 def test_values_that_reach_a_shell_are_checked(field: str, value: Any) -> None:
     value_nix = ("[ " + " ".join(f'"{v}"' for v in value) + " ]") if isinstance(value, list) else f'"{value}"'
     body = raw('{ size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/x"; }; }'
                .replace('format = "ext4";', f"{field} = {value_nix};" if field == "format"
                         else f'format = "ext4"; {field} = {value_nix};'))
+    if field == "type":  # a partition key, not a content key
+        body = raw(f'{{ size = "100%"; type = {value_nix}; content = {{ type = "filesystem"; format = "ext4"; '
+                   'mountpoint = "/srv/x"; }; }')
     result = pf(body)
     assert result.phase == Phase.REFUSED and result.refusal_reason is RefusalCode.LAYOUT_VALUE_NOT_ALLOWED, \
         result.message

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,22 @@ def read_volume_groups(runner: HostRunner, config: AgentConfig) -> set[str]:
     return {line.strip() for line in res.stdout.splitlines() if line.strip()}
 
 
+def read_zpools(runner: HostRunner) -> set[str]:
+    """Pools imported (``zpool list``) or importable (``zpool import``) on the node; empty without ZFS."""
+    names: set[str] = set()
+    res = runner.run(["zpool", "list", "-H", "-o", "name"], timeout=60)
+    if res.returncode == 127:
+        return names  # no ZFS tools: no pool can exist (and disko could not create one either)
+    if not res.ok:
+        raise ProbeFailed(f"cannot list the node's ZFS pools: {res.describe()}")
+    names |= {line.strip() for line in res.stdout.splitlines() if line.strip()}
+    res = runner.run(["zpool", "import"], timeout=60)
+    if not res.ok and "no pools available" not in (res.stdout + res.stderr):
+        raise ProbeFailed(f"cannot list the node's importable ZFS pools: {res.describe()}")
+    names |= {m.group(1) for m in re.finditer(r"^\s*pool:\s*(\S+)\s*$", res.stdout, re.M)}
+    return names
+
+
 @dataclass
 class ApplyPlan:
     """What the gate found. ``ok`` → apply ``artifact``; else ``failed`` (bad layout) or refused with ``code``."""
@@ -135,7 +152,8 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
                read_topology: Callable[[HostRunner], BlockTopology] = read_block_topology,
                current_file: Path | None = None, allow_destructive: bool = False,
                read_mounts: Callable[[HostRunner], list[tuple[str, str]]] = read_live_mounts,
-               read_vgs: Callable[[HostRunner, AgentConfig], set[str]] = read_volume_groups) -> ApplyPlan:
+               read_vgs: Callable[[HostRunner, AgentConfig], set[str]] = read_volume_groups,
+               read_pools: Callable[[HostRunner], set[str]] = read_zpools) -> ApplyPlan:
     """Decide whether ``body`` may be applied on this node right now (no writes)."""
     from disklet.layout import LayoutError, MalformedLayout, NixUnavailable, extract_targets
     from disklet.layout.appendonly import append_only_findings
@@ -251,6 +269,21 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
             return _refuse(plan, RefusalCode.VOLUME_GROUP_EXISTS,
                            [f"volume group(s) {', '.join(taken)} already exist on the node and are not from the "
                             "applied layout; disko would add LVs to them instead of creating them"])
+
+    # 6b. Same for pools: disko runs `zpool import -f <name>` first, so an existing or importable pool
+    #     of that name would be force-imported instead of created.
+    pools = checked.devices_value.get("zpool") or {}
+    if pools:
+        try:
+            live_pools = read_pools(runner)
+        except ProbeFailed as exc:
+            return _refuse(plan, RefusalCode.STATE_UNKNOWN, [f"unknown: {exc}"])
+        applied_pools = set((applied_value or {}).get("zpool") or {})
+        taken = sorted(p for p in pools if p in live_pools and p not in applied_pools)
+        if taken:
+            return _refuse(plan, RefusalCode.ZPOOL_EXISTS,
+                           [f"ZFS pool(s) {', '.join(taken)} already exist or can be imported on the node and are not "
+                            "from the applied layout; disko would force-import them instead of creating them"])
 
     # 7. Never mount on or above a live mount that is not one of our own filesystems.
     mountpoints = mountpoints_of(checked.devices_value)

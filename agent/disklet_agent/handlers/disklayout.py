@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 
@@ -114,7 +114,7 @@ def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReadi
     """The status fields that differ from ``current`` (empty dict: write nothing). (pure)"""
     now = now or now_rfc3339()
     conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
-    cond_status = "True" if desired.phase == Phase.APPLIED else "False"
+    cond_status: Literal["True", "False"] = "True" if desired.phase == Phase.APPLIED else "False"
     conditions = set_condition(conditions, CONDITION, cond_status, desired.reason, _clip(desired.message),
                                observed_generation=generation, now=now)
     want: dict[str, Any] = {
