@@ -210,8 +210,15 @@ class DiskLayoutSpec(ApiModel):
         pattern=DNS_SUBDOMAIN, max_length=253, json_schema_extra=validations(immutable("nodeName", "create a new DiskLayout for another node")),
         description="The Kubernetes node whose data disks this layout describes (immutable). kctl also accepts nodeId in files.")
     disk_layout: StructuredLayout | None = Field(default=None, description="Structured layout, expanded to disko Nix by disklet.")
-    layout_nix: str | None = Field(default=None, max_length=262144,
-                                   description="A disko Nix body that defines disko.devices (advanced).")
+    layout_nix: str | None = Field(
+        default=None, max_length=262144,
+        json_schema_extra=validations(
+            cel("!self.contains('Hook') && !self.contains('extraArgs')",
+                "layoutNix must not use disko hooks (*Hook) or extraArgs: they run as root on the node "
+                "(docs/layouts.md, What a layout may contain)"),
+        ),
+        description="A disko Nix body that defines disko.devices (advanced). Checked against the same allowlist "
+                    "as structured layouts after evaluation.")
     layout_nix_file: str | None = Field(default=None, max_length=4096,
                                         description="Path of a .nix file next to the manifest; kctl inlines it into layoutNix before sending.")
     rebuild: bool = Field(default=True, description="Run nixos-rebuild test then switch after disko, so new mounts persist.")
@@ -221,6 +228,12 @@ class DiskLayoutSpec(ApiModel):
         description="Allow day-2 changes that unmount live data: removing an applied disk from the layout, or "
                     "changing an applied filesystem's mountpoint or mountOptions. Sizes, order and formats of "
                     "applied partitions can never change. See docs/layouts.md.")
+
+    @model_validator(mode="after")
+    def _no_hooks_in_raw_text(self) -> DiskLayoutSpec:
+        if self.layout_nix is not None and ("Hook" in self.layout_nix or "extraArgs" in self.layout_nix):
+            raise ValueError("layoutNix must not use disko hooks (*Hook) or extraArgs: they run as root on the node")
+        return self
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DiskLayoutSpec:

@@ -92,3 +92,13 @@ def test_hostile_nix_conf_changes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(Exception, match="forbidden|not found|cannot look up"):
         evaluate_nix("{ x = builtins.readFile <etc/passwd>; }")
     assert os.environ["NIX_CONF_DIR"] == str(conf)
+
+
+def test_a_hook_name_built_at_evaluation_time_is_refused_by_the_walk() -> None:
+    """The text check of layoutNix (model, CEL) is only early feedback; the walk decides."""
+    from disklet.api.disklayout import RefusalCode
+
+    body = _raw('"/dev/vdb"').replace('size = "100%";', 'size = "100%"; ${"preCreate" + "Ho" + "ok"} = "reboot";')
+    pf = preflight(DiskLayoutSpec.model_validate({"nodeName": "n", "layoutNix": body}))
+    assert pf.phase == Phase.REFUSED and pf.refusal_reason is RefusalCode.LAYOUT_FORBIDDEN_OPTION, pf.message
+    assert "partitions.p.preCreateHook" in pf.message

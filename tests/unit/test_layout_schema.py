@@ -14,10 +14,11 @@ from pydantic import ValidationError
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.layout import extract as extract_module
 from disklet.layout import preflight
+from disklet.layout.checked import check_layout
 from disklet.layout.mounts import MountPolicy
 from disklet.layout.render import devices_value
 from disklet.layout.samples import EXT4, MIXED, structured
-from disklet.layout.schema import schema_violation
+from disklet.layout.schema import SchemaViolation, schema_violation
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +65,14 @@ def test_plain_raw_layout_is_pending() -> None:
     ('{ disko.devices.disk.d = { type = "disk"; device = "/dev/vdb"; postCreateHook = "x"; }; }', "d.postCreateHook"),
 ])
 def test_hooks_free_form_args_and_other_types_are_forbidden(body: str, path: str) -> None:
+    if "Hook" in body or "extraArgs" in body:  # the model (and CEL) already reject the text itself
+        with pytest.raises(ValidationError, match="must not use disko hooks"):
+            pf(body)
+        # and the walk of the evaluated value refuses it too (a name built at evaluation time hides from text checks)
+        with pytest.raises(SchemaViolation) as exc:
+            check_layout(body)
+        assert exc.value.code is RefusalCode.LAYOUT_FORBIDDEN_OPTION and path in str(exc.value)
+        return
     result = pf(body)
     assert result.phase == Phase.REFUSED, result.message
     assert result.refusal_reason is RefusalCode.LAYOUT_FORBIDDEN_OPTION
