@@ -111,3 +111,15 @@ def test_identity_mismatch_reasons() -> None:
     assert "WWN" in (rec.mismatch(DiskIdentity(wwn="0x2", serial="S", model="M", size=10, ptuuid="g")) or "")
     assert "size" in (rec.mismatch(DiskIdentity(wwn="0x1", serial="S", model="M", size=11, ptuuid="g")) or "")
     assert "nothing stable" in (DiskIdentity(size=1).mismatch(DiskIdentity(size=1)) or "")
+
+
+def test_partition_label_already_on_the_node_is_refused(env: Env) -> None:
+    """Without udev the label comes from `blkid -p` (PART_ENTRY_NAME) of the other disk's partition."""
+    other = env.sb.loop(partscan=True)
+    res = RUNNER.run(["sgdisk", "--new=1:0:+8M", "--change-name=1:disk-data-p0", "--", other], timeout=30)
+    assert res.ok, res.describe()
+    RUNNER.run(["partprobe", "--", other], timeout=30)
+    target = env.sb.loop()
+    plan = plan_apply(layout(target, 1), runner=RUNNER, config=env.config)
+    assert not plan.ok and plan.code is RefusalCode.PARTITION_LABEL_COLLISION, plan.message
+    assert "disk-data-p0" in plan.message and other in plan.message
