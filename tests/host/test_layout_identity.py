@@ -123,3 +123,25 @@ def test_partition_label_already_on_the_node_is_refused(env: Env) -> None:
     plan = plan_apply(layout(target, 1), runner=RUNNER, config=env.config)
     assert not plan.ok and plan.code is RefusalCode.PARTITION_LABEL_COLLISION, plan.message
     assert "disk-data-p0" in plan.message and other in plan.message
+
+
+def test_mountpoint_over_a_live_mount_is_refused(env: Env) -> None:
+    """A real tmpfs under /mnt (an allowed root) and the real findmnt: the layout would cover it."""
+    import uuid
+
+    base = Path("/mnt") / f"disklet-test-{uuid.uuid4().hex[:8]}"
+    inner = base / "srv" / "inner"
+    inner.mkdir(parents=True)
+    try:
+        assert RUNNER.run(["mount", "-t", "tmpfs", "-o", "size=1m", "--", "tmpfs", str(inner)], timeout=30).ok
+        try:
+            dev = env.sb.loop()
+            body = layout(dev, 1).replace('"/srv/p0"', f'"{base}/srv"')
+            plan = plan_apply(body, runner=RUNNER, config=env.config)
+            assert not plan.ok and plan.code is RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT, plan.message
+            assert str(inner) in plan.message
+        finally:
+            RUNNER.run(["umount", "--", str(inner)], timeout=30)
+    finally:
+        for d in (inner, inner.parent, base):
+            d.rmdir()
