@@ -1,4 +1,4 @@
-"""The one runner for host commands (docs/security.md, "Host commands"), shared by agent, operator and kctl.
+"""The one runner for host commands (docs/design/product.md#host-commands, docs/security.md "Host commands"), shared by agent, operator and kctl.
 
 Every command is an argv list with a bounded timeout, never a shell string. In a pod the agent
 runs commands in the host's namespaces through ``nsenter -t 1 -m -u -i -n --``; in tests and

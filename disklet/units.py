@@ -41,7 +41,7 @@ MAX_EXPONENT = 64
 # Enough digits for any 64-character mantissa times 2^60, so that exact arithmetic never rounds.
 _EXACT = Context(prec=200, Emax=10_000, Emin=-10_000, traps=[InvalidOperation, Overflow, Underflow, Inexact])
 
-# Whole binary units only: the format of fileDevices[].size (docs/lvm.md).
+# Whole binary units only: the format of fileDevices[].size (docs/design/lvm.md).
 WHOLE_BINARY_SIZE_RE = re.compile(r"^[1-9][0-9]*(Mi|Gi|Ti|Pi)$")
 PERCENT_RE = re.compile(r"^([1-9][0-9]?|100)%$")
 

@@ -14,10 +14,8 @@ Needs the ``envtest`` fixture (devkit/envtest.py: ``KUBEBUILDER_ASSETS`` or ``E2
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
-import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -27,11 +25,13 @@ from typing import Any
 
 import pytest
 import yaml
-from disklet_agent.discovery.lease import lease_name
-from disklet_agent.handlers.kubeclient import AgentKube, ApiError, Endpoint
 from disklet_agent.handlers.lease import renew_lease
+from disklet_agent.kube import AgentKube
 
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL
+from disklet.kube.client import ApiError
+from disklet.kube.lease import lease_name
+from disklet.kube.login import kubeconfig as endpoint_of
 
 # The real-control-plane fixture (devkit/envtest.py, fixture ``envtest``); until it is present the
 # module is skipped as a whole.
@@ -85,23 +85,6 @@ def _layout(name: str, node: str) -> dict[str, Any]:
 def _block_device(name: str, node: str) -> dict[str, Any]:
     return {"apiVersion": BLOCK_DEVICE.api_version, "kind": BLOCK_DEVICE.kind,
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": node, NODE_LABEL: node}}}
-
-
-def endpoint_of(kubeconfig: Path) -> Endpoint:
-    """The agent client's endpoint for a token kubeconfig (as its in-cluster login would build it)."""
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    cluster = cfg["clusters"][0]["cluster"]
-    token = cfg["users"][0]["user"]["token"]
-    if cluster.get("certificate-authority-data"):
-        ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    elif cluster.get("certificate-authority"):
-        ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
-    else:
-        ctx = ssl.create_default_context()
-        if cluster.get("insecure-skip-tls-verify"):
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-    return Endpoint(server=cluster["server"], headers={"Authorization": f"Bearer {token}"}, ssl_context=ctx)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +160,7 @@ async def _refused(coro: Any, *words: str) -> ApiError:
 
 @pytest.fixture
 async def agent_a(setup: Setup):
-    kube = AgentKube(endpoint_of(setup.kubeconfig_a))
+    kube = AgentKube(endpoint_of(str(setup.kubeconfig_a)))
     yield kube
     await kube.close()
 

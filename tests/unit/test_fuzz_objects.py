@@ -172,7 +172,7 @@ def test_agent_validation_of_admitted_objects(obj):
     st.sampled_from(["storage", "disklet.io/type", "k"]), st.sampled_from(["true", "", "disk"]), max_size=2)),
     max_size=4, unique_by=lambda t: t[0]), st.lists(gen.lvg_objects(), max_size=2))
 def test_operator_set_planner_on_any_children(obj, nodes, children):
-    from disklet_operator.lvgset_planner import Child, SetRef, plan
+    from disklet_operator.logic.lvgset_planner import Child, SetRef, plan
 
     if model_verdict(LVMVolumeGroupSet, obj):
         return
@@ -189,7 +189,7 @@ def test_operator_set_planner_on_any_children(obj, nodes, children):
 
 @given(st.lists(gen.block_device_objects(), max_size=6, unique_by=lambda o: o["metadata"]["name"]))
 def test_block_device_sync_never_touches_other_nodes(existing):
-    from disklet_agent.discovery.blockdevices import plan_block_device_sync
+    from disklet_agent.logic.blockdevices import plan_block_device_sync
 
     plan = plan_block_device_sync([], existing, "node-a")
     by_name = {o["metadata"]["name"]: o for o in existing}

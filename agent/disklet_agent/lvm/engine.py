@@ -2,7 +2,7 @@
 
 One reconcile: validate → provision file devices → pvcreate (only devices a live pvs does not show)
 → vgcreate/vgextend → grow → thin pools → discover into status. Every step that creates something
-records it in a journal so a failure rolls back only this call's work (LVM.md rule 5).
+records it in a journal so a failure rolls back only this call's work (docs/design/lvm.md rule 5).
 
 Reads per reconcile: one snapshot at the start (losetup list + ONE ``pvs`` with VG columns, ``lvs``
 only when a VG has LVs); a fresh live read before pvcreate/vgextend and before any teardown; one
@@ -28,11 +28,11 @@ from disklet.api.lvm import (
 from disklet.hostcmd import HostRunner
 
 from ..config import AgentConfig
+from ..host.files import FileOpError, FileProbe, HostFiles, Presence
+from ..host.losetup import Losetup, LosetupError
+from ..host.lvm import PV, VG, Lvm, LvmError, owner_tag
 from .discovery import discover_status, find_vg, status_file_paths
 from .filedevices import FileDeviceError, FileDevices
-from .files import FileOpError, FileProbe, HostFiles, Presence
-from .losetup import Losetup, LosetupError
-from .lvm import PV, VG, Lvm, LvmError, owner_tag
 from .planner import Journal, managed_loop, plan_pvs
 from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot
