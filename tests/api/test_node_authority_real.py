@@ -14,6 +14,7 @@ Needs the ``envtest`` fixture (devkit/envtest.py: ``KUBEBUILDER_ASSETS`` or ``E2
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import subprocess
@@ -160,7 +161,8 @@ async def _refused(coro: Any, *words: str) -> ApiError:
 
 @pytest.fixture
 async def agent_a(setup: Setup):
-    kube = AgentKube(endpoint_of(str(setup.kubeconfig_a)))
+    # The kubeconfig login runs its own event loop: read it in a thread.
+    kube = AgentKube(await asyncio.to_thread(endpoint_of, str(setup.kubeconfig_a)))
     yield kube
     await kube.close()
 

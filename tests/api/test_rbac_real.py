@@ -34,7 +34,8 @@ DENIED_TO_AGENT = [
     ("create", "lvmvolumegroups.disklet.io", None), ("delete", "lvmvolumegroups.disklet.io", None),
     ("patch", "lvmvolumegroupsets.disklet.io", None), ("update", "lvmvolumegroupsets.disklet.io", None),
     ("create", "disklayouts.disklet.io", None), ("delete", "disklayouts.disklet.io", None),
-    ("patch", "nodes", None), ("update", "nodes", None), ("delete", "nodes", None),
+    ("get", "nodes", None), ("patch", "nodes", None), ("update", "nodes", None), ("delete", "nodes", None),
+    ("update", "blockdevices.disklet.io", None),  # the agent patches; it never replaces objects
     ("create", "pods", None), ("create", "pods/exec", None), ("create", "serviceaccounts/token", None),
     ("patch", "customresourcedefinitions.apiextensions.k8s.io", None),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", None), ("escalate", "clusterroles", None),
@@ -48,7 +49,8 @@ DENIED_TO_OPERATOR = [
 NEEDED_BY_AGENT = [
     ("watch", "lvmvolumegroups.disklet.io", None), ("patch", "lvmvolumegroups.disklet.io", "status"),
     ("watch", "disklayouts.disklet.io", None), ("patch", "disklayouts.disklet.io", "status"),
-    ("create", "blockdevices.disklet.io", None), ("get", "nodes", None),
+    ("create", "blockdevices.disklet.io", None), ("patch", "blockdevices.disklet.io", "status"),
+    ("delete", "blockdevices.disklet.io", None),
 ]
 NEEDED_BY_OPERATOR = [
     ("create", "lvmvolumegroups.disklet.io", None), ("watch", "lvmvolumegroupsets.disklet.io", None),
