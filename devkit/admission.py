@@ -64,8 +64,6 @@ _FUNCTIONS = [
                                                  impl=lambda a, b: _cmp(a, b) < 0)]),
     cel.FunctionDecl("asInteger", [cel.Overload("k8s_quantity_asInteger", cel.Type.INT, [_Q], is_member=True,
                                                 impl=lambda a: int(_qv(a)))]),
-    cel.FunctionDecl("isInteger", [cel.Overload("k8s_quantity_isInteger", cel.Type.BOOL, [_Q], is_member=True,
-                                                impl=lambda a: _qv(a) == _qv(a).to_integral_value())]),
 ]
 
 

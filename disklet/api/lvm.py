@@ -24,7 +24,9 @@ from .common import (
 
 LVM_NAME_PATTERN = r"^[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]*$"
 FILE_SIZE_PATTERN = r"^[1-9][0-9]*(Mi|Gi|Ti|Pi)$"
-THIN_SIZE_PATTERN = r"^(([1-9][0-9]?|100)%|[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?)$"
+# Whole numbers only (1536Mi, not 1.5Gi): the API server's quantity library cannot tell a
+# fractional byte count from a whole one reliably, so the pattern keeps every value whole bytes.
+THIN_SIZE_PATTERN = r"^(([1-9][0-9]?|100)%|[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?)$"
 ALLOCATION_LIMIT_PATTERN = r"^[1-9][0-9]{0,3}%$"
 MIN_FILE_DEVICE_BYTES = GIB
 NAME_MAX = 255
@@ -137,10 +139,10 @@ class FileDevice(ApiModel):
 class ThinPool(ApiModel):
     name: str = Field(pattern=LVM_NAME_PATTERN, max_length=127, description="Thin pool LV name.")
     size: str = Field(pattern=THIN_SIZE_PATTERN, max_length=32, json_schema_extra=validations(cel(
-        "self.matches('^([1-9][0-9]?|100)%$') || (quantity(self).isInteger() && "
-        "quantity(self).compareTo(quantity('0')) > 0 && quantity(self).compareTo(quantity('1Ei')) <= 0)",
-        "thin pool size must be a percentage of the VG (1%..100%) or a whole number of bytes from 1 to 1Ei")),
-                      description="Absolute quantity (10Gi) or a percentage of the VG (1%..100%). Pools never shrink.")
+        "!isQuantity(self) || (quantity(self).compareTo(quantity('0')) > 0 && "
+        "quantity(self).compareTo(quantity('1Ei')) <= 0)",
+        "thin pool size must be a percentage of the VG (1%..100%) or a quantity from 1 byte to 1Ei")),
+                      description="Absolute quantity, a whole number with an optional unit (10Gi, 1536Mi), or a percentage of the VG (1%..100%). Pools never shrink.")
     allocation_limit: str = Field(default="150%", pattern=ALLOCATION_LIMIT_PATTERN, max_length=8,
                                   description="Overcommit limit for thin volumes, as a percentage of the pool size.")
 
