@@ -273,3 +273,55 @@ def test_no_secrets_and_no_writes_without_the_node_claim(setup: Setup):
                                 kubeconfig=s.kubeconfig_unbound)
     assert unbound.returncode != 0 and "carries no node claim" in unbound.stderr
     assert _admin_get(s, "lvmvolumegroup", s.names["lvg_a"]).get("status", {}).get("phase") != "Ready"
+
+
+def test_the_real_agent_works_under_the_policy(setup: Setup, tmp_path: Path):
+    """The agent process itself (Kopf, its client, its Lease and BlockDevice scan) with the token
+    bound to node A: it adds its finalizer and Kopf annotations, reports status, creates its Lease,
+    and releases the finalizer on delete — and the server never refused it. Read-only on the host:
+    the LVMVolumeGroup selects no device, the BlockDevice scan only reads (lsblk)."""
+    from e2e import harness as h
+
+    s = setup
+    name = f"{s.names['lvg_a']}-live"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "file-devices").mkdir()
+    env = h.child_env({
+        "NODE_NAME": s.node_a, "KUBECONFIG": str(s.kubeconfig_a), "DISKLET_HOST_ROOT": str(tmp_path),
+        "FILE_DEVICES_DIRECTORY": str(tmp_path / "file-devices"), "DISKLET_NSENTER": "0",
+        "DISKLET_SCAN_INTERVAL_SECONDS": "2", "DISKLET_METRICS_PORT": "0", "DISKLET_LIVENESS_ENDPOINT": "",
+        "DISKLET_NAMESPACE": s.namespace, "DISKLET_LOG_FORMAT": "console",
+        "DISKLET_LVM_EXTRA_CONFIG": "global{activation=0}"})
+    lvg = _lvg(name, s.node_a)
+    del lvg["spec"]["fileDevices"]
+    lvg["spec"]["blockDeviceSelector"] = {"matchLabels": {"disklet.io/selects": "nothing"}}
+    agent = h.Proc("agent", h.agent_argv(), env, tmp_path / "agent.log").start()
+    try:
+        s.cluster.apply(lvg)
+
+        def handled() -> dict[str, Any] | None:
+            obj = s.cluster.get("lvmvolumegroup", name)
+            meta = (obj or {}).get("metadata", {})
+            done = obj and "disklet.io/agent" in meta.get("finalizers", []) and (obj.get("status") or {}).get("phase") \
+                and any(k.startswith("agent.disklet.io/") for k in meta.get("annotations", {}))
+            return obj if done else None
+
+        s.cluster.wait_for(handled, timeout=90, what=f"the agent to take {name} (finalizer, annotations, status)")
+        s.cluster.wait_for(lambda: s.cluster.get("lease", lease_name(s.node_a), "-n", s.namespace), timeout=60,
+                           what="the agent's Lease")
+        s.cluster.delete("lvmvolumegroup", name, wait=False)
+        s.cluster.wait_for(lambda: s.cluster.get("lvmvolumegroup", name) is None, timeout=90,
+                           what=f"the agent to release its finalizer on {name}")
+        for bd in (s.cluster.get("blockdevices", "-l", f"{NODE_LABEL}={s.node_a}") or {}).get("items", []):
+            assert bd["status"]["nodeName"] == s.node_a  # whatever the scan found here is node A's
+        log = (tmp_path / "agent.log").read_text(errors="replace")
+        assert POLICY_WORDS not in log, agent.tail(40)
+        # Kopf posts Events of cluster-scoped objects into "default", where the chart grants the
+        # agent nothing (a known gap, not the policy's doing): every other write was allowed.
+        refused = [line for line in log.splitlines() if "Forbidden" in line and "/namespaces/default/events" not in line]
+        assert not refused, "\n".join(refused)
+    finally:
+        agent.stop()
+        s.cluster.kubectl("patch", "lvmvolumegroup", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                          check=False)
+        s.cluster.delete("lvmvolumegroup", name, wait=False)
