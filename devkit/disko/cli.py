@@ -8,7 +8,7 @@ with ``bash``. Exit codes: the script's (0 = done), 1 for usage or evaluation er
 
 Safety: it runs only with ``$DISKO_TEST_SANDBOX`` set, and only when every disk of the layout is a
 loop device backed by a file inside it; partitions must be disko's by-partlabel names (which only
-the test ``udevadm`` links, and only for those loops); hooks and logical volumes are refused. Mounts
+the test ``udevadm`` links, and only for those loops); hooks, logical volumes and mountpoints or formats with shell-active characters are refused. Mounts
 go under ``$DISKO_TEST_ROOT`` (inside the sandbox) instead of R, so a test never mounts on the
 host's own paths.
 """
@@ -16,6 +16,7 @@ host's own paths.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from devkit.disko import udev
 
 MODES = {"format": "create", "mount": "mount", "format,mount": "format_mount"}
 REFUSED = 3
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:=,+%@-]+$")
 USAGE = """Usage: disko [options] disk-config.nix   (disklet's test disko, never shipped)
 
 Options:
@@ -107,6 +109,11 @@ def check_summary(summary: dict[str, Any], sandbox: Path) -> list[str]:
                 continue
             if pc["type"] not in ("filesystem", "lvm_pv", *(("zfs",) if zfs else ())):
                 problems.append(f"{pwhere}: content type {pc['type']} is not supported by the test disko")
+            for key in ("mountpoint", "format"):
+                value = pc.get(key)
+                if value is not None and not SAFE_VALUE.match(value):
+                    problems.append(f"{pwhere}: {key} {value!r} has characters the test disko will not hand to a "
+                                    "shell")
             if pc.get("device") != part.get("device") or pc.get("hooks"):
                 problems.append(f"{pwhere}: content must use the partition's own device, without hooks")
     for vg in summary.get("vgs", []):

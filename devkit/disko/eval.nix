@@ -25,6 +25,8 @@ let
   content = c: if c == null then null else {
     type = c.type;
     device = c.device or null;
+    mountpoint = c.mountpoint or null;
+    format = c.format or null;
     hooks = hooks c;
     lvs = if c.type == "lvm_vg" then lib.attrNames c.lvs else [ ];
     partitions = if c.type == "gpt" then lib.mapAttrsToList (name: p: {
