@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -287,12 +286,15 @@ async def run_demo(args: argparse.Namespace) -> int:
             logging.getLogger("kopf").setLevel(logging.ERROR)
             op_reg = operator_registry()
             agents = [agent_registry(AgentDeps.from_config(c)) for c in configs]
-            async with contextlib.AsyncExitStack() as stack:
-                await stack.enter_async_context(kopf_running(op_reg, server=api_url, configure=operator_settings))
-                for reg, cfg in zip(agents, configs, strict=True):
-                    await stack.enter_async_context(kopf_running(
-                        reg, server=api_url, configure=lambda s, c=cfg: agent_settings(s, c)))
-                return await scenario(demo, disk, lvm_ok)
+            async with kopf_running(op_reg, server=api_url, configure=operator_settings):
+                async with kopf_running(agents[0], server=api_url, configure=lambda s: agent_settings(s, configs[0])):
+                    async with kopf_running(agents[1], server=api_url,
+                                            configure=lambda s: agent_settings(s, configs[1])):
+                        if not real_apply:
+                            return await scenario(demo, disk, lvm_ok)
+                        async with kopf_running(agents[2], server=api_url,
+                                                configure=lambda s: agent_settings(s, configs[2])):
+                            return await scenario(demo, disk, lvm_ok)
     finally:
         if disks is not None:
             for problem in disks.close():

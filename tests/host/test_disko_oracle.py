@@ -134,8 +134,8 @@ def layouts(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             parts[-1]["size"] = "100%"
         if d == 0 and not any(p["content"]["type"] == "filesystem" for p in parts):
-            # Known gap (docs/testing.md): disko cannot build its mount script for a layout without
-            # any filesystem (lvm_pv-only fails to evaluate), and disklet does not refuse one yet.
+            # Known gap (docs/testing.md): disko cannot build its mount script for a layout whose
+            # partitions are all lvm_pv (fails to evaluate), and disklet does not refuse one yet.
             parts[0]["content"] = {"type": "filesystem", "format": "ext4", "mountpoint": "/srv/fs0"}
         disks.append({"name": f"d{d}" + draw(NAME), "device": "/dev/" + draw(DEVICE_TAIL), "gpt": {"partitions": parts}})
     layout: dict[str, Any] = {"disks": disks}
