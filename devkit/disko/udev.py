@@ -167,9 +167,10 @@ def _lvm(*args: str) -> subprocess.CompletedProcess[str]:
     return _run(["lvm", args[0], "--config", NO_ACTIVATION, *args[1:]], timeout=60)
 
 
-def cleanup(sandbox: Path, *, detach: bool = False) -> list[str]:
+def cleanup(sandbox: Path, *, detach: bool = False, remove_vgs: bool = True) -> list[str]:
     """Undo what disko's scripts made on the sandbox's loops: mounts (deepest first), VGs whose
-    PVs are all ours, PV labels, by-partlabel links; then (``detach``) the loops. Returns problems."""
+    PVs are all ours and PV labels (``remove_vgs``), by-partlabel links; then (``detach``) the
+    loops. Returns problems."""
     sandbox = Path(os.path.realpath(sandbox))
     problems: list[str] = []
     loops = our_loops(sandbox)
@@ -186,9 +187,9 @@ def cleanup(sandbox: Path, *, detach: bool = False) -> list[str]:
             r = _run(["umount", "--lazy", "--", target])
             if r.returncode != 0:
                 problems.append(f"umount {target}: {r.stderr.strip()}")
-    pvs = _lvm("pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name")
+    pvs = _lvm("pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name") if remove_vgs else None
     by_vg: dict[str, list[str]] = {}
-    for line in pvs.stdout.splitlines():
+    for line in pvs.stdout.splitlines() if pvs is not None else []:
         if "|" in line:
             pv, vg = (x.strip() for x in line.split("|", 1))
             by_vg.setdefault(vg, []).append(os.path.realpath(pv))
