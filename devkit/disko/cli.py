@@ -15,6 +15,7 @@ host's own paths.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -42,7 +43,8 @@ Options:
 
 Environment: DISKO_TEST_SANDBOX (required: holds the backing files of the loops it may touch),
 DISKO_TEST_ROOT (mount root inside the sandbox), DISKO_EVAL_DIR (disko's sources),
-DISKO_TEST_TIMEOUT (seconds for the script, default 600).
+DISKO_TEST_TIMEOUT (seconds for the script, default 600), DISKO_TEST_RECORD (a file: each run
+appends its argv and the bytes of the config file as a JSON line).
 """
 
 
@@ -149,6 +151,20 @@ def run_script(script: str, sandbox: Path, timeout: float) -> int:
         Path(path).unlink(missing_ok=True)
 
 
+def record(opts: dict[str, Any], argv: list[str]) -> None:
+    """With ``$DISKO_TEST_RECORD``: append the argv and the bytes of FILE as one JSON line, so a test
+    can prove the file disko ran is the one that was promoted."""
+    path = os.environ.get(d.ENV_RECORD)
+    if not path:
+        return
+    text = None
+    if opts.get("file") and os.path.isfile(opts["file"]):
+        with open(opts["file"], encoding="utf-8", errors="surrogateescape") as fh:
+            text = fh.read()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"argv": argv, "file": text}) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = _parse(sys.argv[1:] if argv is None else argv)
@@ -162,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(d.PINNED_REV)
         return 0
     print(f"disko version {d.PINNED_REV} (disklet test disko: disko's own scripts, test loops only)", flush=True)
+    record(opts, argv if argv is not None else sys.argv[1:])
     if opts["mode"] not in MODES:
         print(f"aborted: mode {opts['mode']!r} is not supported by the test disko (format, mount, format,mount)",
               file=sys.stderr)

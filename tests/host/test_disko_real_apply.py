@@ -56,6 +56,11 @@ class Env:
     def current(self) -> Path:
         return self.config.etc_dir / "disk" / "current.nix"
 
+    def disko_runs(self) -> list[dict[str, Any]]:
+        """What the test disko ran: argv and the bytes of the file it was given, per run."""
+        f = self.log.parent / "disko-runs.jsonl"
+        return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
+
     def calls(self, cmd: str) -> list[list[str]]:
         if not self.log.exists():
             return []
@@ -77,6 +82,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
             (bin_ / name).chmod(0o755)
         log = tmp_path / "calls.jsonl"
         monkeypatch.setenv("FAKE_LOG", str(log))
+        monkeypatch.setenv(disko.ENV_RECORD, str(tmp_path / "disko-runs.jsonl"))
         config = AgentConfig(host_root=tmp_path / "host", system_mounts=["/"], volume_mounts=[],
                              disko_command=[disko.DISKO_COMMAND],
                              systemd_run_command=[str(bin_ / "systemd-run")],
@@ -178,8 +184,10 @@ def test_structured_layout_becomes_applied(env: Env) -> None:
     assert mount_source(env.sb.mounted(f"/srv/{tag}/a")) == {"source": f"{dev}p1", "fstype": "ext4"}
     assert mount_source(env.sb.mounted(f"/srv/{tag}/b")) == {"source": f"{dev}p2", "fstype": "ext3"}
     assert parts[0]["mountpoints"] == [str(env.sb.mounted(f"/srv/{tag}/a"))]
-    # The literal artifact disko ran is what was promoted.
-    assert env.current.read_text() == r.body
+    # The artifact disko ran is byte for byte what was promoted.
+    [run] = env.disko_runs()
+    assert run["argv"][:4] == ["--mode", "format,mount", "--root-mountpoint", "/"]
+    assert env.current.read_text() == run["file"]
     assert not list((env.config.etc_dir / "disk").glob("staged-*"))
     assert env.calls("nixos-rebuild") == [["test"], ["switch"]]
 
@@ -216,7 +224,7 @@ def test_appended_partition_is_the_only_change(env: Env) -> None:
     assert (after["parts"][1]["PART_ENTRY_NAME"], after["parts"][1]["TYPE"]) == (f"disk-{tag}-b", "ext4")
     assert (env.sb.mounted(f"/srv/{tag}/a") / "keep").read_text() == "payload-2"
     assert mount_source(env.sb.mounted(f"/srv/{tag}/b")) == {"source": f"{dev}p2", "fstype": "ext4"}
-    assert env.current.read_text() == r.body
+    assert env.current.read_text() == env.disko_runs()[-1]["file"] and r.outcome is not None and r.outcome.promoted
 
 
 def test_changing_an_applied_partitions_format_is_refused(env: Env) -> None:
@@ -288,3 +296,28 @@ def test_test_disko_refuses_a_device_outside_its_sandbox(env: Env, tmp_path: Pat
         assert res.returncode == 3, res.stdout + res.stderr
         assert f"{foreign} is not a loop device of the sandbox" in res.stderr
         assert probe(foreign) == {}  # still blank: no table, no filesystem
+
+
+def test_node_cli_applies_a_raw_nix_file_for_real(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``disklet-agent apply-disk -f FILE --apply`` (the node-local entry point) with disko's own scripts."""
+    import io
+
+    from disklet_agent.cli import main as cli_main
+
+    dev, tag = env.sb.loop(64), env.sb.tag
+    for k, v in (("DISKLET_DISKO_COMMAND", disko.DISKO_COMMAND), ("DISKLET_SYSTEM_MOUNTS", "/"),
+                 ("DISKLET_NSENTER", "false"), ("DISKLET_LVM_EXTRA_CONFIG", env.config.lvm_extra_config),
+                 ("DISKLET_SYSTEMD_RUN_COMMAND", str(env.bin / "systemd-run")),
+                 ("DISKLET_NIXOS_REBUILD_COMMAND", str(env.bin / "nixos-rebuild"))):
+        monkeypatch.setenv(k, v)
+    f = env.sb.base / "day2.nix"
+    f.write_text('{ disko.devices.disk.' + tag + ' = { type = "disk"; device = "' + dev + '"; content = {\n'
+                 '  type = "gpt"; partitions.data = { priority = 100; size = "100%"; content = {\n'
+                 '    type = "filesystem"; format = "ext4"; mountpoint = "/srv/' + tag + '"; }; }; }; }; }\n')
+    out, err = io.StringIO(), io.StringIO()
+    rc = cli_main(["--host-root", str(env.config.host_root), "apply-disk", "-f", str(f), "--apply", "--no-rebuild",
+                   "--timeout-seconds", "300"], out=out, err=err)
+    assert rc == 0, out.getvalue() + err.getvalue()
+    assert probe(f"{dev}p1")["TYPE"] == "ext4" and probe(f"{dev}p1")["PART_ENTRY_NAME"] == f"disk-{tag}-data"
+    assert mount_source(env.sb.mounted(f"/srv/{tag}")) == {"source": f"{dev}p1", "fstype": "ext4"}
+    assert env.current.read_text() == env.disko_runs()[-1]["file"] and env.calls("nixos-rebuild") == []
