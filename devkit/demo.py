@@ -230,7 +230,7 @@ def agent_configs(demo: Demo, real_apply: bool) -> list[Any]:
             node_name=node, host_root=root, file_devices_dir=str(demo.files_dir),
             lvm_extra_config="" if dm else "global{activation=0}", refused_retry_seconds=3,
             scan_interval_seconds=3, disko_command=[str(disko_command)], systemd_run_command=[str(fake)],
-            nixos_rebuild_command=[str(fake)]))
+            nixos_rebuild_command=[str(fake)], allow_loop_targets=node == demo.node_c))
     return configs
 
 

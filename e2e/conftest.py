@@ -200,7 +200,7 @@ class E2E:
         }
         if self.real_disko:
             env.update({"DISKO_TEST_SANDBOX": str(self.disks_dir.resolve()),
-                        "DISKO_TEST_ROOT": str(self.disko_root.resolve())})
+                        "DISKO_TEST_ROOT": str(self.disko_root.resolve()), "DISKLET_ALLOW_LOOP_TARGETS": "1"})
         if h.needs_no_activation():
             env["DISKLET_LVM_EXTRA_CONFIG"] = "global{activation=0}"
         return h.child_env(env)

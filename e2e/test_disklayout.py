@@ -17,7 +17,7 @@ def _layout(e2e: Any, name: str, device: str, **spec: Any) -> dict[str, Any]:
     # The disk name makes disko's GPT labels (disk-<disk>-<partition>), which are global on the host.
     body = {"nodeName": e2e.node, "diskLayout": {"disks": [{"name": f"d{e2e.run}", "device": device, "gpt": {"partitions": [
         {"name": "p0", "size": "100%",
-         "content": {"type": "filesystem", "format": "ext4", "mountpoint": f"/var/lib/{name}"}}]}}]}}
+         "content": {"type": "filesystem", "format": "ext4", "mountpoint": f"/var/lib/kcore/{name}"}}]}}]}}
     body.update(spec)
     return {"apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout", "metadata": {"name": name}, "spec": body}
 
@@ -88,12 +88,12 @@ def test_promoted_node_applies(scenario: Any, local_only: None, root_only: None,
         return
     probe = h.sh(["blkid", "-p", "-o", "export", "--", f"{dev}p1"]).stdout
     assert "TYPE=ext4" in probe and f"PART_ENTRY_NAME=disk-d{scenario.run}-p0" in probe, probe
-    where = scenario.disko_root / "var" / "lib" / name
+    where = scenario.disko_root / "var" / "lib" / "kcore" / name
     assert h.sh(["findmnt", "-n", "-o", "SOURCE", "--mountpoint", str(where)]).stdout.strip() == f"{dev}p1"
     # Day 2 through the API: a new generation that changes the mounted partition is refused by the node.
     scenario.kube.patch(h.DL, name, {"spec": {"diskLayout": {"disks": [{"name": f"d{scenario.run}", "device": dev,
         "gpt": {"partitions": [{"name": "p0", "size": "100%", "content": {
-            "type": "filesystem", "format": "ext3", "mountpoint": f"/var/lib/{name}"}}]}}]}}})
+            "type": "filesystem", "format": "ext3", "mountpoint": f"/var/lib/kcore/{name}"}}]}}]}}})
     refused = _phase(scenario, name, "refused", refusalReason="target_device_has_active_mount", timeout=90)
     assert f"{dev}p1 is mounted at {where}" in refused["status"]["message"], h.brief(refused)
     assert "TYPE=ext4" in h.sh(["blkid", "-p", "-o", "export", "--", f"{dev}p1"]).stdout

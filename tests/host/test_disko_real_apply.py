@@ -87,7 +87,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
                              disko_command=[disko.DISKO_COMMAND],
                              systemd_run_command=[str(bin_ / "systemd-run")],
                              nixos_rebuild_command=[str(bin_ / "nixos-rebuild")],
-                             lvm_extra_config=ACTIVATION_OFF if udev.needs_no_activation() else "")
+                             lvm_extra_config=ACTIVATION_OFF if udev.needs_no_activation() else "",
+                             allow_loop_targets=True)  # the documented test switch (ignored where absent)
         (config.etc_dir / "disk").mkdir(parents=True)
         (config.etc_dir / "disk-management-mode").write_text("controller-managed\n")
         yield Env(sb, config, log, bin_)
@@ -307,6 +308,7 @@ def test_node_cli_applies_a_raw_nix_file_for_real(env: Env, monkeypatch: pytest.
     dev, tag = env.sb.loop(64), env.sb.tag
     for k, v in (("DISKLET_DISKO_COMMAND", disko.DISKO_COMMAND), ("DISKLET_SYSTEM_MOUNTS", "/"),
                  ("DISKLET_NSENTER", "false"), ("DISKLET_LVM_EXTRA_CONFIG", env.config.lvm_extra_config),
+                 ("DISKLET_ALLOW_LOOP_TARGETS", "1"),
                  ("DISKLET_SYSTEMD_RUN_COMMAND", str(env.bin / "systemd-run")),
                  ("DISKLET_NIXOS_REBUILD_COMMAND", str(env.bin / "nixos-rebuild"))):
         monkeypatch.setenv(k, v)
