@@ -323,3 +323,33 @@ def test_node_cli_applies_a_raw_nix_file_for_real(env: Env, monkeypatch: pytest.
     assert probe(f"{dev}p1")["TYPE"] == "ext4" and probe(f"{dev}p1")["PART_ENTRY_NAME"] == f"disk-{tag}-data"
     assert mount_source(env.sb.mounted(f"/srv/{tag}")) == {"source": f"{dev}p1", "fstype": "ext4"}
     assert env.current.read_text() == env.disko_runs()[-1]["file"] and env.calls("nixos-rebuild") == []
+
+
+def test_udevadm_stand_in_links_only_the_sandboxs_partitions(env: Env) -> None:
+    """The test udevadm: links our loops' partitions, never replaces a label owned by another device,
+    refuses without a sandbox, and the sandbox's clean-up removes exactly its links."""
+    udevadm = str(disko.BIN / "udevadm")
+    dev, tag = env.sb.loop(16), env.sb.tag
+    ours, theirs = f"disk-{tag}-ours", f"disk-{tag}-taken"
+    sh("sgdisk", "--clear", "--new=1:0:+4M", f"--change-name=1:{ours}", "--new=2:0:+4M", f"--change-name=2:{theirs}",
+       "--", dev)
+    sh("partprobe", "--", dev)
+    squatter = udev.BY_PARTLABEL / theirs
+    udev.BY_PARTLABEL.mkdir(parents=True, exist_ok=True)
+    os.symlink("/dev/null", squatter)  # a label some other device already holds
+    try:
+        no_sandbox = {k: v for k, v in os.environ.items() if k != disko.ENV_SANDBOX}
+        res = subprocess.run([udevadm, "settle"], capture_output=True, text=True, timeout=60, env=no_sandbox,
+                             check=False)
+        assert res.returncode == 3 and not os.path.lexists(udev.BY_PARTLABEL / ours), res.stderr
+        res = subprocess.run([udevadm, "settle", "--timeout", "120"], capture_output=True, text=True, timeout=60,
+                             check=False)
+        assert res.returncode == 4 and "label collision" in res.stderr, res.stderr
+        assert os.readlink(squatter) == "/dev/null"  # left alone
+        assert os.path.realpath(udev.BY_PARTLABEL / ours) == f"{dev}p1"
+        res = subprocess.run([udevadm, "info", "--query=all"], capture_output=True, text=True, timeout=60, check=False)
+        assert res.returncode == 2
+        assert udev.remove_links(env.sb.base) == []
+        assert not os.path.lexists(udev.BY_PARTLABEL / ours) and os.readlink(squatter) == "/dev/null"
+    finally:
+        squatter.unlink(missing_ok=True)
