@@ -103,13 +103,12 @@ def sync_links(sandbox: Path) -> list[str]:
             ours[label] = part
     recorded = _recorded(sandbox)
     # Links we made earlier whose partition is gone or relabelled: remove.
-    for link in recorded:
-        label = os.path.basename(link)
-        if ours.get(label) is None:
+    for old in recorded:
+        if ours.get(os.path.basename(old)) is None:
             with contextlib.suppress(FileNotFoundError):
-                if os.path.islink(link) and (not os.path.exists(link) or os.path.realpath(link) in our_parts):
-                    os.unlink(link)
-    made = [link for link in recorded if os.path.basename(link) in ours]
+                if os.path.islink(old) and (not os.path.exists(old) or os.path.realpath(old) in our_parts):
+                    os.unlink(old)
+    made = [old for old in recorded if os.path.basename(old) in ours]
     for label, part in sorted(ours.items()):
         link = BY_PARTLABEL / label
         if os.path.lexists(link):

@@ -115,10 +115,10 @@ SIZE = st.one_of(st.integers(1, 4096).map(lambda n: f"{n}M"), st.sampled_from(["
 def layouts(draw: st.DrawFn) -> dict[str, Any]:
     vgs = draw(st.lists(NAME, max_size=2, unique=True))
     pools = draw(st.lists(POOL, max_size=2, unique=True))
-    disks = []
+    disks: list[dict[str, Any]] = []
     for d in range(draw(st.integers(1, 3))):
-        parts = []
-        for p in range(draw(st.integers(1, 3))):
+        parts: list[dict[str, Any]] = []
+        for i in range(draw(st.integers(1, 3))):
             kind = draw(st.sampled_from(["filesystem"] + (["lvm_pv"] if vgs else []) + (["zfs"] if pools else [])))
             if kind == "filesystem":
                 content: dict[str, Any] = {
@@ -130,7 +130,7 @@ def layouts(draw: st.DrawFn) -> dict[str, Any]:
                 content = {"type": "lvm_pv", "vg": draw(st.sampled_from(vgs))}
             else:
                 content = {"type": "zfs", "pool": draw(st.sampled_from(pools))}
-            parts.append({"name": f"p{p}" + draw(NAME), "size": draw(SIZE), "content": content})
+            parts.append({"name": f"p{i}" + draw(NAME), "size": draw(SIZE), "content": content})
         if draw(st.booleans()):
             parts[-1]["size"] = "100%"
         if d == 0 and not any(p["content"]["type"] == "filesystem" for p in parts):
