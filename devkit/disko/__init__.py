@@ -84,6 +84,16 @@ def missing_tools() -> str:
     return ""
 
 
+def skip_or_fail(reason: str) -> None:
+    """For pytest fixtures: skip with ``reason`` — or fail under ``CI=true``, where the assets exist
+    and these tests must run (like the rest of the host tier)."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"test disko prerequisite missing in CI: {reason}")
+    pytest.skip(reason)
+
+
 class EvalError(RuntimeError):
     """disko's own types rejected the layout (the message is nix's)."""
 

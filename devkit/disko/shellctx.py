@@ -24,17 +24,20 @@ def contexts(script: str) -> list[str]:
     """The lexical context of every character of ``script``."""
     out = [BARE] * len(script)
     i, n = 0, len(script)
+    word_start = True  # a "#" starts a comment only where a new word starts
     while i < n:
         c = script[i]
         if c == "\\" and i + 1 < n:
             out[i] = out[i + 1] = BARE
             i += 2
+            word_start = False
         elif c == "'":
             j = script.find("'", i + 1)
             j = n - 1 if j < 0 else j
             for k in range(i, j + 1):
                 out[k] = SINGLE
             i = j + 1
+            word_start = False
         elif c == '"':
             j = i + 1
             while j < n and script[j] != '"':
@@ -43,13 +46,15 @@ def contexts(script: str) -> list[str]:
             for k in range(i, j + 1):
                 out[k] = DOUBLE
             i = j + 1
-        elif c == "#" and (i == 0 or script[i - 1] in _WORD_START):
+            word_start = False
+        elif c == "#" and word_start:
             j = script.find("\n", i)
             j = n if j < 0 else j
             for k in range(i, j):
                 out[k] = COMMENT
             i = j
         else:
+            word_start = c in _WORD_START
             i += 1
     return out
 

@@ -71,7 +71,7 @@ class Env:
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     reason = disko.missing_tools()
     if reason:
-        pytest.skip(reason)
+        disko.skip_or_fail(reason)
     with disko_sandbox(tmp_path / "sb") as sb:
         for k, v in sb.env().items():
             monkeypatch.setenv(k, v)
