@@ -118,6 +118,10 @@ def check_summary(summary: dict[str, Any], sandbox: Path) -> list[str]:
                                     "shell")
             if pc.get("device") != part.get("device") or pc.get("hooks"):
                 problems.append(f"{pwhere}: content must use the partition's own device, without hooks")
+    for pool in summary.get("pools", []):
+        if pool.get("topology") or pool.get("hooks"):
+            problems.append(f"zpool {pool['name']}: an explicit topology (members named by path) or hooks are not "
+                            "supported; members come from the layout's zfs partitions")
     for vg in summary.get("vgs", []):
         if vg.get("lvs") or vg.get("hooks"):
             problems.append(f"lvm_vg {vg['name']}: logical volumes and hooks are not supported (no device-mapper)")

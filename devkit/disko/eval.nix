@@ -50,6 +50,7 @@ in {
       content = content d.content;
     }) devices.disk;
     vgs = lib.mapAttrsToList (name: v: { inherit name; hooks = hooks v; lvs = lib.attrNames v.lvs; }) devices.lvm_vg;
-    pools = lib.attrNames devices.zpool;
+    pools = lib.mapAttrsToList (name: p: { inherit name; topology = builtins.isAttrs p.mode; hooks = hooks p; })
+      devices.zpool;
   };
 }

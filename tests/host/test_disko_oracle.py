@@ -42,6 +42,21 @@ def _evaluates(body: str, tmp_path: Path) -> disko.Evaluated:
         raise AssertionError(f"disko's types reject a layout disklet accepts:\n{body}\n--- nix says ---\n{exc}") from None
 
 
+def test_the_harness_evaluates_every_example_disko_ships(tmp_path: Path) -> None:
+    """The evaluation (devkit/disko/eval.nix, shaped like disko's cli.nix) accepts every example layout
+    disko itself ships at the pinned commit, functions taking ``{ lib, ... }`` included."""
+    d = disko.eval_dir()
+    assert d is not None
+    examples = sorted((d / "disko" / "example").glob("*.nix"))
+    assert len(examples) >= 30
+    for f in examples:
+        try:
+            ev = disko.evaluate(f, "/mnt")
+        except disko.EvalError as exc:
+            raise AssertionError(f"disko's own example {f.name} does not evaluate through the harness: {exc}") from None
+        assert ev.format_mount.startswith(ev.create), f.name
+
+
 def _manifests() -> list[tuple[str, dict[str, Any], Path]]:
     out = []
     for f in sorted((REPO / "examples").glob("disklayout-*.yaml")):
