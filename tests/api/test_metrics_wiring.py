@@ -106,8 +106,9 @@ async def test_lvg_reconcile_gauges_events_and_forget_on_delete(kube, monkeypatc
         # the discovery cycle counts this node's loop devices from the statuses (f0, f1 → /dev/loop0, 1)
         await wait_for(lambda: value("disklet_managed_loop_devices") == 2, message="loop gauge", timeout=30)
         provisioned = await wait_for(
-            lambda: [e for e in events_about(kube, name) if e.get("reason") == "FileDeviceProvisioned"] or None,
-            message="FileDeviceProvisioned events", timeout=30)
+            lambda: [e for e in events_about(kube, name) if e.get("reason") == "FileDeviceProvisioned"][1:] and
+            [e for e in events_about(kube, name) if e.get("reason") == "FileDeviceProvisioned"],
+            message="both FileDeviceProvisioned events", timeout=30)
         assert {e["type"] for e in provisioned} == {"Normal"}
         assert sorted(e["message"].split(":")[0] for e in provisioned) == ["fileDevices[f0]", "fileDevices[f1]"]
         assert any("attached as /dev/loop0" in e["message"] for e in provisioned)
