@@ -11,6 +11,7 @@ the sandbox unmounts, removes links/VGs and detaches everything afterwards, also
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -121,9 +122,15 @@ def pipeline(env: Env, s: DiskLayoutSpec) -> Result:
     plan = plan_apply(body, runner=RUNNER, config=env.config)
     if not plan.ok:
         return Result(plan, body, None)
-    out = apply_layout(body, runner=RUNNER, config=env.config,
+    # The handler hands disko the plan's checked artifact where the gate produces one (else the body),
+    # with the resolved targets for the last-moment checks where apply_layout takes them.
+    artifact = getattr(plan, "artifact", None) or body
+    extra: dict[str, Any] = {}
+    if "targets" in inspect.signature(apply_layout).parameters:
+        extra["targets"] = dict(plan.resolved)
+    out = apply_layout(artifact, runner=RUNNER, config=env.config,
                        expect=expectation_from(plan.devices_value, plan.resolved),
-                       timeout_seconds=s.timeout_seconds, rebuild=s.rebuild)
+                       timeout_seconds=s.timeout_seconds, rebuild=s.rebuild, **extra)
     return Result(plan, body, out)
 
 
