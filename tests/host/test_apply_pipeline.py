@@ -91,8 +91,7 @@ class Env:
         self.config = AgentConfig(host_root=self.root, system_mounts=["/"], volume_mounts=[], allow_loop_targets=True,
                                   disko_command=[str(self.bin / "disko")],
                                   systemd_run_command=[str(self.bin / "systemd-run")],
-                                  nixos_rebuild_command=[str(self.bin / "nixos-rebuild")],
-                                  allow_loop_targets=True)  # the test switch (ignored where absent)
+                                  nixos_rebuild_command=[str(self.bin / "nixos-rebuild")])
 
     @property
     def current(self) -> Path:
