@@ -115,14 +115,17 @@ def test_every_documented_nix_body_disklet_accepts_evaluates_under_disko(name: s
 
 # ------------------------------------------------------------------ generated structured layouts
 # Character sets: the ones the model and the validator accept, so the property covers every value a
-# user can get through. Mountpoints are the exception (see docs/testing.md): disklet accepts any
-# printable ASCII there today and disko puts mountpoints into double-quoted shell, so only the
-# characters that are inert there are generated until validation narrows the set.
+# user can get through — plus, for mountpoints, any printable ASCII: whatever validation lets
+# through must be inert where disko puts it (inside double quotes), the rest must be refused.
 NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,9}", fullmatch=True)
 POOL = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,9}", fullmatch=True)
 DEVICE_TAIL = st.from_regex(r"[A-Za-z0-9._:+/-]{1,24}", fullmatch=True)
 MOUNT_OPTION = st.from_regex(r"[A-Za-z0-9_=,.:+/-]{1,16}", fullmatch=True)
-MOUNT_SEGMENT = st.from_regex(r"[A-Za-z0-9_.+,:=@%-]{1,12}", fullmatch=True)
+MOUNT_ROOT = st.sampled_from(["/srv", "/data", "/mnt", "/var/lib/kcore", "/var/lib/scratch"])
+MOUNT_SEGMENT = st.one_of(
+    st.from_regex(r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]{0,11}", fullmatch=True),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="/"),
+            min_size=1, max_size=12))
 SIZE = st.one_of(st.integers(1, 4096).map(lambda n: f"{n}M"), st.sampled_from(["1G", "64K", "3T", "7"]))
 
 
@@ -138,7 +141,8 @@ def layouts(draw: st.DrawFn) -> dict[str, Any]:
             if kind == "filesystem":
                 content: dict[str, Any] = {
                     "type": "filesystem", "format": draw(st.sampled_from(FILESYSTEM_FORMATS)),
-                    "mountpoint": "/" + "/".join(draw(st.lists(MOUNT_SEGMENT, min_size=1, max_size=3)))}
+                    "mountpoint": draw(MOUNT_ROOT) + "/" + "/".join(draw(st.lists(MOUNT_SEGMENT, min_size=1,
+                                                                                   max_size=3)))}
                 if draw(st.booleans()):
                     content["mountOptions"] = draw(st.lists(MOUNT_OPTION, min_size=1, max_size=3))
             elif kind == "lvm_pv":
@@ -189,7 +193,7 @@ def _user_strings(layout: dict[str, Any]) -> set[str]:
     return out
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(layouts())
 def test_generated_layouts_evaluate_and_user_bytes_stay_inert(tmp_path_factory: pytest.TempPathFactory,
                                                               layout: dict[str, Any]) -> None:

@@ -360,3 +360,14 @@ def test_udevadm_stand_in_links_only_the_sandboxs_partitions(env: Env) -> None:
         assert not os.path.lexists(udev.BY_PARTLABEL / ours) and os.readlink(squatter) == "/dev/null"
     finally:
         squatter.unlink(missing_ok=True)
+
+
+def test_removing_an_applied_disk_is_refused(env: Env) -> None:
+    d1, d2, tag = env.sb.loop(64), env.sb.loop(64), env.sb.tag
+    first = (tag, d1, [("a", "16M", fs("ext4", f"/srv/{tag}/a"))])
+    applied(env, spec(first, (tag + "b", d2, [("a", "16M", fs("ext4", f"/srv/{tag}/b"))])))
+    env.sb.unmount_all()
+    before, promoted = (disk_state(d1), disk_state(d2)), env.current.read_text()
+    r = pipeline(env, spec(first))
+    assert not r.plan.ok and r.plan.code == RefusalCode.APPLIED_DISK_REMOVED, r.plan.message
+    assert (disk_state(d1), disk_state(d2)) == before and env.current.read_text() == promoted
