@@ -50,6 +50,8 @@ class Reason(StrEnum):
     VG_EXTEND_FAILED = "VGExtendFailed"
     THIN_POOL_RECONCILE_FAILED = "ThinPoolReconcileFailed"
     ALIAS_RESOLUTION_FAILED = "AliasResolutionFailed"
+    VG_NAME_CONFLICT = "VGNameConflict"
+    NODE_LABEL_MISMATCH = "NodeLabelMismatch"
     TERMINATING = "Terminating"
 
 

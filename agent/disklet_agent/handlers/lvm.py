@@ -113,13 +113,12 @@ class LvgWiring:
             except ValidationError as exc:
                 log.warning("re-attach skips an invalid LVMVolumeGroup", extra={"lvg": name, "error": str(exc)})
         async with self.lock:
-            problems = list(await asyncio.to_thread(self.engine.reattach, lvgs)) if lvgs else []
-        for problem in problems:
-            log.error("re-attach problem: %s", problem, extra={"node": self.node})
-            for obj in items:
-                name = obj["metadata"]["name"]
-                if f"disklet-{name}." in problem or f"LVMVolumeGroup {name}" in problem:
-                    self.pending_events.setdefault(name, []).append(("Warning", "ReattachFailed", problem))
+            found = list(await asyncio.to_thread(self.engine.reattach, lvgs)) if lvgs else []
+        problems: list[str] = []
+        for problem in found:  # each bound to its LVMVolumeGroup by the engine
+            log.error("re-attach problem: %s", problem.message, extra={"node": self.node, "lvg": problem.lvg})
+            self.pending_events.setdefault(problem.lvg, []).append(("Warning", "ReattachFailed", problem.message))
+            problems.append(problem.message)
         self.reattach_problems = problems
         log.info("startup re-attach done", extra={"node": self.node, "lvgs": len(lvgs), "problems": len(problems)})
         return problems
