@@ -230,5 +230,14 @@ class AgentKube:
     async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(await self.request("PATCH", self._lease_path(namespace, name), body=body, content_type=MERGE))
 
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease, or None when it does not exist (404)."""
+        try:
+            return dict(await self.request("GET", self._lease_path(namespace, name)))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(await self.request("POST", self._lease_path(namespace), body=body))

@@ -76,6 +76,8 @@ class LvgOutcome:
     changed: bool
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    host_changed: bool = False
+    """Something on the host was created, changed or rolled back by this call (status may be equal)."""
 
 
 @dataclass
@@ -83,6 +85,13 @@ class DeleteOutcome:
     done: bool
     status: LVMVolumeGroupStatus
     events: list[Event] = field(default_factory=list)
+
+    def kept(self, why: str) -> DeleteOutcome:
+        """The same cleanup, but the finalizer stays for ``why`` (said in the condition and an Event)."""
+        status = self.status.model_copy(deep=True)
+        status.conditions = set_condition(list(status.conditions or []), ConditionType.VG_CONFIGURATION_APPLIED,
+                                          "False", Reason.TERMINATING, why, status.observed_generation)
+        return DeleteOutcome(False, status, [*self.events, ("Warning", Reason.TERMINATING, why)])
 
 
 @dataclass(frozen=True)
@@ -105,9 +114,11 @@ class _Round:
 
     latest: LvmSnapshot | None = None
     """The last snapshot this call read, while nothing this call did has changed the host since."""
+    host_changed: bool = False
 
     def changed_host(self) -> None:
         self.latest = None
+        self.host_changed = True
 
     def fail(self, reason: str, message: str) -> None:
         self.failures.append((reason, message))
@@ -588,8 +599,9 @@ class LVMEngine:
             new.observed_generation = generation
         changed = new.to_wire() != old.to_wire()
         requeue = self.config.refused_retry_seconds if rnd.failures or not snap.ok else None
-        return LvgOutcome(status=new, changed=changed, events=rnd.events if changed or rnd.failures else [],
-                                requeue_after=requeue)
+        # One Event per transition: a refusal repeated with the same status posts nothing new.
+        return LvgOutcome(status=new, changed=changed, events=rnd.events if changed or rnd.host_changed else [],
+                          requeue_after=requeue, host_changed=rnd.host_changed)
 
     def _drift(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
                discovered: LVMVolumeGroupStatus, rnd: _Round) -> None:
