@@ -83,6 +83,7 @@ def build_registry(deps: AgentDeps, *, engine: Any = None, kube: AgentKube | Non
 
     @kopf.on.cleanup(registry=registry)
     async def disklet_close_client(**_: Any) -> None:
+        await tasks.stop()  # first: a loop still running would open a new session after the close
         await kube.close()
 
     return registry

@@ -118,6 +118,10 @@ def _q(part: str) -> str:
     return quote(part, safe="")
 
 
+class ClientClosed(RuntimeError):
+    """A request after :meth:`AgentKube.close` (shutdown)."""
+
+
 class AgentKube:
     """Lazily connected; one per agent (``AgentKube.close()`` at cleanup).
 
@@ -130,9 +134,14 @@ class AgentKube:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = timeout
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def session(self) -> tuple[aiohttp.ClientSession, Endpoint]:
         async with self._lock:
+            if self._closed:
+                # A background task still running at shutdown must not open a session nobody closes
+                # (aiohttp then reports "Unclosed connector" at exit).
+                raise ClientClosed("the agent's API client is closed (shutting down)")
             if self._session is None or self._session.closed or self._endpoint is None:
                 if self._endpoint is None:
                     self._endpoint = await asyncio.to_thread(login)  # reads files
@@ -153,6 +162,7 @@ class AgentKube:
 
     async def close(self) -> None:
         async with self._lock:
+            self._closed = True
             old, self._session = self._session, None
         if old is not None:
             await old.close()
