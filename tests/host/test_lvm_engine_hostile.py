@@ -171,3 +171,18 @@ def test_nothing_created_means_delete_is_done_without_a_host_write(lvm_env: LvmE
     assert done.done
     assert sum(env.runner.calls[c] for c in ("rm", "vgremove", "pvremove", "lvremove")) == 0
     assert not Path(env.file("a")).exists()
+
+
+def test_delete_after_an_interrupted_create_removes_the_orphan_pv(lvm_env: LvmEnv) -> None:
+    """Killed between pvcreate and vgcreate: the loop is an orphan PV on our file; delete removes the
+    PV label, detaches and removes the file instead of waiting forever."""
+    env = lvm_env
+    env.base.mkdir(parents=True)
+    f = env.file("a")
+    subprocess.run(["fallocate", "-l", str(GI), str(f)], check=True)
+    loop = subprocess.run(["losetup", "--find", "--show", "--", str(f)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    lvm("pvcreate", [loop], loop, check=True)
+    done = env.engine.delete(env.lvg, env.spec([("a", "1Gi")]), None)
+    assert done.done, _applied(done.status).message
+    assert env.our_loops() == [] and not f.exists()

@@ -731,7 +731,15 @@ class LVMEngine:
         for basename, paths in sorted(candidates.items()):
             loops = {lp.name for lp in snap.loops if posixpath.basename(lp.back_file) == basename
                      and managed_loop(lp, snap.base_dirs, lvg_name) is not None}
-            busy = sorted(lp for lp in loops if lp in pv_devs)
+            # An orphan PV on our own file (an interrupted create: pvcreate done, no VG yet) holds no
+            # data of any VG: its label goes with the object.
+            orphans = sorted(lp for lp in loops if lp in pv_devs and not pv_devs[lp].vg_uuid)
+            if orphans:
+                mut = self.lvm.pvremove(*orphans)
+                if not mut.ok:
+                    problems.append(f"pvremove {', '.join(orphans)} failed: {mut.message}")
+                    continue
+            busy = sorted(lp for lp in loops if lp in pv_devs and lp not in orphans)
             if busy:
                 problems.append(f"{', '.join(busy)} (backing file {basename}) is still a PV of volume group "
                                 f"{pv_devs[busy[0]].vg_name or '(none)'}: not detached")
