@@ -42,7 +42,7 @@ def test_decide() -> None:
 
 
 def test_refused_status_then_no_churn() -> None:
-    plan = ApplyPlan(False, False, RefusalCode.ACTIVE_LVM_PV, "refused 1 of 1 target(s): ...")
+    plan = ApplyPlan(ok=False, failed=False, code=RefusalCode.ACTIVE_LVM_PV, message="refused 1 of 1 target(s): ...")
     d = desired_from_plan(plan)
     assert d is not None and d.phase is Phase.REFUSED
     cur = {"phase": "pending", "layoutGeneration": 3, "targetDevices": ["/dev/sdb"]}
@@ -78,8 +78,8 @@ def test_applied_clears_refusal_and_records_generation() -> None:
 def test_failed_outcome() -> None:
     d = desired_from_outcome(ApplyOutcome(False, "disko", "disko exited 1; current.nix unchanged"))
     assert d.phase is Phase.FAILED and "at disko" in d.message and not d.applied
-    assert desired_from_plan(ApplyPlan(False, True, None, "malformed layout: x")).phase is Phase.FAILED  # type: ignore[union-attr]
-    assert desired_from_plan(ApplyPlan(True, False, None, "ok")) is None
+    assert desired_from_plan(ApplyPlan(ok=False, failed=True, code=None, message="malformed layout: x")).phase is Phase.FAILED  # type: ignore[union-attr]
+    assert desired_from_plan(ApplyPlan(ok=True, failed=False, code=None, message="ok")) is None
 
 
 def test_register_never_asks_for_a_finalizer() -> None:

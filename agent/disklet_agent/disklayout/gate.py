@@ -43,7 +43,7 @@ def resolve_targets(runner: HostRunner, targets: Sequence[str]) -> dict[str, str
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ApplyPlan:
     """What the gate found. ``ok`` → apply; else ``failed`` (bad layout) or refused with ``code``."""
 
@@ -86,21 +86,22 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
     try:
         extraction = extract_targets(body, runner)
     except (MalformedLayout, LayoutError) as exc:
-        return ApplyPlan(False, True, None, f"malformed layout: {exc}")
+        return ApplyPlan(ok=False, failed=True, code=None, message=f"malformed layout: {exc}")
     except NixUnavailable as exc:
-        return ApplyPlan(False, True, None, f"cannot evaluate the layout on this node: {exc}")
+        return ApplyPlan(ok=False, failed=True, code=None,
+                         message=f"cannot evaluate the layout on this node: {exc}")
     targets = list(extraction.devices)
     if not targets:
-        return ApplyPlan(False, False, RefusalCode.NO_TARGET_DEVICES,
-                         "the layout names no /dev/* target devices (no disko.devices.disk.<name>.device and "
+        return ApplyPlan(ok=False, failed=False, code=RefusalCode.NO_TARGET_DEVICES,
+                         message="the layout names no /dev/* target devices (no disko.devices.disk.<name>.device and "
                          "no zpool topology members)", method=extraction.method,
                          devices_value=extraction.devices_value)
 
     try:
         topology = read_topology(runner)
     except ProbeFailed as exc:
-        return ApplyPlan(False, False, RefusalCode.LSBLK_PROBE_FAILED,
-                         f"could not snapshot the node's disks, refusing (fail closed): {exc}", targets=targets,
+        return ApplyPlan(ok=False, failed=False, code=RefusalCode.LSBLK_PROBE_FAILED,
+                         message=f"could not snapshot the node's disks, refusing (fail closed): {exc}", targets=targets,
                          devices_value=extraction.devices_value, method=extraction.method)
 
     # What is already ours: the targets of the applied layout (as written and resolved).
@@ -112,8 +113,8 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
             applied = extract_targets(cur.read_text(encoding="utf-8"), runner)
             applied_value, applied_raw = applied.devices_value, list(applied.devices)
         except (OSError, UnicodeDecodeError, MalformedLayout, LayoutError, NixUnavailable) as exc:
-            return ApplyPlan(False, False, RefusalCode.STATE_UNKNOWN,
-                             f"unknown: the applied layout {cur} cannot be read or evaluated ({exc}); refusing because "
+            return ApplyPlan(ok=False, failed=False, code=RefusalCode.STATE_UNKNOWN,
+                             message=f"unknown: the applied layout {cur} cannot be read or evaluated ({exc}); refusing because "
                              "neither ownership of the targets nor the append-only rule can be checked",
                              targets=targets, topology=topology, devices_value=extraction.devices_value,
                              method=extraction.method)
@@ -124,7 +125,7 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
                                 system_mounts=config.system_mounts, volume_mounts=config.volume_mounts,
                                 applied_targets=applied_targets)
     lv = layout_verdict(verdicts)
-    plan = ApplyPlan(lv.safe, False, lv.code, lv.message, targets=targets,
+    plan = ApplyPlan(ok=lv.safe, failed=False, code=lv.code, message=lv.message, targets=targets,
                      resolved={t: resolved[t] for t in targets}, verdicts=verdicts,
                      applied_targets=applied_targets, devices_value=extraction.devices_value,
                      topology=topology, method=extraction.method)
