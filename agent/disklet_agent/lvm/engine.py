@@ -17,6 +17,7 @@ snapshot (no re-read).
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -356,7 +357,7 @@ class LVMEngine:
             j = Journal()
             try:
                 got = self.devices.provision(path, fd.bytes(), deleted, j, loops=snap.loops,
-                                             guard=lambda d=fd.directory: self._confine(d))
+                                             guard=functools.partial(self._confine, fd.directory))
             except FileDeviceError as exc:
                 rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED, f"fileDevices[{fd.name}]: {exc}")
                 if j.steps:
@@ -486,7 +487,7 @@ class LVMEngine:
                 # The loop and the file's sizes were resolved from the file by this call (provision).
                 grew |= self.devices.grow(fd.file_path(lvg_name), fd.bytes(), by_dev.get(loop), vg.extent_size,
                                           loop=loop, probe=entries.probes.get(fd.name),
-                                          guard=lambda d=fd.directory: self._confine(d))
+                                          guard=functools.partial(self._confine, fd.directory))
             except (FileDeviceError, FileOpError, LosetupError) as exc:
                 rnd.changed_host()  # a step may have run before the failure
                 rnd.fail(Reason.FILE_DEVICE_GROW_FAILED, f"fileDevices[{fd.name}]: {exc}")
@@ -833,7 +834,7 @@ class LVMEngine:
             if vg.managed and names.get(vg.name) == vg.owner:
                 mut = self.lvm.vgchange_activate(vg.name)
                 if not mut.ok:
-                    problems.append(ReattachProblem(vg.owner, f"cannot activate {vg.name}: {mut.message}"))
+                    problems.append(ReattachProblem(names[vg.name], f"cannot activate {vg.name}: {mut.message}"))
         return problems
 
 
