@@ -29,11 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from disklet import API_VERSION
 from disklet.cli.output import age, table
 from disklet.hostcmd import HostRunner
+from disklet.kube.client import MERGE_PATCH, ApiError, Endpoint, KubeClient, NotFound
 
 DL = "disklet.io/v1alpha1/disklayouts"
 LVG = "disklet.io/v1alpha1/lvmvolumegroups"
@@ -90,23 +89,17 @@ class Demo:
         self.runner = HostRunner()
 
     # ------------------------------------------------------------------ API helpers
-    async def request(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
-        async with aiohttp.ClientSession(self.api_url, headers={"Authorization": "Bearer demo"}) as s:
-            async with s.request(method, path, json=body,
-                                 headers={"Content-Type": "application/merge-patch+json"}
-                                 if method == "PATCH" else None) as r:
-                text = await r.text()
-                if r.status not in ok:
-                    raise RuntimeError(f"{method} {path}: HTTP {r.status}: {text[:500]}")
-                return json.loads(text) if text else None
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One call through disklet's client (PATCH is a merge patch); :class:`ApiError` on failure."""
+        async with KubeClient(Endpoint(self.api_url, {"Authorization": "Bearer demo"})) as kube:
+            return await kube.request(method, path, body=body,
+                                      content_type=MERGE_PATCH if method == "PATCH" else "application/json")
 
     async def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", f"{API}/{plural}/{name}")
-        except RuntimeError as exc:
-            if "HTTP 404" in str(exc):
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def wait(self, what: str, check: Callable[[], Any], timeout: float) -> bool:
         start = time.monotonic()
@@ -327,8 +320,8 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
                 {"name": "b", "directory": str(demo.files_dir), "size": "1Gi"}]}})
             say("  ✗ shrinking a file device was accepted")
             ok = False
-        except RuntimeError as exc:
-            say(f"  ✓ shrinking a file device is rejected by the API: {str(exc).split(': ', 2)[-1][:160]}")
+        except ApiError as exc:
+            say(f"  ✓ shrinking a file device is rejected by the API: {exc.message[:160]}")
 
     await demo.print_tables()
 

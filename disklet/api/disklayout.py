@@ -1,9 +1,9 @@
-"""DiskLayout: the data-disk layout of one node (DESIGN.md §4, DISKO.md)."""
+"""DiskLayout: the data-disk layout of one node (docs/design/disklayout.md)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -149,7 +149,7 @@ class NamedStub(ApiModel):
 
 
 class StructuredLayout(ApiModel):
-    """Structured YAML expanded by disklet to a disko Nix body (DISKO.md §1–2)."""
+    """Structured YAML expanded by disklet to a disko Nix body (docs/design/disklayout.md#validation and #rendering)."""
 
     disks: list[Disk] = Field(min_length=1, max_length=64, json_schema_extra=list_map("name"),
                               description="Data disks, in order.")
@@ -217,6 +217,6 @@ class DiskLayout(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
     kind: str = "DiskLayout"
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: DiskLayoutSpec
     status: DiskLayoutStatus | None = None

@@ -1,4 +1,4 @@
-"""Day 2 rule: partitions of an applied disk may only be appended (DISKO.md §2)."""
+"""Day 2 rule: partitions of an applied disk may only be appended (docs/design/disklayout.md#rendering)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluate an untrusted disko body with ``nix-instantiate`` in a sandbox (DISKO.md §3).
+"""Evaluate an untrusted disko body with ``nix-instantiate`` in a sandbox (docs/design/disklayout.md#extraction).
 
 Invocation (checked with Debian's nix-bin 2.8, as root and as ``nobody`` with no HOME, no daemon
 and no writable ``/nix``)::

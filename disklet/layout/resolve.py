@@ -1,4 +1,4 @@
-"""From a DiskLayout spec to a body, its targets and its hash; the operator's pre-flight (DESIGN.md §4)."""
+"""From a DiskLayout spec to a body, its targets and its hash; the operator's pre-flight (docs/design/disklayout.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rendered and raw bodies against the real nix-instantiate (restrict-eval sandbox, DISKO.md §2–3)."""
+"""Rendered and raw bodies against the real nix-instantiate (restrict-eval sandbox, docs/design/disklayout.md#rendering and #extraction)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DISKO.md §2: rendering is exact (golden files), deterministic and injection-proof."""
+"""docs/design/disklayout.md#rendering: rendering is exact (golden files), deterministic and injection-proof."""
 
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.host import lsblk
+from disklet_agent.host.files import HostFiles
+from disklet_agent.host.losetup import Losetup
+from disklet_agent.host.lvm import PV, VG, Lvm
 from disklet_agent.lvm.engine import LiveDevice, LVMEngine
-from disklet_agent.lvm.files import HostFiles
-from disklet_agent.lvm.losetup import Losetup
-from disklet_agent.lvm.lvm import PV, VG, Lvm
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec

@@ -1,4 +1,4 @@
-"""The apply pipeline (DISKO.md §5): stage → disko → verify → promote current.nix → rebuild test/switch.
+"""The apply pipeline (docs/design/disklayout.md#apply): stage → disko → verify → promote current.nix → rebuild test/switch.
 
 Runs only after :func:`disklet_agent.disklayout.gate.plan_apply` said yes. A disko or verify
 failure leaves ``current.nix`` untouched. A rebuild failure happens after promotion on purpose:

@@ -1,4 +1,4 @@
-"""Kopf handlers: apply this node's DiskLayout (DESIGN.md §4 flow steps 2–4). Thin: the decisions
+"""Kopf handlers: apply this node's DiskLayout (docs/design/disklayout.md#flow, steps 2–4). Thin: the decisions
 live in :func:`decide` and :func:`outcome_status` (pure), the work in disklayout.gate/apply.
 
 Triggers: every watch event of an object for this node (``on.event``), plus a timer every
@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from disklet.api.common import Condition, now_rfc3339, set_condition
+from disklet.api.common import Condition, ConditionStatus, now_rfc3339, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.observe import (
@@ -29,7 +29,7 @@ from disklet.observe import (
     REFUSED,
     RETRY,
     SUCCESS,
-    ReconcileOutcome,
+    ReconcileRecord,
     reconcile_timer,
     record_refusal,
     record_status_write,
@@ -38,7 +38,7 @@ from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import ApplyBusy, ApplyOutcome, apply_layout, expectation_from
 from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
 from disklet_agent.disklayout.mode import ModeReading, read_management_mode
-from disklet_agent.handlers.kubeclient import AgentKube
+from disklet_agent.kube import AgentKube
 
 CONDITION = "Applied"
 # Refusals the operator decides; the agent never retries or overrides them.
@@ -112,7 +112,7 @@ def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReadi
     """The status fields that differ from ``current`` (empty dict: write nothing). (pure)"""
     now = now or now_rfc3339()
     conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
-    cond_status = "True" if desired.phase == Phase.APPLIED else "False"
+    cond_status: ConditionStatus = "True" if desired.phase == Phase.APPLIED else "False"
     conditions = set_condition(conditions, CONDITION, cond_status, desired.reason, _clip(desired.message),
                                observed_generation=generation, now=now)
     want: dict[str, Any] = {
@@ -202,7 +202,7 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
                 await _run(body, status, patch, logger, uid, counted)
 
     async def _run(body: kopf.Body, status: dict[str, Any], patch: kopf.Patch, logger: Any, uid: str,
-                   counted: ReconcileOutcome) -> None:
+                   counted: ReconcileRecord) -> None:
         lg = status.get("layoutGeneration")
         generation = body.get("metadata", {}).get("generation")
         mode = await asyncio.to_thread(read_management_mode, cfg.etc_dir)
@@ -268,15 +268,17 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
             _event(body, desired)  # one Refused Event per refusal, even when the timer re-judges a stale body
 
     def _event(body: kopf.Body, desired: Desired) -> None:
+        # kopf.event, not kopf.info: the agent's posting level is WARNING (Kopf's own per-handler
+        # lines are not Events), which would silently drop every Normal Event of ours.
         msg = desired.message[:1000]
         if desired.phase == Phase.APPLIED:
-            kopf.info(body, reason="Applied", message=msg)
+            kopf.event(body, type="Normal", reason="Applied", message=msg)
         elif desired.phase == Phase.REFUSED:
             kopf.warn(body, reason="Refused", message=f"{desired.refusal}: {msg}")
         elif desired.phase == Phase.FAILED:
             kopf.warn(body, reason="Failed", message=msg)
         else:
-            kopf.info(body, reason=desired.reason, message=msg)
+            kopf.event(body, type="Normal", reason=desired.reason or "Pending", message=msg)
 
     @kopf.on.event(group, plural, registry=registry, when=mine)
     async def disklayout_event(body: kopf.Body, patch: kopf.Patch, logger: Any, type: str | None = None,

@@ -5,7 +5,7 @@ devices, the node-wide VG name, the selected block devices against this node's l
 provision file devices → plan PVs from a live pvs → pvcreate → vgcreate/vgextend → owner tags →
 grow → thin pools → discover into status. Nothing is written on the host before the checks pass.
 Every step that creates something records it in a journal so a failure rolls back only this
-call's work (docs/lvm.md, file devices).
+call's work (docs/design/lvm.md rule 5).
 
 Reads per reconcile: one ``realpath`` of the base and every directory component, one snapshot
 (losetup list + ONE ``pvs`` with VG columns, ``lvs`` only when a VG has LVs); a node-wide ``pvs``
@@ -36,11 +36,11 @@ from disklet.api.lvm import (
 from disklet.hostcmd import HostRunner
 
 from ..config import AgentConfig
+from ..host.files import FileOpError, FileProbe, HostFiles, Presence
+from ..host.losetup import Losetup, LosetupError
+from ..host.lvm import PV, VG, Lvm, LvmError, owner_tag
 from .discovery import discover_status, find_vg, status_file_paths
 from .filedevices import FileDeviceError, FileDevices
-from .files import FileOpError, FileProbe, HostFiles, Presence
-from .losetup import Losetup, LosetupError
-from .lvm import PV, VG, Lvm, LvmError, owner_tag
 from .planner import Journal, PvPlan, managed_loop, plan_pvs
 from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot
@@ -239,8 +239,8 @@ class LVMEngine:
                 "actualVGNameOnTheNode, or rename the other VG (vgrename by UUID)")
 
     def _scan_block_devices(self, snap: LvmSnapshot) -> dict[str, LiveDevice]:
-        from ..discovery.blockdevices import desired_block_devices, pv_facts_from_lvm
         from ..host.lsblk import read_block_topology
+        from ..logic.blockdevices import desired_block_devices, pv_facts_from_lvm
 
         topology = read_block_topology(self.runner, timeout=self.config.command_timeout_seconds)
         facts = pv_facts_from_lvm(snap.pvs, snap.vgs, snap.canonical)

@@ -1,4 +1,4 @@
-"""DiskLayout pre-flight and bookkeeping (DESIGN.md §4 flow step 1). Never touches a node.
+"""DiskLayout pre-flight and bookkeeping (docs/design/disklayout.md#flow, step 1). Never touches a node.
 
 Handlers (all closures over ``registry``, no module state):
 
@@ -26,14 +26,15 @@ from disklet import GROUP, VERSION
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
+from disklet.kube.patch import owned_keys_patch
 from disklet.layout import preflight
 from disklet.observe import reconcile_timer, record_refusal, record_status_write
 
-from .logic.conditions import merge_owned_conditions
-from .logic.disklayout_status import (
+from ..logic.conditions import merge_owned_conditions
+from ..logic.disklayout_status import (
     OPERATOR_STATUS_KEYS,
     VALIDATED,
-    Verdict,
+    PreflightVerdict,
     VerdictKind,
     desired_status,
     duplicate_verdict,
@@ -41,9 +42,8 @@ from .logic.disklayout_status import (
     parse_status,
     verdict_from_preflight,
 )
-from .logic.duplicates import LayoutRef, duplicate_message, older_layout
-from .logic.labels import node_label_patch
-from .logic.statusdiff import status_patch
+from ..logic.duplicates import LayoutRef, duplicate_message, older_layout
+from ..logic.labels import node_label_patch
 
 PLURAL = DISK_LAYOUT.plural
 KIND = DISK_LAYOUT.kind
@@ -92,7 +92,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             return {}
         return {node: LayoutRef(name=name, created=meta.get("creationTimestamp"))}
 
-    async def judge(name: str, spec: Mapping[str, Any], index: Any) -> Verdict:
+    async def judge(name: str, spec: Mapping[str, Any], index: Any) -> PreflightVerdict:
         try:
             model = DiskLayoutSpec.model_validate(dict(spec or {}))
         except ValidationError as exc:
@@ -110,7 +110,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             old = parse_status(status)
             new = desired_status(old, verdict, meta.get("generation"))
             raw = dict(status or {})
-            changes = status_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
+            changes = owned_keys_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
             validated = [c for c in new.conditions or [] if c.type == VALIDATED]
             merged = merge_owned_conditions(raw.get("conditions"), validated)
             if merged != (raw.get("conditions") or []):
@@ -161,7 +161,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
 
 
 def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
-              new_gen: int | None, verdict: Verdict, logger: Any) -> None:
+              new_gen: int | None, verdict: PreflightVerdict, logger: Any) -> None:
     """One Kubernetes Event per transition (never per no-op reconcile)."""
     moved = old_phase != verdict.phase or (old_reason or None) != (verdict.refusal_reason or None)
     if verdict.kind is VerdictKind.VALID:
