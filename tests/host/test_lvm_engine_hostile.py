@@ -73,7 +73,8 @@ def test_directory_escaping_through_a_symlink_writes_nothing_and_deletes_at_once
     _no_writes(env)
     assert list(outside.iterdir()) == [] and env.our_loops() == []
     again = env.engine.reconcile(env.lvg, spec, out.status, generation=1)
-    assert not again.changed and list(outside.iterdir()) == []  # refused: no new Events, no host change
+    assert not again.changed and list(outside.iterdir()) == []  # refused again: no host change
+    assert again.events == [] and not again.host_changed  # one Event per transition, not one per retry
     done = env.engine.delete(env.lvg, spec, again.status)
     assert done.done, _applied(done.status).message
     assert env.runner.calls["rm"] == 0 and list(outside.iterdir()) == []
