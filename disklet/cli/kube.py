@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -238,6 +238,29 @@ class Kube:
             query.append(("dryRun", "All"))
         return await self.request("PATCH", kind.path(name), query=query, body=obj,  # type: ignore[no-any-return]
                                   content_type=APPLY_CONTENT_TYPE, what=f"apply {kind.kind}/{name}")
+
+    async def watch(self, kind: Kind, *, label_selector: str | None = None,
+                    timeout_seconds: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Watch events (``{"type", "object"}``) of ``kind``; existing objects arrive first as ADDED."""
+        query: list[tuple[str, Any]] = [("watch", "true")]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if timeout_seconds:
+            query.append(("timeoutSeconds", str(timeout_seconds)))
+        try:
+            resp = await self.api.call_api(kind.path(), "GET", query_params=query,
+                                           header_params={"Accept": "application/json"}, auth_settings=AUTH,
+                                           _preload_content=False, _return_http_data_only=True)
+        except client.ApiException as exc:
+            raise error_from_api(exc, f"watch {kind.plural}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise KubeError(f"cannot reach the API server at {self.server}: {exc}") from None
+        try:
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            resp.release()
 
     async def delete(self, kind: Kind, name: str) -> dict[str, Any]:
         return await self.request("DELETE", kind.path(name), what=f"delete {kind.kind}/{name}")  # type: ignore[no-any-return]
