@@ -68,7 +68,7 @@ def test_invalid_batch_exits_1_before_touching_the_cluster(tmp_path: Path):
     (tmp_path / "m.yaml").write_text(SEED + "---\nkind: DiskLayout\nmetadata: {name: x}\nspec: {nodeName: n2}\n")
     code, out, err = kctl("apply", "-f", str(tmp_path / "m.yaml"), "--kubeconfig", str(tmp_path / "missing"))
     assert code == 1 and out == ""
-    assert f"{tmp_path / 'm.yaml'}:1 DiskLayout/x: spec" in err and "nothing was sent" in err
+    assert f"{tmp_path / 'm.yaml'}:10 DiskLayout/x: spec" in err and "nothing was sent" in err
     assert "kubeconfig" not in err, "validation happens before any connection"
 
 
