@@ -212,8 +212,8 @@ def test_version_and_completion(capsys: pytest.CaptureFixture[str]):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"kctl {__version__}"
-    for shell, marker in (("bash", "complete"), ("zsh", "#compdef"), ("fish", "complete -c")):
+    for shell, marker in (("bash", "complete"), ("zsh", "#compdef"), ("fish", "complete ")):
         assert main(["completion", shell]) == 0
         script = capsys.readouterr().out
-        assert marker in script and "describe" in script and "--no-headers" in script, shell
+        assert marker in script and "describe" in script and "no-headers" in script, shell
     assert prog_name("/usr/local/bin/kubectl-disklet") == "kubectl disklet" and prog_name("kctl") == "kctl"
