@@ -136,7 +136,7 @@ def test_dashboard_check_can_fail():
 
 
 def crd_schema(kind: str) -> dict:
-    for path in (CHART / "crds").glob("disklet.io_*.yaml"):
+    for path in (CHART / "files" / "crds").glob("disklet.io_*.yaml"):
         crd = yaml.safe_load(path.read_text())
         if crd["spec"]["names"]["kind"] == kind:
             return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
