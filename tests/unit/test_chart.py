@@ -260,6 +260,7 @@ def test_optional_objects_are_value_gated(default_docs, all_on_docs):
     ksm_role = permissions(one(all_on_docs, "ClusterRole", "-kube-state-metrics"))
     assert ksm_role == {("disklet.io", "disklayouts"): {"list", "watch"},
                         ("disklet.io", "lvmvolumegroups"): {"list", "watch"},
+                        ("disklet.io", "blockdevices"): {"list", "watch"},
                         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 
 
