@@ -60,7 +60,8 @@ async def test_apply_refuses_the_whole_batch_when_one_document_is_invalid(kube, 
     r = await kctl(kube, "apply", "-f", str(tmp_path / "fleet.yaml"))
     assert r.code == 1
     assert "nothing was sent" in r.err
-    assert f"{tmp_path / 'fleet.yaml'}:1 DiskLayout/broken: spec.diskLayout.disks[0].device" in r.err
+    assert f"{tmp_path / 'fleet.yaml'}:29 DiskLayout/broken: spec.diskLayout.disks[0].device: 'nvme1n1' is not allowed" in r.err
+    assert "should match pattern" not in r.err
     assert "partitions[0].size" in r.err
     assert kube.read_all(DL) == [] and writes(kube) == []
 
