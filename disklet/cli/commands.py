@@ -587,3 +587,40 @@ async def cmd_node_apply_disk(ctx: Ctx, node: str, path: str, apply: bool, rebui
     if ctx.output.structured:
         return await _exec_agent_objects(ctx, node, argv + ["-o", "json"], body, kind="ApplyDiskReport")
     return await _exec_agent(ctx, node, argv, body)
+
+
+# ---------------------------------------------------------------------------- support-bundle
+async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, nodes: list[str]) -> int:
+    """Write one .tar.gz of disklet objects, Events, pods, logs and per-node agent views (no Secrets)."""
+    import time
+
+    from . import supportbundle
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    top = f"disklet-support-{stamp}"
+    path = tarball_path or f"{top}.tar.gz"
+    try:
+        async with await ctx.connect() as kube:
+            bundle = await supportbundle.collect(kube, ctx.namespace, tail,
+                                                 supportbundle.exec_via(kube, ctx.namespace), nodes or None)
+    except KubeError as exc:
+        ctx.error(str(exc))
+        return EXIT_FAILED
+    data = supportbundle.tarball(bundle, top)
+    try:
+        with open(path, "xb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        ctx.error(f"cannot write {path}: {exc.strerror}\n  hint: pass --tarball FILE (an existing file is never "
+                  "overwritten)")
+        return EXIT_FAILED
+    report = {"apiVersion": "kctl.disklet.io/v1", "kind": "SupportBundle", "metadata": {"name": path},
+              "files": sorted(bundle.files), "problems": bundle.problems}
+    if ctx.output.structured:
+        ctx.emit([report], single=True)
+        return EXIT_OK
+    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets, environment values redacted")
+    for problem in bundle.problems:
+        ctx.warn(problem)
+    ctx.say("Attach it to your bug report; docs/troubleshooting.md says what each file holds.")
+    return EXIT_OK

@@ -206,6 +206,18 @@ class Kube:
             raise KubeError(f"cannot reach the API server at {self.server}: {exc}\n"
                             "  hint: check the cluster is up and --context/--kubeconfig point at it") from None
 
+    async def text(self, path: str, *, query: Sequence[tuple[str, Any]] = (), what: str = "") -> str:
+        """A plain-text GET (pod logs)."""
+        try:
+            result = await self.api.call_api(path, "GET", query_params=list(query), header_params={"Accept": "*/*"},
+                                              response_types_map={200: "str"}, auth_settings=AUTH,
+                                              _return_http_data_only=True)
+        except client.ApiException as exc:
+            raise error_from_api(exc, what or f"GET {path}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise KubeError(f"cannot reach the API server at {self.server}: {exc}") from None
+        return str(result or "")
+
     # ------------------------------------------------------------------ objects
     async def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         try:

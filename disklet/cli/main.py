@@ -200,6 +200,20 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     de.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector")
     de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector))
 
+    sb = _sub(sub, "support-bundle", "one tarball for a bug report: objects, Events, logs, agents' views (no Secrets)",
+              "Collect every disklet object, the Events about them, the operator and agent pods (environment "
+              "values redacted) and their last --tail log lines, and per node the agent's live `disks` view and "
+              "LVM reports (read-only, via exec in the agent pod), into one .tar.gz. Secrets are never read. "
+              "Problems met while collecting are listed in index.yaml and on stderr; they do not stop the bundle.",
+              "  kctl support-bundle\n  kctl support-bundle --tail 5000 --tarball /tmp/disklet.tar.gz\n"
+              "  kctl support-bundle --node kvm-node-1 -n disklet")
+    sb.add_argument("--tarball", metavar="FILE", help="where to write (default ./disklet-support-<UTC time>.tar.gz; "
+                                                      "never overwrites)")
+    sb.add_argument("--tail", type=int, default=1000, metavar="N", help="log lines per container (default 1000)")
+    sb.add_argument("--node", dest="nodes", action="append", default=[], metavar="NODE",
+                    help="only these nodes' agent views (repeatable; default every node with an agent pod)")
+    sb.set_defaults(handler=lambda a, ctx: commands.cmd_support_bundle(ctx, a.tarball, a.tail, a.nodes))
+
     c = _sub(sub, "completion", "print a shell completion script (bash, zsh or fish)",
              "Print the completion script for SHELL to stdout. Load it in your shell's startup file.",
              "  source <(kctl completion bash)\n  kctl completion zsh > \"${fpath[1]}/_kctl\"\n"
