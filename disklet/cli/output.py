@@ -65,9 +65,12 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "", no_headers: bool = False) -> str:
-    """Left-aligned columns separated by three spaces, like ``kubectl get`` (no trailing blanks)."""
-    text_rows = [[cell(c) for c in row] for row in rows]
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "", no_headers: bool = False,
+          keep_empty: bool = False) -> str:
+    """Left-aligned columns separated by three spaces, like ``kubectl get`` (no trailing blanks).
+
+    ``keep_empty``: an empty string stays an empty cell (kubectl's CRD tables) instead of ``<none>``."""
+    text_rows = [["" if keep_empty and c == "" else cell(c) for c in row] for row in rows]
     all_rows = ([] if no_headers else [list(headers)]) + text_rows
     if not all_rows:
         return ""
@@ -174,13 +177,15 @@ class Column:
     path: str
     type: str = "string"
     priority: int = 0
+    missing: str = NONE
+    """What a missing value prints: ``<none>`` (custom-columns) or "" (CRD printer columns, as kubectl)."""
 
     def value(self, obj: Any, now: datetime | None = None) -> str:
         found = evaluate(parse_path(strip_braces(self.path)), obj)
         if not found or found[0] is None:
-            return NONE
+            return self.missing
         if self.type == "date":
-            return age(found[0], now) if isinstance(found[0], str) else NONE
+            return age(found[0], now) if isinstance(found[0], str) else self.missing
         return text_of(found[0]) if len(found) == 1 else ",".join(text_of(v) for v in found)
 
 
@@ -189,7 +194,8 @@ NAME_COLUMN = Column("NAME", ".metadata.name")
 
 def printer_columns(res: Resource) -> list[Column]:
     """``kubectl get`` columns of a disklet kind: NAME, then the CRD's additionalPrinterColumns."""
-    return [NAME_COLUMN] + [Column(c["name"].upper(), c["jsonPath"], c.get("type", "string"), c.get("priority", 0))
+    return [NAME_COLUMN] + [Column(c["name"].upper(), c["jsonPath"], c.get("type", "string"), c.get("priority", 0),
+                                   missing="")
                             for c in res.printer_columns]
 
 
@@ -216,7 +222,7 @@ def render_table(objs: Sequence[dict[str, Any]], columns: Sequence[Column], out:
                  now: datetime | None = None) -> str:
     cols = [c for c in columns if out.wide or c.priority == 0]
     return table([c.header for c in cols], [[c.value(o, now) for c in cols] for o in objs],
-                 no_headers=out.no_headers)
+                 no_headers=out.no_headers, keep_empty=True)
 
 
 def render(objs: Sequence[dict[str, Any]], out: Output, *, single: bool = False,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import yaml
-from kctl_fixtures import BD, DL, LVG, block_device, disk_layout, kctl, lvg, writes
+from kctl_fixtures import BD, DL, LVG, block_device, disk_layout, kctl, lvg, table_rows, writes
 
 from disklet.cli.commands import find_agent_pod
 from disklet.cli.kube import Kube
@@ -36,8 +36,10 @@ async def test_get_disk_layouts_table_filters_and_formats(kube):
         assert r.code == 0, r.err
         lines = r.out.splitlines()
         assert lines[0].split() == ["NAME", "NODE", "PHASE", "REASON", "DEVICES", "AGE"]
-        assert lines[1].split()[:5] == ["node-a-data", "node-a", "applied", "<none>", "/dev/nvme1n1,/dev/sdz"]
-        assert lines[2].split()[:5] == ["node-b-data", "node-b", "refused", "target_device_is_active_lvm_pv", "/dev/sdb"]
+        rows = table_rows(r.out)  # an unset column is an empty cell, as in `kubectl get`
+        assert list(rows[0].values())[:5] == ["node-a-data", "node-a", "applied", "", "/dev/nvme1n1,/dev/sdz"]
+        assert list(rows[1].values())[:5] == ["node-b-data", "node-b", "refused", "target_device_is_active_lvm_pv",
+                                              "/dev/sdb"]
 
     r = await kctl(kube, "get", "disk-layouts", "--node", "node-b", "-o", "wide")
     lines = r.out.splitlines()
@@ -69,7 +71,8 @@ async def test_get_lvg_and_block_devices(kube):
     header = r.out.splitlines()[0]
     assert [h.strip() for h in header.split("   ") if h.strip()][:9] == [
             "NAME", "THINPOOLS", "CONFIGURATION APPLIED", "PHASE", "READY", "NODE", "SIZE", "ALLOCATED", "VG"]
-    assert r.out.splitlines()[1].split()[:7] == ["vg-data-a", "1/1", "<none>", "Ready", "<none>", "node-a", "20Gi"]
+    row = table_rows(r.out)[0]
+    assert list(row.values())[:9] == ["vg-data-a", "1/1", "", "Ready", "", "node-a", "20Gi", "", "vg_data"]
     r = await kctl(kube, "get", "bd", "--node", "node-b")
     lines = r.out.splitlines()
     assert lines[0].split() == ["NAME", "NODE", "CONSUMABLE", "SIZE", "PATH", "VG", "AGE"]

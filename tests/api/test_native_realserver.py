@@ -195,3 +195,55 @@ def test_kubectl_applied_crds_become_helm_managed_and_back(cluster: Cluster, tmp
     assert _columns(cluster)[0] == "Upgraded"
     cluster.helm("uninstall", RELEASE)
     cluster.kubectl("delete", "crd", "--all")
+
+
+# ---------------------------------------------------------------------------- kubectl and kctl agree
+async def test_kubectl_wait_ready_and_kubectl_and_kctl_print_the_same_columns(cluster: Cluster, tmp_path: Path):
+    """On the real server: the DiskLayout status the agent writes for an applied layout satisfies
+    `kubectl wait --for=condition=Ready`; a refused one does not; `kubectl get` and `kubectl disklet get`
+    print the same columns, DEVICES as text."""
+    import io
+    import json
+
+    from disklet.api.disklayout_ready import devices_text, with_ready
+    from disklet.cli.main import run
+
+    v1 = _chart_copy(tmp_path / "v1")
+    cluster.kubectl("apply", "--server-side", "-f", str(v1 / "files" / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/disklayouts.disklet.io", "--timeout=60s")
+    manifest = tmp_path / "dl.yaml"
+    manifest.write_text(yaml.safe_dump({"kind": "DiskLayout", "metadata": {"name": "ready-dl"}, "spec": {
+        "nodeName": "node-a", "layoutNix": '{ disko.devices.disk.d = { type = "disk"; device = "/dev/sdb"; }; }'}}))
+    out, err = io.StringIO(), io.StringIO()
+    assert await run(["apply", "-f", str(manifest), "--skip-preflight", "--kubeconfig", str(cluster.kubeconfig)],
+                     out, err) == 0, err.getvalue()
+
+    def status(phase: str, applied: int | None) -> dict:
+        conds = with_ready([], phase, 1, applied, "msg", "target_device_has_active_mount" if phase == "refused"
+                           else None, 1, now="2026-01-01T00:00:00Z")
+        st = {"phase": phase, "layoutGeneration": 1, "targetDevices": ["/dev/sdb", "/dev/sdc"],
+              "targetDevicesText": devices_text(["/dev/sdb", "/dev/sdc"]), "observedGeneration": 1,
+              "conditions": [c.to_wire() for c in conds]}
+        if applied is not None:
+            st["appliedLayoutGeneration"] = applied
+        return {"status": st}
+
+    cluster.kubectl("patch", "disklayout", "ready-dl", "--subresource=status", "--type=merge",
+                    "-p", json.dumps(status("refused", None)))
+    waited = cluster.kubectl("wait", "--for=condition=Ready", "disklayout/ready-dl", "--timeout=2s", check=False)
+    assert waited.returncode != 0, "a refused layout is not Ready"
+    cluster.kubectl("patch", "disklayout", "ready-dl", "--subresource=status", "--type=merge",
+                    "-p", json.dumps(status("applied", 1)))
+    waited = cluster.kubectl("wait", "--for=condition=Ready", "disklayout/ready-dl", "--timeout=30s")
+    assert "condition met" in waited.stdout
+
+    for wide in ((), ("-o", "wide")):
+        kubectl_lines = cluster.kubectl("get", "disklayouts", *wide).stdout.splitlines()
+        out, err = io.StringIO(), io.StringIO()
+        assert await run(["get", "dl", *wide, "--kubeconfig", str(cluster.kubeconfig)], out, err) == 0, err.getvalue()
+        kctl_lines = out.getvalue().splitlines()
+        assert kctl_lines[0].split() == kubectl_lines[0].split(), (kctl_lines[0], kubectl_lines[0])
+        assert kctl_lines[1].split()[:-1] == kubectl_lines[1].split()[:-1]  # all but AGE
+        assert "/dev/sdb,/dev/sdc" in kubectl_lines[1], "DEVICES reads as text in kubectl too"
+    cluster.kubectl("delete", "disklayout", "ready-dl")
+    cluster.kubectl("delete", "crd", "--all")
