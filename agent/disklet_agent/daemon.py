@@ -42,8 +42,8 @@ from disklet.observe import observe_host_commands, start_metrics_server  # noqa:
 from .config import AgentConfig  # noqa: E402
 from .deps import AgentDeps  # noqa: E402
 from .handlers import blockdevices, lease, lvm  # noqa: E402
-from .handlers.kubeclient import AgentKube  # noqa: E402
-from .handlers.tasks import BackgroundTasks  # noqa: E402
+from .kube import AgentKube  # noqa: E402
+from .tasks import BackgroundTasks  # noqa: E402
 
 FINALIZER = "disklet.io/agent"
 ANNOTATION_PREFIX = "agent.disklet.io"

@@ -88,7 +88,7 @@ def crd_for(res: Resource) -> dict[str, Any]:
     props: dict[str, Any] = {
         "apiVersion": {"type": "string", "description": "APIVersion of the object: disklet.io/v1alpha1."},
         "kind": {"type": "string", "description": f"Kind of the object: {res.kind}."},
-        "metadata": {"type": "object", "description": "Standard object metadata."},
+        "metadata": {"type": "object"},  # the server allows nothing else here (not even a description)
     }
     required: list[str] = []
     if res.spec is not None:

@@ -21,20 +21,20 @@ from kopf._core.intents.registries import SmartOperatorRegistry  # not re-export
 
 from disklet.observe import start_metrics_server
 
+from .handlers.lvg import agent_namespace
 from .logs import configure_logging
-from .lvg import agent_namespace
 
 PROGRESS_PREFIX = "operator.disklet.io"
 """Annotation prefix of the operator's Kopf progress and diff-base (the agent uses agent.disklet.io)."""
 FINALIZER = f"{PROGRESS_PREFIX}/finalizer"
 """Kopf adds it only to objects with a running timer (refused duplicates, LVMVolumeGroups)."""
 HANDLER_MODULES: tuple[str, ...] = (
-    "disklet_operator.disklayout",
-    "disklet_operator.lvg",
-    "disklet_operator.lvgset",
+    "disklet_operator.handlers.disklayout",
+    "disklet_operator.handlers.lvg",
+    "disklet_operator.handlers.lvgset",
 )
 """Modules whose ``register(registry)`` builds the operator; a missing optional one is skipped."""
-OPTIONAL_MODULES = frozenset({"disklet_operator.lvgset"})
+OPTIONAL_MODULES = frozenset({"disklet_operator.handlers.lvgset"})
 
 log = logging.getLogger("disklet.operator")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import kopf
-from disklet_operator import disklayout, lvg
+from disklet_operator.handlers import disklayout, lvg
 from disklet_operator.main import PROGRESS_PREFIX, configure_settings
 
 from devkit.kopfrun import kopf_running, wait_for

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from disklet_agent.lvm.lvm import TAG_ENABLED, owner_tag
+from disklet_agent.host.lvm import TAG_ENABLED, owner_tag
 
 from disklet.api.common import get_condition
 from disklet.api.lvm import FileDevice, LocalSpec, LVGPhase, LVMVolumeGroupSpec

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from disklet_agent.handlers.kubeclient import (
+from disklet_agent.kube import (
     AgentKube,
     ApiError,
     endpoint_from,

@@ -6,22 +6,22 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from disklet_agent.discovery.blockdevices import (
+from disklet_agent.host.lsblk import BlockNode, BlockTopology
+from disklet_agent.logic.blockdevices import (
     PvFact,
     consumable_reason,
     desired_block_devices,
     plan_block_device_sync,
     sanitize_label_value,
 )
-from disklet_agent.discovery.lease import lease_object, micro_time
-from disklet_agent.discovery.lvg import (
+from disklet_agent.logic.lease import lease_object, micro_time
+from disklet_agent.logic.lvg import (
     merge_discovered,
     needs_reconcile,
     selected_block_devices,
     status_merge_patch,
     with_operator_conditions,
 )
-from disklet_agent.host.lsblk import BlockNode, BlockTopology
 
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus

@@ -67,8 +67,8 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("dl-nix-file", "DiskLayout", None, {"nodeName": "node-1", "layoutNixFile": "./a.nix"}, "resolved by kctl"),
     ("dl-node-immutable", "DiskLayout", layout(), {**layout(), "nodeName": "node-2"}, "nodeName is immutable"),
     ("dl-node-same-ok", "DiskLayout", layout(), {**layout(), "timeoutSeconds": 600}, None),
-    ("dl-timeout-0", "DiskLayout", None, {**layout(), "timeoutSeconds": 0}, "minimum"),
-    ("dl-timeout-3601", "DiskLayout", None, {**layout(), "timeoutSeconds": 3601}, "maximum"),
+    ("dl-timeout-0", "DiskLayout", None, {**layout(), "timeoutSeconds": 0}, "should be greater than or equal to 1"),
+    ("dl-timeout-3601", "DiskLayout", None, {**layout(), "timeoutSeconds": 3601}, "should be less than or equal to 3600"),
     ("dl-timeout-3600-ok", "DiskLayout", None, {**layout(), "timeoutSeconds": 3600}, None),
     ("dl-fs-needs-mountpoint", "DiskLayout", None, layout({"type": "filesystem", "format": "ext4"}),
      "needs format and mountpoint"),
@@ -89,8 +89,8 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("dl-mount-nix", "DiskLayout", None, layout(fs("/nix/store")), "must not be /, /boot or under /nix"),
     ("dl-mount-nixish-ok", "DiskLayout", None, layout(fs("/nixdata")), None),
     ("dl-device-dotdot", "DiskLayout", None, layout(device="/dev/../etc/passwd"), "must not contain .."),
-    ("dl-device-pattern", "DiskLayout", None, layout(device='/dev/x"; y = 1'), "does not match"),
-    ("dl-bad-format", "DiskLayout", None, layout(fs(format="ntfs")), "is not one of"),
+    ("dl-device-pattern", "DiskLayout", None, layout(device='/dev/x"; y = 1'), "should match"),
+    ("dl-bad-format", "DiskLayout", None, layout(fs(format="ntfs")), 'Unsupported value: "ntfs"'),
     ("dl-unknown-key", "DiskLayout", None, layout(fs(mountOptionz=["x"])), None),  # pruned by the server; model rejects
     # ---------------------------------------------------------------- LVMVolumeGroup
     ("lvg-file-only-ok", "LVMVolumeGroup", None, lvg(), None),
@@ -98,15 +98,15 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("lvg-no-local", "LVMVolumeGroup", None, lvg(local=None), "local (with nodeName) is required"),
     ("lvg-no-source", "LVMVolumeGroup", None, lvg(fileDevices=None), "set blockDeviceSelector, a non-empty fileDevices"),
     ("lvg-empty-files", "LVMVolumeGroup", None, lvg(fileDevices=[]), "set blockDeviceSelector, a non-empty fileDevices"),
-    ("lvg-type-immutable", "LVMVolumeGroup", lvg(), lvg(type="Shared"), "type is immutable"),
+    ("lvg-type-immutable", "LVMVolumeGroup", lvg(), lvg(type="Shared"), 'Unsupported value: "Shared"'),
     ("lvg-node-immutable", "LVMVolumeGroup", lvg(), lvg(local={"nodeName": "node-2"}), "local.nodeName is immutable"),
     ("lvg-vg-immutable", "LVMVolumeGroup", lvg(), lvg(actualVGNameOnTheNode="vg1"), "actualVGNameOnTheNode is immutable"),
     ("lvg-size-min", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="900Mi")]), "at least 1Gi"),
-    ("lvg-size-1g-decimal", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1G")]), "does not match"),
-    ("lvg-size-fraction", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1.5Gi")]), "does not match"),
+    ("lvg-size-1g-decimal", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1G")]), "should match"),
+    ("lvg-size-fraction", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1.5Gi")]), "should match"),
     ("lvg-size-1024mi-ok", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1024Mi")]), None),
     ("lvg-dir-dotdot", "LVMVolumeGroup", None, lvg(fileDevices=[fd(directory=BASE + "/../x")]), "must not contain . or .."),
-    ("lvg-dir-relative", "LVMVolumeGroup", None, lvg(fileDevices=[fd(directory="var/lib")]), "does not match"),
+    ("lvg-dir-relative", "LVMVolumeGroup", None, lvg(fileDevices=[fd(directory="var/lib")]), "should match"),
     ("lvg-dir-immutable", "LVMVolumeGroup", lvg(), lvg(fileDevices=[fd(directory=BASE + "/b")]),
      "directory of an existing file device is immutable"),
     ("lvg-shrink", "LVMVolumeGroup", lvg(fileDevices=[fd(size="2Gi")]), lvg(fileDevices=[fd(size="1Gi")]), "may only grow"),
@@ -118,14 +118,14 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("lvg-remove-all", "LVMVolumeGroup", lvg(), lvg(fileDevices=None, blockDeviceSelector={}), "cannot be removed"),
     ("lvg-reorder-ok", "LVMVolumeGroup", lvg(fileDevices=[fd(), fd("b")]), lvg(fileDevices=[fd("b"), fd()]), None),
     ("lvg-new-entry-checked", "LVMVolumeGroup", lvg(), lvg(fileDevices=[fd(), fd("b", size="512Mi")]), "at least 1Gi"),
-    ("lvg-33-entries", "LVMVolumeGroup", None, lvg(fileDevices=[fd(f"e{i}") for i in range(33)]), "is too long"),
-    ("lvg-dup-names", "LVMVolumeGroup", None, lvg(fileDevices=[fd(), fd()]), None),  # server: duplicate map key; model rejects
+    ("lvg-33-entries", "LVMVolumeGroup", None, lvg(fileDevices=[fd(f"e{i}") for i in range(33)]), "must have at most 32 items"),
+    ("lvg-dup-names", "LVMVolumeGroup", None, lvg(fileDevices=[fd(), fd()]), 'Duplicate value: {"name":"a"}'),
     ("lvg-thin-ok", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "100%"}]), None),
-    ("lvg-thin-bad-percent", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "101%"}]), "does not match"),
+    ("lvg-thin-bad-percent", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "101%"}]), "should match"),
     # ---------------------------------------------------------------- LVMVolumeGroupSet
     ("set-ok", "LVMVolumeGroupSet", None, lvgset(), None),
-    ("set-strategy-immutable", "LVMVolumeGroupSet", lvgset(), lvgset(strategy="Other"), "strategy is immutable"),
-    ("set-type-immutable", "LVMVolumeGroupSet", lvgset(), lvgset({"type": "Shared"}), "type is immutable"),
+    ("set-strategy-immutable", "LVMVolumeGroupSet", lvgset(), lvgset(strategy="Other"), 'Unsupported value: "Other"'),
+    ("set-type-immutable", "LVMVolumeGroupSet", lvgset(), lvgset({"type": "Shared"}), 'Unsupported value: "Shared"'),
     ("set-vg-immutable", "LVMVolumeGroupSet", lvgset(), lvgset({"actualVGNameOnTheNode": "vg1"}), "children cannot rename"),
     ("set-no-source", "LVMVolumeGroupSet", None, lvgset({"fileDevices": None}), "set blockDeviceSelector, a non-empty fileDevices"),
     ("set-remove", "LVMVolumeGroupSet", lvgset({"fileDevices": [fd(), fd("b")]}), lvgset({"fileDevices": [fd()]}), "cannot be removed"),
@@ -137,7 +137,14 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
 ]
 
 # Cases where the server prunes/keys differently from the model (documented, not disagreements).
-MODEL_ONLY_REJECTS = {"dl-unknown-key", "lvg-dup-names"}
+MODEL_ONLY_REJECTS = {"dl-unknown-key"}  # the server: strict decoding error (kubectl's default), not a rule
+UNREACHABLE_RULES = {
+    # Transition rules on single-value enums: changing the value fails the enum first, and after
+    # such a (blocking) schema error the server runs no CEL rule at all. They guard the day a
+    # second value is added.
+    ("LVMVolumeGroup", "$.spec.type"), ("LVMVolumeGroupSet", "$.spec.strategy"),
+    ("LVMVolumeGroupSet", "$.spec.lvmVolumeGroupTemplate.type"),
+}
 CRD_ONLY = {"dl-nix-file"}  # the model accepts layoutNixFile: kctl resolves it before sending
 
 
@@ -170,6 +177,9 @@ def test_every_rule_has_a_rejecting_case():
         fired.update(validate_object(CRDS[kind], obj(kind, new), obj(kind, old) if old is not None else None))
     for kind, crd in CRDS.items():
         for ref in iter_rules(schema_of(crd)):
+            if (kind, ref.path) in UNREACHABLE_RULES:
+                assert not any(ref.message in e for e in fired), f"{kind} {ref.path} fires: drop it from UNREACHABLE_RULES"
+                continue
             assert any(ref.message in e for e in fired), f"{kind} {ref.path}: no case rejects {ref.message!r}"
 
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 from disklet_agent.config import AgentConfig
+from disklet_agent.host.losetup import parse_j_output, parse_list_json
+from disklet_agent.host.lvm import LV, VG, LvmError, device_filter_config, judge, parse_pvs, parse_vgs
 from disklet_agent.lvm.engine import LVMEngine, _Round
-from disklet_agent.lvm.losetup import parse_j_output, parse_list_json
-from disklet_agent.lvm.lvm import LV, VG, LvmError, device_filter_config, judge, parse_pvs, parse_vgs
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec, ThinPool

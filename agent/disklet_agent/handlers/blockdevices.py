@@ -24,16 +24,16 @@ from disklet.labels import node_label_value
 from disklet.observe import RETRY, reconcile_timer, record_status_write
 
 from ..deps import AgentDeps
-from ..discovery.blockdevices import (
+from ..host.lsblk import BlockTopology, ProbeFailed, read_block_topology
+from ..kube import AgentKube
+from ..logic.blockdevices import (
     BlockDeviceSyncPlan,
     PvFact,
     desired_block_devices,
     plan_block_device_sync,
     pv_facts_from_lvm,
 )
-from ..host.lsblk import BlockTopology, ProbeFailed, read_block_topology
-from .kubeclient import AgentKube
-from .tasks import BackgroundTasks
+from ..tasks import BackgroundTasks
 
 log = logging.getLogger("disklet.agent.blockdevices")
 

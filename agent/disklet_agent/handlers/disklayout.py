@@ -39,7 +39,7 @@ from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import ApplyBusy, ApplyOutcome, apply_layout, expectation_from
 from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
 from disklet_agent.disklayout.mode import ModeReading, read_management_mode
-from disklet_agent.handlers.kubeclient import AgentKube
+from disklet_agent.kube import AgentKube
 
 CONDITION = "Applied"
 # Refusals the operator decides; the agent never retries or overrides them.

@@ -15,9 +15,9 @@ from typing import Any
 import kopf
 
 from ..deps import AgentDeps
-from ..discovery.lease import DEFAULT_NAMESPACE, RENEW_INTERVAL_SECONDS, lease_name, lease_object, lease_spec
-from .kubeclient import AgentKube, is_conflict, is_not_found
-from .tasks import BackgroundTasks
+from ..kube import AgentKube, is_conflict, is_not_found
+from ..logic.lease import DEFAULT_NAMESPACE, RENEW_INTERVAL_SECONDS, lease_name, lease_object, lease_spec
+from ..tasks import BackgroundTasks
 
 log = logging.getLogger("disklet.agent.lease")
 

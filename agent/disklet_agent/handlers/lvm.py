@@ -46,16 +46,16 @@ from disklet.observe import (
 )
 
 from ..deps import AgentDeps
-from ..discovery.lvg import (
+from ..kube import AgentKube
+from ..logic.lvg import (
     merge_discovered,
     needs_reconcile,
     selected_block_devices,
     status_merge_patch,
     with_operator_conditions,
 )
+from ..tasks import BackgroundTasks
 from .blockdevices import INDEX_ID
-from .kubeclient import AgentKube
-from .tasks import BackgroundTasks
 
 log = logging.getLogger("disklet.agent.lvm")
 KIND = LVM_VOLUME_GROUP.kind

@@ -16,7 +16,7 @@ from disklet.api.lvm import (
 )
 from disklet.units import bytes_to_quantity
 
-from .lvm import VG
+from ..host.lvm import VG
 from .planner import managed_loop
 from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot

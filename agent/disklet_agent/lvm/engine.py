@@ -28,11 +28,11 @@ from disklet.api.lvm import (
 from disklet.hostcmd import HostRunner
 
 from ..config import AgentConfig
+from ..host.files import FileOpError, FileProbe, HostFiles, Presence
+from ..host.losetup import Losetup, LosetupError
+from ..host.lvm import PV, VG, Lvm, LvmError, owner_tag
 from .discovery import discover_status, find_vg, status_file_paths
 from .filedevices import FileDeviceError, FileDevices
-from .files import FileOpError, FileProbe, HostFiles, Presence
-from .losetup import Losetup, LosetupError
-from .lvm import PV, VG, Lvm, LvmError, owner_tag
 from .planner import Journal, managed_loop, plan_pvs
 from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot

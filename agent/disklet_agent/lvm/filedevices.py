@@ -6,9 +6,9 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .files import FileOpError, FileProbe, HostFiles, Presence
-from .losetup import LoopDevice, Losetup, LosetupError, attached_by_inode
-from .lvm import PV, Lvm
+from ..host.files import FileOpError, FileProbe, HostFiles, Presence
+from ..host.losetup import LoopDevice, Losetup, LosetupError, attached_by_inode
+from ..host.lvm import PV, Lvm
 from .planner import Journal, Step, plan_rollback
 from .sizing import file_needs_growth, loop_needs_refresh, pv_needs_resize
 

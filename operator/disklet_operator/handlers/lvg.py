@@ -21,9 +21,9 @@ from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
 from disklet.observe import record_status_write
 
-from .logic.conditions import merge_owned_conditions, parse_conditions
-from .logic.labels import node_label_patch
-from .logic.readiness import (
+from ..logic.conditions import merge_owned_conditions, parse_conditions
+from ..logic.labels import node_label_patch
+from ..logic.readiness import (
     AGENT_LEASE_PREFIX,
     DEFAULT_LEASE_GRACE_SECONDS,
     agent_readiness,

@@ -33,7 +33,7 @@ from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSetSpec
 from disklet.observe import ERROR, RETRY, SUCCESS, reconcile_timer, record_status_write
 
-from .lvgset_planner import (
+from ..logic.lvgset_planner import (
     Child,
     ChildWrite,
     Outcome,

@@ -29,8 +29,8 @@ from disklet.hostcmd import HostRunner
 from disklet.layout import preflight
 from disklet.observe import reconcile_timer, record_refusal, record_status_write
 
-from .logic.conditions import merge_owned_conditions
-from .logic.disklayout_status import (
+from ..logic.conditions import merge_owned_conditions
+from ..logic.disklayout_status import (
     OPERATOR_STATUS_KEYS,
     OWNED_CONDITIONS,
     Verdict,
@@ -41,9 +41,9 @@ from .logic.disklayout_status import (
     parse_status,
     verdict_from_preflight,
 )
-from .logic.duplicates import LayoutRef, duplicate_message, older_layout
-from .logic.labels import node_label_patch
-from .logic.statusdiff import status_patch
+from ..logic.duplicates import LayoutRef, duplicate_message, older_layout
+from ..logic.labels import node_label_patch
+from ..logic.statusdiff import status_patch
 
 PLURAL = DISK_LAYOUT.plural
 KIND = DISK_LAYOUT.kind

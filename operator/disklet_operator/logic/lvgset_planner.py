@@ -1,6 +1,6 @@
 """Pure planning for LVMVolumeGroupSets: (set, nodes, children) → writes + status. No I/O.
 
-The Kopf handlers in :mod:`disklet_operator.lvgset` feed this from in-memory indexes and execute
+The Kopf handlers in :mod:`disklet_operator.handlers.lvgset` feed this from in-memory indexes and execute
 what it returns, so every decision (which child, which name, which patch, which status) is unit
 tested here without an API server.
 """
