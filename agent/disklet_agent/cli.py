@@ -295,7 +295,7 @@ LVM_REPORTS = (("pvs", "pv_all"), ("vgs", "vg_all"), ("lvs", "lv_all"))
 
 def cmd_lvm_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``{"pvs": <pvs JSON report> | {"error": ...}, "vgs": ..., "lvs": ...}``; exit 1 if one failed."""
-    from disklet_agent.lvm.lvm import Lvm
+    from disklet_agent.host.lvm import Lvm
 
     cfg = _config(args)
     lvm = Lvm(AgentDeps.from_config(cfg).runner)

@@ -1,122 +1,49 @@
 """On a real kube-apiserver: `helm install` then `helm upgrade` to a chart with a changed CRD upgrades
 it; `helm uninstall` keeps the CRDs; CRDs first applied with `kubectl apply --server-side` become
-helm-managed by the documented steps (docs/helm.md "CRDs"), and back.
+helm-managed by the documented steps (docs/helm.md "CRDs"), and back; `kubectl wait
+--for=condition=Ready` works on DiskLayouts; `kubectl get` and `kctl get` print the same table.
 
-Needs kube-apiserver (``KUBEBUILDER_ASSETS``, default ../shared/envtest next to the repository),
-etcd, helm and kubectl; skipped locally without them, failed in CI. Starts its own etcd and
-apiserver once for the module (no controller-manager needed) and stops them by PID.
+These tests install and delete cluster-scoped CRDs, so they run on a control plane of their own
+(devkit/envtest.py, no controller-manager needed) rather than the session's shared one.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.unit.test_chart_support import CHART, ROOT, in_ci
+from devkit.envtest import ControlPlane, assets_dir, tool, unavailable_reason
+from tests.unit.test_chart_support import CHART, in_ci
 
 pytestmark = pytest.mark.api
 RELEASE, NAMESPACE = "disklet", "disklet-system"
 
 
-def _assets() -> Path:
-    if os.environ.get("KUBEBUILDER_ASSETS"):
-        return Path(os.environ["KUBEBUILDER_ASSETS"])
-    candidates = [ROOT.parent / "shared" / "envtest", ROOT.parent.parent / "shared" / "envtest"]  # clone, worktree
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-def _tool(name: str) -> str | None:
-    local = ROOT / ".tools" / "bin" / name
-    return str(local) if local.is_file() else shutil.which(name)
-
-
-def _need() -> tuple[str, str]:
-    helm, kubectl = _tool("helm"), _tool("kubectl")
-    missing = [n for n, ok in (("kube-apiserver", (_assets() / "kube-apiserver").is_file()),
-                               ("etcd", shutil.which("etcd")), ("helm", helm), ("kubectl", kubectl)) if not ok]
-    if missing:
-        (pytest.fail if in_ci() else pytest.skip)(f"real API server test needs {', '.join(missing)}")
-    assert helm and kubectl
-    return helm, kubectl
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Cluster:
-    def __init__(self, workdir: Path, helm: str, kubectl: str):
-        self.dir, self.helm_bin, self.kubectl_bin = workdir, helm, kubectl
-        self.kubeconfig = workdir / "kubeconfig"
-        self.procs: list[subprocess.Popen[bytes]] = []
+    def __init__(self, cp: ControlPlane, home: Path):
+        self.cp, self.home = cp, home
+        self.kubeconfig = Path(cp.kubeconfig)
 
-    def start(self) -> None:
-        w = self.dir
-        ep, pp, ap = _port(), _port(), _port()
-        self.procs.append(subprocess.Popen(  # noqa: S603
-            ["etcd", "--data-dir", str(w / "etcd"), "--listen-client-urls", f"http://127.0.0.1:{ep}",
-             "--advertise-client-urls", f"http://127.0.0.1:{ep}", "--listen-peer-urls", f"http://127.0.0.1:{pp}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
-             "--initial-cluster", f"default=http://127.0.0.1:{pp}"],
-            stdout=open(w / "etcd.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
-        subprocess.run(["openssl", "genrsa", "-out", str(w / "sa.key"), "2048"], check=True,  # noqa: S603,S607
-                       capture_output=True, timeout=60)
-        subprocess.run(["openssl", "rsa", "-in", str(w / "sa.key"), "-pubout", "-out", str(w / "sa.pub")],  # noqa: S603,S607
-                       check=True, capture_output=True, timeout=60)
-        (w / "tokens.csv").write_text('admin-token,admin,admin-uid,"system:masters"\n')
-        self.procs.append(subprocess.Popen(  # noqa: S603
-            [str(_assets() / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{ep}", f"--cert-dir={w / 'pki'}",
-             f"--secure-port={ap}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-             "--service-account-issuer=https://kubernetes.default.svc", f"--service-account-key-file={w / 'sa.pub'}",
-             f"--service-account-signing-key-file={w / 'sa.key'}", f"--token-auth-file={w / 'tokens.csv'}",
-             "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/24",
-             "--endpoint-reconciler-type=none", "--allow-privileged=true"],
-            stdout=open(w / "apiserver.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "envtest",
-            "clusters": [{"name": "envtest", "cluster": {"server": f"https://127.0.0.1:{ap}",
-                                                         "certificate-authority": str(w / "pki" / "apiserver.crt")}}],
-            "users": [{"name": "admin", "user": {"token": "admin-token"}}],
-            "contexts": [{"name": "envtest", "context": {"cluster": "envtest", "user": "admin"}}]}))
-        deadline = time.monotonic() + 120
-        while self.kubectl("get", "--raw", "/readyz", check=False).returncode != 0:
-            assert time.monotonic() < deadline, (w / "apiserver.log").read_text()[-2000:]
-            time.sleep(0.5)
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run([tool("kubectl"), *args], check)
 
-    def stop(self) -> None:
-        for proc in reversed(self.procs):  # apiserver first, then etcd
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run([tool("helm"), *args, "--namespace", NAMESPACE], check)
 
     def _run(self, argv: list[str], check: bool) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HELM_CACHE_HOME": str(self.dir / "hc"),
-               "HELM_CONFIG_HOME": str(self.dir / "hcf"), "HELM_DATA_HOME": str(self.dir / "hd")}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HELM_CACHE_HOME": str(self.home / "c"),
+               "HELM_CONFIG_HOME": str(self.home / "cf"), "HELM_DATA_HOME": str(self.home / "d")}
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)  # noqa: S603
         if check:
             assert proc.returncode == 0, f"{argv}: {proc.stdout}\n{proc.stderr}"
         return proc
-
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self._run([self.kubectl_bin, *args], check)
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self._run([self.helm_bin, *args, "--namespace", NAMESPACE], check)
 
     def crd(self, name: str) -> dict:
         return yaml.safe_load(self.kubectl("get", "crd", name, "-o", "yaml").stdout)
@@ -124,14 +51,21 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    helm, kubectl = _need()
-    with tempfile.TemporaryDirectory(prefix="disklet-crd-upgrade-") as tmp:
-        c = Cluster(Path(tmp), helm, kubectl)
-        try:
-            c.start()
-            yield c
-        finally:
-            c.stop()
+    reason = unavailable_reason()
+    if reason:
+        (pytest.fail if in_ci() else pytest.skip)(reason)
+    try:
+        tool("helm"), tool("kubectl")
+    except FileNotFoundError as exc:
+        (pytest.fail if in_ci() else pytest.skip)(str(exc))
+    assets = assets_dir()
+    assert assets is not None
+    cp = ControlPlane(assets=assets, controller_manager=False).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="disklet-helm-") as home:
+            yield Cluster(cp, Path(home))
+    finally:
+        cp.stop()
 
 
 def _chart_copy(dest: Path, extra_column: str | None = None) -> Path:
@@ -140,10 +74,6 @@ def _chart_copy(dest: Path, extra_column: str | None = None) -> Path:
     for path in (dest / "files" / "crds").glob("disklet.io_*.yaml"):
         crd = yaml.safe_load(path.read_text())
         for version in crd["spec"]["versions"]:
-            meta = version["schema"]["openAPIV3Schema"].get("properties", {}).get("metadata")
-            if meta and set(meta) - {"type"}:
-                # A real server allows nothing but `type` on metadata; #16 fixes the generator. No-op after.
-                version["schema"]["openAPIV3Schema"]["properties"]["metadata"] = {"type": "object"}
             if extra_column and crd["spec"]["names"]["kind"] == "DiskLayout":
                 version["additionalPrinterColumns"].insert(
                     0, {"name": extra_column, "type": "string", "jsonPath": ".status.phase"})
