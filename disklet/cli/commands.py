@@ -8,6 +8,7 @@ read, wrote or would write, rendered by :func:`disklet.cli.output.render`.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -145,7 +146,7 @@ def _preflight_line(pf: PreflightResult) -> str:
 async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
     """Exit 0: no differences; 1: differences; 2: an error (invalid batch, failed pre-flight, API error)."""
     quiet = ctx.output.structured
-    report = Ctx(out=_Null() if quiet else ctx.out, err=ctx.err)
+    report = Ctx(out=io.StringIO() if quiet else ctx.out, err=ctx.err)  # -o: the report is dropped
     manifests = _load(ctx, path)
     if manifests is None:
         return DIFF_ERROR
@@ -187,16 +188,6 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
     if failed:
         return DIFF_ERROR
     return DIFF_CHANGES if counts["new"] or counts["changed"] else DIFF_NONE
-
-
-class _Null:
-    """A text sink that drops everything (the human report when -o asks for objects)."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool) -> tuple[bool, str]:
