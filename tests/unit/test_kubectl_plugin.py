@@ -42,3 +42,25 @@ def test_kubectl_runs_the_plugin(tmp_path: Path):
     assert version.returncode == 0 and version.stdout.strip() == f"kubectl disklet {__version__}", version
     usage = subprocess.run([str(kubectl), "disklet", "get"], capture_output=True, text=True, env=env, timeout=60)  # noqa: S603
     assert usage.returncode == 2 and usage.stderr.startswith("error: kubectl disklet get:"), usage.stderr
+
+
+def test_kubectl_completes_the_plugin(tmp_path: Path):
+    kubectl = ROOT / ".tools" / "bin" / "kubectl"
+    if not kubectl.exists():
+        pytest.skip("kubectl not installed (scripts/bootstrap.sh)")
+    for name, target in (("kubectl-disklet", "disklet.cli.main import main"),
+                         ("kubectl_complete-disklet", "disklet.cli.completion import kubectl_complete as main")):
+        shim = tmp_path / name
+        shim.write_text(f"#!{sys.executable}\nimport sys\nfrom {target}\nsys.exit(main())\n")
+        shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "operator"), str(ROOT / "agent")])}
+
+    def complete(*words: str) -> list[str]:
+        res = subprocess.run([str(kubectl), "__complete", "disklet", *words], capture_output=True, text=True,  # noqa: S603
+                             env=env, timeout=60)
+        return res.stdout.splitlines()
+    assert "get" in complete("g") and "support-bundle" in complete("")
+    assert {"dl", "lvg", "lvgset", "bd"} <= set(complete("get", ""))
+    assert "--no-headers" in complete("get", "dl", "--no")
+    assert complete("node", "")[:3] == ["apply-disk", "apply-disko", "disks"]
