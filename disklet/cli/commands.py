@@ -338,40 +338,50 @@ async def cmd_get(ctx: Ctx, type_name: str, names: list[str], node: str | None, 
     columns = printer_columns(view.resource)
     try:
         async with await ctx.connect() as kube:
+            if watch:
+                return await _watch(ctx, kube, view, names, selector, node, columns, request_timeout)
             items, missing = await _select(ctx, kube, view, names, selector, node)
             _not_found(ctx, view, missing)
-            if not watch:
-                if ctx.output.structured:
-                    if items or not names:
-                        ctx.emit(items, single=len(names) == 1, columns=columns)
-                elif items:
-                    ctx.emit(items, columns=columns)
-                elif not names:
-                    ctx.err.write("No resources found" + (f" for node {node}" if node else "") + ".\n")
-                return EXIT_FAILED if missing else EXIT_OK
-            return await _watch(ctx, kube, view, names, selector, node, columns, request_timeout)
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
+    if ctx.output.structured:
+        if items or not names:
+            ctx.emit(items, single=len(names) == 1, columns=columns)
+    elif items:
+        ctx.emit(items, columns=columns)
+    elif not names:
+        ctx.err.write("No resources found" + (f" for node {node}" if node else "") + ".\n")
+    return EXIT_FAILED if missing else EXIT_OK
 
 
 async def _watch(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], selector: str | None,
                  node: str | None, columns: Any, request_timeout: int | None) -> int:
-    """``get -w``: one line (or document) per change, like kubectl; the first events list what exists."""
+    """``get -w`` as kubectl: list and print, then one line (or document) per change after that list."""
+    kind = kind_of(view.resource)
+    listing = await kube.request("GET", kind.path(), query=[("labelSelector", selector)] if selector else [],
+                                 what=f"list {kind.plural}")
+    version = str(field(listing, "metadata.resourceVersion", "")) or None
     headers_done = ctx.output.no_headers or ctx.output.structured
-    async for event in kube.watch(kind_of(view.resource), label_selector=selector, timeout_seconds=request_timeout):
-        obj = event.get("object") or {}
-        if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
-            continue
-        if names and views.name_of(obj) not in names:
-            continue
-        if node and field(obj, view.node_path) != node:
-            continue
+
+    def show(obj: dict[str, Any]) -> None:
+        nonlocal headers_done
+        if (names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node):
+            return
+        obj.setdefault("apiVersion", f"{kind.group}/{kind.version}")
+        obj.setdefault("kind", kind.kind)
         text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done),
                       single=True, columns=columns)
         headers_done = True
-        ctx.out.write(text if not ctx.output.format == "jsonpath" or text.endswith("\n") else text + "\n")
+        ctx.out.write(text if ctx.output.format != "jsonpath" or text.endswith("\n") else text + "\n")
         ctx.out.flush()
+
+    for obj in sorted((listing or {}).get("items") or [], key=views.name_of):
+        show(obj)
+    async for event in kube.watch(kind, label_selector=selector, timeout_seconds=request_timeout,
+                                  resource_version=version):
+        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+            show(event.get("object") or {})
     return EXIT_OK
 
 

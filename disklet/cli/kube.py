@@ -251,10 +251,12 @@ class Kube:
         return await self.request("PATCH", kind.path(name), query=query, body=obj,  # type: ignore[no-any-return]
                                   content_type=APPLY_CONTENT_TYPE, what=f"apply {kind.kind}/{name}")
 
-    async def watch(self, kind: Kind, *, label_selector: str | None = None,
-                    timeout_seconds: int | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Watch events (``{"type", "object"}``) of ``kind``; existing objects arrive first as ADDED."""
+    async def watch(self, kind: Kind, *, label_selector: str | None = None, timeout_seconds: int | None = None,
+                    resource_version: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Watch events (``{"type", "object"}``) of ``kind`` after ``resource_version`` (a list's)."""
         query: list[tuple[str, Any]] = [("watch", "true")]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
         if label_selector:
             query.append(("labelSelector", label_selector))
         if timeout_seconds:

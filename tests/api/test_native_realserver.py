@@ -175,5 +175,10 @@ async def test_kubectl_wait_ready_and_kubectl_and_kctl_print_the_same_columns(cl
         assert kctl_lines[0].split() == kubectl_lines[0].split(), (kctl_lines[0], kubectl_lines[0])
         assert kctl_lines[1].split()[:-1] == kubectl_lines[1].split()[:-1]  # all but AGE
         assert "/dev/sdb,/dev/sdc" in kubectl_lines[1], "DEVICES reads as text in kubectl too"
+    # -w on the real server: the existing object first, then the server ends the watch (timeoutSeconds)
+    out, err = io.StringIO(), io.StringIO()
+    code = await run(["get", "dl", "-w", "--request-timeout", "2", "--kubeconfig", str(cluster.kubeconfig)], out, err)
+    lines = out.getvalue().splitlines()
+    assert code == 0 and len(lines) == 2 and lines[1].startswith("ready-dl "), (code, out.getvalue(), err.getvalue())
     cluster.kubectl("delete", "disklayout", "ready-dl")
     cluster.kubectl("delete", "crd", "--all")
