@@ -14,19 +14,23 @@ from typing import Any
 
 import kopf
 
+from disklet.kube.login import add_kopf_login
+
 
 def add_login(registry: kopf.OperatorRegistry, server: str) -> None:
-    """Authenticate the registry's operator against ``server`` (token auth is ignored by the mock)."""
+    """Authenticate the registry's operator — Kopf and disklet's own client — against ``server``
+    (token auth is ignored by the mock)."""
 
-    @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=server, insecure=True, token="mock")
+
+    add_kopf_login(registry, _login)
 
 
 @contextlib.asynccontextmanager
 async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = None,
                        settings: kopf.OperatorSettings | None = None,
-                       configure: Callable[[kopf.OperatorSettings], None] | None = None,
+                       configure: Callable[[kopf.OperatorSettings], object] | None = None,
                        standalone: bool = True, peering_name: str | None = None,
                        ready_timeout: float = 15.0, memo: object | None = None) -> AsyncIterator[kopf.OperatorSettings]:
     if server is not None:

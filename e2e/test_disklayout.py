@@ -16,7 +16,7 @@ WAIT = 60
 def _layout(e2e: Any, name: str, device: str, **spec: Any) -> dict[str, Any]:
     body = {"nodeName": e2e.node, "diskLayout": {"disks": [{"name": "data1", "device": device, "gpt": {"partitions": [
         {"name": "p0", "size": "100%",
-         "content": {"type": "filesystem", "format": "ext4", "mountpoint": f"/var/lib/{name}"}}]}}]}}
+         "content": {"type": "filesystem", "format": "ext4", "mountpoint": f"/var/lib/kcore/{name}"}}]}}]}}
     body.update(spec)
     return {"apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout", "metadata": {"name": name}, "spec": body}
 

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--apply", action="store_true",
                        help="really run disko (needs controller-managed mode); without it nothing is written")
         a.add_argument("--no-rebuild", action="store_true", help="skip nixos-rebuild test/switch after disko")
+        a.add_argument("--allow-destructive-changes", action="store_true",
+                       help="allow removing an applied disk or moving an applied filesystem's mountpoint "
+                            "(like spec.allowDestructiveChanges)")
         a.add_argument("--timeout-seconds", type=_timeout, default=DEFAULT_TIMEOUT_SECONDS, metavar="N",
                        help=f"bound on the disko run (default {DEFAULT_TIMEOUT_SECONDS}, max {MAX_TIMEOUT_SECONDS})")
         a.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -153,7 +156,8 @@ def cmd_apply_disk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
     cfg = _config(args)
     deps = AgentDeps.from_config(cfg)
-    plan = plan_apply(body, runner=deps.runner, config=cfg)
+    plan = plan_apply(body, runner=deps.runner, config=cfg,
+                      allow_destructive=bool(getattr(args, "allow_destructive_changes", False)))
     report: dict[str, Any] = {"plan": _plan_json(plan)}
     if args.output == "table":
         if plan.verdicts:
@@ -179,8 +183,8 @@ def cmd_apply_disk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"  promote: {promote_command(cfg.etc_dir)}\n")
         return EXIT_FAILED
     try:
-        outcome = apply_layout(body, runner=deps.runner, config=cfg,
-                               expect=expectation_from(plan.devices_value, plan.resolved),
+        outcome = apply_layout(plan.artifact, runner=deps.runner, config=cfg,
+                               expect=expectation_from(plan.devices_value, plan.resolved), targets=dict(plan.resolved),
                                timeout_seconds=args.timeout_seconds, rebuild=not args.no_rebuild)
     except ApplyBusy as exc:
         err.write(f"error: {exc}\n")

@@ -1,8 +1,9 @@
-"""BlockDevice: a disk or partition the agent discovered on its node (LVM.md § BlockDevice)."""
+"""BlockDevice: a disk or partition the agent discovered on its node (docs/design/lvm.md#blockdevice)."""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from pydantic import Field
 
@@ -41,5 +42,5 @@ class BlockDevice(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
     kind: str = "BlockDevice"
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     status: BlockDeviceStatus | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -145,7 +146,7 @@ class LabelSelector(ApiModel):
         default=None, max_length=64, json_schema_extra=ATOMIC,
         description="Requirements that must all hold (AND).")
 
-    def matches(self, labels: dict[str, str] | None) -> bool:
+    def matches(self, labels: Mapping[str, str] | None) -> bool:
         labels = labels or {}
         for k, v in (self.match_labels or {}).items():
             if labels.get(k) != v:

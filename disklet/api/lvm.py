@@ -1,10 +1,10 @@
-"""LVMVolumeGroup and LVMVolumeGroupSet (LVM.md). Field names follow sds-node-configurator."""
+"""LVMVolumeGroup and LVMVolumeGroupSet (docs/design/lvm.md). Field names follow sds-node-configurator."""
 
 from __future__ import annotations
 
 import posixpath
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -62,7 +62,7 @@ class ConditionType(StrEnum):
 
 
 def backing_file_name(lvg_name: str, entry_name: str) -> str:
-    """Invertible owner-marker name of a backing file (LVM.md rule 1)."""
+    """Invertible owner-marker name of a backing file (docs/design/lvm.md rule 1)."""
     return f"disklet-{lvg_name}.{entry_name}.img"
 
 
@@ -268,7 +268,7 @@ class LVMVolumeGroup(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
     kind: str = "LVMVolumeGroup"
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: LVMVolumeGroupSpec
     status: LVMVolumeGroupStatus | None = None
 
@@ -352,6 +352,6 @@ class LVMVolumeGroupSet(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
     kind: str = "LVMVolumeGroupSet"
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: LVMVolumeGroupSetSpec
     status: LVMVolumeGroupSetStatus | None = None

@@ -8,6 +8,7 @@ CRD's source of truth; if any document is wrong, the whole batch is refused and 
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -211,7 +212,8 @@ def _normalize_disk_layout_spec(spec: dict[str, Any], base_dir: Path, where: str
         else:
             path = spec.pop("layoutNixFile")
             try:
-                spec["layoutNix"] = read_layout_nix_file(str(path), base_dir)
+                spec["layoutNix"] = read_layout_nix_file(
+                    str(path), base_dir, allow_outside=os.environ.get("DISKLET_LAYOUT_FILE_ANYWHERE") == "1")
             except LayoutError as exc:
                 problems.append(f"{where}: spec.layoutNixFile: {exc}")
                 spec["layoutNix"] = "{ }"

@@ -30,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from disklet.api.resources import ALL_RESOURCES, GROUP
+from disklet import GROUP
+from disklet.api.resources import ALL_RESOURCES
 
 from .agentexec import AgentPodError, disks_argv, lvm_report_argv, pick_agent_pod
 from .kube import EVENTS, PODS, Kind, KubeError

@@ -1,4 +1,4 @@
-"""How many host reads a reconcile costs, and that the safety reads stay live (LVM.md rules 4, 5, 8)."""
+"""How many host reads a reconcile costs, and that the safety reads stay live (docs/design/lvm.md rules 4, 5, 8)."""
 
 from __future__ import annotations
 

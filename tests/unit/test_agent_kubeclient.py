@@ -188,7 +188,10 @@ async def test_methods_paths_bodies_and_errors_over_http(http_api: tuple[FakeApi
         assert api.requests[-1]["path"] == f"{LVG_PATH}/vg-a"
         assert (await kube.get(LVM_VOLUME_GROUP, "vg-a") or {})["metadata"]["labels"] == {"x": "1"}
         await kube.delete(LVM_VOLUME_GROUP, "vg-a")
-        await kube.delete(LVM_VOLUME_GROUP, "vg-a")  # already gone: fine
+        with pytest.raises(ApiError) as gone:
+            await kube.delete(LVM_VOLUME_GROUP, "vg-a")
+        assert is_not_found(gone.value)
+        await kube.delete(LVM_VOLUME_GROUP, "vg-a", missing_ok=True)  # already gone: fine when asked
         assert f"{LVG_PATH}/vg-a" not in api.objects
         with pytest.raises(ApiError) as missing:
             await kube.patch_lease("ns1", "disklet-agent-n1", {"spec": {"holderIdentity": "n1"}})

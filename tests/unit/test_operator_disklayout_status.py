@@ -15,11 +15,11 @@ from disklet_operator.logic.disklayout_status import (
 )
 from disklet_operator.logic.duplicates import LayoutRef, older_layout, owner_of
 from disklet_operator.logic.generation import next_layout_generation
-from disklet_operator.logic.statusdiff import status_patch
 from pydantic import ValidationError
 
 from disklet.api.common import get_condition
 from disklet.api.disklayout import DiskLayoutSpec, DiskLayoutStatus, Phase, RefusalCode
+from disklet.kube.patch import owned_keys_patch
 
 H1, H2 = "a" * 64, "b" * 64
 
@@ -106,8 +106,8 @@ def test_duplicate_resolution_oldest_then_name():
 def test_status_patch_only_changed_owned_keys_and_tolerant_parse():
     old = {"phase": "applied", "nodeMode": "controller-managed", "layoutGeneration": 1, "message": "m"}
     new = {"phase": "applied", "layoutGeneration": 2}
-    assert status_patch(old, new, {"phase", "layoutGeneration", "message"}) == {"layoutGeneration": 2, "message": None}
-    assert status_patch(old, dict(old)) == {}
+    assert owned_keys_patch(old, new, {"phase", "layoutGeneration", "message"}) == {"layoutGeneration": 2, "message": None}
+    assert owned_keys_patch(old, dict(old)) == {}
     st = parse_status({"phase": "applied", "layoutGeneration": "nope", "conditions": [{"type": "X"}, {
         "type": "Applied", "status": "True", "reason": "Done", "lastTransitionTime": "2025-01-01T00:00:00Z"}]})
     assert st.phase is Phase.APPLIED and st.layout_generation is None
@@ -127,7 +127,8 @@ def test_ready_follows_the_phase_and_the_applied_generation():
 
 
 def test_operator_writes_ready_with_observed_generation_on_every_condition():
-    from disklet_operator.logic.disklayout_status import Verdict, VerdictKind, desired_status
+    from disklet_operator.logic.disklayout_status import PreflightVerdict as Verdict
+    from disklet_operator.logic.disklayout_status import VerdictKind, desired_status
 
     from disklet.api.common import get_condition
 

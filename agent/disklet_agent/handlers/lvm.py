@@ -27,7 +27,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -54,6 +54,7 @@ from ..logic.lvg import (
     status_merge_patch,
     with_operator_conditions,
 )
+from ..lvm.ports import LvgEngine
 from ..tasks import BackgroundTasks
 from .blockdevices import INDEX_ID
 
@@ -86,7 +87,7 @@ def _index_entries(index: Any) -> list[tuple[str, Mapping[str, str], str]]:
 class LvgWiring:
     """State shared by this node's LVG handlers: engine, client, lock, and what happened (for tests)."""
 
-    def __init__(self, deps: AgentDeps, engine: Any, kube: AgentKube, lock: asyncio.Lock):
+    def __init__(self, deps: AgentDeps, engine: LvgEngine, kube: AgentKube, lock: asyncio.Lock):
         self.deps = deps
         self.node = deps.config.node_name
         self.engine = engine
@@ -135,7 +136,7 @@ class LvgWiring:
 
     def _post(self, body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
         for type_, reason, message in events:
-            kopf.event(dict(body), type=type_, reason=reason, message=message[:1000])
+            kopf.event(cast(kopf.Body, dict(body)), type=type_, reason=reason, message=message[:1000])
 
     async def reconcile(self, name: str, index: Any, *, only_if_needed: bool = False,
                         raise_on_requeue: bool = True) -> str:
@@ -215,13 +216,13 @@ class LvgWiring:
             specs = dict(lvgs)
             statuses = {name: _status_of(obj) for name, obj in by_name.items()}
             for name, discovered in found.items():
-                obj = by_name.get(name)
-                if discovered is None or obj is None:
+                seen = by_name.get(name)
+                if discovered is None or seen is None:
                     continue  # unreadable this cycle: keep the last status rather than write a partial one
                 current = statuses[name]
                 merged = statuses[name] = merge_discovered(current, discovered)
                 self.gauges.publish(name, specs[name].actual_vg_name_on_the_node, merged)
-                if await self._write_status(name, obj.get("status"), merged):
+                if await self._write_status(name, seen.get("status"), merged):
                     written.append(name)
             set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
         return written
@@ -239,7 +240,8 @@ class LvgWiring:
                 log.error("LVM discovery cycle failed: %r", exc, extra={"node": self.node})
 
 
-def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: Any = None, kube: AgentKube | None = None,
+def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEngine | None = None,
+             kube: AgentKube | None = None,
              tasks: BackgroundTasks | None = None, lock: asyncio.Lock | None = None) -> LvgWiring:
     """This node's LVMVolumeGroup handlers; returns the wiring (tests inspect it)."""
     node = deps.config.node_name

@@ -1,4 +1,4 @@
-"""losetup adapter: find, attach, refresh, detach and list loop devices (LVM.md rules 3, 6, 8, 9)."""
+"""losetup adapter: find, attach, refresh, detach and list loop devices (docs/design/lvm.md rules 3, 6, 8, 9)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """LVM adapter: JSON reports and mutating commands, always run with our per-command device filter.
 
 Every command carries ``--config`` with a ``global_filter`` that accepts exactly the loop devices we
-own and rejects every other loop/rbd/drbd/nbd device (LVM.md rule 11): guest LVM inside VM images
+own and rejects every other loop/rbd/drbd/nbd device (docs/design/lvm.md rule 11): guest LVM inside VM images
 stays invisible. Reports are parsed from ``--reportformat json``; a failed report raises
 :class:`LvmError` and is never read as "not found" (rule 7).
 """

@@ -2,7 +2,7 @@
 
 One reconcile: validate → provision file devices → pvcreate (only devices a live pvs does not show)
 → vgcreate/vgextend → grow → thin pools → discover into status. Every step that creates something
-records it in a journal so a failure rolls back only this call's work (LVM.md rule 5).
+records it in a journal so a failure rolls back only this call's work (docs/design/lvm.md rule 5).
 
 Reads per reconcile: one snapshot at the start (losetup list + ONE ``pvs`` with VG columns, ``lvs``
 only when a VG has LVs); a fresh live read before pvcreate/vgextend and before any teardown; one

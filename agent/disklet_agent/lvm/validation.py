@@ -1,4 +1,4 @@
-"""Pure validation of an LVMVolumeGroup for this node: messages a human can act on (LVM.md rules 1, 2)."""
+"""Pure validation of an LVMVolumeGroup for this node: messages a human can act on (docs/design/lvm.md rules 1, 2)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ Nodes and agent Leases are read from Kopf indexes, never fetched per object.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -19,12 +18,12 @@ import kopf
 from disklet import GROUP, VERSION
 from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
+from disklet.kube.lease import lease_namespace, lease_node
 from disklet.observe import record_status_write
 
 from ..logic.conditions import merge_owned_conditions, parse_conditions
 from ..logic.labels import node_label_patch
 from ..logic.readiness import (
-    AGENT_LEASE_PREFIX,
     DEFAULT_LEASE_GRACE_SECONDS,
     agent_readiness,
     node_readiness,
@@ -34,13 +33,7 @@ from ..logic.readiness import (
 PLURAL = LVM_VOLUME_GROUP.plural
 NODES_INDEX = "lvg_nodes"
 LEASES_INDEX = "lvg_agent_leases"
-DEFAULT_NAMESPACE = "disklet-system"
 DEFAULT_INTERVAL_SECONDS = 30.0
-
-
-def agent_namespace() -> str:
-    """Namespace of the agent Leases: ``DISKLET_NAMESPACE`` (the chart sets it), default disklet-system."""
-    return os.environ.get("DISKLET_NAMESPACE") or DEFAULT_NAMESPACE
 
 
 def _node_of(spec: Mapping[str, Any] | None) -> str | None:
@@ -55,16 +48,22 @@ def _first(index: Any, key: str | None) -> tuple[bool, Any]:
     return (True, values[0]) if values else (False, None)
 
 
-def _recently_sent(memo: Any, key: str, value: Any, window: float) -> bool:
-    """True when this exact write was sent for this object less than ``window`` seconds ago.
+def _still_in_flight(memo: Any, key: str, value: Any, reflected: bool, window: float) -> bool:
+    """True when this same write was sent and Kopf's body does not show it yet (a stale body).
 
-    The event handler and the timer both evaluate, and either may still see a body from before the
-    other's patch arrived; without this they would send the same patch twice. After the window a
-    still-missing write is sent again (e.g. when another writer replaced the conditions list).
+    The event handler and the timer both evaluate Kopf's last-seen body, which lacks our last write
+    until the watch delivers it (seconds under CPU load). Evaluating such a body again would send
+    the same write again, with fresh lastTransitionTimes; so ``value`` must leave timestamps out.
+    Once a body shows the write (``reflected``), it is no longer in flight: a later body without
+    it means another writer removed it, and it is written again at once. ``window`` bounds how
+    long a write that never shows up is trusted.
     """
     if not isinstance(memo, dict):  # kopf.Memo is a dict: one per object, shared by its handlers
         return False
     sent = memo.setdefault("disklet_sent", {})
+    if reflected:
+        sent.pop(key, None)
+        return False
     previous = sent.get(key)
     stamp = time.monotonic()
     if previous is not None and previous[0] == value and stamp - previous[1] < window:
@@ -75,13 +74,13 @@ def _recently_sent(memo: Any, key: str, value: Any, window: float) -> bool:
 
 def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
              interval: float = DEFAULT_INTERVAL_SECONDS, lease_grace: float = DEFAULT_LEASE_GRACE_SECONDS,
-             clock: Callable[[], datetime] | None = None, dedupe_seconds: float = 5.0) -> None:
+             clock: Callable[[], datetime] | None = None, dedupe_seconds: float = 60.0) -> None:
     """Define the LVMVolumeGroup handlers and the Node/Lease indexes on ``registry``.
 
-    ``namespace``: where the agents' Leases live (default: :func:`agent_namespace`); ``interval``:
+    ``namespace``: where the agents' Leases live (default: :func:`disklet.kube.lease.lease_namespace`); ``interval``:
     how often every LVG is re-evaluated; ``lease_grace``: how old a Lease renewal may be.
     """
-    ns = namespace or agent_namespace()
+    ns = namespace or lease_namespace()
     now = clock or (lambda: datetime.now(UTC))
 
     @kopf.index("v1", "nodes", registry=registry, id=NODES_INDEX)
@@ -90,18 +89,18 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         return {name: {"ready": ready}}
 
     def _agent_lease(name: str, namespace: str | None, **_: Any) -> bool:
-        return namespace == ns and name.startswith(AGENT_LEASE_PREFIX)
+        return namespace == ns and lease_node(name) is not None
 
     @kopf.index("coordination.k8s.io", "v1", "leases", registry=registry, id=LEASES_INDEX, when=_agent_lease)
     def lvg_agent_leases(name: str, spec: Mapping[str, Any], **_: Any) -> dict[str, str | None]:
-        return {name[len(AGENT_LEASE_PREFIX):]: spec.get("renewTime") or spec.get("acquireTime")}
+        return {lease_node(name) or name: spec.get("renewTime") or spec.get("acquireTime")}
 
     def evaluate(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any],
                  labels: Mapping[str, str], patch: kopf.Patch, indexes: Mapping[str, Any]) -> None:
         memo = indexes.get("memo")
         node = _node_of(spec)
         label = node_label_patch(labels, node)
-        if label and not _recently_sent(memo, "labels", label, dedupe_seconds):
+        if not _still_in_flight(memo, "labels", label, not label, dedupe_seconds) and label:
             patch.metadata.setdefault("labels", {}).update(label)
         found_node, node_entry = _first(indexes.get(NODES_INDEX), node)
         node_state = node_readiness(node, found_node, (node_entry or {}).get("ready"))
@@ -111,7 +110,8 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         old = parse_conditions(raw)
         owned = readiness_conditions(old, node_state, agent_state, meta.get("generation"))
         merged = merge_owned_conditions(raw, owned)
-        if merged == raw or _recently_sent(memo, "conditions", [c.to_wire() for c in owned], dedupe_seconds):
+        sent = [(c.type, c.status, c.reason, c.message) for c in owned]  # what we write, minus timestamps
+        if _still_in_flight(memo, "conditions", sent, merged == raw, dedupe_seconds) or merged == raw:
             return
         patch.status["conditions"] = merged
         record_status_write(LVM_VOLUME_GROUP.kind)
