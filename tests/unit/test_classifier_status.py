@@ -46,8 +46,11 @@ def test_refused_status_then_no_churn() -> None:
     assert ch["phase"] == "refused" and ch["refusalReason"] == "target_device_is_active_lvm_pv"
     assert ch["nodeMode"] == "controller-managed" and ch["lastAttemptTime"] == "2024-01-01T00:00:00Z"
     assert "targetDevices" not in ch
-    [cond] = ch["conditions"]
+    [cond, ready] = ch["conditions"]
     assert cond["type"] == "Applied" and cond["status"] == "False" and cond["reason"] == "Refused"
+    assert ready["type"] == "Ready" and ready["status"] == "False" and ready["reason"] == "Refused"
+    assert ready["observedGeneration"] == cond["observedGeneration"] == 5
+    assert ch["targetDevicesText"] == "/dev/sdb"
     after = {**cur, **ch}
     assert outcome_status(after, d, mode=MANAGED, targets=["/dev/sdb"], generation=5,
                           now="2024-01-01T00:05:00Z") == {}
@@ -69,6 +72,8 @@ def test_applied_clears_refusal_and_records_generation() -> None:
     assert ch["phase"] == "applied" and ch["refusalReason"] is None  # merge patch null deletes it
     assert ch["appliedLayoutGeneration"] == 4 and ch["lastAppliedTime"] == "2024-01-01T00:00:00Z"
     assert ch["conditions"][0]["status"] == "True"
+    ready = next(c for c in ch["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "Applied", 7)
 
 
 def test_failed_outcome() -> None:
