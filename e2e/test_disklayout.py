@@ -78,6 +78,10 @@ def test_promoted_node_applies(scenario: Any, local_only: None, root_only: None,
     obj = _phase(scenario, name, "applied", timeout=90)
     st = obj["status"]
     assert st.get("appliedLayoutGeneration") == st.get("layoutGeneration"), h.brief(obj)
+    if scenario.real:  # the Ready condition is what `kubectl wait` reads (docs/kctl.md)
+        waited = scenario.kube.kubectl("wait", "--for=condition=Ready", f"disklayout/{name}", "--timeout=60s",
+                                       timeout=90)
+        assert "condition met" in waited.stdout, waited.stdout + waited.stderr
     calls = [json.loads(line) for line in scenario.fake_log.read_text().splitlines()]
     assert any(c["cmd"] == "nixos-rebuild" and c["argv"][:1] == ["switch"] for c in calls), calls
     current = scenario.sandbox / "etc" / "disklet" / "disk" / "current.nix"
