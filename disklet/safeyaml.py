@@ -112,22 +112,28 @@ def _measure(root: yaml.Node, limits: Limits) -> None:
                 stack.append((kid, False))
 
 
-def safe_load_all(text: str, limits: Limits | None = None) -> list[Any]:
-    """Every document of ``text`` as plain Python data, or ``YamlLimitError``/``yaml.YAMLError``."""
+def load_with_nodes(text: str, limits: Limits | None = None) -> list[tuple[yaml.Node, Any]]:
+    """Every document of ``text`` as (its composed node, plain Python data); the node carries the
+    document's position (``start_mark``). ``YamlLimitError`` or ``yaml.YAMLError`` otherwise."""
     limits = limits or Limits()
     if len(text.encode("utf-8", errors="surrogatepass")) > limits.max_bytes:
         raise YamlLimitError(f"YAML text is larger than {limits.max_bytes} bytes")
     loader = _ComposingLoader(text)
     loader.max_aliases = limits.max_aliases
     loader.max_depth = limits.max_depth
-    docs: list[Any] = []
+    docs: list[tuple[yaml.Node, Any]] = []
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:  # pragma: no cover - check_node said there is one
                 continue
             _measure(node, limits)
-            docs.append(loader.construct_document(node))
+            docs.append((node, loader.construct_document(node)))
     finally:
         loader.dispose()
     return docs
+
+
+def safe_load_all(text: str, limits: Limits | None = None) -> list[Any]:
+    """Every document of ``text`` as plain Python data, or ``YamlLimitError``/``yaml.YAMLError``."""
+    return [doc for _, doc in load_with_nodes(text, limits)]
