@@ -200,6 +200,13 @@ def _unique_backing_files(lvg_name: str | None, file_devices: list[FileDevice] |
         raise ValueError("fileDevices names must be unique")
 
 
+def _unique_thin_pools(thin_pools: list[ThinPool] | None) -> None:
+    """thinPools is a list keyed by name: the API server refuses a name twice, so does the model."""
+    names = [tp.name for tp in thin_pools or ()]
+    if len(set(names)) != len(names):
+        raise ValueError("thinPools names must be unique")
+
+
 class LVMVolumeGroupSpec(ApiModel):
     model_config = ApiModel.model_config | {
         "json_schema_extra": validations(
@@ -231,6 +238,7 @@ class LVMVolumeGroupSpec(ApiModel):
         if self.block_device_selector is None and not self.file_devices:
             raise ValueError("set blockDeviceSelector, a non-empty fileDevices, or both")
         _unique_backing_files(None, self.file_devices)
+        _unique_thin_pools(self.thin_pools)
         return self
 
 
@@ -344,6 +352,7 @@ class LVMVolumeGroupTemplate(ApiModel):
         if self.block_device_selector is None and not self.file_devices:
             raise ValueError("set blockDeviceSelector, a non-empty fileDevices, or both")
         _unique_backing_files(None, self.file_devices)
+        _unique_thin_pools(self.thin_pools)
         return self
 
     def child_spec(self, node_name: str) -> LVMVolumeGroupSpec:

@@ -140,6 +140,16 @@ def test_lvmvolumegroupset_model_and_admission_agree(obj):
     assert_agree(obj, LVMVolumeGroupSet)
 
 
+def test_found_by_fuzzing_duplicate_thin_pool_names():
+    """A deep run found it: thinPools is keyed by name on the server; the model took a name twice."""
+    obj = {"apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": "fleet"},
+           "spec": {"nodeSelector": {}, "lvmVolumeGroupTemplate": {
+               "actualVGNameOnTheNode": "vg_data", "blockDeviceSelector": {},
+               "thinPools": [{"name": "tp", "size": "10Gi"}, {"name": "tp", "size": "10Gi"}]}}}
+    assert_agree(obj, LVMVolumeGroupSet)
+    assert any("thinPools names must be unique" in m for m in model_verdict(LVMVolumeGroupSet, obj))
+
+
 @given(gen.block_device_objects())
 def test_blockdevice_model_and_admission_agree(obj):
     assert_agree(obj, BlockDevice)
