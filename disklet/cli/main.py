@@ -12,7 +12,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TextIO
 
-from . import commands
+from . import commands, rollout
 from .agentexec import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Ctx
 
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"bound on the disko run (default {DEFAULT_TIMEOUT_SECONDS}, hard cap {MAX_TIMEOUT_SECONDS})")
         ad.add_argument("-o", "--output", choices=("table", "json"), help="the agent's output format")
         ad.set_defaults(deprecated=deprecated)
+    rollout.add_parser(sub, _sub)
     return p
 
 
@@ -187,6 +188,8 @@ def _dispatch(args: argparse.Namespace, ctx: Ctx) -> Coroutine[Any, Any, int]:
         return commands.cmd_describe(ctx, args.type, args.name)
     if c == "delete":
         return commands.cmd_delete(ctx, args.type, args.name)
+    if c == "rollout":
+        return rollout.run(ctx, args)
     if c == "node" and args.node_command == "disks":
         return commands.cmd_node_disks(ctx, args.node, args.live, args.output)
     return commands.cmd_node_apply_disk(ctx, args.node, args.filename, args.apply, not args.no_rebuild,
