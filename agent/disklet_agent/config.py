@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from disklet.thinpool import DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD, Thresholds
+
 DEFAULT_FILE_DEVICES_DIR = "/var/lib/disklet/file-devices"
 DEFAULT_SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/nix", "/nix/store")
 DEFAULT_VOLUME_MOUNTS = ("/var/lib/kcore/volumes*", "/var/lib/kcore/images")
@@ -41,6 +43,13 @@ class AgentConfig(BaseModel):
     nixos_rebuild_command: list[str] = Field(default_factory=lambda: ["nixos-rebuild"])
     systemd_run_command: list[str] = Field(default_factory=lambda: ["systemd-run"])
     command_timeout_seconds: float = Field(default=60.0, gt=0)
+    thin_pool_data_threshold_percent: float = Field(default=DEFAULT_DATA_THRESHOLD, gt=0, le=100,
+                                                    description="ThinPoolNearlyFull at or above this data %.")
+    thin_pool_metadata_threshold_percent: float = Field(default=DEFAULT_METADATA_THRESHOLD, gt=0, le=100,
+                                                        description="ThinPoolMetadataNearlyFull at or above this metadata %.")
+
+    def thin_pool_thresholds(self) -> Thresholds:
+        return Thresholds(self.thin_pool_data_threshold_percent, self.thin_pool_metadata_threshold_percent)
 
     @field_validator("file_devices_dir")
     @classmethod
@@ -72,4 +81,8 @@ class AgentConfig(BaseModel):
             nixos_rebuild_command=(e.get("DISKLET_NIXOS_REBUILD_COMMAND") or "nixos-rebuild").split(),
             systemd_run_command=(e.get("DISKLET_SYSTEMD_RUN_COMMAND") or "systemd-run").split(),
             command_timeout_seconds=float(e.get("DISKLET_COMMAND_TIMEOUT_SECONDS", "60")),
+            thin_pool_data_threshold_percent=float(e.get("DISKLET_THIN_POOL_DATA_THRESHOLD_PERCENT",
+                                                         str(DEFAULT_DATA_THRESHOLD))),
+            thin_pool_metadata_threshold_percent=float(e.get("DISKLET_THIN_POOL_METADATA_THRESHOLD_PERCENT",
+                                                             str(DEFAULT_METADATA_THRESHOLD))),
         )

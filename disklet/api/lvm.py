@@ -246,13 +246,17 @@ class ThinPoolStatus(StatusModel):
     available_space: str | None = Field(default=None, description="actualSize × allocationLimit − allocatedSize.")
     ready: bool = Field(default=False, description="Whether the pool exists at its requested size.")
     message: str | None = Field(default=None, description="Why the pool is not ready.")
+    data_percent: float | None = Field(default=None, description="Data fullness in percent (lvs data_percent).")
+    metadata_percent: float | None = Field(default=None, description="Metadata fullness in percent (lvs metadata_percent).")
+    chunk_size: str | None = Field(default=None, description="Thin pool chunk size.")
+    metadata_size: str | None = Field(default=None, description="Size of the pool's metadata LV.")
 
 
 class LVMVolumeGroupStatus(StatusModel):
     phase: LVGPhase | None = Field(default=None, description="Pending, Ready, NotReady or Terminating.")
     observed_generation: int | None = Field(default=None, description="metadata.generation last reconciled.")
     conditions: list[Condition] | None = Field(default=None, max_length=32, json_schema_extra=list_map("type"),
-                                               description="VGConfigurationApplied, VGReady (agent); NodeReady, AgentReady, Ready (operator).")
+                                               description="VGConfigurationApplied, VGReady, ThinPoolNearlyFull, ThinPoolMetadataNearlyFull (agent); NodeReady, AgentReady, Ready (operator).")
     nodes: list[NodeStatus] | None = Field(default=None, json_schema_extra=list_map("name"),
                                            description="Devices and file devices of the VG per node.")
     vg_uuid: str | None = Field(default=None, alias="vgUUID", description="VG UUID: the VG's identity.")
