@@ -17,7 +17,7 @@ from disklet.api.resources import (
 )
 from disklet.layout import PreflightResult, preflight
 
-from . import views
+from . import lvmdiff, views
 from .agentexec import (
     AGENT_SELECTOR,
     AgentPodError,
@@ -115,7 +115,7 @@ def _preflight_line(pf: PreflightResult) -> str:
 
 
 # ---------------------------------------------------------------------------- diff
-async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
+async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | None = None) -> int:
     manifests = _load(ctx, path)
     if manifests is None:
         return EXIT_FAILED
@@ -129,6 +129,10 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
             live = await kube.get(kind_of(m.resource), m.name) if kube else None
             if isinstance(m.spec, DiskLayoutSpec):
                 ok, state = await _diff_disk_layout(ctx, m, live, offline)
+                if not ok:
+                    code = EXIT_FAILED
+            elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
+                ok, state = await lvmdiff.diff_one(ctx, kube, m, live, lvm or lvmdiff.Options(offline=offline))
                 if not ok:
                     code = EXIT_FAILED
             else:
@@ -148,7 +152,7 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
         summary += f": {counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged"
     summary += "; nothing was written"
     if code != EXIT_OK:
-        summary += "; some layouts would not be applied (see pre-flight above)"
+        summary += "; some objects would be refused (see above)"
     ctx.say(summary)
     return code
 

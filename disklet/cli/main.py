@@ -12,7 +12,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TextIO
 
-from . import commands, rollout
+from . import commands, lvmdiff, rollout
 from .agentexec import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Ctx
 
@@ -87,11 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = _sub(sub, "diff", "pre-flight manifests and show what would change (no writes)",
              "Resolve every DiskLayout (render diskLayout, inline layoutNixFile), run the structural pre-flight, "
              "print the target devices and a unified diff of the resolved Nix body against what the cluster holds "
-             "(\"new\" when absent). Writes nothing. Exit 1 when a layout would be refused or fail.",
-             "  kctl diff -f day2-disk-layout.yaml\n  kctl diff -f ./disk-layouts/ --offline")
+             "(\"new\" when absent). LVMVolumeGroups and LVMVolumeGroupSets: per node, the files to create or grow, "
+             "the devices that become PVs, VG create vs extend, thin pools and what the agent would refuse "
+             "(docs/kctl.md). Writes nothing. Exit 1 when an object would be refused or fail.",
+             "  kctl diff -f day2-disk-layout.yaml\n  kctl diff -f ./disk-layouts/ --offline\n"
+             "  kctl diff -f lvgset.yaml --dry-run=server")
     d.add_argument("-f", "--filename", required=True, metavar="PATH",
                    help="manifest file, directory of *.yaml/*.yml, or - for stdin")
     d.add_argument("--offline", action="store_true", help="do not contact the cluster; pre-flight only")
+    lvmdiff.add_arguments(d)
 
     a = _sub(sub, "apply", "create or update objects by server-side apply",
              "Validate every document (the whole batch is refused, nothing sent, if one is invalid or a layout "
@@ -179,7 +183,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def _dispatch(args: argparse.Namespace, ctx: Ctx) -> Coroutine[Any, Any, int]:
     c = args.command
     if c == "diff":
-        return commands.cmd_diff(ctx, args.filename, args.offline)
+        return commands.cmd_diff(ctx, args.filename, args.offline, lvmdiff.options(args))
     if c == "apply":
         return commands.cmd_apply(ctx, args.filename, args.force_conflicts, args.skip_preflight)
     if c == "get":

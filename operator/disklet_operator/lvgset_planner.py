@@ -7,7 +7,6 @@ tested here without an API server.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from disklet.api.lvm import (
 )
 from disklet.api.resources import NODE_LABEL
 from disklet.labels import label_value, node_label_value
+from disklet.lvgset_names import HASH_LEN, MAX_NAME, child_name, digest  # noqa: F401 (re-exported)
 from disklet.units import QuantityError, quantity_bytes
 
 SET_LABEL = f"{GROUP}/lvmvolumegroupset"
@@ -39,8 +39,6 @@ SET_LABEL = f"{GROUP}/lvmvolumegroupset"
 SET_KIND = "LVMVolumeGroupSet"
 REVISION_LABEL = f"{GROUP}/lvgset-revision"
 """Label on every child: the template revision its spec was last written from (``kubectl get lvg -L``)."""
-MAX_NAME = 253
-HASH_LEN = 10
 _MAX_LISTED_ERRORS = 5
 
 # Ready condition reasons / set status reasons.
@@ -67,22 +65,7 @@ _ATTENTION_MESSAGE = 256
 
 
 def _digest(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:HASH_LEN]
-
-
-def _shorten(text: str, limit: int, *hash_parts: str) -> str:
-    """``text`` if it fits, else a prefix + ``-`` + stable hash, still a valid name/label value."""
-    if len(text) <= limit:
-        return text
-    prefix = text[: limit - HASH_LEN - 1].rstrip("-._")
-    return f"{prefix}-{_digest(*(hash_parts or (text,)))}"
-
-
-def child_name(set_name: str, node_name: str) -> str:
-    """Deterministic child LVMVolumeGroup name: ``<set>-<node>``, cut to 253 characters with a stable
-    hash of (set, node) when longer. Both inputs are DNS-1123 subdomains, so the result is one too."""
-    plain = f"{set_name}-{node_name}"
-    return _shorten(plain, MAX_NAME, set_name, node_name)
+    return digest(*parts)
 
 
 def owner_reference(set_name: str, set_uid: str) -> dict[str, Any]:
