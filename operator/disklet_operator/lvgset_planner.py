@@ -255,16 +255,23 @@ class Plan:
     """Children that failed the current template (agent report, refused write), in rollout order."""
     rollout: RolloutState = field(default_factory=RolloutState)
     failure_policy: str = "Halt"
+    _slot_index: dict[str, Slot] = field(default_factory=dict, repr=False)
 
     @property
     def writes(self) -> int:
         return len(self.creates) + len(self.updates)
 
+    def slot(self, name: str) -> Slot | None:
+        if len(self._slot_index) != len(self.slots):
+            self._slot_index = {s.name: s for s in self.slots}
+        return self._slot_index.get(name)
+
     def slot_node(self, name: str) -> str:
-        return next((s.node for s in self.slots if s.name == name), "")
+        slot = self.slot(name)
+        return slot.node if slot is not None else ""
 
     def slot_revision(self, name: str) -> str | None:
-        slot = next((s for s in self.slots if s.name == name), None)
+        slot = self.slot(name)
         if slot is None or slot.child is None:
             return self.revision if slot is not None and slot.updated else None
         return self.revision if slot.updated else slot.child.revision
@@ -600,7 +607,7 @@ def _halted_by(result: Plan, outcome: Outcome) -> ChildProblem | None:
     """The failed child that halts the rollout: found by the plan, or refused by the server this pass."""
     if result.rollout.halted_by is not None or result.failure_policy != "Halt" or not outcome.refused:
         return result.rollout.halted_by
-    for slot in result.slots:
+    for slot in result.slots:  # rollout order: the first refused child
         if slot.name in outcome.refused:
             message = outcome.update_errors.get(slot.name) or outcome.create_errors.get(slot.name) or "refused"
             return ChildProblem(slot.name, slot.node, R_UPDATE_FAILED, message)

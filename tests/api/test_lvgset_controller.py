@@ -266,3 +266,34 @@ async def test_max_unavailable_one_updates_one_child_at_a_time_and_paused_none(k
         assert progressing["reason"] == "Paused"
         await patch(s, f"{SET_URL}/roll", {"spec": {"rollout": {"paused": False}}})
         await wait_for(lambda: len(at_new()) == 3, message="resumed")
+
+
+async def test_rollout_survives_an_operator_restart_mid_way(kube):
+    """State lives in the API: a new operator process continues the rollout where the old one stopped."""
+    for n in ("s1", "s2", "s3"):
+        kube.seed(NODES, node(n))
+    async with aiohttp.ClientSession(kube.server_url) as s:
+        async with lvgset_operator(kube.server_url):
+            await post(s, SET_URL, lvgset("restart", file_devices=[file_device("a")]))
+            await wait_for(lambda: len(children_of(kube, "restart")) == 3, message="three children")
+            for n in ("s1", "s2", "s3"):
+                await _make_ready(s, kube, f"restart-{n}")
+            await wait_for(lambda: _status(kube, "restart").get("updatedReadyCount") == 3, message="all Ready")
+            await patch(s, f"{SET_URL}/restart", {"spec": {"rollout": {"maxUnavailable": 1}, "lvmVolumeGroupTemplate": {
+                "fileDevices": [file_device("a", "2Gi")]}}})
+            await wait_for(lambda: _status(kube, "restart").get("updatedCount") == 1, message="one updated")
+        rev = _status(kube, "restart")["currentRevision"]
+
+        def at_new():
+            return sorted(k for k, v in children_of(kube, "restart").items()
+                          if v["metadata"]["labels"].get("disklet.io/lvgset-revision") == rev)
+        assert at_new() == ["restart-s1"]
+    async with lvgset_operator(kube.server_url) as ctl, aiohttp.ClientSession(kube.server_url) as s:
+        # a fresh operator (and client): no memory of the first
+        await wait_for(lambda: "restart" in ctl.sets and ctl.sets["restart"].passes, message="resume pass")
+        t0 = time.monotonic()
+        ctl.wake("restart")
+        await wait_for(lambda: _pass_after(ctl, "restart", t0), message="a pass after the restart")
+        assert at_new() == ["restart-s1"], "the restarted operator does not start over or skip the budget"
+        await _make_ready(s, kube, "restart-s1")
+        await wait_for(lambda: at_new() == ["restart-s1", "restart-s2"], message="the rollout continues")
