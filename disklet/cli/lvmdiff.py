@@ -157,12 +157,12 @@ def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
         except (ValueError, QuantityError) as exc:
             out.refused.append(f"thinPools[{tp.name}]: {exc}")
             continue
-        size = "all free space" if action.extents is None else _q(action.extents * extent)
+        target = "all free space" if action.extents is None else _q(action.extents * extent)
         if action.kind == "create":
-            out.lines.append(f"thin pool {tp.name} ({tp.size}): create, {size}")
+            out.lines.append(f"thin pool {tp.name} ({tp.size}): create, {target}")
             vg_free -= vg_free if action.extents is None else action.extents * extent
         elif action.kind == "extend":
-            out.lines.append(f"thin pool {tp.name} ({tp.size}): grow {_q(current)} → {size}")
+            out.lines.append(f"thin pool {tp.name} ({tp.size}): grow {_q(current)} → {target}")
         elif action.kind == "none":
             out.lines.append(f"thin pool {tp.name} ({tp.size}): unchanged ({_q(current)})")
         else:

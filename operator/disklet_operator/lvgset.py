@@ -397,7 +397,7 @@ class LvgsetController:
             kopf.event(body, type="Warning", reason=reason, message=f"{child}: {message}")
         halted = result.rollout.halted_by
         key = (result.revision, halted.name) if halted is not None else None
-        if key is not None and key != state.halt_reported:
+        if halted is not None and key != state.halt_reported:
             kopf.event(body, type="Warning", reason="RolloutHalted",
                        message=f"revision {result.revision}: LVMVolumeGroup {halted.name} on node {halted.node} "
                                f"failed ({halted.message[:512]}); no further child is written")

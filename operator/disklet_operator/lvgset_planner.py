@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from disklet import API_VERSION, GROUP
-from disklet.api.common import Condition, get_condition, set_condition
+from disklet.api.common import Condition, ConditionStatus, get_condition, set_condition
 from disklet.api.lvm import (
     MAX_ATTENTION,
     MAX_REVISIONS,
@@ -365,7 +365,7 @@ def _select_nodes(result: Plan, spec: LVMVolumeGroupSetSpec,
     """Step 1: matching nodes → child names; returns them in rollout order."""
     labels_of: dict[str, Mapping[str, str] | None] = {}
     for node, labels in nodes:
-        if spec.node_selector.matches(labels):
+        if spec.node_selector.matches(dict(labels) if labels is not None else None):
             result.desired[node] = child_name(result.set_ref.name, node)
             labels_of[node] = labels
     return rollout_order(result.desired, labels_of, spec.rollout.order_label)
@@ -614,7 +614,7 @@ def _halted_by(result: Plan, outcome: Outcome) -> ChildProblem | None:
     return None
 
 
-def _progressing(result: Plan, outcome: Outcome, counts: dict[str, int]) -> tuple[str, str, str]:
+def _progressing(result: Plan, outcome: Outcome, counts: dict[str, int]) -> tuple[ConditionStatus, str, str]:
     """(status, reason, message) of the Progressing condition."""
     r = result.rollout
     halted = _halted_by(result, outcome)
