@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-from disklet_operator.lvgset_planner import (  # noqa: E402
+from disklet_operator.logic.lvgset_planner import (  # noqa: E402
     REVISION_LABEL,
     SET_LABEL,
     Child,

@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 
 from disklet_agent.config import AgentConfig
+from disklet_agent.host.lvm import Lvm
 from disklet_agent.lvm import LVMEngine
-from disklet_agent.lvm.lvm import Lvm
 
 from disklet.api.lvm import FileDevice, LocalSpec, LVMVolumeGroupSpec, backing_file_name
 from disklet.hostcmd import HostRunner

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -134,6 +135,100 @@ def _json_schema(schema: Any) -> Any:
     return schema
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _invalid(value: Any, detail: str) -> str:
+    """The server's ``field.Invalid`` text: scalars are shown, objects and lists are not."""
+    if isinstance(value, (dict, list)):
+        return f"Invalid value: {detail}"
+    return f"Invalid value: {_json(value)}: {detail}"
+
+
+def _field(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _schema_error(e: jsonschema.ValidationError) -> str:
+    """One jsonschema failure in kube-apiserver's words (``field: Type: detail``)."""
+    path = _field(e.absolute_path)
+    where = path or "<nil>"
+    v, kw, arg = e.instance, e.validator, e.validator_value
+    if kw == "enum":
+        return f"{where}: Unsupported value: {_json(v)}: supported values: {', '.join(_json(a) for a in arg)}"
+    if kw == "required":
+        missing = e.message.split("'")[1] if "'" in e.message else ""
+        return f"{_field([*e.absolute_path, missing])}: Required value"
+    if kw == "maxItems":
+        return f"{where}: Too many: {len(v)}: must have at most {arg} items"
+    if kw == "maxProperties":
+        return f"{where}: Too many: {len(v)}: must have at most {arg} items"
+    if kw == "maxLength":
+        return f"{where}: Too long: may not be more than {arg} byte{'' if arg == 1 else 's'}"
+    if kw == "pattern":
+        detail = f"{path} in body should match '{arg}'"
+        return f"{where}: {_invalid(v, detail)}"
+    if kw == "minimum":
+        return f"{where}: {_invalid(v, f'{path} in body should be greater than or equal to {arg}')}"
+    if kw == "maximum":
+        return f"{where}: {_invalid(v, f'{path} in body should be less than or equal to {arg}')}"
+    if kw == "minLength":
+        return f"{where}: {_invalid(v, f'{path} in body should be at least {arg} chars long')}"
+    if kw == "minItems":
+        return f"{where}: {_invalid(v, f'{path} in body should have at least {arg} items')}"
+    if kw == "type":
+        return f"{where}: {_invalid(v, f'{path} in body must be of type {arg}: {_json(type(v).__name__)}')}"
+    return f"{where}: {_invalid(v, e.message)}"
+
+
+def _duplicates(schema: dict[str, Any], value: Any, path: str, errors: list[str]) -> None:
+    """``x-kubernetes-list-type: map/set`` uniqueness, as the server checks it (``Duplicate value``)."""
+    if isinstance(value, dict):
+        for k, sub in (schema.get("properties") or {}).items():
+            if k in value:
+                _duplicates(sub, value[k], f"{path}.{k}" if path else k, errors)
+        return
+    if not isinstance(value, list) or not isinstance(schema.get("items"), dict):
+        return
+    kind = schema.get("x-kubernetes-list-type")
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        if kind == "map" and isinstance(item, dict):
+            key = {k: item.get(k) for k in schema.get("x-kubernetes-list-map-keys") or []}
+        elif kind == "set":
+            key = item
+        else:
+            _duplicates(schema["items"], item, f"{path}[{i}]", errors)
+            continue
+        text = _json(key)
+        if text in seen:
+            errors.append(f"{path}[{i}]: Duplicate value: {text}")
+        seen.add(text)
+        _duplicates(schema["items"], item, f"{path}[{i}]", errors)
+
+
+def _message(v: dict[str, Any], data: dict[str, Any], rule: str) -> str:
+    """``messageExpression`` when it evaluates to a string (as the API server does), else ``message``."""
+    expr = v.get("messageExpression")
+    if expr:
+        try:
+            out = _compiled(expr).eval(data=data)
+            if out.type() == cel.Type.STRING:
+                return str(out.plain_value())
+        except Exception:  # noqa: BLE001, S110 - the server falls back to message too
+            pass
+    return str(v.get("message", rule))
+
+
+def _eval_object_rules(schema: dict[str, Any], new: dict[str, Any], errors: list[str]) -> None:
+    """Rules on the whole object (they may read metadata.name), without descending."""
+    _eval_rules({"x-kubernetes-validations": schema.get("x-kubernetes-validations", [])}, new, _MISSING, "<nil>", errors)
+
+
 def _eval_rules(schema: dict[str, Any], new: Any, old: Any, path: str, errors: list[str]) -> None:
     for v in schema.get("x-kubernetes-validations", []):
         rule = v["rule"]
@@ -151,7 +246,7 @@ def _eval_rules(schema: dict[str, Any], new: Any, old: Any, path: str, errors: l
         if result.type() == cel.Type.ERROR:
             errors.append(f"{path}: rule {rule!r} evaluation error: {result.value()}")
         elif result.plain_value() is not True:
-            errors.append(f"{path}: {v.get('message', rule)}")
+            errors.append(f"{path}: {_invalid(new, _message(v, data, rule))}")
     if isinstance(new, dict):
         for k, sub in (schema.get("properties") or {}).items():
             if k in new:
@@ -173,18 +268,36 @@ def _eval_rules(schema: dict[str, Any], new: Any, old: Any, path: str, errors: l
             _eval_rules(schema["items"], item, old_item, f"{path}[{i}]", errors)
 
 
+BLOCKING_KEYWORDS = frozenset({"enum", "required", "maxLength", "maxItems", "maxProperties", "type"})
+"""Schema failures after which kube-apiserver runs no CEL rule at all for the object (its
+``hasBlockingErr``: NotSupported, Required, TooLong, TooMany, TypeInvalid). Pattern, minimum,
+minLength, minItems and the like do not block: the rules still run."""
+RULES_NOT_CHECKED = ("<nil>: Invalid value: null: some validation rules were not checked because the "
+                     "object was invalid; correct the existing errors to complete validation")
+
+
 def validate_object(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
-    """Errors the API server would (approximately) report for creating ``obj`` or updating ``old``."""
+    """Errors the API server would report for creating ``obj`` or updating ``old``, in its words
+    (``field: Type: detail``, one string per cause; checked against a real server by
+    e2e/test_crds.py::test_cel_rule_on_the_server).
+
+    As on the server, a blocking schema error (see :data:`BLOCKING_KEYWORDS`) means no CEL rule
+    runs; the result then ends with :data:`RULES_NOT_CHECKED`."""
     schema = schema_of(crd)
     new = apply_defaults(schema, copy.deepcopy(obj))
     prev = apply_defaults(schema, copy.deepcopy(old)) if old is not None else _MISSING
-    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '$'}: {e.message}"
-              for e in jsonschema.Draft7Validator(_json_schema(schema)).iter_errors(new)]
-    # Only spec carries rules users hit; status and metadata are validated by schema alone.
+    schema_errors = list(jsonschema.Draft7Validator(_json_schema(schema)).iter_errors(new))
+    errors = [_schema_error(e) for e in schema_errors]
+    _duplicates(schema, new, "", errors)
+    if any(e.validator in BLOCKING_KEYWORDS for e in schema_errors):
+        return [*errors, RULES_NOT_CHECKED]
+    # Only spec and the object-level rules (they may read metadata.name) carry rules users hit;
+    # status and metadata are validated by schema alone.
+    _eval_object_rules(schema, new, errors)
     for part in ("spec",):
         if part in new and part in (schema.get("properties") or {}):
             old_part = prev.get(part, _MISSING) if isinstance(prev, dict) else _MISSING
-            _eval_rules(schema["properties"][part], new[part], old_part, f"$.{part}", errors)
+            _eval_rules(schema["properties"][part], new[part], old_part, part, errors)
     return errors
 
 

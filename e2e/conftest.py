@@ -4,7 +4,10 @@ Targets (docs/e2e.md):
 - ``E2E_MOCK=1``: the Kubernetes API mock as a server process (``make e2e-mock``);
 - ``E2E_KUBECONFIG=FILE``: a real cluster; ``E2E_MODE=local`` (default) runs operator and agent
   here as local processes, ``E2E_MODE=in-cluster`` uses the installed chart;
-- neither: the whole suite skips with one line.
+- else, when the envtest assets are found (``KUBEBUILDER_ASSETS``, devkit/envtest.py): the
+  session's real control plane (etcd + kube-apiserver + kube-controller-manager), operator and
+  agent as local processes (mode ``envtest``; what ``make test`` runs);
+- none of these: the whole suite skips with one line.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from typing import Any
 
 import pytest
 
+from devkit.envtest import unavailable_reason
 from e2e import harness as h
 from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
 
-SKIP_REASON = ("e2e: no target — set E2E_KUBECONFIG=<kubeconfig> (kind, k3s, any cluster) or E2E_MOCK=1 "
+SKIP_REASON = ("e2e: no target — set KUBEBUILDER_ASSETS=<dir with kube-apiserver, kube-controller-manager> "
+               "(a local control plane), E2E_KUBECONFIG=<kubeconfig> (any cluster) or E2E_MOCK=1 "
                "(the API mock; `make e2e-mock`); see docs/e2e.md")
 DEFAULT_TIMEOUT = 120
 """Seconds per scenario unless it says otherwise (pytest-timeout); waits inside fail sooner, readably."""
@@ -41,6 +46,8 @@ def _mode() -> str | None:
         if mode not in ("local", "in-cluster"):
             raise pytest.UsageError(f"E2E_MODE must be local or in-cluster, not {mode!r}")
         return mode
+    if unavailable_reason() is None:
+        return "envtest"
     return None
 
 
@@ -109,7 +116,7 @@ class E2E:
 
     @property
     def local(self) -> bool:
-        return self.mode in ("mock", "local")
+        return self.mode in ("mock", "local", "envtest")
 
     @property
     def real(self) -> bool:
@@ -167,7 +174,7 @@ class E2E:
             "DISKLET_REFUSED_RETRY_SECONDS": "2", "DISKLET_METRICS_PORT": str(_free_port()),
             "DISKLET_LOG_FORMAT": "console", "DISKLET_LIVENESS_ENDPOINT": "",
             "DISKLET_NAMESPACE": self.namespace, "E2E_FAKE_LOG": str(self.fake_log), "FAKE_LOG": str(self.fake_log),
-            "E2E_SANDBOX": str(self.sandbox.resolve()),
+            "E2E_SANDBOX": str(self.sandbox.resolve()), "DISKLET_ALLOW_LOOP_TARGETS": "1",
         }
         if h.needs_no_activation():
             env["DISKLET_LVM_EXTRA_CONFIG"] = "global{activation=0}"
@@ -241,7 +248,7 @@ def _delete_run_objects(e2e: E2E, names: list[tuple[h.Kind, str]] | None = None,
 
 
 @pytest.fixture(scope="session", autouse=True)
-def e2e() -> Iterator[E2E]:
+def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
     mode = _mode()
     if mode is None:
         pytest.skip(SKIP_REASON)
@@ -263,12 +270,14 @@ def e2e() -> Iterator[E2E]:
             mock = h.MockServer(sandbox).start()
             cleanups.append(mock.stop)
             kubeconfig = str(mock.kubeconfig)
+        elif mode == "envtest":
+            kubeconfig = request.getfixturevalue("envtest").kubeconfig
         else:
             kubeconfig = os.environ["E2E_KUBECONFIG"]
         kube = h.Kube(kubeconfig)
         cleanups.append(kube.close)
         installed = _install_crds(kube, mode)
-        if installed and mode == "local":
+        if installed and mode in ("local", "envtest"):
             cleanups.append(lambda: [kube.delete(h.CRD, n) for n in installed])
         node = h.node_name() if mode != "in-cluster" else os.environ.get("E2E_NODE_NAME", "")
         if not node:
@@ -277,7 +286,7 @@ def e2e() -> Iterator[E2E]:
             cleanups.append(lambda: kube.delete(h.NODE, node))
         ledger = h.HostLedger(sandbox)
         session = E2E(mode, kube, node, run, sandbox, ledger)
-        if mode == "local" and kube.get(h.NAMESPACE, session.namespace) is None:  # the mock needs none
+        if mode in ("local", "envtest") and kube.get(h.NAMESPACE, session.namespace) is None:  # the mock needs none
             kube.create(h.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": session.namespace}})
             cleanups.append(lambda: kube.delete(h.NAMESPACE, session.namespace))
 

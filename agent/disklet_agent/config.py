@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from disklet.api.disklayout import DEFAULT_MOUNT_ROOTS
 from disklet.thinpool import DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD, Thresholds
 
 DEFAULT_FILE_DEVICES_DIR = "/var/lib/disklet/file-devices"
@@ -50,6 +51,11 @@ class AgentConfig(BaseModel):
 
     def thin_pool_thresholds(self) -> Thresholds:
         return Thresholds(self.thin_pool_data_threshold_percent, self.thin_pool_metadata_threshold_percent)
+    mount_roots: list[str] = Field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS),
+                                   description="Roots DiskLayout mountpoints must lie under (DISKLET_MOUNT_ROOTS).")
+    allow_loop_targets: bool = Field(
+        default=False, description="Let DiskLayouts target loop devices (tests and demos only; "
+        "DISKLET_ALLOW_LOOP_TARGETS). Every other non-disk type stays refused.")
 
     @field_validator("file_devices_dir")
     @classmethod
@@ -85,4 +91,6 @@ class AgentConfig(BaseModel):
                                                          str(DEFAULT_DATA_THRESHOLD))),
             thin_pool_metadata_threshold_percent=float(e.get("DISKLET_THIN_POOL_METADATA_THRESHOLD_PERCENT",
                                                              str(DEFAULT_METADATA_THRESHOLD))),
+            mount_roots=_env_list("DISKLET_MOUNT_ROOTS", DEFAULT_MOUNT_ROOTS) or list(DEFAULT_MOUNT_ROOTS),
+            allow_loop_targets=_env_bool("DISKLET_ALLOW_LOOP_TARGETS", False),
         )

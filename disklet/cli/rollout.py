@@ -146,6 +146,7 @@ def add_parser(sub: Any, make: Any) -> None:
     r.add_argument("--no-wait", action="store_true", help="status: print the state once; exit 1 only if failed")
     r.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="status: poll interval (default 2)")
     r.add_argument("--keep-file-devices", action="store_true", help="undo: restore the rest, keep today's file devices")
+    r.set_defaults(handler=lambda args, ctx: run(ctx, args))
 
 
 async def run(ctx: Any, args: Any) -> int:

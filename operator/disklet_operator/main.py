@@ -8,6 +8,7 @@ runs without it (one replica only).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import logging
@@ -17,35 +18,34 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
-from kopf._core.intents.registries import SmartOperatorRegistry  # not re-exported; kopf.run() uses it too
 
+from disklet.kube.lease import lease_namespace
+from disklet.kube.login import add_kopf_login
+from disklet.logs import configure_logging
 from disklet.observe import start_metrics_server
 
-from .logs import configure_logging
-from .lvg import agent_namespace
+from .peering import peering_problem, replica_priority
 
 PROGRESS_PREFIX = "operator.disklet.io"
 """Annotation prefix of the operator's Kopf progress and diff-base (the agent uses agent.disklet.io)."""
 FINALIZER = f"{PROGRESS_PREFIX}/finalizer"
 """Kopf adds it only to objects with a running timer (refused duplicates, LVMVolumeGroups)."""
 HANDLER_MODULES: tuple[str, ...] = (
-    "disklet_operator.disklayout",
-    "disklet_operator.lvg",
-    "disklet_operator.lvgset",
+    "disklet_operator.handlers.disklayout",
+    "disklet_operator.handlers.lvg",
+    "disklet_operator.handlers.lvgset",
 )
 """Modules whose ``register(registry)`` builds the operator; a missing optional one is skipped."""
-OPTIONAL_MODULES = frozenset({"disklet_operator.lvgset"})
+OPTIONAL_MODULES = frozenset({"disklet_operator.handlers.lvgset"})
 
 log = logging.getLogger("disklet.operator")
 
 
 def build_registry(modules: Sequence[str] = HANDLER_MODULES) -> kopf.OperatorRegistry:
-    """A fresh registry with every handler module registered (no global Kopf registry is used).
-
-    ``SmartOperatorRegistry`` carries Kopf's login handlers (service account, kubeconfig, or an
-    installed client library); a plain ``OperatorRegistry`` cannot authenticate at all.
-    """
-    registry = SmartOperatorRegistry()
+    """A fresh registry with every handler module registered (no global Kopf registry is used),
+    logging in with the service account in a pod, else the kubeconfig (:func:`add_kopf_login`)."""
+    registry = kopf.OperatorRegistry()
+    add_kopf_login(registry)
     for name in modules:
         if name in OPTIONAL_MODULES and importlib.util.find_spec(name) is None:
             log.info("handler module %s is not present; skipped", name)
@@ -69,7 +69,7 @@ def configure_settings(settings: kopf.OperatorSettings, *, namespace: str | None
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
     settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
-        f"metadata.namespace={namespace or agent_namespace()}")
+        f"metadata.namespace={namespace or lease_namespace()}")
     return settings
 
 
@@ -105,21 +105,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     ap.add_argument("--metrics-port", metavar="PORT", type=int, default=_env_int("DISKLET_METRICS_PORT", 9090),
                     help="Prometheus /metrics port; 0 disables (default: DISKLET_METRICS_PORT or %(default)s)")
-    ap.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("DISKLET_LOG_FORMAT", "json"),
-                    help="structlog output: one JSON object per line, or text (default: %(default)s)")
+    ap.add_argument("--log-format", choices=("json", "text", "console"),
+                    default=os.environ.get("DISKLET_LOG_FORMAT", "json"),
+                    help="structlog output: one JSON object per line, or text (console: the same as text, "
+                         "the chart's name for it) (default: %(default)s)")
     ap.add_argument("--log-level", default=os.environ.get("DISKLET_LOG_LEVEL", "info"),
                     choices=("debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"),
                     help="minimum level logged (default: %(default)s)")
     args = ap.parse_args(argv)
-    if args.log_format not in ("json", "text"):
-        ap.error(f"--log-format must be json or text, not {args.log_format!r}")
+    if args.log_format not in ("json", "text", "console"):
+        ap.error(f"--log-format must be json, text or console, not {args.log_format!r}")
+    if args.log_format == "console":
+        args.log_format = "text"
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    namespace = args.namespace or agent_namespace()
+    namespace = args.namespace or lease_namespace()
     os.environ["DISKLET_NAMESPACE"] = namespace  # lvg.register reads it: Leases are watched only there
     start_metrics_server(args.metrics_port)
     registry = build_registry()
@@ -128,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "registry": registry, "settings": settings, "liveness_endpoint": args.liveness,
         "standalone": bool(args.standalone), "peering_name": None if args.standalone else args.peering,
     }
+    if not args.standalone:
+        problem = asyncio.run(peering_problem(args.peering, args.namespace))
+        if problem:
+            log.warning(problem)
+            return 2
+        run_kwargs["priority"] = replica_priority()  # equal priorities would pause every replica
     if args.namespace:
         run_kwargs["namespaces"] = [args.namespace]
     else:

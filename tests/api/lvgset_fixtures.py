@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import kopf
-from disklet_operator.lvgset import LvgsetController, register
+from disklet_operator.handlers.lvgset import LvgsetController, register
 
 from devkit.kopfrun import kopf_running
 

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from agent_fixtures import BD, GIB, LEASES, FakeDisks, agent_running, disk, part
-from disklet_agent.discovery.blockdevices import PvFact
+from disklet_agent.logic.blockdevices import PvFact
 
 from devkit.kopfrun import wait_for
 

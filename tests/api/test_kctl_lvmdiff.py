@@ -52,7 +52,7 @@ async def test_per_node_plan_from_inventory_and_status(kube, tmp_path):
     f.write_text(yaml.safe_dump(_set()))
     before = len(writes(kube))
     r = await kctl(kube, "diff", "-f", str(f))
-    assert r.code == 0, r.err + r.out
+    assert r.code == 1, r.err + r.out  # kubectl diff's convention: 1 = there are differences
     out = r.out
     assert "node n3" not in out, "n3 does not match the selector"
     n1 = out[out.index("node n1"):out.index("node n2")]
@@ -74,11 +74,11 @@ async def test_what_the_agent_would_refuse_is_shown_and_exits_1(kube, tmp_path):
     f = tmp_path / "set.yaml"
     f.write_text(yaml.safe_dump(_set(directory="/srv/elsewhere")))
     r = await kctl(kube, "diff", "-f", str(f))
-    assert r.code == 1
+    assert r.code == 2, "refused: an error, not just a difference"
     assert r.out.count("REFUSED: fileDevices[a]: directory '/srv/elsewhere' is outside the file devices base") == 2
     assert f"REFUSED: the API server would refuse: fileDevices[a]: directory {BASE} → /srv/elsewhere: immutable" in r.out
     offline = await kctl(kube, "diff", "--offline", "-f", str(f))
-    assert offline.code == 1 and "node <each matching node>: LVMVolumeGroup data-<node>" in offline.out
+    assert offline.code == 2 and "node <each matching node>: LVMVolumeGroup data-<node>" in offline.out
     assert "disklet-data-<node>.a.img" in offline.out
     other_base = await kctl(kube, "diff", "--file-devices-dir", "/srv", "-f", str(f))
     assert "node n1" in other_base.out and other_base.out.count("REFUSED") == 1, \

@@ -6,7 +6,7 @@ import dataclasses
 import subprocess
 from collections.abc import Sequence
 
-from disklet_agent.lvm.lvm import device_filter_config
+from disklet_agent.host.lvm import device_filter_config
 
 from disklet.api.common import get_condition
 from disklet.api.lvm import LVGPhase

@@ -6,25 +6,25 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from disklet_agent.discovery.blockdevices import (
+from disklet_agent.host.lsblk import BlockNode, BlockTopology
+from disklet_agent.logic.blockdevices import (
     PvFact,
     consumable_reason,
     desired_block_devices,
     plan_block_device_sync,
     sanitize_label_value,
 )
-from disklet_agent.discovery.lease import lease_object, micro_time
-from disklet_agent.discovery.lvg import (
+from disklet_agent.logic.lvg import (
     merge_discovered,
     needs_reconcile,
     selected_block_devices,
     status_merge_patch,
     with_operator_conditions,
 )
-from disklet_agent.host.lsblk import BlockNode, BlockTopology
 
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
+from disklet.kube.lease import lease_object, micro_time
 
 GIB = 1024 ** 3
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from disklet_operator.lvgset_planner import (
+from disklet_operator.logic.lvgset_planner import (
     REVISION_LABEL,
     SET_LABEL,
     Child,

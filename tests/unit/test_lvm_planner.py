@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from disklet_agent.host.losetup import LoopDevice
+from disklet_agent.host.lvm import PV, VG
 from disklet_agent.lvm.discovery import discover_status, find_vg
-from disklet_agent.lvm.losetup import LoopDevice
-from disklet_agent.lvm.lvm import PV, VG
 from disklet_agent.lvm.planner import Step, canonical_device, plan_pvs, plan_rollback
 from disklet_agent.lvm.snapshot import LvmSnapshot
 from disklet_agent.lvm.validation import inside_base, validate_lvg
@@ -134,7 +134,7 @@ def test_find_vg_never_trusts_a_status_uuid_without_our_owner_tag():
 
 
 def _vg_for_ownership_test(name: str, uuid: str, tags: list[str]):
-    from disklet_agent.lvm.lvm import VG
+    from disklet_agent.host.lvm import VG
 
     return VG(name=name, uuid=uuid, size=2 << 30, free=2 << 30, extent_size=4 << 20, tags=tuple(tags),
               pv_count=1, lv_count=0)

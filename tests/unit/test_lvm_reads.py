@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from disklet_agent.lvm.files import HostFiles, Presence
-from disklet_agent.lvm.losetup import attached_by_inode, parse_list_json
-from disklet_agent.lvm.lvm import PV_VG_COLUMNS, parse_pvs_vgs
+from disklet_agent.host.files import HostFiles, Presence
+from disklet_agent.host.losetup import attached_by_inode, parse_list_json
+from disklet_agent.host.lvm import PV_VG_COLUMNS, parse_pvs_vgs
 
 from disklet.hostcmd import CommandResult, HostRunner
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from disklet_agent.host.lvm import LV_COLUMNS, parse_lvs
 from disklet_agent.lvm.discovery import discover_status
-from disklet_agent.lvm.lvm import LV_COLUMNS, parse_lvs
 
 from disklet.api.common import Condition
 from disklet.api.lvm import LVMVolumeGroupSpec
@@ -73,7 +73,7 @@ def test_no_churn_and_no_conditions_without_known_pools():
 
 def test_status_carries_the_figures(monkeypatch):
     """discover_status puts the parsed fill into status.thinPools (what gauges and alerts read)."""
-    from disklet_agent.lvm.lvm import VG
+    from disklet_agent.host.lvm import VG
     from disklet_agent.lvm.snapshot import LvmSnapshot
 
     lvs = [lv for lv in parse_lvs(REPORT) if lv.vg_name == "vg-data"]

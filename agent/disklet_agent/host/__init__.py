@@ -1,5 +1,2 @@
-"""Host command layer: one runner for every command the agent runs on the node, and adapters on top."""
-
-from .runner import BENIGN_STDERR_PATTERNS, CommandError, CommandResult, HostRunner, filter_stderr
-
-__all__ = ["BENIGN_STDERR_PATTERNS", "CommandError", "CommandResult", "HostRunner", "filter_stderr"]
+"""Host adapters: every command the agent runs on the node (lsblk, LVM, losetup, file operations),
+each an argv list through the one runner in :mod:`disklet.hostcmd`."""

@@ -1,4 +1,4 @@
-"""Pure discovery: the status of one LVMVolumeGroup from a snapshot (LVM.md rules 4, 10, 11)."""
+"""Pure discovery: the status of one LVMVolumeGroup from a snapshot (docs/design/lvm.md rules 4, 10, 11)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from disklet.api.lvm import (
 from disklet.thinpool import PoolFill
 from disklet.units import bytes_to_quantity
 
-from .lvm import VG
+from ..host.lvm import VG
 from .planner import managed_loop
 from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot

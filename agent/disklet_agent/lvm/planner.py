@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from disklet.api.lvm import parse_backing_file_name
 
-from .losetup import LoopDevice
-from .lvm import PV
+from ..host.losetup import LoopDevice
+from ..host.lvm import PV
 from .validation import inside_base
 
 

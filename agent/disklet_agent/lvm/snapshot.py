@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .losetup import LoopDevice
-from .lvm import LV, PV, VG
+from ..host.losetup import LoopDevice
+from ..host.lvm import LV, PV, VG
 from .planner import canonical_device, managed_loop
 
 

@@ -1,0 +1,182 @@
+"""DiskLayout pre-flight and bookkeeping (docs/design/disklayout.md#flow, step 1). Never touches a node.
+
+Handlers (all closures over ``registry``, no module state):
+
+- ``dl_by_node`` index: DiskLayouts by ``spec.nodeName`` (one DiskLayout per node, oldest wins);
+- create/resume/spec-update: validate the spec model, check for an older DiskLayout of the node,
+  pre-flight with ``disklet.layout.preflight`` (resolve, evaluate, extract targets, hash) and write
+  the operator's status fields only when they change (``logic.disklayout_status``);
+- every event: keep ``metadata.labels["disklet.io/node"] == spec.nodeName``, and re-check the
+  duplicate verdict when the index disagrees with the status;
+- a timer on refused duplicates only (so only they carry the operator's finalizer, briefly):
+  when the older DiskLayout is gone, the newer one is pre-flighted normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from disklet import GROUP, VERSION
+from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
+from disklet.api.resources import DISK_LAYOUT
+from disklet.hostcmd import HostRunner
+from disklet.kube.patch import owned_keys_patch
+from disklet.layout import preflight
+from disklet.layout.mounts import MountPolicy, parse_roots
+from disklet.observe import reconcile_timer, record_refusal, record_status_write
+
+from ..logic.conditions import merge_owned_conditions
+from ..logic.disklayout_status import (
+    OPERATOR_STATUS_KEYS,
+    OWNED_CONDITIONS,
+    PreflightVerdict,
+    VerdictKind,
+    desired_status,
+    duplicate_verdict,
+    invalid_spec_verdict,
+    parse_status,
+    verdict_from_preflight,
+)
+from ..logic.duplicates import LayoutRef, duplicate_message, older_layout
+from ..logic.labels import node_label_patch
+
+PLURAL = DISK_LAYOUT.plural
+KIND = DISK_LAYOUT.kind
+INDEX = "dl_by_node"
+DEFAULT_RECHECK_SECONDS = 10.0
+
+
+def _node_of(spec: Mapping[str, Any] | None) -> str | None:
+    node = (spec or {}).get("nodeName")
+    return node if isinstance(node, str) and node else None
+
+
+def _is_duplicate(status: Mapping[str, Any] | None) -> bool:
+    status = status or {}
+    return status.get("phase") == Phase.REFUSED and status.get("refusalReason") == RefusalCode.DUPLICATE_NODE_LAYOUT
+
+
+def _owner_elsewhere(name: str, node: str | None, index: Any) -> str | None:
+    if node is None or index is None:
+        return None
+    return older_layout(name, list(index.get(node, [])))
+
+
+def _needs_duplicate_recheck(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], index: Any) -> bool:
+    """Does the status disagree with the index (refused for an owner that is gone or changed, or not yet refused)?"""
+    node = _node_of(spec)
+    owner = _owner_elsewhere(name, node, index)
+    if owner is None or node is None:
+        return _is_duplicate(status)
+    return not (_is_duplicate(status) and status.get("message") == duplicate_message(node, owner))
+
+
+def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = None,
+             recheck_seconds: float = DEFAULT_RECHECK_SECONDS, base_dir: Path | None = None) -> None:
+    """Define the DiskLayout handlers on ``registry``.
+
+    ``runner`` evaluates Nix (``nix-instantiate``); ``recheck_seconds`` is how often a refused
+    duplicate checks whether the older DiskLayout of its node is gone.
+    """
+    runner = runner or HostRunner()
+    policy = MountPolicy.of(parse_roots(os.environ.get("DISKLET_MOUNT_ROOTS")))
+
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=INDEX)
+    def dl_by_node(name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> dict[str, LayoutRef]:
+        node = _node_of(spec)
+        if node is None or meta.get("deletionTimestamp"):
+            return {}
+        return {node: LayoutRef(name=name, created=meta.get("creationTimestamp"))}
+
+    async def judge(name: str, spec: Mapping[str, Any], index: Any) -> PreflightVerdict:
+        try:
+            model = DiskLayoutSpec.model_validate(dict(spec or {}))
+        except ValidationError as exc:
+            return invalid_spec_verdict(exc)
+        owner = _owner_elsewhere(name, model.node_name, index)
+        if owner is not None:
+            return duplicate_verdict(model.node_name, owner)
+        result = await asyncio.to_thread(preflight, model, base_dir, runner, policy)
+        return verdict_from_preflight(result)
+
+    async def reconcile(name: str, body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any],
+                        meta: Mapping[str, Any], patch: kopf.Patch, logger: Any, index: Any, why: str) -> None:
+        with reconcile_timer(KIND) as outcome:
+            verdict = await judge(name, spec, index)
+            old = parse_status(status)
+            new = desired_status(old, verdict, meta.get("generation"))
+            raw = dict(status or {})
+            changes = owned_keys_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
+            validated = [c for c in new.conditions or [] if c.type in OWNED_CONDITIONS]
+            merged = merge_owned_conditions(raw.get("conditions"), validated)
+            if merged != (raw.get("conditions") or []):
+                changes["conditions"] = merged
+            if verdict.phase is Phase.REFUSED:
+                outcome.result = "refused"
+            if not changes:
+                logger.debug(f"DiskLayout {name}: status unchanged ({why})")
+                return
+            for key, value in changes.items():
+                patch.status[key] = value
+            record_status_write(KIND)  # Kopf sends the patch when the handler returns
+            _announce(body, old.phase, old.refusal_reason, old.layout_generation, new.layout_generation, verdict, logger)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="preflight")
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="preflight")
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="preflight", field="spec")
+    async def preflight_handler(name: str, body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any],
+                                meta: Mapping[str, Any], patch: kopf.Patch, logger: Any, reason: str,
+                                **kwargs: Any) -> None:
+        await reconcile(name, body, spec, status, meta, patch, logger, kwargs.get(INDEX), str(reason))
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="bookkeeping")
+    async def bookkeeping(event: Mapping[str, Any], name: str, body: kopf.Body, spec: Mapping[str, Any],
+                          status: Mapping[str, Any], meta: Mapping[str, Any], labels: Mapping[str, str],
+                          patch: kopf.Patch, logger: Any, **kwargs: Any) -> None:
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            return
+        label = node_label_patch(labels, _node_of(spec))
+        if label:
+            patch.metadata.setdefault("labels", {}).update(label)
+        if status.get("observedGeneration") != meta.get("generation"):
+            return  # the spec changed: the change handler pre-flights it in this same cycle
+        index = kwargs.get(INDEX)
+        if _needs_duplicate_recheck(name, spec, status, index):
+            await reconcile(name, body, spec, status, meta, patch, logger, index, "duplicate re-check")
+
+    def _refused_duplicate(status: Mapping[str, Any], **_: Any) -> bool:
+        return _is_duplicate(status)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="duplicate-recheck", interval=recheck_seconds,
+                when=_refused_duplicate)
+    async def duplicate_recheck(name: str, body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any],
+                                meta: Mapping[str, Any], patch: kopf.Patch, logger: Any, **kwargs: Any) -> None:
+        index = kwargs.get(INDEX)
+        if _needs_duplicate_recheck(name, spec, status, index):
+            await reconcile(name, body, spec, status, meta, patch, logger, index, "older DiskLayout changed")
+
+
+def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
+              new_gen: int | None, verdict: PreflightVerdict, logger: Any) -> None:
+    """One Kubernetes Event per transition (never per no-op reconcile)."""
+    moved = old_phase != verdict.phase or (old_reason or None) != (verdict.refusal_reason or None)
+    if verdict.kind is VerdictKind.VALID:
+        if new_gen != old_gen:
+            kopf.info(body, reason="Validated",
+                      message=f"layout generation {new_gen} pre-flighted: {verdict.message}")
+        return
+    if not moved:
+        return
+    if verdict.refusal_reason is not None:
+        record_refusal(verdict.refusal_reason)
+    reason = {VerdictKind.DUPLICATE: "DuplicateNodeLayout", VerdictKind.NO_TARGET_DEVICES: "NoTargetDevices",
+              VerdictKind.MALFORMED: "Malformed", VerdictKind.INVALID_SPEC: "InvalidSpec"}.get(verdict.kind, "Refused")
+    kopf.warn(body, reason=reason, message=verdict.message[:1024])
+    logger.warning(f"{verdict.phase}: {verdict.message}")
