@@ -3,8 +3,7 @@
 Per node it prints the backing files to create or grow (path, size), the BlockDevices that would
 become PVs (and the ones the agent would skip, with the reason), whether the VG is created or
 extended, the thin pools, and what the agent would refuse and why. The checks are the agent's own
-pure modules (``disklet_agent.lvm.validation`` and ``.sizing``: no I/O, they import only
-``disklet``), fed by the node's BlockDevice inventory and the LVMVolumeGroup status the agent
+pure modules (``disklet.lvm_validation`` and ``disklet.lvm_sizing``, which the agent imports), fed by the node's BlockDevice inventory and the LVMVolumeGroup status the agent
 reported. ``--offline`` uses the manifest alone (no inventory, no status: every VG is new);
 ``--dry-run=server`` also sends each object as a server-side dry-run apply, so the API server's
 schema and CEL rules (grow-only file devices, immutable names) judge it too. Nothing is written.
@@ -27,6 +26,8 @@ from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec, backing_f
 from disklet.api.resources import BLOCK_DEVICE, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, NODE_LABEL
 from disklet.labels import label_value, node_label_value
 from disklet.lvgset_names import child_name
+from disklet.lvm_sizing import plan_thin_pool  # the agent's own rules (it imports these modules too)
+from disklet.lvm_validation import validate_lvg
 from disklet.units import QuantityError, bytes_to_quantity, quantity_bytes
 
 from .kube import NODES, Kind, KubeError
@@ -89,9 +90,6 @@ def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
     """What the agent on ``node`` would do for ``spec`` (pure). ``block_devices``: the node's
     BlockDevice objects, None when unknown (offline); ``status``: the LVG's reported status, if any;
     ``current_spec``: the object's spec in the cluster (grow-only rules are checked against it)."""
-    from disklet_agent.lvm.sizing import plan_thin_pool  # the agent's pure modules: the same rules
-    from disklet_agent.lvm.validation import validate_lvg
-
     out = NodePlan(node=node, lvg=lvg_name)
     st = dict(status or {})
     vg = spec.actual_vg_name_on_the_node
