@@ -9,6 +9,7 @@ from disklet_operator.logic.lvgset_planner import (
     REVISION_LABEL,
     SET_LABEL,
     Child,
+    Health,
     Outcome,
     SetRef,
     build_status,
@@ -224,9 +225,8 @@ def _rolled(old_sp, new_sp, ready: dict[str, bool | str], nodes=NODES3):
             kids.append(existing(node, new_sp, ready=True, generation=2))
         elif state == "new-pending":
             kid = existing(node, new_sp, ready=True, generation=2)
-            kids.append(Child(kid.name, kid.labels, kid.owner_references, kid.spec, health=existing(
-                node, new_sp, ready=True, generation=1).health.__class__(observed_current=False, ready=True,
-                                                                           applied="True")))
+            kids.append(Child(kid.name, kid.labels, kid.owner_references, kid.spec,
+                              health=Health(observed_current=False, ready=True, applied="True")))
         elif state == "new-failed":
             kids.append(existing(node, new_sp, ready=False, failed="FileDeviceNotApplied", generation=2))
         else:
