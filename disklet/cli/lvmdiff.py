@@ -195,7 +195,8 @@ async def diff_one(ctx: Any, kube: Any, m: Any, live: Mapping[str, Any] | None, 
         ctx.say(f"  cluster: {state}" + ("" if live is None else f" (generation {(live.get('metadata') or {}).get('generation')})"))
     if opts.server_dry_run and kube is not None:
         try:
-            await kube.apply(Kind.of(m.resource), m.obj, dry_run=True)
+            # force: a dry run judges the object (schema, CEL), not which field manager owns what
+            await kube.apply(Kind.of(m.resource), m.obj, dry_run=True, force=True)
             ctx.say("  server dry run: accepted (schema and CEL rules)")
         except KubeError as exc:
             ctx.say(f"  server dry run: REFUSED: {exc}")

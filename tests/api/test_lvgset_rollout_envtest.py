@@ -173,3 +173,42 @@ async def _at_revision(cluster: Any, rev: str, n: int) -> list[str] | None:
 
 async def _attention_reason(cluster: Any, child: str, reason: str) -> bool:
     return any(a["name"] == child and a["reason"] == reason for a in (await _status(cluster, "roll")).get("attention") or ())
+
+
+@pytest.mark.timeout(180)
+async def test_kctl_diff_dry_run_server_runs_the_servers_cel_rules(envtest, tmp_path):
+    """`kctl diff --dry-run=server`: the API server judges the object (here: a file device that
+    would shrink, refused by the CRD's CEL rule) and nothing is stored."""
+    import io
+
+    import yaml
+
+    from disklet.cli.main import run
+
+    cluster = envtest
+    await _kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    await _kubectl(cluster, "wait", "--for", "condition=Established", "--timeout", "60s",
+                   "crd/lvmvolumegroupsets.disklet.io")
+    body = _set({"maxUnavailable": 1})
+    body["metadata"]["name"] = "dry"
+    body["spec"]["lvmVolumeGroupTemplate"]["fileDevices"][0]["size"] = "4Gi"
+    await asyncio.to_thread(cluster.apply, body)
+    before = (await _get(cluster, "lvgset", "dry"))["metadata"]["resourceVersion"]
+
+    async def kctl_diff(size: str) -> tuple[int, str]:
+        obj = dict(body, spec=dict(body["spec"], lvmVolumeGroupTemplate=dict(
+            body["spec"]["lvmVolumeGroupTemplate"], fileDevices=[{"name": "a", "directory": BASE, "size": size}])))
+        f = tmp_path / f"dry-{size}.yaml"
+        f.write_text(yaml.safe_dump(obj))
+        out, err = io.StringIO(), io.StringIO()
+        code = await run(["diff", "--dry-run=server", "-f", str(f), "--kubeconfig", cluster.kubeconfig], out, err)
+        return code, out.getvalue() + err.getvalue()
+
+    code, text = await kctl_diff("2Gi")
+    assert code == 2 and "server dry run: REFUSED" in text and "may only grow" in text, text
+    code, text = await kctl_diff("8Gi")
+    assert code == 1 and "server dry run: accepted" in text, text
+    after = await _get(cluster, "lvgset", "dry")
+    assert after["metadata"]["resourceVersion"] == before, "a dry run stores nothing"
+    assert after["spec"]["lvmVolumeGroupTemplate"]["fileDevices"][0]["size"] == "4Gi"
+    await _kubectl(cluster, "delete", "lvgset", "dry", "--wait=false")
