@@ -1,12 +1,14 @@
 # disklet — developer entry points. `make test` is the one test command (README, CI).
 PY ?= python3
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
+# This checkout's code is what runs and what is checked (not whatever an editable install points at).
+export PYTHONPATH := $(CURDIR):$(CURDIR)/operator:$(CURDIR)/agent$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test bootstrap lint typecheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench
+.PHONY: test bootstrap lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench
 
 # The real-server tier (tests/api/*_real.py and e2e/) runs on a local control plane found through
 # KUBEBUILDER_ASSETS (devkit/envtest.py); .ci/run sets it. Without it they skip with one line.
-test: bootstrap lint typecheck crds-check pytest e2e
+test: bootstrap lint typecheck archcheck crds-check pytest e2e
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -14,8 +16,13 @@ bootstrap:
 lint:
 	$(PY) -m ruff check disklet operator agent devkit tests e2e bench
 
+# mypy over disklet, the operator, the agent and devkit; strict for the pure modules ([tool.mypy] in pyproject.toml).
 typecheck:
-	$(PY) -m mypy disklet
+	$(PY) -m mypy
+
+# The layer contracts of docs/architecture.md ([tool.importlinter] in pyproject.toml).
+archcheck:
+	lint-imports
 
 crds:
 	$(PY) -m disklet.api.crdgen
@@ -24,10 +31,10 @@ crds:
 crds-check:
 	$(PY) -m disklet.api.crdgen --check
 
-# The chart ships the generated CRDs (charts/disklet/crds/); tests/unit/test_chart.py fails on drift.
+# The chart renders the generated CRDs as templates (charts/disklet/files/crds/, so helm upgrade upgrades them); tests/unit/test_chart.py fails on drift.
 chart-crds:
-	rm -f charts/disklet/crds/disklet.io_*.yaml
-	cp crds/disklet.io_*.yaml charts/disklet/crds/
+	rm -f charts/disklet/files/crds/disklet.io_*.yaml
+	cp crds/disklet.io_*.yaml charts/disklet/files/crds/
 
 chart-lint:
 	helm lint --strict charts/disklet

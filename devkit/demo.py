@@ -29,11 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from disklet import API_VERSION
 from disklet.cli.output import age, table
 from disklet.hostcmd import HostRunner
+from disklet.kube.client import MERGE_PATCH, ApiError, Endpoint, KubeClient, NotFound
 
 DL = "disklet.io/v1alpha1/disklayouts"
 LVG = "disklet.io/v1alpha1/lvmvolumegroups"
@@ -90,23 +89,17 @@ class Demo:
         self.runner = HostRunner()
 
     # ------------------------------------------------------------------ API helpers
-    async def request(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
-        async with aiohttp.ClientSession(self.api_url, headers={"Authorization": "Bearer demo"}) as s:
-            async with s.request(method, path, json=body,
-                                 headers={"Content-Type": "application/merge-patch+json"}
-                                 if method == "PATCH" else None) as r:
-                text = await r.text()
-                if r.status not in ok:
-                    raise RuntimeError(f"{method} {path}: HTTP {r.status}: {text[:500]}")
-                return json.loads(text) if text else None
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One call through disklet's client (PATCH is a merge patch); :class:`ApiError` on failure."""
+        async with KubeClient(Endpoint(self.api_url, {"Authorization": "Bearer demo"})) as kube:
+            return await kube.request(method, path, body=body,
+                                      content_type=MERGE_PATCH if method == "PATCH" else "application/json")
 
     async def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", f"{API}/{plural}/{name}")
-        except RuntimeError as exc:
-            if "HTTP 404" in str(exc):
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def wait(self, what: str, check: Callable[[], Any], timeout: float) -> bool:
         start = time.monotonic()
@@ -212,7 +205,7 @@ def agent_configs(demo: Demo) -> list[Any]:
             node_name=node, host_root=root, file_devices_dir=str(demo.files_dir),
             lvm_extra_config="" if dm else "global{activation=0}", refused_retry_seconds=3,
             scan_interval_seconds=3, disko_command=[str(fake)], systemd_run_command=[str(fake)],
-            nixos_rebuild_command=[str(fake)]))
+            nixos_rebuild_command=[str(fake)], allow_loop_targets=True))
     return configs
 
 
@@ -277,13 +270,13 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
         "apiVersion": API_VERSION, "kind": "DiskLayout", "metadata": {"name": f"root-disk-{demo.suffix}"},
         "spec": {"nodeName": demo.node_a, "diskLayout": {"disks": [{"name": "os", "device": target, "gpt": {
             "partitions": [{"name": "data", "size": "100%", "content": {
-                "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/demo"}}]}}]}}})
+                "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/kcore/demo"}}]}}]}}})
     say(f"  created DiskLayout root-disk-{demo.suffix} on {demo.node_a} (controller-managed) aimed at {target}")
     await demo.request("POST", f"{API}/disklayouts", {
         "apiVersion": API_VERSION, "kind": "DiskLayout", "metadata": {"name": f"installer-only-{demo.suffix}"},
         "spec": {"nodeName": demo.node_b, "diskLayout": {"disks": [{"name": "data1", "device": "/dev/disk/by-id/demo-disk",
                  "gpt": {"partitions": [{"name": "p0", "size": "100%", "content": {
-                     "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/data1"}}]}}]}}})
+                     "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/kcore/data1"}}]}}]}}})
     say(f"  created DiskLayout installer-only-{demo.suffix} on {demo.node_b} (no mode file: installer-only)")
 
     async def refused() -> Any:
@@ -327,8 +320,8 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
                 {"name": "b", "directory": str(demo.files_dir), "size": "1Gi"}]}})
             say("  ✗ shrinking a file device was accepted")
             ok = False
-        except RuntimeError as exc:
-            say(f"  ✓ shrinking a file device is rejected by the API: {str(exc).split(': ', 2)[-1][:160]}")
+        except ApiError as exc:
+            say(f"  ✓ shrinking a file device is rejected by the API: {exc.message[:160]}")
 
     await demo.print_tables()
 

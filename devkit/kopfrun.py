@@ -14,19 +14,23 @@ from typing import Any
 
 import kopf
 
+from disklet.kube.login import add_kopf_login
+
 
 def add_login(registry: kopf.OperatorRegistry, server: str) -> None:
-    """Authenticate the registry's operator against ``server`` (token auth is ignored by the mock)."""
+    """Authenticate the registry's operator — Kopf and disklet's own client — against ``server``
+    (token auth is ignored by the mock)."""
 
-    @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=server, insecure=True, token="mock")
+
+    add_kopf_login(registry, _login)
 
 
 @contextlib.asynccontextmanager
 async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = None,
                        settings: kopf.OperatorSettings | None = None,
-                       configure: Callable[[kopf.OperatorSettings], None] | None = None,
+                       configure: Callable[[kopf.OperatorSettings], object] | None = None,
                        standalone: bool = True, peering_name: str | None = None,
                        ready_timeout: float = 15.0, memo: object | None = None) -> AsyncIterator[kopf.OperatorSettings]:
     if server is not None:
@@ -42,10 +46,14 @@ async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = 
         logging.getLogger("kopf").setLevel(logging.WARNING)
     stop = asyncio.Event()
     ready = asyncio.Event()
+    # Tasks that exist before this operator starts (the caller, pytest, other operators) are not its
+    # own: without ``ignored`` run_tasks treats them as "hung" at shutdown and cancels them, which
+    # also cancels the cleanup of operators still running (their aiohttp sessions are never closed).
+    existing = asyncio.all_tasks()
     tasks = await kopf.spawn_tasks(registry=registry, settings=settings, standalone=standalone,
                                    peering_name=peering_name, clusterwide=True, stop_flag=stop,
                                    ready_flag=ready, memo=memo)
-    runner = asyncio.create_task(kopf.run_tasks(tasks))
+    runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=existing))
     try:
         done, _ = await asyncio.wait({runner, asyncio.create_task(ready.wait())}, timeout=ready_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)

@@ -1,4 +1,4 @@
-"""The one runner for host commands (DESIGN.md §2, LVM.md rule 7), shared by agent, operator and kctl.
+"""The one runner for host commands (docs/design/product.md#host-commands, docs/design/lvm.md rule 7), shared by agent, operator and kctl.
 
 Every command is an argv list with a bounded timeout, never a shell string. In a pod the agent
 runs commands in the host's namespaces through ``nsenter -t 1 -m -u -i -n -p --``; in tests and

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator and the agent (DESIGN.md §7; every metric is in docs/metrics.md).
+"""Prometheus metrics of the operator and the agent (docs/design/product.md#observability; every metric is in docs/metrics.md).
 
 All metrics live in one dedicated registry, ``REGISTRY``, so what ``start_metrics_server`` serves
 is exactly what the docs list (plus the standard ``process_*``/``python_*`` collectors). Callers
@@ -124,7 +124,7 @@ def record_reconcile(kind: str, result: str, seconds: float) -> None:
 
 
 @dataclass
-class ReconcileOutcome:
+class ReconcileRecord:
     """What ``timed_reconcile`` records; set ``result`` to REFUSED (etc.) inside the block."""
 
     kind: str
@@ -140,12 +140,12 @@ def _result_of(exc: BaseException) -> str:
 
 
 @contextmanager
-def timed_reconcile(kind: str) -> Iterator[ReconcileOutcome]:
+def timed_reconcile(kind: str) -> Iterator[ReconcileRecord]:
     """Time a reconcile; an exception counts as ``retry`` (kopf.TemporaryError) or ``error``.
 
     Cancellation (operator shutdown) is not a reconcile outcome and is not recorded.
     """
-    outcome = ReconcileOutcome(kind)
+    outcome = ReconcileRecord(kind)
     start = time.perf_counter()
     try:
         yield outcome

@@ -26,7 +26,7 @@ from disklet.api.lvm import LVMVolumeGroupStatus, NodeFileDevice
 from disklet.units import quantity_bytes
 
 SUCCESS, REFUSED, RETRY, ERROR = metrics.SUCCESS, metrics.REFUSED, metrics.RETRY, metrics.ERROR
-ReconcileOutcome = metrics.ReconcileOutcome
+ReconcileRecord = metrics.ReconcileRecord
 """What ``reconcile_timer`` yields: set ``.result`` to one of the four results above."""
 
 Event = tuple[str, str, str]
@@ -34,7 +34,7 @@ Event = tuple[str, str, str]
 
 
 @contextlib.contextmanager
-def reconcile_timer(kind: str) -> Iterator[ReconcileOutcome]:
+def reconcile_timer(kind: str) -> Iterator[ReconcileRecord]:
     """``disklet.metrics.timed_reconcile``: set ``.result`` inside; exceptions count as retry/error."""
     with metrics.timed_reconcile(kind) as outcome:
         yield outcome

@@ -26,7 +26,7 @@ _QUANTITY_RE = re.compile(
     r"^(?P<sign>[+-])?(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 )
-# Whole binary units only: the format of fileDevices[].size (LVM.md).
+# Whole binary units only: the format of fileDevices[].size (docs/design/lvm.md).
 WHOLE_BINARY_SIZE_RE = re.compile(r"^[1-9][0-9]*(Mi|Gi|Ti|Pi)$")
 PERCENT_RE = re.compile(r"^([1-9][0-9]?|100)%$")
 

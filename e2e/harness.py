@@ -1,8 +1,8 @@
 """The e2e harness: a cluster (real or the mock server), local disklet processes, host helpers.
 
 Everything here is plain synchronous code so scenarios read top to bottom. The Kubernetes client
-wraps kubernetes-asyncio's ``ApiClient`` (kubeconfig auth: certificates, tokens, exec plugins)
-on a private event loop; scenarios never need the loop.
+is disklet's own (``disklet.kube``: kubeconfig auth with certificates, tokens, exec plugins) on a
+private event loop; scenarios never need the loop.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from kubernetes_asyncio import client, config
+from typing import Any, TypeVar
 
 from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, Resource
+from disklet.kube import login
+from disklet.kube.client import ApiError, Kind, KubeClient
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".tools" / "bin"
@@ -73,97 +75,52 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, inter
 
 
 # ---------------------------------------------------------------------------------------- API
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Kind:
-    group: str
-    version: str
-    plural: str
-
-    def path(self, name: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}/{self.plural}" if self.group else f"/api/{self.version}/{self.plural}"
-        return f"{base}/{name}" if name else base
-
-
 def kind_of(res: Resource) -> Kind:
-    return Kind(res.group, res.version, res.plural)
+    return Kind.of(res)
 
 
 DL, LVG, LVGSET = kind_of(DISK_LAYOUT), kind_of(LVM_VOLUME_GROUP), kind_of(LVM_VOLUME_GROUP_SET)
-NODE = Kind("", "v1", "nodes")
-NAMESPACE = Kind("", "v1", "namespaces")
-CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+NODE = Kind("", "v1", "nodes", "Node")
+NAMESPACE = Kind("", "v1", "namespaces", "Namespace")
+CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
 
 
 class Kube:
-    """A small synchronous client for one cluster (the mock or a real one)."""
+    """A small synchronous face of disklet's one client (:class:`disklet.kube.client.KubeClient`)
+    for one cluster (the mock or a real one), logged in from a kubeconfig."""
 
     def __init__(self, kubeconfig: str):
         self.kubeconfig = kubeconfig
         self._loop = asyncio.new_event_loop()
-        cfg = client.Configuration()
+        endpoint = login.kubeconfig(kubeconfig)
+        self._client = KubeClient(endpoint, login=lambda: login.kubeconfig(kubeconfig), field_manager="disklet-e2e")
+        self.server = endpoint.server
 
-        async def connect() -> client.ApiClient:  # aiohttp wants a running loop
-            await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg, persist_config=False)
-            return client.ApiClient(cfg)
-
-        self._api = self._loop.run_until_complete(connect())
-        self.server = str(cfg.host)
+    def _run(self, call: Awaitable[T]) -> T:
+        return self._loop.run_until_complete(asyncio.wait_for(call, timeout=30))
 
     def close(self) -> None:
-        self._loop.run_until_complete(self._api.close())
+        self._loop.run_until_complete(self._client.close())
         self._loop.close()
 
     def request(self, method: str, path: str, body: Any = None, *, query: list[tuple[str, str]] | None = None,
-                content_type: str | None = None) -> Any:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-
-        async def call() -> Any:
-            try:
-                resp = await self._api.call_api(path, method, query_params=query or [], header_params=headers, body=body,
-                                                auth_settings=["BearerToken"], _preload_content=False)
-            except client.ApiException as exc:
-                raise ApiError(int(exc.status or 0), _message(exc.body, str(exc.reason))) from None
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise ApiError(int(resp.status), _message(raw, str(resp.reason)))
-            return json.loads(raw) if raw else None
-
-        return self._loop.run_until_complete(asyncio.wait_for(call(), timeout=30))
+                content_type: str = "application/json") -> Any:
+        return self._run(self._client.request(method, path, body=body, query=query or [], content_type=content_type))
 
     def get(self, kind: Kind, name: str) -> dict[str, Any] | None:
-        try:
-            return self.request("GET", kind.path(name))  # type: ignore[no-any-return]
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._run(self._client.get(kind, name))
 
     def list(self, kind: Kind, label_selector: str | None = None) -> list[dict[str, Any]]:
-        query = [("labelSelector", label_selector)] if label_selector else None
-        return list((self.request("GET", kind.path(), query=query) or {}).get("items") or [])
+        return self._run(self._client.list(kind, label_selector=label_selector))
 
     def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", kind.path(), obj)  # type: ignore[no-any-return]
+        return self._run(self._client.create(kind, obj))
 
     def patch(self, kind: Kind, name: str, patch: dict[str, Any], *, status: bool = False) -> dict[str, Any]:
-        path = kind.path(name) + ("/status" if status else "")
-        return self.request("PATCH", path, patch, content_type="application/merge-patch+json")  # type: ignore[no-any-return]
+        return self._run(self._client.patch(kind, name, patch, subresource="status" if status else None))
 
     def delete(self, kind: Kind, name: str) -> None:
-        try:
-            self.request("DELETE", kind.path(name))
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        self._run(self._client.delete(kind, name, missing_ok=True))
 
     def remove_finalizers(self, kind: Kind, name: str) -> None:
         with contextlib.suppress(ApiError):
@@ -171,14 +128,6 @@ class Kube:
 
     def kubectl(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh([tool("kubectl"), "--kubeconfig", self.kubeconfig, *args], timeout=timeout, check=check)
-
-
-def _message(raw: Any, fallback: str) -> str:
-    """The ``message`` of a metav1.Status body, else the body, else ``fallback``."""
-    try:
-        return str(json.loads(raw).get("message") or raw)
-    except (TypeError, ValueError, AttributeError):
-        return str(raw or fallback)
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:

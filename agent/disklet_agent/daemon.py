@@ -16,14 +16,13 @@ import os
 import sys
 from typing import Any
 
-# Kopf's ``kopf._cogs.helpers.thirdparty`` imports ``kubernetes_asyncio.client`` whenever that
-# package is installed (the operator and kctl need it), only to recognise its model objects —
-# which the agent never hands to Kopf. That import alone is ~60 MiB of RSS (generated models).
-# A ``None`` in sys.modules makes Kopf's optional import fail as "not installed" (ImportError,
-# which Kopf catches). Only for the duration of Kopf's own import and only when neither is loaded
-# yet: a process that also uses kubernetes-asyncio (tests, tools) can still import it afterwards.
-# Kopf keeps recognising kubernetes-asyncio objects by module name. ``disklet-agent run`` blocks
-# it for good (disklet_agent.cli).
+# Importing Kopf imports ``kubernetes_asyncio.client`` whenever that package is installed (kctl's
+# kubeconfig loader needs it), only to recognise its model objects — which the agent never hands
+# to Kopf. That import alone is ~60 MiB of RSS (generated models). A ``None`` in sys.modules makes
+# Kopf's optional import fail as "not installed" (ImportError, which Kopf catches). Only for the
+# duration of Kopf's own import and only when neither is loaded yet: a process that also uses
+# kubernetes-asyncio (tests, tools) can still import it afterwards. ``disklet-agent run`` blocks
+# it for good (disklet_agent.cli). docs/architecture.md has the figures.
 if "kopf" not in sys.modules and "kubernetes_asyncio" not in sys.modules:
     sys.modules["kubernetes_asyncio"] = None  # type: ignore[assignment]
     try:
@@ -33,16 +32,19 @@ if "kopf" not in sys.modules and "kubernetes_asyncio" not in sys.modules:
             del sys.modules["kubernetes_asyncio"]
 
 import kopf  # noqa: E402
-import structlog  # noqa: E402
 
+from disklet import logs  # noqa: E402
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL  # noqa: E402
+from disklet.kube.login import add_kopf_login  # noqa: E402
 from disklet.labels import node_label_value  # noqa: E402
 from disklet.observe import observe_host_commands, start_metrics_server  # noqa: E402
 
 from .config import AgentConfig  # noqa: E402
 from .deps import AgentDeps  # noqa: E402
 from .handlers import blockdevices, lease, lvm  # noqa: E402
+from .handlers.blockdevices import PvReader, TopologyReader  # noqa: E402
 from .kube import AgentKube  # noqa: E402
+from .lvm.ports import LvgEngine  # noqa: E402
 from .tasks import BackgroundTasks  # noqa: E402
 
 FINALIZER = "disklet.io/agent"
@@ -56,8 +58,8 @@ LOG_EXTRA_KEYS = ("node", "lvg", "reconcile_id", "error", "changed", "status_wri
 log = logging.getLogger("disklet.agent")
 
 
-def build_registry(deps: AgentDeps, *, engine: Any = None, kube: AgentKube | None = None,
-                   topology_reader: Any = None, pv_reader: Any = None,
+def build_registry(deps: AgentDeps, *, engine: LvgEngine | None = None, kube: AgentKube | None = None,
+                   topology_reader: TopologyReader | None = None, pv_reader: PvReader | None = None,
                    lease_interval: float | None = None) -> kopf.OperatorRegistry:
     """All agent handlers for ``deps.config.node_name`` in a fresh registry (keywords: test seams)."""
     registry = kopf.OperatorRegistry()
@@ -83,6 +85,7 @@ def build_registry(deps: AgentDeps, *, engine: Any = None, kube: AgentKube | Non
 
     @kopf.on.cleanup(registry=registry)
     async def disklet_close_client(**_: Any) -> None:
+        await tasks.stop()  # first: a loop still running would open a new session after the close
         await kube.close()
 
     return registry
@@ -103,48 +106,15 @@ def configure_settings(settings: kopf.OperatorSettings, config: AgentConfig) -> 
 
 
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
-    """structlog JSON lines on stderr for our loggers and Kopf's (``DISKLET_LOG_FORMAT=console`` for humans)."""
-    level = (level or os.environ.get("DISKLET_LOG_LEVEL") or "INFO").upper()
-    fmt = (fmt or os.environ.get("DISKLET_LOG_FORMAT") or "json").lower()
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.ExtraAdder(allow=LOG_EXTRA_KEYS),
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
-                     else structlog.processors.JSONRenderer())
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer])
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True)
+    """JSON lines on stderr for our loggers and Kopf's (``DISKLET_LOG_FORMAT=text`` for humans)."""
+    logs.configure_logging(fmt or os.environ.get("DISKLET_LOG_FORMAT") or "json",
+                           (level or os.environ.get("DISKLET_LOG_LEVEL") or "INFO").upper(), extras=LOG_EXTRA_KEYS)
 
 
 def start_metrics(deps: AgentDeps) -> None:
     """Host-command timing and the /metrics server (``DISKLET_METRICS_PORT``; 0 disables it)."""
     observe_host_commands(deps.runner.observers)
     start_metrics_server(int(os.environ.get("DISKLET_METRICS_PORT") or DEFAULT_METRICS_PORT))
-
-
-def add_login(registry: kopf.OperatorRegistry) -> None:
-    """Service account in a pod, kubeconfig elsewhere: the same sources the agent's own client uses."""
-
-    @kopf.on.login(registry=registry)
-    def disklet_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return kopf.login_with_service_account(**kwargs)
-        return kopf.login_with_kubeconfig(**kwargs)
 
 
 def run_agent(config: AgentConfig) -> int:
@@ -156,7 +126,7 @@ def run_agent(config: AgentConfig) -> int:
     deps = AgentDeps.from_config(config)
     start_metrics(deps)
     registry = build_registry(deps)
-    add_login(registry)
+    add_kopf_login(registry)
     settings = kopf.OperatorSettings()
     configure_settings(settings, config)
     liveness = os.environ.get("DISKLET_LIVENESS_ENDPOINT", DEFAULT_LIVENESS_ENDPOINT) or None

@@ -1,12 +1,16 @@
-"""BlockDevice: a disk or partition the agent discovered on its node (LVM.md § BlockDevice)."""
+"""BlockDevice: a disk or partition the agent discovered on its node (docs/design/lvm.md#blockdevice)."""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from pydantic import Field
 
 from .common import ApiModel, StatusModel
+
+DEVICE_PATH_PATTERN = r"^/dev/[^\x00-\x1f\x7f]+$"
+"""A device path: under /dev, no control characters (it must never read as an option)."""
 
 
 def block_device_name(node: str, identity: str, path: str) -> str:
@@ -17,7 +21,7 @@ def block_device_name(node: str, identity: str, path: str) -> str:
 
 class BlockDeviceStatus(StatusModel):
     node_name: str = Field(description="Node the device is on.")
-    path: str = Field(description="Kernel device path, e.g. /dev/sdb.")
+    path: str = Field(pattern=DEVICE_PATH_PATTERN, max_length=4096, description="Kernel device path, e.g. /dev/sdb.")
     size: str = Field(description="Device size.")
     type: str = Field(description="lsblk type: disk, part, ...")
     fs_type: str | None = Field(default=None, alias="fsType", description="Filesystem or signature found on the device.")
@@ -41,5 +45,5 @@ class BlockDevice(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
     kind: str = "BlockDevice"
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     status: BlockDeviceStatus | None = None

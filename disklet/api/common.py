@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -12,9 +13,13 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
-    """One ``x-kubernetes-validations`` entry."""
+def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None,
+        message_expression: str | None = None) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry (``message_expression``: a CEL string expression over
+    ``self`` that the API server shows instead of ``message``)."""
     out: dict[str, Any] = {"rule": rule, "message": message}
+    if message_expression:
+        out["messageExpression"] = message_expression
     if field_path:
         out["fieldPath"] = field_path
     if reason:
@@ -145,7 +150,7 @@ class LabelSelector(ApiModel):
         default=None, max_length=64, json_schema_extra=ATOMIC,
         description="Requirements that must all hold (AND).")
 
-    def matches(self, labels: dict[str, str] | None) -> bool:
+    def matches(self, labels: Mapping[str, str] | None) -> bool:
         labels = labels or {}
         for k, v in (self.match_labels or {}).items():
             if labels.get(k) != v:

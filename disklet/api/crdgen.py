@@ -79,7 +79,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_schema(model: type) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
+    raw: dict[str, Any] = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
     defs = raw.pop("$defs", {})
     return _structural(raw, defs)
 
@@ -103,6 +103,8 @@ def crd_for(res: Resource) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "description": res.description, "properties": props}
     if required:
         schema["required"] = required
+    if res.object_rules:
+        schema["x-kubernetes-validations"] = list(res.object_rules)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

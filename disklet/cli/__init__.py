@@ -1,1 +1,1 @@
-"""kctl: the disklet command line (DESIGN.md §5). See docs/kctl.md."""
+"""kctl: the disklet command line (docs/kctl.md). See docs/kctl.md."""

@@ -1,4 +1,4 @@
-"""The pure DiskLayout library (DISKO.md): validate, render, evaluate, extract, hash, pre-flight.
+"""The pure DiskLayout library (docs/design/disklayout.md): validate, render, evaluate, extract, hash, pre-flight.
 
 Everything here is pure except ``evaluate_nix`` (runs ``nix-instantiate`` through the HostRunner)
 and ``read_layout_nix_file``. The operator, the node agent and kctl all call these functions, so

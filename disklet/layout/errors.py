@@ -1,4 +1,4 @@
-"""The two ways a layout can be wrong (DISKO.md §1, §3)."""
+"""The two ways a layout can be wrong (docs/design/disklayout.md#validation and #extraction)."""
 
 from __future__ import annotations
 

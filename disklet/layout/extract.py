@@ -1,4 +1,4 @@
-"""Target devices of any disko body: evaluate (or read literally), then walk (DISKO.md §3)."""
+"""Target devices of any disko body: evaluate (or read literally), then walk (docs/design/disklayout.md#extraction)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Structured layout → disko Nix body (DISKO.md §2), deterministic and injection-proof.
+"""Structured layout → disko Nix body (docs/design/disklayout.md#rendering), deterministic and injection-proof.
 
 Every string and every attribute name is emitted as a quoted Nix string with ``\\``, ``"`` and
 ``$`` escaped, so nothing from the YAML is ever interpreted (``${...}`` stays literal). Control

@@ -1,4 +1,4 @@
-"""Offline, literal-only reading of a disko body with tree-sitter-nix (DISKO.md §3).
+"""Offline, literal-only reading of a disko body with tree-sitter-nix (docs/design/disklayout.md#extraction).
 
 Used only where ``nix-instantiate`` is missing (``kctl diff --offline`` on a laptop). It accepts
 attribute sets (with dotted and quoted attribute paths, merged the way Nix merges them), plain

@@ -1,4 +1,4 @@
-"""Every DISKO.md §1 rule for a structured ``diskLayout``, as hard errors collected in one pass.
+"""Every rule of docs/design/disklayout.md#validation for a structured ``diskLayout``, as hard errors collected in one pass.
 
 The pydantic models already reject unknown keys and most malformed fields; this module repeats the
 field rules (so a model built with ``model_construct`` or by hand is still checked) and adds the

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
-from kopf._core.intents.registries import SmartOperatorRegistry  # not re-exported; kopf.run() uses it too
 
+from disklet.kube.lease import lease_namespace
+from disklet.kube.login import add_kopf_login
+from disklet.logs import configure_logging
 from disklet.observe import start_metrics_server
 
-from .handlers.lvg import agent_namespace
-from .logs import configure_logging
 from .peering import peering_problem, replica_priority
 
 PROGRESS_PREFIX = "operator.disklet.io"
@@ -43,12 +43,10 @@ log = logging.getLogger("disklet.operator")
 
 
 def build_registry(modules: Sequence[str] = HANDLER_MODULES) -> kopf.OperatorRegistry:
-    """A fresh registry with every handler module registered (no global Kopf registry is used).
-
-    ``SmartOperatorRegistry`` carries Kopf's login handlers (service account, kubeconfig, or an
-    installed client library); a plain ``OperatorRegistry`` cannot authenticate at all.
-    """
-    registry = SmartOperatorRegistry()
+    """A fresh registry with every handler module registered (no global Kopf registry is used),
+    logging in with the service account in a pod, else the kubeconfig (:func:`add_kopf_login`)."""
+    registry = kopf.OperatorRegistry()
+    add_kopf_login(registry)
     for name in modules:
         if name in OPTIONAL_MODULES and importlib.util.find_spec(name) is None:
             log.info("handler module %s is not present; skipped", name)
@@ -72,7 +70,7 @@ def configure_settings(settings: kopf.OperatorSettings, *, namespace: str | None
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
     settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
-        f"metadata.namespace={namespace or agent_namespace()}")
+        f"metadata.namespace={namespace or lease_namespace()}")
     return settings
 
 
@@ -142,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    namespace = args.namespace or agent_namespace()
+    namespace = args.namespace or lease_namespace()
     os.environ["DISKLET_NAMESPACE"] = namespace  # lvg.register reads it: Leases are watched only there
     start_metrics_server(args.metrics_port)
     registry = build_registry()

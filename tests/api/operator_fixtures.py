@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import kopf
 from disklet_operator.handlers import disklayout, lvg
 from disklet_operator.main import PROGRESS_PREFIX, configure_settings
 
 from devkit.kopfrun import kopf_running, wait_for
+from disklet.kube.client import MERGE_PATCH, Endpoint, KubeClient
 from disklet.layout.samples import EXT4
 
 DL = "disklet.io/v1alpha1/disklayouts"
@@ -93,24 +93,19 @@ def agent_lease(node: str, *, age_seconds: float = 0.0, namespace: str = AGENT_N
 
 
 class Api:
-    """A tiny aiohttp client for the mock (create, merge-patch, status patch, delete)."""
+    """The tests' writes to the mock (create, merge-patch, delete) through disklet's one client."""
 
-    def __init__(self, session: aiohttp.ClientSession):
-        self.s = session
+    def __init__(self, client: KubeClient):
+        self.client = client
 
     async def create(self, url: str, obj: dict[str, Any]) -> dict[str, Any]:
-        r = await self.s.post(url, json=obj)
-        assert r.status in (200, 201), await r.text()
-        return await r.json()
+        return dict(await self.client.request("POST", url, body=obj))
 
     async def patch(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        r = await self.s.patch(url, json=body, headers=MERGE)
-        assert r.status == 200, await r.text()
-        return await r.json()
+        return dict(await self.client.request("PATCH", url, body=body, content_type=MERGE_PATCH))
 
     async def delete(self, url: str) -> None:
-        r = await self.s.delete(url)
-        assert r.status in (200, 202), await r.text()
+        await self.client.request("DELETE", url)
 
 
 @contextlib.asynccontextmanager
@@ -124,8 +119,8 @@ async def operator_running(kube: Any, *, recheck_seconds: float = 0.3, interval:
     lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace, clock=clock)
     async with kopf_running(registry, server=kube.server_url,
                             configure=lambda s: configure_settings(s, namespace=AGENT_NS)):
-        async with aiohttp.ClientSession(kube.server_url) as session:
-            yield Api(session)
+        async with KubeClient(Endpoint(kube.server_url)) as client:
+            yield Api(client)
 
 
 class CountingClock:

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from disklet_agent.kube import (
     AgentKube,
     ApiError,
+    ClientClosed,
     endpoint_from,
     in_cluster_server,
     is_conflict,
@@ -188,7 +189,10 @@ async def test_methods_paths_bodies_and_errors_over_http(http_api: tuple[FakeApi
         assert api.requests[-1]["path"] == f"{LVG_PATH}/vg-a"
         assert (await kube.get(LVM_VOLUME_GROUP, "vg-a") or {})["metadata"]["labels"] == {"x": "1"}
         await kube.delete(LVM_VOLUME_GROUP, "vg-a")
-        await kube.delete(LVM_VOLUME_GROUP, "vg-a")  # already gone: fine
+        with pytest.raises(ApiError) as gone:
+            await kube.delete(LVM_VOLUME_GROUP, "vg-a")
+        assert is_not_found(gone.value)
+        await kube.delete(LVM_VOLUME_GROUP, "vg-a", missing_ok=True)  # already gone: fine when asked
         assert f"{LVG_PATH}/vg-a" not in api.objects
         with pytest.raises(ApiError) as missing:
             await kube.patch_lease("ns1", "disklet-agent-n1", {"spec": {"holderIdentity": "n1"}})
@@ -302,3 +306,15 @@ def test_agent_run_entry_blocks_kubernetes_asyncio_for_the_process() -> None:
             "    print('ok')\n")
     res = HostRunner().run([sys.executable, "-c", code], timeout=120, env={"NODE_NAME": ""})
     assert res.ok and res.stdout.strip() == "ok", res.describe()
+
+
+async def test_no_session_is_opened_after_close(http_api: tuple[FakeApi, str]) -> None:
+    """A background loop still running at shutdown must not open a session nobody closes
+    ("Unclosed connector" at exit): after close() every request fails fast and no session exists."""
+    _, url = http_api
+    kube = AgentKube(endpoint_from(kopf.ConnectionInfo(server=url, token="t0ken")))
+    await kube.get_lease("ns1", "disklet-agent-n1")
+    await kube.close()
+    with pytest.raises(ClientClosed):
+        await kube.get_lease("ns1", "disklet-agent-n1")
+    assert kube._session is None

@@ -14,7 +14,6 @@ from disklet_agent.logic.blockdevices import (
     plan_block_device_sync,
     sanitize_label_value,
 )
-from disklet_agent.logic.lease import lease_object, micro_time
 from disklet_agent.logic.lvg import (
     merge_discovered,
     needs_reconcile,
@@ -25,6 +24,7 @@ from disklet_agent.logic.lvg import (
 
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
+from disklet.kube.lease import lease_object, micro_time
 
 GIB = 1024 ** 3
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import kopf
-from disklet_agent.config import AgentConfig
-from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import ApplyOutcome
 from disklet_agent.disklayout.gate import ApplyPlan
 from disklet_agent.disklayout.mode import ModeReading
@@ -15,7 +12,6 @@ from disklet_agent.handlers.disklayout import (
     desired_from_outcome,
     desired_from_plan,
     outcome_status,
-    register,
 )
 
 from disklet.api.disklayout import Phase, RefusalCode
@@ -42,7 +38,7 @@ def test_decide() -> None:
 
 
 def test_refused_status_then_no_churn() -> None:
-    plan = ApplyPlan(False, False, RefusalCode.ACTIVE_LVM_PV, "refused 1 of 1 target(s): ...")
+    plan = ApplyPlan(ok=False, failed=False, code=RefusalCode.ACTIVE_LVM_PV, message="refused 1 of 1 target(s): ...")
     d = desired_from_plan(plan)
     assert d is not None and d.phase is Phase.REFUSED
     cur = {"phase": "pending", "layoutGeneration": 3, "targetDevices": ["/dev/sdb"]}
@@ -50,8 +46,11 @@ def test_refused_status_then_no_churn() -> None:
     assert ch["phase"] == "refused" and ch["refusalReason"] == "target_device_is_active_lvm_pv"
     assert ch["nodeMode"] == "controller-managed" and ch["lastAttemptTime"] == "2024-01-01T00:00:00Z"
     assert "targetDevices" not in ch
-    [cond] = ch["conditions"]
+    [cond, ready] = ch["conditions"]
     assert cond["type"] == "Applied" and cond["status"] == "False" and cond["reason"] == "Refused"
+    assert ready["type"] == "Ready" and ready["status"] == "False" and ready["reason"] == "Refused"
+    assert ready["observedGeneration"] == cond["observedGeneration"] == 5
+    assert ch["targetDevicesText"] == "/dev/sdb"
     after = {**cur, **ch}
     assert outcome_status(after, d, mode=MANAGED, targets=["/dev/sdb"], generation=5,
                           now="2024-01-01T00:05:00Z") == {}
@@ -73,51 +72,14 @@ def test_applied_clears_refusal_and_records_generation() -> None:
     assert ch["phase"] == "applied" and ch["refusalReason"] is None  # merge patch null deletes it
     assert ch["appliedLayoutGeneration"] == 4 and ch["lastAppliedTime"] == "2024-01-01T00:00:00Z"
     assert ch["conditions"][0]["status"] == "True"
+    ready = next(c for c in ch["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "Applied", 7)
 
 
 def test_failed_outcome() -> None:
     d = desired_from_outcome(ApplyOutcome(False, "disko", "disko exited 1; current.nix unchanged"))
     assert d.phase is Phase.FAILED and "at disko" in d.message and not d.applied
-    assert desired_from_plan(ApplyPlan(False, True, None, "malformed layout: x")).phase is Phase.FAILED  # type: ignore[union-attr]
-    assert desired_from_plan(ApplyPlan(True, False, None, "ok")) is None
+    assert desired_from_plan(ApplyPlan(ok=False, failed=True, code=None, message="malformed layout: x")).phase is Phase.FAILED  # type: ignore[union-attr]
+    assert desired_from_plan(ApplyPlan(ok=True, failed=False, code=None, message="ok")) is None
 
 
-def test_register_never_asks_for_a_finalizer() -> None:
-    registry = kopf.OperatorRegistry()
-    register(registry, AgentDeps(config=AgentConfig(node_name="node-a", refused_retry_seconds=7)))
-    timers = list(registry._spawning._handlers)  # noqa: SLF001
-    assert timers and all(h.requires_finalizer is False for h in timers)
-    assert [h.interval for h in timers] == [7]
-    assert registry._watching.has_handlers  # noqa: SLF001
-
-
-async def test_handler_installer_only_patches_pending_condition_and_event(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
-
-    from kopf._core.engines import posting
-
-    registry = kopf.OperatorRegistry()
-    cfg = AgentConfig(node_name="node-a", host_root=tmp_path)
-    register(registry, AgentDeps(config=cfg))
-    [handler] = list(registry._watching._handlers)  # noqa: SLF001
-    queue: asyncio.Queue = asyncio.Queue()
-    token = posting.event_queue_var.set(queue)
-    stoken = posting.settings_var.set(kopf.OperatorSettings())
-    ltoken = posting.event_queue_loop_var.set(asyncio.get_running_loop())
-    try:
-        body = kopf.Body({"apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout",
-                          "metadata": {"name": "dl-a", "uid": "u1", "generation": 1},
-                          "spec": {"nodeName": "node-a", "layoutNix": "{ disko.devices = { }; }"},
-                          "status": {"phase": "pending", "layoutGeneration": 1}})
-        patch = kopf.Patch()
-        await handler.fn(body=body, patch=patch, logger=None, type="MODIFIED")
-    finally:
-        posting.event_queue_var.reset(token)
-        posting.settings_var.reset(stoken)
-        posting.event_queue_loop_var.reset(ltoken)
-    status = dict(patch["status"])
-    assert status["nodeMode"] == "installer-only" and "phase" not in status
-    cond = status["conditions"][0]
-    assert cond["reason"] == "InstallerOnly" and "echo controller-managed | sudo tee" in cond["message"]
-    ev = await asyncio.wait_for(queue.get(), 2)
-    assert ev.reason == "InstallerOnly"

@@ -1,4 +1,4 @@
-"""DISKO.md §2 Day 2: partitions of an applied disk may only be appended."""
+"""docs/design/disklayout.md#rendering (append only): partitions of an applied disk may only be appended."""
 
 from __future__ import annotations
 

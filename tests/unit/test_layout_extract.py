@@ -1,4 +1,4 @@
-"""DISKO.md §3: the walk over an evaluated disko.devices value (pure; evaluation is host-tier)."""
+"""docs/design/disklayout.md#extraction: the walk over an evaluated disko.devices value (pure; evaluation is host-tier)."""
 
 from __future__ import annotations
 

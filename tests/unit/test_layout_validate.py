@@ -1,4 +1,4 @@
-"""DISKO.md §1: every structured-layout rule is a hard error with a clear message."""
+"""docs/design/disklayout.md#validation: every structured-layout rule is a hard error with a clear message."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Thin-pool sizing (LVM.md rule 12) and growth thresholds (rule 6)."""
+"""Thin-pool sizing (docs/design/lvm.md rule 12) and growth thresholds (rule 6)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ from ..logic.blockdevices import (
     plan_block_device_sync,
     pv_facts_from_lvm,
 )
+from ..lvm.ports import LvmSnapshotSource
 from ..tasks import BackgroundTasks
 
 log = logging.getLogger("disklet.agent.blockdevices")
@@ -51,7 +52,7 @@ def read_machine_id(host_root: Path) -> str | None:
         return None
 
 
-def engine_pv_reader(engine: Any) -> PvReader:
+def engine_pv_reader(engine: LvmSnapshotSource) -> PvReader:
     """PV facts from the LVM engine's snapshot (None when LVM cannot be read this cycle)."""
     def read() -> dict[str, PvFact] | None:
         snap = engine.snapshot()
@@ -80,7 +81,7 @@ async def apply_plan(kube: AgentKube, plan: BlockDeviceSyncPlan) -> int:
             record_status_write(BLOCK_DEVICE.kind)
             writes += 1
     for name in plan.deletes:
-        await kube.delete(BLOCK_DEVICE, name)
+        await kube.delete(BLOCK_DEVICE, name, missing_ok=True)
         writes += 1
     return writes
 
@@ -143,7 +144,7 @@ class BlockDeviceScanner:
 
 
 def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKube | None = None,
-             engine: Any = None, topology_reader: TopologyReader | None = None, pv_reader: PvReader | None = None,
+             engine: LvmSnapshotSource | None = None, topology_reader: TopologyReader | None = None, pv_reader: PvReader | None = None,
              tasks: BackgroundTasks | None = None, lock: asyncio.Lock | None = None) -> BlockDeviceScanner:
     """The index of this node's BlockDevices and the periodic scan (started at operator startup)."""
     node = deps.config.node_name

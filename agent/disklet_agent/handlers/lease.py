@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 import kopf
 
+from disklet.kube.lease import RENEW_INTERVAL_SECONDS, lease_name, lease_namespace, lease_object, lease_spec
+
 from ..deps import AgentDeps
 from ..kube import AgentKube, is_conflict, is_not_found
-from ..logic.lease import DEFAULT_NAMESPACE, RENEW_INTERVAL_SECONDS, lease_name, lease_object, lease_spec
 from ..tasks import BackgroundTasks
 
 log = logging.getLogger("disklet.agent.lease")
-
-
-def lease_namespace() -> str:
-    return os.environ.get("DISKLET_NAMESPACE") or DEFAULT_NAMESPACE
 
 
 async def renew_lease(kube: AgentKube, node: str, namespace: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ No I/O here (the handler reads lsblk/LVM and writes the API), so every rule is u
   mappings — those are views of other devices);
 - a stable name per device (``block_device_name``: WWN/serial for disks, PARTUUID for
   partitions; the path only when the device has no identity or shares it with another device);
-- ``consumable`` with the first reason it is not (LVM.md § BlockDevice), failing closed when a
+- ``consumable`` with the first reason it is not (docs/design/lvm.md#blockdevice), failing closed when a
   fact is unknown;
 - labels mirroring the selectable facts, each value valid for Kubernetes (≤ 63, sanitized);
 - ``plan_block_device_sync``: creates, updates (labels and/or status) and deletes, nothing when
@@ -22,6 +22,7 @@ from typing import Any
 
 from disklet.api.blockdevice import BlockDeviceStatus, block_device_name
 from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
+from disklet.kube.patch import owned_keys_patch
 from disklet.labels import label_value as sanitize_label_value
 from disklet.labels import node_label_value
 from disklet.units import GIB, bytes_to_quantity
@@ -32,7 +33,7 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 LABEL_PREFIX = "disklet.io/"
 MIN_CONSUMABLE_BYTES = GIB
 
-# lsblk TYPEs that are real devices worth a BlockDevice; loop devices never are (LVM.md), and
+# lsblk TYPEs that are real devices worth a BlockDevice; loop devices never are (docs/design/lvm.md), and
 # device-mapper children (lvm, crypt, dm) are views of devices that already have one.
 LISTED_TYPES = frozenset({"disk", "part", "rom", "mpath", "md", "raid0", "raid1", "raid4", "raid5", "raid6",
                           "raid10", "linear"})
@@ -205,13 +206,8 @@ def _managed_label(key: str) -> bool:
 
 
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
-    if dict(old) == dict(new):
-        return None
-    patch: dict[str, Any] = dict(new)
-    for key in old:
-        if key not in new:
-            patch[key] = None  # a fact that disappeared (merge patch removes it)
-    return patch
+    """Changed facts only; a fact that disappeared maps to None (the merge patch removes it)."""
+    return owned_keys_patch(old, new) or None
 
 
 def plan_block_device_sync(desired: Iterable[DesiredBlockDevice], existing: Iterable[Mapping[str, Any]],

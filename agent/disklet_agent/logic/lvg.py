@@ -12,6 +12,7 @@ from typing import Any
 
 from disklet.api.common import LabelSelector, get_condition
 from disklet.api.lvm import ConditionType, LVGPhase, LVMVolumeGroupSpec, LVMVolumeGroupStatus
+from disklet.kube.patch import owned_keys_patch
 
 AGENT_CONDITIONS = frozenset({ConditionType.VG_CONFIGURATION_APPLIED.value, ConditionType.VG_READY.value})
 DISCOVERED_FIELDS = ("nodes", "vg_uuid", "vg_size", "vg_free", "allocated_size", "extent_size", "thin_pools",
@@ -50,11 +51,8 @@ def merge_discovered(current: LVMVolumeGroupStatus | None, discovered: LVMVolume
 def status_merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
     """A merge patch turning status ``old`` into ``new`` (top-level keys; lists are replaced whole),
     or None when nothing changed. Keys the agent's model does not know are left alone."""
-    old = dict(old or {})
     known = {f.alias or n for n, f in LVMVolumeGroupStatus.model_fields.items()}
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k in known and k not in new})
-    return patch or None
+    return owned_keys_patch(old, new, known | set(new)) or None
 
 
 def needs_reconcile(spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None, generation: int | None,

@@ -1,4 +1,4 @@
-"""Pure discovery: the status of one LVMVolumeGroup from a snapshot (LVM.md rules 4, 10, 11)."""
+"""Pure discovery: the status of one LVMVolumeGroup from a snapshot (docs/design/lvm.md rules 4, 10, 11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure sizing: thin pools (LVM.md rule 12) and file-device growth thresholds (rule 6)."""
+"""Pure sizing: thin pools (docs/design/lvm.md rule 12) and file-device growth thresholds (rule 6)."""
 
 from __future__ import annotations
 

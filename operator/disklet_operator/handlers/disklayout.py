@@ -1,4 +1,4 @@
-"""DiskLayout pre-flight and bookkeeping (DESIGN.md §4 flow step 1). Never touches a node.
+"""DiskLayout pre-flight and bookkeeping (docs/design/disklayout.md#flow, step 1). Never touches a node.
 
 Handlers (all closures over ``registry``, no module state):
 
@@ -15,6 +15,7 @@ Handlers (all closures over ``registry``, no module state):
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,16 @@ from disklet import GROUP, VERSION
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
+from disklet.kube.patch import owned_keys_patch
 from disklet.layout import preflight
+from disklet.layout.mounts import MountPolicy, parse_roots
 from disklet.observe import reconcile_timer, record_refusal, record_status_write
 
 from ..logic.conditions import merge_owned_conditions
 from ..logic.disklayout_status import (
     OPERATOR_STATUS_KEYS,
-    VALIDATED,
-    Verdict,
+    OWNED_CONDITIONS,
+    PreflightVerdict,
     VerdictKind,
     desired_status,
     duplicate_verdict,
@@ -43,7 +46,6 @@ from ..logic.disklayout_status import (
 )
 from ..logic.duplicates import LayoutRef, duplicate_message, older_layout
 from ..logic.labels import node_label_patch
-from ..logic.statusdiff import status_patch
 
 PLURAL = DISK_LAYOUT.plural
 KIND = DISK_LAYOUT.kind
@@ -84,6 +86,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
     duplicate checks whether the older DiskLayout of its node is gone.
     """
     runner = runner or HostRunner()
+    policy = MountPolicy.of(parse_roots(os.environ.get("DISKLET_MOUNT_ROOTS")))
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=INDEX)
     def dl_by_node(name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> dict[str, LayoutRef]:
@@ -92,7 +95,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             return {}
         return {node: LayoutRef(name=name, created=meta.get("creationTimestamp"))}
 
-    async def judge(name: str, spec: Mapping[str, Any], index: Any) -> Verdict:
+    async def judge(name: str, spec: Mapping[str, Any], index: Any) -> PreflightVerdict:
         try:
             model = DiskLayoutSpec.model_validate(dict(spec or {}))
         except ValidationError as exc:
@@ -100,7 +103,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
         owner = _owner_elsewhere(name, model.node_name, index)
         if owner is not None:
             return duplicate_verdict(model.node_name, owner)
-        result = await asyncio.to_thread(preflight, model, base_dir, runner)
+        result = await asyncio.to_thread(preflight, model, base_dir, runner, policy)
         return verdict_from_preflight(result)
 
     async def reconcile(name: str, body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any],
@@ -110,8 +113,8 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             old = parse_status(status)
             new = desired_status(old, verdict, meta.get("generation"))
             raw = dict(status or {})
-            changes = status_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
-            validated = [c for c in new.conditions or [] if c.type == VALIDATED]
+            changes = owned_keys_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
+            validated = [c for c in new.conditions or [] if c.type in OWNED_CONDITIONS]
             merged = merge_owned_conditions(raw.get("conditions"), validated)
             if merged != (raw.get("conditions") or []):
                 changes["conditions"] = merged
@@ -161,7 +164,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
 
 
 def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
-              new_gen: int | None, verdict: Verdict, logger: Any) -> None:
+              new_gen: int | None, verdict: PreflightVerdict, logger: Any) -> None:
     """One Kubernetes Event per transition (never per no-op reconcile)."""
     moved = old_phase != verdict.phase or (old_reason or None) != (verdict.refusal_reason or None)
     if verdict.kind is VerdictKind.VALID:

@@ -8,7 +8,6 @@ Nodes and agent Leases are read from Kopf indexes, never fetched per object.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -19,12 +18,12 @@ import kopf
 from disklet import GROUP, VERSION
 from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
+from disklet.kube.lease import lease_namespace, lease_node
 from disklet.observe import record_status_write
 
 from ..logic.conditions import merge_owned_conditions, parse_conditions
 from ..logic.labels import node_label_patch
 from ..logic.readiness import (
-    AGENT_LEASE_PREFIX,
     DEFAULT_LEASE_GRACE_SECONDS,
     agent_readiness,
     node_readiness,
@@ -34,13 +33,7 @@ from ..logic.readiness import (
 PLURAL = LVM_VOLUME_GROUP.plural
 NODES_INDEX = "lvg_nodes"
 LEASES_INDEX = "lvg_agent_leases"
-DEFAULT_NAMESPACE = "disklet-system"
 DEFAULT_INTERVAL_SECONDS = 30.0
-
-
-def agent_namespace() -> str:
-    """Namespace of the agent Leases: ``DISKLET_NAMESPACE`` (the chart sets it), default disklet-system."""
-    return os.environ.get("DISKLET_NAMESPACE") or DEFAULT_NAMESPACE
 
 
 def _node_of(spec: Mapping[str, Any] | None) -> str | None:
@@ -84,10 +77,10 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
              clock: Callable[[], datetime] | None = None, dedupe_seconds: float = 60.0) -> None:
     """Define the LVMVolumeGroup handlers and the Node/Lease indexes on ``registry``.
 
-    ``namespace``: where the agents' Leases live (default: :func:`agent_namespace`); ``interval``:
+    ``namespace``: where the agents' Leases live (default: :func:`disklet.kube.lease.lease_namespace`); ``interval``:
     how often every LVG is re-evaluated; ``lease_grace``: how old a Lease renewal may be.
     """
-    ns = namespace or agent_namespace()
+    ns = namespace or lease_namespace()
     now = clock or (lambda: datetime.now(UTC))
 
     @kopf.index("v1", "nodes", registry=registry, id=NODES_INDEX)
@@ -96,11 +89,11 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         return {name: {"ready": ready}}
 
     def _agent_lease(name: str, namespace: str | None, **_: Any) -> bool:
-        return namespace == ns and name.startswith(AGENT_LEASE_PREFIX)
+        return namespace == ns and lease_node(name) is not None
 
     @kopf.index("coordination.k8s.io", "v1", "leases", registry=registry, id=LEASES_INDEX, when=_agent_lease)
     def lvg_agent_leases(name: str, spec: Mapping[str, Any], **_: Any) -> dict[str, str | None]:
-        return {name[len(AGENT_LEASE_PREFIX):]: spec.get("renewTime") or spec.get("acquireTime")}
+        return {lease_node(name) or name: spec.get("renewTime") or spec.get("acquireTime")}
 
     def evaluate(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any],
                  labels: Mapping[str, str], patch: kopf.Patch, indexes: Mapping[str, Any]) -> None:

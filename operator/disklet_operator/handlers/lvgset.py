@@ -21,16 +21,16 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
-from kopf._cogs.clients import api as kopf_api  # Kopf's own authenticated client (same login, retries)
-from kopf._cogs.clients import errors as kopf_errors
 from pydantic import ValidationError
 
 from disklet import GROUP, VERSION
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSetSpec
+from disklet.kube.client import ApiError, ClientError, Conflict, Kind, KubeClient, NotFound
+from disklet.kube.login import registry_login
 from disklet.observe import ERROR, RETRY, SUCCESS, reconcile_timer, record_status_write
 
 from ..logic.lvgset_planner import (
@@ -48,9 +48,8 @@ from ..logic.lvgset_planner import (
 
 LVG_PLURAL = "lvmvolumegroups"
 SET_PLURAL = "lvmvolumegroupsets"
-LVG_URL = f"/apis/{GROUP}/{VERSION}/{LVG_PLURAL}"
-SET_URL = f"/apis/{GROUP}/{VERSION}/{SET_PLURAL}"
-MERGE = {"Content-Type": "application/merge-patch+json"}
+LVG_KIND = Kind(GROUP, VERSION, LVG_PLURAL, "LVMVolumeGroup")
+SET_KIND = Kind(GROUP, VERSION, SET_PLURAL, "LVMVolumeGroupSet")
 OVERLAY_TTL = 60.0
 """Seconds a just-written child is trusted over the (not yet updated) index."""
 TRANSIENT_RETRY = 10.0
@@ -92,38 +91,38 @@ class SetState:
 
 
 class _Client:
-    """The few calls the controller makes, through Kopf's authenticated API client; counts requests."""
+    """The few calls one pass makes, through the operator's shared client; counts requests."""
 
-    def __init__(self, settings: kopf.OperatorSettings, logger: Any) -> None:
-        self.settings = settings
-        self.logger = logger
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
         self.requests = 0
 
     async def create_child(self, body: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
-        return await kopf_api.post(LVG_URL, payload=body, settings=self.settings, logger=self.logger, backoffs=[])
+        return await self.kube.create(LVG_KIND, body)
 
     async def get_child(self, name: str) -> dict[str, Any]:
         self.requests += 1
-        return await kopf_api.get(f"{LVG_URL}/{name}", settings=self.settings, logger=self.logger)
+        child = await self.kube.get(LVG_KIND, name)
+        if child is None:
+            raise NotFound(f"get LVMVolumeGroup/{name}: not found", 404)
+        return child
 
     async def patch_child(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
-        return await kopf_api.patch(f"{LVG_URL}/{name}", headers=MERGE, payload=patch, settings=self.settings,
-                                    logger=self.logger)
+        return await self.kube.patch(LVG_KIND, name, patch)
 
     async def patch_set_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
-        return await kopf_api.patch(f"{SET_URL}/{name}/status", headers=MERGE, payload={"status": status},
-                                    settings=self.settings, logger=self.logger)
+        return await self.kube.patch_status(SET_KIND, name, status)
 
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _api_message(exc: kopf_errors.APIError) -> str:
-    return f"HTTP {exc.status}: {exc.message or exc}"
+def _api_message(exc: ApiError) -> str:
+    return f"HTTP {exc.status}: {exc.message}"
 
 
 class LvgsetController:
@@ -133,7 +132,7 @@ class LvgsetController:
         self.resync_seconds = resync_seconds
         self.concurrency = concurrency
         self.batch_delay = batch_delay
-        self.settings: kopf.OperatorSettings | None = None
+        self.kube: KubeClient | None = None
         self.sets: dict[str, SetState] = {}
         self.child_seen: dict[str, tuple[Any, ...]] = {}
         self.nodes_index: Mapping[str, Any] = {}
@@ -261,12 +260,12 @@ class LvgsetController:
 
     async def reconcile(self, body: Mapping[str, Any], nodes_idx: Mapping[str, Any], children_idx: Mapping[str, Any],
                         logger: Any) -> PassStats:
-        assert self.settings is not None, "the startup handler stores Kopf's settings"
+        assert self.kube is not None, "the startup handler connects the client"
         started = time.monotonic()
         meta = body.get("metadata") or {}
         name, uid, generation = meta["name"], meta["uid"], meta.get("generation")
         state = self.sets[name]
-        client = _Client(self.settings, logger)
+        client = _Client(self.kube)
         old_status = self._old_status(state, body)
         set_rv = str(meta.get("resourceVersion") or "")
         try:
@@ -295,7 +294,7 @@ class LvgsetController:
             async with sem:
                 try:
                     created = await client.create_child(write.body)
-                except kopf_errors.APIConflictError:
+                except Conflict:
                     existing = await self._adopt_check(client, write.name, uid)
                     if existing is None:
                         outcome.create_errors[write.name] = (f"an LVMVolumeGroup named {write.name} exists and is "
@@ -304,11 +303,11 @@ class LvgsetController:
                         outcome.created.add(write.name)
                         state.recent[write.name] = (existing, None, time.monotonic())
                     return
-                except kopf_errors.APIClientError as exc:
+                except ClientError as exc:
                     outcome.create_errors[write.name] = _api_message(exc)
                     state.rejected[write.name] = (fp, _api_message(exc))
                     return
-                except (TimeoutError, kopf_errors.APIError, OSError) as exc:
+                except (TimeoutError, ApiError, OSError) as exc:
                     outcome.create_errors[write.name] = f"temporary failure: {exc!r}"
                     transient.append(write.name)
                     return
@@ -327,12 +326,12 @@ class LvgsetController:
             async with sem:
                 try:
                     patched = await client.patch_child(write.name, write.body)
-                except kopf_errors.APIClientError as exc:  # e.g. 422 from the LVMVolumeGroup CEL rules
+                except ClientError as exc:  # e.g. 422 from the LVMVolumeGroup CEL rules
                     outcome.update_errors[write.name] = _api_message(exc)
                     state.rejected[write.name] = (fp, _api_message(exc))
                     log.warning(f"LVMVolumeGroup {write.name} update refused: {_api_message(exc)}")
                     return
-                except (TimeoutError, kopf_errors.APIError, OSError) as exc:
+                except (TimeoutError, ApiError, OSError) as exc:
                     outcome.update_errors[write.name] = f"temporary failure: {exc!r}"
                     transient.append(write.name)
                     return
@@ -346,7 +345,7 @@ class LvgsetController:
         creates, updates = len(outcome.created), len(outcome.updated)
 
         for orphan in new_orphans(result, old_status):
-            kopf.event(body, type="Warning", reason="NodeNoLongerMatches",
+            kopf.event(cast(kopf.Body, body), type="Warning", reason="NodeNoLongerMatches",
                        message=f"node {orphan.node_name} no longer matches spec.nodeSelector: LVMVolumeGroup "
                                f"{orphan.lvm_volume_group_name} is kept (its VG may hold data) and no longer "
                                f"updated; delete it to remove the VG")
@@ -355,7 +354,7 @@ class LvgsetController:
         problems += [(n, "CreateFailed", m) for n, m in sorted(outcome.create_errors.items())]
         problems += [(n, "UpdateFailed", m) for n, m in sorted(outcome.update_errors.items())]
         for child, reason, message in [p for p in problems if f"{p[0]}: {p[2]}" not in reported][:5]:
-            kopf.event(body, type="Warning", reason=reason, message=f"{child}: {message}")
+            kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=f"{child}: {message}")
         new = build_status(result, outcome, old_status)
         written = await self._write_status(client, state, name, old_status, new, set_rv, logger)
         if transient:
@@ -368,7 +367,7 @@ class LvgsetController:
         """After a 409 on create: the child is ours (the index lagged) or someone else's."""
         try:
             child = Child.from_body(await client.get_child(name))
-        except kopf_errors.APIError:
+        except ApiError:
             return None
         ref = controller_set(child.owner_references)
         return child if ref is not None and ref.get("uid") == uid else None
@@ -380,7 +379,7 @@ class LvgsetController:
             return False
         try:
             await client.patch_set_status(name, patch)
-        except kopf_errors.APINotFoundError:
+        except NotFound:
             return False  # the set is being deleted
         state.status_written = (new.to_wire(), set_rv)
         record_status_write(KIND)
@@ -412,12 +411,15 @@ def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 600.0, 
     ctl = LvgsetController(resync_seconds=resync_seconds, batch_delay=batch_delay, concurrency=concurrency)
 
     @kopf.on.startup(registry=registry, id="lvgset_settings")
-    def lvgset_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
-        ctl.settings = settings
+    def lvgset_settings(**_: Any) -> None:
+        ctl.kube = ctl.kube or KubeClient(login=registry_login(registry), field_manager="disklet-operator",
+                                          max_connections=concurrency)
 
     @kopf.on.cleanup(registry=registry, id="lvgset_cleanup")
     async def lvgset_cleanup(**_: Any) -> None:
         await ctl.stop_all()
+        if ctl.kube is not None:
+            await ctl.kube.close()
 
     @kopf.index("", "v1", "nodes", registry=registry, id="lvgset_nodes")
     def lvgset_nodes(name: str, labels: Mapping[str, str], **_: Any) -> dict[str, dict[str, str]]:
@@ -431,17 +433,16 @@ def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 600.0, 
         return {str(ref.get("name")): Child.from_body(copy.deepcopy(dict(body)))}
 
     @kopf.on.event("", "v1", "nodes", registry=registry, id="lvgset_node_event")
-    async def lvgset_node_event(name: str, type: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    async def lvgset_node_event(name: str, type: str, labels: Mapping[str, str], **_: Any) -> None:
         ctl.on_node(name, labels, deleted=type == "DELETED")
 
     @kopf.on.event(GROUP, VERSION, LVG_PLURAL, registry=registry, id="lvgset_child_event")
-    async def lvgset_child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def lvgset_child_event(type: str, body: kopf.Body, **_: Any) -> None:
         ctl.on_child(body, deleted=type == "DELETED")
 
     @kopf.on.event(GROUP, VERSION, SET_PLURAL, registry=registry, id="lvgset_set_event")
-    async def lvgset_set_event(type: str | None, body: kopf.Body, lvgset_nodes: kopf.Index,
-                               lvgset_children: kopf.Index, **_: Any) -> None:
-        ctl.nodes_index, ctl.children_index = lvgset_nodes, lvgset_children
+    async def lvgset_set_event(type: str, body: kopf.Body, **indexes: Any) -> None:
+        ctl.nodes_index, ctl.children_index = indexes["lvgset_nodes"], indexes["lvgset_children"]
         await ctl.on_set(copy.deepcopy(dict(body)), deleted=type == "DELETED")
 
     return ctl

@@ -5,5 +5,7 @@
 - ``disklayout_status``: from a pre-flight verdict and the current status to the new status.
 - ``readiness``: NodeReady, AgentReady and the aggregate Ready of an LVMVolumeGroup.
 - ``labels``: the ``disklet.io/node`` label every object must carry.
-- ``statusdiff``: the smallest merge patch between two status dicts (status written only on change).
+- ``lvgset_planner``: the LVMVolumeGroupSet fan-out plan and status.
+
+Merge patches are computed by :mod:`disklet.kube.patch` (one helper for the whole project).
 """

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from disklet.api.common import Condition, ConditionStatus, get_condition, set_condition
 from disklet.api.disklayout import DiskLayoutStatus, Phase, RefusalCode
+from disklet.api.disklayout_ready import READY, devices_text, with_ready
 
 from .duplicates import duplicate_message
 from .generation import next_layout_generation
@@ -31,7 +32,7 @@ VALIDATED = "Validated"
 
 OPERATOR_STATUS_KEYS: frozenset[str] = frozenset({
     "phase", "refusalReason", "message", "targetDevices", "observedGeneration", "conditions",
-    "layoutHash", "layoutGeneration",
+    "layoutHash", "layoutGeneration", "targetDevicesText",
 })
 """Status fields the operator may write (everything else belongs to the agent)."""
 
@@ -47,7 +48,7 @@ class VerdictKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class PreflightVerdict:
     """The operator's judgement of one DiskLayout spec (pre-flight or duplicate check)."""
 
     kind: VerdictKind
@@ -75,20 +76,20 @@ class Verdict:
         return "True" if self.valid else "False"
 
 
-def verdict_from_preflight(result: Any) -> Verdict:
+def verdict_from_preflight(result: Any) -> PreflightVerdict:
     """Map ``disklet.layout.PreflightResult`` to a verdict."""
     targets = tuple(result.target_devices or ())
     phase = Phase(result.phase)
     if phase is Phase.PENDING:
-        return Verdict(VerdictKind.VALID, result.message, result.layout_hash, targets)
+        return PreflightVerdict(VerdictKind.VALID, result.message, result.layout_hash, targets)
     if phase is Phase.REFUSED:
         code = RefusalCode(result.refusal_reason) if result.refusal_reason else None
         kind = VerdictKind.NO_TARGET_DEVICES if code is RefusalCode.NO_TARGET_DEVICES else VerdictKind.REFUSED
-        return Verdict(kind, result.message, result.layout_hash, targets, refusal_reason=code)
-    return Verdict(VerdictKind.MALFORMED, result.message, result.layout_hash, targets)
+        return PreflightVerdict(kind, result.message, result.layout_hash, targets, refusal_reason=code)
+    return PreflightVerdict(VerdictKind.MALFORMED, result.message, result.layout_hash, targets)
 
 
-def invalid_spec_verdict(exc: ValidationError | Exception) -> Verdict:
+def invalid_spec_verdict(exc: ValidationError | Exception) -> PreflightVerdict:
     """A spec the model rejects (the mock/old servers do not run the CRD schema): failed, clearly."""
     if isinstance(exc, ValidationError):
         problems = []
@@ -98,12 +99,12 @@ def invalid_spec_verdict(exc: ValidationError | Exception) -> Verdict:
         text = "; ".join(problems)
     else:
         text = str(exc)
-    return Verdict(VerdictKind.INVALID_SPEC, f"invalid spec: {text}")
+    return PreflightVerdict(VerdictKind.INVALID_SPEC, f"invalid spec: {text}")
 
 
-def duplicate_verdict(node: str, owner: str) -> Verdict:
+def duplicate_verdict(node: str, owner: str) -> PreflightVerdict:
     """This DiskLayout is refused: ``owner`` (older) already describes ``node``."""
-    return Verdict(VerdictKind.DUPLICATE, duplicate_message(node, owner),
+    return PreflightVerdict(VerdictKind.DUPLICATE, duplicate_message(node, owner),
                    refusal_reason=RefusalCode.DUPLICATE_NODE_LAYOUT, owner=owner)
 
 
@@ -133,9 +134,24 @@ def parse_status(raw: Mapping[str, Any] | None) -> DiskLayoutStatus:
     return DiskLayoutStatus.model_validate(good)
 
 
-def desired_status(old: DiskLayoutStatus, verdict: Verdict, generation: int | None,
+def desired_status(old: DiskLayoutStatus, verdict: PreflightVerdict, generation: int | None,
                    now: str | None = None) -> DiskLayoutStatus:
-    """The status after ``verdict`` for ``metadata.generation`` ``generation`` (pure; see module doc)."""
+    """The status after ``verdict`` for ``metadata.generation`` ``generation`` (pure; see module doc).
+
+    ``Ready`` follows the resulting phase (:mod:`disklet.api.disklayout_ready`)."""
+    new = _desired_status(old, verdict, generation, now)
+    new.target_devices_text = devices_text(new.target_devices)
+    new.conditions = with_ready(list(new.conditions or []), new.phase, new.layout_generation,
+                                new.applied_layout_generation, new.message, new.refusal_reason, generation, now)
+    return new
+
+
+OWNED_CONDITIONS = (VALIDATED, READY)
+"""Condition types the operator writes on a DiskLayout (the agent writes Applied, and Ready too)."""
+
+
+def _desired_status(old: DiskLayoutStatus, verdict: PreflightVerdict, generation: int | None,
+                    now: str | None = None) -> DiskLayoutStatus:
     new = old.model_copy(deep=True)
     gen = next_layout_generation(old.layout_hash, old.layout_generation, verdict.layout_hash)
     new.layout_hash = gen.layout_hash

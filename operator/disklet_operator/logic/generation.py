@@ -1,4 +1,4 @@
-"""The layoutGeneration rule (DESIGN.md §4): it bumps only when the resolved layout changes.
+"""The layoutGeneration rule (docs/design/disklayout.md): it bumps only when the resolved layout changes.
 
 ``layoutHash`` is computed by ``disklet.layout`` over the *evaluated* ``disko.devices`` value, so
 reformatting a raw body, re-applying the same manifest or writing the same layout as structured

@@ -25,6 +25,7 @@ from disklet.api.lvm import (
     backing_file_name,
 )
 from disklet.api.resources import NODE_LABEL
+from disklet.kube.patch import merge_patch
 from disklet.labels import label_value, node_label_value
 from disklet.units import QuantityError, quantity_bytes
 
@@ -75,23 +76,6 @@ def controller_set(owner_refs: Iterable[Mapping[str, Any]] | None) -> Mapping[st
         if ref.get("kind") == SET_KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/") and ref.get("controller"):
             return ref
     return None
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 merge patch turning ``old`` into ``new`` (None deletes a key; lists are replaced)."""
-    out: dict[str, Any] = {}
-    for k in old:
-        if k not in new:
-            out[k] = None
-    for k, v in new.items():
-        ov = old.get(k)
-        if isinstance(v, Mapping) and isinstance(ov, Mapping):
-            sub = merge_patch(ov, v)
-            if sub:
-                out[k] = sub
-        elif k not in old or ov != v:
-            out[k] = v
-    return out
 
 
 @dataclass(frozen=True)
@@ -229,13 +213,13 @@ def plan(set_ref: SetRef, spec: LVMVolumeGroupSetSpec, nodes: Iterable[tuple[str
     by_name: dict[str, Child] = {}
     orphans: list[CreatedLVG] = []
     desired_names = {n: node for node, n in result.desired.items()}
-    for child in children:
-        if not child.owned_by(set_ref):
-            by_name.setdefault(child.name, child)  # a foreign object under our name → conflict below
+    for known in children:
+        if not known.owned_by(set_ref):
+            by_name.setdefault(known.name, known)  # a foreign object under our name → conflict below
             continue
-        by_name[child.name] = child
-        if child.name not in desired_names:
-            orphans.append(CreatedLVG(lvm_volume_group_name=child.name, node_name=child.node_name() or ""))
+        by_name[known.name] = known
+        if known.name not in desired_names:
+            orphans.append(CreatedLVG(lvm_volume_group_name=known.name, node_name=known.node_name() or ""))
     result.orphans = sorted(orphans, key=lambda o: o.lvm_volume_group_name)
 
     template = spec.lvm_volume_group_template

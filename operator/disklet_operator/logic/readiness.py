@@ -21,8 +21,8 @@ from typing import Any
 
 from disklet.api.common import Condition, ConditionStatus, get_condition, parse_rfc3339, set_condition
 from disklet.api.lvm import ConditionType, Reason
+from disklet.kube.lease import lease_name
 
-AGENT_LEASE_PREFIX = "disklet-agent-"
 DEFAULT_LEASE_GRACE_SECONDS = 60.0
 MAX_MESSAGE = 1024
 
@@ -70,10 +70,6 @@ def node_readiness(node: str | None, found: bool, ready: Mapping[str, Any] | Non
         return ConditionState("False", "NodeNotReady", _short(f"node {node} is not Ready" + (f" ({detail})" if detail else "")))
     return ConditionState("Unknown", "NodeStatusUnknown",
                           _short(f"node {node} Ready is Unknown (kubelet stopped posting status)" + (f" ({detail})" if detail else "")))
-
-
-def lease_name(node: str) -> str:
-    return AGENT_LEASE_PREFIX + node
 
 
 def agent_readiness(node: str | None, renew_time: str | None, found: bool, now: datetime,

@@ -1,7 +1,14 @@
-"""The agent Lease body (pure): the operator derives ``AgentReady`` from ``renewTime``."""
+"""The agent↔operator Lease contract, spelled once for both sides (pure).
+
+Each agent keeps a ``coordination.k8s.io/v1`` Lease named ``disklet-agent-<node>`` in the
+namespace ``DISKLET_NAMESPACE`` (default ``disklet-system``), renewing ``spec.renewTime`` every
+10 s; the operator watches Leases in that namespace only and derives each LVMVolumeGroup's
+``AgentReady`` condition from how old ``renewTime`` is (docs/design/product.md#the-agentoperator-lease).
+"""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,10 +17,22 @@ from disklet.labels import node_label_value
 LEASE_DURATION_SECONDS = 60
 RENEW_INTERVAL_SECONDS = 10.0
 DEFAULT_NAMESPACE = "disklet-system"
+NAMESPACE_ENV = "DISKLET_NAMESPACE"
+LEASE_PREFIX = "disklet-agent-"
+
+
+def lease_namespace() -> str:
+    """Where the agents' Leases live: ``$DISKLET_NAMESPACE`` (the chart sets it) or disklet-system."""
+    return os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
 
 
 def lease_name(node: str) -> str:
-    return f"disklet-agent-{node}"
+    return LEASE_PREFIX + node
+
+
+def lease_node(name: str) -> str | None:
+    """The node an agent Lease name belongs to, None for any other Lease."""
+    return name[len(LEASE_PREFIX):] or None if name.startswith(LEASE_PREFIX) else None
 
 
 def micro_time(now: datetime | None = None) -> str:

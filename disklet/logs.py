@@ -1,4 +1,5 @@
-"""structlog logging for the operator: JSON lines (default) or text, Kopf's stdlib records included.
+"""One logging setup for the operator and the agent: structlog JSON lines (default) or text on
+stderr, Kopf's stdlib records included.
 
 Kopf attaches its whole ``settings`` object (and more) to every log record as extras; structlog's
 ``ExtraAdder()`` without an allow list would dump all of it into every line. Only the object
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 
 ALLOWED_EXTRAS: tuple[str, ...] = ("k8s_ref",)
-"""The only LogRecord extras copied into log lines (Kopf's object reference)."""
+"""LogRecord extras always copied into log lines (Kopf's object reference); callers add their own."""
 
 
 def _flatten_ref(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -31,17 +32,22 @@ def _flatten_ref(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return event
 
 
-def configure_logging(fmt: str = "json", level: str | int = "INFO", stream: TextIO | None = None) -> logging.Handler:
-    """Route stdlib (Kopf) and structlog records through one formatter on ``stream`` (stderr)."""
+def configure_logging(fmt: str = "json", level: str | int = "INFO", stream: TextIO | None = None,
+                      extras: tuple[str, ...] = ()) -> logging.Handler:
+    """Route stdlib (Kopf) and structlog records through one formatter on ``stream`` (stderr).
+
+    ``fmt``: ``json`` or ``text`` (``console`` is accepted as text); ``extras``: further LogRecord
+    extras allowed into the line (e.g. the agent's ``node``, ``lvg``).
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = structlog.processors.JSONRenderer() if fmt.lower() == "json" else structlog.dev.ConsoleRenderer(colors=False)
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=ALLOWED_EXTRAS), _flatten_ref],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=ALLOWED_EXTRAS + tuple(extras)), _flatten_ref],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info, renderer],
     )
