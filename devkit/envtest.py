@@ -250,7 +250,9 @@ class Cluster:
                          values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Render ``chart`` with ``helm template`` and apply only its identities and permissions
         (ServiceAccounts, Roles, RoleBindings, ClusterRoles, ClusterRoleBindings) in ``namespace``;
-        returns the applied objects. Workloads are not applied (there is no kubelet)."""
+        returns the applied objects. Workloads are not applied (there is no kubelet). Cluster-scoped
+        names come from ``release``: give each user of one control plane its own release name, or
+        one installation's bindings replace another's."""
         argv = [tool("helm"), "template", release, str(chart), "--namespace", namespace, "-f", "-"]
         text = _run(argv, timeout=120, input=yaml.safe_dump(values or {})).stdout
         kinds = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}

@@ -34,10 +34,10 @@ def _has_conditions(envtest: Cluster, name: str) -> bool:
 @pytest.mark.timeout(300)
 def test_the_standby_replica_takes_over_when_the_active_one_dies(envtest: Cluster, tmp_path: Path) -> None:
     ns = f"failover-{secrets.token_hex(3)}"
-    envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "files" / "crds"))
     envtest.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd", "--all")
     values = {"operator": {"peering": {"enabled": True}, "replicaCount": 2}}
-    docs = envtest.apply_chart_rbac(CHART, "disklet", ns, values=values)
+    docs = envtest.apply_chart_rbac(CHART, ns, ns, values=values)  # release = ns: unique cluster-scoped names
     sa = next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"].endswith("operator"))
     envtest.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "disklet-operator", "namespace": ns}})
     kubeconfig = envtest.service_account_kubeconfig(sa, ns, tmp_path / "operator.kubeconfig")
@@ -87,4 +87,7 @@ def test_the_standby_replica_takes_over_when_the_active_one_dies(envtest: Cluste
             envtest.kubectl("delete", "lvmvolumegroup", f"{ns}-{suffix}", "--ignore-not-found", "--wait=false")
             envtest.kubectl("patch", "lvmvolumegroup", f"{ns}-{suffix}", "--type=merge", "-p",
                             '{"metadata":{"finalizers":null}}', check=False)
+        for d in docs:
+            if d["kind"].startswith("Cluster"):
+                envtest.delete(d["kind"].lower(), d["metadata"]["name"], wait=False)
         envtest.delete("namespace", ns, wait=False)
