@@ -19,8 +19,11 @@ def chart_rbac(envtest: Cluster) -> tuple[str, list[dict]]:
     envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "files" / "crds"))
     envtest.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd", "-l",
                     "app.kubernetes.io/part-of=disklet")
-    docs = envtest.apply_chart_rbac(CHART, "disklet", ns)
+    docs = envtest.apply_chart_rbac(CHART, ns, ns)  # release = ns: cluster-scoped names unique to this test
     yield ns, docs
+    for d in docs:
+        if d["kind"].startswith("Cluster"):
+            envtest.delete(d["kind"].lower(), d["metadata"]["name"], wait=False)
     envtest.delete("namespace", ns, wait=False)
 
 
