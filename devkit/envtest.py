@@ -243,6 +243,28 @@ class Cluster:
         path.chmod(0o600)
         return path
 
+    def apply_chart_rbac(self, chart: str | Path, release: str, namespace: str,
+                         values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Render ``chart`` with ``helm template`` and apply only its identities and permissions
+        (ServiceAccounts, Roles, RoleBindings, ClusterRoles, ClusterRoleBindings) in ``namespace``;
+        returns the applied objects. Workloads are not applied (there is no kubelet)."""
+        argv = [tool("helm"), "template", release, str(chart), "--namespace", namespace, "-f", "-"]
+        text = _run(argv, timeout=120, input=yaml.safe_dump(values or {})).stdout
+        kinds = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind") in kinds]
+        for d in docs:
+            if d["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+                d["metadata"]["namespace"] = namespace
+        self.namespace(namespace)
+        if docs:
+            self.apply(docs)
+        return docs
+
+    def service_account_kubeconfig(self, service_account: str, namespace: str, path: str | Path,
+                                   bound_pod: str | None = None) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount (a TokenRequest token)."""
+        return self.kubeconfig_for_token(self.token_for(service_account, namespace, bound_pod), path)
+
     def whoami(self, kubeconfig: str | Path | None = None) -> dict[str, Any]:
         """``kubectl auth whoami`` (SelfSubjectReview) for a kubeconfig: the user the server sees."""
         return json.loads(self.kubectl("auth", "whoami", "-o", "json", kubeconfig=kubeconfig).stdout)  # type: ignore[no-any-return]

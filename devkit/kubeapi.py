@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ class KubeAPI(kmock.KubernetesEmulator):
     kubeconfig: Path | None = None
     _counter: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _status_resources: set[Any] = attrs.field(factory=set, init=False)
+    _watch_holds: dict[str, asyncio.Event] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -333,11 +334,28 @@ class KubeAPI(kmock.KubernetesEmulator):
         return result
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        plural = str(getattr(request.resource, "plural", ""))
         async for event in super()._serve_watch(request):
             if isinstance(event, dict) and isinstance(event.get("object"), Mapping):
                 if not _matches(request, event["object"]):
                     continue
+            hold = self._watch_holds.get(plural)
+            if hold is not None and not (isinstance(event, dict) and event.get("type") == "ADDED"):
+                await hold.wait()
             yield event
+
+    @contextlib.contextmanager
+    def watch_held(self, plural: str) -> Iterator[None]:
+        """Fault: watch events of ``plural`` after an object's ADDED are held back (in order) until
+        the block exits, as a lagging watch under load would; clients keep acting on what they saw
+        last (enter the block before creating the object: its ADDED still goes through)."""
+        gate = asyncio.Event()
+        self._watch_holds[plural] = gate
+        try:
+            yield
+        finally:
+            del self._watch_holds[plural]
+            gate.set()
 
 
 def _merge_diff(old: Any, new: Any) -> Any:

@@ -8,6 +8,7 @@ runs without it (one replica only).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import logging
@@ -22,6 +23,8 @@ from disklet.kube.lease import lease_namespace
 from disklet.kube.login import add_kopf_login
 from disklet.logs import configure_logging
 from disklet.observe import start_metrics_server
+
+from .peering import peering_problem, replica_priority
 
 PROGRESS_PREFIX = "operator.disklet.io"
 """Annotation prefix of the operator's Kopf progress and diff-base (the agent uses agent.disklet.io)."""
@@ -102,14 +105,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="serve Kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     ap.add_argument("--metrics-port", metavar="PORT", type=int, default=_env_int("DISKLET_METRICS_PORT", 9090),
                     help="Prometheus /metrics port; 0 disables (default: DISKLET_METRICS_PORT or %(default)s)")
-    ap.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("DISKLET_LOG_FORMAT", "json"),
-                    help="structlog output: one JSON object per line, or text (default: %(default)s)")
+    ap.add_argument("--log-format", choices=("json", "text", "console"),
+                    default=os.environ.get("DISKLET_LOG_FORMAT", "json"),
+                    help="structlog output: one JSON object per line, or text (console: the same as text, "
+                         "the chart's name for it) (default: %(default)s)")
     ap.add_argument("--log-level", default=os.environ.get("DISKLET_LOG_LEVEL", "info"),
                     choices=("debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"),
                     help="minimum level logged (default: %(default)s)")
     args = ap.parse_args(argv)
-    if args.log_format not in ("json", "text"):
-        ap.error(f"--log-format must be json or text, not {args.log_format!r}")
+    if args.log_format not in ("json", "text", "console"):
+        ap.error(f"--log-format must be json, text or console, not {args.log_format!r}")
+    if args.log_format == "console":
+        args.log_format = "text"
     return args
 
 
@@ -125,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "registry": registry, "settings": settings, "liveness_endpoint": args.liveness,
         "standalone": bool(args.standalone), "peering_name": None if args.standalone else args.peering,
     }
+    if not args.standalone:
+        problem = asyncio.run(peering_problem(args.peering, args.namespace))
+        if problem:
+            log.warning(problem)
+            return 2
+        run_kwargs["priority"] = replica_priority()  # equal priorities would pause every replica
     if args.namespace:
         run_kwargs["namespaces"] = [args.namespace]
     else:

@@ -110,15 +110,29 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def operator_running(kube: Any, *, recheck_seconds: float = 0.3, interval: float = 0.3,
-                           lease_grace: float = 60.0) -> AsyncIterator[Api]:
-    """The operator's own handler modules and settings, with short timers, against ``kube``."""
+                           lease_grace: float = 60.0, clock: Any = None) -> AsyncIterator[Api]:
+    """The operator's own handler modules and settings, with short timers, against ``kube``.
+
+    ``clock``: the LVMVolumeGroup handlers' clock (called once per evaluation; see CountingClock)."""
     registry = kopf.OperatorRegistry()
     disklayout.register(registry, recheck_seconds=recheck_seconds)
-    lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace)
+    lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace, clock=clock)
     async with kopf_running(registry, server=kube.server_url,
                             configure=lambda s: configure_settings(s, namespace=AGENT_NS)):
         async with KubeClient(Endpoint(kube.server_url)) as client:
             yield Api(client)
+
+
+class CountingClock:
+    """The real UTC clock, counting calls: the LVMVolumeGroup handlers read it once per evaluation,
+    so a test can wait for "N more evaluations happened" (a sentinel) instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> datetime:
+        self.calls += 1
+        return datetime.now(UTC)
 
 
 def posted_events(kube: Any, name: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ in the same process do not matter. Every test uses its own object and VG names.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from lvgset_fixtures import SET_URL, file_device, lvgset, lvgset_operator, node,
 from operator_fixtures import (
     AGENT_NS,
     NODES,
+    CountingClock,
     agent_lease,
     disk_layout,
     node_object,
@@ -186,12 +186,15 @@ async def test_operator_lvg_readiness_counts_status_writes(kube):
     kube.seed(NODES, node_object("n1"))
     kube.seed("coordination.k8s.io/v1/leases", agent_lease("n1", namespace=AGENT_NS))
     writes0 = status_writes("LVMVolumeGroup")
-    async with operator_running(kube) as api:
+    clock = CountingClock()
+    async with operator_running(kube, clock=clock) as api:
         await api.create(LVG_URL, volume_group(name, "n1"))
         await wait_for(lambda: any(c.get("type") == "Ready" for c in
                                    ((kube.read(LVG, name) or {}).get("status") or {}).get("conditions") or []),
                        message="operator conditions written")
-        await asyncio.sleep(1.0)  # timer passes with nothing new write nothing
+        seen = clock.calls
+        # Sentinel, not a sleep: three more evaluations (timer passes) with nothing new write nothing.
+        await wait_for(lambda: clock.calls >= seen + 3, message="three more evaluations", timeout=30)
     assert status_writes("LVMVolumeGroup") - writes0 == 1
 
 

@@ -48,16 +48,22 @@ def _first(index: Any, key: str | None) -> tuple[bool, Any]:
     return (True, values[0]) if values else (False, None)
 
 
-def _recently_sent(memo: Any, key: str, value: Any, window: float) -> bool:
-    """True when this exact write was sent for this object less than ``window`` seconds ago.
+def _still_in_flight(memo: Any, key: str, value: Any, reflected: bool, window: float) -> bool:
+    """True when this same write was sent and Kopf's body does not show it yet (a stale body).
 
-    The event handler and the timer both evaluate, and either may still see a body from before the
-    other's patch arrived; without this they would send the same patch twice. After the window a
-    still-missing write is sent again (e.g. when another writer replaced the conditions list).
+    The event handler and the timer both evaluate Kopf's last-seen body, which lacks our last write
+    until the watch delivers it (seconds under CPU load). Evaluating such a body again would send
+    the same write again, with fresh lastTransitionTimes; so ``value`` must leave timestamps out.
+    Once a body shows the write (``reflected``), it is no longer in flight: a later body without
+    it means another writer removed it, and it is written again at once. ``window`` bounds how
+    long a write that never shows up is trusted.
     """
     if not isinstance(memo, dict):  # kopf.Memo is a dict: one per object, shared by its handlers
         return False
     sent = memo.setdefault("disklet_sent", {})
+    if reflected:
+        sent.pop(key, None)
+        return False
     previous = sent.get(key)
     stamp = time.monotonic()
     if previous is not None and previous[0] == value and stamp - previous[1] < window:
@@ -68,7 +74,7 @@ def _recently_sent(memo: Any, key: str, value: Any, window: float) -> bool:
 
 def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
              interval: float = DEFAULT_INTERVAL_SECONDS, lease_grace: float = DEFAULT_LEASE_GRACE_SECONDS,
-             clock: Callable[[], datetime] | None = None, dedupe_seconds: float = 5.0) -> None:
+             clock: Callable[[], datetime] | None = None, dedupe_seconds: float = 60.0) -> None:
     """Define the LVMVolumeGroup handlers and the Node/Lease indexes on ``registry``.
 
     ``namespace``: where the agents' Leases live (default: :func:`disklet.kube.lease.lease_namespace`); ``interval``:
@@ -94,7 +100,7 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         memo = indexes.get("memo")
         node = _node_of(spec)
         label = node_label_patch(labels, node)
-        if label and not _recently_sent(memo, "labels", label, dedupe_seconds):
+        if not _still_in_flight(memo, "labels", label, not label, dedupe_seconds) and label:
             patch.metadata.setdefault("labels", {}).update(label)
         found_node, node_entry = _first(indexes.get(NODES_INDEX), node)
         node_state = node_readiness(node, found_node, (node_entry or {}).get("ready"))
@@ -104,7 +110,8 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         old = parse_conditions(raw)
         owned = readiness_conditions(old, node_state, agent_state, meta.get("generation"))
         merged = merge_owned_conditions(raw, owned)
-        if merged == raw or _recently_sent(memo, "conditions", [c.to_wire() for c in owned], dedupe_seconds):
+        sent = [(c.type, c.status, c.reason, c.message) for c in owned]  # what we write, minus timestamps
+        if _still_in_flight(memo, "conditions", sent, merged == raw, dedupe_seconds) or merged == raw:
             return
         patch.status["conditions"] = merged
         record_status_write(LVM_VOLUME_GROUP.kind)
