@@ -1,4 +1,5 @@
-"""Pre-flight cost: render, eval extraction and static extraction for 1, 10 and 50 disks.
+"""Pre-flight cost: render, eval extraction, static extraction and the full check (sandboxed
+evaluation + allowlist + literal artifact + read-back) for 1, 10 and 50 disks.
 
 Prints milliseconds per operation (median of several runs) and writes bench/results/preflight.json.
 Run: python3 bench/preflight.py [--repeat N]
@@ -16,7 +17,10 @@ from pathlib import Path
 
 from disklet.hostcmd import HostRunner
 from disklet.layout import extract_targets, layout_hash, nix_available, render_disko_nix
+from disklet.layout.artifact import render_artifact
+from disklet.layout.checked import check_layout
 from disklet.layout.samples import n_disks, structured
+from disklet.layout.schema import check_schema
 
 RESULTS = Path(__file__).resolve().parent / "results" / "preflight.json"
 
@@ -46,10 +50,14 @@ def main() -> None:
             "render_ms": _median_ms(lambda layout=layout: render_disko_nix(layout), args.repeat),
             "static_extract_ms": _median_ms(lambda body=body: extract_targets(body, force_static=True), args.repeat),
         }
+        value = extract_targets(body, force_static=True).devices_value
+        row["schema_ms"] = _median_ms(lambda value=value: check_schema(value), args.repeat)
+        row["artifact_ms"] = _median_ms(lambda value=value: render_artifact(value), args.repeat)
         if have_nix:
             row["eval_extract_ms"] = _median_ms(lambda body=body: extract_targets(body), args.repeat)
             row["render_plus_eval_extract_ms"] = _median_ms(
                 lambda layout=layout: layout_hash(extract_targets(render_disko_nix(layout)).devices_value), args.repeat)
+            row["check_layout_ms"] = _median_ms(lambda body=body: check_layout(body), args.repeat)
         rows.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()))
     nix_version = ""

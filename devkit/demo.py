@@ -205,7 +205,7 @@ def agent_configs(demo: Demo) -> list[Any]:
             node_name=node, host_root=root, file_devices_dir=str(demo.files_dir),
             lvm_extra_config="" if dm else "global{activation=0}", refused_retry_seconds=3,
             scan_interval_seconds=3, disko_command=[str(fake)], systemd_run_command=[str(fake)],
-            nixos_rebuild_command=[str(fake)]))
+            nixos_rebuild_command=[str(fake)], allow_loop_targets=True))
     return configs
 
 
@@ -270,13 +270,13 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
         "apiVersion": API_VERSION, "kind": "DiskLayout", "metadata": {"name": f"root-disk-{demo.suffix}"},
         "spec": {"nodeName": demo.node_a, "diskLayout": {"disks": [{"name": "os", "device": target, "gpt": {
             "partitions": [{"name": "data", "size": "100%", "content": {
-                "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/demo"}}]}}]}}})
+                "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/kcore/demo"}}]}}]}}})
     say(f"  created DiskLayout root-disk-{demo.suffix} on {demo.node_a} (controller-managed) aimed at {target}")
     await demo.request("POST", f"{API}/disklayouts", {
         "apiVersion": API_VERSION, "kind": "DiskLayout", "metadata": {"name": f"installer-only-{demo.suffix}"},
         "spec": {"nodeName": demo.node_b, "diskLayout": {"disks": [{"name": "data1", "device": "/dev/disk/by-id/demo-disk",
                  "gpt": {"partitions": [{"name": "p0", "size": "100%", "content": {
-                     "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/data1"}}]}}]}}})
+                     "type": "filesystem", "format": "ext4", "mountpoint": "/var/lib/kcore/data1"}}]}}]}}})
     say(f"  created DiskLayout installer-only-{demo.suffix} on {demo.node_b} (no mode file: installer-only)")
 
     async def refused() -> Any:

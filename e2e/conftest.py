@@ -174,7 +174,7 @@ class E2E:
             "DISKLET_REFUSED_RETRY_SECONDS": "2", "DISKLET_METRICS_PORT": str(_free_port()),
             "DISKLET_LOG_FORMAT": "console", "DISKLET_LIVENESS_ENDPOINT": "",
             "DISKLET_NAMESPACE": self.namespace, "E2E_FAKE_LOG": str(self.fake_log), "FAKE_LOG": str(self.fake_log),
-            "E2E_SANDBOX": str(self.sandbox.resolve()),
+            "E2E_SANDBOX": str(self.sandbox.resolve()), "DISKLET_ALLOW_LOOP_TARGETS": "1",
         }
         if h.needs_no_activation():
             env["DISKLET_LVM_EXTRA_CONFIG"] = "global{activation=0}"

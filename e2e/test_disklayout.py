@@ -16,7 +16,7 @@ WAIT = 60
 def _layout(e2e: Any, name: str, device: str, **spec: Any) -> dict[str, Any]:
     body = {"nodeName": e2e.node, "diskLayout": {"disks": [{"name": "data1", "device": device, "gpt": {"partitions": [
         {"name": "p0", "size": "100%",
-         "content": {"type": "filesystem", "format": "ext4", "mountpoint": f"/var/lib/{name}"}}]}}]}}
+         "content": {"type": "filesystem", "format": "ext4", "mountpoint": f"/var/lib/kcore/{name}"}}]}}]}}
     body.update(spec)
     return {"apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout", "metadata": {"name": name}, "spec": body}
 
@@ -76,6 +76,10 @@ def test_promoted_node_applies_with_fake_disko(scenario: Any, local_only: None, 
     obj = _phase(scenario, name, "applied", timeout=90)
     st = obj["status"]
     assert st.get("appliedLayoutGeneration") == st.get("layoutGeneration"), h.brief(obj)
+    if scenario.real:  # the Ready condition is what `kubectl wait` reads (docs/kctl.md)
+        waited = scenario.kube.kubectl("wait", "--for=condition=Ready", f"disklayout/{name}", "--timeout=60s",
+                                       timeout=90)
+        assert "condition met" in waited.stdout, waited.stdout + waited.stderr
     calls = [json.loads(line) for line in scenario.fake_log.read_text().splitlines()]
     assert [c["cmd"] for c in calls if c["cmd"] == "disko"], f"disko never ran: {calls}"
     assert any(c["cmd"] == "nixos-rebuild" and c["argv"][:1] == ["switch"] for c in calls), calls

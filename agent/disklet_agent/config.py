@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from disklet.api.disklayout import DEFAULT_MOUNT_ROOTS
+
 DEFAULT_FILE_DEVICES_DIR = "/var/lib/disklet/file-devices"
 DEFAULT_SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/nix", "/nix/store")
 DEFAULT_VOLUME_MOUNTS = ("/var/lib/kcore/volumes*", "/var/lib/kcore/images")
@@ -41,6 +43,11 @@ class AgentConfig(BaseModel):
     nixos_rebuild_command: list[str] = Field(default_factory=lambda: ["nixos-rebuild"])
     systemd_run_command: list[str] = Field(default_factory=lambda: ["systemd-run"])
     command_timeout_seconds: float = Field(default=60.0, gt=0)
+    mount_roots: list[str] = Field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS),
+                                   description="Roots DiskLayout mountpoints must lie under (DISKLET_MOUNT_ROOTS).")
+    allow_loop_targets: bool = Field(
+        default=False, description="Let DiskLayouts target loop devices (tests and demos only; "
+        "DISKLET_ALLOW_LOOP_TARGETS). Every other non-disk type stays refused.")
 
     @field_validator("file_devices_dir")
     @classmethod
@@ -72,4 +79,6 @@ class AgentConfig(BaseModel):
             nixos_rebuild_command=(e.get("DISKLET_NIXOS_REBUILD_COMMAND") or "nixos-rebuild").split(),
             systemd_run_command=(e.get("DISKLET_SYSTEMD_RUN_COMMAND") or "systemd-run").split(),
             command_timeout_seconds=float(e.get("DISKLET_COMMAND_TIMEOUT_SECONDS", "60")),
+            mount_roots=_env_list("DISKLET_MOUNT_ROOTS", DEFAULT_MOUNT_ROOTS) or list(DEFAULT_MOUNT_ROOTS),
+            allow_loop_targets=_env_bool("DISKLET_ALLOW_LOOP_TARGETS", False),
         )

@@ -26,6 +26,24 @@ SIZE_PATTERN = r"^(100%|[1-9][0-9]*[KMGTP]?)$"
 MOUNT_OPTION_PATTERN = r"^[A-Za-z0-9_=,.:+/-]+$"
 FILESYSTEM_FORMATS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat", "f2fs")
 MAX_NIX_BODY = 262144
+# Mountpoint policy (docs/layouts.md, "Mountpoints"); disklet.layout.mounts applies it.
+MOUNTPOINT_PATTERN = r"^(/[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*)+$"
+DEFAULT_MOUNT_ROOTS: tuple[str, ...] = ("/var/lib/kcore", "/var/lib/scratch", "/srv", "/data", "/mnt")
+DENIED_TREES: tuple[str, ...] = (
+    "/etc", "/proc", "/sys", "/dev", "/run", "/usr", "/boot", "/nix", "/bin", "/sbin", "/lib", "/lib32",
+    "/lib64", "/root", "/tmp", "/home", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/docker",
+    "/var/lib/etcd", "/var/lib/disklet", "/var/lib/nixos", "/var/log", "/var/run", "/var/lock", "/var/tmp",
+    "/var/empty",
+)
+"""Denied together with everything under them."""
+DENIED_EXACT: tuple[str, ...] = ("/", "/var", "/var/lib", "/var/lib/kcore", "/opt", "/srv/kubernetes")
+"""Denied as themselves (mounting there hides the tree below)."""
+
+
+def _denied_mountpoint_cel() -> str:
+    trees = " || ".join(f"self == '{d}' || self.startsWith('{d}/')" for d in DENIED_TREES)
+    exact = " || ".join(f"self == '{d}'" for d in DENIED_EXACT)
+    return f"!({trees} || {exact})"
 
 
 class Phase(StrEnum):
@@ -57,6 +75,20 @@ class RefusalCode(StrEnum):
     DUPLICATE_TARGET = "duplicate_target_device"
     PARTITIONS_NOT_APPEND_ONLY = "partition_change_not_append_only"
     DUPLICATE_NODE_LAYOUT = "another_disk_layout_for_node"
+    # What a layout may contain (the allowlist of disko types, keys and values).
+    LAYOUT_FORBIDDEN_OPTION = "layout_uses_forbidden_option"
+    LAYOUT_VALUE_NOT_ALLOWED = "layout_value_not_allowed"
+    MOUNTPOINT_NOT_ALLOWED = "mountpoint_not_allowed"
+    MOUNTPOINT_OVER_LIVE_MOUNT = "mountpoint_over_live_mount"
+    # Which devices may be targets, and proof that they are the ones we think.
+    NOT_WHOLE_DISK = "target_device_not_whole_disk"
+    IDENTITY_CHANGED = "target_device_identity_changed"
+    TARGET_BUSY = "target_device_busy"
+    PARTITION_LABEL_COLLISION = "partition_label_collision"
+    VOLUME_GROUP_EXISTS = "volume_group_exists"
+    ZPOOL_EXISTS = "zpool_exists"
+    # Day-2 changes that would unmount or orphan live data.
+    APPLIED_DISK_REMOVED = "applied_disk_removed"
 
 
 class PartitionContent(ApiModel):
@@ -80,13 +112,15 @@ class PartitionContent(ApiModel):
     format: Literal[FILESYSTEM_FORMATS] | None = Field(  # type: ignore[valid-type]
         default=None, description="Filesystem to create (filesystem only): " + ", ".join(FILESYSTEM_FORMATS) + ".")
     mountpoint: str | None = Field(
-        default=None, max_length=1024, pattern=r"^/",
+        default=None, max_length=1024, pattern=MOUNTPOINT_PATTERN,
         json_schema_extra=validations(
-            cel("!self.matches('(^|/)[.][.]?(/|$)')", "mountpoint must not contain . or .. segments"),
-            cel("self != '/' && self != '/boot' && self != '/nix' && !self.startsWith('/nix/')",
-                "mountpoint must not be /, /boot or under /nix (OS mounts are out of scope for day-2 layouts)"),
+            cel(_denied_mountpoint_cel(),
+                "mountpoint is a system path (/, /etc, /proc, /sys, /dev, /run, /usr, /var, /boot, /nix, "
+                "/var/lib/kubelet, the agent's directories, ...; see docs/layouts.md)"),
         ),
-        description="Absolute mount path (filesystem only). Not /, /boot or under /nix.")
+        description="Absolute mount path (filesystem only): letters, digits and . _ + - @, no . or .. segments; "
+                    "not a system path, and under an allowed root (default /var/lib/kcore, /var/lib/scratch, /srv, "
+                    "/data, /mnt). See docs/layouts.md.")
     mount_options: list[str] | None = Field(
         default=None, max_length=32,
         json_schema_extra=ATOMIC | {"items": {"maxLength": 256, "pattern": MOUNT_OPTION_PATTERN}},
@@ -110,8 +144,9 @@ class PartitionContent(ApiModel):
         if self.mountpoint is not None:
             if any(seg in (".", "..") for seg in self.mountpoint.split("/")):
                 raise ValueError(f"mountpoint {self.mountpoint!r} must not contain . or .. segments")
-            if self.mountpoint in ("/", "/boot", "/nix") or self.mountpoint.startswith("/nix/"):
-                raise ValueError(f"mountpoint {self.mountpoint!r} must not be /, /boot or under /nix")
+            if self.mountpoint in DENIED_EXACT or any(
+                    self.mountpoint == d or self.mountpoint.startswith(d + "/") for d in DENIED_TREES):
+                raise ValueError(f"mountpoint {self.mountpoint!r} is a system path (see docs/layouts.md)")
         return self
 
 
@@ -175,12 +210,30 @@ class DiskLayoutSpec(ApiModel):
         pattern=DNS_SUBDOMAIN, max_length=253, json_schema_extra=validations(immutable("nodeName", "create a new DiskLayout for another node")),
         description="The Kubernetes node whose data disks this layout describes (immutable). kctl also accepts nodeId in files.")
     disk_layout: StructuredLayout | None = Field(default=None, description="Structured layout, expanded to disko Nix by disklet.")
-    layout_nix: str | None = Field(default=None, max_length=262144,
-                                   description="A disko Nix body that defines disko.devices (advanced).")
+    layout_nix: str | None = Field(
+        default=None, max_length=262144,
+        json_schema_extra=validations(
+            cel("!self.contains('Hook') && !self.contains('extraArgs')",
+                "layoutNix must not use disko hooks (*Hook) or extraArgs: they run as root on the node "
+                "(docs/layouts.md, What a layout may contain)"),
+        ),
+        description="A disko Nix body that defines disko.devices (advanced). Checked against the same allowlist "
+                    "as structured layouts after evaluation.")
     layout_nix_file: str | None = Field(default=None, max_length=4096,
                                         description="Path of a .nix file next to the manifest; kctl inlines it into layoutNix before sending.")
     rebuild: bool = Field(default=True, description="Run nixos-rebuild test then switch after disko, so new mounts persist.")
     timeout_seconds: int = Field(default=300, ge=1, le=3600, description="Bound on the disko run, in seconds (1..3600).")
+    allow_destructive_changes: bool = Field(
+        default=False,
+        description="Allow day-2 changes that unmount live data: removing an applied disk from the layout, or "
+                    "changing an applied filesystem's mountpoint or mountOptions. Sizes, order and formats of "
+                    "applied partitions can never change. See docs/layouts.md.")
+
+    @model_validator(mode="after")
+    def _no_hooks_in_raw_text(self) -> DiskLayoutSpec:
+        if self.layout_nix is not None and ("Hook" in self.layout_nix or "extraArgs" in self.layout_nix):
+            raise ValueError("layoutNix must not use disko hooks (*Hook) or extraArgs: they run as root on the node")
+        return self
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DiskLayoutSpec:
@@ -192,6 +245,19 @@ class DiskLayoutSpec(ApiModel):
         return self
 
 
+class TargetIdentity(StatusModel):
+    """A target disk's stable identity, recorded when the layout was applied (docs/layouts.md)."""
+
+    device: str = Field(max_length=4096, description="The target as the layout names it.")
+    wwn: str | None = Field(default=None, max_length=256, description="World Wide Name (lsblk WWN).")
+    serial: str | None = Field(default=None, max_length=256, description="Serial number (lsblk SERIAL).")
+    model: str | None = Field(default=None, max_length=256, description="Model (lsblk MODEL).")
+    size: int | None = Field(default=None, description="Size in bytes.")
+    ptuuid: str | None = Field(default=None, max_length=64, description="GPT disk GUID.")
+    backing_file: str | None = Field(default=None, max_length=4096,
+                                     description="Backing file (loop devices, tests only).")
+
+
 class DiskLayoutStatus(StatusModel):
     phase: Phase | None = Field(default=None, description="pending, applied, refused or failed.")
     refusal_reason: str | None = Field(
@@ -199,6 +265,8 @@ class DiskLayoutStatus(StatusModel):
     message: str | None = Field(default=None, max_length=32768, description="Human-readable detail of the phase.")
     target_devices: list[str] | None = Field(default=None, max_length=128, json_schema_extra=ATOMIC | {"items": {"maxLength": 4096}},
                                              description="Block devices the resolved layout formats.")
+    target_devices_text: str | None = Field(default=None, max_length=8192,
+                                            description="targetDevices joined by commas (the Devices printer column).")
     observed_generation: int | None = Field(default=None, description="metadata.generation last pre-flighted by the operator.")
     conditions: list[Condition] | None = Field(default=None, max_length=32, json_schema_extra=list_map("type"),
                                                description="Validated, Applied and friends (metav1.Condition).")
@@ -209,6 +277,10 @@ class DiskLayoutStatus(StatusModel):
     last_attempt_time: str | None = Field(default=None, description="When the agent last tried to apply (RFC 3339).")
     last_applied_time: str | None = Field(default=None, description="When the agent last applied successfully (RFC 3339).")
     node_mode: str | None = Field(default=None, description="Disk management mode the agent last read on the node.")
+    target_identities: list[TargetIdentity] | None = Field(
+        default=None, max_length=128, json_schema_extra=ATOMIC,
+        description="Identity of each target disk recorded by the last successful apply; an applied disk whose "
+                    "live identity differs is refused (target_device_identity_changed).")
 
 
 class DiskLayout(ApiModel):

@@ -1,8 +1,21 @@
-"""Day 2 rule: partitions of an applied disk may only be appended (docs/design/disklayout.md#rendering)."""
+"""Day 2 rule: partitions of an applied disk may only be appended; applied disks stay (docs/layouts.md).
+
+Two findings besides "not an append": an applied disk missing from the new layout
+(``applied_disk_removed``: ``nixos-rebuild switch`` would unmount its filesystems while they hold
+data) and a changed mountpoint or mount options of an applied filesystem (the rebuild would move a
+live mount). Both are allowed only when the DiskLayout sets ``spec.allowDestructiveChanges: true``.
+Size, order, format and content-type changes of applied partitions are never allowed: disko does
+not resize or reformat, so the layout would describe something the disk is not.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from disklet.api.disklayout import RefusalCode
+
+RELOCATABLE = ("mountpoint", "mountOptions")
+"""Filesystem keys of an applied partition that allowDestructiveChanges lets change."""
 
 
 def _disks_by_device(devices_value: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -36,7 +49,35 @@ def _ordered_partitions(disk: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
     return sorted(items, key=key)
 
 
-def check_append_only(applied_devices_value: dict[str, Any], new_devices_value: dict[str, Any]) -> list[str]:
+def append_only_findings(applied_devices_value: dict[str, Any], new_devices_value: dict[str, Any], *,
+                         allow_destructive: bool = False) -> list[tuple[RefusalCode, str]]:
+    """(code, problem) for every change the day-2 rule forbids (empty list = allowed)."""
+    out: list[tuple[RefusalCode, str]] = []
+    new_disks = _disks_by_device(new_devices_value)
+    if not allow_destructive:
+        for device, (name, disk) in _disks_by_device(applied_devices_value).items():
+            if device not in new_disks and disk.get("content") is not None:  # a bare disk entry created nothing
+                out.append((RefusalCode.APPLIED_DISK_REMOVED,
+                            f"applied disk {name!r} ({device}) is missing from the new layout; its filesystems "
+                            "would be unmounted by the rebuild (set spec.allowDestructiveChanges: true to retire it)"))
+    for problem in check_append_only(applied_devices_value, new_devices_value, allow_relocate=allow_destructive):
+        out.append((RefusalCode.PARTITIONS_NOT_APPEND_ONLY, problem))
+    return out
+
+
+def _relocation_only(old: Any, new: Any) -> bool:
+    """Do two partition ``content`` values differ only in mountpoint/mountOptions of one filesystem?"""
+    if not (isinstance(old, dict) and isinstance(new, dict)) or old.get("type") != "filesystem" \
+            or new.get("type") != "filesystem":
+        return False
+    def strip(content: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in content.items() if k not in RELOCATABLE}
+
+    return strip(old) == strip(new)
+
+
+def check_append_only(applied_devices_value: dict[str, Any], new_devices_value: dict[str, Any], *,
+                      allow_relocate: bool = False) -> list[str]:
     """Problems that make ``new`` more than an append to ``applied`` (empty list = allowed).
 
     Disks are matched by ``device``. For each disk in both, the applied partitions (in priority
@@ -76,6 +117,8 @@ def check_append_only(applied_devices_value: dict[str, Any], new_devices_value: 
                                 "(rename, reorder or insert); only appending after the last partition is allowed")
                 continue
             for key in sorted(set(old_part) | set(new_part)):
+                if key == "content" and allow_relocate and _relocation_only(old_part.get(key), new_part.get(key)):
+                    continue
                 if old_part.get(key) != new_part.get(key):
                     problems.append(f"{where}: partition {number} {old_pname!r} changes {key} "
                                     f"from {old_part.get(key)!r} to {new_part.get(key)!r}; applied partitions "

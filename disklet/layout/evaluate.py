@@ -14,12 +14,22 @@ paths on the *search path*, so ``NIX_PATH=p=/etc`` would let ``<p/passwd>`` be r
 path is emptied (option and environment); ``pure-eval`` removes ``builtins.currentTime`` and
 friends so the same body always evaluates to the same value (and the same hash). The exit code is
 checked before stdout is read: nix prints partial JSON on error.
+
+Hardening against the host's own Nix configuration (docs/layouts.md, "The evaluator"): every
+option that could weaken the sandbox is pinned on the command line
+(``allow-unsafe-native-code-during-evaluation false``, ``plugin-files ""``), the configuration
+files are out of reach (``NIX_CONF_DIR`` points at an empty directory, ``NIX_USER_CONF_FILES`` and
+``NIX_CONFIG`` are empty, so no ``nix.conf`` is read), and the process runs under
+``prlimit --as=… --cpu=…`` (address space and CPU seconds) as well as the runner's wall-clock
+timeout.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from typing import Any
 
 from disklet.api.disklayout import MAX_NIX_BODY
@@ -34,10 +44,22 @@ EVAL_ARGV: tuple[str, ...] = (
     "--option", "pure-eval", "true",
     "--option", "nix-path", "",
     "--option", "allowed-uris", "",
+    "--option", "allow-unsafe-native-code-during-evaluation", "false",
+    "--option", "plugin-files", "",
     "--store", "dummy://",
     "-",
 )
-EVAL_ENV = {"NIX_PATH": "", "NIX_CONFIG": ""}
+EVAL_ENV = {"NIX_PATH": "", "NIX_CONFIG": "", "NIX_USER_CONF_FILES": ""}
+"""Plus ``NIX_CONF_DIR`` = a fresh empty directory per evaluation (see :func:`evaluate_nix`)."""
+MEMORY_LIMIT_BYTES = 1 << 30
+"""Address-space bound of one evaluation (1 GiB); a layout needs a few MiB."""
+CPU_LIMIT_SECONDS = 60
+"""CPU-time bound of one evaluation, on top of the wall-clock timeout."""
+
+
+def eval_argv(memory_bytes: int = MEMORY_LIMIT_BYTES, cpu_seconds: int = CPU_LIMIT_SECONDS) -> list[str]:
+    """``prlimit`` (util-linux) wraps the evaluator so a hostile body cannot exhaust the node."""
+    return ["prlimit", f"--as={int(memory_bytes)}", f"--cpu={int(cpu_seconds)}", "--", *EVAL_ARGV]
 
 
 def nix_available() -> bool:
@@ -49,20 +71,28 @@ def _nix_message(stderr: str) -> str:
     return "\n".join(lines).strip() or "nix-instantiate failed without a message"
 
 
-def evaluate_nix(body: str, runner: HostRunner | None = None, timeout: float = 30) -> Any:
+def evaluate_nix(body: str, runner: HostRunner | None = None, timeout: float = 30, *,
+                 memory_bytes: int = MEMORY_LIMIT_BYTES) -> Any:
     """Evaluate ``body`` strictly to a JSON value; MalformedLayout when it does not evaluate."""
     if len(body.encode()) > MAX_NIX_BODY:
         raise MalformedLayout(f"layout body is {len(body.encode())} bytes; the limit is {MAX_NIX_BODY}")
     if "\x00" in body:
         raise MalformedLayout("layout body contains a NUL byte")
     runner = runner or HostRunner()
-    result = runner.run(list(EVAL_ARGV), timeout=timeout, input=body, env=EVAL_ENV)
+    with tempfile.TemporaryDirectory(prefix="disklet-nixconf-") as empty:
+        os.chmod(empty, 0o555)
+        env = {**EVAL_ENV, "NIX_CONF_DIR": empty}
+        result = runner.run(eval_argv(memory_bytes, max(1, int(timeout) + 1)), timeout=timeout, input=body, env=env)
     if result.returncode == 127 and not result.stdout and not result.timed_out:
+        # prlimit execs nix-instantiate and exits 127 when it is missing (or is itself missing)
         raise NixUnavailable(f"{NIX_INSTANTIATE} is not installed: {result.stderr.strip()}")
     if result.timed_out:
         raise MalformedLayout(f"evaluating the layout body timed out after {timeout:g}s")
     if result.returncode != 0:
         message = _nix_message(result.stderr)
+        if result.returncode < 0 or "out of memory" in message.lower() or "bad_alloc" in message:
+            raise MalformedLayout(f"evaluating the layout body exceeded its resource limits "
+                                  f"({memory_bytes >> 20} MiB address space, {int(timeout)}s): {message[:500]}")
         if "cannot convert a function to JSON" in message:
             raise MalformedLayout("layout body is a function; it must be a plain attribute set "
                                   "{ disko.devices = { ... }; } (" + message.splitlines()[0] + ")")

@@ -1,16 +1,15 @@
-"""The layout hash: what the layout *means*, not how it is spelled.
+"""The layout hash: the sha256 of the one artifact (:mod:`disklet.layout.artifact`).
 
-``layout_hash`` is the sha256 (hex) of the canonical JSON of the evaluated ``disko.devices``
-value: keys sorted, compact separators, ASCII only. Nix attribute sets have no order and
-evaluation drops comments, whitespace, quoting and ``let``/dotted-path sugar, so a structured
-``diskLayout`` and a handwritten ``layoutNix`` that evaluate to the same ``disko.devices`` (including
-the ``priority`` values disklet emits) hash identically, and reformatting a raw body does not bump
-``layoutGeneration``.
+The artifact is the evaluated ``disko.devices`` value printed as literal Nix with sorted
+attributes, so the hash is over the exact bytes disko runs, and it still means what the layout
+*means*, not how it is spelled: a structured ``diskLayout`` and a handwritten ``layoutNix`` that
+evaluate to the same ``disko.devices`` (including the ``priority`` values disklet emits) produce the
+same artifact and hash identically, and reformatting a raw body does not bump ``layoutGeneration``.
+``canonical_json`` stays for comparisons of values.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -20,4 +19,7 @@ def canonical_json(value: Any) -> str:
 
 
 def layout_hash(devices_value: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(devices_value).encode()).hexdigest()
+    """sha256 (hex) of ``render_artifact(devices_value)``."""
+    from .artifact import artifact_hash, render_artifact
+
+    return artifact_hash(render_artifact(devices_value))

@@ -21,6 +21,7 @@ from disklet_agent.disklayout.apply import ApplyBusy, apply_layout, apply_lock, 
 from disklet_agent.disklayout.gate import plan_apply
 
 from disklet.hostcmd import HostRunner
+from disklet.layout.checked import check_layout
 from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
 from tests.host.blockdev_helpers import Sandbox, open_sandbox
 
@@ -74,8 +75,9 @@ class Env:
         monkeypatch.setenv("DISKLET_NIXOS_REBUILD_COMMAND", str(self.bin / "nixos-rebuild"))
         monkeypatch.setenv("DISKLET_SYSTEM_MOUNTS", "/")
         monkeypatch.setenv("DISKLET_NSENTER", "false")
+        monkeypatch.setenv("DISKLET_ALLOW_LOOP_TARGETS", "1")
         self.monkeypatch = monkeypatch
-        self.config = AgentConfig(host_root=self.root, system_mounts=["/"], volume_mounts=[],
+        self.config = AgentConfig(host_root=self.root, system_mounts=["/"], volume_mounts=[], allow_loop_targets=True,
                                   disko_command=[str(self.bin / "disko")],
                                   systemd_run_command=[str(self.bin / "systemd-run")],
                                   nixos_rebuild_command=[str(self.bin / "nixos-rebuild")])
@@ -113,8 +115,12 @@ OLD = '{ disko.devices.disk.old = { type = "disk"; device = "/dev/disk/by-id/nN-
 def plan_and_apply(env: Env, body: str, **kw):  # type: ignore[no-untyped-def]
     plan = plan_apply(body, runner=RUNNER, config=env.config)
     assert plan.ok, plan.message
-    return apply_layout(body, runner=RUNNER, config=env.config,
-                        expect=expectation_from(plan.devices_value, plan.resolved), **kw)
+    return apply_layout(plan.artifact, runner=RUNNER, config=env.config,
+                        expect=expectation_from(plan.devices_value, plan.resolved), targets=dict(plan.resolved), **kw)
+
+
+def artifact_of(body: str) -> str:
+    return check_layout(body, RUNNER).artifact
 
 
 def test_success_promotes_and_runs_exact_commands(env: Env) -> None:
@@ -125,7 +131,7 @@ def test_success_promotes_and_runs_exact_commands(env: Env) -> None:
     body = layout(dev)
     out = plan_and_apply(env, body)
     assert out.ok and out.phase == "done" and out.promoted, out.message
-    assert env.current.read_text() == body
+    assert env.current.read_text() == artifact_of(body)
     [disko] = env.calls("disko")
     assert disko == ["--mode", "format,mount", "--root-mountpoint", "/", disko[-1]]
     staged = Path(disko[-1])
@@ -196,7 +202,7 @@ def test_switch_exit_4_names_failed_units(env: Env) -> None:
     assert not out.ok and out.phase == "rebuild-switch"
     assert out.failed_units == ["disklet-data.mount", "foo.service"]
     assert "disklet-data.mount, foo.service" in out.message
-    assert out.promoted and env.current.read_text() == body  # the disks are formatted: current.nix says so
+    assert out.promoted and env.current.read_text() == artifact_of(body)  # the disks are formatted: current.nix says so
 
 
 def test_rebuild_test_failure_skips_switch(env: Env) -> None:
@@ -256,7 +262,7 @@ def test_cli_validate_then_apply(env: Env) -> None:
     env.monkeypatch.setenv("FAKE_DEVICE", f"{dev}:1")
     rc, out, err = _cli(env, "apply-disk", "-f", str(f), "--apply", "--no-rebuild", "--timeout-seconds", "60")
     assert rc == 0, err
-    assert env.current.read_text() == f.read_text() and env.calls("systemd-run") == []
+    assert env.current.read_text() == artifact_of(f.read_text()) and env.calls("systemd-run") == []
     # Re-applying now: the disk is ours (in current.nix) and has a partition table: allowed.
     rc, out, err = _cli(env, "apply-disko", "-f", str(f))
     assert rc == 0 and "deprecated" in err

@@ -6,6 +6,7 @@ created by this test and undone in a finalizer (see blockdev_helpers.Sandbox).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,12 +138,28 @@ def test_gate_end_to_end_with_nix(sandbox: Sandbox, tmp_path: Path) -> None:
     busy = sandbox.loop()
     sandbox.mkfs(busy)
     sandbox.mount(busy, sandbox.base / "volumes7")
-    link = sandbox.symlink(busy, "busy")
+    link = dev_link(busy, f"{sandbox.tag}-busy")
     clean = sandbox.loop()
+    try:
+        _gate_end_to_end(sandbox, tmp_path, busy, link, clean)
+    finally:
+        os.unlink(link)
+
+
+def dev_link(target: str, name: str) -> str:
+    """A by-id style link where layouts may name devices (/dev/...); the caller removes it."""
+    base = Path("/dev/disk/by-id")
+    base.mkdir(parents=True, exist_ok=True)
+    link = base / f"disklet-test-{name}"
+    os.symlink(target, link)
+    return str(link)
+
+
+def _gate_end_to_end(sandbox: Sandbox, tmp_path: Path, busy: str, link: str, clean: str) -> None:
     body = ('{ disko.devices.disk = { a = { type = "disk"; device = "' + link + '"; content = { type = "gpt"; '
             'partitions.p = { size = "100%"; content = { type = "filesystem"; format = "ext4"; '
             'mountpoint = "/data"; }; }; }; }; b = { type = "disk"; device = "' + clean + '"; }; }; }')
-    cfg = AgentConfig(host_root=tmp_path / "root", system_mounts=["/"],
+    cfg = AgentConfig(host_root=tmp_path / "root", system_mounts=["/"], allow_loop_targets=True,
                       volume_mounts=[str(sandbox.base / "volumes") + "*"])
     plan = plan_apply(body, runner=RUNNER, config=cfg)
     assert not plan.ok and not plan.failed

@@ -64,9 +64,11 @@ INJECTIONS = [
 
 @pytest.mark.parametrize("mountpoint", INJECTIONS)
 def test_injection_evaluates_to_the_literal(mountpoint: str) -> None:
-    data = copy.deepcopy(EXT4)
-    data["disks"][0]["gpt"]["partitions"][0]["content"]["mountpoint"] = mountpoint
-    extraction = extract_targets(render_disko_nix(structured(data)))
+    from disklet.layout.artifact import render_artifact
+
+    value = copy.deepcopy(devices_value(structured(EXT4)))
+    value["disk"]["data1"]["content"]["partitions"]["kcore0"]["content"]["mountpoint"] = mountpoint
+    extraction = extract_targets(render_artifact(value))
     part = extraction.devices_value["disk"]["data1"]["content"]["partitions"]["kcore0"]
     assert part["content"]["mountpoint"] == mountpoint
     assert extraction.devices == ["/dev/nvme1n1"]
@@ -106,9 +108,15 @@ def test_syntax_error_and_timeout() -> None:
         evaluate_nix("{ a = ; }")
     with pytest.raises(MalformedLayout, match="infinite recursion"):
         evaluate_nix("let x = x; in { a = x; }")
-    with pytest.raises(MalformedLayout, match="timed out"):
+    with pytest.raises(MalformedLayout, match="timed out|resource limits"):
         evaluate_nix("let f = n: if n < 0 then 0 else f (n + 1) + 0; in { a = builtins.genList (i: f i) 100000000; }",
                      timeout=1)
+
+
+def test_memory_bomb_is_stopped_by_the_address_space_limit() -> None:
+    with pytest.raises(MalformedLayout, match="resource limits"):
+        evaluate_nix("{ a = builtins.length (builtins.genList (i: [ i i i i ]) 200000000); }",
+                     timeout=60, memory_bytes=256 << 20)
 
 
 # Extraction edge cases the seed's lexical scanner missed: evaluation finds them all.
@@ -191,4 +199,4 @@ def test_examples_evaluate(path: Path) -> None:
 def test_runner_counts_the_evaluation() -> None:
     runner = HostRunner()
     extract_targets('{ disko.devices.disk.x.device = "/dev/sda"; }', runner)
-    assert runner.calls["nix-instantiate"] == 1
+    assert runner.calls["prlimit"] == 1

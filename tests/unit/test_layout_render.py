@@ -127,11 +127,20 @@ INJECTIONS = [
 
 
 @pytest.mark.parametrize("mountpoint", INJECTIONS)
-def test_injection_in_mountpoint_is_literal(mountpoint: str) -> None:
+def test_injection_in_mountpoint_is_refused_by_the_model(mountpoint: str) -> None:
     data = copy.deepcopy(EXT4)
     data["disks"][0]["gpt"]["partitions"][0]["content"]["mountpoint"] = mountpoint
-    body = render_disko_nix(structured(data))
-    extraction = extract_targets(body, force_static=True)
+    with pytest.raises(Exception, match="pattern"):
+        structured(data)
+
+
+@pytest.mark.parametrize("mountpoint", INJECTIONS)
+def test_injection_in_an_artifact_string_stays_literal(mountpoint: str) -> None:
+    from disklet.layout.artifact import render_artifact
+
+    value = copy.deepcopy(devices_value(structured(EXT4)))
+    value["disk"]["data1"]["content"]["partitions"]["kcore0"]["content"]["mountpoint"] = mountpoint
+    extraction = extract_targets(render_artifact(value), force_static=True)
     content = extraction.devices_value["disk"]["data1"]["content"]["partitions"]["kcore0"]["content"]
     assert content["mountpoint"] == mountpoint
     assert extraction.devices == ["/dev/nvme1n1"]

@@ -1,6 +1,11 @@
-"""The apply pipeline (docs/design/disklayout.md#apply): stage → disko → verify → promote current.nix → rebuild test/switch.
+"""The apply pipeline (docs/design/disklayout.md#apply): stage → exclusive-open probe → disko → verify → record identities → promote
+current.nix → rebuild test/switch.
 
-Runs only after :func:`disklet_agent.disklayout.gate.plan_apply` said yes. A disko or verify
+Runs only after :func:`disklet_agent.disklayout.gate.plan_apply` said yes, and only ever with the
+plan's ``artifact`` (the literal, checked Nix; docs/layouts.md). Right before disko every target is
+opened with ``O_EXCL``: the kernel refuses that while anything (a mount, a holder, another
+exclusive opener) uses the device, so a disk that became busy after the gate is refused
+(``target_device_busy``). A disko or verify
 failure leaves ``current.nix`` untouched. A rebuild failure happens after promotion on purpose:
 disko has already written the disks, so ``current.nix`` must describe them (otherwise the next
 attempt would find "foreign" non-blank disks). One apply per node at a time (a lock file).
@@ -9,6 +14,7 @@ attempt would find "foreign" non-blank disks). One apply per node at a time (a l
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -19,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import CommandResult, HostRunner
 from disklet_agent.config import AgentConfig
 from disklet_agent.host.lsblk import BlockTopology, ProbeFailed, read_block_topology
 
 from .gate import CURRENT_NAME, disk_dir
+from .identity import IDENTITY_NAME, DiskIdentity, identities_text
 
 DEFAULT_TIMEOUT_SECONDS = 300
 MAX_TIMEOUT_SECONDS = 3600
@@ -74,6 +82,10 @@ class ApplyOutcome:
     steps: list[StepResult] = field(default_factory=list)
     failed_units: list[str] = field(default_factory=list)
     promoted: bool = False
+    refusal: RefusalCode | None = None
+    """Set when the last-moment checks refused (nothing was written)."""
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """target as written → recorded identity (after a successful disko run)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,30 @@ def stage(body: str, config: AgentConfig) -> Path:
     return path
 
 
+def exclusive_probe(devices: list[str]) -> list[str]:
+    """Open each device ``O_RDONLY|O_EXCL`` and close it again; what the kernel says is busy (or missing)."""
+    busy: list[str] = []
+    for dev in devices:
+        try:
+            fd = os.open(dev, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            what = "in use (EBUSY)" if exc.errno == errno.EBUSY else (exc.strerror or str(exc))
+            busy.append(f"{dev}: {what}")
+            continue
+        os.close(fd)
+    return busy
+
+
+def record_identities(topology: BlockTopology, targets: dict[str, str | None]) -> dict[str, DiskIdentity]:
+    """Identity of each target (as written) from a post-disko snapshot; targets not found are left out."""
+    out: dict[str, DiskIdentity] = {}
+    for written, rp in targets.items():
+        node = topology.find(rp) if rp else None
+        if node is not None:
+            out[written] = DiskIdentity.of(node)
+    return out
+
+
 def disko_argv(config: AgentConfig, staged: str) -> list[str]:
     return [*config.disko_command, "--mode", "format,mount", "--root-mountpoint", "/", staged]
 
@@ -260,8 +296,12 @@ def _fail(phase: str, what: str, res: CommandResult | None, steps: list[StepResu
 def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: Expectation | None = None,
                  timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, rebuild: bool = True,
                  rebuild_timeout: float = REBUILD_TIMEOUT_SECONDS,
-                 read_topology: Callable[[HostRunner], BlockTopology] = read_block_topology) -> ApplyOutcome:
-    """Run the pipeline; never raises for a command failure (ApplyBusy if another apply runs)."""
+                 read_topology: Callable[[HostRunner], BlockTopology] = read_block_topology,
+                 targets: dict[str, str | None] | None = None,
+                 probe: Callable[[list[str]], list[str]] = exclusive_probe) -> ApplyOutcome:
+    """Run the pipeline on ``body`` (the plan's artifact); never raises for a command failure
+    (ApplyBusy if another apply runs). ``targets`` (as written → resolved) are probed with O_EXCL
+    before disko and their identities recorded next to current.nix afterwards."""
     timeout = check_timeout(timeout_seconds)
     steps: list[StepResult] = []
     directory = disk_dir(config)
@@ -270,6 +310,15 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
             staged = stage(body, config)
         except OSError as exc:
             return ApplyOutcome(False, "stage", f"cannot stage the layout under {directory}: {exc}", steps)
+
+        resolved = sorted({rp for rp in (targets or {}).values() if rp})
+        busy = probe(resolved) if resolved else []
+        if busy:
+            with contextlib.suppress(OSError):
+                staged.unlink()
+            return ApplyOutcome(False, "exclusive", f"{RefusalCode.TARGET_BUSY}: the kernel refuses exclusive access "
+                                "right before disko: " + "; ".join(busy) + "; nothing was written", steps,
+                                refusal=RefusalCode.TARGET_BUSY)
 
         res = runner.run(disko_argv(config, host_view(staged, config)), timeout=timeout)
         steps.append(StepResult.of("disko", res))
@@ -286,8 +335,17 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
                 return ApplyOutcome(False, "verify", "disko reported success but the result is incomplete; "
                                     "current.nix unchanged: " + "; ".join(problems), steps)
 
+        identities: dict[str, DiskIdentity] = {}
+        if targets:
+            try:
+                identities = record_identities(read_topology(runner), targets)
+            except ProbeFailed as exc:
+                return ApplyOutcome(False, "verify", f"cannot read the disks' identities after disko ({exc}); "
+                                    "current.nix unchanged", steps)
         current = directory / CURRENT_NAME
         try:
+            if targets:
+                atomic_write(directory / IDENTITY_NAME, identities_text(identities))
             atomic_write(current, body)
         except OSError as exc:
             return ApplyOutcome(False, "promote", f"disko succeeded but {current} could not be written: {exc}", steps)
@@ -296,8 +354,10 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
         done = f"disko applied the layout; promoted to {current}"
         if notes:
             done += " (" + "; ".join(notes) + ")"
+        recorded = {k: v.to_dict() for k, v in identities.items()}
         if not rebuild:
-            return ApplyOutcome(True, "done", done + "; rebuild skipped (rebuild: false)", steps, promoted=True)
+            return ApplyOutcome(True, "done", done + "; rebuild skipped (rebuild: false)", steps, promoted=True,
+                                identities=recorded)
 
         for action in ("test", "switch"):
             res = runner.run(rebuild_argv(config, action), timeout=rebuild_timeout)
@@ -307,13 +367,15 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
             phase = f"rebuild-{action}"
             if res.timed_out:
                 return _fail(phase, f"{done}; nixos-rebuild {action} did not finish within {rebuild_timeout:.0f}s",
-                             res, steps, promoted=True)
+                             res, steps, promoted=True, identities=recorded)
             units = parse_failed_units(res.stdout + "\n" + res.stderr)
             if action == "switch" and res.returncode == 4:
                 what = ("nixos-rebuild switch activated the configuration but some units failed: "
                         + (", ".join(units) if units else "(unit names not found in the output)"))
-                return _fail(phase, f"{done}; {what}", res, steps, failed_units=units, promoted=True)
+                return _fail(phase, f"{done}; {what}", res, steps, failed_units=units, promoted=True,
+                             identities=recorded)
             return _fail(phase, f"{done}; nixos-rebuild {action} exited {res.returncode}"
                          + (f" (failed units: {', '.join(units)})" if units else ""),
-                         res, steps, failed_units=units, promoted=True)
-        return ApplyOutcome(True, "done", done + "; nixos-rebuild test and switch succeeded", steps, promoted=True)
+                         res, steps, failed_units=units, promoted=True, identities=recorded)
+        return ApplyOutcome(True, "done", done + "; nixos-rebuild test and switch succeeded", steps, promoted=True,
+                            identities=recorded)

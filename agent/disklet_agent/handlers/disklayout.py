@@ -23,6 +23,7 @@ import kopf
 
 from disklet.api.common import Condition, ConditionStatus, now_rfc3339, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
+from disklet.api.disklayout_ready import devices_text, with_ready
 from disklet.api.resources import DISK_LAYOUT
 from disklet.observe import (
     ERROR,
@@ -81,6 +82,8 @@ class Desired:
     refusal: str | None = None
     applied: bool = False
     attempted: bool = True
+    identities: dict[str, dict[str, Any]] | None = None
+    """target → identity recorded by a successful apply (status.targetIdentities)."""
 
 
 def stale_reason(fresh: dict[str, Any] | None, seen: dict[str, Any]) -> str | None:
@@ -115,6 +118,9 @@ def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReadi
     cond_status: ConditionStatus = "True" if desired.phase == Phase.APPLIED else "False"
     conditions = set_condition(conditions, CONDITION, cond_status, desired.reason, _clip(desired.message),
                                observed_generation=generation, now=now)
+    applied_gen = current.get("layoutGeneration") if desired.applied else current.get("appliedLayoutGeneration")
+    conditions = with_ready(conditions, desired.phase.value, current.get("layoutGeneration"), applied_gen,
+                            _clip(desired.message), desired.refusal, generation, now)
     want: dict[str, Any] = {
         "phase": desired.phase.value,
         "refusalReason": desired.refusal,
@@ -124,9 +130,12 @@ def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReadi
     }
     if targets is not None:
         want["targetDevices"] = targets
+        want["targetDevicesText"] = devices_text(targets)
     if desired.applied:
         want["appliedLayoutGeneration"] = current.get("layoutGeneration")
         want["lastAppliedTime"] = now
+    if desired.identities:
+        want["targetIdentities"] = [{"device": k, **v} for k, v in sorted(desired.identities.items())]
     changed = {k: v for k, v in want.items() if current.get(k) != v}
     if "conditions" in changed:
         # lastTransitionTime-only churn is not a change
@@ -153,7 +162,9 @@ def desired_from_plan(plan: ApplyPlan) -> Desired | None:
 
 def desired_from_outcome(out: ApplyOutcome) -> Desired:
     if out.ok:
-        return Desired(Phase.APPLIED, out.message, "Applied", applied=True)
+        return Desired(Phase.APPLIED, out.message, "Applied", applied=True, identities=out.identities)
+    if out.refusal is not None:
+        return Desired(Phase.REFUSED, out.message, "Refused", refusal=str(out.refusal))
     return Desired(Phase.FAILED, f"apply failed at {out.phase}: {out.message}", "Failed",
                    applied=False)
 
@@ -167,134 +178,162 @@ def _drop_finalizer_requirement(registry: kopf.OperatorRegistry, fn: Any) -> Non
             handlers[i] = dataclasses.replace(h, requires_finalizer=False)
 
 
-def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKube | None = None) -> None:
-    """``kube`` reads the live object right before disko runs (default: a client from the kubeconfig)."""
-    cfg = deps.config
-    reader = kube or AgentKube()
-    deleted: set[str] = set()
-    """uids seen DELETED: never worked on again, whatever body a timer still holds."""
-    node = cfg.node_name
-    group, plural = DISK_LAYOUT.group, DISK_LAYOUT.plural
-    locks: dict[str, asyncio.Lock] = {}
-    memos: dict[str, Memo] = {}
-    refusals: dict[str, tuple[Any, str | None]] = {}
-    """uid → (layoutGeneration, code) last counted in disklet_refusals_total (a stale body re-judged
-    by the timer must not count the same refusal twice)."""
+class DiskLayoutAgent:
+    """The agent's DiskLayout handlers, one method per step: pick → judge (mode, gate) → confirm the
+    object is still current → apply the checked artifact → write status → emit an Event."""
 
-    def mine(spec: kopf.Spec, **_: Any) -> bool:
+    def __init__(self, deps: AgentDeps, kube: AgentKube | None = None):
+        self.deps = deps
+        self.cfg = deps.config
+        self.reader = kube or AgentKube()
+        self.deleted: set[str] = set()
+        """uids seen DELETED: never worked on again, whatever body a timer still holds."""
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.memos: dict[str, Memo] = {}
+        self.refusals: dict[str, tuple[Any, str | None]] = {}
+        """uid → (layoutGeneration, code) last counted in disklet_refusals_total (a stale body re-judged
+        by the timer must not count the same refusal twice)."""
+
+    # -- filters ---------------------------------------------------------------------------------
+    def mine(self, spec: kopf.Spec, **_: Any) -> bool:
+        node = self.cfg.node_name
         return bool(node) and spec.get("nodeName") == node
 
-    def retry_due(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-        return mine(spec) and status.get("phase") in (Phase.PENDING, Phase.REFUSED) \
+    def retry_due(self, spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+        return self.mine(spec) and status.get("phase") in (Phase.PENDING, Phase.REFUSED) \
             and status.get("layoutGeneration") is not None \
             and status.get("layoutGeneration") != status.get("appliedLayoutGeneration")
 
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: Any, trigger: str) -> None:
+    def forget(self, uid: str) -> None:
+        self.deleted.add(uid)
+        self.memos.pop(uid, None)
+        self.locks.pop(uid, None)
+        self.refusals.pop(uid, None)
+
+    # -- the run ---------------------------------------------------------------------------------
+    async def reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: Any, trigger: str) -> None:
         uid = str(body.get("metadata", {}).get("uid") or body.get("metadata", {}).get("name"))
         status = dict(body.get("status") or {})
-        if uid in deleted or not decide(status, trigger, memos.get(uid)):
+        if uid in self.deleted or not decide(status, trigger, self.memos.get(uid)):
             return
-        lock = locks.setdefault(uid, asyncio.Lock())
+        lock = self.locks.setdefault(uid, asyncio.Lock())
         if lock.locked():
             return  # a run is in progress; the timer picks up anything newer afterwards
         async with lock:
             with reconcile_timer(KIND) as counted:
-                await _run(body, status, patch, logger, uid, counted)
+                mode = await asyncio.to_thread(read_management_mode, self.cfg.etc_dir)
+                step = await self.judge(body, status, mode, uid, logger)
+                if step is None:
+                    counted.result = RETRY
+                    return
+                desired, targets = step
+                self.write_status(body, status, patch, desired, mode, targets, uid, counted)
 
-    async def _run(body: kopf.Body, status: dict[str, Any], patch: kopf.Patch, logger: Any, uid: str,
-                   counted: ReconcileRecord) -> None:
+    async def judge(self, body: kopf.Body, status: dict[str, Any], mode: ModeReading, uid: str,
+                    logger: Any) -> tuple[Desired, list[str] | None] | None:
+        """What the object's status should become; None: nothing now (retry later)."""
+        if not mode.controller_managed:
+            return Desired(Phase.PENDING, f"waiting: {mode.explain('/etc/disklet')}", "InstallerOnly",
+                           attempted=False), None
+        from disklet.layout import LayoutError, resolve_body
+
+        try:
+            spec = DiskLayoutSpec.model_validate(dict(body.get("spec") or {}))
+            text, _source = resolve_body(spec)
+        except (ValueError, LayoutError) as exc:
+            return Desired(Phase.FAILED, f"invalid layout: {exc}", "Failed"), None
+        plan = await asyncio.to_thread(plan_apply, text, runner=self.deps.runner, config=self.cfg,
+                                       allow_destructive=spec.allow_destructive_changes)
+        targets = plan.targets or None
+        refused = desired_from_plan(plan)
+        if refused is not None:
+            return refused, targets
+        if status.get("layoutHash") and plan.layout_hash != status.get("layoutHash"):
+            logger.info("layout changed since the operator's pre-flight; waiting for a new layoutGeneration")
+            return None
+        if not await self.still_current(body, uid, logger):
+            return None
+        outcome = await self.apply(plan, spec, logger)
+        return (desired_from_outcome(outcome), targets) if outcome is not None else None
+
+    async def still_current(self, body: kopf.Body, uid: str, logger: Any) -> bool:
+        """The last proof before disko: the live object is the one we judged."""
+        try:
+            fresh = await self.reader.get(DISK_LAYOUT, str(body.get("metadata", {}).get("name")))
+        except Exception as exc:  # noqa: BLE001 - cannot prove it is current: do nothing now
+            logger.warning(f"cannot re-read the DiskLayout before applying ({exc}); retrying later")
+            return False
+        why = "the DiskLayout was deleted" if uid in self.deleted else stale_reason(fresh, dict(body))
+        if why:
+            logger.info(f"not applying: {why}")
+            return False
+        return True
+
+    async def apply(self, plan: ApplyPlan, spec: DiskLayoutSpec, logger: Any) -> ApplyOutcome | None:
+        """Run disko on the plan's artifact (never the user's text); None when another apply runs."""
+        try:
+            return await asyncio.to_thread(
+                apply_layout, plan.artifact, runner=self.deps.runner, config=self.cfg,
+                expect=expectation_from(plan.devices_value, plan.resolved), targets=dict(plan.resolved),
+                timeout_seconds=spec.timeout_seconds, rebuild=spec.rebuild)
+        except ApplyBusy as exc:
+            logger.info(f"{exc}; retrying later")
+            return None
+
+    def write_status(self, body: kopf.Body, status: dict[str, Any], patch: kopf.Patch, desired: Desired,
+                     mode: ModeReading, targets: list[str] | None, uid: str, counted: ReconcileRecord) -> None:
         lg = status.get("layoutGeneration")
         generation = body.get("metadata", {}).get("generation")
-        mode = await asyncio.to_thread(read_management_mode, cfg.etc_dir)
-        targets: list[str] | None = None
-        if not mode.controller_managed:
-            desired = Desired(Phase.PENDING, f"waiting: {mode.explain('/etc/disklet')}", "InstallerOnly",
-                              attempted=False)
-        else:
-            from disklet.layout import LayoutError, layout_hash, resolve_body
-
-            try:
-                spec = DiskLayoutSpec.model_validate(dict(body.get("spec") or {}))
-                text, _source = resolve_body(spec)
-            except (ValueError, LayoutError) as exc:
-                desired = Desired(Phase.FAILED, f"invalid layout: {exc}", "Failed")
-            else:
-                plan = await asyncio.to_thread(plan_apply, text, runner=deps.runner, config=cfg)
-                targets = plan.targets or None
-                refused = desired_from_plan(plan)
-                if refused is not None:
-                    desired = refused
-                elif status.get("layoutHash") and layout_hash(plan.devices_value) != status.get("layoutHash"):
-                    logger.info("layout changed since the operator's pre-flight; waiting for a new layoutGeneration")
-                    return
-                else:
-                    try:
-                        fresh = await reader.get(DISK_LAYOUT, str(body.get("metadata", {}).get("name")))
-                    except Exception as exc:  # noqa: BLE001 - cannot prove it is current: do nothing now
-                        logger.warning(f"cannot re-read the DiskLayout before applying ({exc}); retrying later")
-                        counted.result = RETRY
-                        return
-                    why = "the DiskLayout was deleted" if uid in deleted else stale_reason(fresh, dict(body))
-                    if why:
-                        logger.info(f"not applying: {why}")
-                        counted.result = RETRY
-                        return
-                    try:
-                        out = await asyncio.to_thread(
-                            apply_layout, text, runner=deps.runner, config=cfg,
-                            expect=expectation_from(plan.devices_value, plan.resolved),
-                            timeout_seconds=spec.timeout_seconds, rebuild=spec.rebuild)
-                    except ApplyBusy as exc:
-                        logger.info(f"{exc}; retrying later")
-                        counted.result = RETRY
-                        return
-                    desired = desired_from_outcome(out)
         changed = outcome_status(status, desired, mode=mode, targets=targets, generation=generation)
         counted.result = RESULTS[desired.phase]
-        new_refusal = desired.phase == Phase.REFUSED and refusals.get(uid) != (lg, desired.refusal)
+        new_refusal = desired.phase == Phase.REFUSED and self.refusals.get(uid) != (lg, desired.refusal)
         if desired.phase != Phase.REFUSED:
-            refusals.pop(uid, None)
+            self.refusals.pop(uid, None)
         elif new_refusal:
-            refusals[uid] = (lg, desired.refusal)
+            self.refusals[uid] = (lg, desired.refusal)
             record_refusal(desired.refusal or "unknown")
         if isinstance(lg, int):
-            memos[uid] = Memo(lg, desired.phase.value)
+            self.memos[uid] = Memo(lg, desired.phase.value)
         if not changed:
             return
         for k, v in changed.items():
             patch.status[k] = v
         record_status_write(KIND)  # Kopf sends the patch when the handler returns
         if ("phase" in changed or "message" in changed) and (desired.phase != Phase.REFUSED or new_refusal):
-            _event(body, desired)  # one Refused Event per refusal, even when the timer re-judges a stale body
+            emit_event(body, desired)  # one Refused Event per refusal, even when the timer re-judges a stale body
 
-    def _event(body: kopf.Body, desired: Desired) -> None:
+
+def emit_event(body: kopf.Body, desired: Desired) -> None:
+    msg = desired.message[:1000]
+    if desired.phase == Phase.APPLIED:
         # kopf.event, not kopf.info: the agent's posting level is WARNING (Kopf's own per-handler
         # lines are not Events), which would silently drop every Normal Event of ours.
-        msg = desired.message[:1000]
-        if desired.phase == Phase.APPLIED:
-            kopf.event(body, type="Normal", reason="Applied", message=msg)
-        elif desired.phase == Phase.REFUSED:
-            kopf.warn(body, reason="Refused", message=f"{desired.refusal}: {msg}")
-        elif desired.phase == Phase.FAILED:
-            kopf.warn(body, reason="Failed", message=msg)
-        else:
-            kopf.event(body, type="Normal", reason=desired.reason or "Pending", message=msg)
+        kopf.event(body, type="Normal", reason="Applied", message=msg)
+    elif desired.phase == Phase.REFUSED:
+        kopf.warn(body, reason="Refused", message=f"{desired.refusal}: {msg}")
+    elif desired.phase == Phase.FAILED:
+        kopf.warn(body, reason="Failed", message=msg)
+    else:
+        kopf.event(body, type="Normal", reason=desired.reason or "Pending", message=msg)
 
-    @kopf.on.event(group, plural, registry=registry, when=mine)
+
+def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKube | None = None) -> DiskLayoutAgent:
+    """``kube`` reads the live object right before disko runs (default: a client from the kubeconfig)."""
+    agent = DiskLayoutAgent(deps, kube)
+    group, plural = DISK_LAYOUT.group, DISK_LAYOUT.plural
+
+    @kopf.on.event(group, plural, registry=registry, when=agent.mine)
     async def disklayout_event(body: kopf.Body, patch: kopf.Patch, logger: Any, type: str | None = None,
                                **_: Any) -> None:
         if type == "DELETED":
-            uid = str(body.get("metadata", {}).get("uid"))
-            deleted.add(uid)
-            memos.pop(uid, None)
-            locks.pop(uid, None)
-            refusals.pop(uid, None)
+            agent.forget(str(body.get("metadata", {}).get("uid")))
             return
-        await reconcile(body, patch, logger, "event")
+        await agent.reconcile(body, patch, logger, "event")
 
-    @kopf.timer(group, plural, registry=registry, interval=cfg.refused_retry_seconds, when=retry_due,
+    @kopf.timer(group, plural, registry=registry, interval=agent.cfg.refused_retry_seconds, when=agent.retry_due,
                 id="disklayout_retry")
     async def disklayout_retry(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-        await reconcile(body, patch, logger, "timer")
+        await agent.reconcile(body, patch, logger, "timer")
 
     _drop_finalizer_requirement(registry, disklayout_retry)
+    return agent

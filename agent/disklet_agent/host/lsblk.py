@@ -26,7 +26,7 @@ from typing import Any
 from disklet.hostcmd import CommandResult, HostRunner
 
 LSBLK_COLUMNS = ("NAME,PATH,KNAME,FSTYPE,MOUNTPOINTS,PKNAME,TYPE,SIZE,RO,RM,HOTPLUG,ROTA,"
-                 "SERIAL,WWN,MODEL,PARTUUID,PTTYPE,MAJ:MIN")
+                 "SERIAL,WWN,MODEL,PARTUUID,PTTYPE,MAJ:MIN,PTUUID,PARTLABEL")
 LSBLK_ARGV = ("lsblk", "-J", "-b", "-p", "-o", LSBLK_COLUMNS)
 PROBE_TIMEOUT = 30.0
 
@@ -59,6 +59,12 @@ class BlockNode:
     model: str | None = None
     partuuid: str | None = None
     maj_min: str | None = None
+    ptuuid: str | None = None
+    """GPT disk GUID / DOS disk id (lsblk PTUUID, else ``blkid -p`` PTUUID)."""
+    partlabel: str | None = None
+    """GPT partition name (lsblk PARTLABEL, else ``blkid -p`` PART_ENTRY_NAME)."""
+    backing_file: str | None = None
+    """For loop devices: the backing file (sysfs ``loop/backing_file``)."""
     holders: list[str] = field(default_factory=list)
     """Devices stacked on this one (``/dev/dm-0``, ``/dev/md0``), from sysfs."""
     children: list[BlockNode] = field(default_factory=list)
@@ -101,7 +107,8 @@ class BlockNode:
             "pttype": self.pttype, "mountpoints": list(self.mountpoints), "size": self.size,
             "ro": self.ro, "rm": self.rm, "hotplug": self.hotplug, "rota": self.rota,
             "serial": self.serial, "wwn": self.wwn, "model": self.model, "partuuid": self.partuuid,
-            "majMin": self.maj_min, "holders": list(self.holders), "fstypeSource": self.fstype_source,
+            "majMin": self.maj_min, "ptuuid": self.ptuuid, "partlabel": self.partlabel,
+            "backingFile": self.backing_file, "holders": list(self.holders), "fstypeSource": self.fstype_source,
             "probeError": self.probe_error, "holdersError": self.holders_error,
             "children": [c.to_dict() for c in self.children],
         }
@@ -183,6 +190,7 @@ def _node_from_json(obj: Mapping[str, Any]) -> BlockNode:
         rm=_as_bool(obj.get("rm")), hotplug=_as_bool(obj.get("hotplug")), rota=_as_bool(obj.get("rota")),
         serial=_opt_str(obj.get("serial")), wwn=_opt_str(obj.get("wwn")), model=_opt_str(obj.get("model")),
         partuuid=_opt_str(obj.get("partuuid")), maj_min=_opt_str(obj.get("maj:min")),
+        ptuuid=_opt_str(obj.get("ptuuid")), partlabel=_opt_str(obj.get("partlabel")),
         children=[_node_from_json(c) for c in children],
     )
 
@@ -232,14 +240,17 @@ class SignatureProbe:
     pttype: str | None = None
     source: str = "blkid"
     error: str | None = None
+    ptuuid: str | None = None
+    partlabel: str | None = None
 
 
 def probe_signatures(runner: HostRunner, device: str) -> SignatureProbe:
     """What ``blkid -p`` (confirmed by ``wipefs -n`` when it finds nothing) sees on ``device``."""
-    res = runner.run(["blkid", "-p", "-o", "export", device], timeout=PROBE_TIMEOUT)
+    res = runner.run(["blkid", "-p", "-o", "export", "--", device], timeout=PROBE_TIMEOUT)
     if res.returncode == 0 and not res.timed_out:
         tags = parse_blkid_export(res.stdout)
-        return SignatureProbe(fstype=tags.get("TYPE") or None, pttype=tags.get("PTTYPE") or None)
+        return SignatureProbe(fstype=tags.get("TYPE") or None, pttype=tags.get("PTTYPE") or None,
+                              ptuuid=tags.get("PTUUID") or None, partlabel=tags.get("PART_ENTRY_NAME") or None)
     if res.returncode == 2 and not res.timed_out and not res.stderr.strip():
         # "Nothing found" — but blkid also exits 2 silently for a device that vanished; confirm.
         return _confirm_with_wipefs(runner, device)
@@ -247,7 +258,7 @@ def probe_signatures(runner: HostRunner, device: str) -> SignatureProbe:
 
 
 def _confirm_with_wipefs(runner: HostRunner, device: str) -> SignatureProbe:
-    res = runner.run(["wipefs", "--no-act", "--json", device], timeout=PROBE_TIMEOUT)
+    res = runner.run(["wipefs", "--no-act", "--json", "--", device], timeout=PROBE_TIMEOUT)
     if not res.ok:
         return SignatureProbe(source="wipefs", error=_failure(res))
     text = res.stdout.strip()
@@ -286,6 +297,15 @@ def read_holders(kname: str, sys_root: Path = Path("/sys")) -> tuple[list[str], 
     return [f"/dev/{n}" for n in names], None
 
 
+def read_backing_file(kname: str, sys_root: Path = Path("/sys")) -> str | None:
+    """The backing file of loop device ``kname`` (None when not a bound loop device)."""
+    path = sys_root / "class" / "block" / os.path.basename(kname) / "loop" / "backing_file"
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
 def read_swaps(runner: HostRunner) -> tuple[list[str], str | None]:
     res = runner.run(["cat", "/proc/swaps"], timeout=PROBE_TIMEOUT)
     if not res.ok:
@@ -311,7 +331,9 @@ def read_block_topology(runner: HostRunner, *, sys_root: Path = Path("/sys"), pr
             if node.kname not in holders:
                 holders[node.kname] = read_holders(node.kname, sys_root)
             node.holders, node.holders_error = holders[node.kname]
-            if node.fstype and not probe_all:
+            if node.type == "loop":
+                node.backing_file = read_backing_file(node.kname, sys_root)
+            if node.fstype and not probe_all and (node.ptuuid or not node.pttype):
                 continue
             if node.size == 0 and not node.children:
                 node.fstype_source = "size0"  # an empty device (detached loop, zram) holds nothing
@@ -321,6 +343,8 @@ def read_block_topology(runner: HostRunner, *, sys_root: Path = Path("/sys"), pr
             p = probed[node.kname]
             node.fstype = p.fstype or node.fstype
             node.pttype = p.pttype or node.pttype
+            node.ptuuid = node.ptuuid or p.ptuuid
+            node.partlabel = node.partlabel or p.partlabel
             node.fstype_source = p.source
             node.probe_error = p.error
     swaps, swaps_error = read_swaps(runner)

@@ -15,6 +15,7 @@ Handlers (all closures over ``registry``, no module state):
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
 from disklet.kube.patch import owned_keys_patch
 from disklet.layout import preflight
+from disklet.layout.mounts import MountPolicy, parse_roots
 from disklet.observe import reconcile_timer, record_refusal, record_status_write
 
 from ..logic.conditions import merge_owned_conditions
 from ..logic.disklayout_status import (
     OPERATOR_STATUS_KEYS,
-    VALIDATED,
+    OWNED_CONDITIONS,
     PreflightVerdict,
     VerdictKind,
     desired_status,
@@ -84,6 +86,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
     duplicate checks whether the older DiskLayout of its node is gone.
     """
     runner = runner or HostRunner()
+    policy = MountPolicy.of(parse_roots(os.environ.get("DISKLET_MOUNT_ROOTS")))
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=INDEX)
     def dl_by_node(name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> dict[str, LayoutRef]:
@@ -100,7 +103,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
         owner = _owner_elsewhere(name, model.node_name, index)
         if owner is not None:
             return duplicate_verdict(model.node_name, owner)
-        result = await asyncio.to_thread(preflight, model, base_dir, runner)
+        result = await asyncio.to_thread(preflight, model, base_dir, runner, policy)
         return verdict_from_preflight(result)
 
     async def reconcile(name: str, body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any],
@@ -111,7 +114,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             new = desired_status(old, verdict, meta.get("generation"))
             raw = dict(status or {})
             changes = owned_keys_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
-            validated = [c for c in new.conditions or [] if c.type == VALIDATED]
+            validated = [c for c in new.conditions or [] if c.type in OWNED_CONDITIONS]
             merged = merge_owned_conditions(raw.get("conditions"), validated)
             if merged != (raw.get("conditions") or []):
                 changes["conditions"] = merged

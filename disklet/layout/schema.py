@@ -1,0 +1,302 @@
+"""What disko may do: an allowlist per disko type, applied to the *evaluated* ``disko.devices``.
+
+One walk for structured and raw layouts alike (docs/layouts.md, "What a layout may contain").
+disko turns the value into shell scripts and interpolates many strings unquoted or in double
+quotes (device paths, names, formats, mountpoints, GPT labels, sizes, typecodes) and runs every
+``*Hook`` as shell. So:
+
+- only the types ``disk`` → ``gpt`` → partitions holding ``filesystem``/``lvm_pv``/``zfs``, plus
+  ``lvm_vg`` (with plain LVs) and ``zpool`` (with an optional topology and ``zfs_fs`` datasets) are
+  allowed; every other type (``nodev``/tmpfs, ``mdadm``, ``luks``, ``btrfs``, ``swap``, ...) and
+  every key not listed here is refused with ``layout_uses_forbidden_option`` naming its key path;
+  hooks, ``extraArgs``, pool ``options``/``rootFsOptions``, explicit ``label``/``uuid``/``start``/
+  ``end``/``device`` redirects are never allowed;
+- every string that can reach a shell must match a small character set (see the ``*_PATTERN``
+  constants) and mountpoints follow :class:`disklet.layout.mounts.MountPolicy`; a value outside
+  the set is refused with ``layout_value_not_allowed`` (``mountpoint_not_allowed`` for the
+  mountpoint policy).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from disklet.api.disklayout import (
+    DEVICE_PATTERN,
+    FILESYSTEM_FORMATS,
+    MOUNT_OPTION_PATTERN,
+    NAME_PATTERN,
+    POOL_PATTERN,
+    SIZE_PATTERN,
+    RefusalCode,
+)
+
+from .errors import LayoutError
+from .mounts import MountPolicy
+
+NAME_RE = re.compile(NAME_PATTERN)
+POOL_RE = re.compile(POOL_PATTERN)
+DEVICE_RE = re.compile(DEVICE_PATTERN)
+SIZE_RE = re.compile(SIZE_PATTERN)
+LV_SIZE_PATTERN = r"^([1-9][0-9]*[KMGTP]?|[1-9][0-9]?%|100%)$"
+LV_SIZE_RE = re.compile(LV_SIZE_PATTERN)
+MOUNT_OPTION_RE = re.compile(MOUNT_OPTION_PATTERN)
+TYPECODE_PATTERN = r"^(8300|8[Ee]00|[Bb][Ff]0[01])$"
+"""Linux filesystem, Linux LVM, Solaris/ZFS: never EF00/EF02 (EF02 makes NixOS install GRUB on the disk)."""
+TYPECODE_RE = re.compile(TYPECODE_PATTERN)
+ZPOOL_MODES = ("", "mirror", "raidz", "raidz1", "raidz2", "raidz3")
+ZFS_RESERVED = ("mirror", "raidz", "draid", "spare", "log", "cache", "special", "dedup")
+MAX_PRIORITY = 1_000_000
+MAX_GPT_LABEL = 36
+TOP_LEVEL = ("disk", "lvm_vg", "zpool")
+PARTITION_CONTENT_TYPES = ("filesystem", "lvm_pv", "zfs")
+
+
+class SchemaViolation(LayoutError):
+    """The evaluated layout uses something disklet does not allow; ``code`` is the refusal code."""
+
+    def __init__(self, code: RefusalCode, problems: list[str]):
+        self.code = code
+        super().__init__(problems)
+
+
+class _Walk:
+    def __init__(self, policy: MountPolicy):
+        self.policy = policy
+        self.forbidden: list[str] = []
+        self.values: list[str] = []
+        self.mounts: list[str] = []
+        self.mountpoints: list[tuple[str, str]] = []
+
+    # -- helpers ---------------------------------------------------------------------------
+    def keys(self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
+        if not isinstance(value, dict):
+            self.values.append(f"{path} must be an attribute set, not {_kind(value)}")
+            return False
+        for key in sorted(value):
+            if key not in allowed:
+                why = "hooks run shell as root" if key.endswith("Hook") else (
+                    "free-form arguments reach a shell" if key in ("extraArgs", "options", "rootFsOptions")
+                    else f"allowed here: {', '.join(allowed)}")
+                self.forbidden.append(f"{path}.{key} is not allowed ({why})")
+        for key in required:
+            if key not in value:
+                self.values.append(f"{path}.{key} is required")
+        return True
+
+    def string(self, value: Any, path: str, regex: re.Pattern[str], what: str) -> None:
+        if not isinstance(value, str) or not regex.match(value):
+            self.values.append(f"{path} = {value!r} is not allowed: {what} must match {regex.pattern}")
+
+    def typed(self, value: dict[str, Any], path: str, expected: str) -> None:
+        if value.get("type") != expected:
+            self.values.append(f"{path}.type must be {expected!r}, not {value.get('type')!r}")
+
+    def name(self, key: str, path: str, regex: re.Pattern[str] = NAME_RE) -> None:
+        if not regex.match(key):
+            self.values.append(f"{path}: name {key!r} must match {regex.pattern}")
+
+    # -- types -----------------------------------------------------------------------------
+    def devices(self, value: dict[str, Any]) -> None:
+        path = "disko.devices"
+        self.keys(value, path, TOP_LEVEL)
+        for key, check in (("disk", self.disk), ("lvm_vg", self.lvm_vg), ("zpool", self.zpool)):
+            group = value.get(key, {})
+            if not isinstance(group, dict):
+                self.values.append(f"{path}.{key} must be an attribute set, not {_kind(group)}")
+                continue
+            for name in sorted(group):
+                check(name, group[name], f"{path}.{key}.{name}")
+
+    def disk(self, name: str, disk: Any, path: str) -> None:
+        self.name(name, path)
+        if not self.keys(disk, path, ("type", "device", "content"), ("device",)):
+            return
+        self.typed(disk, path, "disk")
+        self.string(disk.get("device"), f"{path}.device", DEVICE_RE, "a device")
+        if isinstance(disk.get("device"), str) and ".." in disk["device"]:
+            self.values.append(f"{path}.device must not contain ..")
+        content = disk.get("content")
+        if content is None:
+            return  # a bare disk: named (and classified) but nothing is created on it
+        if not isinstance(content, dict) or content.get("type") != "gpt":
+            ctype = content.get("type") if isinstance(content, dict) else _kind(content)
+            self.forbidden.append(f"{path}.content.type = {ctype!r} is not allowed (a disk holds a gpt table)")
+            return
+        self.gpt(name, content, f"{path}.content")
+
+    def gpt(self, disk: str, gpt: dict[str, Any], path: str) -> None:
+        self.keys(gpt, path, ("type", "partitions"), ("partitions",))
+        parts = gpt.get("partitions")
+        if not isinstance(parts, dict) or not parts:
+            self.values.append(f"{path}.partitions must be a non-empty attribute set")
+            return
+        for pname in sorted(parts):
+            ppath = f"{path}.partitions.{pname}"
+            self.name(pname, ppath)
+            if len(f"disk-{disk}-{pname}") > MAX_GPT_LABEL:
+                self.values.append(f"{ppath}: GPT label 'disk-{disk}-{pname}' is longer than {MAX_GPT_LABEL} "
+                                   "characters (disko would replace it with a hash)")
+            part = parts[pname]
+            if not self.keys(part, ppath, ("size", "priority", "type", "content"), ("size", "content")):
+                continue
+            self.string(part.get("size"), f"{ppath}.size", SIZE_RE, "a partition size")
+            if "priority" in part and not _int_in(part["priority"], 1, MAX_PRIORITY):
+                self.values.append(f"{ppath}.priority must be an integer 1..{MAX_PRIORITY}")
+            if "type" in part:
+                self.string(part["type"], f"{ppath}.type", TYPECODE_RE, "a GPT typecode")
+            self.content(part.get("content"), f"{ppath}.content", PARTITION_CONTENT_TYPES)
+
+    def content(self, content: Any, path: str, allowed_types: tuple[str, ...]) -> None:
+        ctype = content.get("type") if isinstance(content, dict) else None
+        if ctype not in allowed_types:
+            self.forbidden.append(f"{path}.type = {ctype!r} is not allowed here "
+                                  f"(allowed: {', '.join(allowed_types)})")
+            return
+        assert isinstance(content, dict)
+        if ctype == "filesystem":
+            self.keys(content, path, ("type", "format", "mountpoint", "mountOptions"), ("format",))
+            fmt = content.get("format")
+            if fmt not in FILESYSTEM_FORMATS:
+                self.values.append(f"{path}.format = {fmt!r} is not one of {', '.join(FILESYSTEM_FORMATS)}")
+            self.mountpoint(content.get("mountpoint"), f"{path}.mountpoint")
+            options = content.get("mountOptions", [])
+            if not isinstance(options, list):
+                self.values.append(f"{path}.mountOptions must be a list")
+            else:
+                for i, opt in enumerate(options):
+                    self.string(opt, f"{path}.mountOptions[{i}]", MOUNT_OPTION_RE, "a mount option")
+        elif ctype == "lvm_pv":
+            self.keys(content, path, ("type", "vg"), ("vg",))
+            self.string(content.get("vg"), f"{path}.vg", NAME_RE, "a VG name")
+        else:
+            self.keys(content, path, ("type", "pool"), ("pool",))
+            self.pool_name(content.get("pool"), f"{path}.pool")
+
+    def mountpoint(self, mp: Any, path: str) -> None:
+        if mp is None:
+            return
+        why = self.policy.problem(mp)
+        if why:
+            self.mounts.append(f"{path}: {why}")
+        else:
+            self.mountpoints.append((mp, path))
+
+    def pool_name(self, value: Any, path: str) -> None:
+        self.string(value, path, POOL_RE, "a pool name")
+        if isinstance(value, str) and value.lower().startswith(ZFS_RESERVED):
+            self.values.append(f"{path} = {value!r} is a ZFS vdev keyword")
+
+    def lvm_vg(self, name: str, vg: Any, path: str) -> None:
+        self.name(name, path)
+        if not self.keys(vg, path, ("type", "lvs")):
+            return
+        self.typed(vg, path, "lvm_vg")
+        lvs = vg.get("lvs", {})
+        if not isinstance(lvs, dict):
+            self.values.append(f"{path}.lvs must be an attribute set")
+            return
+        for lv_name in sorted(lvs):
+            lpath = f"{path}.lvs.{lv_name}"
+            self.name(lv_name, lpath)
+            lv = lvs[lv_name]
+            if not self.keys(lv, lpath, ("size", "priority", "content"), ("size",)):
+                continue
+            self.string(lv.get("size"), f"{lpath}.size", LV_SIZE_RE, "an LV size")
+            if "priority" in lv and not _int_in(lv["priority"], 1, MAX_PRIORITY):
+                self.values.append(f"{lpath}.priority must be an integer 1..{MAX_PRIORITY}")
+            if lv.get("content") is not None:
+                self.content(lv["content"], f"{lpath}.content", ("filesystem",))
+
+    def zpool(self, name: str, pool: Any, path: str) -> None:
+        self.pool_name(name, path + " (name)")
+        if not self.keys(pool, path, ("type", "mode", "datasets")):
+            return
+        self.typed(pool, path, "zpool")
+        mode = pool.get("mode", "")
+        if isinstance(mode, str):
+            if mode not in ZPOOL_MODES:
+                self.values.append(f"{path}.mode = {mode!r} is not one of {', '.join(repr(m) for m in ZPOOL_MODES)}")
+        elif isinstance(mode, dict):
+            self.keys(mode, f"{path}.mode", ("topology",), ("topology",))
+            topo = mode.get("topology")
+            tpath = f"{path}.mode.topology"
+            if self.keys(topo, tpath, ("type", "vdev", "log", "dedup", "special", "spare", "cache")):
+                assert isinstance(topo, dict)
+                if "type" in topo:
+                    self.typed(topo, tpath, "topology")
+                for key in ("vdev", "log", "dedup", "special"):
+                    vdevs = topo.get(key, [])
+                    for i, vdev in enumerate(vdevs if isinstance(vdevs, list) else [None]):
+                        vpath = f"{tpath}.{key}[{i}]"
+                        if not self.keys(vdev, vpath, ("mode", "members"), ("members",)):
+                            continue
+                        if vdev.get("mode", "") not in ZPOOL_MODES:
+                            self.values.append(f"{vpath}.mode = {vdev.get('mode')!r} is not a vdev mode")
+                        self.members(vdev.get("members"), f"{vpath}.members")
+                for key in ("spare", "cache"):
+                    self.members(topo.get(key, []), f"{tpath}.{key}")
+        else:
+            self.values.append(f"{path}.mode must be a string or {{ topology = ...; }}")
+        datasets = pool.get("datasets", {})
+        if not isinstance(datasets, dict):
+            self.values.append(f"{path}.datasets must be an attribute set")
+            return
+        for ds_name in sorted(datasets):
+            dpath = f"{path}.datasets.{ds_name}"
+            self.name(ds_name, dpath)
+            ds = datasets[ds_name]
+            if not self.keys(ds, dpath, ("type", "mountpoint"), ("type",)):
+                continue
+            if ds.get("type") != "zfs_fs":
+                self.forbidden.append(f"{dpath}.type = {ds.get('type')!r} is not allowed (allowed: zfs_fs)")
+            self.mountpoint(ds.get("mountpoint"), f"{dpath}.mountpoint")
+
+    def members(self, members: Any, path: str) -> None:
+        if not isinstance(members, list):
+            self.values.append(f"{path} must be a list of device paths")
+            return
+        for i, m in enumerate(members):
+            self.string(m, f"{path}[{i}]", DEVICE_RE, "a zpool member device")
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def schema_violation(devices_value: dict[str, Any], policy: MountPolicy | None = None) -> SchemaViolation | None:
+    """The first class of violation found (forbidden option, then bad value, then mountpoint), or None."""
+    walk = _Walk(policy or MountPolicy())
+    if not isinstance(devices_value, dict):
+        return SchemaViolation(RefusalCode.LAYOUT_VALUE_NOT_ALLOWED, ["disko.devices must be an attribute set"])
+    walk.devices(devices_value)
+    for mp, n in Counter(mp for mp, _ in walk.mountpoints).items():
+        if n > 1:
+            walk.values.append(f"mountpoint {mp!r} is used more than once")
+    if walk.forbidden:
+        return SchemaViolation(RefusalCode.LAYOUT_FORBIDDEN_OPTION, walk.forbidden + walk.values + walk.mounts)
+    if walk.values:
+        return SchemaViolation(RefusalCode.LAYOUT_VALUE_NOT_ALLOWED, walk.values + walk.mounts)
+    if walk.mounts:
+        return SchemaViolation(RefusalCode.MOUNTPOINT_NOT_ALLOWED, walk.mounts)
+    return None
+
+
+def check_schema(devices_value: dict[str, Any], policy: MountPolicy | None = None) -> None:
+    """Raise :class:`SchemaViolation` when the evaluated layout breaks the allowlist."""
+    violation = schema_violation(devices_value, policy)
+    if violation is not None:
+        raise violation
+
+
+def mountpoints_of(devices_value: dict[str, Any]) -> list[str]:
+    """Every mountpoint the (validated) layout declares."""
+    walk = _Walk(MountPolicy(roots=("/",)))
+    walk.devices(devices_value)
+    return [mp for mp, _ in walk.mountpoints]

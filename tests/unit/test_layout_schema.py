@@ -1,0 +1,150 @@
+"""What a layout may contain (issue #12 reproductions 2, 3 and the mountpoint part of 5), offline.
+
+Each raw body here passed pre-flight before the allowlist existed (pending, target /dev/vdb).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
+from disklet.layout import extract as extract_module
+from disklet.layout import preflight
+from disklet.layout.checked import check_layout
+from disklet.layout.mounts import MountPolicy
+from disklet.layout.render import devices_value
+from disklet.layout.samples import EXT4, MIXED, structured
+from disklet.layout.schema import SchemaViolation, schema_violation
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(extract_module, "nix_available", lambda: False)
+
+
+def raw(part: str, extra: str = "") -> str:
+    return ('{ disko.devices = { disk.d = { type = "disk"; device = "/dev/vdb"; content = { type = "gpt"; '
+            'partitions.p = ' + part + '; }; }; ' + extra + ' }; }')
+
+
+FS = '{ size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/data"; }; }'
+
+
+def pf(body: str):  # type: ignore[no-untyped-def]
+    return preflight(DiskLayoutSpec.model_validate({"nodeName": "n", "layoutNix": body}))
+
+
+def test_plain_raw_layout_is_pending() -> None:
+    result = pf(raw(FS))
+    assert result.phase == Phase.PENDING, result.message
+    assert result.target_devices == ["/dev/vdb"]
+
+
+@pytest.mark.parametrize("body,path", [
+    (raw('{ size = "100%"; preCreateHook = "dd if=/dev/zero of=/dev/vda bs=1M"; content = { type = "filesystem"; '
+         'format = "ext4"; mountpoint = "/srv/x"; }; }'), "disko.devices.disk.d.content.partitions.p.preCreateHook"),
+    (raw('{ size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/x"; '
+         'postMountHook = "reboot"; }; }'), "content.postMountHook"),
+    (raw('{ size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/x"; '
+         'extraArgs = [ "-L" "x" ]; }; }'), "content.extraArgs"),
+    (raw(FS, 'nodev."/etc" = { fsType = "tmpfs"; mountpoint = "/etc"; };'), "disko.devices.nodev"),
+    (raw(FS, 'lvm_vg.vg_sys = { type = "lvm_vg"; lvs.x = { size = "1G"; extraArgs = [ "--yes" ]; }; };'),
+     "lvs.x.extraArgs"),
+    (raw(FS, 'zpool.tank = { type = "zpool"; rootFsOptions = { "a;reboot" = "x"; }; datasets = { }; };'),
+     "zpool.tank.rootFsOptions"),
+    (raw('{ size = "100%"; label = "x\\"; reboot; \\""; content = { type = "filesystem"; format = "ext4"; '
+         'mountpoint = "/srv/x"; }; }'), "partitions.p.label"),
+    (raw('{ size = "100%"; start = "0;reboot"; content = { type = "lvm_pv"; vg = "v"; }; }'), "partitions.p.start"),
+    (raw('{ size = "100%"; hybrid = { mbrPartitionType = "0x83; reboot"; }; content = { type = "lvm_pv"; '
+         'vg = "v"; }; }'), "partitions.p.hybrid"),
+    (raw('{ size = "100%"; content = { type = "luks"; name = "c"; }; }'), "content.type = 'luks'"),
+    ('{ disko.devices.disk.d = { type = "disk"; device = "/dev/vdb"; postCreateHook = "x"; }; }', "d.postCreateHook"),
+])
+def test_hooks_free_form_args_and_other_types_are_forbidden(body: str, path: str) -> None:
+    if "Hook" in body or "extraArgs" in body:  # the model (and CEL) already reject the text itself
+        with pytest.raises(ValidationError, match="must not use disko hooks"):
+            pf(body)
+        # and the walk of the evaluated value refuses it too (a name built at evaluation time hides from text checks)
+        with pytest.raises(SchemaViolation) as exc:
+            check_layout(body)
+        assert exc.value.code is RefusalCode.LAYOUT_FORBIDDEN_OPTION and path in str(exc.value)
+        return
+    result = pf(body)
+    assert result.phase == Phase.REFUSED, result.message
+    assert result.refusal_reason is RefusalCode.LAYOUT_FORBIDDEN_OPTION
+    assert path in result.message
+
+
+@pytest.mark.parametrize("mountpoint", ["/etc", "/etc/ssh", "/proc", "/sys", "/dev", "/run", "/usr", "/var",
+                                        "/boot", "/boot/efi", "/nix", "/var/lib/kubelet", "/var/lib/kubelet/pods",
+                                        "/etc/disklet", "/var/lib/disklet", "/", "/home/x", "/opt"])
+def test_system_mountpoints_are_refused_in_raw_layouts(mountpoint: str) -> None:
+    result = pf(raw(FS.replace("/srv/data", mountpoint)))
+    assert result.phase == Phase.REFUSED, result.message
+    assert result.refusal_reason is RefusalCode.MOUNTPOINT_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("mountpoint", ["/data/$(touch /tmp/pwned)", '/data/x";reboot;"', "/data/`id`",
+                                        "/data/a b", "/data/../etc", "/data/./x", "/data//x", "/data/x/",
+                                        "/data/x\\ny"])
+def test_shell_characters_in_mountpoints_are_refused(mountpoint: str) -> None:
+    with pytest.raises(ValidationError):  # structured: the model (and CEL) reject it
+        data = copy.deepcopy(EXT4)
+        data["disks"][0]["gpt"]["partitions"][0]["content"]["mountpoint"] = mountpoint
+        structured(data)
+    nix = mountpoint.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    result = pf(raw(FS.replace("/srv/data", nix)))  # raw: the walk of the evaluated value
+    assert result.phase == Phase.REFUSED, result.message
+    assert result.refusal_reason is RefusalCode.MOUNTPOINT_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("field,value", [
+    ("format", "ext4 -E root_owner=0; reboot"), ("mountOptions", ["nofail;reboot"]),
+    ("mountOptions", ["a b"]), ("format", "ntfs"), ("type", "EF02"),
+])
+def test_values_that_reach_a_shell_are_checked(field: str, value: Any) -> None:
+    value_nix = ("[ " + " ".join(f'"{v}"' for v in value) + " ]") if isinstance(value, list) else f'"{value}"'
+    body = raw('{ size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/x"; }; }'
+               .replace('format = "ext4";', f"{field} = {value_nix};" if field == "format"
+                        else f'format = "ext4"; {field} = {value_nix};'))
+    if field == "type":  # a partition key, not a content key
+        body = raw(f'{{ size = "100%"; type = {value_nix}; content = {{ type = "filesystem"; format = "ext4"; '
+                   'mountpoint = "/srv/x"; }; }')
+    result = pf(body)
+    assert result.phase == Phase.REFUSED and result.refusal_reason is RefusalCode.LAYOUT_VALUE_NOT_ALLOWED, \
+        result.message
+
+
+@pytest.mark.parametrize("device", ["/dev/vdb; reboot", "/dev/$(x)", "vdb", "/dev/../etc/passwd"])
+def test_device_strings_are_checked(device: str) -> None:
+    value = devices_value(structured(EXT4))
+    value["disk"]["data1"]["device"] = device  # type: ignore[index]
+    violation = schema_violation(value)  # type: ignore[arg-type]
+    assert violation is not None and violation.code is RefusalCode.LAYOUT_VALUE_NOT_ALLOWED
+
+
+def test_zpool_topology_members_are_devices() -> None:
+    value: dict[str, Any] = {"zpool": {"tank": {"type": "zpool", "datasets": {}, "mode": {"topology": {
+        "type": "topology", "vdev": [{"mode": "mirror", "members": ["/dev/sda", "/dev/sdb;reboot"]}]}}}}}
+    violation = schema_violation(value)
+    assert violation is not None and "members[1]" in str(violation)
+
+
+def test_structured_samples_pass_and_roots_are_configurable() -> None:
+    assert schema_violation(devices_value(structured(MIXED))) is None  # type: ignore[arg-type]
+    assert schema_violation(devices_value(structured(EXT4))) is None  # type: ignore[arg-type]
+    value = devices_value(structured(EXT4))
+    only_srv = MountPolicy.of(["/srv"])
+    violation = schema_violation(value, only_srv)  # type: ignore[arg-type]
+    assert violation is not None and violation.code is RefusalCode.MOUNTPOINT_NOT_ALLOWED
+    assert "not under an allowed root" in str(violation)
+
+
+def test_denylist_beats_configured_roots() -> None:
+    policy = MountPolicy.of(["/", "/etc"])
+    assert policy.problem("/etc/x") is not None and policy.problem("/var") is not None
+    assert policy.problem("/srv/x") is None
