@@ -16,7 +16,7 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "disklet"
 @pytest.fixture(scope="module")
 def chart_rbac(envtest: Cluster) -> tuple[str, list[dict]]:
     ns = f"rbac-{secrets.token_hex(3)}"
-    envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "files" / "crds"))
     envtest.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd", "-l",
                     "app.kubernetes.io/part-of=disklet")
     docs = envtest.apply_chart_rbac(CHART, "disklet", ns)
