@@ -213,7 +213,7 @@ def test_block_device_sync_never_touches_other_nodes(existing):
 def _verdicts(strategy: Any, model: type) -> set[bool]:
     seen: set[bool] = set()
 
-    @settings(max_examples=100, derandomize=True, database=None, deadline=None,
+    @settings(max_examples=200, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def collect(obj: dict[str, Any]) -> None:
