@@ -101,8 +101,9 @@ async def test_lvg_reconcile_gauges_events_and_forget_on_delete(kube, monkeypatc
         assert value("disklet_vg_free_bytes", vg=vg, lvg=name) == 6 * GIB
         assert value("disklet_thin_pool_size_bytes", vg=vg, pool="pool") == 4 * GIB
         assert value("disklet_thin_pool_used_bytes", vg=vg, pool="pool") == 1 * GIB
-        assert reconciles("LVMVolumeGroup", "success") - ok0 >= 1
-        assert status_writes("LVMVolumeGroup") - writes0 >= 1
+        # the reconcile is counted when it ends, after its status patch made the object Ready
+        await wait_for(lambda: reconciles("LVMVolumeGroup", "success") - ok0 >= 1, message="a counted reconcile")
+        await wait_for(lambda: status_writes("LVMVolumeGroup") - writes0 >= 1, message="a counted status write")
         # the discovery cycle counts this node's loop devices from the statuses (f0, f1 → /dev/loop0, 1)
         await wait_for(lambda: value("disklet_managed_loop_devices") == 2, message="loop gauge", timeout=30)
         provisioned = await wait_for(
