@@ -29,11 +29,6 @@ def _pending(st: dict) -> bool:
     return st.get("phase") == "pending" and st.get("layoutGeneration") is not None
 
 
-async def _settle(seconds: float = 0.6) -> None:
-    """Give the operator time to (not) react: long enough for several timer and event rounds."""
-    await asyncio.sleep(seconds)
-
-
 async def test_structured_layout_is_pending_with_hash_targets_and_validated(kube):
     async with operator_running(kube) as api:
         await api.create(DL_URL, disk_layout("data", "n1"))
@@ -125,13 +120,20 @@ async def test_agent_refusal_stays_and_malformed_then_fixed_returns_to_pending(k
         await wait_status(kube, DL, "r", _pending, "pending")
         await api.patch(f"{DL_URL}/r/status", {"status": {"phase": "refused", "refusalReason": "target_device_is_active_lvm_pv",
                                                           "message": "/dev/nvme1n1 is an LVM PV"}})
+        start = len(kube.request_log)
         await api.patch(f"{DL_URL}/r", {"metadata": {"labels": {"team": "storage"}}})
-        await _settle()
-        st = status_of(kube, DL, "r")
-        assert st["refusalReason"] == "target_device_is_active_lvm_pv", "an agent-written refusal stays"
-        # malformed edit: failed; fixing it back to the same layout: pending again, same generation
+        # malformed edit: failed. It is also the sentinel for the label edit: Kopf handles one
+        # object's events in order, so once "failed" is written the label event was handled, and
+        # no status write before that one may have touched the agent's refusal.
         await api.patch(f"{DL_URL}/r", {"spec": {"diskLayout": None, "layoutNix": "{ disko.devices = "}})
         await wait_status(kube, DL, "r", lambda s: s.get("phase") == "failed", "failed")
+        status_writes = [r.data.get("status") or {} for r in kube.request_log[start:]
+                         if str(r.method).upper().endswith("PATCH") and "/disklayouts/r" in str(r.url)
+                         and isinstance(r.data, dict) and "status" in r.data]
+        before_failed = status_writes[:next(i for i, w in enumerate(status_writes) if w.get("phase") == "failed")]
+        assert not [w for w in before_failed if "phase" in w or "refusalReason" in w], \
+            f"an agent-written refusal stays until the spec changes: {before_failed}"
+        # fixing it back to the same layout: pending again, same generation
         await api.patch(f"{DL_URL}/r", {"spec": {"diskLayout": EXT4, "layoutNix": None}})
         st = await wait_status(kube, DL, "r", lambda s: s.get("phase") == "pending", "pending again")
         assert st["layoutGeneration"] == 1 and "refusalReason" not in st
@@ -149,11 +151,12 @@ async def test_second_layout_for_a_node_is_refused_until_the_first_is_deleted(ku
         assert condition(st, "Validated")["reason"] == "DuplicateNodeLayout"
         events = posted_events(kube, "second")
         assert any(e.get("reason") == "DuplicateNodeLayout" for e in events), events
-        await _settle()
-        assert status_of(kube, DL, "first") == first, "the older layout is unaffected"
         # a layout for another node is not a duplicate
         await api.create(DL_URL, disk_layout("other", "n2"))
         await wait_status(kube, DL, "other", _pending, "other node pending")
+        # the sentinel: "other" was created after "second" was judged and is pre-flighted now;
+        # the duplicate rule compared "second" with "first" before that and left "first" alone
+        assert status_of(kube, DL, "first") == first, "the older layout is unaffected"
 
         await api.delete(f"{DL_URL}/first")
         st = await wait_status(kube, DL, "second", _pending, "second pre-flighted after the first is gone")
