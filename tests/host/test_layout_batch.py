@@ -135,3 +135,29 @@ def test_argv_keeps_the_sandbox_and_refuses_option_bodies() -> None:
     assert argv[-2:] == ["-E", "{ a = 1; }"]
     with pytest.raises(ValueError):
         batch_argv(["--option"], 1 << 30, 31)
+
+
+def test_kctl_diff_of_a_directory_uses_one_run_and_reports_each_layout(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from disklet.layout import batch
+    from tests.unit.test_kctl_cli import kctl
+
+    runs: list[int] = []
+    real_run = batch.BatchEvaluator._run
+
+    def counting_run(self: batch.BatchEvaluator, bodies: list[str]) -> Any:
+        runs.append(len(bodies))
+        return real_run(self, bodies)
+
+    monkeypatch.setattr(batch.BatchEvaluator, "_run", counting_run)
+    for i in range(12):
+        device = "device = ; " if i == 5 else f'device = "/dev/disk/by-id/nvme-{i}"; '
+        (tmp_path / f"dl{i:02}.yaml").write_text(
+            "apiVersion: disklet.io/v1alpha1\nkind: DiskLayout\n"
+            f"metadata: {{name: dl{i:02}}}\nspec:\n  nodeName: node{i}\n  layoutNix: |\n"
+            f"    {{ disko.devices.disk.d = {{ type = \"disk\"; {device}}}; }}\n")
+    code, out, _err = kctl("diff", "--offline", "-f", str(tmp_path))
+    assert code == 1
+    assert out.count("pre-flight: pending") == 11 and out.count("pre-flight: failed") == 1
+    assert "DiskLayout/dl05" in out and "/dev/disk/by-id/nvme-11" in out
+    assert runs == [12, 6]  # one run stops at the bad body (re-evaluated alone), one for the rest
