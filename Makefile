@@ -31,10 +31,10 @@ crds:
 crds-check:
 	$(PY) -m disklet.api.crdgen --check
 
-# The chart ships the generated CRDs (charts/disklet/crds/); tests/unit/test_chart.py fails on drift.
+# The chart renders the generated CRDs as templates (charts/disklet/files/crds/, so helm upgrade upgrades them); tests/unit/test_chart.py fails on drift.
 chart-crds:
-	rm -f charts/disklet/crds/disklet.io_*.yaml
-	cp crds/disklet.io_*.yaml charts/disklet/crds/
+	rm -f charts/disklet/files/crds/disklet.io_*.yaml
+	cp crds/disklet.io_*.yaml charts/disklet/files/crds/
 
 chart-lint:
 	helm lint --strict charts/disklet

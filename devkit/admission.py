@@ -211,6 +211,24 @@ def _duplicates(schema: dict[str, Any], value: Any, path: str, errors: list[str]
         _duplicates(schema["items"], item, f"{path}[{i}]", errors)
 
 
+def _message(v: dict[str, Any], data: dict[str, Any], rule: str) -> str:
+    """``messageExpression`` when it evaluates to a string (as the API server does), else ``message``."""
+    expr = v.get("messageExpression")
+    if expr:
+        try:
+            out = _compiled(expr).eval(data=data)
+            if out.type() == cel.Type.STRING:
+                return str(out.plain_value())
+        except Exception:  # noqa: BLE001, S110 - the server falls back to message too
+            pass
+    return str(v.get("message", rule))
+
+
+def _eval_object_rules(schema: dict[str, Any], new: dict[str, Any], errors: list[str]) -> None:
+    """Rules on the whole object (they may read metadata.name), without descending."""
+    _eval_rules({"x-kubernetes-validations": schema.get("x-kubernetes-validations", [])}, new, _MISSING, "<nil>", errors)
+
+
 def _eval_rules(schema: dict[str, Any], new: Any, old: Any, path: str, errors: list[str]) -> None:
     for v in schema.get("x-kubernetes-validations", []):
         rule = v["rule"]
@@ -228,7 +246,7 @@ def _eval_rules(schema: dict[str, Any], new: Any, old: Any, path: str, errors: l
         if result.type() == cel.Type.ERROR:
             errors.append(f"{path}: rule {rule!r} evaluation error: {result.value()}")
         elif result.plain_value() is not True:
-            errors.append(f"{path}: {_invalid(new, v.get('message', rule))}")
+            errors.append(f"{path}: {_invalid(new, _message(v, data, rule))}")
     if isinstance(new, dict):
         for k, sub in (schema.get("properties") or {}).items():
             if k in new:
@@ -273,7 +291,9 @@ def validate_object(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any
     _duplicates(schema, new, "", errors)
     if any(e.validator in BLOCKING_KEYWORDS for e in schema_errors):
         return [*errors, RULES_NOT_CHECKED]
-    # Only spec carries rules users hit; status and metadata are validated by schema alone.
+    # Only spec and the object-level rules (they may read metadata.name) carry rules users hit;
+    # status and metadata are validated by schema alone.
+    _eval_object_rules(schema, new, errors)
     for part in ("spec",):
         if part in new and part in (schema.get("properties") or {}):
             old_part = prev.get(part, _MISSING) if isinstance(prev, dict) else _MISSING

@@ -46,10 +46,14 @@ async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = 
         logging.getLogger("kopf").setLevel(logging.WARNING)
     stop = asyncio.Event()
     ready = asyncio.Event()
+    # Tasks that exist before this operator starts (the caller, pytest, other operators) are not its
+    # own: without ``ignored`` run_tasks treats them as "hung" at shutdown and cancels them, which
+    # also cancels the cleanup of operators still running (their aiohttp sessions are never closed).
+    existing = asyncio.all_tasks()
     tasks = await kopf.spawn_tasks(registry=registry, settings=settings, standalone=standalone,
                                    peering_name=peering_name, clusterwide=True, stop_flag=stop,
                                    ready_flag=ready, memo=memo)
-    runner = asyncio.create_task(kopf.run_tasks(tasks))
+    runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=existing))
     try:
         done, _ = await asyncio.wait({runner, asyncio.create_task(ready.wait())}, timeout=ready_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)

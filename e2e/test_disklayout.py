@@ -76,6 +76,10 @@ def test_promoted_node_applies_with_fake_disko(scenario: Any, local_only: None, 
     obj = _phase(scenario, name, "applied", timeout=90)
     st = obj["status"]
     assert st.get("appliedLayoutGeneration") == st.get("layoutGeneration"), h.brief(obj)
+    if scenario.real:  # the Ready condition is what `kubectl wait` reads (docs/kctl.md)
+        waited = scenario.kube.kubectl("wait", "--for=condition=Ready", f"disklayout/{name}", "--timeout=60s",
+                                       timeout=90)
+        assert "condition met" in waited.stdout, waited.stdout + waited.stderr
     calls = [json.loads(line) for line in scenario.fake_log.read_text().splitlines()]
     assert [c["cmd"] for c in calls if c["cmd"] == "disko"], f"disko never ran: {calls}"
     assert any(c["cmd"] == "nixos-rebuild" and c["argv"][:1] == ["switch"] for c in calls), calls

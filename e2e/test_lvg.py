@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,52 @@ def test_lvgset_file_template_makes_a_ready_child(scenario: Any, local_only: Non
             describe=scenario.describe(h.LVGSET, name))
     finally:
         scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: None}}})
+
+
+def _condition(obj: dict[str, Any] | None, type_: str = "VGConfigurationApplied") -> dict[str, Any]:
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
+
+
+def test_relabelled_lvg_keeps_its_finalizer_and_strands_nothing(scenario: Any, local_only: None,
+                                                                  root_only: None) -> None:
+    """The label is a routing hint: an object of this node relabelled to another node (by hand, a
+    tool, a restore) is reported by that node's agent and never released by it; deleted while
+    mislabelled, it waits; once the label is right again, this node's agent deletes it and nothing
+    (VG, loop, file) is left behind. (Before: the other agent's Kopf stripped the finalizer, the
+    delete completed at once and the VG, loop and file stayed on this node, unmanaged.)"""
+    name, vg = scenario.name("lvg-relabel"), scenario.vg_name("r")
+    scenario.create(h.LVG, _lvg(scenario, name, vg, ["a"]))
+    _ready(scenario, name, 1)
+    other = f"e2e-{scenario.run}-other"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = scenario.agent_env() | {"NODE_NAME": other, "DISKLET_METRICS_PORT": str(port),
+                                  "FILE_DEVICES_DIRECTORY": str(scenario.sandbox / "other-file-devices")}
+    assert scenario.operator is not None
+    scenario.operator.stop()  # the operator resets the label from nodeName: hold it back meanwhile
+    peer = h.Proc("agent-other", h.agent_argv(), env, scenario.sandbox / "agent-other.log").start()
+    try:
+        scenario.kube.patch(h.LVG, name, {"metadata": {"labels": {"disklet.io/node": other}}})
+        obj = h.wait_until(lambda: (o := scenario.kube.get(h.LVG, name)) and _condition(o).get("reason") ==
+                           "NodeLabelMismatch" and o, timeout=WAIT, what="the other agent to report the label",
+                           describe=lambda: h.brief(scenario.kube.get(h.LVG, name)) + "\n" + peer.tail())
+        assert "disklet.io/agent" in obj["metadata"].get("finalizers", []), h.brief(obj)
+        scenario.kube.delete(h.LVG, name)
+        # Sentinel: the other agent's delete handler ran and kept the finalizer.
+        h.wait_until(lambda: "finalizer kept" in peer.tail(200), timeout=WAIT,
+                     what="the other agent to refuse releasing the finalizer", describe=peer.tail)
+        obj = scenario.kube.get(h.LVG, name)
+        assert obj is not None and "disklet.io/agent" in obj["metadata"].get("finalizers", []), h.brief(obj)
+        assert len(h.loops_under(scenario.file_devices)) == 1 and h.vgs_named(vg) == [vg]
+        scenario.kube.patch(h.LVG, name, {"metadata": {"labels": {"disklet.io/node": scenario.node}}})
+        scenario.start_operator()
+        h.wait_until(lambda: scenario.kube.get(h.LVG, name) is None, timeout=WAIT,
+                     what=f"{name} deleted by the agent of its node", describe=scenario.describe(h.LVG, name))
+    finally:
+        peer.stop()
+        if not scenario.operator.alive():
+            scenario.start_operator()
+    assert h.loops_under(scenario.file_devices) == []
+    assert list(Path(scenario.file_devices).glob(f"disklet-{name}.*")) == []
+    assert h.vgs_named(vg) == []

@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
+    sub.add_parser("lvm-report", help="read-only LVM reports (pvs, vgs, lvs) as JSON, for support bundles",
+                   description="Run pvs, vgs and lvs with --reportformat json as the agent sees LVM (its device "
+                               "filter) and print them as one JSON object. Reads only.",
+                   epilog="examples:\n  disklet-agent lvm-report\n",
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
     sub.add_parser("run", help="run the node agent daemon (configured from the environment)",
                    description="Start the Kopf node agent: NODE_NAME, DISKLET_* variables (see docs).")
     return p
@@ -288,6 +294,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+LVM_REPORTS = (("pvs", "pv_all"), ("vgs", "vg_all"), ("lvs", "lv_all"))
+
+
+def cmd_lvm_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``{"pvs": <pvs JSON report> | {"error": ...}, "vgs": ..., "lvs": ...}``; exit 1 if one failed."""
+    from disklet_agent.host.lvm import Lvm
+
+    cfg = _config(args)
+    lvm = Lvm(AgentDeps.from_config(cfg).runner)
+    report: dict[str, Any] = {}
+    code = EXIT_OK
+    for cmd, columns in LVM_REPORTS:
+        res = lvm.runner.run(lvm.argv(cmd, "--reportformat", "json", "--units", "b", "-o", columns), timeout=lvm.timeout)
+        try:
+            report[cmd] = json.loads(res.stdout) if res.ok else {"error": (res.stderr or res.describe()).strip()}
+        except ValueError:
+            report[cmd] = {"error": f"unreadable {cmd} output"}
+        if "error" in report[cmd]:
+            code = EXIT_FAILED
+            err.write(f"{cmd}: {report[cmd]['error']}\n")
+    out.write(json.dumps(report, indent=2) + "\n")
+    return code
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -296,6 +326,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return cmd_apply_disk(args, out, err)
     if args.command == "disks":
         return cmd_disks(args, out, err)
+    if args.command == "lvm-report":
+        return cmd_lvm_report(args, out, err)
     if args.command == "run":
         return cmd_run(args)
     return EXIT_USAGE

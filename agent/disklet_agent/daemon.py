@@ -85,6 +85,7 @@ def build_registry(deps: AgentDeps, *, engine: LvgEngine | None = None, kube: Ag
 
     @kopf.on.cleanup(registry=registry)
     async def disklet_close_client(**_: Any) -> None:
+        await tasks.stop()  # first: a loop still running would open a new session after the close
         await kube.close()
 
     return registry

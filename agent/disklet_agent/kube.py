@@ -19,8 +19,12 @@ from disklet.kube.login import endpoint_from, in_cluster_server
 from disklet.kube.login import pod_or_kubeconfig as login
 from disklet.labels import node_label_value
 
-__all__ = ["AgentKube", "ApiError", "Endpoint", "endpoint_from", "in_cluster_server", "is_conflict",
+__all__ = ["AgentKube", "ApiError", "ClientClosed", "Endpoint", "endpoint_from", "in_cluster_server", "is_conflict",
            "is_not_found", "login"]
+
+
+class ClientClosed(RuntimeError):
+    """A request after :meth:`AgentKube.close` (shutdown)."""
 
 
 class AgentKube(KubeClient):
@@ -29,6 +33,26 @@ class AgentKube(KubeClient):
     def __init__(self, endpoint: Endpoint | None = None, **kwargs: Any) -> None:
         super().__init__(endpoint, login=None if endpoint is not None else login, field_manager="disklet-agent",
                          **kwargs)
+        self._closed = False
+
+    async def session(self) -> Any:
+        """As the shared client's, but never after :meth:`close`: a background task still running at
+        shutdown must not open a session nobody closes (aiohttp's "Unclosed connector" at exit)."""
+        if self._closed:
+            raise ClientClosed("the agent's API client is closed (shutting down)")
+        got = await super().session()
+        if self._closed:  # closed while this call waited for the lock
+            await super().close()
+            raise ClientClosed("the agent's API client is closed (shutting down)")
+        return got
+
+    async def close(self) -> None:
+        self._closed = True
+        await super().close()
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease, or None when it does not exist."""
+        return await self.get(LEASES, name, namespace)
 
     async def list_node_objects(self, res: Resource, node: str) -> list[dict[str, Any]]:
         """This node's objects of ``res`` (server-side label selector ``disklet.io/node=<node>``)."""

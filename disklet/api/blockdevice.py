@@ -9,6 +9,9 @@ from pydantic import Field
 
 from .common import ApiModel, StatusModel
 
+DEVICE_PATH_PATTERN = r"^/dev/[^\x00-\x1f\x7f]+$"
+"""A device path: under /dev, no control characters (it must never read as an option)."""
+
 
 def block_device_name(node: str, identity: str, path: str) -> str:
     """``dev-`` + a stable hash: the same disk keeps its name across reboots and renames."""
@@ -18,7 +21,7 @@ def block_device_name(node: str, identity: str, path: str) -> str:
 
 class BlockDeviceStatus(StatusModel):
     node_name: str = Field(description="Node the device is on.")
-    path: str = Field(description="Kernel device path, e.g. /dev/sdb.")
+    path: str = Field(pattern=DEVICE_PATH_PATTERN, max_length=4096, description="Kernel device path, e.g. /dev/sdb.")
     size: str = Field(description="Device size.")
     type: str = Field(description="lsblk type: disk, part, ...")
     fs_type: str | None = Field(default=None, alias="fsType", description="Filesystem or signature found on the device.")

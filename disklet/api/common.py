@@ -13,9 +13,13 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
-    """One ``x-kubernetes-validations`` entry."""
+def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None,
+        message_expression: str | None = None) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry (``message_expression``: a CEL string expression over
+    ``self`` that the API server shows instead of ``message``)."""
     out: dict[str, Any] = {"rule": rule, "message": message}
+    if message_expression:
+        out["messageExpression"] = message_expression
     if field_path:
         out["fieldPath"] = field_path
     if reason:

@@ -103,6 +103,8 @@ def crd_for(res: Resource) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "description": res.description, "properties": props}
     if required:
         schema["required"] = required
+    if res.object_rules:
+        schema["x-kubernetes-validations"] = list(res.object_rules)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -265,6 +265,8 @@ class DiskLayoutStatus(StatusModel):
     message: str | None = Field(default=None, max_length=32768, description="Human-readable detail of the phase.")
     target_devices: list[str] | None = Field(default=None, max_length=128, json_schema_extra=ATOMIC | {"items": {"maxLength": 4096}},
                                              description="Block devices the resolved layout formats.")
+    target_devices_text: str | None = Field(default=None, max_length=8192,
+                                            description="targetDevices joined by commas (the Devices printer column).")
     observed_generation: int | None = Field(default=None, description="metadata.generation last pre-flighted by the operator.")
     conditions: list[Condition] | None = Field(default=None, max_length=32, json_schema_extra=list_map("type"),
                                                description="Validated, Applied and friends (metav1.Condition).")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..units import GIB, PERCENT_RE, WHOLE_BINARY_SIZE_RE, QuantityError, decimal_unit_hint, quantity_bytes
+from .blockdevice import DEVICE_PATH_PATTERN
 from .common import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -28,6 +30,14 @@ THIN_SIZE_PATTERN = r"^(([1-9][0-9]?|100)%|[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k
 ALLOCATION_LIMIT_PATTERN = r"^[1-9][0-9]{0,3}%$"
 MIN_FILE_DEVICE_BYTES = GIB
 NAME_MAX = 255
+BACKING_NAME_OVERHEAD = len("disklet-..img")
+"""The bytes of disklet-<lvg>.<entry>.img around the two names."""
+DIRECTORY_PATTERN = r"^/[^\x00-\x1f\x7f]*$"
+"""Absolute, and no control characters (a newline in a path breaks every line-based tool)."""
+DECIMAL_SIZE_RULE = cel(
+    "!self.matches('^[0-9]+[KMGTP]B?$')", "is a decimal size (1G is 10^9 bytes): use Mi, Gi, Ti or Pi",
+    message_expression="self + ' is a decimal size (1G is 10^9 bytes): use Mi, Gi, Ti or Pi; did you mean ' + "
+                       "self.replace('B', '') + 'i?'")
 
 
 class LVGPhase(StrEnum):
@@ -50,6 +60,8 @@ class Reason(StrEnum):
     VG_EXTEND_FAILED = "VGExtendFailed"
     THIN_POOL_RECONCILE_FAILED = "ThinPoolReconcileFailed"
     ALIAS_RESOLUTION_FAILED = "AliasResolutionFailed"
+    VG_NAME_CONFLICT = "VGNameConflict"
+    NODE_LABEL_MISMATCH = "NodeLabelMismatch"
     TERMINATING = "Terminating"
 
 
@@ -94,12 +106,12 @@ class FileDevice(ApiModel):
     name: str = Field(pattern=DNS_LABEL, max_length=63,
                       description="Entry name (DNS-1123 label), part of the backing file name disklet-<lvg>.<name>.img.")
     directory: str = Field(
-        max_length=4096, pattern=r"^/",
+        max_length=4096, pattern=DIRECTORY_PATTERN,
         json_schema_extra=validations(cel("!self.matches('(^|/)[.][.]?(/|$)')",
                                           "directory must not contain . or .. segments")),
         description="Absolute directory of the backing file: the agent's base directory (Helm value fileDevicesDirectory, default /var/lib/disklet/file-devices) or below it. Immutable.")
     size: str = Field(
-        pattern=FILE_SIZE_PATTERN, max_length=32,
+        pattern=FILE_SIZE_PATTERN, max_length=32, json_schema_extra=validations(DECIMAL_SIZE_RULE),
         description="Size of the backing file in whole binary units (Mi, Gi, Ti, Pi), at least 1Gi. May only grow. Note: 1G is decimal (10^9 bytes) and not accepted; write 1Gi.")
 
     @field_validator("size", mode="before")
@@ -121,6 +133,8 @@ class FileDevice(ApiModel):
     def _directory_clean(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError(f"directory {v!r} must be absolute")
+        if re.search(r"[\x00-\x1f\x7f]", v):
+            raise ValueError(f"directory {v!r} must not contain control characters (newline, tab, ...)")
         if any(seg in (".", "..") for seg in v.split("/")):
             raise ValueError(f"directory {v!r} must not contain . or .. segments")
         return v
@@ -170,8 +184,10 @@ def _unique_backing_files(lvg_name: str | None, file_devices: list[FileDevice] |
     if not file_devices:
         return
     for fd in file_devices:
-        if lvg_name and len(backing_file_name(lvg_name, fd.name)) > NAME_MAX:
-            raise ValueError(f"backing file name for entry {fd.name!r} exceeds NAME_MAX ({NAME_MAX}): shorten the names")
+        if lvg_name and len(backing_file_name(lvg_name, fd.name).encode()) > NAME_MAX:
+            raise ValueError(f"backing file name {backing_file_name(lvg_name, fd.name)[:40]}... for entry {fd.name!r} "
+                             f"is longer than {NAME_MAX} bytes (the file name limit): shorten the LVMVolumeGroup "
+                             "name or the entry name")
     names = [fd.name for fd in file_devices]
     if len(set(names)) != len(names):
         raise ValueError("fileDevices names must be unique")
@@ -213,7 +229,7 @@ class LVMVolumeGroupSpec(ApiModel):
 
 class NodeDevice(StatusModel):
     block_device: str | None = Field(default=None, description="BlockDevice object name.")
-    path: str = Field(description="Device path on the node.")
+    path: str = Field(pattern=DEVICE_PATH_PATTERN, max_length=4096, description="Device path on the node.")
     pv_size: str | None = Field(default=None, description="Size of the PV.")
     dev_size: str | None = Field(default=None, description="Size of the device.")
     pv_uuid: str | None = Field(default=None, alias="pvUUID", description="PV UUID.")
@@ -222,7 +238,8 @@ class NodeDevice(StatusModel):
 class NodeFileDevice(StatusModel):
     name: str = Field(description="Entry name from spec.fileDevices.")
     file_path: str = Field(description="Backing file path as the kernel reports it.")
-    loop_device: str = Field(description="Canonical loop device, /dev/loopN.")
+    loop_device: str = Field(pattern=r"^/dev/loop[0-9]+$", max_length=32,
+                             description="Canonical loop device, /dev/loopN.")
     size: str | None = Field(default=None, description="PV size (backing file minus LVM metadata).")
     pv_uuid: str | None = Field(default=None, alias="pvUUID", description="PV UUID.")
 
@@ -264,6 +281,14 @@ class LVMVolumeGroupStatus(StatusModel):
     thin_pool_ready: str | None = Field(default=None, description="Ready thin pools out of requested, e.g. 1/2.")
 
 
+BACKING_NAME_RULE = cel(
+    f"!has(self.spec.fileDevices) || self.spec.fileDevices.all(f, "
+    f"size(self.metadata.name) + size(f.name) <= {NAME_MAX - BACKING_NAME_OVERHEAD})",
+    f"a backing file name disklet-<name>.<entry>.img would be longer than {NAME_MAX} bytes (the file name limit): "
+    "shorten the LVMVolumeGroup name or the fileDevices entry name")
+"""Object-level (the LVMVolumeGroup name is not in spec): names are DNS labels, so characters are bytes."""
+
+
 class LVMVolumeGroup(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
     api_version: str = "disklet.io/v1alpha1"
@@ -271,6 +296,11 @@ class LVMVolumeGroup(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: LVMVolumeGroupSpec
     status: LVMVolumeGroupStatus | None = None
+
+    @model_validator(mode="after")
+    def _backing_names_fit(self) -> LVMVolumeGroup:
+        _unique_backing_files(self.metadata.get("name"), self.spec.file_devices)
+        return self
 
 
 # ----------------------------------------------------------------------------- LVMVolumeGroupSet

@@ -10,7 +10,13 @@ from pydantic import BaseModel
 from .. import GROUP, VERSION
 from .blockdevice import BlockDeviceStatus
 from .disklayout import DiskLayoutSpec, DiskLayoutStatus
-from .lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSetStatus, LVMVolumeGroupSpec, LVMVolumeGroupStatus
+from .lvm import (
+    BACKING_NAME_RULE,
+    LVMVolumeGroupSetSpec,
+    LVMVolumeGroupSetStatus,
+    LVMVolumeGroupSpec,
+    LVMVolumeGroupStatus,
+)
 
 NODE_LABEL = f"{GROUP}/node"
 """Label the operator (and the agent for BlockDevices) keeps equal to the object's node, so each agent
@@ -28,6 +34,8 @@ class Resource:
     status: type[BaseModel]
     printer_columns: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     spec_required: bool = True
+    object_rules: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    """CEL rules on the whole object (they may read ``self.metadata.name``)."""
 
     @property
     def group(self) -> str:
@@ -66,7 +74,8 @@ DISK_LAYOUT = Resource(
         _col("Node", ".spec.nodeName"),
         _col("Phase", ".status.phase"),
         _col("Reason", ".status.refusalReason"),
-        _col("Devices", ".status.targetDevices"),
+        _col("Devices", ".status.targetDevicesText"),
+        _col("Ready", '.status.conditions[?(@.type=="Ready")].status', priority=1),
         _col("Generation", ".status.layoutGeneration", "integer", 1),
         _col("Mode", ".status.nodeMode", priority=1),
         AGE,
@@ -76,7 +85,7 @@ DISK_LAYOUT = Resource(
 LVM_VOLUME_GROUP = Resource(
     kind="LVMVolumeGroup", plural="lvmvolumegroups", singular="lvmvolumegroup", short_names=("lvg",),
     description="An LVM volume group on one node, built from block devices and/or file-backed loop devices, with thin pools.",
-    spec=LVMVolumeGroupSpec, status=LVMVolumeGroupStatus,
+    spec=LVMVolumeGroupSpec, status=LVMVolumeGroupStatus, object_rules=(BACKING_NAME_RULE,),
     printer_columns=(
         _col("ThinPools", ".status.thinPoolReady"),
         _col("Configuration Applied", ".status.configurationApplied"),

@@ -61,3 +61,8 @@ def apply_disk_argv(*, apply: bool, rebuild: bool, timeout_seconds: int) -> list
 def disks_argv(output: str = "json") -> list[str]:
     """``disklet-agent disks -o json|table``: the live topology and the classifier's verdict per device."""
     return [AGENT_COMMAND, "disks", "-o", output]
+
+
+def lvm_report_argv() -> list[str]:
+    """``disklet-agent lvm-report``: read-only pvs/vgs/lvs JSON reports as the agent sees LVM."""
+    return [AGENT_COMMAND, "lvm-report"]

@@ -1,8 +1,15 @@
-"""The kctl commands: thin async glue between manifests, the cluster (kube.py) and views."""
+"""The kctl commands: thin async glue between manifests, the cluster (kube.py) and views.
+
+Every command honours the one ``-o`` flag set (:class:`disklet.cli.output.Output`): without ``-o``
+(or with ``-o wide``) it prints its human report; with a machine format it prints the objects it
+read, wrote or would write, rendered by :func:`disklet.cli.output.render`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -28,10 +35,14 @@ from .agentexec import (
     pod_field_selector,
 )
 from .kube import EVENTS, NODES, PODS, Kind, Kube, KubeError, NotFound
+from .kubeconfig import HINT as KUBECONFIG_HINT
+from .kubeconfig import kubeconfig_problem
 from .manifests import Manifest, ManifestError, load_manifests
-from .output import as_list, dump, field, table
+from .output import Output, field, printer_columns, render, table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DIFF_NONE, DIFF_CHANGES, DIFF_ERROR = 0, 1, 2
+"""``kctl diff`` exits like ``kubectl diff``: 0 no differences, 1 differences, >1 an error."""
 
 
 @dataclass
@@ -41,9 +52,17 @@ class Ctx:
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str = "disklet-system"
+    output: Output = Output()
 
     async def connect(self) -> Kube:
+        problem = kubeconfig_problem(self.kubeconfig, self.context)
+        if problem:
+            raise KubeError(f"{problem} ({KUBECONFIG_HINT})")
         return await Kube.connect(self.kubeconfig, self.context)
+
+    def emit(self, objs: list[dict[str, Any]], single: bool = False, columns: Any = None) -> None:
+        """The command's objects in the ``-o`` format (machine output)."""
+        self.out.write(render(objs, self.output, single=single, columns=columns))
 
     def say(self, text: str = "") -> None:
         self.out.write(text if text.endswith("\n") else text + "\n")
@@ -58,20 +77,30 @@ class Ctx:
 @dataclass(frozen=True)
 class ResourceView:
     resource: Resource
-    headers: tuple[str, ...]
-    wide: tuple[str, ...]
-    row: Any
     node_path: str
+    delete_note: str
+    """What deleting the object does on the node (printed by ``kctl delete``)."""
 
 
 VIEWS: dict[str, ResourceView] = {
-    DISK_LAYOUT.plural: ResourceView(DISK_LAYOUT, views.DISK_LAYOUT_HEADERS, views.DISK_LAYOUT_WIDE,
-                                     views.disk_layout_row, "spec.nodeName"),
-    LVM_VOLUME_GROUP.plural: ResourceView(LVM_VOLUME_GROUP, views.LVG_HEADERS, views.LVG_WIDE, views.lvg_row,
-                                          "spec.local.nodeName"),
-    LVM_VOLUME_GROUP_SET.plural: ResourceView(LVM_VOLUME_GROUP_SET, views.LVGSET_HEADERS, (), views.lvgset_row, ""),
-    BLOCK_DEVICE.plural: ResourceView(BLOCK_DEVICE, views.BD_HEADERS, views.BD_WIDE, views.bd_row, "status.nodeName"),
+    DISK_LAYOUT.plural: ResourceView(
+        DISK_LAYOUT, "spec.nodeName",
+        "The node is untouched: its disks, mounts and the persisted layout (/etc/disklet/disk/current.nix) "
+        "stay in place."),
+    LVM_VOLUME_GROUP.plural: ResourceView(
+        LVM_VOLUME_GROUP, "spec.local.nodeName",
+        "The node's agent removes the volume group only if it proves ownership (our tag) and the VG holds no "
+        "logical volumes; otherwise the object stays Terminating and says why (docs/lvm.md)."),
+    LVM_VOLUME_GROUP_SET.plural: ResourceView(
+        LVM_VOLUME_GROUP_SET, "",
+        "The LVMVolumeGroups the set stamped are garbage-collected with it, each under the rule above "
+        "(docs/lvm.md)."),
+    BLOCK_DEVICE.plural: ResourceView(
+        BLOCK_DEVICE, "status.nodeName",
+        "Nothing on the node changes; the agent re-creates the BlockDevice at its next discovery while the "
+        "device exists."),
 }
+TYPE_HELP = "disklayouts (dl), lvmvolumegroups (lvg), lvmvolumegroupsets (lvgset), blockdevices (bd)"
 ALIASES: dict[str, str] = {}
 for _plural, _view in VIEWS.items():
     _r = _view.resource
@@ -80,7 +109,6 @@ for _plural, _view in VIEWS.items():
 ALIASES.update({"disk-layouts": "disklayouts", "disk-layout": "disklayouts", "lvm-volume-groups": "lvmvolumegroups",
                 "lvm-volume-group": "lvmvolumegroups", "block-devices": "blockdevices", "block-device": "blockdevices",
                 "lvm-volume-group-sets": "lvmvolumegroupsets"})
-DISK_LAYOUT_NAMES = {a for a, p in ALIASES.items() if p == DISK_LAYOUT.plural}
 
 
 def resolve_type(name: str) -> ResourceView | None:
@@ -120,12 +148,16 @@ def _preflight_line(pf: PreflightResult) -> str:
 
 # ---------------------------------------------------------------------------- diff
 async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
+    """Exit 0: no differences; 1: differences; 2: an error (invalid batch, failed pre-flight, API error)."""
+    quiet = ctx.output.structured
+    report = Ctx(out=io.StringIO() if quiet else ctx.out, err=ctx.err)  # -o: the report is dropped
     manifests = _load(ctx, path)
     if manifests is None:
-        return EXIT_FAILED
+        return DIFF_ERROR
     kube: Kube | None = None
-    code = EXIT_OK
+    failed = False
     counts = {"new": 0, "changed": 0, "unchanged": 0}
+    results: list[dict[str, Any]] = []
     preflights = await _preflight_all(manifests)
     try:
         if not offline:
@@ -133,29 +165,34 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
         for m in manifests:
             live = await kube.get(kind_of(m.resource), m.name) if kube else None
             if isinstance(m.spec, DiskLayoutSpec):
-                ok, state = await _diff_disk_layout(ctx, m, live, offline, preflights[id(m)])
-                if not ok:
-                    code = EXIT_FAILED
+                ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)])
+                failed = failed or not ok
             else:
-                state = _diff_spec(ctx, m, live, offline)
+                state = _diff_spec(report, m, live, offline)
             if state:
                 counts[state] += 1
-            ctx.say()
+            results.append({**m.obj, "diff": {"state": state or "not-compared", "source": m.source}})
+            report.say()
     except KubeError as exc:
         ctx.error(str(exc))
         ctx.err.write("  hint: `kctl diff --offline -f PATH` pre-flights without the cluster\n")
-        return EXIT_FAILED
+        return DIFF_ERROR
     finally:
         if kube:
             await kube.close()
-    summary = f"{len(manifests)} object(s)"
-    if not offline:
-        summary += f": {counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged"
-    summary += "; nothing was written"
-    if code != EXIT_OK:
-        summary += "; some layouts would not be applied (see pre-flight above)"
-    ctx.say(summary)
-    return code
+    if quiet:
+        ctx.emit([r for r in results if r["diff"]["state"] != "unchanged"] if ctx.output.format == "name" else results)
+    else:
+        summary = f"{len(manifests)} object(s)"
+        if not offline:
+            summary += f": {counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged"
+        summary += "; nothing was written"
+        if failed:
+            summary += "; some layouts would not be applied (see pre-flight above)"
+        ctx.say(summary)
+    if failed:
+        return DIFF_ERROR
+    return DIFF_CHANGES if counts["new"] or counts["changed"] else DIFF_NONE
 
 
 async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool,
@@ -236,6 +273,7 @@ async def cmd_apply(ctx: Ctx, path: str, force_conflicts: bool, skip_preflight: 
                           "leaves the judgement to the operator\n")
             return EXIT_FAILED
     code = EXIT_OK
+    applied: list[dict[str, Any]] = []
     try:
         async with await ctx.connect() as kube:
             for m in manifests:
@@ -247,81 +285,156 @@ async def cmd_apply(ctx: Ctx, path: str, force_conflicts: bool, skip_preflight: 
                     ctx.error(str(exc))
                     code = EXIT_FAILED
                     continue
+                applied.append(after)
                 if before is None:
                     verdict = "created"
                 elif comparable(before) == comparable(after):
                     verdict = "unchanged"
                 else:
                     verdict = "configured"
-                ctx.say(f"{m.ref} {verdict}")
+                if not ctx.output.structured:
+                    ctx.say(f"{m.ref} {verdict}")
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
+    if ctx.output.structured:
+        ctx.emit(applied, single=len(manifests) == 1)
     return code
 
 
 # ---------------------------------------------------------------------------- get / describe / delete
-async def cmd_get(ctx: Ctx, type_name: str, name: str | None, node: str | None, output: str | None) -> int:
+def _unknown_type(ctx: Ctx, type_name: str) -> int:
+    ctx.error(f"unknown resource type {type_name!r}; use one of: {TYPE_HELP}")
+    return EXIT_USAGE
+
+
+async def _select(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], selector: str | None,
+                  node: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """(objects, names not found): by name, else by label selector (server-side), then --node (client-side)."""
+    kind = kind_of(view.resource)
+    missing: list[str] = []
+    if names:
+        items = []
+        for name in names:
+            obj = await kube.get(kind, name)
+            if obj is None:
+                missing.append(name)
+            else:
+                items.append(obj)
+    else:
+        items = await kube.list_objects(kind, label_selector=selector)
+    if node:
+        items = [o for o in items if field(o, view.node_path) == node]
+    return sorted(items, key=views.name_of), missing
+
+
+def _not_found(ctx: Ctx, view: ResourceView, missing: list[str]) -> None:
+    for name in missing:
+        ctx.error(f"{view.resource.kind}/{name} not found\n  hint: `kctl get {view.resource.plural}` lists them")
+
+
+async def cmd_get(ctx: Ctx, type_name: str, names: list[str], node: str | None, selector: str | None = None,
+                  watch: bool = False, request_timeout: int | None = None) -> int:
     view = resolve_type(type_name)
     if view is None:
-        ctx.error(f"unknown resource type {type_name!r}; use one of: disk-layouts (dl), lvmvolumegroups (lvg), "
-                  "lvmvolumegroupsets (lvgset), blockdevices (bd)")
+        return _unknown_type(ctx, type_name)
+    if node and not view.node_path:
+        ctx.error(f"--node does not apply to {view.resource.plural} (they are not per node)")
+        return EXIT_USAGE
+    columns = printer_columns(view.resource)
+    try:
+        async with await ctx.connect() as kube:
+            if watch:
+                return await _watch(ctx, kube, view, names, selector, node, columns, request_timeout)
+            items, missing = await _select(ctx, kube, view, names, selector, node)
+            _not_found(ctx, view, missing)
+    except KubeError as exc:
+        ctx.error(str(exc))
+        return EXIT_FAILED
+    if ctx.output.structured:
+        if items or not names:
+            ctx.emit(items, single=len(names) == 1, columns=columns)
+    elif items:
+        ctx.emit(items, columns=columns)
+    elif not names:
+        ctx.err.write("No resources found" + (f" for node {node}" if node else "") + ".\n")
+    return EXIT_FAILED if missing else EXIT_OK
+
+
+async def _watch(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], selector: str | None,
+                 node: str | None, columns: Any, request_timeout: int | None) -> int:
+    """``get -w`` as kubectl: list and print, then one line (or document) per change after that list."""
+    kind = kind_of(view.resource)
+    listing = await kube.request("GET", kind.path(), query=[("labelSelector", selector)] if selector else [],
+                                 what=f"list {kind.plural}")
+    version = str(field(listing, "metadata.resourceVersion", "")) or None
+    headers_done = ctx.output.no_headers or ctx.output.structured
+
+    def show(obj: dict[str, Any]) -> None:
+        nonlocal headers_done
+        if (names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node):
+            return
+        obj.setdefault("apiVersion", f"{kind.group}/{kind.version}")
+        obj.setdefault("kind", kind.kind)
+        text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done),
+                      single=True, columns=columns)
+        headers_done = True
+        ctx.out.write(text if ctx.output.format != "jsonpath" or text.endswith("\n") else text + "\n")
+        ctx.out.flush()
+
+    for obj in sorted((listing or {}).get("items") or [], key=views.name_of):
+        show(obj)
+    async for event in kube.watch(kind, label_selector=selector, timeout_seconds=request_timeout,
+                                  resource_version=version):
+        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+            show(event.get("object") or {})
+    return EXIT_OK
+
+
+async def cmd_describe(ctx: Ctx, type_name: str, names: list[str], selector: str | None = None) -> int:
+    if type_name.lower() in ("node", "nodes", "no"):
+        if not names:
+            ctx.error("describe node needs a NODE name")
+            return EXIT_USAGE
+        try:
+            async with await ctx.connect() as kube:
+                code = EXIT_OK
+                for name in names:
+                    code = max(code, await _describe_node(ctx, kube, name))
+                return code
+        except KubeError as exc:
+            ctx.error(str(exc))
+            return EXIT_FAILED
+    view = resolve_type(type_name)
+    if view is None:
+        ctx.error(f"unknown resource type {type_name!r}; use one of: {TYPE_HELP}, node")
         return EXIT_USAGE
     try:
         async with await ctx.connect() as kube:
-            kind = kind_of(view.resource)
-            if name:
-                obj = await kube.get(kind, name)
-                if obj is None:
-                    ctx.error(f"{view.resource.kind}/{name} not found\n  hint: `kctl get {type_name}` lists them")
-                    return EXIT_FAILED
-                items = [obj]
+            items, missing = await _select(ctx, kube, view, names, selector, None)
+            _not_found(ctx, view, missing)
+            pages = []
+            for obj in items:
+                name = views.name_of(obj)
+                events = await kube.list_objects(EVENTS, field_selector=f"involvedObject.name={name},"
+                                                                        f"involvedObject.kind={view.resource.kind}")
+                pages.append((obj, events))
+    except KubeError as exc:
+        ctx.error(str(exc))
+        return EXIT_FAILED
+    if ctx.output.structured:
+        ctx.emit([o for o, _ in pages], single=len(names) == 1, columns=printer_columns(view.resource))
+    else:
+        texts = []
+        for obj, events in pages:
+            if view.resource is DISK_LAYOUT:
+                texts.append(views.describe_disk_layout(obj, events))
             else:
-                items = await kube.list_objects(kind)
-    except KubeError as exc:
-        ctx.error(str(exc))
-        return EXIT_FAILED
-    if node:
-        if not view.node_path:
-            ctx.error(f"--node does not apply to {view.resource.plural} (they are not per node)")
-            return EXIT_USAGE
-        items = [o for o in items if field(o, view.node_path) == node]
-    items.sort(key=views.name_of)
-    if output in ("yaml", "json"):
-        ctx.out.write(dump(items[0] if name else as_list(items), output))
-        return EXIT_OK
-    if output == "name":
-        for o in items:
-            ctx.say(f"{view.resource.singular}.{view.resource.group}/{views.name_of(o)}")
-        return EXIT_OK
-    if not items:
-        ctx.err.write("No resources found" + (f" for node {node}" if node else "") + ".\n")
-        return EXIT_OK
-    wide = output == "wide"
-    ctx.out.write(table(view.headers + (view.wide if wide else ()), [view.row(o, wide) for o in items]))
-    return EXIT_OK
-
-
-async def cmd_describe(ctx: Ctx, type_name: str, name: str) -> int:
-    try:
-        async with await ctx.connect() as kube:
-            if type_name.lower() in ("node", "nodes", "no"):
-                return await _describe_node(ctx, kube, name)
-            if type_name.lower() not in DISK_LAYOUT_NAMES:
-                ctx.error(f"kctl describe knows disk-layout and node, not {type_name!r}\n"
-                          f"  hint: `kctl get {type_name} {name} -o yaml` shows any disklet object")
-                return EXIT_USAGE
-            obj = await kube.get(kind_of(DISK_LAYOUT), name)
-            if obj is None:
-                ctx.error(f"DiskLayout/{name} not found\n  hint: `kctl get disk-layouts` lists them")
-                return EXIT_FAILED
-            events = await kube.list_objects(EVENTS, field_selector=f"involvedObject.name={name},"
-                                                                    f"involvedObject.kind={DISK_LAYOUT.kind}")
-    except KubeError as exc:
-        ctx.error(str(exc))
-        return EXIT_FAILED
-    ctx.out.write(views.describe_disk_layout(obj, events))
-    return EXIT_OK
+                texts.append(views.describe_object(obj, events, printer_columns(view.resource)))
+        ctx.out.write("\n\n".join(texts))
+        if not pages and not names:
+            ctx.err.write("No resources found.\n")
+    return EXIT_FAILED if missing else EXIT_OK
 
 
 async def _node_objects(kube: Kube, node: str, res: Resource, node_path: str) -> list[dict[str, Any]]:
@@ -341,48 +454,72 @@ async def _describe_node(ctx: Ctx, kube: Kube, node: str) -> int:
     if node_obj is None and not (layouts or lvgs or bds):
         ctx.error(f"node {node!r} not found and no disklet object names it\n  hint: `kubectl get nodes`")
         return EXIT_FAILED
-    ctx.out.write(views.describe_node(node, node_obj, layouts, lvgs, bds))
+    if ctx.output.structured:
+        ctx.emit(([node_obj] if node_obj else []) + layouts + lvgs + bds)
+    else:
+        ctx.out.write(views.describe_node(node, node_obj, layouts, lvgs, bds))
     return EXIT_OK
 
 
-async def cmd_delete(ctx: Ctx, type_name: str, name: str) -> int:
-    if type_name.lower() not in DISK_LAYOUT_NAMES:
-        ctx.error(f"kctl delete only deletes disk-layouts, not {type_name!r}\n"
-                  "  hint: LVM volume groups hold data; delete them deliberately with kubectl")
+async def cmd_delete(ctx: Ctx, type_name: str, names: list[str], selector: str | None = None) -> int:
+    view = resolve_type(type_name)
+    if view is None:
+        return _unknown_type(ctx, type_name)
+    if not names and not selector:
+        ctx.error(f"delete needs NAME... or -l SELECTOR (kctl never deletes every {view.resource.kind} at once)")
         return EXIT_USAGE
+    kind = kind_of(view.resource)
+    code = EXIT_OK
+    deleted: list[dict[str, Any]] = []
     try:
         async with await ctx.connect() as kube:
-            await kube.delete(kind_of(DISK_LAYOUT), name)
-    except NotFound:
-        ctx.error(f"DiskLayout/{name} not found (nothing deleted)\n  hint: `kctl get disk-layouts` lists them")
-        return EXIT_FAILED
+            targets = names or [views.name_of(o) for o in await kube.list_objects(kind, label_selector=selector)]
+            for name in targets:
+                try:
+                    obj = await kube.get(kind, name)
+                    await kube.delete(kind, name)
+                except NotFound:
+                    obj = None
+                if obj is None:
+                    ctx.error(f"{view.resource.kind}/{name} not found (nothing deleted)\n"
+                              f"  hint: `kctl get {view.resource.plural}` lists them")
+                    code = EXIT_FAILED
+                    continue
+                deleted.append(obj)
+                if not ctx.output.structured:
+                    ctx.say(f"{view.resource.kind}/{name} deleted")
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
-    ctx.say(f"DiskLayout/{name} deleted")
-    ctx.say("The node is untouched: its disks, mounts and the persisted layout (/etc/disklet/disk/current.nix) "
-            "stay in place.")
-    return EXIT_OK
+    if ctx.output.structured:
+        ctx.emit(deleted, single=len(names) == 1)
+    elif deleted:
+        ctx.say(view.delete_note)
+    elif not names:
+        ctx.err.write("No resources found.\n")
+    return code
 
 
 # ---------------------------------------------------------------------------- node
-async def cmd_node_disks(ctx: Ctx, node: str, live: bool, output: str | None) -> int:
+async def cmd_node_disks(ctx: Ctx, node: str, live: bool) -> int:
     if live:
-        return await _exec_agent(ctx, node, disks_argv(output or "table"), None)
+        if ctx.output.structured:
+            return await _exec_agent_objects(ctx, node, disks_argv("json"), None)
+        return await _exec_agent(ctx, node, disks_argv("table"), None)
     try:
         async with await ctx.connect() as kube:
             bds = await _node_objects(kube, node, BLOCK_DEVICE, "status.nodeName")
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
-    if output in ("yaml", "json"):
-        ctx.out.write(dump(as_list(bds), output))
+    if ctx.output.structured:
+        ctx.emit(bds, columns=printer_columns(BLOCK_DEVICE))
         return EXIT_OK
     if not bds:
         ctx.err.write(f"No BlockDevices for node {node}. Is the disklet agent running there? "
                       "(`kctl node disks NODE --live` asks the agent directly)\n")
         return EXIT_OK
-    ctx.out.write(table(views.NODE_DISK_HEADERS, views.node_disk_rows(bds)))
+    ctx.out.write(table(views.NODE_DISK_HEADERS, views.node_disk_rows(bds), no_headers=ctx.output.no_headers))
     return EXIT_OK
 
 
@@ -408,8 +545,43 @@ async def _exec_agent(ctx: Ctx, node: str, argv: list[str], stdin: bytes | None)
         return EXIT_FAILED
 
 
+def agent_objects(text: str, kind: str, node: str) -> list[dict[str, Any]]:
+    """The agent's ``-o json`` report as one object for the ``-o`` renderers (kind names what it is)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return []
+    return [{"apiVersion": "agent.disklet.io/v1", "kind": kind, "metadata": {"name": node}, "report": data}]
+
+
+async def _exec_agent_objects(ctx: Ctx, node: str, argv: list[str], stdin: bytes | None,
+                              kind: str = "NodeDisks") -> int:
+    """Run the agent command with ``-o json`` and print its report through the ``-o`` renderers."""
+    chunks: list[str] = []
+
+    def collect(data: bytes) -> None:
+        chunks.append(data.decode("utf-8", errors="replace"))
+
+    def to_err(data: bytes) -> None:
+        ctx.err.write(data.decode("utf-8", errors="replace"))
+    try:
+        async with await ctx.connect() as kube:
+            pod, container = await find_agent_pod(kube, node, ctx.namespace)
+            ctx.err.write(f"# {ctx.namespace}/{pod}: {' '.join(argv)}\n")
+            code = await kube.exec(ctx.namespace, pod, container, argv, stdin, collect, to_err)
+    except (KubeError, AgentPodError) as exc:
+        ctx.error(str(exc))
+        return EXIT_FAILED
+    objs = agent_objects("".join(chunks), kind, node)
+    if not objs:
+        ctx.out.write("".join(chunks))
+    else:
+        ctx.emit(objs, single=True)
+    return code
+
+
 async def cmd_node_apply_disk(ctx: Ctx, node: str, path: str, apply: bool, rebuild: bool, timeout_seconds: int,
-                              output: str | None, deprecated: bool) -> int:
+                              deprecated: bool) -> int:
     if deprecated:
         ctx.warn("`kctl node apply-disko` is deprecated and will be removed; use `kctl node apply-disk`")
     try:
@@ -419,7 +591,43 @@ async def cmd_node_apply_disk(ctx: Ctx, node: str, path: str, apply: bool, rebui
         ctx.error(f"cannot read {path}: {exc.strerror}")
         return EXIT_FAILED
     argv = apply_disk_argv(apply=apply, rebuild=rebuild, timeout_seconds=timeout_seconds)
-    if output == "json":
-        argv += ["-o", "json"]
+    if ctx.output.structured:
+        return await _exec_agent_objects(ctx, node, argv + ["-o", "json"], body, kind="ApplyDiskReport")
     return await _exec_agent(ctx, node, argv, body)
 
+
+# ---------------------------------------------------------------------------- support-bundle
+async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, nodes: list[str]) -> int:
+    """Write one .tar.gz of disklet objects, Events, pods, logs and per-node agent views (no Secrets)."""
+    import time
+
+    from . import supportbundle
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    top = f"disklet-support-{stamp}"
+    path = tarball_path or f"{top}.tar.gz"
+    try:
+        async with await ctx.connect() as kube:
+            bundle = await supportbundle.collect(kube, ctx.namespace, tail,
+                                                 supportbundle.exec_via(kube, ctx.namespace), nodes or None)
+    except KubeError as exc:
+        ctx.error(str(exc))
+        return EXIT_FAILED
+    data = supportbundle.tarball(bundle, top)
+    try:
+        with open(path, "xb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        ctx.error(f"cannot write {path}: {exc.strerror}\n  hint: pass --tarball FILE (an existing file is never "
+                  "overwritten)")
+        return EXIT_FAILED
+    report = {"apiVersion": "kctl.disklet.io/v1", "kind": "SupportBundle", "metadata": {"name": path},
+              "files": sorted(bundle.files), "problems": bundle.problems}
+    if ctx.output.structured:
+        ctx.emit([report], single=True)
+        return EXIT_OK
+    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets, environment values redacted")
+    for problem in bundle.problems:
+        ctx.warn(problem)
+    ctx.say("Attach it to your bug report; docs/troubleshooting.md says what each file holds.")
+    return EXIT_OK

@@ -5,7 +5,11 @@ turned into a :class:`KubeError` that says what to do next."""
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+import aiohttp
 
 from disklet.kube import login
 from disklet.kube.client import (
@@ -19,6 +23,7 @@ from disklet.kube.client import (
     KubeClient,
     NotFound,
     exit_code_of,
+    kind_of,
     stdin_frames,
 )
 from disklet.kube.client import Kind as Kind
@@ -80,3 +85,41 @@ class Kube(KubeClient):
         except ApiError as exc:
             hint = "you need RBAC create on pods/exec in that namespace" if exc.status in (401, 403) else ""
             raise with_hint(exc, hint) from None
+
+    async def text(self, path: str, *, query: Sequence[tuple[str, str]] = (), what: str = "") -> str:
+        """A plain-text GET (pod logs): the body as text."""
+        what = what or f"GET {path}"
+        session, ep = await self.session()
+        try:
+            async with session.get(ep.server + path, params=list(query), headers={"Accept": "*/*"},
+                                   proxy=ep.proxy) as resp:
+                body = await resp.text()
+                if resp.status >= 400:
+                    raise with_hint(ApiError.from_response(what, resp.status, resp.reason or "", body))
+                return body
+        except (aiohttp.ClientError, OSError) as exc:
+            raise with_hint(ApiError(f"{what}: cannot reach the API server at {ep.server}: {exc}")) from None
+
+    async def watch(self, kind: KindLike, *, label_selector: str | None = None, timeout_seconds: int | None = None,
+                    resource_version: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Watch events (``{"type", "object"}``) of ``kind`` after ``resource_version`` (a list's)."""
+        kind = kind_of(kind)
+        query = [("watch", "true")]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if timeout_seconds:
+            query.append(("timeoutSeconds", str(timeout_seconds)))
+        session, ep = await self.session()
+        try:
+            async with session.get(ep.server + kind.path(), params=query, headers={"Accept": "application/json"},
+                                   proxy=ep.proxy, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30)) as resp:
+                if resp.status >= 400:
+                    raise with_hint(ApiError.from_response(f"watch {kind.plural}", resp.status, resp.reason or "",
+                                                           await resp.text()))
+                async for line in resp.content:
+                    if line.strip():
+                        yield json.loads(line)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise with_hint(ApiError(f"watch {kind.plural}: cannot reach the API server at {ep.server}: {exc}")) from None

@@ -1,20 +1,28 @@
-"""``kctl``: declarative day-2 disk layouts and storage inventory from your kubeconfig.
+"""``kctl`` (also ``kubectl disklet``): declarative day-2 disk layouts and storage inventory.
 
 Exit codes: 0 success; 1 refused or failed (invalid manifest batch, failed pre-flight, API error,
 object not found, a remote command's non-zero exit is passed through as is); 2 usage error.
+``diff`` follows ``kubectl diff``: 0 no differences, 1 differences, 2 an error.
+
+Subcommands live in :data:`SUBCOMMANDS`; another module adds one with :func:`register_subcommand`
+(a function ``(sub, make) -> None`` that builds its parser with ``make(sub, name, ...)`` and sets
+``handler=async fn(args, ctx) -> int`` with ``set_defaults``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
+from .. import __version__
 from . import commands
 from .agentexec import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Ctx
+from .output import OUTPUT_HELP, Output, parse_output
 
 RAW = argparse.RawDescriptionHelpFormatter
 EXIT_CODES = """exit codes:
@@ -22,6 +30,13 @@ EXIT_CODES = """exit codes:
   1  refused or failed: invalid manifest batch (nothing sent), failed pre-flight, API error, not found;
      for `node apply-disk`/`node disks --live` the agent's own exit code is passed through
   2  usage error (unknown command, option or resource type)
+  diff: 0 no differences, 1 differences found, 2 an error (as `kubectl diff`)
+"""
+SIZES = """sizes (two grammars, on purpose):
+  DiskLayout partition sizes are passed to disko/sgdisk as written: 512M, 64G, 2T or 100%; the
+  letters are binary (64G = 64 GiB). LVMVolumeGroup sizes are Kubernetes quantities like a PVC's:
+  10Gi, 500Mi, 2Ti (thin pools also NN%); decimal units (10G = 10^9 bytes) are refused there, so the
+  same text never means two sizes. See docs/kctl.md#sizes.
 """
 TOP_EPILOG = """examples:
   kctl diff -f day2-disk-layout.yaml            # pre-flight, no writes
@@ -33,8 +48,12 @@ TOP_EPILOG = """examples:
   kctl describe node kvm-node-1
   kctl node apply-disk kvm-node-1 -f day2-disk.nix             # validate only
   kctl node apply-disk kvm-node-1 -f day2-disk.nix --apply --timeout-seconds 600
+  kubectl disklet get lvg -o custom-columns=NAME:.metadata.name,VG:.spec.actualVGNameOnTheNode
+  kctl support-bundle                          # a tarball for a bug report (no secrets)
 
-""" + EXIT_CODES + "\nSee docs/kctl.md."
+output (every command): -o json|yaml|wide|name|jsonpath=TEMPLATE|custom-columns=SPEC, --no-headers
+
+""" + EXIT_CODES + "\n" + SIZES + "\nSee docs/kctl.md."
 
 
 class UsageError(Exception):
@@ -42,7 +61,23 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so ``run()`` returns 2 (and tests can call it)."""
+    """argparse that raises instead of exiting, so ``run()`` returns 2 (and tests can call it).
+
+    It also remembers its option strings and subcommands (for ``kubectl disklet`` completion)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.option_names: list[str] = []
+        self.subcommands: dict[str, argparse.ArgumentParser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        self.option_names += [a for a in args if isinstance(a, str) and a.startswith("-")]
+        return super().add_argument(*args, **kwargs)
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        self.subcommands = action.choices
+        return action
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}\n  hint: `{self.prog} --help` shows usage and examples")
@@ -57,11 +92,33 @@ def _globals(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help=f"namespace of the disklet agent pods (default: {DEFAULT_NAMESPACE})")
 
 
-def _sub(sub: Any, name: str, help_: str, description: str, examples: str, **kw: Any) -> argparse.ArgumentParser:
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    """The one -o flag set every command takes (kubectl's)."""
+    p.add_argument("-o", "--output", type=parse_output, default=argparse.SUPPRESS, metavar="FORMAT", help=OUTPUT_HELP)
+    p.add_argument("--no-headers", action="store_true", default=argparse.SUPPRESS,
+                   help="tables without the header line")
+
+
+def _sub(sub: Any, name: str, help_: str, description: str, examples: str, *, leaf: bool = True,
+         extra_epilog: str = "", **kw: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=description, formatter_class=RAW,
-                                                epilog="examples:\n" + examples + "\n\n" + EXIT_CODES, **kw)
+                                                epilog="examples:\n" + examples + "\n\n" + EXIT_CODES + extra_epilog,
+                                                **kw)
     _globals(p, suppress=True)
+    if leaf:
+        _output_flags(p)
     return p
+
+
+Handler = Callable[[argparse.Namespace, Ctx], Awaitable[int]]
+SubcommandBuilder = Callable[[Any, Callable[..., argparse.ArgumentParser]], None]
+SUBCOMMANDS: list[SubcommandBuilder] = []
+
+
+def register_subcommand(build: SubcommandBuilder) -> SubcommandBuilder:
+    """Add a top-level subcommand (usable as a decorator); see the module docstring."""
+    SUBCOMMANDS.append(build)
+    return build
 
 
 def _timeout(text: str) -> int:
@@ -74,24 +131,35 @@ def _timeout(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="kctl", formatter_class=RAW,
+def build_parser(prog: str = "kctl") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, formatter_class=RAW,
                 description="disklet's command line: declarative DiskLayouts (diff, apply, get, describe, delete), "
                             "node storage inventory, and one-off layout pushes through the node's disklet agent. "
                             "Talks to the cluster with your kubeconfig.",
                 epilog=TOP_EPILOG)
     _globals(p, suppress=False)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    for build in (_builtin_commands, *SUBCOMMANDS):
+        build(sub, _sub)
+    return p
+
+
+def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) -> None:
 
     d = _sub(sub, "diff", "pre-flight manifests and show what would change (no writes)",
              "Resolve every DiskLayout (render diskLayout, inline layoutNixFile), run the structural pre-flight, "
              "print the target devices and a unified diff of the resolved Nix body against what the cluster holds "
-             "(\"new\" when absent). Writes nothing. Exit 1 when a layout would be refused or fail.",
-             "  kctl diff -f day2-disk-layout.yaml\n  kctl diff -f ./disk-layouts/ --offline")
+             "(\"new\" when absent). Writes nothing. Exits like kubectl diff: 0 no differences, 1 differences, "
+             "2 an error (invalid manifest, a layout that would be refused or fail, API error). With --offline "
+             "nothing is compared: 0 when every document passes. -o name lists the objects that would change.",
+             "  kctl diff -f day2-disk-layout.yaml\n  kctl diff -f ./disk-layouts/ --offline\n"
+             "  kctl diff -f fleet/ -o name      # what would change, one per line", extra_epilog="\n" + SIZES)
     d.add_argument("-f", "--filename", required=True, metavar="PATH",
                    help="manifest file, directory of *.yaml/*.yml, or - for stdin")
     d.add_argument("--offline", action="store_true", help="do not contact the cluster; pre-flight only")
+    d.set_defaults(handler=lambda a, ctx: commands.cmd_diff(ctx, a.filename, a.offline))
 
     a = _sub(sub, "apply", "create or update objects by server-side apply",
              "Validate every document (the whole batch is refused, nothing sent, if one is invalid or a layout "
@@ -99,45 +167,81 @@ def build_parser() -> argparse.ArgumentParser:
              "<kind>/<name> created|configured|unchanged. Conflicts with another field manager are errors "
              "unless --force-conflicts.",
              "  kctl apply -f day2-disk-layout.yaml\n  kctl apply -f ./disk-layouts/\n"
-             "  kctl apply -f fleet.yaml --force-conflicts")
+             "  kctl apply -f fleet.yaml --force-conflicts\n  kctl apply -f day2.yaml -o name",
+             extra_epilog="\n" + SIZES)
     a.add_argument("-f", "--filename", required=True, metavar="PATH",
                    help="manifest file, directory of *.yaml/*.yml, or - for stdin")
     a.add_argument("--force-conflicts", action="store_true",
                    help="take ownership of fields another manager set (server-side apply force=true)")
     a.add_argument("--skip-preflight", action="store_true",
                    help="send DiskLayouts even if the local pre-flight fails (the operator judges them)")
+    a.set_defaults(handler=lambda a, ctx: commands.cmd_apply(ctx, a.filename, a.force_conflicts, a.skip_preflight))
 
-    g = _sub(sub, "get", "list disk layouts, LVM volume groups or block devices",
-             "Types: disk-layouts (dl, disklayouts), lvmvolumegroups (lvg), lvmvolumegroupsets (lvgset), "
-             "blockdevices (bd). Columns for disk-layouts: NAME NODE PHASE REASON DEVICES AGE; "
-             "-o wide adds GENERATION MODE HASH.",
-             "  kctl get disk-layouts\n  kctl get dl --node kvm-node-1 -o wide\n  kctl get dl prod-data-pool -o yaml\n"
-             "  kctl get lvg\n  kctl get bd --node kvm-node-1")
-    g.add_argument("type", metavar="TYPE", help="disk-layouts | lvg | lvgset | bd (and their long names)")
-    g.add_argument("name", nargs="?", metavar="NAME", help="one object")
+    g = _sub(sub, "get", "list disklet objects (columns are the CRDs' printer columns, as kubectl get)",
+             "Types: " + commands.TYPE_HELP + ". The columns are the CRDs' additionalPrinterColumns, so "
+             "`kctl get` and `kubectl get` print the same; -o wide adds the priority-1 columns. -w keeps "
+             "watching and prints one line per change.",
+             "  kctl get disklayouts\n  kctl get dl --node kvm-node-1 -o wide\n  kctl get dl prod-data-pool -o yaml\n"
+             "  kctl get lvg -l disklet.io/node=kvm-node-1\n  kctl get bd -o jsonpath='{.items[*].status.path}'\n"
+             "  kctl get dl -w")
+    g.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd (and their long names)")
+    g.add_argument("names", nargs="*", metavar="NAME", help="only these objects")
     g.add_argument("--node", metavar="NODE", help="only objects of this node")
-    g.add_argument("-o", "--output", choices=("wide", "yaml", "json", "name"), help="output format")
+    g.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, e.g. disklet.io/node=n1")
+    g.add_argument("-w", "--watch", action="store_true", help="after listing, watch for changes")
+    g.add_argument("--request-timeout", type=int, metavar="SECONDS", help="with -w: stop watching after this long")
+    g.set_defaults(handler=lambda a, ctx: commands.cmd_get(ctx, a.type, a.names, a.node, a.selector, a.watch,
+                                                           a.request_timeout))
 
-    ds = _sub(sub, "describe", "details of a disk layout, or a node's storage inventory",
-              "describe disk-layout NAME: spec summary, resolved targets, status, conditions and recent Events.\n"
+    ds = _sub(sub, "describe", "details of any disklet object, or a node's storage inventory",
+              "describe TYPE NAME: spec, status, conditions and recent Events of any disklet kind "
+              "(DiskLayouts also show the resolved targets and the next step).\n"
               "describe node NODE: storage backends, DiskLayout phase, LVM VGs and thin pools, ZFS pools, "
               "BlockDevices.",
-              "  kctl describe disk-layout prod-data-pool\n  kctl describe node kvm-node-1")
-    ds.add_argument("type", metavar="TYPE", help="disk-layout (dl) or node")
-    ds.add_argument("name", metavar="NAME")
+              "  kctl describe disklayout prod-data-pool\n  kctl describe lvg vg-data-a\n"
+              "  kctl describe bd -l disklet.io/node=kvm-node-1\n  kctl describe node kvm-node-1")
+    ds.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd | node")
+    ds.add_argument("names", nargs="*", metavar="NAME")
+    ds.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector")
+    ds.set_defaults(handler=lambda a, ctx: commands.cmd_describe(ctx, a.type, a.names, a.selector))
 
-    de = _sub(sub, "delete", "delete a DiskLayout (the node is not touched)",
-              "Delete the DiskLayout object. Nothing on the node changes: disks, mounts and the persisted layout "
-              "(/etc/disklet/disk/current.nix) stay in place.",
-              "  kctl delete disk-layout prod-data-pool")
-    de.add_argument("type", metavar="TYPE", help="disk-layout (dl)")
-    de.add_argument("name", metavar="NAME")
+    de = _sub(sub, "delete", "delete disklet objects (says what happens on the node)",
+              "Delete objects by name or label selector. A DiskLayout's deletion changes nothing on the node; an "
+              "LVMVolumeGroup's makes its agent remove the VG only when it proves ownership and the VG is empty; "
+              "a BlockDevice comes back at the next discovery.",
+              "  kctl delete disklayout prod-data-pool\n  kctl delete lvg vg-data-a\n"
+              "  kctl delete dl -l team=storage -o name")
+    de.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd")
+    de.add_argument("names", nargs="*", metavar="NAME")
+    de.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector")
+    de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector))
+
+    sb = _sub(sub, "support-bundle", "one tarball for a bug report: objects, Events, logs, agents' views (no Secrets)",
+              "Collect every disklet object, the Events about them, the operator and agent pods (environment "
+              "values redacted) and their last --tail log lines, and per node the agent's live `disks` view and "
+              "LVM reports (read-only, via exec in the agent pod), into one .tar.gz. Secrets are never read. "
+              "Problems met while collecting are listed in index.yaml and on stderr; they do not stop the bundle.",
+              "  kctl support-bundle\n  kctl support-bundle --tail 5000 --tarball /tmp/disklet.tar.gz\n"
+              "  kctl support-bundle --node kvm-node-1 -n disklet")
+    sb.add_argument("--tarball", metavar="FILE", help="where to write (default ./disklet-support-<UTC time>.tar.gz; "
+                                                      "never overwrites)")
+    sb.add_argument("--tail", type=int, default=1000, metavar="N", help="log lines per container (default 1000)")
+    sb.add_argument("--node", dest="nodes", action="append", default=[], metavar="NODE",
+                    help="only these nodes' agent views (repeatable; default every node with an agent pod)")
+    sb.set_defaults(handler=lambda a, ctx: commands.cmd_support_bundle(ctx, a.tarball, a.tail, a.nodes))
+
+    c = _sub(sub, "completion", "print a shell completion script (bash, zsh or fish)",
+             "Print the completion script for SHELL to stdout. Load it in your shell's startup file.",
+             "  source <(kctl completion bash)\n  kctl completion zsh > \"${fpath[1]}/_kctl\"\n"
+             "  kctl completion fish > ~/.config/fish/completions/kctl.fish", leaf=False)
+    c.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash | zsh | fish")
+    c.set_defaults(handler=_completion)
 
     n = _sub(sub, "node", "per-node commands: disks, apply-disk",
              "Per-node storage commands. `disks` lists the node's BlockDevices (or, with --live, asks the agent). "
              "`apply-disk` streams a disko Nix file to the node's agent pod (Kubernetes exec) and runs "
              "`disklet-agent apply-disk -f -` there: validation only unless --apply.",
-             "  kctl node disks kvm-node-1\n  kctl node apply-disk kvm-node-1 -f day2-disk.nix")
+             "  kctl node disks kvm-node-1\n  kctl node apply-disk kvm-node-1 -f day2-disk.nix", leaf=False)
     nsub = n.add_subparsers(dest="node_command", metavar="NODE_COMMAND", parser_class=_Parser)
     nsub.required = True
     nd = _sub(nsub, "disks", "the node's block devices",
@@ -146,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  kctl node disks kvm-node-1\n  kctl node disks kvm-node-1 --live\n  kctl node disks kvm-node-1 -o json")
     nd.add_argument("node", metavar="NODE")
     nd.add_argument("--live", action="store_true", help="ask the node's agent (exec) instead of the API")
-    nd.add_argument("-o", "--output", choices=("yaml", "json", "table"), help="output format")
+    nd.set_defaults(handler=lambda a, ctx: commands.cmd_node_disks(ctx, a.node, a.live))
     for name, deprecated in (("apply-disk", False), ("apply-disko", True)):
         ad = _sub(nsub, name, ("DEPRECATED alias of apply-disk" if deprecated else
                                "validate (default) or --apply a disko Nix file on one node"),
@@ -166,55 +270,54 @@ def build_parser() -> argparse.ArgumentParser:
         ad.add_argument("--no-rebuild", action="store_true", help="skip nixos-rebuild test/switch (validation flows)")
         ad.add_argument("--timeout-seconds", type=_timeout, default=DEFAULT_TIMEOUT_SECONDS, metavar="N",
                         help=f"bound on the disko run (default {DEFAULT_TIMEOUT_SECONDS}, hard cap {MAX_TIMEOUT_SECONDS})")
-        ad.add_argument("-o", "--output", choices=("table", "json"), help="the agent's output format")
-        ad.set_defaults(deprecated=deprecated)
-    return p
+        ad.set_defaults(deprecated=deprecated, handler=lambda a, ctx: commands.cmd_node_apply_disk(
+            ctx, a.node, a.filename, a.apply, not a.no_rebuild, a.timeout_seconds, a.deprecated))
 
 
-def parse(argv: Sequence[str]) -> argparse.Namespace:
-    return build_parser().parse_args(list(argv))
+async def _completion(args: argparse.Namespace, ctx: Ctx) -> int:
+    import shtab
+
+    prog = args.prog_name
+    ctx.out.write(shtab.complete(build_parser(prog), shell=args.shell) + "\n")
+    return EXIT_OK
 
 
-def _dispatch(args: argparse.Namespace, ctx: Ctx) -> Coroutine[Any, Any, int]:
-    c = args.command
-    if c == "diff":
-        return commands.cmd_diff(ctx, args.filename, args.offline)
-    if c == "apply":
-        return commands.cmd_apply(ctx, args.filename, args.force_conflicts, args.skip_preflight)
-    if c == "get":
-        return commands.cmd_get(ctx, args.type, args.name, args.node, args.output)
-    if c == "describe":
-        return commands.cmd_describe(ctx, args.type, args.name)
-    if c == "delete":
-        return commands.cmd_delete(ctx, args.type, args.name)
-    if c == "node" and args.node_command == "disks":
-        return commands.cmd_node_disks(ctx, args.node, args.live, args.output)
-    return commands.cmd_node_apply_disk(ctx, args.node, args.filename, args.apply, not args.no_rebuild,
-                                        args.timeout_seconds, args.output, args.deprecated)
+def parse(argv: Sequence[str], prog: str = "kctl") -> argparse.Namespace:
+    return build_parser(prog).parse_args(list(argv))
 
 
-async def run(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+def prog_name(argv0: str) -> str:
+    """``kubectl disklet`` when run as the kubectl plugin (``kubectl-disklet``), else ``kctl``."""
+    return "kubectl disklet" if os.path.basename(argv0).startswith("kubectl-disklet") else "kctl"
+
+
+async def run(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None, prog: str = "kctl") -> int:
     """Run kctl with ``argv`` (without the program name); returns the exit code. Never calls sys.exit."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        args = parse(argv)
+        args = parse(argv, prog)
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
     except SystemExit as exc:  # --help / --version
         return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
-    ctx = Ctx(out=out, err=err, kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+    args.prog_name = prog
+    output: Output = getattr(args, "output", None) or Output()
+    output = Output(output.format, output.arg, no_headers=getattr(args, "no_headers", False))
+    ctx = Ctx(out=out, err=err, kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace,
+              output=output)
     try:
-        return await _dispatch(args, ctx)
+        return await args.handler(args, ctx)
     except KeyboardInterrupt:
         err.write("interrupted\n")
         return EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prog = prog_name(sys.argv[0]) if argv is None else "kctl"
     try:
-        return asyncio.run(run(sys.argv[1:] if argv is None else argv))
+        return asyncio.run(run(sys.argv[1:] if argv is None else argv, prog=prog))
     except KeyboardInterrupt:
         return EXIT_FAILED
 

@@ -39,7 +39,7 @@ class Manifest:
     """One validated document, ready to send (``obj`` is the wire object)."""
 
     source: str
-    """``file:doc-index`` (doc index from 0), for messages."""
+    """``file:line`` (1-based line where the document starts), for messages."""
     resource: Resource
     name: str
     obj: dict[str, Any]
@@ -57,7 +57,7 @@ class Manifest:
 
 @dataclass
 class ManifestError(Exception):
-    """The batch is refused: every problem found, each prefixed by ``file:doc-index``."""
+    """The batch is refused: every problem found, each prefixed by ``file:line`` (1-based)."""
 
     problems: list[str] = field(default_factory=list)
 
@@ -84,20 +84,67 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def format_validation_error(exc: ValidationError, prefix: str) -> list[str]:
-    """pydantic errors as ``spec.disks[0].device: message`` lines."""
+_SHOULD = (("Input should be", "must be"), ("String should", "must"), ("List should", "must"),
+           ("Value should", "must"), ("Dictionary should", "must"), ("Field required", "is required"))
+
+
+def human_message(err: Any) -> str:
+    """One pydantic error in our words: no ``Value error,`` prefix, no regular expressions."""
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "invalid"))
+    value = err.get("input")
+    shown = repr(value) if isinstance(value, str | int | float) and len(repr(value)) <= 80 else "this value"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; fields are camelCase)"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch":
+        return f"{shown} is not allowed here (see `kubectl explain` for this field's format)"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    for a, b in _SHOULD:
+        if msg.startswith(a):
+            msg = b + msg[len(a):]
+    return msg
+
+
+def format_validation_error(exc: ValidationError, prefix: str, line_of: Any = None) -> list[str]:
+    """pydantic errors as ``spec.disks[0].device: message`` lines.
+
+    ``line_of(loc)`` (optional) gives the 1-based line of that field; ``prefix`` may hold ``{line}``.
+    """
     lines = []
     for err in exc.errors():
-        where = _loc(tuple(err.get("loc", ())))
-        msg = err.get("msg", "invalid")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field (check the spelling; fields are camelCase)"
-        lines.append(f"{prefix}{'.' + where if where else ''}: {msg}")
+        loc = tuple(err.get("loc", ()))
+        where = _loc(loc)
+        line = line_of(loc) if line_of else None
+        head = prefix.replace("{line}", str(line)) if line else prefix
+        lines.append(f"{head}{'.' + where if where else ''}: {human_message(err)}")
     return lines
 
 
-def normalize_document(doc: Any, base_dir: Path, source: str) -> Manifest:
-    """One YAML document → Manifest, or ManifestError with every problem in it."""
+def node_line(node: Any, path: tuple[int | str, ...]) -> int | None:
+    """1-based line of the YAML node at ``path`` (of the deepest part of it that exists)."""
+    if node is None:
+        return None
+    for part in path:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+    return int(node.start_mark.line) + 1
+
+
+def normalize_document(doc: Any, base_dir: Path, source: str, node: Any = None) -> Manifest:
+    """One YAML document → Manifest, or ManifestError with every problem in it.
+
+    ``source`` is ``file:line``; with the document's YAML ``node``, spec problems name the line of
+    the offending field instead of the document's first line."""
     if not isinstance(doc, dict):
         raise ManifestError([f"{source}: expected a mapping with kind, metadata and spec, got {type(doc).__name__}"])
     problems: list[str] = []
@@ -133,7 +180,10 @@ def normalize_document(doc: Any, base_dir: Path, source: str) -> Manifest:
     try:
         model = spec_model.model_validate(spec)
     except ValidationError as exc:
-        problems.extend(format_validation_error(exc, f"{where}: spec"))
+        file = source.rpartition(":")[0] or source
+        problems.extend(format_validation_error(
+            exc, f"{file}:{{line}} {kind}/{name or '?'}: spec" if node is not None else f"{where}: spec",
+            (lambda loc: node_line(node, ("spec", *loc))) if node is not None else None))
     if isinstance(model, DiskLayoutSpec) and model.disk_layout is not None:
         problems.extend(f"{where}: spec.diskLayout: {p}" for p in layout_problems(model.disk_layout))
     if problems or model is None:
@@ -171,18 +221,29 @@ def _normalize_disk_layout_spec(spec: dict[str, Any], base_dir: Path, where: str
 
 
 def parse_documents(text: str, source: str, base_dir: Path) -> list[Manifest]:
-    """All documents of one YAML stream (empty documents skipped), or ManifestError."""
+    """All documents of one YAML stream (empty documents skipped), or ManifestError.
+
+    Documents are named ``file:LINE`` by the 1-based line where they start (YAML node marks)."""
+    loaded: list[tuple[Any, Any]] = []
+    loader = yaml.SafeLoader(text)
     try:
-        docs = list(yaml.safe_load_all(text))
+        while loader.check_node():
+            node = loader.get_node()
+            loaded.append((node, loader.construct_document(node)))
     except yaml.YAMLError as exc:
-        raise ManifestError([f"{source}: not valid YAML: {exc}"]) from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ManifestError([f"{at}: not valid YAML: {problem}"]) from None
+    finally:
+        loader.dispose()
     out: list[Manifest] = []
     problems: list[str] = []
-    for index, doc in enumerate(docs):
+    for node, doc in loaded:
         if doc is None:
             continue
         try:
-            out.append(normalize_document(doc, base_dir, f"{source}:{index}"))
+            out.append(normalize_document(doc, base_dir, f"{source}:{node.start_mark.line + 1}", node))
         except ManifestError as exc:
             problems.extend(exc.problems)
     if problems:

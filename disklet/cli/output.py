@@ -1,15 +1,24 @@
-"""kubectl-style output: tables, ``-o yaml|json``, ages. Pure: strings in, strings out."""
+"""kubectl-style output, the one ``-o`` flag set of every kctl command. Pure: objects in, strings out.
+
+``-o json|yaml|wide|name|jsonpath=TEMPLATE|jsonpath-file=FILE|custom-columns=SPEC|custom-columns-file=FILE``
+and ``--no-headers`` mean what they mean for kubectl. ``get`` tables take their columns from the CRDs'
+printer columns (:func:`printer_columns`), so ``kctl get`` and ``kubectl get`` print the same.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
 from ..api.common import parse_rfc3339
+from ..api.resources import Resource
+from .jsonpath import JSONPathError, evaluate, parse_path, render_template, strip_braces, text_of
 
 NONE = "<none>"
 
@@ -56,10 +65,15 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "") -> str:
-    """Left-aligned columns separated by three spaces, like ``kubectl get`` (no trailing blanks)."""
-    text_rows = [[cell(c) for c in row] for row in rows]
-    all_rows = [list(headers), *text_rows]
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "", no_headers: bool = False,
+          keep_empty: bool = False) -> str:
+    """Left-aligned columns separated by three spaces, like ``kubectl get`` (no trailing blanks).
+
+    ``keep_empty``: an empty string stays an empty cell (kubectl's CRD tables) instead of ``<none>``."""
+    text_rows = [["" if keep_empty and c == "" else cell(c) for c in row] for row in rows]
+    all_rows = ([] if no_headers else [list(headers)]) + text_rows
+    if not all_rows:
+        return ""
     widths = [max(len(r[i]) for r in all_rows) for i in range(len(headers))]
     lines = []
     for r in all_rows:
@@ -102,3 +116,125 @@ def key_values(pairs: Sequence[tuple[str, Any]], indent: str = "") -> str:
         for extra in lines[1:]:
             out.append(f"{indent}{' ' * width}{extra}".rstrip())
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------- the -o flag set
+FORMATS = ("json", "yaml", "wide", "name", "jsonpath", "jsonpath-file", "custom-columns", "custom-columns-file")
+OUTPUT_HELP = ("output format: json|yaml|wide|name|jsonpath=TEMPLATE|jsonpath-file=FILE|"
+               "custom-columns=HEADER:JSONPATH,...|custom-columns-file=FILE (as kubectl)")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One parsed ``-o`` (``format`` None: the command's default human output)."""
+
+    format: str | None = None
+    arg: str = ""
+    no_headers: bool = False
+
+    @property
+    def structured(self) -> bool:
+        """Machine output: the command prints objects, not its human report."""
+        return self.format not in (None, "wide")
+
+    @property
+    def wide(self) -> bool:
+        return self.format == "wide"
+
+
+def parse_output(text: str) -> Output:
+    """argparse ``type=`` for ``-o``: checks the format and pre-parses templates and column specs."""
+    fmt, sep, arg = text.partition("=")
+    if fmt not in FORMATS:
+        raise argparse.ArgumentTypeError(f"unknown output format {text!r}; use one of {', '.join(FORMATS)}")
+    if fmt.endswith("-file"):
+        if not arg:
+            raise argparse.ArgumentTypeError(f"-o {fmt}=FILE needs a file")
+        try:
+            with open(arg, encoding="utf-8") as fh:
+                arg = fh.read().strip()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {arg}: {exc.strerror}") from None
+        fmt = fmt[: -len("-file")]
+    if fmt in ("jsonpath", "custom-columns") and not arg:
+        raise argparse.ArgumentTypeError(f"-o {fmt}=... needs a {'template' if fmt == 'jsonpath' else 'column list'}, "
+                                         f"e.g. -o {fmt}={'{.items[*].metadata.name}' if fmt == 'jsonpath' else 'NAME:.metadata.name'}")
+    if fmt in ("json", "yaml", "wide", "name") and sep:
+        raise argparse.ArgumentTypeError(f"-o {fmt} takes no '=...'")
+    try:
+        if fmt == "jsonpath":
+            render_template(arg, {})
+        elif fmt == "custom-columns":
+            custom_columns(arg)
+    except JSONPathError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Output(fmt, arg)
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    path: str
+    type: str = "string"
+    priority: int = 0
+    missing: str = NONE
+    """What a missing value prints: ``<none>`` (custom-columns) or "" (CRD printer columns, as kubectl)."""
+
+    def value(self, obj: Any, now: datetime | None = None) -> str:
+        found = evaluate(parse_path(strip_braces(self.path)), obj)
+        if not found or found[0] is None:
+            return self.missing
+        if self.type == "date":
+            return age(found[0], now) if isinstance(found[0], str) else self.missing
+        return text_of(found[0]) if len(found) == 1 else ",".join(text_of(v) for v in found)
+
+
+NAME_COLUMN = Column("NAME", ".metadata.name")
+
+
+def printer_columns(res: Resource) -> list[Column]:
+    """``kubectl get`` columns of a disklet kind: NAME, then the CRD's additionalPrinterColumns."""
+    return [NAME_COLUMN] + [Column(c["name"].upper(), c["jsonPath"], c.get("type", "string"), c.get("priority", 0),
+                                   missing="")
+                            for c in res.printer_columns]
+
+
+def custom_columns(spec: str) -> list[Column]:
+    """``HEADER:JSONPATH,...`` (kubectl's custom-columns)."""
+    cols = []
+    for part in spec.split(","):
+        header, sep, path = part.partition(":")
+        if not sep or not header.strip() or not path.strip():
+            raise JSONPathError(f"custom-columns entry {part!r} is not HEADER:JSONPATH")
+        parse_path(strip_braces(path))
+        cols.append(Column(header.strip(), path.strip()))
+    return cols
+
+
+def object_name(obj: dict[str, Any]) -> str:
+    """``-o name``: ``kind.group/name`` (core kinds: ``kind/name``), lowercase kind, like kubectl."""
+    group = str(obj.get("apiVersion") or "").rpartition("/")[0]
+    kind = str(obj.get("kind") or "object").lower()
+    return f"{kind}{'.' + group if group else ''}/{field(obj, 'metadata.name', '')}"
+
+
+def render_table(objs: Sequence[dict[str, Any]], columns: Sequence[Column], out: Output,
+                 now: datetime | None = None) -> str:
+    cols = [c for c in columns if out.wide or c.priority == 0]
+    return table([c.header for c in cols], [[c.value(o, now) for c in cols] for o in objs],
+                 no_headers=out.no_headers, keep_empty=True)
+
+
+def render(objs: Sequence[dict[str, Any]], out: Output, *, single: bool = False,
+           columns: Sequence[Column] | None = None, now: datetime | None = None) -> str:
+    """Objects in any ``-o`` format (``single``: one object asked by name, not a List)."""
+    data: Any = objs[0] if single and len(objs) == 1 else as_list(list(objs))
+    if out.format in ("json", "yaml"):
+        return dump(data, out.format)
+    if out.format == "name":
+        return "".join(object_name(o) + "\n" for o in objs)
+    if out.format == "jsonpath":
+        return render_template(out.arg, data)
+    if out.format == "custom-columns":
+        return render_table(objs, custom_columns(out.arg), Output("wide", no_headers=out.no_headers), now)
+    return render_table(objs, columns or [NAME_COLUMN], out, now)

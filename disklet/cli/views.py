@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from disklet.api.disklayout import DiskLayoutSpec, StructuredLayout
 from disklet.layout import LayoutError, render_disko_nix
 
-from .output import NONE, age, cell, field, key_values, table
+from .output import NONE, Column, age, cell, field, key_values, table
 
 DISK_LAYOUT_HEADERS = ("NAME", "NODE", "PHASE", "REASON", "DEVICES", "AGE")
 DISK_LAYOUT_WIDE = ("GENERATION", "MODE", "HASH")
@@ -277,4 +277,28 @@ def describe_node(node: str, node_obj: dict[str, Any] | None, layouts: list[dict
     out += "Block devices:\n"
     out += table(NODE_DISK_HEADERS, node_disk_rows(block_devices), indent="  ") if block_devices else \
         "  <none> (is the disklet agent running on this node?)\n"
+    return out
+
+
+def describe_object(obj: dict[str, Any], events: list[dict[str, Any]], columns: list[Column],
+                    now: datetime | None = None) -> str:
+    """``describe`` of any disklet kind: metadata, the printer columns, spec and status, conditions, Events."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    out = key_values([
+        ("Name", meta.get("name")),
+        ("Kind", obj.get("kind")),
+        ("Labels", ",".join(f"{k}={v}" for k, v in sorted((meta.get("labels") or {}).items())) or NONE),
+        ("Created", f"{meta.get('creationTimestamp')} ({age(meta.get('creationTimestamp'), now)} ago)"),
+        ("Generation", meta.get("generation")),
+    ])
+    summary = [(c.header.title(), c.value(obj, now)) for c in columns[1:] if c.type != "date"]
+    if summary:
+        out += "Summary:\n" + key_values(summary, indent="  ")
+    for section in ("spec", "status"):
+        body = {k: v for k, v in (obj.get(section) or {}).items() if k != "conditions"}
+        out += f"{section.title()}:\n"
+        out += "".join(f"  {ln}\n" for ln in yaml.safe_dump(body, sort_keys=False).splitlines()) if body else "  <none>\n"
+    out += "Conditions:\n" + _conditions_table(status.get("conditions") or [], now)
+    out += "Events:\n" + events_table(events, now)
     return out

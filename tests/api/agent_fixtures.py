@@ -14,7 +14,7 @@ from disklet_agent.config import AgentConfig
 from disklet_agent.daemon import build_registry, configure_settings
 from disklet_agent.deps import AgentDeps
 from disklet_agent.host.lsblk import BlockNode, BlockTopology
-from disklet_agent.lvm.engine import DeleteOutcome, ReconcileOutcome
+from disklet_agent.lvm.engine import DeleteOutcome, LvgOutcome, ReattachProblem
 
 from devkit.kopfrun import kopf_running
 from disklet.api.common import set_condition
@@ -55,18 +55,18 @@ class FakeEngine:
     calls: list[tuple[str, str]] = field(default_factory=list)
     block_devices: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     delete_done: bool = False
-    reattach_problems: list[str] = field(default_factory=list)
+    reattach_problems: list[ReattachProblem] = field(default_factory=list)
     discovered: dict[str, LVMVolumeGroupStatus | None] = field(default_factory=dict)
 
     def snapshot(self) -> Any:
         raise AssertionError("tests pass a pv_reader; the fake engine has no LVM snapshot")
 
-    def reattach(self, lvgs: list[tuple[str, LVMVolumeGroupSpec, LVMVolumeGroupStatus | None]]) -> list[str]:
+    def reattach(self, lvgs: list[tuple[str, LVMVolumeGroupSpec, LVMVolumeGroupStatus | None]]) -> list[ReattachProblem]:
         self.calls.extend(("reattach", name) for name, _spec, _status in lvgs)
         return list(self.reattach_problems)
 
     def reconcile(self, name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None,
-                  block_devices: list[tuple[str, str]], generation: int | None) -> ReconcileOutcome:
+                  block_devices: list[tuple[str, str]], generation: int | None) -> LvgOutcome:
         self.calls.append(("reconcile", name))
         self.block_devices[name] = list(block_devices)
         old = status or LVMVolumeGroupStatus()
@@ -84,7 +84,7 @@ class FakeEngine:
                           for i, fd in enumerate(spec.file_devices or [])] or None)]
         changed = new.to_wire() != old.to_wire()
         events = [("Normal", "Applied", f"volume group {spec.actual_vg_name_on_the_node} ready")] if changed else []
-        return ReconcileOutcome(status=new, changed=changed, events=events)
+        return LvgOutcome(status=new, changed=changed, events=events)
 
     def discover(self, lvgs: list[tuple[str, LVMVolumeGroupSpec]], snapshot: Any = None) -> dict[str, Any]:
         self.calls.append(("discover", ",".join(n for n, _ in lvgs)))

@@ -115,3 +115,15 @@ NIX_FRAGMENT = """\
   };
 }
 """
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """A kubectl-style table as dicts, cut at the header's column offsets (cells may be empty)."""
+    import re
+
+    lines = text.splitlines()
+    header = lines[0]
+    starts = [m.start() for m in re.finditer(r"(?:(?<=^)|(?<=\s{3}))\S", header)]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    return [{n: line[a:b].strip() for n, a, b in zip(names, starts, [*starts[1:], None], strict=True)}
+            for line in lines[1:]]

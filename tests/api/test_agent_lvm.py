@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 from agent_fixtures import LVG, LVG_URL, FakeDisks, FakeEngine, agent_running, disk, lvg, status_patches
+from disklet_agent.lvm.engine import ReattachProblem
 
 from devkit.kopfrun import wait_for
 from disklet.api.lvm import LVMVolumeGroupStatus
@@ -119,7 +120,7 @@ async def test_delete_keeps_finalizer_until_engine_done(kube, monkeypatch):
 async def test_startup_reattach_runs_before_handlers(kube, monkeypatch):
     kube.seed(LVG, {**lvg("old", "n1"), "status": {"phase": "Ready"}})
     kube.seed(LVG, {**lvg("peer", "n2"), "status": {"phase": "Ready"}})
-    engine = FakeEngine("n1", reattach_problems=["cannot re-attach /var/lib/disklet/file-devices/disklet-old.f0.img: gone"])
+    engine = FakeEngine("n1", reattach_problems=[ReattachProblem("old", "cannot re-attach a file: gone")])
     async with agent_running(kube, monkeypatch, "n1", engine=engine):
         await wait_for(lambda: ("reconcile", "old") in engine.calls, message="resume handler")
         await wait_for(lambda: any(e.get("reason") == "ReattachFailed" for e in kube.read_all("v1/events")),

@@ -81,3 +81,42 @@ async def test_file_only_lvg_ready_on_real_lvm_then_deleted(kube, monkeypatch, s
             await wait_for(lambda: kube.read(LVG, name) is None, timeout=90, message="finalizer released")
     assert loops_under(sandbox) == [], "the loop device is detached"
     assert not backing.exists(), "the backing file is removed"
+
+
+@pytest.mark.parametrize("case", ["outside", "symlink", "name_max"])
+async def test_refused_lvg_is_deleted_within_one_retry_period(kube, monkeypatch, sandbox: Path, case: str):
+    """Admitted by the API, refused by the agent (a directory outside the base, one that leaves it
+    through a symlink, a backing file name over 255 bytes): delete completes at the first attempt and
+    nothing was written outside the base directory."""
+    suffix = uuid.uuid4().hex[:8]
+    base = sandbox / "file-devices"
+    outside = sandbox / "outside"
+    outside.mkdir()
+    retry = 5.0
+    config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
+                         scan_interval_seconds=retry, refused_retry_seconds=retry, command_timeout_seconds=120)
+    engine = LVMEngine(HostRunner(default_timeout=120), config)
+    name = f"refused-{suffix}"
+    directory = {"outside": str(outside), "symlink": str(base / "escape"), "name_max": str(base)}[case]
+    if case == "symlink":
+        base.mkdir()
+        (base / "escape").symlink_to(outside)
+    obj = lvg(name, "real-node", files=1, vg=f"dkt{suffix}", directory=directory)
+    if case == "name_max":  # the model/CRD now refuse it; an object admitted by an older CRD still exists
+        obj["metadata"]["name"] = name = f"refused-{suffix}-" + "x" * 200
+        obj["metadata"]["labels"]["disklet.io/node"] = "real-node"
+        obj["spec"]["fileDevices"][0]["name"] = "e" * 63
+        kube.seed(LVG, obj)
+    async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):
+        async with aiohttp.ClientSession(kube.server_url) as s:
+            if case != "name_max":
+                r = await s.post(LVG_URL, json=obj)
+                assert r.status in (200, 201), await r.text()
+            await wait_for(lambda: ((kube.read(LVG, name) or {}).get("status") or {}).get("phase") == "NotReady",
+                           timeout=60, message="refused")
+            await s.delete(f"{LVG_URL}/{name}")
+            loop = __import__("asyncio").get_running_loop()
+            started = loop.time()
+            await wait_for(lambda: kube.read(LVG, name) is None, timeout=60, message="deleted")
+            assert loop.time() - started < retry, "delete completed within one retry period"
+    assert list(outside.iterdir()) == [] and loops_under(sandbox) == []

@@ -10,7 +10,7 @@ import yaml
 from devkit.envtest import Cluster, ControlPlane, assets_dir, unavailable_reason
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIRS = [REPO / "crds", REPO / "charts" / "disklet" / "crds"]
+CRD_DIRS = [REPO / "crds", REPO / "charts" / "disklet" / "files" / "crds"]  # the chart renders the latter
 
 
 def _crd_files(d: Path) -> list[Path]:

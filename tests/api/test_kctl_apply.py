@@ -60,7 +60,8 @@ async def test_apply_refuses_the_whole_batch_when_one_document_is_invalid(kube, 
     r = await kctl(kube, "apply", "-f", str(tmp_path / "fleet.yaml"))
     assert r.code == 1
     assert "nothing was sent" in r.err
-    assert f"{tmp_path / 'fleet.yaml'}:1 DiskLayout/broken: spec.diskLayout.disks[0].device" in r.err
+    assert f"{tmp_path / 'fleet.yaml'}:29 DiskLayout/broken: spec.diskLayout.disks[0].device: 'nvme1n1' is not allowed" in r.err
+    assert "should match pattern" not in r.err
     assert "partitions[0].size" in r.err
     assert kube.read_all(DL) == [] and writes(kube) == []
 
@@ -81,7 +82,7 @@ async def test_diff_new_then_changed_never_writes(kube, tmp_path: Path):
     manifest = tmp_path / "day2-disk-layout.yaml"
     manifest.write_text(SEED_STYLE)
     r = await kctl(kube, "diff", "-f", str(manifest))
-    assert r.code == 0, r.err
+    assert r.code == 1, r.err  # kubectl diff: 1 = differences
     assert "pre-flight: pending" in r.out and "target devices: /dev/nvme1n1" in r.out
     assert "cluster: new (no DiskLayout/prod-data-pool in the cluster)" in r.out
     assert "+++ manifest/prod-data-pool" in r.out and '+        "device" = "/dev/nvme1n1";' in r.out
@@ -90,15 +91,20 @@ async def test_diff_new_then_changed_never_writes(kube, tmp_path: Path):
     assert (await kctl(kube, "apply", "-f", str(manifest))).code == 0
     r = await kctl(kube, "diff", "-f", str(manifest))
     assert "layout body: no changes" in r.out and "0 new, 0 changed, 1 unchanged" in r.out
+    assert r.code == 0, r.err  # no differences
+    r = await kctl(kube, "diff", "-f", str(manifest), "-o", "name")
+    assert (r.code, r.out) == (0, "")
 
     manifest.write_text(SEED_STYLE.replace("/dev/nvme1n1", "/dev/nvme2n1") + "  rebuild: false\n")
     before = len(writes(kube))
     r = await kctl(kube, "diff", "-f", str(manifest))
-    assert r.code == 0, r.err
+    assert r.code == 1, r.err
     assert "--- live/prod-data-pool" in r.out
     assert '-        "device" = "/dev/nvme1n1";' in r.out and '+        "device" = "/dev/nvme2n1";' in r.out
     assert "change: rebuild: true -> false" in r.out
     assert "0 new, 1 changed, 0 unchanged" in r.out
+    r = await kctl(kube, "diff", "-f", str(manifest), "-o", "name")
+    assert (r.code, r.out) == (1, "disklayout.disklet.io/prod-data-pool\n")
     assert len(writes(kube)) == before
     assert kube.read(DL, "prod-data-pool")["spec"]["diskLayout"]["disks"][0]["device"] == "/dev/nvme1n1"
 
@@ -107,5 +113,5 @@ async def test_diff_reports_a_layout_that_would_be_refused(kube, tmp_path: Path)
     (tmp_path / "empty.yaml").write_text(
         "kind: DiskLayout\nmetadata: {name: empty}\nspec: {nodeName: n1, layoutNix: '{ disko.devices = { }; }'}\n")
     r = await kctl(kube, "diff", "-f", str(tmp_path / "empty.yaml"))
-    assert r.code == 1
+    assert r.code == 2  # kubectl diff: >1 = an error (the layout would be refused)
     assert "pre-flight: refused (no_target_devices)" in r.out

@@ -6,18 +6,21 @@ import json
 from pathlib import Path
 
 import yaml
-from kctl_fixtures import BD, DL, LVG, block_device, disk_layout, kctl, lvg, writes
+from kctl_fixtures import BD, DL, LVG, block_device, disk_layout, kctl, lvg, table_rows, writes
 
 from disklet.cli.commands import find_agent_pod
 from disklet.cli.kube import Kube
 
 REFUSED = {"phase": "refused", "refusalReason": "target_device_is_active_lvm_pv",
            "message": "/dev/sdb is an active LVM physical volume (VG vg_old)", "targetDevices": ["/dev/sdb"],
+           "targetDevicesText": "/dev/sdb",
            "layoutHash": "a67e389b9c55f348112ca80969a0a2463ebf3a66f161bd25f6465a4a97f60c6f", "layoutGeneration": 1,
            "observedGeneration": 1, "nodeMode": "controller-managed", "lastAttemptTime": "2024-05-01T10:00:00Z",
            "conditions": [{"type": "Applied", "status": "False", "reason": "Refused", "lastTransitionTime":
+                           "2024-05-01T10:00:00Z", "message": "target_device_is_active_lvm_pv: /dev/sdb"},
+                          {"type": "Ready", "status": "False", "reason": "Refused", "lastTransitionTime":
                            "2024-05-01T10:00:00Z", "message": "target_device_is_active_lvm_pv: /dev/sdb"}]}
-APPLIED = {"phase": "applied", "targetDevices": ["/dev/nvme1n1"], "layoutHash": "0d5a2c1e9b7f" + "0" * 52,
+APPLIED = {"phase": "applied", "targetDevices": ["/dev/nvme1n1", "/dev/sdz"], "targetDevicesText": "/dev/nvme1n1,/dev/sdz", "layoutHash": "0d5a2c1e9b7f" + "0" * 52,
            "layoutGeneration": 2, "appliedLayoutGeneration": 2, "nodeMode": "controller-managed"}
 
 
@@ -33,13 +36,15 @@ async def test_get_disk_layouts_table_filters_and_formats(kube):
         assert r.code == 0, r.err
         lines = r.out.splitlines()
         assert lines[0].split() == ["NAME", "NODE", "PHASE", "REASON", "DEVICES", "AGE"]
-        assert lines[1].split()[:5] == ["node-a-data", "node-a", "applied", "<none>", "/dev/nvme1n1"]
-        assert lines[2].split()[:5] == ["node-b-data", "node-b", "refused", "target_device_is_active_lvm_pv", "/dev/sdb"]
+        rows = table_rows(r.out)  # an unset column is an empty cell, as in `kubectl get`
+        assert list(rows[0].values())[:5] == ["node-a-data", "node-a", "applied", "", "/dev/nvme1n1,/dev/sdz"]
+        assert list(rows[1].values())[:5] == ["node-b-data", "node-b", "refused", "target_device_is_active_lvm_pv",
+                                              "/dev/sdb"]
 
     r = await kctl(kube, "get", "disk-layouts", "--node", "node-b", "-o", "wide")
     lines = r.out.splitlines()
-    assert lines[0].split() == ["NAME", "NODE", "PHASE", "REASON", "DEVICES", "AGE", "GENERATION", "MODE", "HASH"]
-    assert len(lines) == 2 and lines[1].split()[-3:] == ["1", "controller-managed", "a67e389b9c55"]
+    assert lines[0].split() == ["NAME", "NODE", "PHASE", "REASON", "DEVICES", "READY", "GENERATION", "MODE", "AGE"]
+    assert len(lines) == 2 and lines[1].split()[5:8] == ["False", "1", "controller-managed"]
 
     r = await kctl(kube, "get", "dl", "-o", "json")
     data = json.loads(r.out)
@@ -62,10 +67,16 @@ async def test_get_lvg_and_block_devices(kube):
     kube.seed(BD, block_device("node-b", "/dev/sdc", "50Gi", fs_type="LVM2_member", consumable=False, vg="vg_x"))
     r = await kctl(kube, "get", "lvg")
     assert r.code == 0, r.err
-    assert r.out.splitlines()[1].split()[:7] == ["vg-data-a", "node-a", "vg_data", "Ready", "20Gi", "10Gi", "1/1"]
+    # the CRD's printer columns, in their order: what `kubectl get lvg` prints
+    header = r.out.splitlines()[0]
+    assert [h.strip() for h in header.split("   ") if h.strip()][:9] == [
+            "NAME", "THINPOOLS", "CONFIGURATION APPLIED", "PHASE", "READY", "NODE", "SIZE", "ALLOCATED", "VG"]
+    row = table_rows(r.out)[0]
+    assert list(row.values())[:9] == ["vg-data-a", "1/1", "", "Ready", "", "node-a", "20Gi", "", "vg_data"]
     r = await kctl(kube, "get", "bd", "--node", "node-b")
     lines = r.out.splitlines()
-    assert len(lines) == 2 and lines[1].split()[1:8] == ["node-b", "/dev/sdc", "disk", "50Gi", "LVM2_member", "false", "vg_x"]
+    assert lines[0].split() == ["NAME", "NODE", "CONSUMABLE", "SIZE", "PATH", "VG", "AGE"]
+    assert len(lines) == 2 and lines[1].split()[1:6] == ["node-b", "false", "50Gi", "/dev/sdc", "vg_x"]
 
 
 async def test_describe_disk_layout_shows_status_conditions_and_its_events(kube):
@@ -98,7 +109,9 @@ async def test_delete_disk_layout_says_the_node_is_untouched(kube):
     r = await kctl(kube, "delete", "disk-layout", "node-a-data")
     assert r.code == 1 and "not found" in r.err
     r = await kctl(kube, "delete", "lvg", "x")
-    assert r.code == 2
+    assert r.code == 1 and "LVMVolumeGroup/x not found" in r.err
+    r = await kctl(kube, "delete", "dl")
+    assert r.code == 2 and "NAME... or -l SELECTOR" in r.err
 
 
 async def test_node_disks_lists_only_that_nodes_block_devices(kube):

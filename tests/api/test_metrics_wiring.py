@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from agent_fixtures import LVG, LVG_URL, FakeEngine, agent_running, lvg
 from disklet_agent.config import AgentConfig
-from disklet_agent.lvm.engine import ReconcileOutcome
+from disklet_agent.lvm.engine import LvgOutcome
 from lvgset_fixtures import SET_URL, file_device, lvgset, lvgset_operator, node, post
 from operator_fixtures import (
     AGENT_NS,
@@ -69,20 +69,20 @@ class CapacityEngine(FakeEngine):
     """The fake engine, reporting VG capacity and one thin pool like the real engine's discovery."""
 
     def reconcile(self, name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None,
-                  block_devices: list[tuple[str, str]], generation: int | None) -> ReconcileOutcome:
+                  block_devices: list[tuple[str, str]], generation: int | None) -> LvgOutcome:
         out = super().reconcile(name, spec, status, block_devices, generation)
         new = out.status.model_copy(deep=True)
         new.vg_size, new.vg_free = "10Gi", "6Gi"
         new.thin_pools = [ThinPoolStatus(name="pool", actual_size="4Gi", used_size="1Gi", ready=True)]
         # no engine Events: the ones asserted below come from the handler's status transitions
-        return ReconcileOutcome(status=new, changed=new.to_wire() != (status.to_wire() if status else {}),
+        return LvgOutcome(status=new, changed=new.to_wire() != (status.to_wire() if status else {}),
                                 events=[], requeue_after=out.requeue_after)
 
 
 class NeverConvergedEngine(FakeEngine):
     """An engine whose reconcile always asks to be retried (a failing step)."""
 
-    def reconcile(self, *args: Any) -> ReconcileOutcome:
+    def reconcile(self, *args: Any) -> LvgOutcome:
         out = super().reconcile(*args)
         out.requeue_after = 0.2
         return out

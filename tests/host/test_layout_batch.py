@@ -157,7 +157,7 @@ def test_kctl_diff_of_a_directory_uses_one_run_and_reports_each_layout(tmp_path:
             f"metadata: {{name: dl{i:02}}}\nspec:\n  nodeName: node{i}\n  layoutNix: |\n"
             f"    {{ disko.devices.disk.d = {{ type = \"disk\"; {device}}}; }}\n")
     code, out, _err = kctl("diff", "--offline", "-f", str(tmp_path))
-    assert code == 1
+    assert code == 2  # a layout fails pre-flight
     assert out.count("pre-flight: pending") == 11 and out.count("pre-flight: failed") == 1
     assert "DiskLayout/dl05" in out and "/dev/disk/by-id/nvme-11" in out
     assert runs == [12, 6]  # one run stops at the bad body (re-evaluated alone), one for the rest

@@ -62,7 +62,8 @@ def test_reattach_never_creates_files_and_reports_per_file(lvm_env: LvmEnv) -> N
         subprocess.run(["losetup", "-d", loop], check=True)
     env.file("b").unlink()  # lost file: reported, never recreated; "a" still comes back
     errors = env.engine.reattach([(env.lvg, spec, first.status)])
-    assert len(errors) == 1 and "missing" in errors[0] and env.file("b").name in errors[0]
+    assert len(errors) == 1 and errors[0].lvg == env.lvg
+    assert "missing" in errors[0].message and env.file("b").name in errors[0].message
     assert not env.file("b").exists()
     assert len(env.loops_of(env.file("a"))) == 1
 

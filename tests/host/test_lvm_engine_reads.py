@@ -30,8 +30,10 @@ def test_create_decides_pvcreate_from_a_pvs_read_after_the_last_attach(lvm_env: 
     pvcreate = names.index("pvcreate")
     assert "pvs" in names[last_attach:pvcreate]  # rule 4: a live pvs between the attach and the pvcreate
     assert names.count("pvcreate") == 1 and names.count("vgcreate") == 1
-    assert not [a for a in seen if a[:2] == ("losetup", "-j")]
-    assert sum(n in LVM_CMDS for n in names) == 5  # start pvs, live pvs, pvcreate, vgcreate, final pvs
+    assert not [a for a in seen if a[1].startswith("--associated")]
+    # start pvs, node-wide pvs (VG name free?), live pvs, pvcreate, node-wide pvs right before vgcreate,
+    # vgcreate, final pvs
+    assert sum(n in LVM_CMDS for n in names) == 7
     # The status derived from the post-vgcreate read equals what a fresh discovery reports.
     fresh = env.engine.discover([(env.lvg, env.spec([("a", "1Gi"), ("b", "1Gi")]))])[env.lvg]
     assert fresh is not None
@@ -62,5 +64,5 @@ def test_delete_lists_pvs_live_after_removing_the_vg(lvm_env: LvmEnv) -> None:
     done = env.engine.delete(env.lvg, spec, first.status)
     assert done.done and env.our_loops() == [] and not env.file("a").exists()
     names = [a[0] for a in seen]
-    first_detach = next(i for i, a in enumerate(seen) if a[:2] == ("losetup", "-d"))
+    first_detach = next(i for i, a in enumerate(seen) if a[1].startswith("--detach="))
     assert "pvs" in names[names.index("pvremove"):first_detach]  # rule 8: live pvs before detaching

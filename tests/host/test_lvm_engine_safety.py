@@ -25,13 +25,16 @@ def _attach(path: Path, *, overlap_ok: bool = False) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_foreign_loop_vg_with_same_name_and_our_tag_is_invisible(lvm_env: LvmEnv) -> None:
+def test_foreign_loop_vg_with_our_tag_is_invisible(lvm_env: LvmEnv) -> None:
     env = lvm_env
     guest = env.root / "guest-disk.img"  # a VM image holding LVM: not our name, not in the base dir
     subprocess.run(["fallocate", "-l", str(GI), str(guest)], check=True)
     gloop = _attach(guest)
     lvm("pvcreate", [gloop], gloop, check=True)
-    lvm("vgcreate", [gloop], "--addtag", TAG_ENABLED, "--addtag", owner_tag(env.lvg), env.vg, gloop, check=True)
+    # It carries our owner tag (an image of an old disk): never adopted, never touched. (A guest VG
+    # with the same NAME is refused instead: see test_lvm_engine_hostile.py.)
+    lvm("vgcreate", [gloop], "--addtag", TAG_ENABLED, "--addtag", owner_tag(env.lvg), env.vg + "g", gloop,
+        check=True)
     out = env.engine.reconcile(env.lvg, env.spec([("a", "1Gi")]), None, generation=1)
     assert _applied(out.status).status == "True", _applied(out.status).message
     assert out.status.phase == LVGPhase.READY

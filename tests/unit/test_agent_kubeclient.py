@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from disklet_agent.kube import (
     AgentKube,
     ApiError,
+    ClientClosed,
     endpoint_from,
     in_cluster_server,
     is_conflict,
@@ -305,3 +306,15 @@ def test_agent_run_entry_blocks_kubernetes_asyncio_for_the_process() -> None:
             "    print('ok')\n")
     res = HostRunner().run([sys.executable, "-c", code], timeout=120, env={"NODE_NAME": ""})
     assert res.ok and res.stdout.strip() == "ok", res.describe()
+
+
+async def test_no_session_is_opened_after_close(http_api: tuple[FakeApi, str]) -> None:
+    """A background loop still running at shutdown must not open a session nobody closes
+    ("Unclosed connector" at exit): after close() every request fails fast and no session exists."""
+    _, url = http_api
+    kube = AgentKube(endpoint_from(kopf.ConnectionInfo(server=url, token="t0ken")))
+    await kube.get_lease("ns1", "disklet-agent-n1")
+    await kube.close()
+    with pytest.raises(ClientClosed):
+        await kube.get_lease("ns1", "disklet-agent-n1")
+    assert kube._session is None

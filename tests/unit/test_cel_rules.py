@@ -116,6 +116,11 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("lvg-vg-immutable", "LVMVolumeGroup", lvg(), lvg(actualVGNameOnTheNode="vg1"), "actualVGNameOnTheNode is immutable"),
     ("lvg-size-min", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="900Mi")]), "at least 1Gi"),
     ("lvg-size-1g-decimal", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1G")]), "should match"),
+    ("lvg-size-1g-hint", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1G")]),
+     "1G is a decimal size (1G is 10^9 bytes): use Mi, Gi, Ti or Pi; did you mean 1Gi?"),
+    ("lvg-size-5tb-hint", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="5TB")]), "did you mean 5Ti?"),
+    ("lvg-dir-newline", "LVMVolumeGroup", None, lvg(fileDevices=[fd(directory=BASE + "/a\nb")]), "should match"),
+    ("lvg-dir-tab", "LVMVolumeGroup", None, lvg(fileDevices=[fd(directory=BASE + "/a\tb")]), "should match"),
     ("lvg-size-fraction", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1.5Gi")]), "should match"),
     ("lvg-size-1024mi-ok", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1024Mi")]), None),
     ("lvg-dir-dotdot", "LVMVolumeGroup", None, lvg(fileDevices=[fd(directory=BASE + "/../x")]), "must not contain . or .."),
@@ -181,9 +186,30 @@ def test_rule(case_id, kind, old, new, expected):
             model.model_validate(copy.deepcopy(new))
 
 
+def _named_lvg(name: str, entry: str) -> dict[str, Any]:
+    return {**obj("LVMVolumeGroup", lvg(fileDevices=[fd(entry)])), "metadata": {"name": name}}
+
+
+@pytest.mark.parametrize(("lvg_len", "entry_len", "fits"), [(179, 63, True), (180, 63, False),
+                                                            (200, 42, True), (200, 43, False)])
+def test_composed_backing_file_name_length_is_checked_at_admission(lvg_len, entry_len, fits):
+    """disklet-<lvg>.<entry>.img ≤ 255 bytes, by an object-level rule (it reads metadata.name); the
+    model of the whole object agrees."""
+    from disklet.api.lvm import LVMVolumeGroup
+    name, entry = "l" * lvg_len, "e" * entry_len
+    errors = validate_object(CRDS["LVMVolumeGroup"], _named_lvg(name, entry))
+    assert (not any("longer than 255 bytes" in e for e in errors)) == fits, errors
+    assert len(f"disklet-{name}.{entry}.img") <= 255 or not fits
+    if fits:
+        LVMVolumeGroup.model_validate(_named_lvg(name, entry))
+    else:
+        with pytest.raises(ValidationError, match="longer than 255 bytes"):
+            LVMVolumeGroup.model_validate(_named_lvg(name, entry))
+
+
 def test_every_rule_has_a_rejecting_case():
     """No CEL rule without a fixture that makes it fire."""
-    fired: set[str] = set()
+    fired: set[str] = set(validate_object(CRDS["LVMVolumeGroup"], _named_lvg("l" * 200, "e" * 63)))
     for _case_id, kind, old, new, expected in CASES:
         if expected is None:
             continue

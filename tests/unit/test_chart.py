@@ -37,6 +37,7 @@ DEFAULT_KINDS = {
     ("apps/v1", "Deployment"): 1,
     ("apps/v1", "DaemonSet"): 1,
     ("v1", "Service"): 2,
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): 5,
 }
 KUBE_VERSIONS = ("1.30", "1.35")
 
@@ -61,11 +62,11 @@ def test_helm_lint_strict(sets):
 
 def test_chart_crds_are_the_generated_crds():
     generated = {p.name: p.read_text() for p in (ROOT / "crds").glob("disklet.io_*.yaml")}
-    shipped = {p.name: p.read_text() for p in (CHART / "crds").glob("disklet.io_*.yaml")}
+    shipped = {p.name: p.read_text() for p in (CHART / "files" / "crds").glob("disklet.io_*.yaml")}
     assert generated, "crds/ is empty"
     assert set(shipped) == set(generated), "run `make chart-crds`"
     for name, text in generated.items():
-        assert shipped[name] == text, f"charts/disklet/crds/{name} differs from crds/{name}: run `make chart-crds`"
+        assert shipped[name] == text, f"charts/disklet/files/crds/{name} differs from crds/{name}: run `make chart-crds`"
 
 
 def test_default_render_kinds_and_api_versions(default_docs):
@@ -224,7 +225,7 @@ def test_operator_with_peering(all_on_docs):
     peering = one(all_on_docs, "KopfPeering")
     assert peering["apiVersion"] == "kopf.dev/v1"
     assert peering["metadata"] == {**peering["metadata"], "name": "disklet-operator", "namespace": NAMESPACE}
-    crd = yaml.safe_load((CHART / "crds" / "kopf.dev_kopfpeerings.yaml").read_text())
+    crd = yaml.safe_load((CHART / "files" / "crds" / "kopf.dev_kopfpeerings.yaml").read_text())
     assert crd["spec"]["group"] == "kopf.dev" and crd["spec"]["scope"] == "Namespaced"
     assert crd["spec"]["names"]["plural"] == "kopfpeerings"
 
@@ -259,6 +260,7 @@ def test_optional_objects_are_value_gated(default_docs, all_on_docs):
     ksm_role = permissions(one(all_on_docs, "ClusterRole", "-kube-state-metrics"))
     assert ksm_role == {("disklet.io", "disklayouts"): {"list", "watch"},
                         ("disklet.io", "lvmvolumegroups"): {"list", "watch"},
+                        ("disklet.io", "blockdevices"): {"list", "watch"},
                         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 
 
@@ -288,7 +290,7 @@ def test_rendered_manifests_match_kubernetes_schemas(default_docs, all_on_docs):
         if in_ci():
             pytest.fail("kubernetes-validate is missing (pip install -e '.[test]')")
         pytest.skip("kubernetes-validate not installed (pip install -e '.[test]')")
-    crds = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "crds").glob("*.yaml"))]
+    crds = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "files" / "crds").glob("*.yaml"))]
     checked = 0
     for version in KUBE_VERSIONS:
         for doc in [*default_docs, *all_on_docs, *crds]:

@@ -84,8 +84,9 @@ def dashboard_queries() -> list[str]:
         if var["type"] == "query":
             query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
             m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query)
-            assert m, f"unsupported variable query {query!r}"
-            queries.append(m.group(1))
+            r = re.fullmatch(r"query_result\((.+)\)", query)
+            assert m or r, f"unsupported variable query {query!r}"
+            queries.append(m.group(1) if m else r.group(1))  # type: ignore[union-attr]
     return queries
 
 
@@ -136,7 +137,7 @@ def test_dashboard_check_can_fail():
 
 
 def crd_schema(kind: str) -> dict:
-    for path in (CHART / "crds").glob("disklet.io_*.yaml"):
+    for path in (CHART / "files" / "crds").glob("disklet.io_*.yaml"):
         crd = yaml.safe_load(path.read_text())
         if crd["spec"]["names"]["kind"] == kind:
             return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -202,3 +203,24 @@ def test_every_ksm_metric_is_documented():
     doc = HELM_DOC.read_text()
     for name in ksm_metric_names():
         assert f"`{name}`" in doc, f"docs/helm.md does not list {name}"
+
+
+def test_node_variable_is_filled_from_every_per_node_kind():
+    """An LVM-only (or BlockDevice-only) cluster still lists its nodes."""
+    [var] = [v for v in dashboard()["templating"]["list"] if v["name"] == "node"]
+    query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+    names = promql_metric_names(re.fullmatch(r"query_result\((.+)\)", query).group(1))  # type: ignore[union-attr]
+    kinds = {r["groupVersionKind"]["kind"]: r for r in ksm_config()["spec"]["resources"]}
+    for kind in ("DiskLayout", "LVMVolumeGroup", "BlockDevice"):
+        assert "node" in kinds[kind]["labelsFromPath"], kind
+        prefix = kinds[kind]["metricNamePrefix"]
+        assert names & {f"{prefix}_{m['name']}" for m in kinds[kind]["metrics"]}, f"$node misses {kind}"
+    assert names & our_metric_names(), "and the agents' own metrics"
+    assert var["regex"] == '/node="([^"]+)"/'
+
+
+def test_docs_metrics_md_names_exactly_the_shipped_ksm_metrics():
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = {n for n in re.findall(r"\bkube_[a-z_]+\b", doc) if not n.endswith("_")}  # not prefixes
+    assert documented == ksm_metric_names(), (sorted(documented - ksm_metric_names()),
+                                              sorted(ksm_metric_names() - documented))

@@ -38,7 +38,7 @@ def test_decide() -> None:
 
 
 def test_refused_status_then_no_churn() -> None:
-    plan = ApplyPlan(False, False, RefusalCode.ACTIVE_LVM_PV, "refused 1 of 1 target(s): ...")
+    plan = ApplyPlan(ok=False, failed=False, code=RefusalCode.ACTIVE_LVM_PV, message="refused 1 of 1 target(s): ...")
     d = desired_from_plan(plan)
     assert d is not None and d.phase is Phase.REFUSED
     cur = {"phase": "pending", "layoutGeneration": 3, "targetDevices": ["/dev/sdb"]}
@@ -46,8 +46,11 @@ def test_refused_status_then_no_churn() -> None:
     assert ch["phase"] == "refused" and ch["refusalReason"] == "target_device_is_active_lvm_pv"
     assert ch["nodeMode"] == "controller-managed" and ch["lastAttemptTime"] == "2024-01-01T00:00:00Z"
     assert "targetDevices" not in ch
-    [cond] = ch["conditions"]
+    [cond, ready] = ch["conditions"]
     assert cond["type"] == "Applied" and cond["status"] == "False" and cond["reason"] == "Refused"
+    assert ready["type"] == "Ready" and ready["status"] == "False" and ready["reason"] == "Refused"
+    assert ready["observedGeneration"] == cond["observedGeneration"] == 5
+    assert ch["targetDevicesText"] == "/dev/sdb"
     after = {**cur, **ch}
     assert outcome_status(after, d, mode=MANAGED, targets=["/dev/sdb"], generation=5,
                           now="2024-01-01T00:05:00Z") == {}
@@ -69,12 +72,14 @@ def test_applied_clears_refusal_and_records_generation() -> None:
     assert ch["phase"] == "applied" and ch["refusalReason"] is None  # merge patch null deletes it
     assert ch["appliedLayoutGeneration"] == 4 and ch["lastAppliedTime"] == "2024-01-01T00:00:00Z"
     assert ch["conditions"][0]["status"] == "True"
+    ready = next(c for c in ch["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "Applied", 7)
 
 
 def test_failed_outcome() -> None:
     d = desired_from_outcome(ApplyOutcome(False, "disko", "disko exited 1; current.nix unchanged"))
     assert d.phase is Phase.FAILED and "at disko" in d.message and not d.applied
-    assert desired_from_plan(ApplyPlan(False, True, None, "malformed layout: x")).phase is Phase.FAILED  # type: ignore[union-attr]
-    assert desired_from_plan(ApplyPlan(True, False, None, "ok")) is None
+    assert desired_from_plan(ApplyPlan(ok=False, failed=True, code=None, message="malformed layout: x")).phase is Phase.FAILED  # type: ignore[union-attr]
+    assert desired_from_plan(ApplyPlan(ok=True, failed=False, code=None, message="ok")) is None
 
 

@@ -68,14 +68,26 @@ def test_invalid_batch_exits_1_before_touching_the_cluster(tmp_path: Path):
     (tmp_path / "m.yaml").write_text(SEED + "---\nkind: DiskLayout\nmetadata: {name: x}\nspec: {nodeName: n2}\n")
     code, out, err = kctl("apply", "-f", str(tmp_path / "m.yaml"), "--kubeconfig", str(tmp_path / "missing"))
     assert code == 1 and out == ""
-    assert f"{tmp_path / 'm.yaml'}:1 DiskLayout/x: spec" in err and "nothing was sent" in err
+    assert f"{tmp_path / 'm.yaml'}:10 DiskLayout/x: spec" in err and "nothing was sent" in err
     assert "kubeconfig" not in err, "validation happens before any connection"
 
 
-def test_unreadable_kubeconfig_exits_1_with_a_hint(tmp_path: Path):
+@pytest.mark.parametrize(("content", "says"), [
+    (None, "no kubeconfig found at"),
+    ("apiVersion: v1\nclusters: [\n", "is not valid YAML (line 3)"),
+    ("apiVersion: v1\ncontexts: [{name: a, context: {cluster: c}}]\n", "sets no current-context"),
+    ("apiVersion: v1\ncurrent-context: b\ncontexts: [{name: a, context: {cluster: c}}]\n", "context 'b' is not in"),
+])
+def test_missing_or_broken_kubeconfig_is_one_clear_line(tmp_path: Path, content: str | None, says: str,
+                                                        capfd: pytest.CaptureFixture[str]):
     (tmp_path / "m.yaml").write_text(SEED)
-    code, _out, err = kctl("apply", "-f", str(tmp_path / "m.yaml"), "--kubeconfig", str(tmp_path / "missing"))
-    assert code == 1 and "cannot load kubeconfig" in err and "--kubeconfig" in err
+    if content is not None:
+        (tmp_path / "kubeconfig").write_text(content)
+    code, out, err = kctl("apply", "-f", str(tmp_path / "m.yaml"), "--kubeconfig", str(tmp_path / "kubeconfig"))
+    assert code == 1 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and says in err and "--kubeconfig" in err, err
+    stray = capfd.readouterr()
+    assert "Config not found" not in stray.err + stray.out and "Expected key" not in err
 
 
 def test_offline_diff_shows_seed_manifest_targets_and_body(tmp_path: Path):
@@ -87,10 +99,12 @@ def test_offline_diff_shows_seed_manifest_targets_and_body(tmp_path: Path):
     assert "+{ disko.devices.disk.data1" in out and "nothing was written" in out
 
 
-def test_offline_diff_of_a_malformed_body_exits_1(tmp_path: Path):
+def test_offline_diff_of_a_malformed_body_is_an_error_exit_2(tmp_path: Path):
     (tmp_path / "m.yaml").write_text(SEED.replace('device = "/dev/nvme1n1"; };', "device = ; };"))
     code, out, _err = kctl("diff", "--offline", "-f", str(tmp_path / "m.yaml"))
-    assert code == 1 and "pre-flight: failed" in out
+    assert code == 2 and "pre-flight: failed" in out
+    code, _out, _err = kctl("diff", "--offline", "-f", str(tmp_path / "absent.yaml"))
+    assert code == 2
 
 
 def test_apply_disk_argv_and_disks_argv():

@@ -50,7 +50,7 @@ spec:
 
 def test_seed_style_document_gets_api_version_and_node_name(tmp_path: Path):
     [m] = parse_documents(SEED, "seed.yaml", tmp_path)
-    assert m.ref == "DiskLayout/prod-data-pool" and m.source == "seed.yaml:0"
+    assert m.ref == "DiskLayout/prod-data-pool" and m.source == "seed.yaml:1"
     assert m.obj["apiVersion"] == "disklet.io/v1alpha1" and m.obj["kind"] == "DiskLayout"
     assert m.obj["spec"]["nodeName"] == "kvm-node-192-168-40-105" and "nodeId" not in m.obj["spec"]
     assert isinstance(m.spec, DiskLayoutSpec) and m.spec.disk_layout is not None
@@ -71,16 +71,16 @@ def test_missing_layout_nix_file_is_reported_with_its_path(tmp_path: Path):
     (tmp_path / "m.yaml").write_text("kind: DiskLayout\nmetadata: {name: x}\nspec: {nodeName: n1, layoutNixFile: nope.nix}\n")
     with pytest.raises(ManifestError) as exc:
         load_manifests(tmp_path / "m.yaml")
-    assert f"{tmp_path / 'm.yaml'}:0 DiskLayout/x: spec.layoutNixFile:" in str(exc.value)
+    assert f"{tmp_path / 'm.yaml'}:1 DiskLayout/x: spec.layoutNixFile:" in str(exc.value)
     assert str(tmp_path / "nope.nix") in str(exc.value)
 
 
 def test_multi_document_yaml_with_all_applyable_kinds(tmp_path: Path):
     text = "---\n" + SEED + "---\n" + LVG + "---\n# only a comment\n---\n" + LVGSET
     ms = parse_documents(text, "all.yaml", tmp_path)
-    assert [(m.source, m.ref) for m in ms] == [("all.yaml:0", "DiskLayout/prod-data-pool"),
-                                               ("all.yaml:1", "LVMVolumeGroup/vg-data-n1"),
-                                               ("all.yaml:3", "LVMVolumeGroupSet/fleet")], "empty documents keep their index"
+    assert [(m.source, m.ref) for m in ms] == [("all.yaml:2", "DiskLayout/prod-data-pool"),
+                                               ("all.yaml:20", "LVMVolumeGroup/vg-data-n1"),
+                                               ("all.yaml:30", "LVMVolumeGroupSet/fleet")], "1-based first lines"
     assert ms[1].obj["metadata"]["labels"] == {"team": "storage"}
     assert ms[1].obj["spec"]["actualVGNameOnTheNode"] == "vg_data"
 
@@ -103,11 +103,11 @@ def test_batch_is_refused_with_every_problem_and_its_location(tmp_path: Path):
         load_manifests(tmp_path)
     text = str(exc.value)
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    assert f"{a}:1 DiskLayout/two: spec.diskLayout.disks[0].gpt.partitions[0].content.mountpont: unknown field" in text
-    assert f"{b}:0: kind 'BlockDevice' is not one kctl applies" in text and "written by the agent" in text
-    assert f"{b}:1: apiVersion 'v1' is not served" in text
-    assert f"{b}:1 LVMVolumeGroup/Bad_Name: metadata.name" in text
-    assert f"{a}:0" not in text, "the valid document is not blamed"
+    assert f"{a}:35 DiskLayout/two: spec.diskLayout.disks[0].gpt.partitions[0].content.mountpont: unknown field" in text
+    assert f"{b}:1: kind 'BlockDevice' is not one kctl applies" in text and "written by the agent" in text
+    assert f"{b}:4: apiVersion 'v1' is not served" in text
+    assert f"{b}:4 LVMVolumeGroup/Bad_Name: metadata.name" in text
+    assert f"{a}:1 " not in text, "the valid document is not blamed"
 
 
 def test_cross_document_rules(tmp_path: Path):
@@ -124,7 +124,7 @@ def test_structured_layout_rules_beyond_the_schema_are_checked(tmp_path: Path):
                         "        - name: later\n          size: 10G\n          content: {type: lvm_pv, vg: vg_missing}")
     with pytest.raises(ManifestError) as exc:
         parse_documents(text, "m.yaml", tmp_path)
-    assert "m.yaml:0 DiskLayout/prod-data-pool: spec.diskLayout:" in str(exc.value)
+    assert "m.yaml:1 DiskLayout/prod-data-pool: spec.diskLayout:" in str(exc.value)
 
 
 def test_seed_node_id_conflicting_with_node_name(tmp_path: Path):
@@ -140,7 +140,7 @@ def test_two_layout_sources_and_bad_yaml(tmp_path: Path):
     assert "exactly one layout source" in str(exc.value)
     with pytest.raises(ManifestError) as exc:
         parse_documents("kind: [unclosed\n", "m.yaml", tmp_path)
-    assert "m.yaml: not valid YAML" in str(exc.value)
+    assert "m.yaml:2: not valid YAML" in str(exc.value)
     with pytest.raises(ManifestError, match="no such file"):
         load_manifests(tmp_path / "missing.yaml")
 
@@ -149,3 +149,25 @@ def load_manifests_text(tmp_path: Path, text: str):
     path = tmp_path / "m.yaml"
     path.write_text(text)
     return load_manifests(path)
+
+
+def test_errors_name_the_line_of_the_field_in_plain_words(tmp_path: Path):
+    text = SEED.replace("device: /dev/nvme1n1", "device: nvme1n1").replace('size: "100%"', "size: 12 parsecs")
+    with pytest.raises(ManifestError) as exc:
+        parse_documents("# leading comment\n" + text, "m.yaml", tmp_path)
+    msg = str(exc.value)
+    assert "m.yaml:10 DiskLayout/prod-data-pool: spec.diskLayout.disks[0].device:" in msg, msg
+    assert "m.yaml:14 DiskLayout/prod-data-pool: spec.diskLayout.disks[0].gpt.partitions[0].size: '12 parsecs'" in msg
+    for leak in ("String should match pattern", "Value error,", "^", "Input should"):
+        assert leak not in msg, (leak, msg)
+
+
+def test_human_message_translates_pydantic_wording():
+    from disklet.cli.manifests import human_message
+    assert human_message({"type": "value_error", "msg": "Value error, size 10G must be Gi"}) == "size 10G must be Gi"
+    assert human_message({"type": "literal_error", "msg": "Input should be 'a' or 'b'"}) == "must be 'a' or 'b'"
+    assert human_message({"type": "string_too_long", "msg": "String should have at most 3 characters"}) == \
+        "must have at most 3 characters"
+    assert human_message({"type": "missing", "msg": "Field required"}) == "is required"
+    assert "pattern" not in human_message({"type": "string_pattern_mismatch", "input": "x y",
+                                          "msg": "String should match pattern '^[a-z]+$'"})

@@ -93,24 +93,24 @@ def test_lsblk_failure_raises(sysfs: Path) -> None:
 
 def test_blkid_fills_fstype_and_pttype(sysfs: Path) -> None:
     r = runner_for(lsblk_json(d("/dev/loop0", children=[d("/dev/loop0p1", "part")]), d("/dev/zram0", size=0)),
-                   **{"blkid -p -o export /dev/loop0": (0, "DEVNAME=/dev/loop0\nPTUUID=x\nPTTYPE=gpt\n", ""),
-                      "blkid -p -o export /dev/loop0p1": (0, "TYPE=LVM2_member\nUSAGE=raid\nPART_ENTRY_NUMBER=1\n", "")})
+                   **{"blkid -p -o export -- /dev/loop0": (0, "DEVNAME=/dev/loop0\nPTUUID=x\nPTTYPE=gpt\n", ""),
+                      "blkid -p -o export -- /dev/loop0p1": (0, "TYPE=LVM2_member\nUSAGE=raid\nPART_ENTRY_NUMBER=1\n", "")})
     t = read_block_topology(r, sys_root=sysfs)
     loop0, p1, zram = t.find("/dev/loop0"), t.find("/dev/loop0p1"), t.find("/dev/zram0")
     assert loop0 and p1 and zram
     assert loop0.pttype == "gpt" and loop0.fstype is None and loop0.fstype_source == "blkid"
     assert p1.fstype == "LVM2_member" and p1.holders == ["/dev/dm-0"]
     assert zram.fstype_source == "size0" and zram.blank  # never probed
-    assert ("blkid", "-p", "-o", "export", "/dev/zram0") not in r.seen
+    assert ("blkid", "-p", "-o", "export", "--", "/dev/zram0") not in r.seen
     assert t.swaps == ["/dev/zram0", "/swap file"] and t.swaps_error is None
 
 
 def test_exit2_is_blank_only_when_wipefs_agrees(sysfs: Path) -> None:
     r = runner_for(lsblk_json(d("/dev/loop0"), d("/dev/loop1")),
-                   **{"blkid -p -o export /dev/loop0": (2, "", ""),
-                      "wipefs --no-act --json /dev/loop0": (0, '{"signatures": []}', ""),
-                      "blkid -p -o export /dev/loop1": (2, "", ""),
-                      "wipefs --no-act --json /dev/loop1": (1, "", "wipefs: error: /dev/loop1: probing initialization failed")})
+                   **{"blkid -p -o export -- /dev/loop0": (2, "", ""),
+                      "wipefs --no-act --json -- /dev/loop0": (0, '{"signatures": []}', ""),
+                      "blkid -p -o export -- /dev/loop1": (2, "", ""),
+                      "wipefs --no-act --json -- /dev/loop1": (1, "", "wipefs: error: /dev/loop1: probing initialization failed")})
     t = read_block_topology(r, sys_root=sysfs)
     assert t.find("/dev/loop0").blank  # type: ignore[union-attr]
     loop1 = t.find("/dev/loop1")
@@ -120,16 +120,16 @@ def test_exit2_is_blank_only_when_wipefs_agrees(sysfs: Path) -> None:
 def test_wipefs_finding_what_blkid_missed(sysfs: Path) -> None:
     sig = json.dumps({"signatures": [{"device": "loop0", "offset": "0x200", "type": "gpt"},
                                      {"device": "loop0", "offset": "0x438", "type": "ext4"}]})
-    r = runner_for(lsblk_json(d("/dev/loop0")), **{"blkid -p -o export /dev/loop0": (2, "", ""),
-                                                   "wipefs --no-act --json /dev/loop0": (0, sig, "")})
+    r = runner_for(lsblk_json(d("/dev/loop0")), **{"blkid -p -o export -- /dev/loop0": (2, "", ""),
+                                                   "wipefs --no-act --json -- /dev/loop0": (0, sig, "")})
     n = read_block_topology(r, sys_root=sysfs).find("/dev/loop0")
     assert n and n.pttype == "gpt" and n.fstype == "ext4" and n.fstype_source == "wipefs"
 
 
 def test_exit2_with_stderr_or_other_codes_is_unknown(sysfs: Path) -> None:
     r = runner_for(lsblk_json(d("/dev/loop0"), d("/dev/loop1")),
-                   **{"blkid -p -o export /dev/loop0": (2, "", "blkid: error: /dev/loop0: Operation not permitted"),
-                      "blkid -p -o export /dev/loop1": (8, "", "ambivalent result")})
+                   **{"blkid -p -o export -- /dev/loop0": (2, "", "blkid: error: /dev/loop0: Operation not permitted"),
+                      "blkid -p -o export -- /dev/loop1": (8, "", "ambivalent result")})
     t = read_block_topology(r, sys_root=sysfs)
     assert "Operation not permitted" in (t.find("/dev/loop0").probe_error or "")  # type: ignore[union-attr]
     assert "exited 8" in (t.find("/dev/loop1").probe_error or "")  # type: ignore[union-attr]
@@ -137,11 +137,11 @@ def test_exit2_with_stderr_or_other_codes_is_unknown(sysfs: Path) -> None:
 
 def test_lsblk_fstype_is_trusted_unless_probe_all(sysfs: Path) -> None:
     r = runner_for(lsblk_json(d("/dev/loop0", fstype="xfs")),
-                   **{"blkid -p -o export /dev/loop0": (0, "TYPE=xfs\n", "")})
+                   **{"blkid -p -o export -- /dev/loop0": (0, "TYPE=xfs\n", "")})
     assert read_block_topology(r, sys_root=sysfs).find("/dev/loop0").fstype == "xfs"  # type: ignore[union-attr]
     assert not any(a[0] == "blkid" for a in r.seen)
     read_block_topology(r, sys_root=sysfs, probe_all=True)
-    assert ("blkid", "-p", "-o", "export", "/dev/loop0") in r.seen
+    assert ("blkid", "-p", "-o", "export", "--", "/dev/loop0") in r.seen
 
 
 def test_missing_holders_dir_and_swaps_failure_recorded(sysfs: Path) -> None:

@@ -120,7 +120,7 @@ def test_thin_pool_create_argv() -> None:
     eng._thin_pools(_spec(("tp", "100%"), ("abs", "1Gi")), LvmSnapshot(), _vg(10 * GI, 10 * GI), rnd)
     creates = [a for a in runner.argvs if a[0] == "lvcreate"]
     assert creates[0][0:2] == ["lvcreate", "--config"] and "global{activation=0}" in creates[0][2]
-    assert creates[0][3:] == ["--yes", "--type", "thin-pool", "--extents", "100%FREE", "--name", "tp", "vg0"]
+    assert creates[0][3:] == ["--yes", "--type", "thin-pool", "--extents", "100%FREE", "--name", "tp", "--", "vg0"]
     # The 100% pool took the whole VG: the second pool cannot fit and the condition says why, with numbers.
     assert len(creates) == 1
     assert rnd.failures and "thinPools[abs]" in rnd.failures[0][1] and "0 bytes free" in rnd.failures[0][1]
@@ -134,9 +134,9 @@ def test_thin_pool_absolute_create_and_extend_argv() -> None:
     rnd = _Round()
     eng._thin_pools(_spec(("new", "1Gi"), ("grow", "2Gi"), ("full", "100%")), snap, _vg(20 * GI, 10 * GI), rnd)
     cmds = [a[3:] for a in runner.argvs]
-    assert ["--yes", "--type", "thin-pool", "--extents", "256", "--name", "new", "vg0"] in cmds
-    assert ["--extents", "512", "vg0/grow"] in cmds
-    assert ["--extents", "+100%FREE", "vg0/full"] in cmds
+    assert ["--yes", "--type", "thin-pool", "--extents", "256", "--name", "new", "--", "vg0"] in cmds
+    assert ["--extents", "512", "--", "vg0/grow"] in cmds
+    assert ["--extents", "+100%FREE", "--", "vg0/full"] in cmds
     assert not rnd.failures
 
 

@@ -112,3 +112,36 @@ def test_status_patch_only_changed_owned_keys_and_tolerant_parse():
         "type": "Applied", "status": "True", "reason": "Done", "lastTransitionTime": "2025-01-01T00:00:00Z"}]})
     assert st.phase is Phase.APPLIED and st.layout_generation is None
     assert [c.type for c in st.conditions] == ["Applied"]
+
+
+# ---------------------------------------------------------------------------- Ready (kubectl wait --for=condition=Ready)
+def test_ready_follows_the_phase_and_the_applied_generation():
+    from disklet.api.disklayout_ready import ready_state
+    assert ready_state("applied", 3, 3) == ("True", "Applied", "layout generation 3 is applied on the node")
+    assert ready_state("applied", 4, 3)[:2] == ("False", "Outdated")
+    assert ready_state("pending", 4, 3, "waiting")[:2] == ("False", "Pending")
+    assert ready_state("refused", 1, None, "in use", "target_device_has_active_mount") == (
+        "False", "Refused", "target_device_has_active_mount: in use")
+    assert ready_state("failed", 1, None, "disko exited 1")[:2] == ("False", "Failed")
+    assert ready_state(None, None, None)[:2] == ("False", "NotValidated")
+
+
+def test_operator_writes_ready_with_observed_generation_on_every_condition():
+    from disklet_operator.logic.disklayout_status import PreflightVerdict as Verdict
+    from disklet_operator.logic.disklayout_status import VerdictKind, desired_status
+
+    from disklet.api.common import get_condition
+
+    old = DiskLayoutStatus.model_validate({"phase": "applied", "layoutHash": "h1", "layoutGeneration": 2,
+                                           "appliedLayoutGeneration": 2, "conditions": [
+                                               {"type": "Validated", "status": "True", "reason": "Valid",
+                                                "message": "", "lastTransitionTime": "2024-05-01T09:00:00Z"}]})
+    same = desired_status(old, Verdict(VerdictKind.VALID, "ok", "h1", ("/dev/sdb", "/dev/sdc")), 9, now="2024-05-01T10:00:00Z")
+    ready = get_condition(same.conditions, "Ready")
+    assert ready is not None and (ready.status, ready.reason) == ("True", "Applied")
+    assert all(c.observed_generation == 9 for c in same.conditions or [])
+    assert same.target_devices_text == "/dev/sdb,/dev/sdc"
+    changed = desired_status(same, Verdict(VerdictKind.VALID, "ok", "h2", ("/dev/sdb",)), 10, now="2024-05-01T10:00:00Z")
+    ready = get_condition(changed.conditions, "Ready")
+    assert changed.phase == "pending" and ready is not None and (ready.status, ready.reason) == ("False", "Pending")
+    assert ready.observed_generation == 10

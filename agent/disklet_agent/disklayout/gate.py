@@ -95,7 +95,7 @@ def read_zpools(runner: HostRunner) -> set[str]:
     return names
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ApplyPlan:
     """What the gate found. ``ok`` → apply ``artifact``; else ``failed`` (bad layout) or refused with ``code``."""
 
@@ -163,13 +163,14 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
     try:
         checked = check_layout(body, runner, policy=mount_policy(config))
     except SchemaViolation as exc:
-        return ApplyPlan(False, False, exc.code, f"{exc.code}: {exc}")
+        return ApplyPlan(ok=False, failed=False, code=exc.code, message=f"{exc.code}: {exc}")
     except (MalformedLayout, LayoutError) as exc:
-        return ApplyPlan(False, True, None, f"malformed layout: {exc}")
+        return ApplyPlan(ok=False, failed=True, code=None, message=f"malformed layout: {exc}")
     except NixUnavailable as exc:
-        return ApplyPlan(False, True, None, f"cannot evaluate the layout on this node: {exc}")
+        return ApplyPlan(ok=False, failed=True, code=None,
+                         message=f"cannot evaluate the layout on this node: {exc}")
     targets = list(checked.targets)
-    plan = ApplyPlan(False, False, None, "", targets=targets, devices_value=checked.devices_value,
+    plan = ApplyPlan(ok=False, failed=False, code=None, message="", targets=targets, devices_value=checked.devices_value,
                      method=checked.method, artifact=checked.artifact, layout_hash=checked.layout_hash)
     if not targets:
         return _refuse(plan, RefusalCode.NO_TARGET_DEVICES,

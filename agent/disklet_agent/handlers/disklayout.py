@@ -23,6 +23,7 @@ import kopf
 
 from disklet.api.common import Condition, ConditionStatus, now_rfc3339, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
+from disklet.api.disklayout_ready import devices_text, with_ready
 from disklet.api.resources import DISK_LAYOUT
 from disklet.observe import (
     ERROR,
@@ -117,6 +118,9 @@ def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReadi
     cond_status: ConditionStatus = "True" if desired.phase == Phase.APPLIED else "False"
     conditions = set_condition(conditions, CONDITION, cond_status, desired.reason, _clip(desired.message),
                                observed_generation=generation, now=now)
+    applied_gen = current.get("layoutGeneration") if desired.applied else current.get("appliedLayoutGeneration")
+    conditions = with_ready(conditions, desired.phase.value, current.get("layoutGeneration"), applied_gen,
+                            _clip(desired.message), desired.refusal, generation, now)
     want: dict[str, Any] = {
         "phase": desired.phase.value,
         "refusalReason": desired.refusal,
@@ -126,6 +130,7 @@ def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReadi
     }
     if targets is not None:
         want["targetDevices"] = targets
+        want["targetDevicesText"] = devices_text(targets)
     if desired.applied:
         want["appliedLayoutGeneration"] = current.get("layoutGeneration")
         want["lastAppliedTime"] = now

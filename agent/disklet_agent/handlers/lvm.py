@@ -12,6 +12,18 @@
 - delete (finalizer ``disklet.io/agent``): ``engine.delete``; while not done the finalizer stays,
   status shows Terminating with the condition, and the handler retries.
 
+Ownership is ``spec.local.nodeName``, never the ``disklet.io/node`` label (a routing hint for the
+watch). The handlers are registered WITHOUT a node filter, so Kopf keeps the finalizer on every
+object routed here (Kopf strips the finalizer of objects no handler matches); each handler acts
+only when ``nodeName`` is this node. A mislabelled object is reported (condition
+``VGConfigurationApplied=False/NodeLabelMismatch`` and one Warning Event) and left alone: its
+delete handler never completes here, so this agent never releases it. The agent of ``nodeName``
+releases the finalizer only after the engine proved the cleanup, and only while the node's agent
+Lease is held by this node and fresh.
+
+Refused objects: the handler's retry is the only retry (the timer skips an object reconciled less
+than a scan interval ago), and Events are posted only when the status changed.
+
 Every engine call and the status write that follows run under one per-node lock, so two writers
 never interleave.
 
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -32,8 +45,10 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
+from disklet.api.common import parse_rfc3339, set_condition
+from disklet.api.lvm import ConditionType, LVMVolumeGroupSpec, LVMVolumeGroupStatus, Reason
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
+from disklet.kube.lease import lease_name, lease_namespace
 from disklet.labels import node_label_value
 from disklet.observe import (
     RETRY,
@@ -46,7 +61,7 @@ from disklet.observe import (
 )
 
 from ..deps import AgentDeps
-from ..kube import AgentKube
+from ..kube import AgentKube, ApiError
 from ..logic.lvg import (
     merge_discovered,
     needs_reconcile,
@@ -61,6 +76,11 @@ from .blockdevices import INDEX_ID
 log = logging.getLogger("disklet.agent.lvm")
 KIND = LVM_VOLUME_GROUP.kind
 MIN_RETRY_SECONDS = 1.0
+
+
+def owner_node(obj: Mapping[str, Any]) -> str | None:
+    """The node that owns the object: ``spec.local.nodeName`` (never the label)."""
+    return ((obj.get("spec") or {}).get("local") or {}).get("nodeName")
 
 
 def _status_of(obj: Mapping[str, Any]) -> LVMVolumeGroupStatus | None:
@@ -90,6 +110,7 @@ class LvgWiring:
     def __init__(self, deps: AgentDeps, engine: LvgEngine, kube: AgentKube, lock: asyncio.Lock):
         self.deps = deps
         self.node = deps.config.node_name
+        self.interval = deps.config.scan_interval_seconds
         self.engine = engine
         self.kube = kube
         self.lock = lock
@@ -99,9 +120,51 @@ class LvgWiring:
         """Events found at startup, posted by the object's first handler (Kopf posts only from handlers)."""
         self.gauges = LvgGauges()
         """VG/thin-pool gauges, published from every status the engine returns."""
+        self.last_reconcile: dict[str, tuple[float, int | None, float | None]] = {}
+        """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
+        self.retrying: set[str] = set()
+        """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
 
     def mine(self, obj: Mapping[str, Any]) -> bool:
-        return ((obj.get("spec") or {}).get("local") or {}).get("nodeName") == self.node
+        return owner_node(obj) == self.node
+
+    # ---------------------------------------------------------------- not ours
+    async def mislabelled(self, name: str, body: Mapping[str, Any]) -> None:
+        """Routed here by its label but owned by another node: report once, touch nothing, release nothing."""
+        owner = owner_node(body) or "(none)"
+        label = ((body.get("metadata") or {}).get("labels") or {}).get(NODE_LABEL, "")
+        msg = (f"labelled {NODE_LABEL}={label} but spec.local.nodeName is {owner}: the agent of {self.node} does "
+               f"not manage it and keeps its finalizer; set the label to {owner} (the operator does so) so the agent "
+               f"of {owner} handles it")
+        current = _status_of(body) or LVMVolumeGroupStatus()
+        new = current.model_copy(deep=True)
+        new.conditions = set_condition(list(current.conditions or []), ConditionType.VG_CONFIGURATION_APPLIED,
+                                       "False", Reason.NODE_LABEL_MISMATCH, msg,
+                                       current.observed_generation)
+        if new.to_wire() == current.to_wire():
+            return  # already reported: one Event per transition
+        log.warning("mislabelled LVMVolumeGroup left alone", extra={"lvg": name, "node": self.node})
+        self._post(body, [("Warning", Reason.NODE_LABEL_MISMATCH, msg)])
+        try:
+            await self._write_status(name, body.get("status"), new)
+        except ApiError as exc:  # e.g. refused by the per-node admission policy: the Event stays
+            log.warning("cannot report the label mismatch in status: %s", exc, extra={"lvg": name})
+
+    async def holds_node_lease(self) -> str | None:
+        """None when this node's agent Lease names this node and is fresh; else why not."""
+        name = lease_name(self.node)
+        try:
+            lease = await self.kube.get_lease(lease_namespace(), name)
+        except ApiError as exc:
+            return f"cannot read the agent Lease {name}: {exc}"
+        spec = (lease or {}).get("spec") or {}
+        if spec.get("holderIdentity") != self.node:
+            return f"the agent Lease {name} is held by {spec.get('holderIdentity')!r}, not by node {self.node}"
+        renewed = parse_rfc3339(spec.get("renewTime") or "")
+        duration = float(spec.get("leaseDurationSeconds") or 0)
+        if renewed is None or (time.time() - renewed.timestamp()) > duration:
+            return f"the agent Lease {name} is not fresh"
+        return None
 
     # ---------------------------------------------------------------- startup
     async def reattach(self) -> list[str]:
@@ -114,13 +177,12 @@ class LvgWiring:
             except ValidationError as exc:
                 log.warning("re-attach skips an invalid LVMVolumeGroup", extra={"lvg": name, "error": str(exc)})
         async with self.lock:
-            problems = list(await asyncio.to_thread(self.engine.reattach, lvgs)) if lvgs else []
-        for problem in problems:
-            log.error("re-attach problem: %s", problem, extra={"node": self.node})
-            for obj in items:
-                name = obj["metadata"]["name"]
-                if f"disklet-{name}." in problem or f"LVMVolumeGroup {name}" in problem:
-                    self.pending_events.setdefault(name, []).append(("Warning", "ReattachFailed", problem))
+            found = list(await asyncio.to_thread(self.engine.reattach, lvgs)) if lvgs else []
+        problems: list[str] = []
+        for problem in found:  # each bound to its LVMVolumeGroup by the engine
+            log.error("re-attach problem: %s", problem.message, extra={"node": self.node, "lvg": problem.lvg})
+            self.pending_events.setdefault(problem.lvg, []).append(("Warning", "ReattachFailed", problem.message))
+            problems.append(problem.message)
         self.reattach_problems = problems
         log.info("startup re-attach done", extra={"node": self.node, "lvgs": len(lvgs), "problems": len(problems)})
         return problems
@@ -157,8 +219,19 @@ class LvgWiring:
                 if why is None:
                     return "converged"
                 log.info("timer reconcile: %s", why, extra={"lvg": name, "reconcile_id": rid})
+            last = self.last_reconcile.get(name)
+            fresh = last is not None and last[1] == generation and time.monotonic() - last[0] < 0.5 * (
+                last[2] or self.interval)
+            if only_if_needed and (name in self.retrying or fresh):
+                return "recent"  # the handler's own retry covers a refused object: one reconcile per cycle
+            if fresh and last is not None and last[2] and raise_on_requeue:
+                # A timer reconcile of this generation just ran and was refused: wait for the next cycle.
+                self.retrying.add(name)
+                raise kopf.TemporaryError(f"LVMVolumeGroup {name} not converged; retrying",
+                                          delay=max(MIN_RETRY_SECONDS, float(last[2])))
             with reconcile_timer(KIND) as counted:  # timer checks that find nothing to do are not reconciles
                 outcome = await asyncio.to_thread(self.engine.reconcile, name, spec, current, bds, generation)
+                self.last_reconcile[name] = (time.monotonic(), generation, outcome.requeue_after)
                 self.gauges.publish(name, spec.actual_vg_name_on_the_node, outcome.status)
                 written = False
                 if outcome.changed:
@@ -167,12 +240,16 @@ class LvgWiring:
                 transition = lvg_status_events(self.node, spec.actual_vg_name_on_the_node, current, outcome.status)
                 self._post(obj, [*outcome.events, *transition])
                 log.info("reconciled", extra={"lvg": name, "reconcile_id": rid, "changed": outcome.changed,
-                                              "status_written": written, "phase": str(outcome.status.phase)})
+                                              "host_changed": outcome.host_changed, "status_written": written,
+                                              "phase": str(outcome.status.phase)})
                 if outcome.requeue_after and raise_on_requeue:
+                    self.retrying.add(name)
                     raise kopf.TemporaryError(f"LVMVolumeGroup {name} not converged; retrying",
                                               delay=max(MIN_RETRY_SECONDS, float(outcome.requeue_after)))
                 if outcome.requeue_after:
                     counted.result = RETRY
+                if not only_if_needed:
+                    self.retrying.discard(name)
         return "written" if written else "unchanged"
 
     # ---------------------------------------------------------------- delete
@@ -183,14 +260,19 @@ class LvgWiring:
                 spec = LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))
                 current = _status_of(obj)
                 outcome = await asyncio.to_thread(self.engine.delete, name, spec, current)
+                if outcome.done and (why := await self.holds_node_lease()) is not None:
+                    outcome = outcome.kept(f"cleaned up on the node, but the finalizer is kept: {why}")
+                written = False
                 if not outcome.done:
-                    await self._write_status(name, obj.get("status"),
-                                             with_operator_conditions(outcome.status, current))
-            self._post(obj, outcome.events)
+                    written = await self._write_status(name, obj.get("status"),
+                                                       with_operator_conditions(outcome.status, current))
+            # Host changes always; a Warning only when the reason changed (one Event per transition).
+            self._post(obj, [e for e in outcome.events if outcome.done or written or e[0] == "Normal"])
             if not outcome.done:
                 raise kopf.TemporaryError(f"LVMVolumeGroup {name} cannot be removed yet; finalizer kept",
                                           delay=max(MIN_RETRY_SECONDS, self.deps.config.refused_retry_seconds))
             self.gauges.forget(name)
+            self.last_reconcile.pop(name, None)
         log.info("volume group removed; finalizer released", extra={"lvg": name})
 
     # ---------------------------------------------------------------- node discovery
@@ -253,28 +335,44 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEng
     interval = deps.config.scan_interval_seconds
     res = (LVM_VOLUME_GROUP.group, LVM_VOLUME_GROUP.version, LVM_VOLUME_GROUP.plural)
     labels = {NODE_LABEL: node_label_value(node)}
-
-    def is_mine(spec: Any, **_: Any) -> bool:
-        return bool((spec.get("local") or {}).get("nodeName") == node)
+    # No node filter on the handlers (see the module docstring): Kopf must keep the finalizer of
+    # every object routed here; each handler checks spec.local.nodeName itself.
 
     @kopf.on.startup(registry=registry, backoff=5)
     async def disklet_lvg_reattach(**_: Any) -> None:
         await wiring.reattach()
         tasks.start(f"lvm discovery {node}", wiring.discovery_loop(interval))
 
-    @kopf.on.resume(*res, registry=registry, labels=labels, when=is_mine)
-    @kopf.on.create(*res, registry=registry, labels=labels, when=is_mine)
-    @kopf.on.update(*res, registry=registry, labels=labels, when=is_mine, field="spec")
-    async def disklet_lvg_reconcile(name: str, **kwargs: Any) -> None:
+    @kopf.on.resume(*res, registry=registry, labels=labels)
+    @kopf.on.create(*res, registry=registry, labels=labels)
+    @kopf.on.update(*res, registry=registry, labels=labels, field="spec")
+    async def disklet_lvg_reconcile(name: str, body: Any, **kwargs: Any) -> None:
+        if not wiring.mine(body):
+            await wiring.mislabelled(name, body)
+            return
         await wiring.reconcile(name, kwargs.get(INDEX_ID))
 
+    @kopf.on.update(*res, registry=registry, labels=labels, field=("metadata", "labels"))
+    async def disklet_lvg_relabelled(name: str, body: Any, **_: Any) -> None:
+        if not wiring.mine(body):
+            await wiring.mislabelled(name, body)
+
+    def is_mine(body: Any, **_: Any) -> bool:
+        return wiring.mine(body)
+
+    # The timer alone is filtered: the delete handler (unfiltered) keeps the finalizer required.
     @kopf.timer(*res, registry=registry, labels=labels, when=is_mine, interval=interval, initial_delay=interval,
                 idle=None)
     async def disklet_lvg_timer(name: str, **kwargs: Any) -> None:
         await wiring.reconcile(name, kwargs.get(INDEX_ID), only_if_needed=True, raise_on_requeue=False)
 
-    @kopf.on.delete(*res, registry=registry, labels=labels, when=is_mine)
+    @kopf.on.delete(*res, registry=registry, labels=labels)
     async def disklet_lvg_delete(name: str, body: Any, **_: Any) -> None:
+        if not wiring.mine(body):
+            await wiring.mislabelled(name, body)
+            # Never completes here: only the agent of spec.local.nodeName may release the finalizer.
+            raise kopf.TemporaryError(f"LVMVolumeGroup {name} belongs to node {owner_node(body)}; finalizer kept",
+                                      delay=max(MIN_RETRY_SECONDS, interval))
         await wiring.delete(name, body)
 
     return wiring

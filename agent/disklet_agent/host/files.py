@@ -43,8 +43,11 @@ class HostFiles:
         self.timeout = timeout
 
     def probe(self, path: str) -> FileProbe:
-        """Allocated bytes from ``stat`` blocks, so a sparse file cannot pass for a full one."""
-        res = self.runner.run(["stat", "-L", "-c", "%b %B %s %Hd:%Ld %i %F", "--", path], timeout=self.timeout)
+        """Allocated bytes from ``stat`` blocks, so a sparse file cannot pass for a full one.
+
+        The last component is NOT followed (no ``-L``): a backing file that is a symbolic link is
+        reported as such and never used, wherever it points."""
+        res = self.runner.run(["stat", "-c", "%b %B %s %Hd:%Ld %i %F", "--", path], timeout=self.timeout)
         if res.ok:
             parts = res.stdout.split(maxsplit=5)
             try:
@@ -52,6 +55,9 @@ class HostFiles:
                 dev = parts[3]
             except (IndexError, ValueError):
                 return FileProbe(Presence.UNKNOWN, error=f"unparsable stat output {res.stdout!r}")
+            if len(parts) > 5 and "symbolic link" in parts[5]:
+                return FileProbe(Presence.UNKNOWN, error=f"{path} is a symbolic link: a backing file must be a regular "
+                                                         "file inside the base directory; refusing to follow it")
             if len(parts) > 5 and "regular" not in parts[5]:
                 return FileProbe(Presence.UNKNOWN, error=f"{path} is not a regular file ({parts[5].strip()})")
             return FileProbe(Presence.PRESENT, allocated=blocks * bsize, apparent=size, dev_maj_min=dev, ino=ino)
@@ -82,6 +88,16 @@ class HostFiles:
 
     def rm_f(self, path: str) -> None:
         self._check(["rm", "-f", "--", path])
+
+    def realpaths(self, paths: list[str]) -> dict[str, str]:
+        """Canonical form of each path (missing components allowed) in ONE ``realpath`` command."""
+        if not paths:
+            return {}
+        res = self.runner.run(["realpath", "-m", "--", *paths], timeout=self.timeout)
+        lines = res.stdout.splitlines()
+        if not res.ok or len(lines) != len(paths):
+            raise FileOpError(res.describe())
+        return dict(zip(paths, lines, strict=True))
 
     def realpath(self, path: str, must_exist: bool = False) -> str:
         """Canonical path (``-m``: missing components allowed unless ``must_exist``)."""

@@ -88,15 +88,16 @@ class Losetup:
         return parse_list_json(res.stdout)
 
     def find(self, path: str) -> list[LoopDevice]:
-        """Loops attached to ``path`` (by inode, so symlinked paths match too)."""
-        res = self.runner.run(["losetup", "-j", path], timeout=self.timeout)
+        """Loops attached to ``path`` (by inode, so symlinked paths match too). ``--associated=PATH`` in one
+        argument: the path can never read as an option (``-j`` takes the next argument whatever it is)."""
+        res = self.runner.run(["losetup", f"--associated={path}"], timeout=self.timeout)
         if not res.ok:
             raise LosetupError(res.describe())
         return parse_j_output(res.stdout)
 
     def attach(self, path: str) -> str:
         """Attach with ``--nooverlap`` (reuses an existing loop of the same file) and return /dev/loopN."""
-        res = self.runner.run(["losetup", "--find", "--nooverlap", "--show", path], timeout=self.timeout)
+        res = self.runner.run(["losetup", "--find", "--nooverlap", "--show", "--", path], timeout=self.timeout)
         name = res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else ""
         if not res.ok or not re.match(r"^/dev/loop[0-9]+$", name):
             raise LosetupError(res.describe())
@@ -104,15 +105,15 @@ class Losetup:
 
     def set_direct_io(self, loop: str) -> str | None:
         """Best effort: a failure is returned as a warning text, never raised (rule 3)."""
-        res = self.runner.run(["losetup", "--direct-io=on", loop], timeout=self.timeout)
+        res = self.runner.run(["losetup", "--direct-io=on", "--", loop], timeout=self.timeout)
         return None if res.ok else res.describe()
 
     def refresh(self, loop: str) -> None:
-        res = self.runner.run(["losetup", "-c", loop], timeout=self.timeout)
+        res = self.runner.run(["losetup", f"--set-capacity={loop}"], timeout=self.timeout)
         if not res.ok:
             raise LosetupError(res.describe())
 
     def detach(self, loop: str) -> None:
-        res = self.runner.run(["losetup", "-d", loop], timeout=self.timeout)
+        res = self.runner.run(["losetup", f"--detach={loop}"], timeout=self.timeout)
         if not res.ok:
             raise LosetupError(res.describe())

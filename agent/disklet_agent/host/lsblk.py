@@ -246,7 +246,7 @@ class SignatureProbe:
 
 def probe_signatures(runner: HostRunner, device: str) -> SignatureProbe:
     """What ``blkid -p`` (confirmed by ``wipefs -n`` when it finds nothing) sees on ``device``."""
-    res = runner.run(["blkid", "-p", "-o", "export", device], timeout=PROBE_TIMEOUT)
+    res = runner.run(["blkid", "-p", "-o", "export", "--", device], timeout=PROBE_TIMEOUT)
     if res.returncode == 0 and not res.timed_out:
         tags = parse_blkid_export(res.stdout)
         return SignatureProbe(fstype=tags.get("TYPE") or None, pttype=tags.get("PTTYPE") or None,
@@ -258,7 +258,7 @@ def probe_signatures(runner: HostRunner, device: str) -> SignatureProbe:
 
 
 def _confirm_with_wipefs(runner: HostRunner, device: str) -> SignatureProbe:
-    res = runner.run(["wipefs", "--no-act", "--json", device], timeout=PROBE_TIMEOUT)
+    res = runner.run(["wipefs", "--no-act", "--json", "--", device], timeout=PROBE_TIMEOUT)
     if not res.ok:
         return SignatureProbe(source="wipefs", error=_failure(res))
     text = res.stdout.strip()

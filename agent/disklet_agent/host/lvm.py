@@ -122,6 +122,12 @@ def device_filter_config(owned_loops: Iterable[str], extra: str = "") -> str:
     return f"{text} {extra}".strip()
 
 
+def node_wide_config(extra: str = "") -> str:
+    """A filter that accepts every device: ONLY for :meth:`Lvm.node_vg_names` (names are node-wide)."""
+    return ('devices { global_filter = [ "a|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 } '
+            + extra).strip()
+
+
 def _int(v: str | None) -> int:
     return int(float(v)) if v not in (None, "") else 0
 
@@ -178,6 +184,23 @@ def parse_lvs(stdout: str) -> list[LV]:
 
 
 @dataclass(frozen=True)
+class NamedVG:
+    """A VG as the node-wide read sees it: a name, its UUID and one device (never used to pick devices)."""
+
+    name: str
+    uuid: str
+    device: str
+
+
+def parse_named_vgs(stdout: str) -> list[NamedVG]:
+    out: dict[str, NamedVG] = {}
+    for r in parse_report(stdout, "pv"):
+        if r.get("vg_name") and r.get("vg_uuid") and r["vg_uuid"] not in out:
+            out[r["vg_uuid"]] = NamedVG(r["vg_name"], r["vg_uuid"], r.get("pv_name", ""))
+    return list(out.values())
+
+
+@dataclass(frozen=True)
 class Mutation:
     """Outcome of a mutating LVM command after benign-noise filtering."""
 
@@ -212,8 +235,9 @@ class Lvm:
     def config(self) -> str:
         return device_filter_config(self.owned_loops, self.extra_config)
 
-    def argv(self, cmd: str, *args: str) -> list[str]:
-        return [cmd, "--config", self.config(), *args]
+    def argv(self, cmd: str, *args: str, operands: Sequence[str] = ()) -> list[str]:
+        """``cmd --config … ARGS -- OPERANDS``: an operand (device, VG, LV) can never read as an option."""
+        return [cmd, "--config", self.config(), *args, "--", *operands]
 
     # ------------------------------------------------------------------ reports
     def _report(self, cmd: str, columns: Sequence[str], *extra: str) -> str:
@@ -233,48 +257,61 @@ class Lvm:
     def vgs(self) -> list[VG]:
         return parse_vgs(self._report("vgs", VG_COLUMNS))
 
+    def node_vg_names(self) -> list[NamedVG]:
+        """Every VG on the node, loop-backed ones included: VG names are unique per NODE, so a name check
+        must not look through the per-command filter. Used for names only, never to choose devices."""
+        argv = ["pvs", "--config", node_wide_config(self.extra_config), "--reportformat", "json",
+                "-o", "pv_name,vg_name,vg_uuid"]
+        res = self.runner.run(argv, timeout=self.timeout)
+        if not res.ok:
+            raise LvmError(f"node-wide pvs failed: {judge(res).message or res.describe()}", res)
+        return parse_named_vgs(res.stdout)
+
     def lvs(self) -> list[LV]:
         return parse_lvs(self._report("lvs", LV_COLUMNS))
 
     # ---------------------------------------------------------------- mutations
-    def _mutate(self, cmd: str, *args: str, lvextend: bool = False) -> Mutation:
-        return judge(self.runner.run(self.argv(cmd, *args), timeout=self.timeout), lvextend=lvextend)
+    def _mutate(self, cmd: str, *args: str, operands: Sequence[str], lvextend: bool = False) -> Mutation:
+        return judge(self.runner.run(self.argv(cmd, *args, operands=operands), timeout=self.timeout),
+                     lvextend=lvextend)
 
     def pvcreate(self, *devices: str) -> Mutation:
         """One invocation for all ``devices``; on failure the caller decides per device from a live pvs."""
-        return self._mutate("pvcreate", *devices)
+        return self._mutate("pvcreate", operands=devices)
 
     def vgcreate(self, vg: str, devices: Sequence[str], lvg_name: str) -> Mutation:
-        return self._mutate("vgcreate", "--addtag", TAG_ENABLED, "--addtag", owner_tag(lvg_name), vg, *devices)
+        return self._mutate("vgcreate", "--addtag", TAG_ENABLED, "--addtag", owner_tag(lvg_name),
+                            operands=(vg, *devices))
 
     def vgextend(self, vg: str, devices: Sequence[str]) -> Mutation:
-        return self._mutate("vgextend", vg, *devices)
+        return self._mutate("vgextend", operands=(vg, *devices))
 
     def add_tags(self, vg: str, lvg_name: str) -> Mutation:
-        return self._mutate("vgchange", "--addtag", TAG_ENABLED, "--addtag", owner_tag(lvg_name), vg)
+        return self._mutate("vgchange", "--addtag", TAG_ENABLED, "--addtag", owner_tag(lvg_name), operands=(vg,))
 
     def lvcreate_thin_pool(self, vg: str, pool: str, extents: int | None) -> Mutation:
         """``extents`` None means the whole free space (``100%FREE``)."""
         size = "100%FREE" if extents is None else str(extents)
-        return self._mutate("lvcreate", "--yes", "--type", "thin-pool", "--extents", size, "--name", pool, vg)
+        return self._mutate("lvcreate", "--yes", "--type", "thin-pool", "--extents", size, "--name", pool,
+                            operands=(vg,))
 
     def lvextend(self, vg: str, lv: str, extents: int | None) -> Mutation:
         """Grow to ``extents`` (absolute) or by all free extents (None); a no-op resize is success."""
         size = "+100%FREE" if extents is None else str(extents)
-        return self._mutate("lvextend", "--extents", size, f"{vg}/{lv}", lvextend=True)
+        return self._mutate("lvextend", "--extents", size, operands=(f"{vg}/{lv}",), lvextend=True)
 
     def lvremove(self, vg: str, lv: str) -> Mutation:
-        return self._mutate("lvremove", "--yes", f"{vg}/{lv}")
+        return self._mutate("lvremove", "--yes", operands=(f"{vg}/{lv}",))
 
     def vgremove(self, vg: str) -> Mutation:
         # No --yes/-f: a VG that still holds LVs makes vgremove prompt, and the closed stdin refuses.
-        return self._mutate("vgremove", vg)
+        return self._mutate("vgremove", operands=(vg,))
 
     def pvremove(self, *devices: str) -> Mutation:
-        return self._mutate("pvremove", "--yes", *devices)
+        return self._mutate("pvremove", "--yes", operands=devices)
 
     def pvresize(self, device: str) -> Mutation:
-        return self._mutate("pvresize", device)
+        return self._mutate("pvresize", operands=(device,))
 
     def vgchange_activate(self, vg: str) -> Mutation:
-        return self._mutate("vgchange", "-ay", vg)
+        return self._mutate("vgchange", "-ay", operands=(vg,))

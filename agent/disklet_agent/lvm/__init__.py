@@ -1,6 +1,6 @@
 """Host-side LVM engine for LVMVolumeGroups (issue 8): adapters, pure planners, the engine."""
 
-from .engine import DeleteOutcome, LVMEngine, ReconcileOutcome
+from .engine import DeleteOutcome, LvgOutcome, LVMEngine
 from .snapshot import LvmSnapshot
 
-__all__ = ["DeleteOutcome", "LVMEngine", "LvmSnapshot", "ReconcileOutcome"]
+__all__ = ["DeleteOutcome", "LVMEngine", "LvmSnapshot", "LvgOutcome"]

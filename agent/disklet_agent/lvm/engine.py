@@ -1,22 +1,30 @@
 """The host-side LVM engine the agent's Kopf handlers call (sync; run it in a thread).
 
-One reconcile: validate → provision file devices → pvcreate (only devices a live pvs does not show)
-→ vgcreate/vgextend → grow → thin pools → discover into status. Every step that creates something
-records it in a journal so a failure rolls back only this call's work (docs/design/lvm.md rule 5).
+One reconcile, in steps (each a method below): check (validation, the resolved paths of the file
+devices, the node-wide VG name, the selected block devices against this node's live scan) →
+provision file devices → plan PVs from a live pvs → pvcreate → vgcreate/vgextend → owner tags →
+grow → thin pools → discover into status. Nothing is written on the host before the checks pass.
+Every step that creates something records it in a journal so a failure rolls back only this
+call's work (docs/design/lvm.md rule 5).
 
-Reads per reconcile: one snapshot at the start (losetup list + ONE ``pvs`` with VG columns, ``lvs``
-only when a VG has LVs); a fresh live read before pvcreate/vgextend and before any teardown; one
-snapshot after the last change, which both feeds the later steps and becomes the status. When this
-call changed nothing on the host, the start snapshot is that snapshot (no re-read).
+Reads per reconcile: one ``realpath`` of the base and every directory component, one snapshot
+(losetup list + ONE ``pvs`` with VG columns, ``lvs`` only when a VG has LVs); a node-wide ``pvs``
+for names only when a VG is about to be created; a fresh live read before pvcreate/vgextend and
+before any teardown; one snapshot after the last change, which both feeds the later steps and
+becomes the status. When this call changed nothing on the host, the start snapshot is that
+snapshot (no re-read).
 """
 
 from __future__ import annotations
 
+import functools
 import posixpath
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from disklet.api.common import Condition, get_condition, set_condition
 from disklet.api.lvm import (
+    NAME_MAX,
     ConditionType,
     LVGPhase,
     LVMVolumeGroupSpec,
@@ -33,21 +41,44 @@ from ..host.losetup import Losetup, LosetupError
 from ..host.lvm import PV, VG, Lvm, LvmError, owner_tag
 from .discovery import discover_status, find_vg, status_file_paths
 from .filedevices import FileDeviceError, FileDevices
-from .planner import Journal, managed_loop, plan_pvs
+from .planner import Journal, PvPlan, managed_loop, plan_pvs
 from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot
-from .validation import inside_base, validate_lvg
+from .validation import (
+    component_prefixes,
+    escape_through_symlink,
+    has_control_chars,
+    inside_base,
+    validate_lvg,
+)
 
 Event = tuple[str, str, str]
 ALIAS_ROUNDS = 3
 
 
+@dataclass(frozen=True)
+class LiveDevice:
+    """One device as this node's own live scan reports it (the BlockDevice object only selects)."""
+
+    path: str
+    consumable: bool
+    reason: str | None = None
+
+
+BlockScan = Callable[[LvmSnapshot], Mapping[str, LiveDevice]]
+"""BlockDevice name (the stable identity hash) → the device as scanned now."""
+
+
 @dataclass
-class ReconcileOutcome:
+class LvgOutcome:
+    """What one engine reconcile of an LVMVolumeGroup did (not the metrics outcome)."""
+
     status: LVMVolumeGroupStatus
     changed: bool
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    host_changed: bool = False
+    """Something on the host was created, changed or rolled back by this call (status may be equal)."""
 
 
 @dataclass
@@ -55,6 +86,24 @@ class DeleteOutcome:
     done: bool
     status: LVMVolumeGroupStatus
     events: list[Event] = field(default_factory=list)
+
+    def kept(self, why: str) -> DeleteOutcome:
+        """The same cleanup, but the finalizer stays for ``why`` (said in the condition and an Event)."""
+        status = self.status.model_copy(deep=True)
+        status.conditions = set_condition(list(status.conditions or []), ConditionType.VG_CONFIGURATION_APPLIED,
+                                          "False", Reason.TERMINATING, why, status.observed_generation)
+        return DeleteOutcome(False, status, [*self.events, ("Warning", Reason.TERMINATING, why)])
+
+
+@dataclass(frozen=True)
+class ReattachProblem:
+    """A per-file (or per-VG) problem of the startup re-attach, bound to its LVMVolumeGroup."""
+
+    lvg: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -66,9 +115,11 @@ class _Round:
 
     latest: LvmSnapshot | None = None
     """The last snapshot this call read, while nothing this call did has changed the host since."""
+    host_changed: bool = False
 
     def changed_host(self) -> None:
         self.latest = None
+        self.host_changed = True
 
     def fail(self, reason: str, message: str) -> None:
         self.failures.append((reason, message))
@@ -78,8 +129,26 @@ class _Round:
         self.events.append(("Warning", reason, message))
 
 
+@dataclass
+class _Entries:
+    """The file devices this call provisioned, by entry name."""
+
+    loops: dict[str, str] = field(default_factory=dict)
+    journals: dict[str, Journal] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    probes: dict[str, FileProbe | None] = field(default_factory=dict)
+
+    def owner_of(self) -> dict[str, str]:
+        return {loop: name for name, loop in self.loops.items()}
+
+
+def tag_missing(vg: VG, lvg_name: str) -> bool:
+    """The VG lacks the enabled tag or this LVMVolumeGroup's owner tag."""
+    return owner_tag(lvg_name) not in vg.tags or not vg.managed
+
+
 class LVMEngine:
-    def __init__(self, runner: HostRunner, config: AgentConfig):
+    def __init__(self, runner: HostRunner, config: AgentConfig, *, block_scan: BlockScan | None = None):
         self.runner = runner
         self.config = config
         timeout = config.command_timeout_seconds
@@ -87,6 +156,7 @@ class LVMEngine:
         self.losetup = Losetup(runner, timeout)
         self.files = HostFiles(runner, timeout)
         self.devices = FileDevices(self.files, self.losetup, self.lvm, config.free_space_reserve_percent)
+        self.block_scan: BlockScan = block_scan or self._scan_block_devices
         self._alias_rounds: dict[str, int] = {}
 
     # ----------------------------------------------------------------- snapshot
@@ -131,51 +201,154 @@ class LVMEngine:
             return None
         return snap.pvs_by_device()
 
+    # ------------------------------------------------------------- host checks
+    def _resolve_dirs(self, directories: Iterable[str]) -> tuple[tuple[str, ...], dict[str, str | None]]:
+        """ONE ``realpath`` of the base and of every component of ``directories`` (each lexically
+        inside the base): the resolved base dirs, and per directory why it leaves the base through a
+        symlink (None when it stays inside). Raises :class:`FileOpError` when it cannot be read."""
+        base = self.config.file_devices_dir
+        dirs = list(dict.fromkeys(directories))
+        prefixes = list(dict.fromkeys([posixpath.normpath(base),
+                                       *(p for d in dirs for p in component_prefixes(d, base))]))
+        resolved = self.files.realpaths(prefixes)
+        base_dirs = tuple(dict.fromkeys((base, resolved[posixpath.normpath(base)])))
+        return base_dirs, {d: escape_through_symlink(d, base, resolved) for d in dirs}
+
+    def _confine(self, directory: str) -> None:
+        """Right before a host write under ``directory``: it must still resolve inside the base."""
+        try:
+            _, escapes = self._resolve_dirs([directory])
+        except FileOpError as exc:
+            raise FileDeviceError(f"cannot resolve {directory} (doing nothing now): {exc}") from exc
+        if escapes[directory]:
+            raise FileDeviceError(escapes[directory])
+
+    def _name_conflict(self, vg_name: str, own_uuid: str | None) -> str | None:
+        """Why ``vg_name`` cannot be used: another VG anywhere on the node (loop-backed ones included)
+        carries it. Read node-wide, for the name only; an unreadable node fails closed."""
+        try:
+            named = self.lvm.node_vg_names()
+        except LvmError as exc:
+            return f"cannot check that the VG name {vg_name} is free on the node (nothing created): {exc}"
+        others = [v for v in named if v.name == vg_name and v.uuid != own_uuid]
+        if not others:
+            return None
+        o = others[0]
+        return (f"a volume group named {vg_name} already exists on this node (UUID {o.uuid}, on {o.device}) and is "
+                "not this LVMVolumeGroup's: VG names are unique per node, so nothing was created. Choose another "
+                "actualVGNameOnTheNode, or rename the other VG (vgrename by UUID)")
+
+    def _scan_block_devices(self, snap: LvmSnapshot) -> dict[str, LiveDevice]:
+        from ..host.lsblk import read_block_topology
+        from ..logic.blockdevices import desired_block_devices, pv_facts_from_lvm
+
+        topology = read_block_topology(self.runner, timeout=self.config.command_timeout_seconds)
+        facts = pv_facts_from_lvm(snap.pvs, snap.vgs, snap.canonical)
+        return {d.name: LiveDevice(d.status.path, d.status.consumable, d.status.consumable_reason)
+                for d in desired_block_devices(topology, facts, self.config.node_name, None)}
+
+    def _node_devices(self, bds: list[tuple[str, str]], snap: LvmSnapshot, vg: VG | None) -> tuple[
+            list[tuple[str, str]], list[str]]:
+        """The selected BlockDevices as this node's live scan reports them, matched by the stable name
+        (identity hash): [(name, live path)] usable now, and why the others are not. A device becomes a
+        PV only if the scan calls it consumable now (or it already is a PV of this VG)."""
+        if not bds:
+            return [], []
+        try:
+            live = self.block_scan(snap)
+        except Exception as exc:  # lsblk/probe failure: fail closed
+            return [], [f"cannot scan this node's block devices (nothing created): {exc}"]
+        pvs = snap.pvs_by_device()
+        usable: list[tuple[str, str]] = []
+        errors: list[str] = []
+        for name, api_path in bds:
+            dev = live.get(name)
+            if dev is None:
+                errors.append(f"BlockDevice {name} ({api_path}) is not on this node now (live scan): not used")
+                continue
+            pv = pvs.get(dev.path)
+            member = pv is not None and vg is not None and pv.vg_uuid == vg.uuid
+            if not dev.consumable and not member:
+                errors.append(f"BlockDevice {name} ({dev.path}) is not consumable now: {dev.reason}")
+                continue
+            usable.append((name, dev.path))
+        return usable, errors
+
     # ---------------------------------------------------------------- reconcile
     def reconcile(self, lvg_name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None,
                   block_devices: list[tuple[str, str]] | None = None,
-                  generation: int | None = None) -> ReconcileOutcome:
+                  generation: int | None = None) -> LvgOutcome:
         old = status or LVMVolumeGroupStatus()
         rnd = _Round()
-        bds = list(block_devices or [])
         errors = validate_lvg(lvg_name, spec, self.config.file_devices_dir)
-        snap = self.snapshot()
-        vg: VG | None = None
-        if snap.ok:
-            rnd.latest = snap
+        base_dirs: tuple[str, ...] | None = None
+        if not errors and spec.file_devices:
+            try:
+                base_dirs, escapes = self._resolve_dirs(fd.directory for fd in spec.file_devices)
+                errors.extend(f"fileDevices[{fd.name}]: {escapes[fd.directory]}" for fd in spec.file_devices
+                              if escapes[fd.directory])
+            except FileOpError as exc:
+                rnd.fail(Reason.UPDATING, f"cannot resolve the file device directories (nothing changed): {exc}")
+                return self._finish(lvg_name, spec, old, [], generation, rnd)
+        snap = self.snapshot(base_dirs)
+        bds: list[tuple[str, str]] = []
         if not snap.ok:
             rnd.fail(Reason.UPDATING, f"cannot read LVM state on the node (nothing changed): {snap.error}")
-        else:
-            lookup = find_vg(snap, lvg_name, spec.actual_vg_name_on_the_node, old.vg_uuid)
-            vg = lookup.vg
-            if lookup.error:
-                errors.append(lookup.error)
-            if errors:
-                rnd.fail(Reason.VALIDATION_FAILED, "; ".join(errors))
-            else:
-                vg = self._apply(lvg_name, spec, old, bds, snap, vg, rnd)
+            return self._finish(lvg_name, spec, old, bds, generation, rnd, snap.base_dirs)
+        rnd.latest = snap
+        lookup = find_vg(snap, lvg_name, spec.actual_vg_name_on_the_node, old.vg_uuid)
+        vg = lookup.vg
+        if lookup.error:
+            errors.append(lookup.error)
+        if errors:
+            rnd.fail(Reason.VALIDATION_FAILED, "; ".join(errors))
+            return self._finish(lvg_name, spec, old, bds, generation, rnd, snap.base_dirs)
+        if vg is None and (conflict := self._name_conflict(spec.actual_vg_name_on_the_node, None)):
+            rnd.fail(Reason.VG_NAME_CONFLICT, conflict)
+            return self._finish(lvg_name, spec, old, bds, generation, rnd, snap.base_dirs)
+        bds, device_errors = self._node_devices(list(block_devices or []), snap, vg)
+        for msg in device_errors:
+            rnd.fail(Reason.VG_EXTEND_FAILED, msg)
+        self._apply(lvg_name, spec, old, bds, snap, vg, rnd)
         return self._finish(lvg_name, spec, old, bds, generation, rnd, snap.base_dirs)
 
     def _apply(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
                bds: list[tuple[str, str]], snap: LvmSnapshot, vg: VG | None, rnd: _Round) -> VG | None:
         journal = Journal()
         try:
-            return self._apply_inner(lvg_name, spec, old, bds, snap, vg, rnd, journal)
+            return self._apply_steps(lvg_name, spec, bds, snap, vg, rnd, journal)
         except BaseException:
             # Cancelled or crashed mid-way: undo only what this call created, each step bounded.
             rnd.changed_host()
             self.devices.rollback(journal, lambda: self._live_pvs(snap.base_dirs))
             raise
 
-    def _apply_inner(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
-                     bds: list[tuple[str, str]], snap: LvmSnapshot, vg: VG | None, rnd: _Round,
-                     journal: Journal) -> VG | None:
+    def _apply_steps(self, lvg_name: str, spec: LVMVolumeGroupSpec, bds: list[tuple[str, str]],
+                     snap: LvmSnapshot, vg: VG | None, rnd: _Round, journal: Journal) -> VG | None:
         vg_name = spec.actual_vg_name_on_the_node
-        # 1. file devices
-        entry_loops: dict[str, str] = {}
-        entry_journal: dict[str, Journal] = {}
-        entry_paths: dict[str, str] = {}
-        entry_probes: dict[str, FileProbe | None] = {}
+        entries = self._provision_files(lvg_name, spec, snap, rnd, journal)
+        planned = self._plan_devices(lvg_name, entries, [p for _, p in bds], snap, vg, rnd)
+        if planned is None:
+            return vg
+        joinable = self._create_pvs(planned, entries, rnd, journal, snap.base_dirs)
+        if joinable:
+            vg = self._join_vg(lvg_name, vg_name, vg, joinable, rnd, journal, snap.base_dirs)
+            if vg is None:
+                return None
+        if vg is None:
+            return self._our_vg(lvg_name, vg_name, snap.base_dirs, rnd)
+        self._ensure_tags(vg, lvg_name, rnd)
+        grown = self._grow(lvg_name, spec, entries, planned, vg, rnd, snap.base_dirs)
+        if grown is None:
+            return vg
+        fresh, vg = grown
+        self._thin_pools(spec, fresh, vg, rnd)
+        return vg
+
+    # 1. file devices
+    def _provision_files(self, lvg_name: str, spec: LVMVolumeGroupSpec, snap: LvmSnapshot, rnd: _Round,
+                         journal: Journal) -> _Entries:
+        entries = _Entries()
         for fd in spec.file_devices or []:
             path = fd.file_path(lvg_name)
             basename = backing_file_name(lvg_name, fd.name)
@@ -183,26 +356,31 @@ class LVMEngine:
                        and managed_loop(lp, snap.base_dirs, lvg_name) is not None]
             j = Journal()
             try:
-                got = self.devices.provision(path, fd.bytes(), deleted, j, loops=snap.loops)
+                got = self.devices.provision(path, fd.bytes(), deleted, j, loops=snap.loops,
+                                             guard=functools.partial(self._confine, fd.directory))
             except FileDeviceError as exc:
                 rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED, f"fileDevices[{fd.name}]: {exc}")
-                rnd.changed_host()  # it may have changed something before failing
+                if j.steps:
+                    rnd.changed_host()  # it changed something before failing
                 self._rollback(j, rnd, snap.base_dirs)
                 continue
             finally:
                 journal.steps.extend(j.steps)
             if got.changed:
                 rnd.changed_host()
-            entry_probes[fd.name] = got.probe
+            entries.probes[fd.name] = got.probe
             for w in got.warnings:
                 rnd.warn("DirectIONotEnabled", f"fileDevices[{fd.name}]: {w}")
-            entry_loops[fd.name] = got.loop
-            entry_paths[fd.name] = path
-            entry_journal[fd.name] = j
-        # 2. which devices need pvcreate / join (decided from a LIVE pvs)
-        device_owner: dict[str, str] = {loop: name for name, loop in entry_loops.items()}
-        block_paths = [p for _, p in bds]
-        devices = [*entry_loops.values(), *block_paths]
+            entries.loops[fd.name] = got.loop
+            entries.paths[fd.name] = path
+            entries.journals[fd.name] = j
+        return entries
+
+    # 2. which devices need pvcreate / join (decided from a LIVE pvs)
+    def _plan_devices(self, lvg_name: str, entries: _Entries, block_paths: list[str], snap: LvmSnapshot,
+                      vg: VG | None, rnd: _Round) -> PvPlan | None:
+        owner = entries.owner_of()
+        devices = [*entries.loops.values(), *block_paths]
         vg_uuid = vg.uuid if vg else None
         live = rnd.latest
         plan = plan_pvs(devices, live.pvs_by_device(), vg_uuid, live.unresolved()) if live else None
@@ -213,11 +391,10 @@ class LVMEngine:
             live = self.snapshot(snap.base_dirs)
             if not live.ok:
                 rnd.fail(Reason.UPDATING, f"cannot list PVs (nothing torn down): {live.error}")
-                return vg
+                return None
             rnd.latest = live  # read after every change this call made so far
             plan = plan_pvs(devices, live.pvs_by_device(), vg_uuid, live.unresolved())
-        unresolved = live.unresolved()
-        if unresolved:
+        if live.unresolved():
             rounds = self._alias_rounds.get(lvg_name, 0) + 1
             self._alias_rounds[lvg_name] = rounds
             reason = Reason.ALIAS_RESOLUTION_FAILED if rounds >= ALIAS_ROUNDS else Reason.UPDATING
@@ -225,9 +402,14 @@ class LVMEngine:
             self._alias_rounds.pop(lvg_name, None)
             reason = Reason.VG_EXTEND_FAILED
         for dev, msg in plan.errors:
-            rnd.fail(reason, f"fileDevices[{device_owner[dev]}]: {msg}" if dev in device_owner else msg)
-        # 3. pvcreate: one invocation for every device the live pvs does not show as a PV; if it
-        # fails, ONE further live pvs tells which of them became PVs.
+            rnd.fail(reason, f"fileDevices[{owner[dev]}]: {msg}" if dev in owner else msg)
+        return plan
+
+    # 3. pvcreate: one invocation for every device the live pvs does not show as a PV; if it fails,
+    # ONE further live pvs tells which of them became PVs.
+    def _create_pvs(self, plan: PvPlan, entries: _Entries, rnd: _Round, journal: Journal,
+                    base_dirs: tuple[str, ...]) -> list[str]:
+        owner = entries.owner_of()
         joinable: list[str] = []
         to_create = [dev for dev in plan.join if dev in plan.pvcreate]
         failed: dict[str, str] = {}
@@ -235,76 +417,88 @@ class LVMEngine:
             rnd.changed_host()
             mut = self.lvm.pvcreate(*to_create)
             if not mut.ok:
-                after = self._live_pvs(snap.base_dirs)
+                after = self._live_pvs(base_dirs)
                 failed = {dev: mut.message for dev in to_create if not (after and dev in after)}
         for dev in plan.join:
             if dev in failed:
-                rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED if dev in device_owner else Reason.VG_EXTEND_FAILED,
-                         failed[dev])
-                if dev in device_owner:
-                    self._rollback(entry_journal[device_owner[dev]], rnd, snap.base_dirs)
+                rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED if dev in owner else Reason.VG_EXTEND_FAILED, failed[dev])
+                if dev in owner:
+                    self._rollback(entries.journals[owner[dev]], rnd, base_dirs)
                 continue
-            if dev in to_create and dev in device_owner:
-                ej = entry_journal[device_owner[dev]]
-                ej.created_pv(dev, entry_paths[device_owner[dev]])
+            if dev in to_create and dev in owner:
+                ej = entries.journals[owner[dev]]
+                ej.created_pv(dev, entries.paths[owner[dev]])
                 journal.steps.append(ej.steps[-1])
             joinable.append(dev)
-        # 4. vgcreate / vgextend
-        if joinable:
+        return joinable
+
+    # 4. vgcreate / vgextend
+    def _join_vg(self, lvg_name: str, vg_name: str, vg: VG | None, joinable: list[str], rnd: _Round,
+                 journal: Journal, base_dirs: tuple[str, ...]) -> VG | None:
+        if vg is not None:
             rnd.changed_host()
-            if vg is None:
-                mut = self.lvm.vgcreate(vg_name, joinable, lvg_name)
-                if not mut.ok:
-                    vg = self._our_vg(lvg_name, vg_name, snap.base_dirs, rnd)
-                    if vg is None:
-                        rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED, f"vgcreate {vg_name} failed: {mut.message}")
-                        self._rollback(journal, rnd, snap.base_dirs)
-                        return None
-                    rnd.warn("LVMReportedFailure", f"vgcreate reported a failure but the VG exists: {mut.message}")
-                rnd.events.append(("Normal", "VGCreated", f"created volume group {vg_name} on {', '.join(joinable)}"))
+            mut = self.lvm.vgextend(vg.name, joinable)
+            if not mut.ok and not self._all_in_vg(joinable, vg.uuid, base_dirs):
+                rnd.fail(Reason.VG_EXTEND_FAILED, f"vgextend {vg.name} failed: {mut.message}")
+                self._rollback(Journal([s for s in journal.steps if s.kind != "pv" or s.target in joinable]), rnd,
+                               base_dirs)
             else:
-                mut = self.lvm.vgextend(vg.name, joinable)
-                if not mut.ok and not self._all_in_vg(joinable, vg.uuid, snap.base_dirs):
-                    rnd.fail(Reason.VG_EXTEND_FAILED, f"vgextend {vg.name} failed: {mut.message}")
-                    self._rollback(Journal([s for s in journal.steps
-                                            if s.kind != "pv" or s.target in joinable]), rnd, snap.base_dirs)
-                else:
-                    rnd.events.append(("Normal", "VGExtended", f"extended {vg.name} with {', '.join(joinable)}"))
-        if vg is None:
-            return self._our_vg(lvg_name, vg_name, snap.base_dirs, rnd)
-        if TAG_MISSING(vg, lvg_name):
+                rnd.events.append(("Normal", "VGExtended", f"extended {vg.name} with {', '.join(joinable)}"))
+            return vg
+        conflict = self._name_conflict(vg_name, None)  # node-wide, right before the name is taken
+        if conflict:
+            rnd.fail(Reason.VG_NAME_CONFLICT, conflict)
+            self._rollback(journal, rnd, base_dirs)
+            return None
+        rnd.changed_host()
+        mut = self.lvm.vgcreate(vg_name, joinable, lvg_name)
+        if not mut.ok:
+            vg = self._our_vg(lvg_name, vg_name, base_dirs, rnd)
+            if vg is None:
+                rnd.fail(Reason.FILE_DEVICE_NOT_APPLIED, f"vgcreate {vg_name} failed: {mut.message}")
+                self._rollback(journal, rnd, base_dirs)
+                return None
+            rnd.warn("LVMReportedFailure", f"vgcreate reported a failure but the VG exists: {mut.message}")
+        rnd.events.append(("Normal", "VGCreated", f"created volume group {vg_name} on {', '.join(joinable)}"))
+        return vg or self._our_vg(lvg_name, vg_name, base_dirs, rnd)
+
+    def _ensure_tags(self, vg: VG, lvg_name: str, rnd: _Round) -> None:
+        if tag_missing(vg, lvg_name):
             rnd.changed_host()
             mut = self.lvm.add_tags(vg.name, lvg_name)
             if not mut.ok:
                 rnd.fail(Reason.UPDATING, f"cannot tag {vg.name}: {mut.message}")
-        # 5. growth (only entries that were already PVs of the VG before this call)
-        fresh = rnd.latest or self._read(snap.base_dirs, rnd)
+
+    # 5. growth (only entries that were already PVs of the VG before this call)
+    def _grow(self, lvg_name: str, spec: LVMVolumeGroupSpec, entries: _Entries, plan: PvPlan, vg: VG,
+              rnd: _Round, base_dirs: tuple[str, ...]) -> tuple[LvmSnapshot, VG] | None:
+        fresh = rnd.latest or self._read(base_dirs, rnd)
         if not fresh.ok:
             rnd.fail(Reason.UPDATING, f"cannot read LVM state: {fresh.error}")
-            return vg
+            return None
         vg = fresh.vg_by_uuid(vg.uuid) or vg
         by_dev = fresh.pvs_by_device()
         grew = False
         for fd in spec.file_devices or []:
-            loop = entry_loops.get(fd.name)
+            loop = entries.loops.get(fd.name)
             if loop is None or loop not in plan.members:
                 continue
             try:
                 # The loop and the file's sizes were resolved from the file by this call (provision).
                 grew |= self.devices.grow(fd.file_path(lvg_name), fd.bytes(), by_dev.get(loop), vg.extent_size,
-                                          loop=loop, probe=entry_probes.get(fd.name))
+                                          loop=loop, probe=entries.probes.get(fd.name),
+                                          guard=functools.partial(self._confine, fd.directory))
             except (FileDeviceError, FileOpError, LosetupError) as exc:
                 rnd.changed_host()  # a step may have run before the failure
                 rnd.fail(Reason.FILE_DEVICE_GROW_FAILED, f"fileDevices[{fd.name}]: {exc}")
         if grew:
             rnd.changed_host()
             rnd.events.append(("Normal", "FileDeviceGrown", "grew file devices of " + vg.name))
-            fresh = self._read(snap.base_dirs, rnd)
+            fresh = self._read(base_dirs, rnd)
             vg = fresh.vg_by_uuid(vg.uuid) or vg
-        # 6. thin pools
-        self._thin_pools(spec, fresh, vg, rnd)
-        return vg
+        return fresh, vg
 
+    # 6. thin pools
     def _thin_pools(self, spec: LVMVolumeGroupSpec, snap: LvmSnapshot, vg: VG, rnd: _Round) -> None:
         if not spec.thin_pools:
             return
@@ -360,7 +554,7 @@ class LVMEngine:
     # ------------------------------------------------------------------- status
     def _finish(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
                 bds: list[tuple[str, str]], generation: int | None, rnd: _Round,
-                base_dirs: tuple[str, ...] = ()) -> ReconcileOutcome:
+                base_dirs: tuple[str, ...] = ()) -> LvgOutcome:
         # The status comes from the snapshot read after this call's last change (or at its start when
         # it changed nothing); only if there is none is the host read again.
         snap = rnd.latest or self.snapshot(base_dirs or None)
@@ -406,8 +600,9 @@ class LVMEngine:
             new.observed_generation = generation
         changed = new.to_wire() != old.to_wire()
         requeue = self.config.refused_retry_seconds if rnd.failures or not snap.ok else None
-        return ReconcileOutcome(status=new, changed=changed, events=rnd.events if changed or rnd.failures else [],
-                                requeue_after=requeue)
+        # One Event per transition: a refusal repeated with the same status posts nothing new.
+        return LvgOutcome(status=new, changed=changed, events=rnd.events if changed or rnd.host_changed else [],
+                          requeue_after=requeue, host_changed=rnd.host_changed)
 
     def _drift(self, lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGroupStatus,
                discovered: LVMVolumeGroupStatus, rnd: _Round) -> None:
@@ -439,6 +634,8 @@ class LVMEngine:
 
     # ------------------------------------------------------------------- delete
     def delete(self, lvg_name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None) -> DeleteOutcome:
+        """Undo exactly what exists on the host and is ours; an object that never created anything is
+        released at once (refused objects included)."""
         old = status or LVMVolumeGroupStatus()
         events: list[Event] = []
         problems: list[str] = []
@@ -472,39 +669,78 @@ class LVMEngine:
                             problems.append(f"pvremove {', '.join(pv_devs)} failed: {mut.message}")
             if problems:
                 return self._delete_outcome(old, False, problems, events)
-        problems.extend(self._delete_files(lvg_name, spec, old, events, snap.base_dirs))
+        problems.extend(self._delete_files(lvg_name, spec, old, events, snap if vg is None else None))
         return self._delete_outcome(old, not problems, problems, events)
 
-    def _delete_targets(self, lvg_name: str, spec: LVMVolumeGroupSpec,
-                        status: LVMVolumeGroupStatus | None) -> dict[str, list[str]]:
-        """basename → candidate paths from this node's status ∪ spec (rule 8)."""
+    def _candidates(self, lvg_name: str, spec: LVMVolumeGroupSpec,
+                    status: LVMVolumeGroupStatus | None) -> dict[str, list[str]]:
+        """basename → candidate paths from this node's status ∪ spec, keeping only what this agent
+        could ever have created: our name for this LVMVolumeGroup (within NAME_MAX), no control
+        characters, a directory lexically inside a base directory. Anything else never existed as ours."""
         targets: dict[str, list[str]] = {}
         for fd in spec.file_devices or []:
             targets.setdefault(backing_file_name(lvg_name, fd.name), []).append(fd.file_path(lvg_name))
         for base, path in status_file_paths(status, self.config.node_name).items():
             targets.setdefault(base, []).append(path)
-        return targets
+        out: dict[str, list[str]] = {}
+        for basename, paths in targets.items():
+            parsed = parse_backing_file_name(basename)
+            if parsed is None or parsed[0] != lvg_name or len(basename.encode()) > NAME_MAX:
+                continue
+            keep = [p for p in dict.fromkeys(paths) if not has_control_chars(p) and p.startswith("/")]
+            if keep:
+                out[basename] = keep
+        return out
+
+    def _confined_files(self, paths: Iterable[str], base_dirs: tuple[str, ...]) -> dict[str, str | None]:
+        """path → None when its directory lies inside a base directory once every symlink is resolved,
+        else why not. Paths are checked against the base they lexically lie in (status paths are
+        kernel-resolved, so they lie in the resolved base)."""
+        out: dict[str, str | None] = {}
+        by_base: dict[str, list[str]] = {}
+        for p in paths:
+            d = posixpath.dirname(posixpath.normpath(p))
+            base = next((b for b in base_dirs if inside_base(d, b)), None)
+            if base is None or any(seg in (".", "..") for seg in p.split("/")):
+                out[p] = f"{p} is not inside the base directory"
+            else:
+                by_base.setdefault(base, []).append(p)
+        for base, ps in by_base.items():
+            dirs = {p: posixpath.dirname(posixpath.normpath(p)) for p in ps}
+            prefixes = list(dict.fromkeys(x for d in dirs.values() for x in component_prefixes(d, base)))
+            resolved = self.files.realpaths(prefixes)  # FileOpError: caller keeps the finalizer
+            for p, d in dirs.items():
+                out[p] = escape_through_symlink(d, base, resolved)
+        return out
 
     def _delete_files(self, lvg_name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus,
-                      events: list[Event], base_dirs: tuple[str, ...] | None = None) -> list[str]:
-        problems: list[str] = []
-        snap = self.snapshot(base_dirs)  # LIVE (rule 8): after the VG/PV removals above
+                      events: list[Event], snap: LvmSnapshot | None = None) -> list[str]:
+        """Detach the loops and remove the files of this LVMVolumeGroup that exist and are ours:
+        a loop only if its (kernel-resolved) backing file carries our name inside a base directory
+        and it is not a PV; a file only if it is a regular file (never a symlink) whose directory
+        resolves inside the base. ``snap``: a live read taken after the last LVM change, if any."""
+        snap = snap or self.snapshot()  # LIVE: after the VG/PV removals
         if not snap.ok or snap.unresolved():
             return [f"cannot list PVs (finalizer kept): {snap.error or 'unresolved device aliases'}"]
+        problems: list[str] = []
         pv_devs = snap.pvs_by_device()
-        for basename, paths in sorted(self._delete_targets(lvg_name, spec, status).items()):
-            parsed = parse_backing_file_name(basename)
-            if parsed is None or parsed[0] != lvg_name:
-                problems.append(f"refusing to delete {basename}: not a backing file of {lvg_name}")
-                continue
-            paths = [p for p in dict.fromkeys(paths)
-                     if any(inside_base(posixpath.dirname(p), b) for b in snap.base_dirs)]
-            if not paths:
-                problems.append(f"refusing to delete {basename}: not inside the base directory")
-                continue
+        candidates = self._candidates(lvg_name, spec, status)
+        try:
+            confined = self._confined_files({p for ps in candidates.values() for p in ps}, snap.base_dirs)
+        except FileOpError as exc:
+            return [f"cannot resolve the backing file directories (finalizer kept): {exc}"]
+        for basename, paths in sorted(candidates.items()):
             loops = {lp.name for lp in snap.loops if posixpath.basename(lp.back_file) == basename
                      and managed_loop(lp, snap.base_dirs, lvg_name) is not None}
-            busy = sorted(lp for lp in loops if lp in pv_devs)
+            # An orphan PV on our own file (an interrupted create: pvcreate done, no VG yet) holds no
+            # data of any VG: its label goes with the object.
+            orphans = sorted(lp for lp in loops if lp in pv_devs and not pv_devs[lp].vg_uuid)
+            if orphans:
+                mut = self.lvm.pvremove(*orphans)
+                if not mut.ok:
+                    problems.append(f"pvremove {', '.join(orphans)} failed: {mut.message}")
+                    continue
+            busy = sorted(lp for lp in loops if lp in pv_devs and lp not in orphans)
             if busy:
                 problems.append(f"{', '.join(busy)} (backing file {basename}) is still a PV of volume group "
                                 f"{pv_devs[busy[0]].vg_name or '(none)'}: not detached")
@@ -520,8 +756,19 @@ class LVMEngine:
             if not detached:
                 continue
             for path in paths:
+                if confined.get(path) is not None:
+                    continue  # outside the resolved base: nothing there was ever ours
+                probe = self.files.probe(path)
+                if probe.presence is Presence.ABSENT:
+                    continue
+                if probe.presence is Presence.UNKNOWN:
+                    if "symbolic link" in probe.error:
+                        continue  # we never create symlinks: not ours, left alone
+                    problems.append(f"cannot tell whether {path} exists (finalizer kept): {probe.error}")
+                    continue
                 try:
                     self.files.rm_f(path)
+                    events.append(("Normal", "BackingFileRemoved", f"removed {path}"))
                 except FileOpError as exc:
                     problems.append(f"cannot remove {path}: {exc}")
         return problems
@@ -538,55 +785,57 @@ class LVMEngine:
         return DeleteOutcome(done=done, status=new, events=events)
 
     # ----------------------------------------------------------------- reattach
-    def reattach(self, lvgs: list[tuple[str, LVMVolumeGroupSpec, LVMVolumeGroupStatus | None]]) -> list[str]:
-        """Rule 9: attach every managed file (status ∪ spec) that has no loop; never create files; then activate."""
-        errors: list[str] = []
+    def reattach(self, lvgs: list[tuple[str, LVMVolumeGroupSpec, LVMVolumeGroupStatus | None]]
+                 ) -> list[ReattachProblem]:
+        """Attach every managed file (status ∪ spec) that has no loop; never create files; then activate.
+        Only regular files whose directory resolves inside the base directory are attached."""
+        problems: list[ReattachProblem] = []
+        base = self.config.file_devices_dir
+        try:
+            real = self.files.realpath(base)
+        except FileOpError as exc:
+            return [ReattachProblem(name, f"cannot resolve the base directory {base}: {exc}") for name, _, _ in lvgs]
+        base_dirs = tuple(dict.fromkeys((base, real)))
         for lvg_name, spec, status in lvgs:
-            for basename, paths in sorted(self._delete_targets(lvg_name, spec, status).items()):
-                path = paths[0]
-                if not any(inside_base(posixpath.dirname(p), self.config.file_devices_dir) for p in paths[:1]) \
-                        and not self._inside_real_base(path):
-                    errors.append(f"{path}: not inside the base directory {self.config.file_devices_dir}; skipped")
+            candidates = self._candidates(lvg_name, spec, status)
+            try:
+                confined = self._confined_files({p for ps in candidates.values() for p in ps}, base_dirs)
+            except FileOpError as exc:
+                problems.append(ReattachProblem(lvg_name, f"cannot resolve backing file directories: {exc}"))
+                continue
+            recorded = status_file_paths(status, self.config.node_name)
+            for basename, paths in sorted(candidates.items()):
+                path = next((p for p in paths if confined.get(p) is None), None)
+                if path is None:
+                    problems.append(ReattachProblem(lvg_name, f"{paths[0]}: {confined[paths[0]]}; skipped"))
                     continue
                 try:
                     if self.losetup.find(path):
                         continue
                     probe = self.files.probe(path)
                     if probe.presence is Presence.ABSENT:
-                        if basename in status_file_paths(status, self.config.node_name):
-                            errors.append(f"{path}: backing file is missing; not recreated")
+                        if basename in recorded:
+                            problems.append(ReattachProblem(lvg_name, f"{path}: backing file is missing; not recreated"))
                         continue
                     if probe.presence is Presence.UNKNOWN:
-                        errors.append(f"{path}: cannot read backing file: {probe.error}")
+                        problems.append(ReattachProblem(lvg_name, f"{path}: cannot read backing file: {probe.error}"))
                         continue
                     loop = self.losetup.attach(path)
                     self.lvm.owned_loops.add(loop)
                     self.losetup.set_direct_io(loop)
                 except LosetupError as exc:
-                    errors.append(f"{path}: {exc}")
-        snap = self.snapshot()
-        if not snap.ok:
-            errors.append(f"cannot list volume groups for activation: {snap.error}")
-            return errors
+                    problems.append(ReattachProblem(lvg_name, f"{path}: {exc}"))
+        snap = self.snapshot(base_dirs)
         names = {spec.actual_vg_name_on_the_node: name for name, spec, _ in lvgs}
+        if not snap.ok:
+            return [*problems, *(ReattachProblem(name, f"cannot list volume groups for activation: {snap.error}")
+                                 for name, _, _ in lvgs)]
         for vg in snap.vgs:
             if vg.managed and names.get(vg.name) == vg.owner:
                 mut = self.lvm.vgchange_activate(vg.name)
                 if not mut.ok:
-                    errors.append(f"cannot activate {vg.name}: {mut.message}")
-        return errors
-
-    def _inside_real_base(self, path: str) -> bool:
-        try:
-            real = self.files.realpath(posixpath.dirname(path))
-            base = self.files.realpath(self.config.file_devices_dir)
-        except FileOpError:
-            return False
-        return inside_base(real, base)
+                    problems.append(ReattachProblem(names[vg.name], f"cannot activate {vg.name}: {mut.message}"))
+        return problems
 
 
-def TAG_MISSING(vg: VG, lvg_name: str) -> bool:  # noqa: N802 - reads as a predicate in the flow above
-    return owner_tag(lvg_name) not in vg.tags or not vg.managed
-
-
-__all__ = ["DeleteOutcome", "LVMEngine", "LvmSnapshot", "ReconcileOutcome", "get_condition"]
+__all__ = ["DeleteOutcome", "LVMEngine", "LvgOutcome", "LvmSnapshot", "ReattachProblem", "get_condition"]

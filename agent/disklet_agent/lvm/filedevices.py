@@ -66,7 +66,7 @@ class FileDevices:
             raise FileDeviceError(f"cannot tell whether {path} is attached: {exc}") from exc
 
     def provision(self, path: str, size: int, deleted_loops: list[LoopDevice], journal: Journal,
-                  loops: list[LoopDevice] | None = None) -> Provisioned:
+                  loops: list[LoopDevice] | None = None, guard: Callable[[], None] = lambda: None) -> Provisioned:
         """Rule 3. ``deleted_loops``: loops (from the cycle's list) whose backing file with this basename was deleted.
 
         ``loops``: this call's ``losetup --list`` read. With it, "which loops are attached to the file"
@@ -96,6 +96,7 @@ class FileDevices:
             return Provisioned(attached[0].name, path, probe=probe)
         directory = posixpath.dirname(path)
         if probe is None or probe.presence is Presence.ABSENT:
+            guard()
             try:
                 self.files.mkdir_p(directory)
             except FileOpError as exc:
@@ -109,6 +110,7 @@ class FileDevices:
         grown = False
         if have < size:
             self.space_guard(directory, size - have)
+            guard()
             try:
                 self.files.fallocate(path, size)
                 grown = True
@@ -118,6 +120,12 @@ class FileDevices:
                 raise FileDeviceError(f"cannot allocate {path}: {exc}") from exc
         if created:
             journal.created_file(path)
+        guard()
+        if created or grown:
+            after = self.files.probe(path)  # never attach what a symlink swapped in meanwhile
+            if after.presence is not Presence.PRESENT:
+                raise FileDeviceError(f"backing file {path} changed under us (doing nothing more now): "
+                                      f"{after.error or after.presence.value}")
         try:
             loop = self.losetup.attach(path)
         except LosetupError as exc:
@@ -131,7 +139,7 @@ class FileDevices:
 
     # --------------------------------------------------------------------- growth
     def grow(self, path: str, size: int, pv: PV | None, extent: int, loop: str | None = None,
-             probe: FileProbe | None = None) -> bool:
+             probe: FileProbe | None = None, guard: Callable[[], None] = lambda: None) -> bool:
         """Rule 6; returns True when something changed. Each step fails toward the smaller size.
 
         ``loop``/``probe``: what this same call just resolved from the file (provision), so they are not
@@ -149,6 +157,7 @@ class FileDevices:
         changed = False
         if file_needs_growth(probe.allocated, probe.apparent, size, extent):
             self.space_guard(posixpath.dirname(path), size - min(probe.allocated, probe.apparent))
+            guard()
             self.files.fallocate(path, size)
             changed = True
         file_size = max(probe.apparent, size if changed else 0)

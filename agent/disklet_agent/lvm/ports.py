@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
 
-    from .engine import DeleteOutcome, ReconcileOutcome
+    from .engine import DeleteOutcome, LvgOutcome, ReattachProblem
     from .snapshot import LvmSnapshot
 
 
@@ -26,10 +26,10 @@ class LvgEngine(LvmSnapshotSource, Protocol):
     """Everything the LVMVolumeGroup handlers ask of the node's LVM (blocking; run in a thread)."""
 
     def reconcile(self, lvg_name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None,
-                  block_devices: list[tuple[str, str]] | None, generation: int | None, /) -> ReconcileOutcome: ...
+                  block_devices: list[tuple[str, str]] | None, generation: int | None, /) -> LvgOutcome: ...
 
     def discover(self, lvgs: list[tuple[str, LVMVolumeGroupSpec]], /) -> dict[str, LVMVolumeGroupStatus | None]: ...
 
     def delete(self, lvg_name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None, /) -> DeleteOutcome: ...
 
-    def reattach(self, lvgs: list[tuple[str, LVMVolumeGroupSpec, LVMVolumeGroupStatus | None]], /) -> list[str]: ...
+    def reattach(self, lvgs: list[tuple[str, LVMVolumeGroupSpec, LVMVolumeGroupStatus | None]], /) -> list[ReattachProblem]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 
 from disklet.api.lvm import NAME_MAX, LVMVolumeGroupSpec, backing_file_name
 from disklet.units import (
@@ -24,7 +25,38 @@ def inside_base(directory: str, base: str) -> bool:
     return d == base or d.startswith(base.rstrip("/") + "/")
 
 
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control_chars(text: str) -> bool:
+    return CONTROL_CHARS.search(text) is not None
+
+
+def component_prefixes(directory: str, base: str) -> list[str]:
+    """``base``, then each deeper prefix of ``directory`` (lexically inside ``base``) down to itself."""
+    base = posixpath.normpath(base)
+    rest = posixpath.normpath(directory)[len(base):].strip("/")
+    out = [base]
+    for part in rest.split("/") if rest else []:
+        out.append(posixpath.join(out[-1], part))
+    return out
+
+
+def escape_through_symlink(directory: str, base: str, resolved: dict[str, str]) -> str | None:
+    """Why ``directory`` leaves the base once symlinks are resolved (``resolved``: realpath of every
+    prefix from :func:`component_prefixes`), naming the first component that leads out; None if it stays."""
+    prefixes = component_prefixes(directory, base)
+    real_base = resolved[prefixes[0]]
+    for prefix in prefixes[1:]:
+        if not inside_base(resolved[prefix], real_base):
+            return (f"directory {directory} resolves outside the base directory {base} through a symlink at "
+                    f"{prefix} (it leads to {resolved[prefix]}); nothing was created")
+    return None
+
+
 def validate_directory(directory: str, base: str) -> str | None:
+    if has_control_chars(directory):
+        return f"directory {directory!r} contains control characters (a newline, tab, ...): not allowed"
     if not directory.startswith("/"):
         return f"directory {directory!r} must be an absolute path below {base}"
     if any(seg in (".", "..") for seg in directory.split("/")):

@@ -37,7 +37,7 @@ from ..batching import Batcher
 from ..logic.conditions import merge_owned_conditions
 from ..logic.disklayout_status import (
     OPERATOR_STATUS_KEYS,
-    VALIDATED,
+    OWNED_CONDITIONS,
     PreflightVerdict,
     VerdictKind,
     desired_status,
@@ -121,7 +121,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             new = desired_status(old, verdict, meta.get("generation"))
             raw = dict(status or {})
             changes = owned_keys_patch(raw, new.to_wire(), set(OPERATOR_STATUS_KEYS) - {"conditions"})
-            validated = [c for c in new.conditions or [] if c.type == VALIDATED]
+            validated = [c for c in new.conditions or [] if c.type in OWNED_CONDITIONS]
             merged = merge_owned_conditions(raw.get("conditions"), validated)
             if merged != (raw.get("conditions") or []):
                 changes["conditions"] = merged

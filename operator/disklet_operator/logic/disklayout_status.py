@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from disklet.api.common import Condition, ConditionStatus, get_condition, set_condition
 from disklet.api.disklayout import DiskLayoutStatus, Phase, RefusalCode
+from disklet.api.disklayout_ready import READY, devices_text, with_ready
 
 from .duplicates import duplicate_message
 from .generation import next_layout_generation
@@ -31,7 +32,7 @@ VALIDATED = "Validated"
 
 OPERATOR_STATUS_KEYS: frozenset[str] = frozenset({
     "phase", "refusalReason", "message", "targetDevices", "observedGeneration", "conditions",
-    "layoutHash", "layoutGeneration",
+    "layoutHash", "layoutGeneration", "targetDevicesText",
 })
 """Status fields the operator may write (everything else belongs to the agent)."""
 
@@ -135,7 +136,22 @@ def parse_status(raw: Mapping[str, Any] | None) -> DiskLayoutStatus:
 
 def desired_status(old: DiskLayoutStatus, verdict: PreflightVerdict, generation: int | None,
                    now: str | None = None) -> DiskLayoutStatus:
-    """The status after ``verdict`` for ``metadata.generation`` ``generation`` (pure; see module doc)."""
+    """The status after ``verdict`` for ``metadata.generation`` ``generation`` (pure; see module doc).
+
+    ``Ready`` follows the resulting phase (:mod:`disklet.api.disklayout_ready`)."""
+    new = _desired_status(old, verdict, generation, now)
+    new.target_devices_text = devices_text(new.target_devices)
+    new.conditions = with_ready(list(new.conditions or []), new.phase, new.layout_generation,
+                                new.applied_layout_generation, new.message, new.refusal_reason, generation, now)
+    return new
+
+
+OWNED_CONDITIONS = (VALIDATED, READY)
+"""Condition types the operator writes on a DiskLayout (the agent writes Applied, and Ready too)."""
+
+
+def _desired_status(old: DiskLayoutStatus, verdict: PreflightVerdict, generation: int | None,
+                    now: str | None = None) -> DiskLayoutStatus:
     new = old.model_copy(deep=True)
     gen = next_layout_generation(old.layout_hash, old.layout_generation, verdict.layout_hash)
     new.layout_hash = gen.layout_hash

@@ -1,0 +1,161 @@
+"""Every host command the LVM engine can build puts ``--`` before its operands (devices, VGs, LVs,
+paths), or passes them inside one ``--option=value`` argument, so a forged value such as ``-ffy``
+can never read as an option; and devices become PVs only as this node's live scan reports them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import pytest
+from disklet_agent.config import AgentConfig
+from disklet_agent.host import lsblk
+from disklet_agent.host.files import HostFiles
+from disklet_agent.host.losetup import Losetup
+from disklet_agent.host.lvm import PV, VG, Lvm
+from disklet_agent.lvm.engine import LiveDevice, LVMEngine
+from disklet_agent.lvm.snapshot import LvmSnapshot
+
+from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec
+from disklet.hostcmd import CommandResult, HostRunner
+
+EVIL = "-ffy"
+
+
+class Recorder(HostRunner):
+    def __init__(self) -> None:
+        super().__init__()
+        self.argvs: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], **_: object) -> CommandResult:  # type: ignore[override]
+        self.argvs.append(list(argv))
+        return CommandResult(tuple(argv), 0, "/dev/loop3\n", "", "", 0.0)
+
+
+def _operand_safe(argv: list[str]) -> bool:
+    """Every argument carrying the hostile value sits after ``--`` or inside ``--opt=value``."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    for i, arg in enumerate(argv):
+        if EVIL in arg and i < end and not (arg.startswith("--") and "=" in arg and not arg.startswith(EVIL)):
+            return False
+    return True
+
+
+def _calls(lvm: Lvm, losetup: Losetup, files: HostFiles) -> dict[str, object]:
+    """One call of every public command-building method, each fed the hostile value as its operand."""
+    return {
+        "Lvm.pvcreate": lambda: lvm.pvcreate(EVIL, "/dev/loop1"),
+        "Lvm.vgcreate": lambda: lvm.vgcreate(EVIL, [EVIL], "lvg"),
+        "Lvm.vgextend": lambda: lvm.vgextend(EVIL, [EVIL]),
+        "Lvm.add_tags": lambda: lvm.add_tags(EVIL, "lvg"),
+        "Lvm.lvcreate_thin_pool": lambda: lvm.lvcreate_thin_pool(EVIL, "tp", 10),
+        "Lvm.lvextend": lambda: lvm.lvextend(EVIL, "tp", None),
+        "Lvm.lvremove": lambda: lvm.lvremove(EVIL, "tp"),
+        "Lvm.vgremove": lambda: lvm.vgremove(EVIL),
+        "Lvm.pvremove": lambda: lvm.pvremove(EVIL),
+        "Lvm.pvresize": lambda: lvm.pvresize(EVIL),
+        "Lvm.vgchange_activate": lambda: lvm.vgchange_activate(EVIL),
+        "Losetup.find": lambda: losetup.find(EVIL),
+        "Losetup.attach": lambda: losetup.attach(EVIL),
+        "Losetup.set_direct_io": lambda: losetup.set_direct_io(EVIL),
+        "Losetup.refresh": lambda: losetup.refresh(EVIL),
+        "Losetup.detach": lambda: losetup.detach(EVIL),
+        "HostFiles.probe": lambda: files.probe(EVIL),
+        "HostFiles.fs_space": lambda: files.fs_space(EVIL),
+        "HostFiles.mkdir_p": lambda: files.mkdir_p(EVIL),
+        "HostFiles.fallocate": lambda: files.fallocate(EVIL, 1),
+        "HostFiles.rm_f": lambda: files.rm_f(EVIL),
+        "HostFiles.realpath": lambda: files.realpath(EVIL),
+        "HostFiles.realpaths": lambda: files.realpaths([EVIL]),
+        "lsblk.probe_signatures": lambda: lsblk.probe_signatures(runner_ := files.runner, EVIL) and runner_,
+        "lsblk.wipefs": lambda: lsblk._confirm_with_wipefs(files.runner, EVIL),
+    }
+
+
+def test_every_command_puts_operands_after_double_dash() -> None:
+    runner = Recorder()
+    lvm, losetup, files = Lvm(runner), Losetup(runner), HostFiles(runner)
+    calls = _calls(lvm, losetup, files)
+    # Every public method that takes an operand is exercised (a new one must be added above).
+    readers = {"Lvm.pvs", "Lvm.pvs_vgs", "Lvm.vgs", "Lvm.lvs", "Lvm.node_vg_names", "Lvm.config", "Lvm.argv",
+               "Losetup.list_all"}
+    for cls in (Lvm, Losetup, HostFiles):
+        for name, _fn in inspect.getmembers(cls, inspect.isfunction):
+            if not name.startswith("_"):
+                assert f"{cls.__name__}.{name}" in calls or f"{cls.__name__}.{name}" in readers, name
+    bad = []
+    for what, call in calls.items():
+        before = len(runner.argvs)
+        try:
+            call()  # type: ignore[operator]
+        except Exception:  # noqa: BLE001, S110 - parse failures of the canned answer do not matter here
+            pass
+        assert len(runner.argvs) > before, what
+        bad.extend((what, a) for a in runner.argvs[before:] if not _operand_safe(a))
+    assert not bad, bad
+    # The readers take no operands at all (nothing after a final --).
+    for read in (lvm.pvs, lvm.vgs, lvm.lvs, losetup.list_all):
+        before = len(runner.argvs)
+        try:
+            read()
+        except Exception:  # noqa: BLE001, S110
+            pass
+        assert all(a[-1] == "--" or EVIL not in " ".join(a) for a in runner.argvs[before:])
+
+
+def test_losetup_options_with_a_required_argument_take_it_inline() -> None:
+    runner = Recorder()
+    losetup = Losetup(runner)
+    losetup.detach("/dev/loop3")
+    losetup.refresh("/dev/loop3")
+    with pytest.raises(Exception):  # noqa: B017 - the canned answer is not -j output
+        losetup.find("/x/disklet-a.b.img")
+    assert runner.argvs == [["losetup", "--detach=/dev/loop3"], ["losetup", "--set-capacity=/dev/loop3"],
+                            ["losetup", "--associated=/x/disklet-a.b.img"]]
+
+
+def _engine(scan: dict[str, LiveDevice]) -> LVMEngine:
+    cfg = AgentConfig(node_name="n1", file_devices_dir="/var/lib/disklet/file-devices")
+    return LVMEngine(Recorder(), cfg, block_scan=lambda _snap: scan)
+
+
+@pytest.mark.parametrize(("scan", "expect_ok", "expect_msg"), [
+    ({}, [], "not on this node now"),
+    ({"dev-a": LiveDevice("/dev/sdb", False, "mounted at /mnt")}, [], "not consumable now: mounted at /mnt"),
+    ({"dev-a": LiveDevice("/dev/sdc", True)}, [("dev-a", "/dev/sdc")], None),
+])
+def test_selected_block_devices_are_taken_from_the_live_scan(scan, expect_ok, expect_msg) -> None:
+    eng = _engine(scan)
+    # The API says /dev/sdb; only the live scan's answer (by stable name) is used.
+    ok, errors = eng._node_devices([("dev-a", "/dev/sdb")], LvmSnapshot(), None)
+    assert ok == expect_ok
+    assert (expect_msg is None and not errors) or (errors and expect_msg in errors[0])
+
+
+def test_a_member_of_our_vg_stays_usable_although_not_consumable() -> None:
+    eng = _engine({"dev-a": LiveDevice("/dev/sdb", False, "LVM PV of volume group vg0")})
+    vg = VG("vg0", "U", 1, 1, 1, (), 1, 0)
+    snap = LvmSnapshot(pvs=[PV("/dev/sdb", "p", 1, 1, 1, "vg0", "U")], vgs=[vg])
+    assert eng._node_devices([("dev-a", "/dev/sdb")], snap, vg) == ([("dev-a", "/dev/sdb")], [])
+    other = VG("vg1", "V", 1, 1, 1, (), 1, 0)
+    assert eng._node_devices([("dev-a", "/dev/sdb")], snap, other)[0] == []
+
+
+def test_block_device_status_path_must_be_under_dev() -> None:
+    from pydantic import ValidationError
+
+    from disklet.api.blockdevice import BlockDeviceStatus
+    with pytest.raises(ValidationError):
+        BlockDeviceStatus(node_name="n1", path="-ffy", size="1Gi", type="disk")
+    BlockDeviceStatus(node_name="n1", path="/dev/sdb", size="1Gi", type="disk")
+
+
+def test_spec_with_hostile_block_device_never_reaches_pvcreate() -> None:
+    """End to end through the engine's reconcile: the forged path from the API is never used."""
+    eng = _engine({})
+    spec = LVMVolumeGroupSpec(local=LocalSpec(node_name="n1"), actual_vg_name_on_the_node="vg0",
+                              block_device_selector={"matchLabels": {"a": "b"}})
+    runner = eng.runner
+    assert isinstance(runner, Recorder)
+    eng.reconcile("lvg", spec, None, [("dev-x", EVIL)], 1)
+    assert not [a for a in runner.argvs if a[0] in ("pvcreate", "vgcreate")]
