@@ -15,7 +15,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
-ORDER = ["preflight", "scan_cost", "lvgset_fanout", "apply_to_ready", "idle_churn", "watch_fanout", "agent_rss"]
+ORDER = ["preflight", "preflight_batch", "scan_cost", "lvgset_fanout", "apply_to_ready", "idle_churn", "watch_fanout", "agent_rss"]
 
 
 def main(argv: list[str] | None = None) -> int:
