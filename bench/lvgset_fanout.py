@@ -121,7 +121,8 @@ def planner_cost(n: int) -> dict[str, float]:
     result = plan(SetRef("fan", "uid", 1), spec, nodes, [])
     status = build_status(result, Outcome(created={w.name for w in result.creates}), None)
     return {"plan_and_status_seconds": round(time.perf_counter() - t0, 4), "creates": len(result.creates),
-            "status_entries": len(status.created_lvm_volume_groups or [])}
+            "status_attention_entries": len(status.attention or []),
+            "status_bytes": len(json.dumps(status.to_wire(), separators=(",", ":")))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,15 +3,21 @@
 An in-memory Kubernetes API (``devkit.kubeapi``, with the CRDs' schema and CEL rules
 applied by ``devkit.admission``); the operator and one agent per demo node run in this
 process; host commands run directly on this machine, in a sandbox directory. (Against a real
-cluster, the same flows run as the e2e suite: docs/e2e.md.) Three things happen, on real devices:
+cluster, the same flows run as the e2e suite: docs/e2e.md.) Four things happen, on real devices:
 
-1. an LVMVolumeGroup on two file-backed loop devices becomes Ready (real losetup, real LVM);
-2. a DiskLayout aimed at the disk holding ``/`` is refused with
+1. a DiskLayout aimed at the disk holding ``/`` is refused with
    ``target_device_has_active_system_mount`` (the node is in controller-managed mode);
-3. a DiskLayout on a node in installer-only mode stays ``pending``.
+2. a DiskLayout on a node in installer-only mode stays ``pending``;
+3. the example structured DiskLayout (its device replaced by a loop device) goes ``pending`` →
+   ``applied`` on a third, controller-managed node: disko's own scripts, evaluated from disko's
+   Nix library by the test disko (``devkit/disko``), partition, format and mount the loop device
+   (under the demo's sandbox); ``lsblk`` and the mount are shown. There is no NixOS here, so the
+   layout sets ``rebuild: false`` (nixos-rebuild is not run);
+4. an LVMVolumeGroup on two file-backed loop devices becomes Ready (real losetup, real LVM).
 
 Then everything is deleted through the API and the demo proves that no loop device, backing
-file or VG was left behind. Without root, the LVM part is skipped and said so.
+file, mount, partition-label link or VG was left behind. Without root, the LVM and real-apply
+parts are skipped and said so (also the real apply when disko's sources are not found).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from devkit.disko.sandbox import DiskoSandbox
 from disklet import API_VERSION
 from disklet.cli.output import age, table
 from disklet.hostcmd import HostRunner
@@ -83,10 +90,13 @@ class Demo:
         self.api_url = api_url
         self.node_a = f"demo-node-a-{suffix}"
         self.node_b = f"demo-node-b-{suffix}"
+        self.node_c = f"demo-node-c-{suffix}"
         self.lvg = f"demo-files-{suffix}"
         self.vg = f"demo_vg_{suffix}"
         self.files_dir = sandbox / "file-devices"
         self.runner = HostRunner()
+        self.disks: DiskoSandbox | None = None
+        """The real-apply scene's loop devices (None when it is skipped)."""
 
     # ------------------------------------------------------------------ API helpers
     async def request(self, method: str, path: str, body: Any = None) -> Any:
@@ -152,6 +162,8 @@ class Demo:
         for line in res.stdout.splitlines():
             if str(self.sandbox) in line:
                 found.append(f"loop device still attached: {line.strip()}")
+        res = self.runner.run(["findmnt", "--noheadings", "--raw", "--output", "TARGET"], timeout=20)
+        found += [f"still mounted: {t}" for t in res.stdout.splitlines() if t.startswith(str(self.sandbox))]
         if self.files_dir.exists():
             found += [f"backing file left: {p}" for p in self.files_dir.iterdir()]
         res = self.runner.run(["vgs", "--noheadings", "-o", "vg_name"], timeout=30)
@@ -184,10 +196,13 @@ def _node(name: str) -> dict[str, Any]:
                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
 
 
-def agent_configs(demo: Demo) -> list[Any]:
-    """Two demo nodes on this machine: A in controller-managed mode, B with no mode file (installer-only).
-    disko/systemd-run are a script that refuses: the demo never formats anything."""
+def agent_configs(demo: Demo, real_apply: bool) -> list[Any]:
+    """Demo nodes on this machine: A in controller-managed mode, B with no mode file (installer-only),
+    C (with ``real_apply``) controller-managed with the test disko, which only ever touches the demo's
+    own loop devices. A's and B's disko/systemd-run are a script that refuses."""
     from disklet_agent.config import AgentConfig
+
+    from devkit import disko
 
     dm = os.path.exists("/dev/mapper/control")
     if not dm:
@@ -196,7 +211,10 @@ def agent_configs(demo: Demo) -> list[Any]:
     fake.write_text("#!/bin/sh\necho 'demo: disko is never run by the demo' >&2\nexit 1\n")
     fake.chmod(0o755)
     configs = []
-    for node, mode in ((demo.node_a, "controller-managed"), (demo.node_b, None)):
+    nodes = [(demo.node_a, "controller-managed", fake), (demo.node_b, None, fake)]
+    if real_apply:
+        nodes.append((demo.node_c, "controller-managed", Path(disko.DISKO_COMMAND)))
+    for node, mode, disko_command in nodes:
         root = demo.sandbox / node
         (root / "etc" / "disklet").mkdir(parents=True)
         if mode:
@@ -204,7 +222,7 @@ def agent_configs(demo: Demo) -> list[Any]:
         configs.append(AgentConfig(
             node_name=node, host_root=root, file_devices_dir=str(demo.files_dir),
             lvm_extra_config="" if dm else "global{activation=0}", refused_retry_seconds=3,
-            scan_interval_seconds=3, disko_command=[str(fake)], systemd_run_command=[str(fake)],
+            scan_interval_seconds=3, disko_command=[str(disko_command)], systemd_run_command=[str(fake)],
             nixos_rebuild_command=[str(fake)], allow_loop_targets=True))
     return configs
 
@@ -227,6 +245,12 @@ async def run_demo(args: argparse.Namespace) -> int:
         say("Skipping the LVM part of the demo:")
         for m in missing:
             say(f"  - {m}")
+    from devkit import disko
+
+    disko_missing = disko.missing_tools()
+    real_apply = not disko_missing
+    if not real_apply:
+        say(f"Skipping the real DiskLayout apply: {disko_missing}")
     runner = HostRunner()
     disk = root_disk(runner)
     say(f"disk holding / on this machine: {disk or 'not found'}")
@@ -235,18 +259,23 @@ async def run_demo(args: argparse.Namespace) -> int:
     sandbox = Path(tempfile.mkdtemp(prefix="disklet-demo-"))
     os.environ.setdefault("DISKLET_NAMESPACE", "disklet-system")
     demo: Demo | None = None
+    disks: DiskoSandbox | None = None
     try:
         from devkit.admission import Admission
         from devkit.kubeapi import KubeAPI, served
 
+        if real_apply:
+            disks = DiskoSandbox(sandbox / "disko")
+            os.environ.update(disks.env())  # the test disko the agent runs reads them
         # the agent's own API client (leases, BlockDevices) reads a kubeconfig like any client would
         async with served(sandbox, api=KubeAPI(validator=Admission()), export_kubeconfig=True) as api:
             api_url = api.server_url
             say(f"in-memory Kubernetes API (schema + CEL rules enforced offline) on {api_url}")
             demo = Demo(sandbox, suffix, api_url)
-            api.seed("v1/nodes", _node(demo.node_a))
-            api.seed("v1/nodes", _node(demo.node_b))
-            configs = agent_configs(demo)
+            demo.disks = disks
+            for node in (demo.node_a, demo.node_b, *((demo.node_c,) if real_apply else ())):
+                api.seed("v1/nodes", _node(node))
+            configs = agent_configs(demo, real_apply)
             logging.getLogger("kopf").setLevel(logging.ERROR)
             op_reg = operator_registry()
             agents = [agent_registry(AgentDeps.from_config(c)) for c in configs]
@@ -254,12 +283,73 @@ async def run_demo(args: argparse.Namespace) -> int:
                 async with kopf_running(agents[0], server=api_url, configure=lambda s: agent_settings(s, configs[0])):
                     async with kopf_running(agents[1], server=api_url,
                                             configure=lambda s: agent_settings(s, configs[1])):
-                        return await scenario(demo, disk, lvm_ok)
+                        if not real_apply:
+                            return await scenario(demo, disk, lvm_ok)
+                        async with kopf_running(agents[2], server=api_url,
+                                                configure=lambda s: agent_settings(s, configs[2])):
+                            return await scenario(demo, disk, lvm_ok)
     finally:
+        if disks is not None:
+            for problem in disks.close():
+                say(f"  ✗ clean-up of the real apply: {problem}")
         if demo is not None and lvm_ok and demo.leftovers():
             for line in demo.teardown_leftovers():
                 say(f"  cleaned up directly: {line}")
         shutil.rmtree(sandbox, ignore_errors=True)
+
+
+async def real_apply_scene(demo: Demo) -> bool:
+    """The example structured layout applied for real on a loop device of node C."""
+    import yaml
+
+    from devkit.disko.udev import partitions_of
+
+    assert demo.disks is not None
+    example = Path(__file__).resolve().parents[1] / "examples" / "disklayout-structured-ext4.yaml"
+    manifest = yaml.safe_load(example.read_text())
+    loop = demo.disks.loop(64)
+    layout = manifest["spec"]["diskLayout"]
+    disk = layout["disks"][0]
+    original = disk["device"]
+    disk["device"] = loop
+    disk["name"] = f"{disk['name']}_{demo.suffix}"  # partition labels are global: one per demo run
+    mountpoint = disk["gpt"]["partitions"][0]["content"]["mountpoint"]
+    name = f"applied-{demo.suffix}"
+    say(f"\n== 2. The example DiskLayout ({example.name}) applied for real on {demo.node_c}")
+    say(f"  device {loop} (a 64 MiB loop device; {original} in the example), disk name {disk['name']}, rebuild: false (no NixOS here)")
+    await demo.request("POST", f"{API}/disklayouts", {
+        "apiVersion": API_VERSION, "kind": "DiskLayout", "metadata": {"name": name},
+        "spec": {"nodeName": demo.node_c, "diskLayout": layout, "rebuild": False, "timeoutSeconds": 300}})
+    phases: list[str] = []
+
+    async def applied() -> Any:
+        st = ((await demo.get("disklayouts", name)) or {}).get("status") or {}
+        phase = st.get("phase") or "<none>"
+        if not phases or phases[-1] != phase:
+            phases.append(phase)
+        if phase == "applied":
+            return True
+        if phase in ("failed", "refused"):
+            return f"phase={phase} reason={st.get('refusalReason')} message={(st.get('message') or '')[-600:]}"
+        return f"phase={phase}"
+
+    ok = await demo.wait(f"DiskLayout {name} applied by disko's own scripts", applied, 180)
+    say(f"  phases seen: {' → '.join(phases)}")
+    res = demo.runner.run(["lsblk", "-o", "NAME,SIZE,TYPE,MOUNTPOINTS", "--", loop], timeout=20)
+    say(f"\n$ lsblk {loop}\n{res.stdout.rstrip()}")
+    where = demo.disks.mounted(mountpoint)
+    res = demo.runner.run(["findmnt", "--mountpoint", str(where), "-o", "TARGET,SOURCE,FSTYPE,OPTIONS"], timeout=20)
+    say(f"\n$ findmnt {where}   (the layout's {mountpoint}, under the demo's root)\n{res.stdout.rstrip()}")
+    parts = partitions_of(loop)
+    probe = demo.runner.run(["blkid", "-p", "-o", "export", "--", *parts], timeout=20) if parts else None
+    fs_ok = probe is not None and "TYPE=ext4" in probe.stdout and f"PART_ENTRY_NAME=disk-{disk['name']}-" in probe.stdout
+    mounted_ok = res.ok and parts and parts[0] in res.stdout
+    if ok and fs_ok and mounted_ok:
+        say(f"  ✓ {loop}: GPT, partition {parts[0]} ext4, mounted at {where}")
+    else:
+        ok = False
+        say(f"  ✗ the disk does not look applied (partitions {parts}, ext4 {fs_ok}, mounted {bool(mounted_ok)})")
+    return ok
 
 
 async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
@@ -294,8 +384,11 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
     ok &= await demo.wait("root-disk layout refused with target_device_has_active_system_mount", refused, 60)
     ok &= await demo.wait("installer-only layout left pending", pending, 60)
 
+    if demo.disks is not None:
+        ok &= await real_apply_scene(demo)
+
     if lvm_ok:
-        say("\n== 2. LVMVolumeGroup on two file-backed loop devices (real losetup, real LVM)")
+        say("\n== 3. LVMVolumeGroup on two file-backed loop devices (real losetup, real LVM)")
         await demo.request("POST", f"{API}/lvmvolumegroups", {
             "apiVersion": API_VERSION, "kind": "LVMVolumeGroup", "metadata": {"name": demo.lvg},
             "spec": {"type": "Local", "local": {"nodeName": demo.node_a}, "actualVGNameOnTheNode": demo.vg,
@@ -325,9 +418,9 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
 
     await demo.print_tables()
 
-    say("== 3. Clean-up through the API")
+    say("== 4. Clean-up through the API")
     for plural, name in (("disklayouts", f"root-disk-{demo.suffix}"), ("disklayouts", f"installer-only-{demo.suffix}"),
-                         ("lvmvolumegroups", demo.lvg)):
+                         ("disklayouts", f"applied-{demo.suffix}"), ("lvmvolumegroups", demo.lvg)):
         if await demo.get(plural, name) is not None:
             await demo.request("DELETE", f"{API}/{plural}/{name}")
 
@@ -338,6 +431,13 @@ async def scenario(demo: Demo, disk: str | None, lvm_ok: bool) -> int:
         st = obj.get("status") or {}
         return f"phase={st.get('phase')} finalizers={obj['metadata'].get('finalizers')}"
 
+    if demo.disks is not None:
+        problems = demo.disks.close()  # deleting a DiskLayout never touches the node: the demo undoes its disk
+        for problem in problems:
+            say(f"  ✗ {problem}")
+        if not problems:
+            say("  ✓ the applied loop device is unmounted, its partition-label links removed and it is detached")
+        ok &= not problems
     if lvm_ok:
         ok &= await demo.wait("LVMVolumeGroup deleted (VG removed, loops detached, files removed)", gone, 60)
         left = demo.leftovers()

@@ -90,6 +90,17 @@ THIN_POOL_SIZE_BYTES = Gauge(
 THIN_POOL_USED_BYTES = Gauge(
     "thin_pool_used_bytes", "Data used in a thin pool, in bytes.",
     ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
+THIN_POOL_DATA_PERCENT = Gauge(
+    "thin_pool_data_percent", "Data fullness of a thin pool, in percent (lvs data_percent).",
+    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
+THIN_POOL_METADATA_PERCENT = Gauge(
+    "thin_pool_metadata_percent", "Metadata fullness of a thin pool, in percent (lvs metadata_percent).",
+    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
+THIN_POOL_METADATA_SIZE_BYTES = Gauge(
+    "thin_pool_metadata_size_bytes", "Size of a thin pool's metadata LV, in bytes.",
+    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
+_THIN_POOL_GAUGES = (THIN_POOL_SIZE_BYTES, THIN_POOL_USED_BYTES, THIN_POOL_DATA_PERCENT, THIN_POOL_METADATA_PERCENT,
+                     THIN_POOL_METADATA_SIZE_BYTES)
 
 
 def command_label(argv: Sequence[str]) -> str:
@@ -192,14 +203,21 @@ def forget_vg(vg: str, lvg: str) -> None:
         _remove(gauge, vg, lvg)
 
 
-def set_thin_pool(vg: str, pool: str, size_bytes: int, used_bytes: int) -> None:
-    """Publish a thin pool's size and used data."""
+def set_thin_pool(vg: str, pool: str, size_bytes: int, used_bytes: int, *, data_percent: float | None = None,
+                  metadata_percent: float | None = None, metadata_size_bytes: int | None = None) -> None:
+    """Publish a thin pool's size, used data and (when the agent read them) fullness figures."""
     THIN_POOL_SIZE_BYTES.labels(vg=vg, pool=pool).set(size_bytes)
     THIN_POOL_USED_BYTES.labels(vg=vg, pool=pool).set(used_bytes)
+    for gauge, value in ((THIN_POOL_DATA_PERCENT, data_percent), (THIN_POOL_METADATA_PERCENT, metadata_percent),
+                         (THIN_POOL_METADATA_SIZE_BYTES, metadata_size_bytes)):
+        if value is None:
+            _remove(gauge, vg, pool)
+        else:
+            gauge.labels(vg=vg, pool=pool).set(value)
 
 
 def forget_thin_pool(vg: str, pool: str) -> None:
-    for gauge in (THIN_POOL_SIZE_BYTES, THIN_POOL_USED_BYTES):
+    for gauge in _THIN_POOL_GAUGES:
         _remove(gauge, vg, pool)
 
 

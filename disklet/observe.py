@@ -98,7 +98,8 @@ class LvgGauges:
             pool_size = _bytes(tp.actual_size)
             if pool_size is None:
                 continue
-            metrics.set_thin_pool(vg, tp.name, pool_size, _bytes(tp.used_size) or 0)
+            metrics.set_thin_pool(vg, tp.name, pool_size, _bytes(tp.used_size) or 0, data_percent=tp.data_percent,
+                                  metadata_percent=tp.metadata_percent, metadata_size_bytes=_bytes(tp.metadata_size))
             pools.add((vg, tp.name))
         for gone_vg, pool in self._pools.get(lvg, set()) - pools:
             metrics.forget_thin_pool(gone_vg, pool)

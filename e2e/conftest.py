@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from devkit import disko as test_disko
 from devkit.envtest import unavailable_reason
 from e2e import harness as h
 from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
@@ -113,6 +114,27 @@ class E2E:
     operator: h.Proc | None = None
     agent: h.Proc | None = None
     created: list[tuple[h.Kind, str]] = field(default_factory=list)
+    real_disko: bool = False
+    """bin/disko is the test disko (disko's own scripts on the harness's loops), not the recording fake."""
+
+    @property
+    def disks_dir(self) -> Path:
+        """Backing files of the harness's loops: the only devices the test disko may touch."""
+        return self.sandbox / "disks"
+
+    @property
+    def disko_root(self) -> Path:
+        """Where the test disko mounts a layout's mountpoints (instead of the node's /)."""
+        return self.disks_dir / "root"
+
+    def undo_disko(self) -> list[str]:
+        """Unmount and remove the by-partlabel links disko made on the harness's loops (VGs are left
+        to the leak check: a scenario's VG must be gone through the API)."""
+        if not self.real_disko:
+            return []
+        from devkit.disko.udev import cleanup
+
+        return cleanup(self.disks_dir, remove_vgs=False)
 
     @property
     def local(self) -> bool:
@@ -176,6 +198,9 @@ class E2E:
             "DISKLET_NAMESPACE": self.namespace, "E2E_FAKE_LOG": str(self.fake_log), "FAKE_LOG": str(self.fake_log),
             "E2E_SANDBOX": str(self.sandbox.resolve()), "DISKLET_ALLOW_LOOP_TARGETS": "1",
         }
+        if self.real_disko:
+            env.update({"DISKO_TEST_SANDBOX": str(self.disks_dir.resolve()),
+                        "DISKO_TEST_ROOT": str(self.disko_root.resolve()), "DISKLET_ALLOW_LOOP_TARGETS": "1"})
         if h.needs_no_activation():
             env["DISKLET_LVM_EXTRA_CONFIG"] = "global{activation=0}"
         return h.child_env(env)
@@ -258,9 +283,15 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
     (sandbox / "file-devices").mkdir()
     bin_ = sandbox / "bin"
     bin_.mkdir()
-    for name, text in (("disko", FAKE_DISKO), ("systemd-run", FAKE_SYSTEMD_RUN), ("nixos-rebuild", FAKE_NIXOS_REBUILD)):
+    real_disko = mode != "in-cluster" and os.geteuid() == 0 and not test_disko.missing_tools()
+    # bin/disko: the test disko (disko's own scripts) wherever its assets exist; the recording fake
+    # stays as bin/fake-disko for fault injection and is bin/disko only where the test disko cannot run.
+    disko_text = f'#!/bin/sh\nexec "{test_disko.DISKO_COMMAND}" "$@"\n' if real_disko else FAKE_DISKO
+    for name, text in (("disko", disko_text), ("fake-disko", FAKE_DISKO), ("systemd-run", FAKE_SYSTEMD_RUN),
+                       ("nixos-rebuild", FAKE_NIXOS_REBUILD)):
         (bin_ / name).write_text(text)
         (bin_ / name).chmod(0o755)
+    (sandbox / "disks" / "root").mkdir(parents=True)
     cleanups: list[Any] = []
     problems: list[str] = []
     with h.scoped(cleanups):
@@ -285,7 +316,7 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
         if mode != "in-cluster" and _register_node(kube, node):
             cleanups.append(lambda: kube.delete(h.NODE, node))
         ledger = h.HostLedger(sandbox)
-        session = E2E(mode, kube, node, run, sandbox, ledger)
+        session = E2E(mode, kube, node, run, sandbox, ledger, real_disko=real_disko)
         if mode in ("local", "envtest") and kube.get(h.NAMESPACE, session.namespace) is None:  # the mock needs none
             kube.create(h.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": session.namespace}})
             cleanups.append(lambda: kube.delete(h.NAMESPACE, session.namespace))
@@ -295,6 +326,7 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
             for p in (session.agent, session.operator):
                 if p is not None:
                     p.stop()
+            problems.extend(session.undo_disko())
             problems.extend(ledger.close())
             problems.extend(leftovers(session))
 
@@ -331,6 +363,7 @@ def scenario(e2e: E2E) -> Iterator[E2E]:
     mine = e2e.created[start:]
     del e2e.created[start:]
     problems = _delete_run_objects(e2e, sorted(mine, key=lambda kn: OBJECT_KINDS.index(kn[0])))
+    problems += e2e.undo_disko()  # deleting a DiskLayout never touches the node: undo what disko made
     problems += e2e.ledger.close(loops)
     if e2e.agent is not None and not e2e.agent.alive():
         e2e.start_agent()  # a scenario that stopped it failed halfway; later ones need it

@@ -14,7 +14,8 @@ WAIT = 60
 
 
 def _layout(e2e: Any, name: str, device: str, **spec: Any) -> dict[str, Any]:
-    body = {"nodeName": e2e.node, "diskLayout": {"disks": [{"name": "data1", "device": device, "gpt": {"partitions": [
+    # The disk name makes disko's GPT labels (disk-<disk>-<partition>), which are global on the host.
+    body = {"nodeName": e2e.node, "diskLayout": {"disks": [{"name": f"d{e2e.run}", "device": device, "gpt": {"partitions": [
         {"name": "p0", "size": "100%",
          "content": {"type": "filesystem", "format": "ext4", "mountpoint": f"/var/lib/kcore/{name}"}}]}}]}}
     body.update(spec)
@@ -65,8 +66,9 @@ def test_structured_layout_stays_pending_in_installer_only(scenario: Any, local_
     assert not scenario.fake_log.exists() or "disko" not in scenario.fake_log.read_text(), "disko ran in installer-only"
 
 
-def test_promoted_node_applies_with_fake_disko(scenario: Any, local_only: None, root_only: None,
-                                              node_disk_state: None) -> None:
+def test_promoted_node_applies(scenario: Any, local_only: None, root_only: None, node_disk_state: None) -> None:
+    """pending → applied after the documented promotion. With the test disko (docs/testing.md) disko's
+    own scripts partition, format and mount the loop device; otherwise the recording fake partitions it."""
     scenario.mode_file.unlink(missing_ok=True)
     dev = scenario.ledger.loop(scenario.name("apply"))
     name = scenario.name("apply")
@@ -81,11 +83,24 @@ def test_promoted_node_applies_with_fake_disko(scenario: Any, local_only: None, 
                                        timeout=90)
         assert "condition met" in waited.stdout, waited.stdout + waited.stderr
     calls = [json.loads(line) for line in scenario.fake_log.read_text().splitlines()]
-    assert [c["cmd"] for c in calls if c["cmd"] == "disko"], f"disko never ran: {calls}"
     assert any(c["cmd"] == "nixos-rebuild" and c["argv"][:1] == ["switch"] for c in calls), calls
     current = scenario.sandbox / "etc" / "disklet" / "disk" / "current.nix"
     assert current.exists() and dev in current.read_text(), f"{current} not promoted"
     assert h.sh(["lsblk", "-n", "-o", "TYPE", f"{dev}p1"], check=False).stdout.strip() == "part"
+    if not scenario.real_disko:
+        assert [c["cmd"] for c in calls if c["cmd"] == "disko"], f"disko never ran: {calls}"
+        return
+    probe = h.sh(["blkid", "-p", "-o", "export", "--", f"{dev}p1"]).stdout
+    assert "TYPE=ext4" in probe and f"PART_ENTRY_NAME=disk-d{scenario.run}-p0" in probe, probe
+    where = scenario.disko_root / "var" / "lib" / "kcore" / name
+    assert h.sh(["findmnt", "-n", "-o", "SOURCE", "--mountpoint", str(where)]).stdout.strip() == f"{dev}p1"
+    # Day 2 through the API: a new generation that changes the mounted partition is refused by the node.
+    scenario.kube.patch(h.DL, name, {"spec": {"diskLayout": {"disks": [{"name": f"d{scenario.run}", "device": dev,
+        "gpt": {"partitions": [{"name": "p0", "size": "100%", "content": {
+            "type": "filesystem", "format": "ext3", "mountpoint": f"/var/lib/kcore/{name}"}}]}}]}}})
+    refused = _phase(scenario, name, "refused", refusalReason="target_device_has_active_mount", timeout=90)
+    assert f"{dev}p1 is mounted at {where}" in refused["status"]["message"], h.brief(refused)
+    assert "TYPE=ext4" in h.sh(["blkid", "-p", "-o", "export", "--", f"{dev}p1"]).stdout
 
 
 def _root_disk() -> str | None:

@@ -171,6 +171,64 @@ def test_lvgset_file_template_makes_a_ready_child(scenario: Any, local_only: Non
         scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: None}}})
 
 
+def _kctl(scenario: Any, *argv: str) -> tuple[int, str, str]:
+    """kctl in-process against the run's cluster."""
+    import asyncio
+    import io
+
+    from disklet.cli.main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    code = asyncio.run(run([*argv, "--kubeconfig", str(scenario.kube.kubeconfig)], out, err))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_lvgset_rollout_reaches_ready_and_a_poisoned_template_halts(scenario: Any, local_only: None,
+                                                                   root_only: None) -> None:
+    """A template change rolls to Ready through the real agent and `kctl rollout status` exits 0; a
+    template the agent refuses (a thin pool larger than the VG) halts the rollout at the first child
+    with a condition naming it, and `kctl rollout status` exits 1. (One node here: the halt before a
+    second node is the planner's and the real-API-server test's business.)"""
+    label = f"disklet.io/e2e-{scenario.run}"
+    scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: "true"}}})
+    try:
+        name, vg = scenario.name("roll"), scenario.vg_name("r")
+        base = str(scenario.file_devices)
+        scenario.create(h.LVGSET, {
+            "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": name},
+            "spec": {"nodeSelector": {"matchLabels": {label: "true"}}, "rollout": {"maxUnavailable": 1},
+                     "lvmVolumeGroupTemplate": {"actualVGNameOnTheNode": vg, "fileDevices": [
+                         {"name": "a", "directory": base, "size": "1Gi"}]}}})
+        child = h.wait_until(lambda: next((o["metadata"]["name"] for o in scenario.kube.list(h.LVG)
+                                           if o["metadata"].get("labels", {}).get("disklet.io/lvmvolumegroupset") == name),
+                                          None), timeout=WAIT, what="the child", describe=scenario.describe(h.LVGSET, name))
+        scenario.created.append((h.LVG, child))
+        _ready(scenario, child, 1)
+        code, out, err = _kctl(scenario, "rollout", "status", "lvgset", name, "--timeout", str(WAIT), "--interval", "0.5")
+        assert code == 0, out + err
+
+        scenario.kube.patch(h.LVGSET, name, {"spec": {"lvmVolumeGroupTemplate": {"fileDevices": [
+            {"name": "a", "directory": base, "size": "1Gi"}, {"name": "b", "directory": base, "size": "1Gi"}]}}})
+        code, out, err = _kctl(scenario, "rollout", "status", "lvgset", name, "--timeout", str(WAIT), "--interval", "0.5")
+        assert code == 0, out + err
+        assert out.splitlines()[-1] == f"lvmvolumegroupset/{name}: rollout complete"
+        obj = _ready(scenario, child, 2)
+        _assert_canonical(scenario, obj, child, vg, ["a", "b"])
+
+        # poisoned: a thin pool the VG cannot hold (the agent refuses before any lvcreate; unlike a bad
+        # file-device directory, this leaves the child deletable)
+        scenario.kube.patch(h.LVGSET, name, {"spec": {"lvmVolumeGroupTemplate": {"thinPools": [
+            {"name": "tp", "size": "100Ti"}]}}})
+        code, out, err = _kctl(scenario, "rollout", "status", "lvgset", name, "--timeout", str(WAIT), "--interval", "0.5")
+        assert code == 1, out + err
+        assert f"halted: LVMVolumeGroup {child} on node {scenario.node} failed: ThinPoolReconcileFailed" in err, err
+        status = scenario.kube.get(h.LVGSET, name)["status"]
+        progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+        assert progressing["reason"] == "ChildFailed" and child in progressing["message"]
+        assert status["failedCount"] == 1 and status["attention"][0]["name"] == child
+        assert len(_pvs_of(vg)) == 2, "the refusal destroyed nothing: the VG keeps its PVs"
+    finally:
+        scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: None}}})
 def _condition(obj: dict[str, Any] | None, type_: str = "VGConfigurationApplied") -> dict[str, Any]:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
 

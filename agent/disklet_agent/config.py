@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 from disklet.api.disklayout import DEFAULT_MOUNT_ROOTS
+from disklet.thinpool import DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD, Thresholds
 
 DEFAULT_FILE_DEVICES_DIR = "/var/lib/disklet/file-devices"
 DEFAULT_SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/nix", "/nix/store")
@@ -43,6 +44,13 @@ class AgentConfig(BaseModel):
     nixos_rebuild_command: list[str] = Field(default_factory=lambda: ["nixos-rebuild"])
     systemd_run_command: list[str] = Field(default_factory=lambda: ["systemd-run"])
     command_timeout_seconds: float = Field(default=60.0, gt=0)
+    thin_pool_data_threshold_percent: float = Field(default=DEFAULT_DATA_THRESHOLD, gt=0, le=100,
+                                                    description="ThinPoolNearlyFull at or above this data %.")
+    thin_pool_metadata_threshold_percent: float = Field(default=DEFAULT_METADATA_THRESHOLD, gt=0, le=100,
+                                                        description="ThinPoolMetadataNearlyFull at or above this metadata %.")
+
+    def thin_pool_thresholds(self) -> Thresholds:
+        return Thresholds(self.thin_pool_data_threshold_percent, self.thin_pool_metadata_threshold_percent)
     mount_roots: list[str] = Field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS),
                                    description="Roots DiskLayout mountpoints must lie under (DISKLET_MOUNT_ROOTS).")
     allow_loop_targets: bool = Field(
@@ -79,6 +87,10 @@ class AgentConfig(BaseModel):
             nixos_rebuild_command=(e.get("DISKLET_NIXOS_REBUILD_COMMAND") or "nixos-rebuild").split(),
             systemd_run_command=(e.get("DISKLET_SYSTEMD_RUN_COMMAND") or "systemd-run").split(),
             command_timeout_seconds=float(e.get("DISKLET_COMMAND_TIMEOUT_SECONDS", "60")),
+            thin_pool_data_threshold_percent=float(e.get("DISKLET_THIN_POOL_DATA_THRESHOLD_PERCENT",
+                                                         str(DEFAULT_DATA_THRESHOLD))),
+            thin_pool_metadata_threshold_percent=float(e.get("DISKLET_THIN_POOL_METADATA_THRESHOLD_PERCENT",
+                                                             str(DEFAULT_METADATA_THRESHOLD))),
             mount_roots=_env_list("DISKLET_MOUNT_ROOTS", DEFAULT_MOUNT_ROOTS) or list(DEFAULT_MOUNT_ROOTS),
             allow_loop_targets=_env_bool("DISKLET_ALLOW_LOOP_TARGETS", False),
         )

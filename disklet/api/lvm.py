@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from ..units import GIB, PERCENT_RE, WHOLE_BINARY_SIZE_RE, QuantityError, decimal_unit_hint, quantity_bytes
 from .blockdevice import DEVICE_PATH_PATTERN
@@ -261,13 +262,17 @@ class ThinPoolStatus(StatusModel):
     available_space: str | None = Field(default=None, description="actualSize × allocationLimit − allocatedSize.")
     ready: bool = Field(default=False, description="Whether the pool exists at its requested size.")
     message: str | None = Field(default=None, description="Why the pool is not ready.")
+    data_percent: float | None = Field(default=None, description="Data fullness in percent (lvs data_percent).")
+    metadata_percent: float | None = Field(default=None, description="Metadata fullness in percent (lvs metadata_percent).")
+    chunk_size: str | None = Field(default=None, description="Thin pool chunk size.")
+    metadata_size: str | None = Field(default=None, description="Size of the pool's metadata LV.")
 
 
 class LVMVolumeGroupStatus(StatusModel):
     phase: LVGPhase | None = Field(default=None, description="Pending, Ready, NotReady or Terminating.")
     observed_generation: int | None = Field(default=None, description="metadata.generation last reconciled.")
     conditions: list[Condition] | None = Field(default=None, max_length=32, json_schema_extra=list_map("type"),
-                                               description="VGConfigurationApplied, VGReady (agent); NodeReady, AgentReady, Ready (operator).")
+                                               description="VGConfigurationApplied, VGReady, ThinPoolNearlyFull, ThinPoolMetadataNearlyFull (agent); NodeReady, AgentReady, Ready (operator).")
     nodes: list[NodeStatus] | None = Field(default=None, json_schema_extra=list_map("name"),
                                            description="Devices and file devices of the VG per node.")
     vg_uuid: str | None = Field(default=None, alias="vgUUID", description="VG UUID: the VG's identity.")
@@ -347,10 +352,70 @@ class LVMVolumeGroupTemplate(ApiModel):
             thin_pools=self.thin_pools)
 
 
+MAX_UNAVAILABLE_PATTERN = r"^(100|[1-9]?[0-9])%$"
+DEFAULT_MAX_UNAVAILABLE = 1
+MAX_ATTENTION = 20
+"""status.attention holds at most this many children; the counts cover the rest."""
+MAX_REVISIONS = 2
+"""status.revisions: the current template and the one before it (what ``kctl rollout undo`` restores)."""
+
+IntOrString = Annotated[int | str, WithJsonSchema({
+    "x-kubernetes-int-or-string": True,
+    "x-kubernetes-validations": [cel(
+        "type(self) == int ? int(self) >= 0 : string(self).matches('^(100|[1-9]?[0-9])%$')",
+        "maxUnavailable is a count (0 or more) or a percentage 0%..100%")],
+})]
+
+
+class RolloutSpec(ApiModel):
+    """How a template change (and the creation of new children) reaches the nodes."""
+
+    max_unavailable: IntOrString = Field(
+        default=DEFAULT_MAX_UNAVAILABLE,
+        description="Children that may be not Ready at the same time because of the rollout: a count or a percentage "
+                    "of the matching nodes (rounded up, at least 1). Default 1: a bad template reaches one node, not the fleet.")
+    canary: int | None = Field(
+        default=None, ge=0, le=10000,
+        description="The first N children in rollout order are written first and must be updated and Ready before any other is touched.")
+    paused: bool = Field(default=False, description="True: no child is created or updated until unpaused (status is still reported).")
+    failure_policy: Literal["Halt", "Continue"] = Field(
+        default="Halt",
+        description="Halt: stop at the first child that failed to apply the current template (condition Progressing=False, "
+                    "reason ChildFailed, naming it). Continue: keep going within maxUnavailable.")
+    order_label: str | None = Field(
+        default=None, max_length=317, pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="A Node label whose value orders the rollout (integers numerically, before other values; nodes "
+                    "without it last). Ties and the default order: node name.")
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _max_unavailable(cls, v: int | str) -> int | str:
+        if isinstance(v, bool):
+            raise ValueError("maxUnavailable is a count or a percentage")
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError("maxUnavailable must not be negative")
+            return v
+        if not re.match(MAX_UNAVAILABLE_PATTERN, v):
+            raise ValueError(f"maxUnavailable {v!r} must be a count or a percentage 0%..100%")
+        return v
+
+    def budget(self, desired: int) -> int:
+        """maxUnavailable as a count of children for ``desired`` matching nodes (percent rounded up, at least 1)."""
+        v = self.max_unavailable
+        if isinstance(v, str):
+            n = math.ceil(desired * int(v[:-1]) / 100)
+        else:
+            n = v
+        return max(1, n)
+
+
 class LVMVolumeGroupSetSpec(ApiModel):
     node_selector: LabelSelector = Field(description="Nodes that get a child LVMVolumeGroup.")
     strategy: Literal["PerNode"] = Field(default="PerNode", json_schema_extra=validations(immutable("strategy")),
                                          description="PerNode: one LVMVolumeGroup per matching node (immutable).")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec,
+                                 description="Staged rollout of new children and template changes (docs/lvmvolumegroupset.md).")
     lvm_volume_group_template: LVMVolumeGroupTemplate = Field(
         alias="lvmVolumeGroupTemplate", description="The LVMVolumeGroup stamped onto every matching node.")
 
@@ -360,22 +425,45 @@ class CreatedLVG(StatusModel):
     node_name: str = Field(description="Node of the child.")
 
 
+class AttentionChild(StatusModel):
+    """A child that needs a look: not Ready, failed, refused, orphaned or in conflict."""
+
+    name: str = Field(description="Child LVMVolumeGroup name.")
+    node_name: str = Field(description="Node of the child.")
+    reason: str = Field(description="Failed, NotReady, Updating, Orphaned, UpdateFailed, CreateFailed, NameConflict, ValidationFailed.")
+    message: str | None = Field(default=None, max_length=512, description="Short detail (the child's own status has the rest).")
+    revision: str | None = Field(default=None, description="Template revision the child is at.")
+
+
+class TemplateRevision(StatusModel):
+    revision: str = Field(description="Hash of the template (the children's disklet.io/lvgset-revision label).")
+    template: Annotated[dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})] = Field(
+        description="spec.lvmVolumeGroupTemplate of that revision, as the operator first saw it.")
+
+
 class LVMVolumeGroupSetStatus(StatusModel):
-    created_lvm_volume_groups: list[CreatedLVG] | None = Field(
-        default=None, alias="createdLVMVolumeGroups", json_schema_extra=list_map("lvmVolumeGroupName"),
-        description="Children managed by the set.")
-    orphaned_lvm_volume_groups: list[CreatedLVG] | None = Field(
-        default=None, alias="orphanedLVMVolumeGroups", json_schema_extra=list_map("lvmVolumeGroupName"),
-        description="Children whose node no longer matches: kept (data), no longer managed.")
     current_lvm_volume_groups_count: int | None = Field(default=None, alias="currentLVMVolumeGroupsCount",
-                                                        description="Children that exist.")
+                                                        description="Managed children that exist.")
     desired_lvm_volume_groups_count: int | None = Field(default=None, alias="desiredLVMVolumeGroupsCount",
                                                         description="Nodes that match the selector.")
+    updated_count: int | None = Field(default=None, description="Children whose spec is the current template.")
+    ready_count: int | None = Field(default=None, description="Children that are Ready (degraded included).")
+    updated_ready_count: int | None = Field(default=None, description="Children at the current template that applied it and are Ready.")
+    failed_count: int | None = Field(default=None, description="Children that failed to apply the current template, or whose write was refused.")
+    orphaned_count: int | None = Field(default=None, description="Children kept for nodes that no longer match.")
+    current_revision: str | None = Field(default=None, description="Hash of spec.lvmVolumeGroupTemplate (label disklet.io/lvgset-revision on the children).")
+    attention: list[AttentionChild] | None = Field(
+        default=None, max_length=MAX_ATTENTION, json_schema_extra={"x-kubernetes-list-type": "atomic"},
+        description=f"Up to {MAX_ATTENTION} children needing a look (failed first); all children: "
+                    "kubectl get lvg -l disklet.io/lvmvolumegroupset=<set>.")
+    revisions: list[TemplateRevision] | None = Field(
+        default=None, max_length=MAX_REVISIONS, json_schema_extra={"x-kubernetes-list-type": "atomic"},
+        description="The current template revision first, then the previous one (kctl rollout undo).")
     phase: Literal["Created", "Pending", "NotCreated"] | None = Field(default=None, description="Created, Pending or NotCreated.")
     reason: str | None = Field(default=None, description="Why the set is not Created.")
     observed_generation: int | None = Field(default=None, description="metadata.generation last reconciled.")
     conditions: list[Condition] | None = Field(default=None, max_length=32, json_schema_extra=list_map("type"),
-                                               description="Ready.")
+                                               description="Ready, Progressing.")
 
 
 class LVMVolumeGroupSet(ApiModel):

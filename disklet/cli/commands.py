@@ -25,7 +25,7 @@ from disklet.api.resources import (
 from disklet.layout import PreflightResult
 from disklet.layout.batch import preflight_many
 
-from . import views
+from . import lvmdiff, views
 from .agentexec import (
     AGENT_SELECTOR,
     AgentPodError,
@@ -147,7 +147,7 @@ def _preflight_line(pf: PreflightResult) -> str:
 
 
 # ---------------------------------------------------------------------------- diff
-async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
+async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | None = None) -> int:
     """Exit 0: no differences; 1: differences; 2: an error (invalid batch, failed pre-flight, API error)."""
     quiet = ctx.output.structured
     report = Ctx(out=io.StringIO() if quiet else ctx.out, err=ctx.err)  # -o: the report is dropped
@@ -166,6 +166,9 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
             live = await kube.get(kind_of(m.resource), m.name) if kube else None
             if isinstance(m.spec, DiskLayoutSpec):
                 ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)])
+                failed = failed or not ok
+            elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
+                ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
                 failed = failed or not ok
             else:
                 state = _diff_spec(report, m, live, offline)
@@ -188,7 +191,7 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool) -> int:
             summary += f": {counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged"
         summary += "; nothing was written"
         if failed:
-            summary += "; some layouts would not be applied (see pre-flight above)"
+            summary += "; some objects would be refused (see above)"
         ctx.say(summary)
     if failed:
         return DIFF_ERROR

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from .. import __version__
-from . import commands
+from . import commands, lvmdiff, rollout
 from .agentexec import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Ctx
 from .output import OUTPUT_HELP, Output, parse_output
@@ -121,6 +121,9 @@ def register_subcommand(build: SubcommandBuilder) -> SubcommandBuilder:
     return build
 
 
+register_subcommand(rollout.add_parser)  # kctl rollout (disklet/cli/rollout.py)
+
+
 def _timeout(text: str) -> int:
     try:
         value = int(text)
@@ -151,7 +154,9 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     d = _sub(sub, "diff", "pre-flight manifests and show what would change (no writes)",
              "Resolve every DiskLayout (render diskLayout, inline layoutNixFile), run the structural pre-flight, "
              "print the target devices and a unified diff of the resolved Nix body against what the cluster holds "
-             "(\"new\" when absent). Writes nothing. Exits like kubectl diff: 0 no differences, 1 differences, "
+             "(\"new\" when absent). LVMVolumeGroups and LVMVolumeGroupSets: per node, the files to create or grow, "
+             "the devices that become PVs, VG create vs extend, thin pools and what the agent would refuse "
+             "(--dry-run=server also asks the API server). Writes nothing. Exits like kubectl diff: 0 no differences, 1 differences, "
              "2 an error (invalid manifest, a layout that would be refused or fail, API error). With --offline "
              "nothing is compared: 0 when every document passes. -o name lists the objects that would change.",
              "  kctl diff -f day2-disk-layout.yaml\n  kctl diff -f ./disk-layouts/ --offline\n"
@@ -159,7 +164,8 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     d.add_argument("-f", "--filename", required=True, metavar="PATH",
                    help="manifest file, directory of *.yaml/*.yml, or - for stdin")
     d.add_argument("--offline", action="store_true", help="do not contact the cluster; pre-flight only")
-    d.set_defaults(handler=lambda a, ctx: commands.cmd_diff(ctx, a.filename, a.offline))
+    lvmdiff.add_arguments(d)
+    d.set_defaults(handler=lambda a, ctx: commands.cmd_diff(ctx, a.filename, a.offline, lvmdiff.options(a)))
 
     a = _sub(sub, "apply", "create or update objects by server-side apply",
              "Validate every document (the whole batch is refused, nothing sent, if one is invalid or a layout "

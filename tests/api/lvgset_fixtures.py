@@ -33,7 +33,9 @@ def file_device(name: str, size: str = "1Gi", directory: str = BASE_DIR) -> dict
 
 def lvgset(name: str, *, selector: dict[str, Any] | None = None, vg: str = "vg-data",
            file_devices: list[dict[str, str]] | None = None, block_selector: dict[str, Any] | None = None,
-           labels: dict[str, str] | None = None, thin_pools: list[dict[str, str]] | None = None) -> dict[str, Any]:
+           labels: dict[str, str] | None = None, thin_pools: list[dict[str, str]] | None = None,
+           rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A set body; ``rollout`` defaults to no limit (``maxUnavailable: 100%``): no agent makes children Ready here."""
     tmpl: dict[str, Any] = {"type": "Local", "actualVGNameOnTheNode": vg}
     if labels:
         tmpl["metadata"] = {"labels": labels}
@@ -44,7 +46,8 @@ def lvgset(name: str, *, selector: dict[str, Any] | None = None, vg: str = "vg-d
     if thin_pools is not None:
         tmpl["thinPools"] = thin_pools
     return {"apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": name},
-            "spec": {"nodeSelector": selector or {}, "strategy": "PerNode", "lvmVolumeGroupTemplate": tmpl}}
+            "spec": {"nodeSelector": selector or {}, "strategy": "PerNode", "lvmVolumeGroupTemplate": tmpl,
+                     "rollout": rollout or {"maxUnavailable": "100%"}}}
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

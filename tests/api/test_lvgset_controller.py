@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 from lvgset_fixtures import (
     LVG,
+    LVG_URL,
     LVGSET,
     NODE_URL,
     NODES,
@@ -20,6 +23,11 @@ from lvgset_fixtures import (
 )
 
 from devkit.kopfrun import wait_for
+
+
+def _pass_after(ctl, name: str, t0: float):
+    """The first pass of ``name`` that started after ``t0`` (time.monotonic()), or None."""
+    return next((p for p in ctl.sets[name].passes if p.started > t0), None)
 
 
 def _status(kube, name: str) -> dict:
@@ -46,13 +54,16 @@ async def test_file_only_template_creates_children_with_file_devices_and_owner_r
         kid = kids[f"files-{n}"]
         assert kid["spec"] == {"type": "Local", "local": {"nodeName": n}, "actualVGNameOnTheNode": "vg-data",
                                "fileDevices": [file_device("a", "2Gi")]}
-        assert kid["metadata"]["labels"] == {"disklet.io/node": n, "disklet.io/lvmvolumegroupset": "files"}
+        assert kid["metadata"]["labels"] == {"disklet.io/node": n, "disklet.io/lvmvolumegroupset": "files",
+                                             "disklet.io/lvgset-revision": _status(kube, "files")["currentRevision"]}
         assert kid["metadata"]["ownerReferences"] == [{
             "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "name": "files",
             "uid": created["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
     st = _status(kube, "files")
-    assert st["createdLVMVolumeGroups"] == [{"lvmVolumeGroupName": f"files-{n}", "nodeName": n} for n in ("n1", "n2", "n3")]
-    assert (st["currentLVMVolumeGroupsCount"], st["desiredLVMVolumeGroupsCount"]) == (3, 3)
+    assert (st["currentLVMVolumeGroupsCount"], st["desiredLVMVolumeGroupsCount"], st["updatedCount"]) == (3, 3, 3)
+    assert [a["name"] for a in st["attention"]] == ["files-n1", "files-n2", "files-n3"], "no agent: none is Ready"
+    assert st["revisions"] == [{"revision": st["currentRevision"],
+                                "template": created["spec"]["lvmVolumeGroupTemplate"]}]
     ready = [c for c in st["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True" and ready[0]["reason"] == "AllCreated"
     meta = kube.read(LVGSET, "files")["metadata"]
@@ -103,13 +114,13 @@ async def test_template_append_updates_every_child_and_idle_pass_writes_nothing(
 
         # idle: a resync, and a node event that cannot change membership → passes with no write
         start = len(kube.request_log)
-        passes = len(ctl.sets["grow"].passes)
+        t0 = time.monotonic()
         await patch(s, f"{NODE_URL}/a1", {"metadata": {"labels": {"unrelated": "x"}}})
         ctl.wake("grow")
-        await wait_for(lambda: len(ctl.sets["grow"].passes) > passes, message="an idle pass")
+        await wait_for(lambda: _pass_after(ctl, "grow", t0), message="an idle pass")
         assert writes_since(kube, start) == [
             r for r in kube.request_log[start:] if "/api/v1/nodes/a1" in str(r.url)], "the idle pass wrote"
-        assert ctl.sets["grow"].passes[-1].requests == 0
+        assert _pass_after(ctl, "grow", t0).requests == 0
 
 
 async def test_node_label_change_new_child_and_orphan_kept_with_event(kube):
@@ -124,7 +135,7 @@ async def test_node_label_change_new_child_and_orphan_kept_with_event(kube):
         await wait_for(_phase_is(kube, "lab", "Created", desired=3), message="new node matched")
         assert sorted(children_of(kube, "lab")) == ["lab-m1", "lab-m2", "lab-m3"]
         await patch(s, f"{NODE_URL}/m1", {"metadata": {"labels": {"disk": None}}})
-        await wait_for(lambda: _status(kube, "lab").get("orphanedLVMVolumeGroups"), message="orphan reported")
+        await wait_for(lambda: _status(kube, "lab").get("orphanedCount") == 1, message="orphan reported")
         await wait_for(lambda: any(e.get("reason") == "NodeNoLongerMatches" for e in kube.read_all("v1/events")),
                        message="orphan Event")
         # the orphan is no longer updated: a template change reaches only managed children
@@ -133,8 +144,8 @@ async def test_node_label_change_new_child_and_orphan_kept_with_event(kube):
         await wait_for(_phase_is(kube, "lab", "Created", generation=2, desired=2), message="generation 2")
         assert ctl.sets["lab"].members == {"m2", "m3"}
     st = _status(kube, "lab")
-    assert st["orphanedLVMVolumeGroups"] == [{"lvmVolumeGroupName": "lab-m1", "nodeName": "m1"}]
-    assert [c["nodeName"] for c in st["createdLVMVolumeGroups"]] == ["m2", "m3"]
+    assert [(a["name"], a["nodeName"]) for a in st["attention"] if a["reason"] == "Orphaned"] == [("lab-m1", "m1")]
+    assert (st["currentLVMVolumeGroupsCount"], st["orphanedCount"]) == (2, 1)
     kids = children_of(kube, "lab")
     assert sorted(kids) == ["lab-m1", "lab-m2", "lab-m3"], "the orphan is kept (its VG may hold data)"
     assert [f["name"] for f in kids["lab-m1"]["spec"]["fileDevices"]] == ["a"]
@@ -174,9 +185,9 @@ async def test_rejected_child_update_is_reported_and_others_still_updated(kube):
         await wait_for(lambda: _status(kube, "rej").get("observedGeneration") == 2, message="generation 2")
         # the refused write is not re-sent on idle passes
         start = len(kube.request_log)
-        passes = len(ctl.sets["rej"].passes)
+        t0 = time.monotonic()
         ctl.wake("rej")
-        await wait_for(lambda: len(ctl.sets["rej"].passes) > passes, message="an idle pass")
+        await wait_for(lambda: _pass_after(ctl, "rej", t0), message="an idle pass")
         assert writes_since(kube, start) == []
     kids = children_of(kube, "rej")
     assert [f["name"] for f in kids["rej-r1"]["spec"]["fileDevices"]] == ["a", "b"]
@@ -186,6 +197,8 @@ async def test_rejected_child_update_is_reported_and_others_still_updated(kube):
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert st["reason"] == "UpdateFailed" and ready["status"] == "False"
     assert "rej-r2" in ready["message"] and "simulated admission refusal" in ready["message"]
+    progressing = next(c for c in st["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "ChildFailed" and "rej-r2" in progressing["message"], "Halt names the child"
 
 
 async def test_invalid_template_writes_no_child(kube):
@@ -202,3 +215,85 @@ async def test_invalid_template_writes_no_child(kube):
         assert [f["name"] for f in kid["spec"]["fileDevices"]] == ["a"]
     assert all(o["metadata"]["name"].startswith("bad-") for o in kube.read_all(LVG))
 
+
+
+async def _make_ready(s, kube, name: str) -> None:
+    """What the agent (VGConfigurationApplied, observedGeneration) and the operator (Ready) would write."""
+    kid = kube.read(LVG, name)
+    gen = kid["metadata"]["generation"]
+    conds = [{"type": t, "status": "True", "reason": r, "message": "", "lastTransitionTime": "2026-11-25T00:00:00Z",
+              "observedGeneration": gen} for t, r in (("VGConfigurationApplied", "Applied"), ("VGReady", "Applied"),
+                                                     ("Ready", "Ready"))]
+    await patch(s, f"{LVG_URL}/{name}/status", {"status": {"observedGeneration": gen, "conditions": conds}})
+
+
+async def test_max_unavailable_one_updates_one_child_at_a_time_and_paused_none(kube):
+    for n in ("u1", "u2", "u3"):
+        kube.seed(NODES, node(n))
+    async with lvgset_operator(kube.server_url) as ctl, aiohttp.ClientSession(kube.server_url) as s:
+        await post(s, SET_URL, lvgset("roll", file_devices=[file_device("a")], rollout={"maxUnavailable": 1}))
+        for n in ("u1", "u2", "u3"):  # one child at a time, each created after the previous is Ready
+            await wait_for(lambda n=n: f"roll-{n}" in children_of(kube, "roll"), message=f"roll-{n} created")
+            assert len(children_of(kube, "roll")) == ("u1", "u2", "u3").index(n) + 1
+            await _make_ready(s, kube, f"roll-{n}")
+        await wait_for(lambda: _status(kube, "roll").get("updatedReadyCount") == 3, message="all Ready")
+
+        await patch(s, f"{SET_URL}/roll", {"spec": {"lvmVolumeGroupTemplate": {"fileDevices": [file_device("a", "2Gi")]}}})
+        rev = lambda: _status(kube, "roll").get("currentRevision")  # noqa: E731
+        old_rev = children_of(kube, "roll")["roll-u2"]["metadata"]["labels"]["disklet.io/lvgset-revision"]
+        await wait_for(lambda: rev() != old_rev and _status(kube, "roll").get("observedGeneration") == 2,
+                       message="generation 2 observed")
+
+        def at_new():
+            return sorted(k for k, v in children_of(kube, "roll").items()
+                          if v["metadata"]["labels"].get("disklet.io/lvgset-revision") == rev())
+        await wait_for(lambda: at_new() == ["roll-u1"], message="first child updated")
+        t0 = time.monotonic()
+        ctl.wake("roll")  # sentinel: a pass that starts after the update, and must not touch u2
+        await wait_for(lambda: _pass_after(ctl, "roll", t0), message="a later pass")
+        assert at_new() == ["roll-u1"]
+        assert children_of(kube, "roll")["roll-u2"]["spec"]["fileDevices"] == [file_device("a")]
+        await _make_ready(s, kube, "roll-u1")
+        await wait_for(lambda: at_new() == ["roll-u1", "roll-u2"], message="second child after the first is Ready")
+
+        # paused: nothing moves, even when the updated child becomes Ready
+        await patch(s, f"{SET_URL}/roll", {"spec": {"rollout": {"paused": True}}})
+        await wait_for(lambda: _status(kube, "roll").get("observedGeneration") == 3, message="pause observed")
+        await _make_ready(s, kube, "roll-u2")
+        await wait_for(lambda: _status(kube, "roll").get("updatedReadyCount") == 2, message="u2 Ready seen")
+        assert at_new() == ["roll-u1", "roll-u2"]
+        progressing = next(c for c in _status(kube, "roll")["conditions"] if c["type"] == "Progressing")
+        assert progressing["reason"] == "Paused"
+        await patch(s, f"{SET_URL}/roll", {"spec": {"rollout": {"paused": False}}})
+        await wait_for(lambda: len(at_new()) == 3, message="resumed")
+
+
+async def test_rollout_survives_an_operator_restart_mid_way(kube):
+    """State lives in the API: a new operator process continues the rollout where the old one stopped."""
+    for n in ("s1", "s2", "s3"):
+        kube.seed(NODES, node(n))
+    async with aiohttp.ClientSession(kube.server_url) as s:
+        async with lvgset_operator(kube.server_url):
+            await post(s, SET_URL, lvgset("restart", file_devices=[file_device("a")]))
+            await wait_for(lambda: len(children_of(kube, "restart")) == 3, message="three children")
+            for n in ("s1", "s2", "s3"):
+                await _make_ready(s, kube, f"restart-{n}")
+            await wait_for(lambda: _status(kube, "restart").get("updatedReadyCount") == 3, message="all Ready")
+            await patch(s, f"{SET_URL}/restart", {"spec": {"rollout": {"maxUnavailable": 1}, "lvmVolumeGroupTemplate": {
+                "fileDevices": [file_device("a", "2Gi")]}}})
+            await wait_for(lambda: _status(kube, "restart").get("updatedCount") == 1, message="one updated")
+        rev = _status(kube, "restart")["currentRevision"]
+
+        def at_new():
+            return sorted(k for k, v in children_of(kube, "restart").items()
+                          if v["metadata"]["labels"].get("disklet.io/lvgset-revision") == rev)
+        assert at_new() == ["restart-s1"]
+    async with lvgset_operator(kube.server_url) as ctl, aiohttp.ClientSession(kube.server_url) as s:
+        # a fresh operator (and client): no memory of the first
+        await wait_for(lambda: "restart" in ctl.sets and ctl.sets["restart"].passes, message="resume pass")
+        t0 = time.monotonic()
+        ctl.wake("restart")
+        await wait_for(lambda: _pass_after(ctl, "restart", t0), message="a pass after the restart")
+        assert at_new() == ["restart-s1"], "the restarted operator does not start over or skip the budget"
+        await _make_ready(s, kube, "restart-s1")
+        await wait_for(lambda: at_new() == ["restart-s1", "restart-s2"], message="the rollout continues")

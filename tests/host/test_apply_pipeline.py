@@ -1,7 +1,10 @@
 """The apply pipeline with fake disko / systemd-run / nixos-rebuild executables on real loop devices.
 
 The fakes are small scripts written into a temp dir; they record their argv (one JSON line per
-call) and fail, hang or partition the loop device as a test asks (environment variables).
+call) and fail, hang or partition the loop device as a test asks (environment variables). Where a
+test needs disko to succeed, the recording disko hands over to the test disko (disko's own scripts,
+devkit/disko) when its assets exist, else it partitions the loop device itself; the fake's own
+behaviours remain for fault injection (failure, hang, success without partitions).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,9 @@ from disklet_agent.config import AgentConfig
 from disklet_agent.disklayout.apply import ApplyBusy, apply_layout, apply_lock, expectation_from
 from disklet_agent.disklayout.gate import plan_apply
 
+from devkit import disko as test_disko
+from devkit.disko import DISKO_COMMAND
+from devkit.disko.udev import cleanup
 from disklet.hostcmd import HostRunner
 from disklet.layout.checked import check_layout
 from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
@@ -27,6 +34,8 @@ from tests.host.blockdev_helpers import Sandbox, open_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = HostRunner()
+DISK = "d" + uuid.uuid4().hex[:8]
+"""The layouts' disk name: disko's partition labels (disk-<disk>-<partition>) are global on the host."""
 
 FAKE_DISKO = f"""#!{sys.executable}
 import json, os, subprocess, sys, time
@@ -34,6 +43,8 @@ sys.path.insert(0, {str(REPO)!r})
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(json.dumps({{"cmd": "disko", "argv": sys.argv[1:]}}) + "\\n")
 mode = os.environ.get("FAKE_DISKO", "ok")
+if mode == "real":
+    os.execv({DISKO_COMMAND!r}, [{DISKO_COMMAND!r}, *sys.argv[1:]])
 if mode == "fail":
     for i in range(30):
         print(f"disko line {{i}}")
@@ -98,14 +109,30 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv(test_disko.ENV_SANDBOX, str(tmp_path))
+    monkeypatch.setenv(test_disko.ENV_ROOT, str(tmp_path / "mnt"))
     with open_sandbox(tmp_path) as sb:
-        yield Env(tmp_path, sb, monkeypatch)
+        try:
+            yield Env(tmp_path, sb, monkeypatch)
+        finally:
+            problems = cleanup(tmp_path)  # what the test disko mounted and linked, before the loops go
+            assert not problems, problems
+
+
+def disko_succeeds(env: Env, dev: str, count: int) -> None:
+    """disko must succeed: the test disko where it can run, else the fake partitions the device."""
+    if not test_disko.missing_tools():
+        env.monkeypatch.setenv("FAKE_DISKO", "real")
+        (env.tmp / "mnt").mkdir(exist_ok=True)
+    else:
+        env.monkeypatch.setenv("FAKE_DISKO", "partition")
+        env.monkeypatch.setenv("FAKE_DEVICE", f"{dev}:{count}")
 
 
 def layout(device: str, parts: int = 2) -> str:
     ps = " ".join(f'p{i} = {{ priority = {100 * (i + 1)}; size = "8M"; content = {{ type = "filesystem"; '
                   f'format = "ext4"; mountpoint = "/srv/p{i}"; }}; }};' for i in range(parts))
-    return ('{ disko.devices.disk.data = { type = "disk"; device = "' + device + '"; '
+    return ('{ disko.devices.disk.' + DISK + ' = { type = "disk"; device = "' + device + '"; '
             'content = { type = "gpt"; partitions = { ' + ps + ' }; }; }; }\n')
 
 
@@ -125,8 +152,7 @@ def artifact_of(body: str) -> str:
 
 def test_success_promotes_and_runs_exact_commands(env: Env) -> None:
     dev = env.sb.loop(partscan=True)
-    env.monkeypatch.setenv("FAKE_DISKO", "partition")
-    env.monkeypatch.setenv("FAKE_DEVICE", f"{dev}:2")
+    disko_succeeds(env, dev, 2)
     env.current.write_text(OLD)
     body = layout(dev)
     out = plan_and_apply(env, body)
@@ -142,6 +168,9 @@ def test_success_promotes_and_runs_exact_commands(env: Env) -> None:
     assert env.calls("nixos-rebuild") == [["test"], ["switch"]]
     assert [s.name for s in out.steps] == ["disko", "rebuild-test", "rebuild-switch"]
     assert not list((env.etc / "disk").glob(".current.nix.*"))  # no temp file left behind
+    if not test_disko.missing_tools():  # disko's own scripts ran: a GPT with two ext4 partitions
+        probe = RUNNER.run(["blkid", "-p", "-o", "export", "--", f"{dev}p2"], timeout=30).stdout
+        assert "TYPE=ext4" in probe and f"PART_ENTRY_NAME=disk-{DISK}-p1" in probe, probe
 
 
 def test_disko_failure_keeps_current_and_reports_tail(env: Env) -> None:
@@ -194,8 +223,7 @@ def test_disko_success_without_partitions_fails_verify(env: Env) -> None:
 
 def test_switch_exit_4_names_failed_units(env: Env) -> None:
     dev = env.sb.loop(partscan=True)
-    env.monkeypatch.setenv("FAKE_DISKO", "partition")
-    env.monkeypatch.setenv("FAKE_DEVICE", f"{dev}:1")
+    disko_succeeds(env, dev, 1)
     env.monkeypatch.setenv("FAKE_REBUILD_FAIL", "switch")
     body = layout(dev, 1)
     out = plan_and_apply(env, body)
@@ -207,8 +235,7 @@ def test_switch_exit_4_names_failed_units(env: Env) -> None:
 
 def test_rebuild_test_failure_skips_switch(env: Env) -> None:
     dev = env.sb.loop(partscan=True)
-    env.monkeypatch.setenv("FAKE_DISKO", "partition")
-    env.monkeypatch.setenv("FAKE_DEVICE", f"{dev}:1")
+    disko_succeeds(env, dev, 1)
     env.monkeypatch.setenv("FAKE_REBUILD_FAIL", "test")
     out = plan_and_apply(env, layout(dev, 1))
     assert not out.ok and out.phase == "rebuild-test" and "evaluation aborted" in out.message
@@ -217,8 +244,7 @@ def test_rebuild_test_failure_skips_switch(env: Env) -> None:
 
 def test_no_rebuild(env: Env) -> None:
     dev = env.sb.loop(partscan=True)
-    env.monkeypatch.setenv("FAKE_DISKO", "partition")
-    env.monkeypatch.setenv("FAKE_DEVICE", f"{dev}:1")
+    disko_succeeds(env, dev, 1)
     out = plan_and_apply(env, layout(dev, 1), rebuild=False)
     assert out.ok and "rebuild skipped" in out.message
     assert env.calls("systemd-run") == [] and env.current.exists()

@@ -15,6 +15,12 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind():
     assert "refused   target_device_has_active_system_mount" in out
     assert "installer-only" in out and "pending" in out
     assert "Ready with 2 loop PVs" in out
+    from devkit import disko
+
+    if not disko.missing_tools():  # the real apply: the example layout on a loop device, by disko's own scripts
+        assert "applied by disko's own scripts" in out and "pending → applied" in out, out[-4000:]
+        assert "ext4, mounted at" in out and "applied   <none>" in out
+        assert "partition-label links removed and it is detached" in out
     assert "shrinking a file device is rejected by the API" in out
     assert "nothing left behind" in out and "demo passed" in out
     after = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],

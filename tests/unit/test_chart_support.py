@@ -86,6 +86,7 @@ ALL_ON = (
     "kubeStateMetrics.customResourceState.enabled=true",
     "kubeStateMetrics.rbac.enabled=true",
     "grafana.dashboards.enabled=true",
+    "metrics.prometheusRule.enabled=true",
     "operator.replicaCount=2",
     "operator.peering.enabled=true",
 )

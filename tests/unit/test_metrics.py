@@ -32,7 +32,8 @@ def registry_metrics() -> dict[str, tuple[str, set[str]]]:
     for collector in (metrics.RECONCILES, metrics.RECONCILE_SECONDS, metrics.HOST_COMMAND_SECONDS,
                       metrics.HOST_COMMAND_FAILURES, metrics.REFUSALS, metrics.STATUS_WRITES,
                       metrics.MANAGED_LOOP_DEVICES, metrics.VG_SIZE_BYTES, metrics.VG_FREE_BYTES,
-                      metrics.THIN_POOL_SIZE_BYTES, metrics.THIN_POOL_USED_BYTES):
+                      metrics.THIN_POOL_SIZE_BYTES, metrics.THIN_POOL_USED_BYTES, metrics.THIN_POOL_DATA_PERCENT,
+                      metrics.THIN_POOL_METADATA_PERCENT, metrics.THIN_POOL_METADATA_SIZE_BYTES):
         (family,) = collector.describe()
         name = family.name + "_total" if family.type == "counter" else family.name
         out[name] = (family.type, set(collector._labelnames))

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from disklet.hostcmd import CommandResult, HostRunner, filter_stderr
+from disklet.thinpool import LV_HEALTH_COLUMNS, PoolFill, fill_of
 
 TAG_ENABLED = "disklet.io/enabled=true"
 TAG_OWNER_PREFIX = "disklet.io/lvmVolumeGroupName="
@@ -34,7 +35,8 @@ VG_COLUMNS = ("vg_name", "vg_uuid", "vg_size", "vg_free", "vg_extent_size", "vg_
 # "which VGs exist" (every VG has at least one PV row, a missing PV shows as ``[unknown]``): one LVM
 # command instead of pvs + vgs.
 PV_VG_COLUMNS = (*PV_COLUMNS, *(c for c in VG_COLUMNS if c not in PV_COLUMNS))
-LV_COLUMNS = ("lv_name", "lv_uuid", "vg_name", "vg_uuid", "lv_size", "segtype", "pool_lv", "data_percent", "lv_attr")
+LV_COLUMNS = ("lv_name", "lv_uuid", "vg_name", "vg_uuid", "lv_size", "segtype", "pool_lv", "data_percent", "lv_attr",
+              *LV_HEALTH_COLUMNS)
 
 
 class LvmError(RuntimeError):
@@ -93,6 +95,8 @@ class LV:
     pool_lv: str
     data_percent: float | None
     attr: str
+    fill: PoolFill | None = None
+    """Thin pools: data/metadata %, chunk and metadata sizes (disklet.thinpool)."""
 
     @property
     def is_thin_pool(self) -> bool:
@@ -179,7 +183,8 @@ def parse_lvs(stdout: str) -> list[LV]:
         dp = r.get("data_percent", "")
         out.append(LV(name=r["lv_name"], uuid=r.get("lv_uuid", ""), vg_name=r.get("vg_name", ""),
                       vg_uuid=r.get("vg_uuid", ""), size=_int(r.get("lv_size")), segtype=r.get("segtype", ""),
-                      pool_lv=r.get("pool_lv", ""), data_percent=float(dp) if dp else None, attr=r.get("lv_attr", "")))
+                      pool_lv=r.get("pool_lv", ""), data_percent=float(dp) if dp else None, attr=r.get("lv_attr", ""),
+                      fill=fill_of(r) if r.get("segtype") == "thin-pool" else None))
     return out
 
 

@@ -14,6 +14,7 @@ from disklet.api.lvm import (
     NodeStatus,
     ThinPoolStatus,
 )
+from disklet.thinpool import PoolFill
 from disklet.units import bytes_to_quantity
 
 from ..host.lvm import VG
@@ -62,6 +63,14 @@ def _limit_pct(limit: str) -> int:
     return int(limit.rstrip("%"))
 
 
+def _fill_fields(fill: PoolFill | None) -> dict[str, object]:
+    """Thin-pool health fields of the status (data/metadata %, chunk and metadata LV size)."""
+    if fill is None:
+        return {}
+    return {"data_percent": fill.data_percent, "metadata_percent": fill.metadata_percent,
+            "chunk_size": q(fill.chunk_size), "metadata_size": q(fill.metadata_size)}
+
+
 def discover_status(lvg_name: str, spec: LVMVolumeGroupSpec, snap: LvmSnapshot, node_name: str, vg: VG,
                     block_devices: Mapping[str, str] | None = None) -> LVMVolumeGroupStatus | None:
     """Discovered fields only (no phase/conditions); None when a backing file cannot be read this cycle."""
@@ -107,7 +116,8 @@ def discover_status(lvg_name: str, spec: LVMVolumeGroupSpec, snap: LvmSnapshot, 
         pools.append(ThinPoolStatus(
             name=tp.name, actual_size=q(lv.size), used_size=q(used), allocated_size=q(allocated),
             allocation_limit=tp.allocation_limit, available_space=q(max(available, 0)), ready=ok,
-            message=None if ok else f"thin pool is below its requested size {tp.size}"))
+            message=None if ok else f"thin pool is below its requested size {tp.size}",
+            **_fill_fields(lv.fill)))
     return LVMVolumeGroupStatus(
         nodes=[node], vg_uuid=vg.uuid, vg_size=q(vg.size), vg_free=q(vg.free), allocated_size=q(vg.size - vg.free),
         extent_size=q(vg.extent_size), thin_pools=pools or None,

@@ -34,6 +34,7 @@ from disklet.api.lvm import (
     parse_backing_file_name,
 )
 from disklet.hostcmd import HostRunner
+from disklet.thinpool import fullness_conditions
 
 from ..config import AgentConfig
 from ..host.files import FileOpError, FileProbe, HostFiles, Presence
@@ -593,6 +594,7 @@ class LVMEngine:
             conditions = set_condition(conditions, ConditionType.VG_READY, "False", reason,
                                        "the volume group does not exist on the node yet", gen)
             phase = LVGPhase.NOT_READY if rnd.failures else LVGPhase.PENDING
+        conditions = fullness_conditions(conditions, new.thin_pools, self.config.thin_pool_thresholds(), gen)
         new.conditions = conditions
         new.phase = phase
         new.configuration_applied = not rnd.failures

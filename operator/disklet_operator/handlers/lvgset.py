@@ -36,13 +36,16 @@ from disklet.observe import ERROR, RETRY, SUCCESS, reconcile_timer, record_statu
 from ..logic.lvgset_planner import (
     Child,
     ChildWrite,
+    Health,
     Outcome,
+    Plan,
     SetRef,
     build_status,
     controller_set,
     invalid_set_status,
     new_orphans,
     plan,
+    reported_orphans,
     status_patch,
 )
 
@@ -88,6 +91,10 @@ class SetState:
     status_written: tuple[dict[str, Any], str] | None = None
     """(status we wrote, the set's resourceVersion before that write) until the watch catches up."""
     passes: list[PassStats] = field(default_factory=list)
+    orphans_reported: set[str] | None = None
+    """Orphans that got their Event (seeded from the stored status on the first pass)."""
+    halt_reported: tuple[str, str] | None = None
+    """(revision, child) of the halt that got its Event."""
 
 
 class _Client:
@@ -215,11 +222,11 @@ class LvgsetController:
             self.child_seen.pop(name, None)
             return
         seen = (deleted, meta.get("generation"), bool(meta.get("deletionTimestamp")),
-                tuple(sorted((meta.get("labels") or {}).items())))
+                tuple(sorted((meta.get("labels") or {}).items())), Health.from_body(body))
         if deleted:
             self.child_seen.pop(name, None)
         elif self.child_seen.get(name) == seen:
-            return  # a status-only change (the agent reports often): nothing for the set
+            return  # a status change the rollout does not read (the agent reports often): nothing for the set
         else:
             self.child_seen[name] = seen
         self.wake(str(ref.get("name")))
@@ -260,6 +267,7 @@ class LvgsetController:
 
     async def reconcile(self, body: Mapping[str, Any], nodes_idx: Mapping[str, Any], children_idx: Mapping[str, Any],
                         logger: Any) -> PassStats:
+        """One pass: parse the spec, plan (pure), write the chosen children, report, write status."""
         assert self.kube is not None, "the startup handler connects the client"
         started = time.monotonic()
         meta = body.get("metadata") or {}
@@ -277,19 +285,45 @@ class LvgsetController:
             written = await self._write_status(client, state, name, old_status, new, set_rv, logger)
             return self._record(state, started, client, 0, 0, written, 0, ERROR)
 
+        if generation != state.generation:
+            state.rejected.clear()  # a new template: refused writes get one new try
         state.generation, state.selector = generation, spec.node_selector
+        result = self._plan(state, name, uid, generation, spec, nodes_idx, children_idx)
+        outcome, transient = await self._execute(state, client, uid, result, children_idx.get(name, ()))
+        self._post_events(body, state, result, outcome, old_status)
+        new = build_status(result, outcome, old_status)
+        written = await self._write_status(client, state, name, old_status, new, set_rv, logger)
+        if transient:
+            asyncio.get_running_loop().call_later(TRANSIENT_RETRY, state.wake.set)
+        failed = bool(result.problems) or len(outcome.create_errors) + len(outcome.update_errors) > len(transient)
+        verdict = ERROR if failed else RETRY if transient else SUCCESS
+        return self._record(state, started, client, len(outcome.created), len(outcome.updated), written,
+                            len(result.desired), verdict)
+
+    def _plan(self, state: SetState, name: str, uid: str, generation: int | None, spec: LVMVolumeGroupSetSpec,
+              nodes_idx: Mapping[str, Any], children_idx: Mapping[str, Any]) -> Plan:
+        """Feed the pure planner from the indexes (and the writes the watch has not delivered yet)."""
         nodes = [(node, next(iter(store), None)) for node, store in nodes_idx.items()]
         indexed = list(children_idx.get(name, ()))
-        result = plan(SetRef(name, uid, generation), spec, nodes, self._children(state, indexed))
+        refused = {child: message for child, (_, message) in state.rejected.items()}
+        result = plan(SetRef(name, uid, generation), spec, nodes, self._children(state, indexed), refused=refused)
         state.members = set(result.desired)
-        outcome = Outcome()
+        return result
 
+    async def _execute(self, state: SetState, client: _Client, uid: str, result: Plan,
+                       indexed: Any) -> tuple[Outcome, list[str]]:
+        """Send the plan's creates and updates (``concurrency`` in flight); returns what happened and
+        the names that failed transiently (retried after ``TRANSIENT_RETRY``)."""
+        outcome = Outcome()
+        transient: list[str] = []
         sem = asyncio.Semaphore(self.concurrency)
+        current = {c.name: c for c in self._children(state, list(indexed))}
 
         async def create(write: ChildWrite) -> None:
             fp = _fingerprint("create", write.body)
             if (prev := state.rejected.get(write.name)) and prev[0] == fp:
                 outcome.create_errors[write.name] = prev[1]
+                outcome.refused.add(write.name)
                 return
             async with sem:
                 try:
@@ -305,6 +339,7 @@ class LvgsetController:
                     return
                 except ClientError as exc:
                     outcome.create_errors[write.name] = _api_message(exc)
+                    outcome.refused.add(write.name)
                     state.rejected[write.name] = (fp, _api_message(exc))
                     return
                 except (TimeoutError, ApiError, OSError) as exc:
@@ -315,19 +350,19 @@ class LvgsetController:
             state.recent[write.name] = (Child.from_body(created), None, time.monotonic())
             state.rejected.pop(write.name, None)
 
-        current = {c.name: c for c in self._children(state, indexed)}
-
         async def update(write: ChildWrite) -> None:
             before = current.get(write.name)
             fp = _fingerprint("update", write.body, before.resource_version if before else "")
             if (prev := state.rejected.get(write.name)) and prev[0] == fp:
                 outcome.update_errors[write.name] = prev[1]
+                outcome.refused.add(write.name)
                 return
             async with sem:
                 try:
                     patched = await client.patch_child(write.name, write.body)
                 except ClientError as exc:  # e.g. 422 from the LVMVolumeGroup CEL rules
                     outcome.update_errors[write.name] = _api_message(exc)
+                    outcome.refused.add(write.name)
                     state.rejected[write.name] = (fp, _api_message(exc))
                     log.warning(f"LVMVolumeGroup {write.name} update refused: {_api_message(exc)}")
                     return
@@ -340,11 +375,15 @@ class LvgsetController:
                                         time.monotonic())
             state.rejected.pop(write.name, None)
 
-        transient: list[str] = []
         await asyncio.gather(*(create(w) for w in result.creates), *(update(w) for w in result.updates))
-        creates, updates = len(outcome.created), len(outcome.updated)
+        return outcome, transient
 
-        for orphan in new_orphans(result, old_status):
+    def _post_events(self, body: Mapping[str, Any], state: SetState, result: Plan, outcome: Outcome,
+                     old_status: Mapping[str, Any]) -> None:
+        """One Warning Event per new orphan, new problem and new halt (not repeated while unchanged)."""
+        if state.orphans_reported is None:
+            state.orphans_reported = reported_orphans(old_status)
+        for orphan in new_orphans(result, state.orphans_reported):
             kopf.event(cast(kopf.Body, body), type="Warning", reason="NodeNoLongerMatches",
                        message=f"node {orphan.node_name} no longer matches spec.nodeSelector: LVMVolumeGroup "
                                f"{orphan.lvm_volume_group_name} is kept (its VG may hold data) and no longer "
@@ -355,13 +394,13 @@ class LvgsetController:
         problems += [(n, "UpdateFailed", m) for n, m in sorted(outcome.update_errors.items())]
         for child, reason, message in [p for p in problems if f"{p[0]}: {p[2]}" not in reported][:5]:
             kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=f"{child}: {message}")
-        new = build_status(result, outcome, old_status)
-        written = await self._write_status(client, state, name, old_status, new, set_rv, logger)
-        if transient:
-            asyncio.get_running_loop().call_later(TRANSIENT_RETRY, state.wake.set)
-        failed = bool(result.problems) or len(outcome.create_errors) + len(outcome.update_errors) > len(transient)
-        verdict = ERROR if failed else RETRY if transient else SUCCESS
-        return self._record(state, started, client, creates, updates, written, len(result.desired), verdict)
+        halted = result.rollout.halted_by
+        key = (result.revision, halted.name) if halted is not None else None
+        if halted is not None and key != state.halt_reported:
+            kopf.event(cast(kopf.Body, body), type="Warning", reason="RolloutHalted",
+                       message=f"revision {result.revision}: LVMVolumeGroup {halted.name} on node {halted.node} "
+                               f"failed ({halted.message[:512]}); no further child is written")
+        state.halt_reported = key
 
     async def _adopt_check(self, client: _Client, name: str, uid: str) -> Child | None:
         """After a 409 on create: the child is ours (the index lagged) or someone else's."""

@@ -1,0 +1,260 @@
+"""``kctl diff`` for LVMVolumeGroups and LVMVolumeGroupSets: what would happen on each node.
+
+Per node it prints the backing files to create or grow (path, size), the BlockDevices that would
+become PVs (and the ones the agent would skip, with the reason), whether the VG is created or
+extended, the thin pools, and what the agent would refuse and why. The checks are the agent's own
+pure modules (``disklet.lvm_validation`` and ``disklet.lvm_sizing``, which the agent imports), fed by the node's BlockDevice inventory and the LVMVolumeGroup status the agent
+reported. ``--offline`` uses the manifest alone (no inventory, no status: every VG is new);
+``--dry-run=server`` also sends each object as a server-side dry-run apply, so the API server's
+schema and CEL rules (grow-only file devices, immutable names) judge it too. Nothing is written.
+
+A plan is a prediction from reported state: the agent re-reads the node's live state right before
+it acts and may still refuse (e.g. a disk that changed since its BlockDevice was written).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec, backing_file_name
+from disklet.api.resources import BLOCK_DEVICE, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, NODE_LABEL
+from disklet.labels import label_value, node_label_value
+from disklet.lvgset_names import child_name
+from disklet.lvm_sizing import plan_thin_pool  # the agent's own rules (it imports these modules too)
+from disklet.lvm_validation import validate_lvg
+from disklet.units import QuantityError, bytes_to_quantity, quantity_bytes
+
+from .kube import NODES, Kind, KubeError
+
+LVM_KINDS = {LVM_VOLUME_GROUP.kind, LVM_VOLUME_GROUP_SET.kind}
+DEFAULT_BASE_DIR = "/var/lib/disklet/file-devices"
+DEFAULT_EXTENT = 4 * 1024 * 1024
+SET_LABEL = "disklet.io/lvmvolumegroupset"
+
+
+@dataclass(frozen=True)
+class Options:
+    offline: bool = False
+    server_dry_run: bool = False
+    base_dir: str = DEFAULT_BASE_DIR
+
+
+@dataclass
+class NodePlan:
+    node: str
+    lvg: str
+    lines: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def _q(n: int | None) -> str:
+    return bytes_to_quantity(n) if n else "0"
+
+
+def _bytes(value: Any) -> int:
+    try:
+        return quantity_bytes(str(value)) if value else 0
+    except QuantityError:
+        return 0
+
+
+def grow_only_problems(current: Mapping[str, Any] | None, new: LVMVolumeGroupSpec) -> list[str]:
+    """What the LVMVolumeGroup rules refuse when ``current`` (the object's spec now) becomes ``new``."""
+    if not current:
+        return []
+    out = []
+    if current.get("actualVGNameOnTheNode") not in (None, new.actual_vg_name_on_the_node):
+        out.append("actualVGNameOnTheNode is immutable")
+    new_fds = {fd.name: fd for fd in new.file_devices or ()}
+    for fd in current.get("fileDevices") or ():
+        name = fd.get("name")
+        if name not in new_fds:
+            out.append(f"fileDevices[{name}]: would be removed; file devices cannot be removed")
+            continue
+        if new_fds[name].directory != fd.get("directory"):
+            out.append(f"fileDevices[{name}]: directory {fd.get('directory')} → {new_fds[name].directory}: immutable")
+        if new_fds[name].bytes() < _bytes(fd.get("size")):
+            out.append(f"fileDevices[{name}]: size {fd.get('size')} → {new_fds[name].size}: file devices never shrink")
+    return out
+
+
+def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
+              block_devices: list[Mapping[str, Any]] | None, status: Mapping[str, Any] | None,
+              current_spec: Mapping[str, Any] | None = None) -> NodePlan:
+    """What the agent on ``node`` would do for ``spec`` (pure). ``block_devices``: the node's
+    BlockDevice objects, None when unknown (offline); ``status``: the LVG's reported status, if any;
+    ``current_spec``: the object's spec in the cluster (grow-only rules are checked against it)."""
+    out = NodePlan(node=node, lvg=lvg_name)
+    st = dict(status or {})
+    vg = spec.actual_vg_name_on_the_node
+    for err in validate_lvg(lvg_name, spec, base_dir):
+        out.refused.append(err)
+    out.refused += [f"the API server would refuse: {p}" for p in grow_only_problems(current_spec, spec)]
+    reported = {fd.get("name"): fd for n in st.get("nodes") or () if n.get("name") == node
+                for fd in n.get("fileDevices") or ()}
+    exists = bool(st.get("vgUUID"))
+    vg_size = _bytes(st.get("vgSize"))
+    vg_free = _bytes(st.get("vgFree"))
+    extent = _bytes(st.get("extentSize")) or DEFAULT_EXTENT
+    new_pvs = 0
+    for fd in spec.file_devices or ():
+        path = posixpath.join(posixpath.normpath(fd.directory), backing_file_name(lvg_name, fd.name))
+        want = fd.bytes()
+        have = reported.get(fd.name)
+        if have is None:
+            out.lines.append(f"file {path}: create {fd.size} (fallocate), attach a loop device, pvcreate, add to VG {vg}")
+            new_pvs += 1
+            vg_size, vg_free = vg_size + want, vg_free + want
+        else:
+            size = _bytes(have.get("size"))
+            if size and size < want - extent * 2:
+                out.lines.append(f"file {path}: grow {_q(size)} → {fd.size} (PV resized, VG grows)")
+                vg_size, vg_free = vg_size + want - size, vg_free + want - size
+            else:
+                out.lines.append(f"file {path}: exists ({have.get('loopDevice') or 'attached'}, PV {_q(size)})")
+    if spec.block_device_selector is not None:
+        if block_devices is None:
+            out.lines.append("block devices: not known offline (the node's BlockDevices decide)")
+        else:
+            matched = [bd for bd in block_devices if spec.block_device_selector.matches(
+                dict((bd.get("metadata") or {}).get("labels") or {}))]
+            if not matched:
+                out.lines.append("block devices: none of the node's BlockDevices matches blockDeviceSelector")
+            for bd in sorted(matched, key=lambda b: str((b.get("status") or {}).get("path"))):
+                bst = bd.get("status") or {}
+                where = f"device {bst.get('path')} ({(bd.get('metadata') or {}).get('name')}, {bst.get('size')})"
+                if bst.get("lvmVolumeGroupName") == lvg_name or (exists and bst.get("vgUUID") == st.get("vgUUID")):
+                    out.lines.append(f"{where}: already a PV of {vg}")
+                elif bst.get("consumable"):
+                    out.lines.append(f"{where}: becomes a PV of {vg} (pvcreate, {'vgextend' if exists else 'vgcreate'})")
+                    new_pvs += 1
+                    size = _bytes(bst.get("size"))
+                    vg_size, vg_free = vg_size + size, vg_free + size
+                else:
+                    out.lines.append(f"{where}: skipped, not consumable ({bst.get('consumableReason') or 'no reason given'})")
+    if not exists:
+        out.lines.insert(0, f"VG {vg}: create (vgcreate with {new_pvs} PV(s), tagged as owned by {lvg_name})"
+                         if new_pvs else f"VG {vg}: would be created, but no PV source is available yet")
+    else:
+        out.lines.insert(0, f"VG {vg}: exists ({st.get('vgUUID')}); " +
+                         (f"extend with {new_pvs} PV(s)" if new_pvs else "no new PVs"))
+    pools = {tp.get("name"): tp for tp in st.get("thinPools") or ()}
+    for tp in spec.thin_pools or ():
+        current = _bytes((pools.get(tp.name) or {}).get("actualSize")) or None
+        if vg_size <= 0:
+            out.lines.append(f"thin pool {tp.name} ({tp.size}): waits for the VG")
+            continue
+        try:
+            action = plan_thin_pool(tp.size, vg_size=vg_size, vg_free=vg_free, extent=extent, current_size=current)
+        except (ValueError, QuantityError) as exc:
+            out.refused.append(f"thinPools[{tp.name}]: {exc}")
+            continue
+        target = "all free space" if action.extents is None else _q(action.extents * extent)
+        if action.kind == "create":
+            out.lines.append(f"thin pool {tp.name} ({tp.size}): create, {target}")
+            vg_free -= vg_free if action.extents is None else action.extents * extent
+        elif action.kind == "extend":
+            out.lines.append(f"thin pool {tp.name} ({tp.size}): grow {_q(current)} → {target}")
+        elif action.kind == "none":
+            out.lines.append(f"thin pool {tp.name} ({tp.size}): unchanged ({_q(current)})")
+        else:
+            out.refused.append(f"thinPools[{tp.name}]: {action.message}")
+    return out
+
+
+def print_plan(ctx: Any, plan: NodePlan) -> None:
+    ctx.say(f"  node {plan.node}: LVMVolumeGroup {plan.lvg}")
+    for line in plan.lines:
+        ctx.say(f"    {line}")
+    for err in plan.refused:
+        ctx.say(f"    REFUSED: {err}")
+
+
+def _by_node(objs: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for o in objs:
+        node = (o.get("status") or {}).get("nodeName")
+        if node:
+            out[str(node)].append(o)
+    return out
+
+
+async def diff_one(ctx: Any, kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Options) -> tuple[bool, str]:
+    """Print the per-node plan of one LVMVolumeGroup/LVMVolumeGroupSet manifest; (ok, state)."""
+    ok = True
+    state = ""
+    ctx.say(f"{m.ref} (from {m.source})")
+    if not opts.offline:
+        state = "new" if live is None else ("unchanged" if (live.get("spec") or {}) == m.obj.get("spec") else "changed")
+        ctx.say(f"  cluster: {state}" + ("" if live is None else f" (generation {(live.get('metadata') or {}).get('generation')})"))
+    if opts.server_dry_run and kube is not None:
+        try:
+            # force: a dry run judges the object (schema, CEL), not which field manager owns what
+            await kube.apply(Kind.of(m.resource), m.obj, dry_run=True, force=True)
+            ctx.say("  server dry run: accepted (schema and CEL rules)")
+        except KubeError as exc:
+            ctx.say(f"  server dry run: REFUSED: {exc}")
+            ok = False
+    plans = await _plans(kube, m, live, opts)
+    if not plans:
+        ctx.say("  no node matches spec.nodeSelector: nothing would happen")
+    for plan in plans:
+        print_plan(ctx, plan)
+        ok = ok and not plan.refused
+    return ok, state
+
+
+async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Options) -> list[NodePlan]:
+    if m.kind == LVM_VOLUME_GROUP.kind:
+        spec: LVMVolumeGroupSpec = m.spec
+        node = spec.local.node_name if spec.local else "<none>"
+        bds = None
+        if kube is not None and not opts.offline:
+            bds = await kube.list_objects(Kind.of(BLOCK_DEVICE), label_selector=f"{NODE_LABEL}={node_label_value(node)}")
+        return [node_plan(m.name, spec, node, opts.base_dir, bds, (live or {}).get("status"), (live or {}).get("spec"))]
+    set_spec: LVMVolumeGroupSetSpec = m.spec
+    tmpl = set_spec.lvm_volume_group_template
+    if kube is None or opts.offline:  # a representative node "node"; names shown as <set>-<node>
+        plan = node_plan(child_name(m.name, "node"), tmpl.child_spec("node"), "<each matching node>", opts.base_dir,
+                         None, None)
+        plan.lvg = f"{m.name}-<node>"
+        plan.lines = [line.replace(f"{m.name}-node", plan.lvg) for line in plan.lines]
+        plan.refused = [line.replace(f"{m.name}-node", plan.lvg) for line in plan.refused]
+        return [plan]
+    nodes = await kube.list_objects(NODES)
+    matching = sorted(str(n["metadata"]["name"]) for n in nodes
+                      if set_spec.node_selector.matches(dict(n["metadata"].get("labels") or {})))
+    bds = _by_node(await kube.list_objects(Kind.of(BLOCK_DEVICE)))
+    children = {c["metadata"]["name"]: c for c in await kube.list_objects(
+        Kind.of(LVM_VOLUME_GROUP), label_selector=f"{SET_LABEL}={label_value(m.name)}")}
+    out = []
+    for node in matching:
+        name = child_name(m.name, node)
+        try:
+            spec = tmpl.child_spec(node)
+        except ValidationError as exc:
+            plan = NodePlan(node=node, lvg=name, refused=[str(exc)])
+        else:
+            child = children.get(name) or {}
+            plan = node_plan(name, spec, node, opts.base_dir, bds.get(node, []), child.get("status"), child.get("spec"))
+        out.append(plan)
+    return out
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--dry-run", choices=("none", "server"), default="none",
+                        help="server: also send LVMVolumeGroup(Set)s as a server-side dry-run apply (schema + CEL)")
+    parser.add_argument("--file-devices-dir", default=DEFAULT_BASE_DIR, metavar="DIR",
+                        help=f"the agents' base directory for file devices (chart value fileDevicesDirectory; "
+                             f"default {DEFAULT_BASE_DIR})")
+
+
+def options(args: Any) -> Options:
+    return Options(offline=bool(getattr(args, "offline", False)), server_dry_run=getattr(args, "dry_run", "none") == "server",
+                   base_dir=getattr(args, "file_devices_dir", DEFAULT_BASE_DIR))
