@@ -132,9 +132,10 @@ class BlockDeviceScanner:
         if not plan.empty:
             try:
                 writes = await apply_plan(self.kube, plan)
-            except Exception:
-                self.objects.invalidate()  # the watched view may be behind: the next cycle relists
-                raise
+            finally:
+                # what we just wrote reaches the watch a little later (much later on a busy API
+                # server): the next cycle relists rather than plan from a view without it
+                self.objects.invalidate()
             log.info("block devices synced", extra={"node": self.node, "bd_created": len(plan.creates),
                                                     "bd_updated": len(plan.updates), "bd_deleted": len(plan.deletes),
                                                     "writes": writes})

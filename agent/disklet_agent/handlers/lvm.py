@@ -333,6 +333,8 @@ class LvgWiring:
                     self.objects.invalidate()  # the watched view may be behind: the next cycle relists
                     raise
             set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
+            if written:
+                self.objects.invalidate()  # our writes reach the watch later: the next cycle relists
         return written
 
     async def discovery_loop(self, interval: float) -> None:
