@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
 
-from kubernetes_asyncio import client, config
+from disklet.kube.client import ApiError, Kind, KubeClient
+from disklet.kube.login import pod_or_kubeconfig
 
 KOPF_GROUP, KOPF_VERSION = "kopf.dev", "v1"
 PRIORITY_ENV = "DISKLET_PEERING_PRIORITY"
@@ -28,45 +28,40 @@ def replica_priority(environ: dict[str, str] | None = None) -> int:
     return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:4], "big") % (2**31 - 1) + 1
 
 
-async def _load() -> client.ApiClient:
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        await config.load_kube_config()
-    return client.ApiClient()
+CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
 
 
 async def peering_problem(name: str, namespace: str | None) -> str | None:
-    """None when the peering object exists; else what is missing and how to fix it."""
+    """None when the peering object exists; else what is missing and how to fix it.
+
+    Through disklet's own client (the operator's process never loads kubernetes-asyncio: its
+    generated models alone are ~60 MiB of RSS, docs/performance.md)."""
     plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
     where = f"KopfPeering {namespace}/{name}" if namespace else f"ClusterKopfPeering {name}"
     fix = ("run with --standalone (one replica), or install the chart with operator.peering.enabled=true "
            "(it creates the peering CRDs and object)")
-    api = await _load()
+    kind = Kind(KOPF_GROUP, KOPF_VERSION, plural, "KopfPeering" if namespace else "ClusterKopfPeering",
+                namespaced=bool(namespace))
+    api = KubeClient(login=pod_or_kubeconfig, field_manager="disklet-operator")
     try:
-        custom = client.CustomObjectsApi(api)
         try:
-            if namespace:
-                await custom.get_namespaced_custom_object(KOPF_GROUP, KOPF_VERSION, namespace, plural, name)
-            else:
-                await custom.get_cluster_custom_object(KOPF_GROUP, KOPF_VERSION, plural, name)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                crd = f"{plural}.{KOPF_GROUP}"
-                exists = await _crd_exists(api, crd)
-                missing = f"the {where}" if exists else f"the peering CRD {crd}"
-                return f"peering is on (--peering {name}) but {missing} does not exist: Kopf would pause every watch; {fix}"
+            found = await api.get(kind, name, namespace)
+        except ApiError as exc:
             if exc.status == 403:
                 return None  # cannot read it: let Kopf try (its RBAC may differ); not a reason to refuse
             raise
-        return None
+        if found is not None:
+            return None
+        crd = f"{plural}.{KOPF_GROUP}"
+        exists = await _crd_exists(api, crd)
+        missing = f"the {where}" if exists else f"the peering CRD {crd}"
+        return f"peering is on (--peering {name}) but {missing} does not exist: Kopf would pause every watch; {fix}"
     finally:
         await api.close()
 
 
-async def _crd_exists(api: Any, name: str) -> bool:
+async def _crd_exists(api: KubeClient, name: str) -> bool:
     try:
-        await client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
-        return True
-    except client.ApiException:
+        return await api.get(CRDS, name) is not None
+    except ApiError:
         return False
