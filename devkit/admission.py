@@ -37,8 +37,8 @@ _MISSING = object()
 
 
 def _quantity(s: str) -> dict[str, str]:
-    try:
-        return {"__quantity__": str(parse_quantity(s))}
+    try:  # maximum=None: kube-apiserver's rule (capped at the largest int64), not disklet's 1Ei
+        return {"__quantity__": str(parse_quantity(s, maximum=None))}
     except QuantityError as exc:
         raise ValueError(f"invalid quantity {s!r}") from exc
 
@@ -55,7 +55,7 @@ def _cmp(a: dict[str, str], b: dict[str, str]) -> int:
 _FUNCTIONS = [
     cel.FunctionDecl("quantity", [cel.Overload("k8s_quantity_string", _Q, [cel.Type.STRING], impl=_quantity)]),
     cel.FunctionDecl("isQuantity", [cel.Overload("k8s_isQuantity_string", cel.Type.BOOL, [cel.Type.STRING],
-                                                 impl=is_quantity)]),
+                                                 impl=lambda s: is_quantity(s, maximum=None))]),
     cel.FunctionDecl("compareTo", [cel.Overload("k8s_quantity_compareTo", cel.Type.INT, [_Q, _Q], is_member=True,
                                                 impl=_cmp)]),
     cel.FunctionDecl("isGreaterThan", [cel.Overload("k8s_quantity_gt", cel.Type.BOOL, [_Q, _Q], is_member=True,

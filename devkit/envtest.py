@@ -228,15 +228,18 @@ class Cluster:
             args += ["--bound-object-kind", "Pod", "--bound-object-name", bound_pod]
         return self.kubectl(*args).stdout.strip()
 
-    def kubeconfig_for_token(self, token: str, path: str | Path) -> Path:
-        """A copy of the admin kubeconfig whose user is ``token`` (for a process running as an SA)."""
+    def kubeconfig_for_token(self, token: str, path: str | Path, namespace: str | None = None) -> Path:
+        """A copy of the admin kubeconfig whose user is ``token`` (for a process running as an SA);
+        ``namespace``: the context's namespace, as a pod's own namespace is in-cluster (Kopf, for
+        one, posts Events about cluster-scoped objects there)."""
         cfg = yaml.safe_load(Path(self.kubeconfig).read_text())
         ctx_name = cfg.get("current-context")
         ctx = next(c for c in cfg["contexts"] if c["name"] == ctx_name)["context"]
         cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
         out = {"apiVersion": "v1", "kind": "Config", "clusters": [cluster],
                "users": [{"name": "sa", "user": {"token": token}}],
-               "contexts": [{"name": "sa", "context": {"cluster": ctx["cluster"], "user": "sa"}}],
+               "contexts": [{"name": "sa", "context": {"cluster": ctx["cluster"], "user": "sa",
+                                                       **({"namespace": namespace} if namespace else {})}}],
                "current-context": "sa"}
         path = Path(path)
         path.write_text(yaml.safe_dump(out))
@@ -247,14 +250,16 @@ class Cluster:
                          values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Render ``chart`` with ``helm template`` and apply only its identities and permissions
         (ServiceAccounts, Roles, RoleBindings, ClusterRoles, ClusterRoleBindings) in ``namespace``;
-        returns the applied objects. Workloads are not applied (there is no kubelet)."""
+        returns the applied objects. Workloads are not applied (there is no kubelet). Cluster-scoped
+        names come from ``release``: give each user of one control plane its own release name, or
+        one installation's bindings replace another's."""
         argv = [tool("helm"), "template", release, str(chart), "--namespace", namespace, "-f", "-"]
         text = _run(argv, timeout=120, input=yaml.safe_dump(values or {})).stdout
         kinds = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind") in kinds]
         for d in docs:
             if d["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
-                d["metadata"]["namespace"] = namespace
+                d["metadata"].setdefault("namespace", namespace)
         self.namespace(namespace)
         if docs:
             self.apply(docs)
@@ -262,8 +267,9 @@ class Cluster:
 
     def service_account_kubeconfig(self, service_account: str, namespace: str, path: str | Path,
                                    bound_pod: str | None = None) -> Path:
-        """A kubeconfig that authenticates as the ServiceAccount (a TokenRequest token)."""
-        return self.kubeconfig_for_token(self.token_for(service_account, namespace, bound_pod), path)
+        """A kubeconfig that authenticates as the ServiceAccount (a TokenRequest token), with the
+        ServiceAccount's namespace as the default namespace, like in-cluster credentials."""
+        return self.kubeconfig_for_token(self.token_for(service_account, namespace, bound_pod), path, namespace)
 
     def whoami(self, kubeconfig: str | Path | None = None) -> dict[str, Any]:
         """``kubectl auth whoami`` (SelfSubjectReview) for a kubeconfig: the user the server sees."""

@@ -5,7 +5,8 @@ Fixture ``envtest`` (session scope) yields a :class:`devkit.envtest.Cluster`:
 - else a :class:`devkit.envtest.ControlPlane` from ``KUBEBUILDER_ASSETS``, started on first use
   and stopped (and proven gone) at the end of the session;
 - else every test that needs it is reported as ONE skipped line saying how to enable the tier
-  (the others are deselected, so the summary stays one line).
+  (the others are deselected, so the summary stays one line); with ``CI=true`` that is an error
+  instead (CI has the assets, like the host tier's prerequisites).
 
 Tests that use the fixture get the ``envtest`` marker automatically.
 """
@@ -40,6 +41,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = _reason()
     if not mine or reason is None:
         return
+    if os.environ.get("CI") == "true":  # CI has the assets: a skipped real-server tier is a failure there
+        raise pytest.UsageError(f"CI=true but {reason}")
     mine[0].add_marker(pytest.mark.skip(reason=f"{reason} ({len(mine)} tests)"))
     rest = set(mine[1:])
     if rest:

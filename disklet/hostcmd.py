@@ -1,9 +1,19 @@
-"""The one runner for host commands (docs/design/product.md#host-commands, docs/design/lvm.md rule 7), shared by agent, operator and kctl.
+"""The one runner for host commands (docs/design/product.md#host-commands, docs/security.md "Host commands"), shared by agent, operator and kctl.
 
 Every command is an argv list with a bounded timeout, never a shell string. In a pod the agent
-runs commands in the host's namespaces through ``nsenter -t 1 -m -u -i -n -p --``; in tests and
+runs commands in the host's namespaces through ``nsenter -t 1 -m -u -i -n --``; in tests and
 local use they run directly. Each command starts its own process group so a timeout kills the
 whole group (hung ``lvm`` children otherwise pile up). Benign LVM noise is filtered from stderr.
+
+Two bounds hold whatever the command does:
+
+- **Time.** Reading stops at the deadline even when a descendant that left the process group
+  (``setsid``) still holds the output pipe; the group is killed and the result is marked timed out.
+  Once the command itself has exited, what is already in the pipes is read and a descendant that
+  keeps them open is not waited for.
+- **Memory.** Each stream keeps at most ``max_output_bytes``: its head and its tail, with a line
+  saying how many bytes were cut in between (``CommandResult.truncated``). The rest is read and
+  dropped, so a command printing hundreds of megabytes costs a few megabytes of memory.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import selectors
 import signal
 import subprocess
 import threading
@@ -19,8 +30,21 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-NSENTER_PREFIX: tuple[str, ...] = ("nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "--")
+# Which host namespaces and why (docs/security.md): mount (host binaries, /dev, LVM config), UTS
+# (LVM writes the host name into VG metadata), IPC (device-mapper udev semaphores), net (disko/nix
+# use the host's resolver). Not PID: the agent pod already shares the host's (hostPID, which
+# nsenter needs to find the host's PID 1), so ``-p`` would only add a forked process.
+NSENTER_PREFIX: tuple[str, ...] = ("nsenter", "-t", "1", "-m", "-u", "-i", "-n", "--")
 DEFAULT_TIMEOUT = 60.0
+# Per stream: what the biggest legitimate report (lsblk/pvs JSON of a large node) needs, many
+# times over, and small against the agent's memory limit.
+DEFAULT_MAX_OUTPUT = 8 * 1024**2
+# After the command has exited: how long to wait for more bytes before leaving the pipe to a
+# descendant that still holds it (its own output is already in the pipe).
+EXIT_DRAIN_SECONDS = 0.2
+# After a kill at the deadline: how long to keep collecting what was already written.
+KILL_DRAIN_SECONDS = 0.2
+_CHUNK = 64 * 1024
 
 BENIGN_STDERR_PATTERNS: tuple[re.Pattern[str], ...] = (
     # LVM warns about every inherited descriptor; it is never a failure.
@@ -51,6 +75,8 @@ class CommandResult:
     raw_stderr: str
     duration: float
     timed_out: bool = False
+    truncated: bool = False
+    """Output was longer than the runner's cap: the middle was cut (a note marks the place)."""
 
     @property
     def ok(self) -> bool:
@@ -81,6 +107,7 @@ class HostRunner:
 
     use_nsenter: bool = False
     default_timeout: float = DEFAULT_TIMEOUT
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT
     env: Mapping[str, str] | None = None
     observers: list[Callable[[CommandResult], None]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
@@ -95,42 +122,42 @@ class HostRunner:
         return [*NSENTER_PREFIX, *argv] if self.use_nsenter else argv
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None, input: str | bytes | None = None,
-            check: bool = False, env: Mapping[str, str] | None = None) -> CommandResult:
-        """Run one command to completion (or kill its process group at the timeout)."""
+            check: bool = False, env: Mapping[str, str] | None = None,
+            max_output_bytes: int | None = None) -> CommandResult:
+        """Run one command until it exits or the deadline (then kill its process group)."""
         full = self.full_argv(argv)
         limit = self.default_timeout if timeout is None else timeout
+        cap = self.max_output_bytes if max_output_bytes is None else max_output_bytes
         run_env = dict(os.environ)
         run_env.update(self.env or {})
         run_env.update(env or {})
         run_env.setdefault("LC_ALL", "C")
         data = input.encode() if isinstance(input, str) else input
         start = time.monotonic()
-        timed_out = False
         try:
             proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
                 full, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=run_env, start_new_session=True)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, PermissionError) as exc:
             result = CommandResult(tuple(full), 127, "", str(exc), str(exc), time.monotonic() - start)
             self._observe(argv, result)
             if check:
                 raise CommandError(result) from exc
             return result
+        out, err = _CappedBuffer(cap), _CappedBuffer(cap)
         try:
-            out, err = proc.communicate(input=data, timeout=limit)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            out, err = proc.communicate()
+            timed_out = _pump(proc, data, out, err, start + limit)
         except BaseException:
             _kill_group(proc)
-            proc.communicate()
+            _close_pipes(proc)
+            proc.wait()
             raise
-        raw_err = err.decode(errors="replace")
+        raw_err = err.text()
         result = CommandResult(
             argv=tuple(full), returncode=proc.returncode if not timed_out else -signal.SIGKILL,
-            stdout=out.decode(errors="replace"), stderr=filter_stderr(raw_err), raw_stderr=raw_err,
-            duration=time.monotonic() - start, timed_out=timed_out)
+            stdout=out.text(), stderr=filter_stderr(raw_err), raw_stderr=raw_err,
+            duration=time.monotonic() - start, timed_out=timed_out,
+            truncated=out.dropped > 0 or err.dropped > 0)
         self._observe(argv, result)
         if check and not result.ok:
             raise CommandError(result)
@@ -148,6 +175,124 @@ class HostRunner:
                 obs(result)
             except Exception:  # noqa: BLE001 - an observer must never break a host command
                 pass
+
+
+class _CappedBuffer:
+    """Keeps the first and the last ``cap // 2`` bytes of a stream and counts what fell between."""
+
+    def __init__(self, cap: int):
+        self.head_cap = max(cap, 0) // 2
+        self.tail_cap = max(cap, 0) - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail += chunk
+        excess = len(self.tail) - self.tail_cap
+        if excess > 0:
+            del self.tail[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        if not self.dropped:
+            return (bytes(self.head) + bytes(self.tail)).decode(errors="replace")
+        note = f"\n[... {self.dropped} bytes of output cut by disklet (kept first and last) ...]\n"
+        return bytes(self.head).decode(errors="replace") + note + bytes(self.tail).decode(errors="replace")
+
+
+def _pump(proc: subprocess.Popen[bytes], data: bytes | None, out: _CappedBuffer, err: _CappedBuffer,
+          deadline: float) -> bool:
+    """Feed stdin and read both pipes until the command exits or the deadline; True on timeout.
+
+    Never blocks past the deadline: a descendant outside the process group that keeps a pipe
+    open is not waited for.
+    """
+    sel = selectors.DefaultSelector()
+    sinks = {}
+    for pipe, buf in ((proc.stdout, out), (proc.stderr, err)):
+        assert pipe is not None
+        os.set_blocking(pipe.fileno(), False)
+        sel.register(pipe, selectors.EVENT_READ)
+        sinks[pipe.fileno()] = buf
+    view = memoryview(data or b"")
+    if proc.stdin is not None:
+        if view:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            _close_quietly(proc.stdin)
+    timed_out = False
+    drain_until: float | None = None  # set once the command has exited (or was killed)
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if drain_until is None and proc.poll() is not None:
+                drain_until = now + EXIT_DRAIN_SECONDS
+            if drain_until is None and now >= deadline:
+                timed_out = True
+                _kill_group(proc)
+                drain_until = now + KILL_DRAIN_SECONDS
+            if drain_until is not None and now >= drain_until:
+                break
+            wait = (drain_until if drain_until is not None else deadline) - now
+            # Wake up now and then to notice the command's exit while a descendant holds the pipes.
+            for key, _ in sel.select(timeout=min(max(wait, 0.0), 0.05)):
+                fd = key.fd
+                if key.fileobj is proc.stdin:
+                    try:
+                        written = os.write(fd, view[:_CHUNK])
+                        view = view[written:]
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # the command closed its stdin: the rest is not wanted
+                        view = view[:0]
+                    if not view:
+                        sel.unregister(key.fileobj)
+                        _close_quietly(proc.stdin)
+                    continue
+                try:
+                    chunk = os.read(fd, _CHUNK)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                sinks[fd].add(chunk)
+                if drain_until is not None:  # still flowing: keep reading within the bounds
+                    drain_until = min(max(drain_until, time.monotonic() + EXIT_DRAIN_SECONDS),
+                                      deadline + KILL_DRAIN_SECONDS if not timed_out else drain_until)
+    finally:
+        sel.close()
+        _close_pipes(proc)
+    if not timed_out:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:  # pipes closed but still running
+            timed_out = True
+            _kill_group(proc)
+    if timed_out:
+        proc.wait()
+    return timed_out
+
+
+def _close_quietly(pipe: object) -> None:
+    try:
+        pipe.close()  # type: ignore[attr-defined]
+    except OSError:
+        pass
+
+
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            _close_quietly(pipe)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from devkit import disko as test_disko
-from devkit.envtest import unavailable_reason
+from devkit.envtest import Cluster, unavailable_reason
 from e2e import harness as h
 from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
 
@@ -56,6 +56,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     here = Path(__file__).parent
     mine = [i for i in items if here in Path(str(i.fspath)).parents]
     if mine and _mode() is None:
+        if os.environ.get("CI") == "true":
+            raise pytest.UsageError(f"CI=true but {SKIP_REASON}")
         # One skipped placeholder, the rest deselected: one clear line instead of one per scenario.
         mine[0].add_marker(pytest.mark.skip(reason=f"{SKIP_REASON} ({len(mine)} scenarios)"))
         rest = set(mine[1:])
@@ -113,6 +115,9 @@ class E2E:
     ledger: h.HostLedger
     operator: h.Proc | None = None
     agent: h.Proc | None = None
+    operator_kubeconfig: str | None = None
+    """Who the local operator runs as (the chart's ServiceAccount on envtest); None: the admin kubeconfig."""
+    agent_kubeconfig: str | None = None
     created: list[tuple[h.Kind, str]] = field(default_factory=list)
     real_disko: bool = False
     """bin/disko is the test disko (disko's own scripts on the harness's loops), not the recording fake."""
@@ -189,7 +194,8 @@ class E2E:
     def agent_env(self) -> dict[str, str]:
         bin_ = self.sandbox / "bin"
         env = {
-            "NODE_NAME": self.node, "KUBECONFIG": self.kube.kubeconfig, "DISKLET_HOST_ROOT": str(self.sandbox),
+            "NODE_NAME": self.node, "KUBECONFIG": self.agent_kubeconfig or self.kube.kubeconfig,
+            "DISKLET_HOST_ROOT": str(self.sandbox),
             "FILE_DEVICES_DIRECTORY": str(self.file_devices), "DISKLET_NSENTER": "0",
             "DISKLET_DISKO_COMMAND": str(bin_ / "disko"), "DISKLET_NIXOS_REBUILD_COMMAND": str(bin_ / "nixos-rebuild"),
             "DISKLET_SYSTEMD_RUN_COMMAND": str(bin_ / "systemd-run"), "DISKLET_SCAN_INTERVAL_SECONDS": "2",
@@ -210,8 +216,10 @@ class E2E:
         return self.agent
 
     def start_operator(self) -> h.Proc:
-        env = h.child_env({"KUBECONFIG": self.kube.kubeconfig, "DISKLET_NAMESPACE": self.namespace})
-        self.operator = h.Proc("operator", h.operator_argv(_free_port()), env, self.sandbox / "operator.log").start()
+        env = h.child_env({"KUBECONFIG": self.operator_kubeconfig or self.kube.kubeconfig,
+                           "DISKLET_NAMESPACE": self.namespace})
+        ns = self.namespace if self.operator_kubeconfig else None  # the chart's identity: the chart's args
+        self.operator = h.Proc("operator", h.operator_argv(_free_port(), ns), env, self.sandbox / "operator.log").start()
         return self.operator
 
 
@@ -321,6 +329,9 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
             kube.create(h.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": session.namespace}})
             cleanups.append(lambda: kube.delete(h.NAMESPACE, session.namespace))
 
+        if mode == "envtest" or os.environ.get("E2E_CHART_RBAC") == "1":
+            _run_as_chart_identities(session, cleanups)
+
         def teardown() -> None:
             problems.extend(_delete_run_objects(session))
             for p in (session.agent, session.operator):
@@ -329,6 +340,8 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
             problems.extend(session.undo_disko())
             problems.extend(ledger.close())
             problems.extend(leftovers(session))
+            if session.operator_kubeconfig:  # running as the chart's identities: no request may be refused
+                problems.extend(forbidden_requests(session))
 
         cleanups.append(teardown)
         if session.local:
@@ -337,6 +350,37 @@ def e2e(request: pytest.FixtureRequest) -> Iterator[E2E]:
         yield session
     if problems:
         raise AssertionError("e2e left things behind:\n  " + "\n  ".join(problems))
+
+
+def _run_as_chart_identities(session: E2E, cleanups: list[Any]) -> None:
+    """Operator and agent run with the chart's own ServiceAccounts and roles (``helm template``),
+    with TokenRequest tokens — the agent's bound to a Pod on this node, as in the DaemonSet — so a
+    verb the chart forgot fails a scenario instead of passing as admin."""
+    cluster = Cluster(session.kube.kubeconfig)
+    release = "disklet" if session.mode == "envtest" else f"disklet-e2e-{session.run}"
+    docs = cluster.apply_chart_rbac(h.REPO / "charts" / "disklet", release, session.namespace)
+    cleanups.append(lambda: [cluster.delete(d["kind"].lower(), d["metadata"]["name"], wait=False)
+                             for d in docs if d["kind"].startswith("Cluster")])
+    sas = {d["metadata"]["name"].rsplit("-", 1)[-1]: d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    pod = f"disklet-agent-{session.run}"
+    cluster.create_pod(pod, session.namespace, session.node, sas["agent"])
+    cleanups.append(lambda: cluster.force_delete_pod(pod, session.namespace))
+    session.agent_kubeconfig = str(cluster.service_account_kubeconfig(
+        sas["agent"], session.namespace, session.sandbox / "agent.kubeconfig", bound_pod=pod))
+    session.operator_kubeconfig = str(cluster.service_account_kubeconfig(
+        sas["operator"], session.namespace, session.sandbox / "operator.kubeconfig"))
+
+
+def forbidden_requests(e2e: E2E) -> list[str]:
+    """Lines of the operator's and agent's logs where the API server refused a request (403)."""
+    out = []
+    for p in (e2e.operator, e2e.agent):
+        if p is None:
+            continue
+        for line in p.log.read_text(errors="replace").splitlines():
+            if "forbidden" in line.lower() and ("403" in line or "cannot" in line):
+                out.append(f"{p.name}: {line.strip()[:400]}")
+    return out[:20]
 
 
 def leftovers(e2e: E2E) -> list[str]:

@@ -233,9 +233,11 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def operator_argv(metrics_port: int) -> list[str]:
+def operator_argv(metrics_port: int, namespace: str | None = None) -> list[str]:
+    """The operator as a local process; ``namespace``: as the chart runs it (``--namespace``)."""
     return [sys.executable, "-c", "import sys; from disklet_operator.main import main; sys.exit(main())",
-            "--standalone", "--metrics-port", str(metrics_port), "--log-format", "text"]
+            "--standalone", "--metrics-port", str(metrics_port), "--log-format", "text",
+            *(["--namespace", namespace] if namespace else [])]
 
 
 def agent_argv() -> list[str]:

@@ -12,7 +12,8 @@ from e2e import harness as h
 
 @pytest.mark.timeout(240)
 def test_helm_install_and_uninstall_leave_nothing(e2e: Any, real_only: None) -> None:
-    release, namespace = f"e2e-{e2e.run}", f"disklet-e2e-{e2e.run}"
+    # not the harness namespace (the agent's Lease lives there): deleting it would strand later scenarios
+    release, namespace = f"e2e-{e2e.run}", f"disklet-helm-{e2e.run}"
     helm = [h.tool("helm"), "--kubeconfig", e2e.kube.kubeconfig]
     chart = str(h.REPO / "charts" / "disklet")
     before = {k.plural: {o["metadata"]["name"] for o in e2e.kube.list(k)} for k in (h.DL, h.LVG, h.LVGSET)}

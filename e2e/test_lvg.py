@@ -229,6 +229,47 @@ def test_lvgset_rollout_reaches_ready_and_a_poisoned_template_halts(scenario: An
         assert len(_pvs_of(vg)) == 2, "the refusal destroyed nothing: the VG keeps its PVs"
     finally:
         scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: None}}})
+
+
+@pytest.mark.parametrize("policy", ["Background", "Foreground"])
+def test_deleting_a_set_removes_its_children_and_their_vgs(scenario: Any, local_only: None, root_only: None,
+                                                           policy: str) -> None:
+    """The garbage collector deletes the child through its ownerReference (on a real server:
+    kube-controller-manager's; Foreground: the set waits for it); the agent releases its
+    finalizer after removing the VG, so nothing is left holding the deletion."""
+    if policy == "Foreground" and not scenario.real:
+        pytest.skip("foreground deletion needs a real garbage collector (the mock has none)")
+    label = f"disklet.io/e2e-{scenario.run}"
+    scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: "true"}}})
+    try:
+        name, vg = scenario.name(f"gc{policy[0].lower()}"), scenario.vg_name(f"g{policy[0].lower()}")
+        scenario.create(h.LVGSET, {
+            "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": name},
+            "spec": {"nodeSelector": {"matchLabels": {label: "true"}}, "strategy": "PerNode",
+                     "lvmVolumeGroupTemplate": {"type": "Local", "actualVGNameOnTheNode": vg, "fileDevices": [
+                         {"name": "a", "directory": str(scenario.file_devices), "size": "1Gi"}]}}})
+        owner = scenario.kube.get(h.LVGSET, name)["metadata"]["uid"]
+
+        def child() -> str | None:
+            for o in scenario.kube.list(h.LVG):
+                if any(r.get("uid") == owner for r in o["metadata"].get("ownerReferences") or []):
+                    return str(o["metadata"]["name"])
+            return None
+
+        child_name = h.wait_until(child, timeout=WAIT, what=f"{name}'s child", describe=scenario.describe(h.LVGSET, name))
+        scenario.created.append((h.LVG, child_name))
+        _ready(scenario, child_name, 1)
+        assert h.vgs_named(vg) == [vg]
+        scenario.kube.request("DELETE", h.LVGSET.path(name), {"propagationPolicy": policy})
+        h.wait_until(lambda: scenario.kube.get(h.LVG, child_name) is None, timeout=WAIT,
+                     what=f"the garbage collector and the agent to remove {child_name}",
+                     describe=scenario.describe(h.LVG, child_name))
+        h.wait_until(lambda: scenario.kube.get(h.LVGSET, name) is None, timeout=WAIT, what=f"{name} gone")
+        h.wait_until(lambda: h.vgs_named(vg) == [], timeout=WAIT, what=f"VG {vg} removed")
+    finally:
+        scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: None}}})
+
+
 def _condition(obj: dict[str, Any] | None, type_: str = "VGConfigurationApplied") -> dict[str, Any]:
     return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
 

@@ -34,10 +34,11 @@ class BlockDeviceStatus(StatusModel):
     serial: str | None = Field(default=None, description="Disk serial.")
     wwn: str | None = Field(default=None, description="World Wide Name.")
     model: str | None = Field(default=None, description="Disk model.")
-    rota: bool | None = Field(default=None, description="Rotational device.")
-    hot_plug: bool | None = Field(default=None, description="Hot-pluggable device.")
+    # strict: 1 or "yes" is not a boolean for the API server either (the schema says boolean).
+    rota: bool | None = Field(default=None, strict=True, description="Rotational device.")
+    hot_plug: bool | None = Field(default=None, strict=True, description="Hot-pluggable device.")
     machine_id: str | None = Field(default=None, description="/etc/machine-id of the node.")
-    consumable: bool = Field(default=False, description="Whether the device can become a PV of a new VG now.")
+    consumable: bool = Field(default=False, strict=True, description="Whether the device can become a PV of a new VG now.")
     consumable_reason: str | None = Field(default=None, description="Why the device is not consumable.")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -125,13 +125,15 @@ def get_condition(conditions: list[Condition] | None, type_: str) -> Condition |
 
 
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+LabelValue = Annotated[str, Field(max_length=63)]
+"""A label value as selectors carry it (the CRD says maxLength 63; so does the model)."""
 
 
 class LabelSelectorRequirement(ApiModel):
     key: str = Field(max_length=317, description="The label key the selector applies to.")
     operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
-    values: list[str] | None = Field(
-        default=None, max_length=64, json_schema_extra=ATOMIC | {"items": {"maxLength": 63}},
+    values: list[LabelValue] | None = Field(
+        default=None, max_length=64, json_schema_extra=ATOMIC,
         description="Values for In/NotIn (non-empty); must be empty for Exists/DoesNotExist.")
 
 
@@ -143,7 +145,7 @@ class LabelSelector(ApiModel):
         json_schema_extra={"x-kubernetes-map-type": "atomic"},
     )
 
-    match_labels: dict[str, str] | None = Field(
+    match_labels: dict[str, LabelValue] | None = Field(
         default=None, json_schema_extra={"maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 63}},
         description="Labels that must all be present with these values.")
     match_expressions: list[LabelSelectorRequirement] | None = Field(

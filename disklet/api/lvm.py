@@ -27,7 +27,9 @@ from .common import (
 
 LVM_NAME_PATTERN = r"^[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]*$"
 FILE_SIZE_PATTERN = r"^[1-9][0-9]*(Mi|Gi|Ti|Pi)$"
-THIN_SIZE_PATTERN = r"^(([1-9][0-9]?|100)%|[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?)$"
+# Whole numbers only (1536Mi, not 1.5Gi): the API server's quantity library cannot tell a
+# fractional byte count from a whole one reliably, so the pattern keeps every value whole bytes.
+THIN_SIZE_PATTERN = r"^(([1-9][0-9]?|100)%|[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?)$"
 ALLOCATION_LIMIT_PATTERN = r"^[1-9][0-9]{0,3}%$"
 MIN_FILE_DEVICE_BYTES = GIB
 NAME_MAX = 255
@@ -97,6 +99,8 @@ class FileDevice(ApiModel):
         "json_schema_extra": validations(
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity('1Gi')) >= 0",
                 "size must be at least 1Gi (binary units: 1G is 10^9 bytes, below 1Gi)"),
+            cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity('1Ei')) <= 0",
+                "size must be at most 1Ei (1024Pi)"),
             cel("self.directory == oldSelf.directory",
                 "directory of an existing file device is immutable: add a new entry instead"),
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || !oldSelf.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
@@ -149,8 +153,11 @@ class FileDevice(ApiModel):
 
 class ThinPool(ApiModel):
     name: str = Field(pattern=LVM_NAME_PATTERN, max_length=127, description="Thin pool LV name.")
-    size: str = Field(pattern=THIN_SIZE_PATTERN, max_length=32,
-                      description="Absolute quantity (10Gi) or a percentage of the VG (1%..100%). Pools never shrink.")
+    size: str = Field(pattern=THIN_SIZE_PATTERN, max_length=32, json_schema_extra=validations(cel(
+        "!isQuantity(self) || (quantity(self).compareTo(quantity('0')) > 0 && "
+        "quantity(self).compareTo(quantity('1Ei')) <= 0)",
+        "thin pool size must be a percentage of the VG (1%..100%) or a quantity from 1 byte to 1Ei")),
+                      description="Absolute quantity, a whole number with an optional unit (10Gi, 1536Mi), or a percentage of the VG (1%..100%). Pools never shrink.")
     allocation_limit: str = Field(default="150%", pattern=ALLOCATION_LIMIT_PATTERN, max_length=8,
                                   description="Overcommit limit for thin volumes, as a percentage of the pool size.")
 
@@ -194,6 +201,13 @@ def _unique_backing_files(lvg_name: str | None, file_devices: list[FileDevice] |
         raise ValueError("fileDevices names must be unique")
 
 
+def _unique_thin_pools(thin_pools: list[ThinPool] | None) -> None:
+    """thinPools is a list keyed by name: the API server refuses a name twice, so does the model."""
+    names = [tp.name for tp in thin_pools or ()]
+    if len(set(names)) != len(names):
+        raise ValueError("thinPools names must be unique")
+
+
 class LVMVolumeGroupSpec(ApiModel):
     model_config = ApiModel.model_config | {
         "json_schema_extra": validations(
@@ -225,6 +239,7 @@ class LVMVolumeGroupSpec(ApiModel):
         if self.block_device_selector is None and not self.file_devices:
             raise ValueError("set blockDeviceSelector, a non-empty fileDevices, or both")
         _unique_backing_files(None, self.file_devices)
+        _unique_thin_pools(self.thin_pools)
         return self
 
 
@@ -342,6 +357,7 @@ class LVMVolumeGroupTemplate(ApiModel):
         if self.block_device_selector is None and not self.file_devices:
             raise ValueError("set blockDeviceSelector, a non-empty fileDevices, or both")
         _unique_backing_files(None, self.file_devices)
+        _unique_thin_pools(self.thin_pools)
         return self
 
     def child_spec(self, node_name: str) -> LVMVolumeGroupSpec:

@@ -24,6 +24,7 @@ from disklet.api.disklayout import DiskLayoutSpec
 from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec
 from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, Resource
 from disklet.layout import LayoutError, layout_problems, read_layout_nix_file
+from disklet.safeyaml import MAX_BYTES, YamlLimitError, load_with_nodes
 
 APPLYABLE: dict[str, tuple[Resource, type[BaseModel]]] = {
     DISK_LAYOUT.kind: (DISK_LAYOUT, DiskLayoutSpec),
@@ -224,19 +225,15 @@ def parse_documents(text: str, source: str, base_dir: Path) -> list[Manifest]:
     """All documents of one YAML stream (empty documents skipped), or ManifestError.
 
     Documents are named ``file:LINE`` by the 1-based line where they start (YAML node marks)."""
-    loaded: list[tuple[Any, Any]] = []
-    loader = yaml.SafeLoader(text)
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            loaded.append((node, loader.construct_document(node)))
+        loaded = load_with_nodes(text)  # bounded: size, aliases, depth, expanded nodes
+    except YamlLimitError as exc:
+        raise ManifestError([f"{source}: refused: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ManifestError([f"{at}: not valid YAML: {problem}"]) from None
-    finally:
-        loader.dispose()
     out: list[Manifest] = []
     problems: list[str] = []
     for node, doc in loaded:
@@ -256,11 +253,14 @@ def load_manifests(path: str | Path) -> list[Manifest]:
     manifests: list[Manifest] = []
     problems: list[str] = []
     if str(path) == "-":
-        sources = [("<stdin>", sys.stdin.read(), Path.cwd())]
+        sources = [("<stdin>", sys.stdin.read(MAX_BYTES + 1), Path.cwd())]
     else:
         sources = []
         for f in manifest_files(Path(path)):
             try:
+                if f.stat().st_size > MAX_BYTES:
+                    problems.append(f"{f}: refused: larger than {MAX_BYTES} bytes")
+                    continue
                 sources.append((str(f), f.read_text(encoding="utf-8"), f.parent))
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"{f}: cannot read: {exc}")

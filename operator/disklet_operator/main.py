@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -91,6 +92,22 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def add_login(registry: kopf.OperatorRegistry) -> None:
+    """Service account in a pod, kubeconfig elsewhere, preferred over the client-library logins.
+
+    Those carry no namespace, so Kopf posted Events about cluster-scoped objects into "default",
+    where the chart grants nothing (403s, found on a real API server with the chart's RBAC); these
+    carry the pod's (or the context's) namespace, the release namespace the chart grants."""
+
+    @kopf.on.login(registry=registry)
+    def disklet_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            info = kopf.login_with_service_account(**kwargs)
+        else:
+            info = kopf.login_with_kubeconfig(**kwargs)
+        return dataclasses.replace(info, priority=100) if info is not None else None
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="disklet-operator",
@@ -138,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["DISKLET_NAMESPACE"] = namespace  # lvg.register reads it: Leases are watched only there
     start_metrics_server(args.metrics_port)
     registry = build_registry()
+    add_login(registry)
     settings = configure_settings(kopf.OperatorSettings(), namespace=namespace)
     run_kwargs: dict[str, Any] = {
         "registry": registry, "settings": settings, "liveness_endpoint": args.liveness,

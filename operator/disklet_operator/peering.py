@@ -16,6 +16,7 @@ from disklet.kube.login import pod_or_kubeconfig
 
 KOPF_GROUP, KOPF_VERSION = "kopf.dev", "v1"
 PRIORITY_ENV = "DISKLET_PEERING_PRIORITY"
+CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
 
 
 def replica_priority(environ: dict[str, str] | None = None) -> int:
@@ -28,40 +29,29 @@ def replica_priority(environ: dict[str, str] | None = None) -> int:
     return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:4], "big") % (2**31 - 1) + 1
 
 
-CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
-
-
 async def peering_problem(name: str, namespace: str | None) -> str | None:
-    """None when the peering object exists; else what is missing and how to fix it.
-
-    Through disklet's own client (the operator's process never loads kubernetes-asyncio: its
-    generated models alone are ~60 MiB of RSS, docs/performance.md)."""
+    """None when the peering object exists; else what is missing and how to fix it."""
     plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
     where = f"KopfPeering {namespace}/{name}" if namespace else f"ClusterKopfPeering {name}"
     fix = ("run with --standalone (one replica), or install the chart with operator.peering.enabled=true "
            "(it creates the peering CRDs and object)")
-    kind = Kind(KOPF_GROUP, KOPF_VERSION, plural, "KopfPeering" if namespace else "ClusterKopfPeering",
-                namespaced=bool(namespace))
-    api = KubeClient(login=pod_or_kubeconfig, field_manager="disklet-operator")
-    try:
+    peering = Kind(KOPF_GROUP, KOPF_VERSION, plural, "KopfPeering" if namespace else "ClusterKopfPeering",
+                   namespaced=bool(namespace))
+    async with KubeClient(login=pod_or_kubeconfig, max_connections=1) as kube:
         try:
-            found = await api.get(kind, name, namespace)
+            if await kube.get(peering, name, namespace) is not None:
+                return None
         except ApiError as exc:
             if exc.status == 403:
                 return None  # cannot read it: let Kopf try (its RBAC may differ); not a reason to refuse
             raise
-        if found is not None:
-            return None
         crd = f"{plural}.{KOPF_GROUP}"
-        exists = await _crd_exists(api, crd)
-        missing = f"the {where}" if exists else f"the peering CRD {crd}"
+        missing = f"the {where}" if await _crd_exists(kube, crd) else f"the peering CRD {crd}"
         return f"peering is on (--peering {name}) but {missing} does not exist: Kopf would pause every watch; {fix}"
-    finally:
-        await api.close()
 
 
-async def _crd_exists(api: KubeClient, name: str) -> bool:
+async def _crd_exists(kube: KubeClient, name: str) -> bool:
     try:
-        return await api.get(CRDS, name) is not None
+        return await kube.get(CRDS, name) is not None
     except ApiError:
         return False

@@ -113,11 +113,14 @@ def part(kname: str, partuuid: str, *, size: int = 5 * GIB, **kw: Any) -> BlockN
 
 @dataclass
 class FakeDisks:
-    """A mutable topology the scanner reads (tests change it between cycles)."""
+    """A mutable topology the scanner reads (tests change it between cycles); ``reads`` counts scans,
+    so a test can wait for "two more scan cycles" (a sentinel) instead of sleeping."""
 
     roots: list[BlockNode]
+    reads: int = 0
 
     def read(self) -> BlockTopology:
+        self.reads += 1
         return BlockTopology(roots=list(self.roots))
 
 

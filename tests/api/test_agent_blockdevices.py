@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from agent_fixtures import BD, GIB, LEASES, FakeDisks, agent_running, disk, part
@@ -43,10 +42,10 @@ async def test_block_device_sync_creates_updates_deletes_and_idles(kube, monkeyp
         assert vdc1["metadata"]["labels"]["disklet.io/partuuid"] == "p-uuid-1"
         names = {p: o["metadata"]["name"] for p, o in objs.items()}
 
-        # nothing changed: several cycles, no write at all
-        await asyncio.sleep(0.3)
+        # nothing changed: several cycles, no write at all (cycles counted, not slept)
+        await _cycles(disks, 2)
         idle_from = _writes(kube, "blockdevices")
-        await asyncio.sleep(0.8)
+        await _cycles(disks, 3)
         assert _writes(kube, "blockdevices") == idle_from
 
         # vdb becomes a PV of a VG; vdc is renamed to vdd (same WWN): same object, new path
@@ -76,10 +75,10 @@ async def test_other_nodes_block_devices_are_never_touched(kube, monkeypatch):
                "metadata": {"name": "dev-foreign", "labels": {"disklet.io/node": "n2"}},
                "status": {"nodeName": "n2", "path": "/dev/vdb", "size": "1Gi", "type": "disk"}}
     kube.seed(BD, foreign)
-    async with agent_running(kube, monkeypatch, "n1", disks=FakeDisks([disk("/dev/vdb", serial="X")]),
-                             scan_interval=0.2):
+    disks = FakeDisks([disk("/dev/vdb", serial="X")])
+    async with agent_running(kube, monkeypatch, "n1", disks=disks, scan_interval=0.2):
         await wait_for(lambda: len(kube.read_all(BD)) == 2, message="own BD created")
-        await asyncio.sleep(0.5)
+        await _cycles(disks, 3)
     assert kube.read(BD, "dev-foreign") == {**foreign, "metadata": kube.read(BD, "dev-foreign")["metadata"]}
     assert not any("dev-foreign" in str(r.url) for r in kube.request_log)
 
@@ -93,6 +92,7 @@ async def test_failed_scan_writes_nothing(kube, monkeypatch):
 
     def read():
         if state["fail"]:
+            state["failed"] = state.get("failed", 0) + 1
             raise ProbeFailed("lsblk failed")
         return real_read()
 
@@ -100,9 +100,9 @@ async def test_failed_scan_writes_nothing(kube, monkeypatch):
     async with agent_running(kube, monkeypatch, "n1", disks=disks, scan_interval=0.2):
         await wait_for(lambda: len(kube.read_all(BD)) == 1, message="created")
         state["fail"] = True
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: state.get("failed", 0) >= 1, message="a failed scan")
         before = _writes(kube, "blockdevices")
-        await asyncio.sleep(0.6)
+        await wait_for(lambda: state.get("failed", 0) >= 4, message="three more failed scans", timeout=30)
         assert _writes(kube, "blockdevices") == before
         assert len(kube.read_all(BD)) == 1, "an unreadable scan never deletes"
 
@@ -118,3 +118,9 @@ async def test_lease_created_and_renewed(kube, monkeypatch):
     renew = datetime.strptime(spec["renewTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert abs((datetime.now(UTC) - renew).total_seconds()) < 30
     assert len(spec["renewTime"].split(".")[1]) == 7  # six digits + Z (MicroTime)
+
+
+async def _cycles(disks: FakeDisks, n: int) -> None:
+    """Wait until the scanner has started ``n`` more scans (so ``n - 1`` full cycles completed)."""
+    start = disks.reads
+    await wait_for(lambda: disks.reads >= start + n, message=f"{n} more scan cycles", timeout=30)

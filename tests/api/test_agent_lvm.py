@@ -3,8 +3,6 @@ real LVM by V's host tests and by test_agent_lvm_real.py)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from agent_fixtures import LVG, LVG_URL, FakeDisks, FakeEngine, agent_running, disk, lvg, status_patches
 from disklet_agent.lvm.engine import ReattachProblem
@@ -23,10 +21,10 @@ async def test_only_own_node_objects_reach_the_agent(kube, monkeypatch):
     engine = FakeEngine("n1")
     async with agent_running(kube, monkeypatch, "n1", engine=engine):
         async with aiohttp.ClientSession(kube.server_url) as s:
-            await s.post(LVG_URL, json=lvg("mine", "n1"))
+            # "other" first: "mine" Ready is the sentinel that the watch delivered past it
             await s.post(LVG_URL, json=lvg("other", "n2"))
+            await s.post(LVG_URL, json=lvg("mine", "n1"))
         await wait_for(lambda: _phase(kube, "mine") == "Ready", message="status of mine")
-        await asyncio.sleep(0.5)
     assert ("reconcile", "other") not in engine.calls
     other = kube.read(LVG, "other")
     assert other.get("status") is None and not other["metadata"].get("finalizers")
@@ -65,10 +63,13 @@ async def test_status_written_once_then_no_write_without_change(kube, monkeypatc
         before = len(status_patches(kube, "lvmvolumegroups", "a"))
         assert before == 3  # first write, the operator's patch, the generation-2 write
         reconciles = sum(1 for c in engine.calls if c == ("reconcile", "a"))
+        assert reconciles >= 2
         # the timer runs a reconcile only when not converged: make it run with an unchanged outcome
-        await asyncio.sleep(1.0)
+        # (a sentinel: two more engine calls for "a", whatever they are, instead of a sleep)
+        calls = sum(1 for c in engine.calls if c[1] == "a")
+        await wait_for(lambda: sum(1 for c in engine.calls if c[1] == "a") >= calls + 2,
+                       message="two more engine calls for a", timeout=30)
     assert len(status_patches(kube, "lvmvolumegroups", "a")) == before
-    assert reconciles >= 2
 
 
 async def test_timer_reconcile_with_no_change_writes_nothing(kube, monkeypatch):
@@ -147,7 +148,8 @@ async def test_node_discovery_writes_only_on_change(kube, monkeypatch):
         engine.discovered["disc"] = grown
         await wait_for(lambda: kube.read(LVG, "disc")["status"].get("vgSize") == "2Gi", message="discovered size")
         n1 = len(status_patches(kube, "lvmvolumegroups", "disc"))
-        await asyncio.sleep(0.6)
+        d1 = sum(1 for c in engine.calls if c[0] == "discover")
+        await wait_for(lambda: sum(1 for c in engine.calls if c[0] == "discover") >= d1 + 3, message="3 more cycles")
         assert len(status_patches(kube, "lvmvolumegroups", "disc")) == n1
     st = kube.read(LVG, "disc")["status"]
     assert st["phase"] == "Ready" and {c["type"] for c in st["conditions"]} == {"VGConfigurationApplied", "VGReady"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from operator_fixtures import (
@@ -105,7 +104,8 @@ async def test_missing_node_and_stale_or_missing_lease(kube):
 async def test_conditions_written_only_on_change(kube):
     kube.seed(NODES, node_object("n1"))
     kube.seed(LEASES, agent_lease("n1"))
-    async with operator_running(kube, interval=0.2) as api:
+    clock = CountingClock()
+    async with operator_running(kube, interval=0.2, clock=clock) as api:
         await api.create(LVG_URL, volume_group("vg-q", "n1", labels={"disklet.io/node": "wrong"}))
         await wait_status(kube, LVG, "vg-q", _cond("AgentReady", "True"), "AgentReady")
         await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"]["labels"]["disklet.io/node"] == "n1",
@@ -113,10 +113,12 @@ async def test_conditions_written_only_on_change(kube):
         await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"].get("finalizers"),
                        message="Kopf's timer finalizer (operator prefix) in place")
         assert kube.read(LVG, "vg-q")["metadata"]["finalizers"] == ["operator.disklet.io/finalizer"]
-        await asyncio.sleep(0.5)
+        seen = clock.calls  # sentinels, not sleeps: evaluations counted
+        await wait_for(lambda: clock.calls >= seen + 2, message="two evaluations after the finalizer")
         before = status_of(kube, LVG, "vg-q")
         rv = kube.read(LVG, "vg-q")["metadata"]["resourceVersion"]
-        await asyncio.sleep(1.5)  # about seven timer rounds
+        seen = clock.calls
+        await wait_for(lambda: clock.calls >= seen + 7, message="seven more timer rounds", timeout=30)
         assert status_of(kube, LVG, "vg-q") == before
         assert kube.read(LVG, "vg-q")["metadata"]["resourceVersion"] == rv, "no-op rounds write nothing"
 

@@ -16,11 +16,14 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "disklet"
 @pytest.fixture(scope="module")
 def chart_rbac(envtest: Cluster) -> tuple[str, list[dict]]:
     ns = f"rbac-{secrets.token_hex(3)}"
-    envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "files" / "crds"))
     envtest.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd", "-l",
                     "app.kubernetes.io/part-of=disklet")
-    docs = envtest.apply_chart_rbac(CHART, "disklet", ns)
+    docs = envtest.apply_chart_rbac(CHART, ns, ns)  # release = ns: cluster-scoped names unique to this test
     yield ns, docs
+    for d in docs:
+        if d["kind"].startswith("Cluster"):
+            envtest.delete(d["kind"].lower(), d["metadata"]["name"], wait=False)
     envtest.delete("namespace", ns, wait=False)
 
 
@@ -34,7 +37,8 @@ DENIED_TO_AGENT = [
     ("create", "lvmvolumegroups.disklet.io", None), ("delete", "lvmvolumegroups.disklet.io", None),
     ("patch", "lvmvolumegroupsets.disklet.io", None), ("update", "lvmvolumegroupsets.disklet.io", None),
     ("create", "disklayouts.disklet.io", None), ("delete", "disklayouts.disklet.io", None),
-    ("patch", "nodes", None), ("update", "nodes", None), ("delete", "nodes", None),
+    ("get", "nodes", None), ("patch", "nodes", None), ("update", "nodes", None), ("delete", "nodes", None),
+    ("update", "blockdevices.disklet.io", None),  # the agent patches; it never replaces objects
     ("create", "pods", None), ("create", "pods/exec", None), ("create", "serviceaccounts/token", None),
     ("patch", "customresourcedefinitions.apiextensions.k8s.io", None),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", None), ("escalate", "clusterroles", None),
@@ -48,7 +52,8 @@ DENIED_TO_OPERATOR = [
 NEEDED_BY_AGENT = [
     ("watch", "lvmvolumegroups.disklet.io", None), ("patch", "lvmvolumegroups.disklet.io", "status"),
     ("watch", "disklayouts.disklet.io", None), ("patch", "disklayouts.disklet.io", "status"),
-    ("create", "blockdevices.disklet.io", None), ("get", "nodes", None),
+    ("create", "blockdevices.disklet.io", None), ("patch", "blockdevices.disklet.io", "status"),
+    ("delete", "blockdevices.disklet.io", None),
 ]
 NEEDED_BY_OPERATOR = [
     ("create", "lvmvolumegroups.disklet.io", None), ("watch", "lvmvolumegroupsets.disklet.io", None),

@@ -21,7 +21,7 @@ from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import HostRunner
 from disklet.layout.checked import check_layout
 from tests.host.blockdev_helpers import open_sandbox
-from tests.host.test_apply_pipeline import Env, layout
+from tests.host.test_apply_pipeline import DISK, Env, layout
 
 RUNNER = HostRunner()
 
@@ -116,13 +116,13 @@ def test_identity_mismatch_reasons() -> None:
 def test_partition_label_already_on_the_node_is_refused(env: Env) -> None:
     """Without udev the label comes from `blkid -p` (PART_ENTRY_NAME) of the other disk's partition."""
     other = env.sb.loop(partscan=True)
-    res = RUNNER.run(["sgdisk", "--new=1:0:+8M", "--change-name=1:disk-data-p0", "--", other], timeout=30)
+    res = RUNNER.run(["sgdisk", "--new=1:0:+8M", f"--change-name=1:disk-{DISK}-p0", "--", other], timeout=30)
     assert res.ok, res.describe()
     RUNNER.run(["partprobe", "--", other], timeout=30)
     target = env.sb.loop()
     plan = plan_apply(layout(target, 1), runner=RUNNER, config=env.config)
     assert not plan.ok and plan.code is RefusalCode.PARTITION_LABEL_COLLISION, plan.message
-    assert "disk-data-p0" in plan.message and other in plan.message
+    assert f"disk-{DISK}-p0" in plan.message and other in plan.message
 
 
 def test_mountpoint_over_a_live_mount_is_refused(env: Env) -> None:

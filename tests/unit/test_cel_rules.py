@@ -157,6 +157,19 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("set-size-min", "LVMVolumeGroupSet", None, lvgset({"fileDevices": [fd(size="100Mi")]}), "at least 1Gi"),
     ("set-dir-dots", "LVMVolumeGroupSet", None, lvgset({"fileDevices": [fd(directory=BASE + "/./x")]}), "must not contain"),
     ("set-append-grow-ok", "LVMVolumeGroupSet", lvgset(), lvgset({"fileDevices": [fd(size="2Gi"), fd("b")]}), None),
+    # ---------------------------------------------------------------- bounded sizes (1Ei), whole-byte thin pools
+    ("lvg-size-1ei-ok", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1024Pi")]), None),
+    ("lvg-size-above-1ei", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="1025Pi")]), "at most 1Ei"),
+    ("lvg-size-huge", "LVMVolumeGroup", None, lvg(fileDevices=[fd(size="99999999999999999999999999Pi")]), "at most 1Ei"),
+    ("lvg-thin-bytes-ok", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1536Mi"}]), None),
+    ("lvg-thin-1ei-ok", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1Ei"}]), None),
+    ("lvg-thin-zero", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "00"}]), "from 1 byte to 1Ei"),
+    ("lvg-thin-fraction", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1.5Gi"}]), "should match"),
+    ("lvg-thin-above-1ei", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "2Ei"}]), "from 1 byte to 1Ei"),
+    ("lvg-thin-huge", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "99999999999999999999999999"}]),
+     "from 1 byte to 1Ei"),
+    ("set-size-above-1ei", "LVMVolumeGroupSet", None, lvgset({"fileDevices": [fd(size="2048Pi")]}), "at most 1Ei"),
+    ("set-thin-zero", "LVMVolumeGroupSet", None, lvgset({"thinPools": [{"name": "tp", "size": "0"}]}), "from 1 byte to 1Ei"),
 ]
 
 # Cases where the server prunes/keys differently from the model (documented, not disagreements).

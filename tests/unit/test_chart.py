@@ -37,6 +37,8 @@ DEFAULT_KINDS = {
     ("apps/v1", "Deployment"): 1,
     ("apps/v1", "DaemonSet"): 1,
     ("v1", "Service"): 2,
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): 1,
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"): 1,
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): 5,
 }
 KUBE_VERSIONS = ("1.30", "1.35")
@@ -78,7 +80,8 @@ def test_default_render_kinds_and_api_versions(default_docs):
 
 
 def test_every_namespaced_object_is_in_the_release_namespace(all_on_docs):
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                      "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     for d in all_on_docs:
         if d["kind"] in cluster_scoped:
             assert "namespace" not in d["metadata"]
@@ -115,16 +118,15 @@ def test_agent_rbac_is_least_privilege(default_docs):
         ("disklet.io", "lvmvolumegroups"): {"get", "list", "watch", "patch"},
         ("disklet.io", "disklayouts/status"): {"get", "patch"},
         ("disklet.io", "lvmvolumegroups/status"): {"get", "patch"},
-        ("disklet.io", "blockdevices"): {"get", "list", "watch", "create", "update", "patch", "delete"},
-        ("disklet.io", "blockdevices/status"): {"get", "update", "patch"},
-        ("", "nodes"): {"get"},
+        ("disklet.io", "blockdevices"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("disklet.io", "blockdevices/status"): {"get", "patch"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     }
     ns = permissions(one(default_docs, "Role", "-agent"))
     assert ns == {
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
-        ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
+        ("coordination.k8s.io", "leases"): {"get", "create", "patch"},
     }
 
 
@@ -174,7 +176,7 @@ def test_agent_daemonset(default_docs):
     for path in ("/dev", "/sys", "/run/udev", "/etc/disklet", "/var/lib/disklet/file-devices"):
         assert path in mounts, path
         assert host_paths[mounts[path]] == path, "host path mounted at the same path"
-    assert {"operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert "tolerations" not in pod  # control-plane nodes are opt-in (test_chart_privilege.py)
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
 
 

@@ -58,3 +58,43 @@ def test_node_label_value_is_valid_and_stable_for_long_names():
     assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum()
     assert v == node_label_value(long)
     assert v != node_label_value(long.replace("rack-12", "rack-13"))
+
+
+# -- bounds: every input is a number or a QuantityError that says why ------------------------------
+
+@pytest.mark.parametrize("text", ["1e1000000", "1E999999999", "-1e1000000", "9e64", "1e65"])
+def test_huge_exponents_are_a_quantity_error_not_a_decimal_overflow(text):
+    with pytest.raises(QuantityError, match="(above the maximum|below the minimum) of -?1Ei"):
+        parse_quantity(text)
+
+
+def test_tiny_exponents_and_long_strings_are_quantity_errors():
+    with pytest.raises(QuantityError, match="exponent below -64"):
+        parse_quantity("1e-1000000")
+    with pytest.raises(QuantityError, match="longer than 64 characters"):
+        parse_quantity("1" * 65)
+    assert parse_quantity("0e99999999") == 0  # zero times anything stays zero, exactly
+
+
+@pytest.mark.parametrize("text", ["1025Pi", "99999999999999999999999999Pi", "2Ei", "1152921504606846977",
+                                  "1.2e18", "1180591620717411303424"])
+def test_sizes_above_one_exbibyte_are_refused_not_rounded(text):
+    with pytest.raises(QuantityError, match="above the maximum of 1Ei"):
+        quantity_bytes(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1Ei", 2**60), ("1024Pi", 2**60), ("1152921504606846975", 2**60 - 1),
+    ("1125899906842623Ki", (2**50 - 1) * 1024), ("1.152921504606846976e18", 2**60),
+    ("123456789012345678", 123456789012345678),
+])
+def test_large_sizes_within_the_bound_are_exact(text, expected):
+    assert quantity_bytes(text) == expected
+
+
+def test_apiserver_semantics_cap_at_int64_instead_of_refusing():
+    # The admission emulator mirrors kube-apiserver, which caps quantities at the largest int64.
+    assert parse_quantity("1e1000000", maximum=None) == 2**63 - 1
+    assert parse_quantity("99999999999999999999999999Pi", maximum=None) == 2**63 - 1
+    assert parse_quantity("-9e70", maximum=None) == -(2**63 - 1)
+    assert parse_quantity("2Ei", maximum=None) == 2 * 2**60

@@ -126,7 +126,7 @@ def _node_findings(node: BlockNode, *, system_mounts: Sequence[str], volume_moun
     other_holders = [h for h in node.holders if h not in md_holders]
     if other_holders and not any(f.code in (RefusalCode.OPEN_CRYPT_MAPPING, RefusalCode.RAID_MEMBER) for f in out):
         out.append(Finding(RefusalCode.HAS_HOLDERS,
-                           f"{where} is held by {', '.join(other_holders)} (device-mapper/LVM/md stacked on it)"))
+                           f"{where} is held by {', '.join(other_holders)} (device-mapper, LVM or md stacked on it)"))
     for fact in node.unknown_facts:
         out.append(Finding(RefusalCode.STATE_UNKNOWN, f"unknown: {fact}"))
     return out

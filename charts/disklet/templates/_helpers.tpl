@@ -58,3 +58,34 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- if .Values.operator.peering.enabled -}}true{{- end -}}
 {{- end -}}
+
+{{/* Agent tolerations: agent.tolerations, plus the control-plane taint when agent.controlPlaneNodes. */}}
+{{- define "disklet.agentTolerations" -}}
+{{- $tol := .Values.agent.tolerations | default list -}}
+{{- if .Values.agent.controlPlaneNodes -}}
+{{- $tol = append $tol (dict "key" "node-role.kubernetes.io/control-plane" "operator" "Exists" "effect" "NoSchedule") -}}
+{{- end -}}
+{{- toYaml $tol -}}
+{{- end -}}
+
+{{/* Agent affinity: agent.affinity; unless agent.controlPlaneNodes, every required node selector
+term also demands that the node is not a control-plane node (untainted control planes included). */}}
+{{- define "disklet.agentAffinity" -}}
+{{- $aff := deepCopy (.Values.agent.affinity | default dict) -}}
+{{- if not .Values.agent.controlPlaneNodes -}}
+{{- $notCP := dict "key" "node-role.kubernetes.io/control-plane" "operator" "DoesNotExist" -}}
+{{- $na := get $aff "nodeAffinity" | default dict -}}
+{{- $req := get $na "requiredDuringSchedulingIgnoredDuringExecution" | default dict -}}
+{{- $terms := get $req "nodeSelectorTerms" | default (list dict) -}}
+{{- $out := list -}}
+{{- range $terms -}}
+{{- $term := deepCopy . -}}
+{{- $_ := set $term "matchExpressions" (append (get $term "matchExpressions" | default list) $notCP) -}}
+{{- $out = append $out $term -}}
+{{- end -}}
+{{- $_ := set $req "nodeSelectorTerms" $out -}}
+{{- $_ := set $na "requiredDuringSchedulingIgnoredDuringExecution" $req -}}
+{{- $_ := set $aff "nodeAffinity" $na -}}
+{{- end -}}
+{{- toYaml $aff -}}
+{{- end -}}
