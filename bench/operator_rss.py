@@ -96,7 +96,7 @@ def measure(n: int, idle: float) -> dict[str, Any]:
                    PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "operator"), str(ROOT / "agent")]))
         argv = [sys.executable, "-c", "import sys; from disklet_operator.main import main; sys.exit(main())",
                 "--standalone", "--metrics-port", str(free_port()), "--log-format", "text", "--log-level", "warning"]
-        log = open(ROOT / "bench" / "results" / f"operator_rss_{n}.log", "w")  # noqa: SIM115
+        log = open(cp.workdir / "operator.log", "w")  # noqa: SIM115 - removed with the control plane
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         start_rss = None
         time.sleep(5)
