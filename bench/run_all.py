@@ -15,7 +15,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
-ORDER = ["preflight", "scan_cost", "lvgset_fanout", "apply_to_ready", "idle_churn", "watch_fanout", "agent_rss"]
+ORDER = ["preflight", "preflight_batch", "idle_requests", "operator_rss", "scan_cost", "lvgset_fanout", "apply_to_ready",
+         "idle_churn", "watch_fanout", "agent_rss"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         keys = [k for k in ("ratio", "ratio_idle_cycle_to_busy", "ratio_agent_to_unfiltered", "ratio_to_import_floor",
-                            "status_writes", "agent_events_other_nodes", "rss_mib", "meets_goal") if k in data]
+                            "status_writes", "agent_events_other_nodes", "rss_mib", "slope_kib_per_node", "meets_goal") if k in data]
         print(f"  {path.stem}: " + (", ".join(f"{k}={data[k]}" for k in keys) if keys else f"see {path}"))
     if failed:
         print(f"failed: {', '.join(failed)}")

@@ -11,6 +11,7 @@ docs/architecture.md ("The Kubernetes client").
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from disklet.api.resources import NODE_LABEL, Resource
@@ -19,8 +20,8 @@ from disklet.kube.login import endpoint_from, in_cluster_server
 from disklet.kube.login import pod_or_kubeconfig as login
 from disklet.labels import node_label_value
 
-__all__ = ["AgentKube", "ApiError", "ClientClosed", "Endpoint", "endpoint_from", "in_cluster_server", "is_conflict",
-           "is_not_found", "login"]
+__all__ = ["AgentKube", "ApiError", "ClientClosed", "Endpoint", "NodeObjects", "endpoint_from", "in_cluster_server",
+           "is_conflict", "is_not_found", "login"]
 
 
 class ClientClosed(RuntimeError):
@@ -63,3 +64,38 @@ class AgentKube(KubeClient):
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.create(LEASES, body, namespace)
+
+
+class NodeObjects:
+    """This node's objects of one resource, as the (node-filtered) watch last showed them.
+
+    ``index`` is a Kopf index of ``name → object`` fed by the agent's watch stream (Kopf hands it
+    to the startup handler, empty, and fills it as events arrive). :meth:`items` answers from it
+    and LISTs only to resync: the first time, after :meth:`invalidate` (a write the cache's view
+    made fail: conflict, not found), and once every ``resync_seconds``. An idle agent therefore
+    makes no request per cycle. docs/agent.md ("API requests at idle").
+    """
+
+    def __init__(self, kube: KubeClient, res: Resource, node: str, *, resync_seconds: float = 600.0,
+                 clock: Any = None) -> None:
+        self.kube = kube
+        self.res = res
+        self.node = node
+        self.resync_seconds = resync_seconds
+        self.clock = clock or time.monotonic
+        self.index: Any = None
+        self.lists = 0
+        """LIST requests made (tests and benchmarks read it)."""
+        self._listed_at: float | None = None
+
+    def invalidate(self) -> None:
+        self._listed_at = None
+
+    async def items(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        if self.index is None or self._listed_at is None or now - self._listed_at >= self.resync_seconds:
+            items = await self.kube.list(self.res, label_selector=f"{NODE_LABEL}={node_label_value(self.node)}")
+            self.lists += 1
+            self._listed_at = now
+            return items
+        return [dict(obj) for name in list(self.index) for obj in self.index.get(name, ())]

@@ -22,7 +22,8 @@ from disklet.api.resources import (
     NODE_LABEL,
     Resource,
 )
-from disklet.layout import PreflightResult, preflight
+from disklet.layout import PreflightResult
+from disklet.layout.batch import preflight_many
 
 from . import lvmdiff, views
 from .agentexec import (
@@ -130,9 +131,12 @@ def _load(ctx: Ctx, path: str) -> list[Manifest] | None:
         return None
 
 
-async def _preflight(m: Manifest) -> PreflightResult:
-    assert isinstance(m.spec, DiskLayoutSpec)
-    return await asyncio.to_thread(preflight, m.spec, m.base_dir)
+async def _preflight_all(manifests: list[Manifest]) -> dict[int, PreflightResult]:
+    """Pre-flight every DiskLayout of the batch in one evaluator run (docs/layouts.md, "Batch pre-flight")."""
+    layouts = [m for m in manifests if isinstance(m.spec, DiskLayoutSpec)]
+    items = [(m.spec, m.base_dir) for m in layouts if isinstance(m.spec, DiskLayoutSpec)]
+    results = await asyncio.to_thread(preflight_many, items)
+    return {id(m): pf for m, pf in zip(layouts, results, strict=True)}
 
 
 def _preflight_line(pf: PreflightResult) -> str:
@@ -154,13 +158,14 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | No
     failed = False
     counts = {"new": 0, "changed": 0, "unchanged": 0}
     results: list[dict[str, Any]] = []
+    preflights = await _preflight_all(manifests)
     try:
         if not offline:
             kube = await ctx.connect()
         for m in manifests:
             live = await kube.get(kind_of(m.resource), m.name) if kube else None
             if isinstance(m.spec, DiskLayoutSpec):
-                ok, state = await _diff_disk_layout(report, m, live, offline)
+                ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)])
                 failed = failed or not ok
             elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
                 ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
@@ -193,9 +198,9 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | No
     return DIFF_CHANGES if counts["new"] or counts["changed"] else DIFF_NONE
 
 
-async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool) -> tuple[bool, str]:
+async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool,
+                            pf: PreflightResult) -> tuple[bool, str]:
     assert isinstance(m.spec, DiskLayoutSpec)
-    pf = await _preflight(m)
     ctx.say(f"{m.ref} (node {m.spec.node_name}, from {m.source})")
     ctx.say(f"  {_preflight_line(pf)}")
     ctx.say(f"  target devices: {', '.join(pf.target_devices) or '<none>'}")
@@ -257,9 +262,10 @@ async def cmd_apply(ctx: Ctx, path: str, force_conflicts: bool, skip_preflight: 
         return EXIT_FAILED
     if not skip_preflight:
         refused = []
+        preflights = await _preflight_all(manifests)
         for m in manifests:
             if isinstance(m.spec, DiskLayoutSpec):
-                pf = await _preflight(m)
+                pf = preflights[id(m)]
                 if pf.phase != Phase.PENDING:
                     refused.append(f"{m.source} {m.ref}: {_preflight_line(pf)}")
         if refused:

@@ -17,6 +17,7 @@ the targets the classifier judges are read from the very bytes handed to disko.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,9 +44,10 @@ class CheckedLayout:
 
 
 def check_layout(body: str, runner: HostRunner | None = None, *, policy: MountPolicy | None = None,
-                 static_fallback: bool = True, timeout: float = 30) -> CheckedLayout:
+                 static_fallback: bool = True, timeout: float = 30,
+                 evaluate: Callable[..., Any] | None = None) -> CheckedLayout:
     """Raise MalformedLayout / LayoutError / SchemaViolation (with ``code``) / NixUnavailable."""
-    extraction = extract_targets(body, runner, static_fallback=static_fallback, timeout=timeout)
+    extraction = extract_targets(body, runner, static_fallback=static_fallback, timeout=timeout, evaluate=evaluate)
     check_schema(extraction.devices_value, policy)
     artifact = render_artifact(extraction.devices_value)
     value = devices_value_of(static_evaluate(artifact))

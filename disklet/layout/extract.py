@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -121,8 +122,12 @@ def _list(value: Any, where: str) -> list[Any]:
 
 
 def extract_targets(body: str, runner: HostRunner | None = None, *, static_fallback: bool = True,
-                    force_static: bool = False, timeout: float = 30) -> Extraction:
-    """Evaluate ``body`` with nix (or, without nix, read it literally) and walk it for targets."""
+                    force_static: bool = False, timeout: float = 30,
+                    evaluate: Callable[..., Any] | None = None) -> Extraction:
+    """Evaluate ``body`` with nix (or, without nix, read it literally) and walk it for targets.
+
+    ``evaluate`` stands in for :func:`evaluate_nix` (same signature, same results): the batch
+    pre-flight passes a lookup into values it already evaluated (:mod:`.batch`)."""
     method: Literal["eval", "static"] = "eval"
     if force_static or not nix_available():
         if not (static_fallback or force_static):
@@ -131,7 +136,7 @@ def extract_targets(body: str, runner: HostRunner | None = None, *, static_fallb
         value = static_evaluate(body)
     else:
         try:
-            value = evaluate_nix(body, runner, timeout=timeout)
+            value = (evaluate or evaluate_nix)(body, runner, timeout=timeout)
         except NixUnavailable:
             if not static_fallback:
                 raise

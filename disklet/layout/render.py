@@ -8,12 +8,15 @@ attribute set ``{ "disko"."devices" = { ... }; }`` – never a function.
 
 from __future__ import annotations
 
+import re
+
 from disklet.api.disklayout import Partition, PartitionContent, StructuredLayout
 
 from .errors import LayoutError
 from .validate import validate_structured_layout
 
 INDENT = "  "
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 PRIORITY_STEP = 100
 """Partition i (0-based) gets priority 100*(i+1): the GPT number equals the YAML position."""
 
@@ -22,8 +25,7 @@ def nix_string(value: str) -> str:
     """A double-quoted Nix string literal that evaluates to exactly ``value``."""
     if not isinstance(value, str):
         raise TypeError(f"nix_string needs a str, got {type(value).__name__}")
-    bad = [c for c in value if not 0x20 <= ord(c) < 0x7F]
-    if bad:
+    if _NOT_PRINTABLE_ASCII.search(value):
         raise LayoutError(f"{value!r} contains control or non-ASCII characters, which layouts do not allow")
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from disklet.api.disklayout import MAX_NIX_BODY, DiskLayoutSpec, Phase, RefusalCode
 from disklet.hostcmd import HostRunner
@@ -90,10 +91,12 @@ def resolve_body(spec: DiskLayoutSpec, base_dir: Path | None = None) -> tuple[st
 
 
 def resolve_layout(spec: DiskLayoutSpec, base_dir: Path | None = None, runner: HostRunner | None = None,
-                   *, static_fallback: bool = True, policy: MountPolicy | None = None) -> ResolvedLayout:
+                   *, static_fallback: bool = True, policy: MountPolicy | None = None,
+                   evaluate: Callable[..., Any] | None = None) -> ResolvedLayout:
     """Body, artifact, targets and hash; LayoutError (SchemaViolation) / MalformedLayout when wrong."""
     body, source = resolve_body(spec, base_dir)
-    checked: CheckedLayout = check_layout(body, runner, policy=policy, static_fallback=static_fallback)
+    checked: CheckedLayout = check_layout(body, runner, policy=policy, static_fallback=static_fallback,
+                                          evaluate=evaluate)
     extraction = Extraction(devices=checked.targets, devices_value=checked.devices_value, method=checked.method)
     return ResolvedLayout(body=body, source=source, extraction=extraction, layout_hash=checked.layout_hash,
                           artifact=checked.artifact)
@@ -111,11 +114,11 @@ class PreflightResult:
 
 
 def preflight(spec: DiskLayoutSpec, base_dir: Path | None = None, runner: HostRunner | None = None,
-              policy: MountPolicy | None = None) -> PreflightResult:
+              policy: MountPolicy | None = None, *, evaluate: Callable[..., Any] | None = None) -> PreflightResult:
     """Operator pre-flight: failed (bad layout), refused (no targets, forbidden content) or pending.
-    Never raises on bad input."""
+    Never raises on bad input. ``evaluate``: see :func:`.extract.extract_targets` (batch pre-flight)."""
     try:
-        resolved = resolve_layout(spec, base_dir, runner, policy=policy)
+        resolved = resolve_layout(spec, base_dir, runner, policy=policy, evaluate=evaluate)
     except SchemaViolation as exc:
         return PreflightResult(Phase.REFUSED, exc.code, f"{exc.code}: {exc}", None, None, [])
     except (LayoutError, MalformedLayout) as exc:

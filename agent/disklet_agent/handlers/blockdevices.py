@@ -11,6 +11,7 @@ read, ``error`` when it raised); each status patch counts as a BlockDevice statu
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from disklet.observe import RETRY, reconcile_timer, record_status_write
 
 from ..deps import AgentDeps
 from ..host.lsblk import BlockTopology, ProbeFailed, read_block_topology
-from ..kube import AgentKube
+from ..kube import AgentKube, NodeObjects
 from ..logic.blockdevices import (
     BlockDeviceSyncPlan,
     PvFact,
@@ -40,6 +41,8 @@ log = logging.getLogger("disklet.agent.blockdevices")
 
 INDEX_ID = "disklet_blockdevices"
 """Kopf index of this node's BlockDevices: name → (labels, path); handlers get it as this kwarg."""
+OBJECTS_INDEX_ID = "disklet_blockdevice_objects"
+"""Kopf index of this node's BlockDevices: name → the fields the sync plan reads (name, labels, status)."""
 
 TopologyReader = Callable[[], BlockTopology]
 PvReader = Callable[[], dict[str, PvFact] | None]
@@ -98,6 +101,8 @@ class BlockDeviceScanner:
         self.read_pvs = pv_reader
         self.lock = lock or asyncio.Lock()
         self.last_plan: BlockDeviceSyncPlan | None = None
+        self.objects = NodeObjects(kube, BLOCK_DEVICE, self.node)
+        """What exists, from the watch (a LIST only to resync): docs/agent.md ("API requests at idle")."""
 
     async def scan_once(self) -> BlockDeviceSyncPlan | None:
         """One cycle; None when the node's disks could not be read (nothing written)."""
@@ -122,10 +127,15 @@ class BlockDeviceScanner:
             log.warning("block device scan skipped: lsblk listed no devices", extra={"node": self.node})
             return None
         desired = desired_block_devices(topology, pvs, self.node, read_machine_id(self.deps.config.host_root))
-        existing = await self.kube.list_node_objects(BLOCK_DEVICE, self.node)
+        existing = await self.objects.items()
         plan = plan_block_device_sync(desired, existing, self.node)
         if not plan.empty:
-            writes = await apply_plan(self.kube, plan)
+            try:
+                writes = await apply_plan(self.kube, plan)
+            finally:
+                # what we just wrote reaches the watch a little later (much later on a busy API
+                # server): the next cycle relists rather than plan from a view without it
+                self.objects.invalidate()
             log.info("block devices synced", extra={"node": self.node, "bd_created": len(plan.creates),
                                                     "bd_updated": len(plan.updates), "bd_deleted": len(plan.deletes),
                                                     "writes": writes})
@@ -163,8 +173,14 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
     def disklet_blockdevices(name: str, labels: Any, status: Any, **_: Any) -> dict[str, tuple[dict[str, str], str]]:
         return {name: (dict(labels), str(status.get("path") or ""))}
 
+    @kopf.index(BLOCK_DEVICE.group, BLOCK_DEVICE.version, BLOCK_DEVICE.plural, registry=registry,
+                id=OBJECTS_INDEX_ID, labels={NODE_LABEL: node_label_value(node)})
+    def disklet_blockdevice_objects(name: str, labels: Any, status: Any, **_: Any) -> dict[str, dict[str, Any]]:
+        return {name: {"metadata": {"name": name, "labels": dict(labels)}, "status": copy.deepcopy(dict(status))}}
+
     @kopf.on.startup(registry=registry)
-    async def disklet_start_block_device_scan(**_: Any) -> None:
+    async def disklet_start_block_device_scan(**kwargs: Any) -> None:
+        scanner.objects.index = kwargs.get(OBJECTS_INDEX_ID)
         tasks.start(f"blockdevices {node}", scanner.loop(deps.config.scan_interval_seconds))
 
     return scanner

@@ -36,6 +36,7 @@ Status transitions (spec applied, file devices in/out) are posted as Events next
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 import uuid
@@ -61,7 +62,7 @@ from disklet.observe import (
 )
 
 from ..deps import AgentDeps
-from ..kube import AgentKube, ApiError
+from ..kube import AgentKube, ApiError, NodeObjects
 from ..logic.lvg import (
     merge_discovered,
     needs_reconcile,
@@ -72,6 +73,9 @@ from ..logic.lvg import (
 from ..lvm.ports import LvgEngine
 from ..tasks import BackgroundTasks
 from .blockdevices import INDEX_ID
+
+OBJECTS_INDEX_ID = "disklet_lvg_objects"
+"""Kopf index of this node's LVMVolumeGroups (name → metadata essentials, spec, status), fed by the watch."""
 
 log = logging.getLogger("disklet.agent.lvm")
 KIND = LVM_VOLUME_GROUP.kind
@@ -124,6 +128,8 @@ class LvgWiring:
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
+        self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node)
+        """This node's LVGs from the watch (a LIST only to resync): docs/agent.md ("API requests at idle")."""
 
     def mine(self, obj: Mapping[str, Any]) -> bool:
         return owner_node(obj) == self.node
@@ -168,7 +174,7 @@ class LvgWiring:
 
     # ---------------------------------------------------------------- startup
     async def reattach(self) -> list[str]:
-        items = [o for o in await self.kube.list_node_objects(LVM_VOLUME_GROUP, self.node) if self.mine(o)]
+        items = [o for o in await self.objects.items() if self.mine(o)]
         lvgs: list[tuple[str, LVMVolumeGroupSpec, LVMVolumeGroupStatus | None]] = []
         for obj in items:
             name = obj["metadata"]["name"]
@@ -200,9 +206,25 @@ class LvgWiring:
         for type_, reason, message in events:
             kopf.event(cast(kopf.Body, dict(body)), type=type_, reason=reason, message=message[:1000])
 
+    def converged_as_seen(self, seen: Mapping[str, Any], index: Any) -> bool:
+        """Nothing to do as the watch last showed the object (no request); the reconcile itself re-reads."""
+        meta = seen.get("metadata") or {}
+        if meta.get("deletionTimestamp") or not self.mine(seen) or seen.get("spec") is None:
+            return False
+        try:
+            spec = LVMVolumeGroupSpec.model_validate(dict(seen["spec"]))
+        except ValidationError:
+            return False
+        bds = selected_block_devices(spec.block_device_selector, _index_entries(index))
+        return needs_reconcile(spec, _status_of(seen), meta.get("generation"), bds, self.node) is None
+
     async def reconcile(self, name: str, index: Any, *, only_if_needed: bool = False,
-                        raise_on_requeue: bool = True) -> str:
-        """One reconcile of ``name`` from the server's current object; returns what happened."""
+                        raise_on_requeue: bool = True, seen: Mapping[str, Any] | None = None) -> str:
+        """One reconcile of ``name`` from the server's current object; returns what happened.
+
+        ``seen`` (timer): the object as watched; when it shows nothing to do, no request is made."""
+        if only_if_needed and seen is not None and self.converged_as_seen(seen, index):
+            return "converged"
         rid = uuid.uuid4().hex[:8]
         pending = self.pending_events.pop(name, [])
         async with self.lock:
@@ -280,7 +302,7 @@ class LvgWiring:
         """One shared LVM snapshot for every LVG of the node; returns the names whose status was written."""
         written: list[str] = []
         async with self.lock:
-            items = [o for o in await self.kube.list_node_objects(LVM_VOLUME_GROUP, self.node)
+            items = [o for o in await self.objects.items()
                      if self.mine(o) and not (o.get("metadata") or {}).get("deletionTimestamp") and o.get("status")]
             lvgs: list[tuple[str, LVMVolumeGroupSpec]] = []
             by_name: dict[str, Mapping[str, Any]] = {}
@@ -304,9 +326,15 @@ class LvgWiring:
                 current = statuses[name]
                 merged = statuses[name] = merge_discovered(current, discovered)
                 self.gauges.publish(name, specs[name].actual_vg_name_on_the_node, merged)
-                if await self._write_status(name, seen.get("status"), merged):
-                    written.append(name)
+                try:
+                    if await self._write_status(name, seen.get("status"), merged):
+                        written.append(name)
+                except ApiError:
+                    self.objects.invalidate()  # the watched view may be behind: the next cycle relists
+                    raise
             set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
+            if written:
+                self.objects.invalidate()  # our writes reach the watch later: the next cycle relists
         return written
 
     async def discovery_loop(self, interval: float) -> None:
@@ -338,8 +366,16 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEng
     # No node filter on the handlers (see the module docstring): Kopf must keep the finalizer of
     # every object routed here; each handler checks spec.local.nodeName itself.
 
+    @kopf.index(*res, registry=registry, labels=labels, id=OBJECTS_INDEX_ID)
+    def disklet_lvg_objects(name: str, body: Any, **_: Any) -> dict[str, dict[str, Any]]:
+        meta = body.get("metadata") or {}
+        kept = {k: meta.get(k) for k in ("name", "generation", "labels", "deletionTimestamp") if meta.get(k) is not None}
+        return {name: copy.deepcopy({"metadata": kept, "spec": dict(body.get("spec") or {}),
+                                     "status": dict(body.get("status") or {})})}
+
     @kopf.on.startup(registry=registry, backoff=5)
-    async def disklet_lvg_reattach(**_: Any) -> None:
+    async def disklet_lvg_reattach(**kwargs: Any) -> None:
+        wiring.objects.index = kwargs.get(OBJECTS_INDEX_ID)
         await wiring.reattach()
         tasks.start(f"lvm discovery {node}", wiring.discovery_loop(interval))
 
@@ -363,8 +399,8 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEng
     # The timer alone is filtered: the delete handler (unfiltered) keeps the finalizer required.
     @kopf.timer(*res, registry=registry, labels=labels, when=is_mine, interval=interval, initial_delay=interval,
                 idle=None)
-    async def disklet_lvg_timer(name: str, **kwargs: Any) -> None:
-        await wiring.reconcile(name, kwargs.get(INDEX_ID), only_if_needed=True, raise_on_requeue=False)
+    async def disklet_lvg_timer(name: str, body: Any, **kwargs: Any) -> None:
+        await wiring.reconcile(name, kwargs.get(INDEX_ID), only_if_needed=True, raise_on_requeue=False, seen=body)
 
     @kopf.on.delete(*res, registry=registry, labels=labels)
     async def disklet_lvg_delete(name: str, body: Any, **_: Any) -> None:

@@ -5,7 +5,9 @@ Handlers (all closures over ``registry``, no module state):
 - ``dl_by_node`` index: DiskLayouts by ``spec.nodeName`` (one DiskLayout per node, oldest wins);
 - create/resume/spec-update: validate the spec model, check for an older DiskLayout of the node,
   pre-flight with ``disklet.layout.preflight`` (resolve, evaluate, extract targets, hash) and write
-  the operator's status fields only when they change (``logic.disklayout_status``);
+  the operator's status fields only when they change (``logic.disklayout_status``); layouts that
+  arrive together (e.g. all of them at operator start) share one evaluator run
+  (``disklet.layout.batch.preflight_many`` behind a short collection window, ``..batching``);
 - every event: keep ``metadata.labels["disklet.io/node"] == spec.nodeName``, and re-check the
   duplicate verdict when the index disagrees with the status;
 - a timer on refused duplicates only (so only they carry the operator's finalizer, briefly):
@@ -14,7 +16,6 @@ Handlers (all closures over ``registry``, no module state):
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,10 +29,11 @@ from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
 from disklet.kube.patch import owned_keys_patch
-from disklet.layout import preflight
+from disklet.layout.batch import preflight_many
 from disklet.layout.mounts import MountPolicy, parse_roots
 from disklet.observe import reconcile_timer, record_refusal, record_status_write
 
+from ..batching import Batcher
 from ..logic.conditions import merge_owned_conditions
 from ..logic.disklayout_status import (
     OPERATOR_STATUS_KEYS,
@@ -51,6 +53,8 @@ PLURAL = DISK_LAYOUT.plural
 KIND = DISK_LAYOUT.kind
 INDEX = "dl_by_node"
 DEFAULT_RECHECK_SECONDS = 10.0
+DEFAULT_BATCH_WINDOW = 0.1
+"""Seconds the first pre-flight waits for others to share its evaluator run."""
 
 
 def _node_of(spec: Mapping[str, Any] | None) -> str | None:
@@ -79,14 +83,18 @@ def _needs_duplicate_recheck(name: str, spec: Mapping[str, Any], status: Mapping
 
 
 def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = None,
-             recheck_seconds: float = DEFAULT_RECHECK_SECONDS, base_dir: Path | None = None) -> None:
+             recheck_seconds: float = DEFAULT_RECHECK_SECONDS, base_dir: Path | None = None,
+             batch_window: float = DEFAULT_BATCH_WINDOW) -> None:
     """Define the DiskLayout handlers on ``registry``.
 
     ``runner`` evaluates Nix (``nix-instantiate``); ``recheck_seconds`` is how often a refused
-    duplicate checks whether the older DiskLayout of its node is gone.
+    duplicate checks whether the older DiskLayout of its node is gone; ``batch_window`` is how
+    long a pre-flight waits for others to share its evaluator run.
     """
     runner = runner or HostRunner()
     policy = MountPolicy.of(parse_roots(os.environ.get("DISKLET_MOUNT_ROOTS")))
+    batcher: Batcher[DiskLayoutSpec, Any] = Batcher(
+        lambda specs: preflight_many([(spec, base_dir) for spec in specs], runner, policy), window=batch_window)
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=INDEX)
     def dl_by_node(name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> dict[str, LayoutRef]:
@@ -103,8 +111,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
         owner = _owner_elsewhere(name, model.node_name, index)
         if owner is not None:
             return duplicate_verdict(model.node_name, owner)
-        result = await asyncio.to_thread(preflight, model, base_dir, runner, policy)
-        return verdict_from_preflight(result)
+        return verdict_from_preflight(await batcher.submit(model))
 
     async def reconcile(name: str, body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any],
                         meta: Mapping[str, Any], patch: kopf.Patch, logger: Any, index: Any, why: str) -> None:
