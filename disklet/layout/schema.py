@@ -23,33 +23,20 @@ import re
 from collections import Counter
 from typing import Any
 
-from disklet.api.disklayout import (
-    DEVICE_PATTERN,
-    FILESYSTEM_FORMATS,
-    MOUNT_OPTION_PATTERN,
-    NAME_PATTERN,
-    POOL_PATTERN,
-    SIZE_PATTERN,
-    RefusalCode,
-)
+from disklet.api.disklayout import FILESYSTEM_FORMATS, RefusalCode
 
 from .errors import LayoutError
 from .mounts import MountPolicy
+from .validate import DEVICE_RE, MAX_GPT_LABEL, MOUNT_OPTION_RE, NAME_RE, POOL_RE, SIZE_RE
 
-NAME_RE = re.compile(NAME_PATTERN)
-POOL_RE = re.compile(POOL_PATTERN)
-DEVICE_RE = re.compile(DEVICE_PATTERN)
-SIZE_RE = re.compile(SIZE_PATTERN)
 LV_SIZE_PATTERN = r"^([1-9][0-9]*[KMGTP]?|[1-9][0-9]?%|100%)$"
 LV_SIZE_RE = re.compile(LV_SIZE_PATTERN)
-MOUNT_OPTION_RE = re.compile(MOUNT_OPTION_PATTERN)
 TYPECODE_PATTERN = r"^(8300|8[Ee]00|[Bb][Ff]0[01])$"
 """Linux filesystem, Linux LVM, Solaris/ZFS: never EF00/EF02 (EF02 makes NixOS install GRUB on the disk)."""
 TYPECODE_RE = re.compile(TYPECODE_PATTERN)
 ZPOOL_MODES = ("", "mirror", "raidz", "raidz1", "raidz2", "raidz3")
 ZFS_RESERVED = ("mirror", "raidz", "draid", "spare", "log", "cache", "special", "dedup")
 MAX_PRIORITY = 1_000_000
-MAX_GPT_LABEL = 36
 TOP_LEVEL = ("disk", "lvm_vg", "zpool")
 PARTITION_CONTENT_TYPES = ("filesystem", "lvm_pv", "zfs")
 
