@@ -112,8 +112,10 @@ class _Walk:
         """What disko's types do not check but its scripts need: every lvm_pv joins a defined VG and
         every VG has a PV (vgcreate needs devices), every zfs vdev joins a defined pool, and at least one
         file system is mounted (without one disko cannot build its mount script and refuses the layout)."""
-        vgs = value.get("lvm_vg") if isinstance(value.get("lvm_vg"), dict) else {}
-        pools = value.get("zpool") if isinstance(value.get("zpool"), dict) else {}
+        vgs: dict[str, Any] = value.get("lvm_vg") or {}
+        pools: dict[str, Any] = value.get("zpool") or {}
+        if not isinstance(vgs, dict) or not isinstance(pools, dict):
+            return  # already reported: must be an attribute set
         for vg, users in sorted(self.pv_vgs.items()):
             if vg not in vgs:
                 self.values.append(f"{users[0]}.vg = {vg!r} names a VG that disko.devices.lvm_vg does not define: "
