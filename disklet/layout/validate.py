@@ -144,7 +144,16 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
     for pool in pool_members:
         if pool not in declared_pools:
             problems.append(f"zfs partitions join pool {pool!r}, which is not declared in zfsPools")
+    if disks and not mountpoints and not declared_pools:
+        problems.append(NOTHING_MOUNTED_STRUCTURED)
     return problems
+
+
+NOTHING_MOUNTED_STRUCTURED = (
+    "the layout mounts no file system (its partitions are all lvm_pv): disko cannot build its mount step "
+    "without one and refuses the layout; add a partition with content type filesystem and a mountpoint "
+    "(for example a small one before the PV), or a zfsPools entry with a zfs partition")
+"""docs/layouts.md#validation-rules-every-one-is-a-hard-error-all-problems-are-reported-at-once (disko needs a mount)."""
 
 
 def _content_problems(where: str, content: object, vg_members: Counter[str], pool_members: Counter[str],

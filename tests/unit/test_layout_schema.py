@@ -148,3 +148,31 @@ def test_denylist_beats_configured_roots() -> None:
     policy = MountPolicy.of(["/", "/etc"])
     assert policy.problem("/etc/x") is not None and policy.problem("/var") is not None
     assert policy.problem("/srv/x") is None
+
+
+PV = '{ size = "100%"; content = { type = "lvm_pv"; vg = "data"; }; }'
+
+
+@pytest.mark.parametrize("body,says", [
+    (raw(PV, 'lvm_vg.data = { type = "lvm_vg"; };'), "mounts no file system"),
+    (raw('{ size = "100%"; content = { type = "filesystem"; format = "ext4"; }; }'), "mounts no file system"),
+    (raw(PV), "names a VG that disko.devices.lvm_vg does not define: add lvm_vg.data"),
+    (raw(FS, 'lvm_vg.data = { type = "lvm_vg"; };'), "lvm_vg.data has no lvm_pv member"),
+    (raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }'),
+     "names a pool that disko.devices.zpool does not define: add zpool.tank"),
+])
+def test_what_disko_leaves_to_run_time_is_refused(body: str, says: str) -> None:
+    result = pf(body)
+    assert result.phase == Phase.REFUSED and result.refusal_reason is RefusalCode.LAYOUT_VALUE_NOT_ALLOWED
+    assert says in result.message, result.message
+
+
+@pytest.mark.parametrize("body", [
+    raw(PV, 'lvm_vg.data = { type = "lvm_vg"; lvs.l = { size = "1G"; content = { type = "filesystem"; '
+            'format = "ext4"; mountpoint = "/srv/lv"; }; }; };'),
+    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }', 'zpool.tank = { type = "zpool"; };'),
+    '{ disko.devices.disk.d = { type = "disk"; device = "/dev/vdb"; }; }',  # a bare disk: see test_disko_agreement
+])
+def test_a_mounted_lv_or_a_pool_is_enough(body: str) -> None:
+    result = pf(body)
+    assert result.phase == Phase.PENDING, result.message
