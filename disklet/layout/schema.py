@@ -41,6 +41,14 @@ TOP_LEVEL = ("disk", "lvm_vg", "zpool")
 PARTITION_CONTENT_TYPES = ("filesystem", "lvm_pv", "zfs")
 
 
+def no_content(path: str) -> str:
+    """Why a disk without ``content`` is refused and what to add (docs/layouts.md#checked-against-disko-itself)."""
+    return (f"{path} has no content: disko cannot evaluate a disk without one (its create step reads the content) "
+            'and refuses the layout; add content = { type = "gpt"; partitions.<name> = { size = "100%"; '
+            'content = ...; }; }, each partition holding a filesystem (with a mountpoint), an lvm_pv or a zfs '
+            "vdev, or leave the disk out of the layout")
+
+
 NOTHING_MOUNTED = (
     "disko.devices mounts no file system (its partitions are all lvm_pv): disko cannot build its mount script "
     "without one and refuses the layout; add a filesystem with a mountpoint (as a partition's or an LV's "
@@ -141,8 +149,8 @@ class _Walk:
             self.values.append(f"{path}.device must not contain ..")
         content = disk.get("content")
         if content is None:
-            # a bare disk: named (and classified) but nothing is created on it. disko itself cannot
-            # evaluate one (docs/layouts.md#checked-against-disko-itself); still accepted here
+            # a bare disk: disko itself cannot evaluate one (its _create reads content._create)
+            self.values.append(no_content(path))
             return
         self.contents += 1
         if not isinstance(content, dict) or content.get("type") != "gpt":
@@ -155,7 +163,9 @@ class _Walk:
         self.keys(gpt, path, ("type", "partitions"), ("partitions",))
         parts = gpt.get("partitions")
         if not isinstance(parts, dict) or not parts:
-            self.values.append(f"{path}.partitions must be a non-empty attribute set")
+            # disko would write an empty table over the disk (it evaluates): nothing a layout wants
+            self.values.append(f"{path}.partitions must be a non-empty attribute set: add at least one "
+                               'partition, e.g. partitions.<name> = { size = "100%"; content = ...; }')
             return
         for pname in sorted(parts):
             ppath = f"{path}.partitions.{pname}"

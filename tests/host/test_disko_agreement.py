@@ -1,5 +1,5 @@
-"""disklet's checks and disko's own evaluation agree on layouts that mount nothing and on dangling
-LVM/ZFS references (docs/layouts.md#checked-against-disko-itself).
+"""disklet's checks and disko's own evaluation agree on layouts that mount nothing, on disks without
+content and on dangling LVM/ZFS references (docs/layouts.md#checked-against-disko-itself).
 
 Each case runs disklet's pre-flight and disko's real evaluator (nix-instantiate over disko's types,
 devkit/disko) on the same layout. Where disko evaluates a layout whose script could not work (a VG
@@ -125,10 +125,59 @@ def test_disklet_is_stricter_where_disko_evaluates_a_broken_script(spec: dict[st
     assert not ours and says in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="open: disklet accepts a disk without content, disko cannot evaluate one "
-                                       "(docs/layouts.md#checked-against-disko-itself)")
-def test_a_bare_disk(tmp_path: Path) -> None:
-    spec = raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; };', rdisk("sdc", RFS))
+BARE = [
+    ("raw-bare-disk-beside-a-good-one", raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; };', rdisk("sdc", RFS)),
+     "disko.devices.disk.sdb has no content"),
+    ("raw-only-a-bare-disk", raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; };'),
+     "disko.devices.disk.sdb has no content"),
+    ("raw-content-null", raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; content = null; };', rdisk("sdc", RFS)),
+     "disko.devices.disk.sdb has no content"),
+    ("raw-bare-disk-and-a-pool", raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; };',
+                                     rdisk("sdc", 'partitions.z = { size = "100%"; content = { type = "zfs"; '
+                                                  'pool = "tank"; }; };'), 'zpool.tank = { type = "zpool"; };'),
+     "disko.devices.disk.sdb has no content"),
+]
+
+
+@pytest.mark.parametrize(("spec", "says"), [(s, m) for _, s, m in BARE], ids=[n for n, _, _ in BARE])
+def test_a_disk_without_content_is_refused_by_both(spec: dict[str, Any], says: str, tmp_path: Path) -> None:
     ours, message, body = _disklet(spec)
     theirs, why = _disko(body, tmp_path)
-    assert ours == theirs, f"disklet: {ours} {message}\ndisko: {theirs} {why[-300:]}"
+    assert (ours, theirs) == (False, False), f"disklet: {ours} {message}\ndisko: {theirs} {why[-400:]}"
+    assert "content._create" in why and "null" in why, why[-400:]  # disko's reason: the disk's content is null
+    assert says in message and 'add content = { type = "gpt"' in message, message
+    assert "mounts no file system" not in message, message  # one clear reason, not a second one it implies
+
+
+def test_a_structured_disk_without_partitions_is_refused_by_both(tmp_path: Path) -> None:
+    """The structured equivalent: the model (and the CRD schema) require gpt.partitions, and validation
+    refuses a hand-built model without them, saying what to add; disko refuses the disk it would be."""
+    from disklet.api.disklayout import Disk, Gpt, StructuredLayout
+    from disklet.layout.validate import layout_problems
+
+    with pytest.raises(ValueError, match="gpt"):
+        DiskLayoutSpec.model_validate({"nodeName": "n", "diskLayout": {"disks": [
+            {"name": "sdb", "device": "/dev/sdb"}, disk("sdc", "/dev/sdc", FS)]}})
+    good = StructuredLayout.model_validate({"disks": [disk("sdc", "/dev/sdc", FS)]}).disks[0]
+    for bare in (Disk.model_construct(name="sdb", device="/dev/sdb"),
+                 Disk.model_construct(name="sdb", device="/dev/sdb", gpt=Gpt.model_construct(partitions=[]))):
+        problems = layout_problems(StructuredLayout.model_construct(disks=[bare, good]))
+        assert len(problems) == 1 and "disk 'sdb' has no content" in problems[0], problems
+        assert "add gpt.partitions" in problems[0] and "filesystem" in problems[0], problems
+    theirs, why = _disko(raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; };', rdisk("sdc", RFS))["layoutNix"],
+                         tmp_path)
+    assert not theirs and "content._create" in why, why[-400:]
+
+
+STRICTER_EMPTY_TABLE = raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; '
+                           'partitions = { }; }; };', rdisk("sdc", RFS))
+
+
+def test_disklet_refuses_an_empty_partition_table_disko_would_write(tmp_path: Path) -> None:
+    """disko evaluates an empty gpt (its script writes a table with no partition over the disk); a layout
+    never wants that, so disklet refuses it and says to add a partition."""
+    ours, message, body = _disklet(STRICTER_EMPTY_TABLE)
+    theirs, why = _disko(body, tmp_path)
+    assert theirs, why[-400:]
+    assert not ours and "disk.sdb.content.partitions must be a non-empty attribute set" in message, message
+    assert "add at least one partition" in message, message

@@ -229,3 +229,23 @@ def test_a_layout_that_mounts_nothing_is_refused_saying_what_to_add() -> None:
     with_pool["zfsPools"] = [{"name": "tank"}]
     with_pool["disks"][1]["gpt"]["partitions"][0]["content"] = {"type": "zfs", "pool": "tank"}
     assert _problems(with_pool) == [], "disko mounts a pool's root dataset"
+
+
+def test_a_disk_without_partitions_is_refused_saying_which_and_what_to_add() -> None:
+    """The structured form of a disk without content: disko cannot evaluate one, so the model requires
+    gpt.partitions and validation (of a hand-built model too) says which disk and what to add."""
+    from disklet.api.disklayout import Disk
+
+    data = copy.deepcopy(EXT4)
+    data["disks"].append({"name": "bare", "device": "/dev/sdc", "gpt": {"partitions": []}})
+    problems = _problems(data)
+    assert len(problems) == 1 and "disk 'bare' has no content" in problems[0], problems
+    assert "add gpt.partitions with at least one partition" in problems[0], problems
+    with pytest.raises(ValidationError, match="partitions"):
+        structured(data)
+    layout = _construct(EXT4)
+    layout.disks.append(Disk.model_construct(name="bare", device="/dev/sdc"))  # no gpt at all
+    assert [p.split(" has no content")[0] for p in layout_problems(layout)] == ["disk 'bare'"]
+    del data["disks"][0]
+    only_bare = _problems(data)
+    assert len(only_bare) == 1 and "has no content" in only_bare[0], "one reason, not 'mounts nothing' too"
