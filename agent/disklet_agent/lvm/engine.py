@@ -9,10 +9,12 @@ call's work (docs/design/lvm.md rule 5).
 
 Reads per reconcile: one ``realpath`` of the base and every directory component, one snapshot
 (losetup list + ONE ``pvs`` with VG columns, ``lvs`` only when a VG has LVs); a node-wide ``pvs``
-for names only when a VG is about to be created; a fresh live read before pvcreate/vgextend and
-before any teardown; one snapshot after the last change, which both feeds the later steps and
-becomes the status. When this call changed nothing on the host, the start snapshot is that
-snapshot (no re-read).
+for names only when a VG is about to be created, at the start and again next to the live read
+before pvcreate; a fresh live read before pvcreate/vgextend and before any teardown; one
+snapshot after the last change, which both feeds the later steps and becomes the status. When
+this call changed nothing on the host, the start snapshot is that snapshot (no re-read). The
+node-wide check runs side by side with the filtered read next to it (:func:`overlapped`): two
+reads, two proofs, the wall time of about one.
 """
 
 from __future__ import annotations
@@ -205,8 +207,9 @@ class LVMEngine:
         self.devices = FileDevices(self.files, self.losetup, self.lvm, config.free_space_reserve_percent)
         self.block_scan: BlockScan = block_scan or self._scan_block_devices
         self._alias_rounds: dict[str, int] = {}
-        self._parallel_reads = self.shell is not None
-        """Independent reads side by side (real host only; a test double sees them in a fixed order)."""
+        self.parallel_reads = self.shell is not None
+        """Independent reads side by side (real host only; a test double sees them in a fixed order).
+        False: one after the other (bench/apply_to_ready.py --ab measures the difference)."""
 
     def close(self) -> None:
         """Stop the lvm shell (a later command starts a new one)."""
@@ -349,7 +352,7 @@ class LVMEngine:
         speculate = not errors and not old.vg_uuid
         snap, early = overlapped(lambda: self.snapshot(base_dirs),
                                  lambda: self._name_conflict(spec.actual_vg_name_on_the_node, None)
-                                 if speculate else None, self._parallel_reads)
+                                 if speculate else None, self.parallel_reads)
         bds: list[tuple[str, str]] = []
         if not snap.ok:
             rnd.fail(Reason.UPDATING, f"cannot read LVM state on the node (nothing changed): {snap.error}")
@@ -462,7 +465,7 @@ class LVMEngine:
             if vg is None:
                 fresh, conflict = overlapped(lambda: self.snapshot(snap.base_dirs),
                                              lambda: self._name_conflict(spec.actual_vg_name_on_the_node, None),
-                                             self._parallel_reads)
+                                             self.parallel_reads)
                 rnd.name_checked, rnd.name_conflict = True, conflict
             else:
                 fresh = self.snapshot(snap.base_dirs)
