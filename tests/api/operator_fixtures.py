@@ -125,14 +125,21 @@ async def operator_running(kube: Any, *, recheck_seconds: float = 0.3, interval:
 
 class CountingClock:
     """The real UTC clock, counting calls: the LVMVolumeGroup handlers read it once per evaluation,
-    so a test can wait for "N more evaluations happened" (a sentinel) instead of sleeping."""
+    so a test can wait for "N more evaluations happened" (a sentinel) instead of sleeping.
 
-    def __init__(self) -> None:
+    ``step_seconds``: fake time instead — each call returns ``step_seconds`` more than the last
+    (starting now), so every evaluation falls in a later second, whatever the machine's load."""
+
+    def __init__(self, step_seconds: float | None = None) -> None:
         self.calls = 0
+        self.step_seconds = step_seconds
+        self._start = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         self.calls += 1
-        return datetime.now(UTC)
+        if self.step_seconds is None:
+            return datetime.now(UTC)
+        return self._start + timedelta(seconds=self.step_seconds * self.calls)
 
 
 def posted_events(kube: Any, name: str) -> list[dict[str, Any]]:
