@@ -45,6 +45,7 @@ import yaml
 from kmock._internal import dicts, enums, rendering
 
 from disklet.api.resources import ALL_RESOURCES, Resource
+from disklet.kube.client import Endpoint
 
 Validator = Callable[[str, dict[str, Any], dict[str, Any] | None], list[str]]
 """(plural, new object, old object or None) → error messages; used by the opt-in admission."""
@@ -196,6 +197,33 @@ class KubeAPI(kmock.KubernetesEmulator):
             if r == res and not obj.deleted:
                 out.append(copy.deepcopy(obj.raw))
         return out
+
+    def connection_info(self) -> Any:
+        """Kopf's login for an operator under test (``devkit.kopfrun``); the mock ignores tokens."""
+        import kopf
+
+        return kopf.ConnectionInfo(server=self.server_url, insecure=True, token="mock")
+
+    def endpoint(self) -> Endpoint:
+        """disklet's own client (:class:`disklet.kube.client.KubeClient`) on the mock."""
+        return Endpoint(server=self.server_url)
+
+    def session(self) -> aiohttp.ClientSession:
+        """An aiohttp session with the mock's base URL (the tests' own raw requests)."""
+        return aiohttp.ClientSession(self.server_url)
+
+    def mutations(self, *resources: str, subresource: str | None = None) -> int:
+        """Writes served for ``resources`` (plurals; default: every disklet kind and Nodes),
+        optionally only to ``subresource`` — as ``devkit.realkube.RealKube.mutations`` counts them."""
+        wanted = set(resources or (*(r.plural for r in ALL_RESOURCES), "nodes"))
+        count = 0
+        for r in self._requests:
+            method = str(getattr(r.method, "value", r.method)).upper()
+            if method not in ("POST", "PUT", "PATCH", "DELETE") or r.resource is None:
+                continue
+            if getattr(r.resource, "plural", None) in wanted and (subresource is None or r.subresource == subresource):
+                count += 1
+        return count
 
     def seed(self, plural_key: str, obj: dict[str, Any]) -> None:
         """Put an object in directly (no request), with server-set metadata."""
