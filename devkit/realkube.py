@@ -162,6 +162,8 @@ class RealKube:
         ns = meta.get("namespace")
         body = {k: v for k, v in obj.items() if k != "status"}
         body.setdefault("apiVersion", plural_key.rsplit("/", 1)[0])
+        if ns:
+            self.ensure_namespace(ns)  # the mock has no namespaces: seeding into one just works there
         created = self._ok("POST", _url_of(plural_key, ns), body)
         self._seeded.append((plural_key, ns, created["metadata"]["name"]))
         plural = plural_key.rsplit("/", 1)[1]
@@ -211,7 +213,8 @@ class RealKube:
         for key, ns, name in doomed:
             self._ok("PATCH", _url_of(key, ns, name), {"metadata": {"finalizers": None}},
                      "application/merge-patch+json", allow=(404, 409, 422))
-            self._ok("DELETE", _url_of(key, ns, name), allow=(404, 409))
+            # grace period 0: a Pod bound to a node would otherwise wait for a kubelet that never comes
+            self._ok("DELETE", _url_of(key, ns, name), {"gracePeriodSeconds": 0}, allow=(404, 409))
         deadline = time.monotonic() + timeout
         left = doomed
         while left and time.monotonic() < deadline:
