@@ -1,4 +1,4 @@
-"""The operator's DiskLayout pre-flight end to end: Kopf + real nix-instantiate against the API mock."""
+"""The operator's DiskLayout pre-flight end to end: Kopf + real nix-instantiate on the real API server."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ from operator_fixtures import (
 from disklet.layout.samples import EXT4, MIXED
 
 pytestmark = pytest.mark.skipif(shutil.which("nix-instantiate") is None, reason="nix-instantiate is not installed")
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
 
 
 def _pending(st: dict) -> bool:
@@ -60,7 +65,9 @@ async def test_malformed_raw_nix_fails_with_the_parser_message(kube):
         assert any(e.get("reason") == "Malformed" and e.get("type") == "Warning" for e in events), events
 
 
-async def test_invalid_spec_fails_clearly_and_does_not_crash(kube):
+@pytest.mark.kmock("the spec is one the real server's schema refuses: the operator's own check is the defence in depth")
+async def test_invalid_spec_fails_clearly_and_does_not_crash(mock_kube):
+    kube = mock_kube
     async with operator_running(kube) as api:
         bad = disk_layout("typo", "n1")
         bad["spec"]["diskLayout"]["disks"][0]["gpt"]["partitions"][0]["size"] = "10GB"
@@ -114,7 +121,9 @@ async def test_generation_rule_resubmit_rewrite_and_real_change(kube):
         assert_no_kopf_in_status(kube.read(DL, "gen"))
 
 
-async def test_agent_refusal_stays_and_malformed_then_fixed_returns_to_pending(kube):
+@pytest.mark.kmock("reads the bodies of the operator's status writes from the mock's request log")
+async def test_agent_refusal_stays_and_malformed_then_fixed_returns_to_pending(mock_kube):
+    kube = mock_kube
     async with operator_running(kube) as api:
         await api.create(DL_URL, disk_layout("r", "n1"))
         await wait_status(kube, DL, "r", _pending, "pending")
