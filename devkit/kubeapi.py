@@ -225,12 +225,13 @@ class KubeAPI(kmock.KubernetesEmulator):
                 count += 1
         return count
 
-    def seed(self, plural_key: str, obj: dict[str, Any]) -> None:
-        """Put an object in directly (no request), with server-set metadata."""
+    def seed(self, plural_key: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Put an object in directly (no request), with server-set metadata; returns what is stored."""
         obj = copy.deepcopy(obj)
         self._stamp_new(obj)
         meta = obj["metadata"]
         self.objects[kmock.resource(plural_key), meta.get("namespace"), meta["name"]] = obj
+        return copy.deepcopy(obj)
 
     # ---------------------------------------------------------------- request handling
     def _next_rv(self) -> str:
