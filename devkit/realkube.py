@@ -91,6 +91,8 @@ class RealKube:
             self._ssl.load_cert_chain(self._cert, self._key)
         self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._seeded: list[tuple[str, str | None, str]] = []
+        self._baseline = self.request_totals()
+        """Requests served before this helper existed, plus its own seeding: ``mutations`` leaves them out."""
 
     def _file(self, section: dict[str, Any], key: str) -> str | None:
         """A kubeconfig file reference, or its ``-data`` variant written to a private file."""
@@ -167,10 +169,17 @@ class RealKube:
         created = self._ok("POST", _url_of(plural_key, ns), body)
         self._seeded.append((plural_key, ns, created["metadata"]["name"]))
         plural = plural_key.rsplit("/", 1)[1]
+        self._not_counted("POST", plural, "")
         if obj.get("status") and plural in STATUS_SUBRESOURCE:
             created = self._ok("PATCH", _url_of(plural_key, ns, created["metadata"]["name"], "status"),
                                {"status": obj["status"]}, "application/merge-patch+json")
+            self._not_counted("PATCH", plural, "status")
         return created  # type: ignore[no-any-return]
+
+    def _not_counted(self, verb: str, plural: str, sub: str) -> None:
+        """A seeding request: the mock's seed is no request at all, so ``mutations`` skips it."""
+        key = (verb, plural, sub)
+        self._baseline[key] = self._baseline.get(key, 0) + 1
 
     def delete(self, plural_key: str, name: str, namespace: str | None = None) -> None:
         self._ok("DELETE", _url_of(plural_key, namespace, name), allow=(404,))
@@ -191,9 +200,10 @@ class RealKube:
 
     def mutations(self, *resources: str, subresource: str | None = None) -> int:
         """Writes (create/update/patch/apply/delete) the server has served for ``resources``
-        (plurals; default: every disklet kind and Nodes), optionally only to ``subresource``."""
+        (plurals; default: every disklet kind and Nodes), optionally only to ``subresource``,
+        since this helper was made (the test's start), its own seeding left out — by any client."""
         wanted = set(resources or (*(r.plural for r in ALL_RESOURCES), "nodes"))
-        return sum(n for (verb, res, sub), n in self.request_totals().items()
+        return sum(n - self._baseline.get((verb, res, sub), 0) for (verb, res, sub), n in self.request_totals().items()
                    if verb in WRITE_VERBS and res in wanted and (subresource is None or sub == subresource))
 
     # ------------------------------------------------------------------ isolation between tests
