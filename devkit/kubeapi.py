@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -212,20 +212,29 @@ class KubeAPI(kmock.KubernetesEmulator):
         """An aiohttp session with the mock's base URL (the tests' own raw requests)."""
         return aiohttp.ClientSession(self.server_url)
 
-    def mutations(self, *resources: str, subresource: str | None = None) -> int:
-        """Writes served for ``resources`` (plurals; default: every disklet kind and Nodes),
-        optionally only to ``subresource`` — as ``devkit.realkube.RealKube.mutations`` counts them."""
+    def requests(self, *resources: str, verbs: Iterable[str] = (), subresource: str | None = None) -> int:
+        """Requests served for ``resources`` (plurals; default: every disklet kind and Nodes), by
+        verb as the API server's metrics name them (GET, LIST, WATCH, POST, PATCH, ...; default
+        all), optionally only to ``subresource`` — as ``devkit.realkube.RealKube.requests`` counts."""
+        from .realkube import metric_labels
+
         wanted = set(resources or (*(r.plural for r in ALL_RESOURCES), "nodes"))
+        verb_set = set(verbs)
         count = 0
         for r in self._requests:
-            method = str(getattr(r.method, "value", r.method)).upper()
-            if method not in ("POST", "PUT", "PATCH", "DELETE") or r.resource is None:
+            method = str(getattr(r.method, "value", r.method)).upper().split(".")[-1]
+            query = "&".join(f"{k}={v}" for k, v in (r.params or {}).items())
+            labels = metric_labels(method, str(r.url).split("?", 1)[0] + "?" + query)
+            if labels is None:
                 continue
-            # the log's requests to /status are narrowed to the object by _handle: read the path
-            sub = "status" if str(r.url).split("?", 1)[0].endswith("/status") else None
-            if getattr(r.resource, "plural", None) in wanted and (subresource is None or sub == subresource):
+            verb, res, sub = labels
+            if (not verb_set or verb in verb_set) and res in wanted and (subresource is None or sub == subresource):
                 count += 1
         return count
+
+    def mutations(self, *resources: str, subresource: str | None = None) -> int:
+        """Writes (create, update, patch, delete) counted like :meth:`requests`."""
+        return self.requests(*resources, verbs=("POST", "PUT", "PATCH", "DELETE"), subresource=subresource)
 
     def seed(self, plural_key: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Put an object in directly (no request), with server-set metadata; returns what is stored."""

@@ -9,8 +9,9 @@ plane or ``E2E_KUBECONFIG``), so a test runs on either backend unchanged:
 - ``read``/``read_all``/``seed``/``delete`` are blocking HTTP calls (tests call them inside
   ``wait_for`` predicates, as with the in-memory mock); a ``seed`` with a ``status`` writes it
   through the status subresource, as the mock's seed stores it;
-- ``mutations()`` counts writes with the server's own ``apiserver_request_total`` metric (every
-  client's writes, the test's own included: take the figure before and after the window);
+- ``requests()``/``mutations()`` count with the server's own ``apiserver_request_total`` metric:
+  every client's requests since the helper was made (the test's start), except the helper's own
+  reads and seeding — what the mock's request log holds;
 - :meth:`RealKube.snapshot` and :meth:`RealKube.clean` remove, after a test, every disklet object,
   Node and Lease it left behind (finalizers stripped first) plus what it seeded, and wait until they
   are gone, so the next test starts from the same cluster.
@@ -91,8 +92,10 @@ class RealKube:
             self._ssl.load_cert_chain(self._cert, self._key)
         self._headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._seeded: list[tuple[str, str | None, str]] = []
+        self._baseline: dict[tuple[str, str, str], int] = {}
         self._baseline = self.request_totals()
-        """Requests served before this helper existed, plus its own seeding: ``mutations`` leaves them out."""
+        """Requests served before this helper existed, plus its own (reads, seeding, metrics):
+        ``requests``/``mutations`` count everyone else's, as the mock's log holds no test-side read."""
 
     def _file(self, section: dict[str, Any], key: str) -> str | None:
         """A kubeconfig file reference, or its ``-data`` variant written to a private file."""
@@ -128,6 +131,7 @@ class RealKube:
         headers = {**self._headers, "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = content_type
+        self._own(method, path)
         req = urllib.request.Request(self.server_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, context=self._ssl, timeout=30) as resp:  # noqa: S310 - the test cluster
@@ -169,17 +173,16 @@ class RealKube:
         created = self._ok("POST", _url_of(plural_key, ns), body)
         self._seeded.append((plural_key, ns, created["metadata"]["name"]))
         plural = plural_key.rsplit("/", 1)[1]
-        self._not_counted("POST", plural, "")
         if obj.get("status") and plural in STATUS_SUBRESOURCE:
             created = self._ok("PATCH", _url_of(plural_key, ns, created["metadata"]["name"], "status"),
                                {"status": obj["status"]}, "application/merge-patch+json")
-            self._not_counted("PATCH", plural, "status")
         return created  # type: ignore[no-any-return]
 
-    def _not_counted(self, verb: str, plural: str, sub: str) -> None:
-        """A seeding request: the mock's seed is no request at all, so ``mutations`` skips it."""
-        key = (verb, plural, sub)
-        self._baseline[key] = self._baseline.get(key, 0) + 1
+    def _own(self, method: str, path: str) -> None:
+        """Count one of this helper's own requests under the metric's labels (left out of ``requests``)."""
+        key = metric_labels(method, path)
+        if key is not None:
+            self._baseline[key] = self._baseline.get(key, 0) + 1
 
     def delete(self, plural_key: str, name: str, namespace: str | None = None) -> None:
         self._ok("DELETE", _url_of(plural_key, namespace, name), allow=(404,))
@@ -198,13 +201,20 @@ class RealKube:
             out[key] = out.get(key, 0) + int(float(value))
         return out
 
-    def mutations(self, *resources: str, subresource: str | None = None) -> int:
-        """Writes (create/update/patch/apply/delete) the server has served for ``resources``
-        (plurals; default: every disklet kind and Nodes), optionally only to ``subresource``,
-        since this helper was made (the test's start), its own seeding left out — by any client."""
+    def requests(self, *resources: str, verbs: Iterable[str] = (), subresource: str | None = None) -> int:
+        """Requests the server has served for ``resources`` (plurals; default: every disklet kind
+        and Nodes) since this helper was made (the test's start), by any client but this helper
+        (its reads and seeding are no requests on the mock either); ``verbs``: the metric's verbs
+        (GET, LIST, WATCH, POST, PATCH, APPLY, PUT, DELETE, ...), default all;
+        ``subresource``: only those to it ("" for the object itself)."""
         wanted = set(resources or (*(r.plural for r in ALL_RESOURCES), "nodes"))
+        verb_set = set(verbs)
         return sum(n - self._baseline.get((verb, res, sub), 0) for (verb, res, sub), n in self.request_totals().items()
-                   if verb in WRITE_VERBS and res in wanted and (subresource is None or sub == subresource))
+                   if (not verb_set or verb in verb_set) and res in wanted and (subresource is None or sub == subresource))
+
+    def mutations(self, *resources: str, subresource: str | None = None) -> int:
+        """Writes (create, update, patch, apply, delete) counted like :meth:`requests`."""
+        return self.requests(*resources, verbs=WRITE_VERBS, subresource=subresource)
 
     # ------------------------------------------------------------------ isolation between tests
     def ensure_namespace(self, name: str) -> None:
@@ -238,6 +248,26 @@ class RealKube:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._files.cleanup()
+
+
+def metric_labels(method: str, url: str) -> tuple[str, str, str] | None:
+    """(verb, resource, subresource) of a request as ``apiserver_request_total`` labels it
+    (a GET of a collection is LIST, ``watch=true`` is WATCH); None for non-resource paths."""
+    path, _, query = url.partition("?")
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] not in ("api", "apis"):
+        return None
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    if not rest:
+        return None
+    verb = method.upper()
+    if verb == "GET" and ("watch=true" in query or "watch=1" in query):
+        verb = "WATCH"
+    elif verb == "GET" and len(rest) == 1:
+        verb = "LIST"
+    return verb, rest[0], rest[2] if len(rest) > 2 else ""
 
 
 def _split_labels(text: str) -> list[str]:
