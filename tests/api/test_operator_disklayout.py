@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
@@ -152,7 +151,8 @@ async def test_second_layout_for_a_node_is_refused_until_the_first_is_deleted(ku
     async with operator_running(kube) as api:
         await api.create(DL_URL, disk_layout("first", "n1"))
         first = await wait_status(kube, DL, "first", _pending, "first pending")
-        await asyncio.sleep(1.1)  # creationTimestamp has a one-second resolution
+        # "first" is the older either way: created earlier, or in the same second (creationTimestamp
+        # has a one-second resolution) and first by name, the rule's tie-break
         await api.create(DL_URL, disk_layout("second", "n1", nix=EXT4_AS_RAW_NIX))
         st = await wait_status(kube, DL, "second", lambda s: s.get("phase") == "refused", "second refused")
         assert st["refusalReason"] == "another_disk_layout_for_node"
