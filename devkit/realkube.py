@@ -184,6 +184,12 @@ class RealKube:
         if key is not None:
             self._baseline[key] = self._baseline.get(key, 0) + 1
 
+    def try_patch(self, plural_key: str, name: str, body: dict[str, Any], namespace: str | None = None, *,
+                  dry_run: bool = False) -> int:
+        """A merge patch whose refusal is the point (admission probes): the HTTP status, never raises."""
+        url = _url_of(plural_key, namespace, name) + ("?dryRun=All" if dry_run else "")
+        return self._request("PATCH", url, body, "application/merge-patch+json")[0]
+
     def delete(self, plural_key: str, name: str, namespace: str | None = None) -> None:
         self._ok("DELETE", _url_of(plural_key, namespace, name), allow=(404,))
 

@@ -1,8 +1,10 @@
 """LVMVolumeGroupSet controller end to end: Kopf with the real handlers on the real API server
-(garbage collection by the real controller-manager); two tests stay on the mock (marked kmock)."""
+(garbage collection by the real controller-manager, an admission refusal by a ValidatingAdmissionPolicy
+of the test's own); a template the server's schema refuses is tested on the mock (marked kmock)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -20,7 +22,6 @@ from lvgset_fixtures import (
     node,
     patch,
     post,
-    writes_since,
 )
 
 from devkit.kopfrun import wait_for
@@ -179,30 +180,55 @@ async def test_deleting_the_set_garbage_collects_children(kube):
     assert kube.read(LVGSET, "gone") is None
 
 
-@pytest.mark.kmock("refuses one child's update on demand (an admission refusal through the mock's validator)")
-async def test_rejected_child_update_is_reported_and_others_still_updated(mock_kube):
-    kube = mock_kube
+VAP = "admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+VAP_BINDING = "admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+
+
+@contextlib.contextmanager
+def refusing_updates_of(kube, name: str, message: str):
+    """The real server refuses every update of LVMVolumeGroup ``name`` (a ValidatingAdmissionPolicy
+    of the test's own, removed afterwards): an admission refusal on demand."""
+    policy = f"disklet-test-refuse-{name}"
+    kube.seed(VAP, {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                    "metadata": {"name": policy},
+                    "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+                        "apiGroups": ["disklet.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
+                        "resources": ["lvmvolumegroups"]}]},
+                             "validations": [{"expression": f"object.metadata.name != '{name}'",
+                                              "message": message}]}})
+    kube.seed(VAP_BINDING, {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                            "metadata": {"name": policy},
+                            "spec": {"policyName": policy, "validationActions": ["Deny"]}})
+    try:
+        yield
+    finally:
+        kube.delete(VAP_BINDING, policy)
+        kube.delete(VAP, policy)
+
+
+def _refused_by_the_server(kube, name: str) -> bool:
+    """A server-side dry run of a label change on ``name``: refused once the policy is in force."""
+    return kube.try_patch(LVG, name, {"metadata": {"labels": {"probe": "1"}}}, dry_run=True) == 422
+
+
+async def test_rejected_child_update_is_reported_and_others_still_updated(kube):
     for n in ("r1", "r2", "r3"):
         kube.seed(NODES, node(n))
-
-    def reject_r2(plural, new, old):
-        if plural == "lvmvolumegroups" and old is not None and new["metadata"]["name"] == "rej-r2":
-            return ["spec.fileDevices: simulated admission refusal"]
-        return []
 
     async with lvgset_operator(kube) as ctl, kube.session() as s:
         await post(s, SET_URL, lvgset("rej", file_devices=[file_device("a")]))
         await wait_for(_phase_is(kube, "rej", "Created"), message="set Created")
-        kube.validator = reject_r2
-        await patch(s, f"{SET_URL}/rej", {"spec": {"lvmVolumeGroupTemplate": {
-            "fileDevices": [file_device("a"), file_device("b")]}}})
-        await wait_for(lambda: _status(kube, "rej").get("observedGeneration") == 2, message="generation 2")
-        # the refused write is not re-sent on idle passes
-        start = len(kube.request_log)
-        t0 = time.monotonic()
-        ctl.wake("rej")
-        await wait_for(lambda: _pass_after(ctl, "rej", t0), message="an idle pass")
-        assert writes_since(kube, start) == []
+        with refusing_updates_of(kube, "rej-r2", "spec.fileDevices: simulated admission refusal"):
+            await wait_for(lambda: _refused_by_the_server(kube, "rej-r2"), message="the policy in force", timeout=30)
+            await patch(s, f"{SET_URL}/rej", {"spec": {"lvmVolumeGroupTemplate": {
+                "fileDevices": [file_device("a"), file_device("b")]}}})
+            await wait_for(lambda: _status(kube, "rej").get("observedGeneration") == 2, message="generation 2")
+            # the refused write is not re-sent on idle passes (counted by the server)
+            before = kube.mutations("lvmvolumegroups", "lvmvolumegroupsets")
+            t0 = time.monotonic()
+            ctl.wake("rej")
+            await wait_for(lambda: _pass_after(ctl, "rej", t0), message="an idle pass")
+            assert kube.mutations("lvmvolumegroups", "lvmvolumegroupsets") == before
     kids = children_of(kube, "rej")
     assert [f["name"] for f in kids["rej-r1"]["spec"]["fileDevices"]] == ["a", "b"]
     assert [f["name"] for f in kids["rej-r3"]["spec"]["fileDevices"]] == ["a", "b"]
