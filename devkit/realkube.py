@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,25 @@ class RealKube:
 
     def delete(self, plural_key: str, name: str, namespace: str | None = None) -> None:
         self._ok("DELETE", _url_of(plural_key, namespace, name), allow=(404,))
+
+    async def versions(self, plural_key: str, name: str, after: str, until: Callable[[dict[str, Any]], bool],
+                       timeout: float = 60) -> list[dict[str, Any]]:
+        """Every version of object ``name`` the server stored after resourceVersion ``after``, in
+        order (a watch from there), up to and including the first for which ``until`` holds."""
+        query = urllib.parse.urlencode({"watch": "true", "fieldSelector": f"metadata.name={name}",
+                                        "resourceVersion": after, "timeoutSeconds": str(int(timeout))})
+        out: list[dict[str, Any]] = []
+        async with self.session() as http, http.get(f"{_url_of(plural_key)}?{query}",
+                                                    timeout=aiohttp.ClientTimeout(total=timeout + 5)) as resp:
+            resp.raise_for_status()
+            async for line in resp.content:
+                event = json.loads(line)
+                if event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+                    raise RealKubeError(f"watch of {plural_key}/{name}: {event}")
+                out.append(event["object"])
+                if until(event["object"]):
+                    return out
+        raise AssertionError(f"no version of {plural_key}/{name} matched within {timeout:.0f}s; saw {len(out)}")
 
     # ------------------------------------------------------------------ counting
     def request_totals(self) -> dict[tuple[str, str, str], int]:
