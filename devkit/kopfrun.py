@@ -21,7 +21,9 @@ def add_login(registry: kopf.OperatorRegistry, server: str | None = None, *,
               info: kopf.ConnectionInfo | None = None) -> None:
     """Authenticate the registry's operator — Kopf and disklet's own client — with ``info``, or
     against the mock at ``server`` (token auth is ignored there)."""
-    login = info or kopf.ConnectionInfo(server=server, insecure=True, token="mock")
+    if info is None and server is None:
+        raise ValueError("add_login needs a server URL or connection info")
+    login = info or kopf.ConnectionInfo(server=str(server), insecure=True, token="mock")
 
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return login

@@ -12,6 +12,7 @@ from kctl_fixtures import BD, DL, LVG, block_device, disk_layout, kctl, lvg, tab
 from disklet.cli.commands import find_agent_pod
 from disklet.cli.kube import Kube
 
+
 @pytest.fixture()
 def kube(real_kube):
     return real_kube

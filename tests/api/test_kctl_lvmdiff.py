@@ -9,6 +9,7 @@ from kctl_fixtures import BD, LVG, block_device, kctl
 
 from disklet.api.lvm import backing_file_name
 
+
 @pytest.fixture()
 def kube(real_kube):
     return real_kube
