@@ -83,7 +83,7 @@ async def test_what_the_agent_would_refuse_is_shown_and_exits_1(kube, tmp_path):
     r = await kctl(kube, "diff", "-f", str(f))
     assert r.code == 2, "refused: an error, not just a difference"
     assert r.out.count("REFUSED: fileDevices[a]: directory '/srv/elsewhere' is outside the file devices base") == 2
-    assert f"REFUSED: the API server would refuse: fileDevices[a]: directory {BASE} → /srv/elsewhere: immutable" in r.out
+    assert f"REFUSED: the API server would refuse: file device 'a': directory {BASE} → /srv/elsewhere: the directory is immutable" in r.out
     offline = await kctl(kube, "diff", "--offline", "-f", str(f))
     assert offline.code == 2 and "node <each matching node>: LVMVolumeGroup data-<node>" in offline.out
     assert "disklet-data-<node>.a.img" in offline.out

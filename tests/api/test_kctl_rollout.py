@@ -76,7 +76,7 @@ async def test_rollout_status_follows_batches_and_halts_on_a_poisoned_template(k
 
         # undo cannot remove the added file device; --keep-file-devices restores the rest (here: nothing)
         refused = await kctl(kube, "rollout", "undo", "lvgset", "fleet")
-        assert refused.code == 1 and "'b' was added since: it cannot be removed" in refused.err
+        assert refused.code == 1 and "file device 'b' would be removed: file devices cannot be removed" in refused.err
 
         paused = await kctl(kube, "rollout", "pause", "lvgset", "fleet")
         assert paused.code == 0 and kube.read(LVGSET, "fleet")["spec"]["rollout"]["paused"] is True
