@@ -45,7 +45,8 @@ from disklet.kube.client import Endpoint
 
 DISKLET_PLURALS = tuple(f"{r.group}/{r.version}/{r.plural}" for r in ALL_RESOURCES)
 CLEANED = (*DISKLET_PLURALS, "v1/nodes", "coordination.k8s.io/v1/leases")
-"""Kinds whose objects a test leaves behind are removed after it (besides what it seeded)."""
+"""Kinds whose objects a test leaves behind are removed after it (besides what it seeded); the
+control plane's own namespaces (``kube-*``, e.g. the apiserver's identity Leases) are left alone."""
 STATUS_SUBRESOURCE = {*(r.plural for r in ALL_RESOURCES), "nodes", "pods"}
 WRITE_VERBS = ("POST", "CREATE", "PUT", "UPDATE", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
 
@@ -248,8 +249,13 @@ class RealKube:
 
     def snapshot(self) -> set[tuple[str, str | None, str]]:
         """Which objects of the cleaned kinds exist now (``clean`` keeps these)."""
-        return {(key, o["metadata"].get("namespace"), o["metadata"]["name"])
-                for key in CLEANED for o in self.read_all(key)}
+        found = set()
+        for key in CLEANED:
+            for obj in self.read_all(key):
+                ns = obj["metadata"].get("namespace")
+                if not (ns or "").startswith("kube-"):
+                    found.add((key, ns, obj["metadata"]["name"]))
+        return found
 
     def clean(self, keep: set[tuple[str, str | None, str]], timeout: float = 60) -> None:
         """Delete what was seeded and every object of the cleaned kinds not in ``keep``: finalizers
