@@ -1,10 +1,16 @@
-"""kctl get with several types at once (``dl,lvg``, ``TYPE/NAME``), as kubectl."""
+"""kctl get with several types at once (``dl,lvg``, ``TYPE/NAME``), as kubectl, on the real API server."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from kctl_fixtures import DL, LVG, disk_layout, kctl, lvg
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
 
 
 def _seed(kube) -> None:
