@@ -58,6 +58,33 @@ def test_vg_name_used_by_a_loop_vg_outside_the_filter_is_refused(lvm_env: LvmEnv
     assert lvm("vgs", [oloop], "--noheadings", "-o", "vg_uuid", env.vg, check=True).stdout.strip() == other_uuid
 
 
+def test_vg_name_taken_while_the_loops_are_attached_creates_no_pv_and_rolls_back(lvm_env: LvmEnv) -> None:
+    """The name was free at the start; another VG takes it after our loop is attached. The node-wide
+    check made right before pvcreate (next to the live read) refuses: no PV, no VG, loop and file gone."""
+    env = lvm_env
+    other = env.root / "late-owner.img"
+    subprocess.run(["fallocate", "-l", str(GI), str(other)], check=True)
+    taken: dict[str, str] = {}
+
+    def take_the_name(res):  # after our attach: someone else creates a VG of our name on a foreign loop
+        if res.argv[:2] == ("losetup", "--find") and not taken:
+            loop = subprocess.run(["losetup", "--find", "--show", "--", str(other)], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+            taken["loop"] = loop
+            lvm("pvcreate", [loop], loop, check=True)
+            lvm("vgcreate", [loop], env.vg, loop, check=True)
+
+    env.runner.observers.append(take_the_name)
+    out = env.engine.reconcile(env.lvg, env.spec([("a", "1Gi")]), None, generation=1)
+    cond = _applied(out.status)
+    assert cond.status == "False" and cond.reason == "VGNameConflict", cond.message
+    assert taken["loop"] in cond.message
+    assert env.runner.calls["pvcreate"] == 0 and env.runner.calls["vgcreate"] == 0
+    assert env.loops_of(env.file("a")) == [] and not env.file("a").exists()  # this call's work rolled back
+    assert env.our_loops() == [taken["loop"]]  # only the other owner's loop is left, and its VG is theirs
+    assert [r["pv_name"] for r in env.pvs()] == [taken["loop"]]
+
+
 def test_directory_escaping_through_a_symlink_writes_nothing_and_deletes_at_once(lvm_env: LvmEnv) -> None:
     env = lvm_env
     env.base.mkdir(parents=True)

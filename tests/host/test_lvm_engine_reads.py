@@ -31,9 +31,13 @@ def test_create_decides_pvcreate_from_a_pvs_read_after_the_last_attach(lvm_env: 
     assert "pvs" in names[last_attach:pvcreate]  # rule 4: a live pvs between the attach and the pvcreate
     assert names.count("pvcreate") == 1 and names.count("vgcreate") == 1
     assert not [a for a in seen if a[1].startswith("--associated")]
-    # start pvs, node-wide pvs (VG name free?), live pvs, pvcreate, node-wide pvs right before vgcreate,
-    # vgcreate, final pvs
+    # start pvs and node-wide pvs (VG name free?) side by side, then after the attaches the live pvs and
+    # the node-wide pvs side by side, pvcreate, vgcreate, final pvs: every read kept, two pairs overlapped
     assert sum(n in LVM_CMDS for n in names) == 7
+    everything = 'devices { global_filter = [ "a|.*|" ]'  # the node-wide read's filter
+    node_wide = [i for i, a in enumerate(seen) if a[0] == "pvs" and a[2].startswith(everything)]
+    assert len(node_wide) == 2 and node_wide[0] < last_attach < node_wide[1] < pvcreate, names
+    assert names.index("vgcreate") > pvcreate
     # The status derived from the post-vgcreate read equals what a fresh discovery reports.
     fresh = env.engine.discover([(env.lvg, env.spec([("a", "1Gi"), ("b", "1Gi")]))])[env.lvg]
     assert fresh is not None

@@ -9,7 +9,7 @@ import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.host.losetup import parse_j_output, parse_list_json
 from disklet_agent.host.lvm import LV, VG, LvmError, device_filter_config, judge, parse_pvs, parse_vgs
-from disklet_agent.lvm.engine import LVMEngine, _Round
+from disklet_agent.lvm.engine import LVMEngine, _Entries, _Round, overlapped
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec, ThinPool
@@ -96,6 +96,38 @@ def test_losetup_parsing_detects_deleted() -> None:
     assert loops[0].back_file == "/b/x.img" and loops[0].deleted and loops[0].maj_min == "7:0"
     j = parse_j_output("/dev/loop0: [65024]:2147713 (/b/x.img)\n/dev/loop4: []: (/b/x.img)\n")
     assert [x.name for x in j] == ["/dev/loop0", "/dev/loop4"]
+
+
+def test_losetup_list_reads_the_direct_io_column_in_both_spellings() -> None:
+    loops = parse_list_json('{"loopdevices":[{"name":"/dev/loop0","dio":true},{"name":"/dev/loop1","dio":false},'
+                            '{"name":"/dev/loop2","dio":"0"},{"name":"/dev/loop3"}]}')
+    assert [lp.direct_io for lp in loops] == [True, False, False, None]
+
+
+def test_a_loop_attached_with_direct_io_that_runs_buffered_is_a_warning() -> None:
+    eng = _engine(RecordingRunner())
+    entries = _Entries(loops={"a": "/dev/loop0", "b": "/dev/loop1", "c": "/dev/loop2"}, direct_io={"a", "b"})
+    live = LvmSnapshot(loops=parse_list_json(
+        '{"loopdevices":[{"name":"/dev/loop0","dio":false},{"name":"/dev/loop1","dio":true},'
+        '{"name":"/dev/loop2","dio":false}]}'))
+    rnd = _Round(latest=live)
+    eng._check_direct_io(entries, rnd)
+    # Only "a": "b" runs with direct I/O, "c" was not attached with it by this call (its refusal was reported).
+    assert [(t, r, m.split(":")[0]) for t, r, m in rnd.events] == [("Warning", "DirectIONotEnabled", "fileDevices[a]")]
+    assert "/dev/loop0" in rnd.events[0][2] and not rnd.failures
+
+
+def test_overlapped_reads_both_complete_and_failures_surface() -> None:
+    order: list[str] = []
+    assert overlapped(lambda: order.append("a") or 1, lambda: order.append("b") or 2, False) == (1, 2)
+    assert order == ["a", "b"]  # sequential: first, then second
+    assert overlapped(lambda: 1, lambda: 2, True) == (1, 2)
+
+    def boom() -> int:
+        raise RuntimeError("second failed")
+
+    with pytest.raises(RuntimeError, match="second failed"):
+        overlapped(lambda: 1, boom, True)
 
 
 def _engine(runner: HostRunner) -> LVMEngine:

@@ -28,6 +28,8 @@ class LoopDevice:
     """Inode of the backing file (``BACK-INO``); None when losetup did not report it."""
     back_maj_min: str = ""
     """Device of the filesystem holding the backing file (``BACK-MAJ:MIN``)."""
+    direct_io: bool | None = None
+    """Whether the kernel does direct I/O on this loop now (``DIO``); None when losetup did not say."""
 
 
 def attached_by_inode(loops: list[LoopDevice], dev_maj_min: str, ino: int) -> list[LoopDevice] | None:
@@ -45,8 +47,22 @@ def parse_back_file(raw: str) -> tuple[str, bool]:
     return raw, False
 
 
+LIST_COLUMNS = "NAME,BACK-FILE,MAJ:MIN,BACK-INO,BACK-MAJ:MIN,DIO"
+
+
+def _flag(value: object) -> bool | None:
+    """``DIO`` as util-linux prints it in JSON: ``true``/``false`` (older versions: ``"1"``/``"0"``)."""
+    if isinstance(value, bool):
+        return value
+    if value in ("1", 1):
+        return True
+    if value in ("0", 0):
+        return False
+    return None
+
+
 def parse_list_json(stdout: str) -> list[LoopDevice]:
-    """``losetup -J -l -O NAME,BACK-FILE,MAJ:MIN,BACK-INO,BACK-MAJ:MIN``."""
+    """``losetup -J -l -O`` :data:`LIST_COLUMNS`."""
     try:
         rows = json.loads(stdout or '{"loopdevices": []}').get("loopdevices", [])
     except ValueError as exc:
@@ -58,7 +74,8 @@ def parse_list_json(stdout: str) -> list[LoopDevice]:
         out.append(LoopDevice(name=r["name"], back_file=back, deleted=deleted,
                               maj_min=(r.get("maj:min") or "").strip(),
                               back_ino=int(ino) if ino not in (None, "") else None,
-                              back_maj_min=(r.get("back-maj:min") or "").strip()))
+                              back_maj_min=(r.get("back-maj:min") or "").strip(),
+                              direct_io=_flag(r.get("dio"))))
     return out
 
 
@@ -81,8 +98,7 @@ class Losetup:
         self.timeout = timeout
 
     def list_all(self) -> list[LoopDevice]:
-        res = self.runner.run(["losetup", "-J", "-l", "-O", "NAME,BACK-FILE,MAJ:MIN,BACK-INO,BACK-MAJ:MIN"],
-                              timeout=self.timeout)
+        res = self.runner.run(["losetup", "-J", "-l", "-O", LIST_COLUMNS], timeout=self.timeout)
         if not res.ok:
             raise LosetupError(res.describe())
         return parse_list_json(res.stdout)

@@ -9,18 +9,23 @@ call's work (docs/design/lvm.md rule 5).
 
 Reads per reconcile: one ``realpath`` of the base and every directory component, one snapshot
 (losetup list + ONE ``pvs`` with VG columns, ``lvs`` only when a VG has LVs); a node-wide ``pvs``
-for names only when a VG is about to be created; a fresh live read before pvcreate/vgextend and
-before any teardown; one snapshot after the last change, which both feeds the later steps and
-becomes the status. When this call changed nothing on the host, the start snapshot is that
-snapshot (no re-read).
+for names only when a VG is about to be created, at the start and again next to the live read
+before pvcreate; a fresh live read before pvcreate/vgextend and before any teardown; one
+snapshot after the last change, which both feeds the later steps and becomes the status. When
+this call changed nothing on the host, the start snapshot is that snapshot (no re-read). The
+node-wide check runs side by side with the filtered read next to it (:func:`overlapped`): two
+reads, two proofs, the wall time of about one.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import posixpath
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from disklet.api.common import Condition, get_condition, set_condition
 from disklet.api.lvm import (
@@ -56,6 +61,9 @@ from .validation import (
 
 Event = tuple[str, str, str]
 ALIAS_ROUNDS = 3
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,10 @@ class _Round:
     latest: LvmSnapshot | None = None
     """The last snapshot this call read, while nothing this call did has changed the host since."""
     host_changed: bool = False
+    name_checked: bool = False
+    """The node-wide VG name check ran after this call's last file/loop change (right before acting)."""
+    name_conflict: str | None = None
+    """Its answer: why the name cannot be taken, or None when it is free."""
 
     def changed_host(self) -> None:
         self.latest = None
@@ -139,6 +151,8 @@ class _Entries:
     journals: dict[str, Journal] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     probes: dict[str, FileProbe | None] = field(default_factory=dict)
+    direct_io: set[str] = field(default_factory=set)
+    """Entries this call attached with ``--direct-io=on`` (losetup accepted it)."""
 
     def owner_of(self) -> dict[str, str]:
         return {loop: name for name, loop in self.loops.items()}
@@ -147,6 +161,35 @@ class _Entries:
 def tag_missing(vg: VG, lvg_name: str) -> bool:
     """The VG lacks the enabled tag or this LVMVolumeGroup's owner tag."""
     return owner_tag(lvg_name) not in vg.tags or not vg.managed
+
+
+def overlapped(first: Callable[[], T], second: Callable[[], U], parallel: bool) -> tuple[T, U]:
+    """Two independent READS at once: ``second`` in a helper thread while ``first`` runs here (each
+    keeps its own filter, timeout and failure handling; both are complete before this returns).
+    An LVM command's wall time is mostly waiting, not CPU (LVM tears down its async I/O context
+    at the end of every command, docs/performance.md), so two reads side by side cost about one.
+    ``parallel`` False: one after the other, ``first`` first (deterministic order for test doubles)."""
+    if not parallel:
+        a = first()
+        return a, second()
+    box: dict[str, U] = {}
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box["v"] = second()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+
+    helper = threading.Thread(target=run, name="lvm-read", daemon=True)
+    helper.start()
+    try:
+        a = first()
+    finally:
+        helper.join()  # never leave a read running behind the caller's back
+    if failure:
+        raise failure[0]
+    return a, box["v"]
 
 
 class LVMEngine:
@@ -164,6 +207,9 @@ class LVMEngine:
         self.devices = FileDevices(self.files, self.losetup, self.lvm, config.free_space_reserve_percent)
         self.block_scan: BlockScan = block_scan or self._scan_block_devices
         self._alias_rounds: dict[str, int] = {}
+        self.parallel_reads = self.shell is not None
+        """Independent reads side by side (real host only; a test double sees them in a fixed order).
+        False: one after the other (bench/apply_to_ready.py --ab measures the difference)."""
 
     def close(self) -> None:
         """Stop the lvm shell (a later command starts a new one)."""
@@ -301,7 +347,12 @@ class LVMEngine:
             except FileOpError as exc:
                 rnd.fail(Reason.UPDATING, f"cannot resolve the file device directories (nothing changed): {exc}")
                 return self._finish(lvg_name, spec, old, [], generation, rnd)
-        snap = self.snapshot(base_dirs)
+        # A status without a VG UUID: most likely a create, which needs the node-wide name check too;
+        # both are reads, so they run side by side (the check's answer is unused if the VG exists).
+        speculate = not errors and not old.vg_uuid
+        snap, early = overlapped(lambda: self.snapshot(base_dirs),
+                                 lambda: self._name_conflict(spec.actual_vg_name_on_the_node, None)
+                                 if speculate else None, self.parallel_reads)
         bds: list[tuple[str, str]] = []
         if not snap.ok:
             rnd.fail(Reason.UPDATING, f"cannot read LVM state on the node (nothing changed): {snap.error}")
@@ -314,7 +365,8 @@ class LVMEngine:
         if errors:
             rnd.fail(Reason.VALIDATION_FAILED, "; ".join(errors))
             return self._finish(lvg_name, spec, old, bds, generation, rnd, snap.base_dirs)
-        if vg is None and (conflict := self._name_conflict(spec.actual_vg_name_on_the_node, None)):
+        if vg is None and (conflict := early if speculate else
+                           self._name_conflict(spec.actual_vg_name_on_the_node, None)):
             rnd.fail(Reason.VG_NAME_CONFLICT, conflict)
             return self._finish(lvg_name, spec, old, bds, generation, rnd, snap.base_dirs)
         bds, device_errors = self._node_devices(list(block_devices or []), snap, vg)
@@ -338,9 +390,15 @@ class LVMEngine:
                      snap: LvmSnapshot, vg: VG | None, rnd: _Round, journal: Journal) -> VG | None:
         vg_name = spec.actual_vg_name_on_the_node
         entries = self._provision_files(lvg_name, spec, snap, rnd, journal)
-        planned = self._plan_devices(lvg_name, entries, [p for _, p in bds], snap, vg, rnd)
+        planned = self._plan_devices(lvg_name, spec, entries, [p for _, p in bds], snap, vg, rnd)
         if planned is None:
             return vg
+        self._check_direct_io(entries, rnd)
+        if vg is None and planned.join and rnd.name_checked and rnd.name_conflict:
+            # The name was taken while the loops were attached: nothing becomes a PV.
+            rnd.fail(Reason.VG_NAME_CONFLICT, rnd.name_conflict)
+            self._rollback(journal, rnd, snap.base_dirs)
+            return None
         joinable = self._create_pvs(planned, entries, rnd, journal, snap.base_dirs)
         if joinable:
             vg = self._join_vg(lvg_name, vg_name, vg, joinable, rnd, journal, snap.base_dirs)
@@ -380,6 +438,8 @@ class LVMEngine:
             if got.changed:
                 rnd.changed_host()
             entries.probes[fd.name] = got.probe
+            if got.direct_io:
+                entries.direct_io.add(fd.name)
             for w in got.warnings:
                 rnd.warn("DirectIONotEnabled", f"fileDevices[{fd.name}]: {w}")
             entries.loops[fd.name] = got.loop
@@ -388,8 +448,8 @@ class LVMEngine:
         return entries
 
     # 2. which devices need pvcreate / join (decided from a LIVE pvs)
-    def _plan_devices(self, lvg_name: str, entries: _Entries, block_paths: list[str], snap: LvmSnapshot,
-                      vg: VG | None, rnd: _Round) -> PvPlan | None:
+    def _plan_devices(self, lvg_name: str, spec: LVMVolumeGroupSpec, entries: _Entries, block_paths: list[str],
+                      snap: LvmSnapshot, vg: VG | None, rnd: _Round) -> PvPlan | None:
         owner = entries.owner_of()
         devices = [*entries.loops.values(), *block_paths]
         vg_uuid = vg.uuid if vg else None
@@ -398,8 +458,18 @@ class LVMEngine:
         if live is None or plan is None or plan.join or plan.errors:
             # Something may be created or joined (or refused): decide from a fresh, live pvs. Only when
             # this call changed nothing and its own start read shows every device already a member of
-            # the VG is that read used: it can only lead to creating nothing.
-            live = self.snapshot(snap.base_dirs)
+            # the VG is that read used: it can only lead to creating nothing. A VG about to be created
+            # also needs its name checked node-wide now, after every loop is attached and before any
+            # PV or VG is made: that read runs side by side with this one.
+            fresh: LvmSnapshot
+            if vg is None:
+                fresh, conflict = overlapped(lambda: self.snapshot(snap.base_dirs),
+                                             lambda: self._name_conflict(spec.actual_vg_name_on_the_node, None),
+                                             self.parallel_reads)
+                rnd.name_checked, rnd.name_conflict = True, conflict
+            else:
+                fresh = self.snapshot(snap.base_dirs)
+            live = fresh
             if not live.ok:
                 rnd.fail(Reason.UPDATING, f"cannot list PVs (nothing torn down): {live.error}")
                 return None
@@ -456,7 +526,9 @@ class LVMEngine:
             else:
                 rnd.events.append(("Normal", "VGExtended", f"extended {vg.name} with {', '.join(joinable)}"))
             return vg
-        conflict = self._name_conflict(vg_name, None)  # node-wide, right before the name is taken
+        # Node-wide, right before the name is taken: the check made next to the live read before
+        # pvcreate (nothing but PVs on our own loops was made since), else now.
+        conflict = rnd.name_conflict if rnd.name_checked else self._name_conflict(vg_name, None)
         if conflict:
             rnd.fail(Reason.VG_NAME_CONFLICT, conflict)
             self._rollback(journal, rnd, base_dirs)
@@ -546,6 +618,21 @@ class LVMEngine:
         for problem in self.devices.rollback(journal, lambda: self._live_pvs(base_dirs)):
             rnd.warn("RollbackIncomplete", problem)
         journal.steps.clear()
+
+    def _check_direct_io(self, entries: _Entries, rnd: _Round) -> None:
+        """A loop this call attached with ``--direct-io=on`` that the kernel runs with buffered I/O
+        anyway (it may fall back without an error): a warning, from the losetup list the live read took."""
+        live = rnd.latest
+        if live is None or not entries.direct_io:
+            return
+        for name in sorted(entries.direct_io):
+            loop = live.loop(entries.loops[name])
+            if loop is not None and loop.direct_io is False:
+                msg = (f"fileDevices[{name}]: {loop.name} was attached with direct I/O on, but the kernel uses "
+                       "buffered I/O for it (the backing filesystem or its block size does not allow direct I/O): "
+                       "the page cache holds a second copy of the data")
+                log.warning("direct I/O not in effect: %s", msg, extra={"loop": loop.name})
+                rnd.warn("DirectIONotEnabled", msg)
 
     def _all_in_vg(self, devs: list[str], vg_uuid: str, base_dirs: tuple[str, ...]) -> bool:
         live = self._live_pvs(base_dirs)

@@ -26,6 +26,9 @@ class Provisioned:
     """The file as this call read it, when still true (the file was not changed since); else None."""
     changed: bool = False
     """Something on the host was created or attached."""
+    direct_io: bool = False
+    """This call attached the loop with ``--direct-io=on`` and losetup accepted it (the kernel may still
+    fall back to buffered I/O without an error: the next ``losetup --list`` read tells)."""
 
 
 def deleted_guidance(path: str, loops: list[str]) -> str:
@@ -135,6 +138,8 @@ class FileDevices:
         out = Provisioned(loop, path, probe=None if grown or created else probe, changed=True)
         if warning is not None:
             out.warnings.append(f"direct I/O not enabled on {loop} (buffered I/O is used): {warning}")
+        else:
+            out.direct_io = True
         return out
 
     # --------------------------------------------------------------------- growth
