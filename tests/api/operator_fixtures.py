@@ -93,10 +93,12 @@ def agent_lease(node: str, *, age_seconds: float = 0.0, namespace: str = AGENT_N
 
 
 class Api:
-    """The tests' writes to the mock (create, merge-patch, delete) through disklet's one client."""
+    """The tests' writes to the mock (create, merge-patch, delete) through disklet's one client;
+    ``readiness``: the operator's LVMVolumeGroup readiness loop (its passes are the tests' sentinels)."""
 
-    def __init__(self, client: KubeClient):
+    def __init__(self, client: KubeClient, readiness: lvg.ReadinessLoop | None = None):
         self.client = client
+        self.readiness = readiness
 
     async def create(self, url: str, obj: dict[str, Any]) -> dict[str, Any]:
         return dict(await self.client.request("POST", url, body=obj))
@@ -113,19 +115,21 @@ async def operator_running(kube: Any, *, recheck_seconds: float = 0.3, interval:
                            lease_grace: float = 60.0, clock: Any = None) -> AsyncIterator[Api]:
     """The operator's own handler modules and settings, with short timers, against ``kube``.
 
-    ``clock``: the LVMVolumeGroup handlers' clock (called once per evaluation; see CountingClock)."""
+    ``interval``: seconds between readiness passes; ``clock``: the LVMVolumeGroup handlers' clock
+    (called once per evaluation and once per readiness pass; see CountingClock)."""
     registry = kopf.OperatorRegistry()
     disklayout.register(registry, recheck_seconds=recheck_seconds)
-    lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace, clock=clock)
+    readiness = lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace, clock=clock)
     async with kopf_running(registry, server=kube.server_url,
                             configure=lambda s: configure_settings(s, namespace=AGENT_NS)):
         async with KubeClient(Endpoint(kube.server_url)) as client:
-            yield Api(client)
+            yield Api(client, readiness)
 
 
 class CountingClock:
-    """The real UTC clock, counting calls: the LVMVolumeGroup handlers read it once per evaluation,
-    so a test can wait for "N more evaluations happened" (a sentinel) instead of sleeping."""
+    """The real UTC clock, counting calls: the LVMVolumeGroup handlers read it once per evaluation
+    and the readiness loop once per pass, so a test can wait for "N more evaluations happened" (a
+    sentinel) instead of sleeping."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -133,6 +137,20 @@ class CountingClock:
     def __call__(self) -> datetime:
         self.calls += 1
         return datetime.now(UTC)
+
+
+class FakeClock(CountingClock):
+    """The real clock moved forward by :meth:`advance` (time passing without sleeping)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = timedelta()
+
+    def advance(self, *, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+    def __call__(self) -> datetime:
+        return super().__call__() + self.offset
 
 
 def posted_events(kube: Any, name: str) -> list[dict[str, Any]]:

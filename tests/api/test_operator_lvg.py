@@ -11,11 +11,14 @@ from operator_fixtures import (
     LVG_URL,
     NODES,
     CountingClock,
+    FakeClock,
     agent_lease,
     assert_no_kopf_in_status,
     condition,
+    micro_time,
     node_object,
     operator_running,
+    posted_events,
     status_of,
     volume_group,
     wait_status,
@@ -93,7 +96,7 @@ async def test_missing_node_and_stale_or_missing_lease(kube):
         st = await wait_status(kube, LVG, "vg-other-ns", _cond("AgentReady", "False"), "lease elsewhere ignored")
         assert AGENT_NS in condition(st, "AgentReady")["message"]
 
-        # the agent comes back and the node recovers: the timer picks it up without any LVG event
+        # the agent comes back and the node recovers: the readiness loop picks it up without any LVG event
         await api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{AGENT_NS}/leases/disklet-agent-n2",
                         {"spec": agent_lease("n2")["spec"]})
         await api.patch("/api/v1/nodes/n2/status", {"status": node_object("n2")["status"]})
@@ -110,17 +113,88 @@ async def test_conditions_written_only_on_change(kube):
         await wait_status(kube, LVG, "vg-q", _cond("AgentReady", "True"), "AgentReady")
         await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"]["labels"]["disklet.io/node"] == "n1",
                        message="label corrected")
-        await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"].get("finalizers"),
-                       message="Kopf's timer finalizer (operator prefix) in place")
-        assert kube.read(LVG, "vg-q")["metadata"]["finalizers"] == ["operator.disklet.io/finalizer"]
-        seen = clock.calls  # sentinels, not sleeps: evaluations counted
-        await wait_for(lambda: clock.calls >= seen + 2, message="two evaluations after the finalizer")
+        loop = api.readiness
+        assert loop is not None
+        seen = loop.passes  # sentinels, not sleeps: readiness passes counted
+        await wait_for(lambda: loop.passes >= seen + 2, message="two passes after the writes")
         before = status_of(kube, LVG, "vg-q")
         rv = kube.read(LVG, "vg-q")["metadata"]["resourceVersion"]
-        seen = clock.calls
-        await wait_for(lambda: clock.calls >= seen + 7, message="seven more timer rounds", timeout=30)
+        seen, requests = loop.passes, len(kube.request_log)
+        await wait_for(lambda: loop.passes >= seen + 7, message="seven more readiness passes", timeout=30)
         assert status_of(kube, LVG, "vg-q") == before
-        assert kube.read(LVG, "vg-q")["metadata"]["resourceVersion"] == rv, "no-op rounds write nothing"
+        assert kube.read(LVG, "vg-q")["metadata"]["resourceVersion"] == rv, "no-op passes write nothing"
+        assert len(kube.request_log) == requests, [f"{r.method} {r.url}" for r in kube.request_log[requests:]]
+        assert not kube.read(LVG, "vg-q")["metadata"].get("finalizers"), \
+            "no per-object timer, so Kopf puts no finalizer on LVMVolumeGroups"
+
+
+async def test_an_upgrade_releases_the_old_timer_finalizer(kube):
+    """LVMVolumeGroups from a version with a per-object timer carry the operator's finalizer; the
+    loop needs none, so Kopf removes it on first sight and deleting the object no longer waits."""
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    old = volume_group("vg-old", "n1")
+    old["metadata"]["finalizers"] = ["operator.disklet.io/finalizer", "disklet.io/agent"]
+    kube.seed(LVG, old)
+    async with operator_running(kube):
+        await wait_for(lambda: kube.read(LVG, "vg-old")["metadata"].get("finalizers") == ["disklet.io/agent"],
+                       message="the operator's finalizer released, the agent's kept")
+        await wait_status(kube, LVG, "vg-old", _cond("AgentReady", "True"), "conditions still written")
+
+
+async def test_the_loop_marks_an_lvg_not_ready_when_its_agent_lease_expires(kube):
+    """No event on the LVMVolumeGroup, its Lease or its Node: only time passes (a fake clock) and the
+    operator-wide loop turns AgentReady and Ready False, checking the API server's Leases first."""
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    clock = FakeClock()
+    async with operator_running(kube, interval=0.1, clock=clock) as api:
+        await api.create(LVG_URL, volume_group("vg-exp", "n1"))
+        await wait_status(kube, LVG, "vg-exp", _cond("AgentReady", "True", "AgentReporting"), "AgentReady")
+        await api.patch(f"{LVG_URL}/vg-exp/status", _agent_conditions())
+        await wait_status(kube, LVG, "vg-exp", _cond("Ready", "True", "Ready"), "Ready")
+        loop = api.readiness
+        assert loop is not None
+        seen = loop.passes
+        await wait_for(lambda: loop.passes >= seen + 2, message="passes while the Lease is fresh")
+        assert loop.writes == 0 and condition(status_of(kube, LVG, "vg-exp"), "Ready")["status"] == "True"
+
+        lists = _lease_lists(kube)
+        clock.advance(seconds=61)  # the agent stops renewing: its Lease is now older than the grace period
+        st = await wait_status(kube, LVG, "vg-exp", _cond("AgentReady", "False", "AgentNotReporting"), "expired")
+        assert "more than 60s ago" in condition(st, "AgentReady")["message"]
+        ready = condition(st, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "AgentNotReporting")
+        assert condition(st, "VGReady")["status"] == "True", "the agent's conditions are kept"
+        assert loop.writes == 1
+        assert _lease_lists(kube) > lists, "no Lease looked fresh: the loop checked the API server before writing"
+        assert any(e.get("reason") == "NotReady" for e in posted_events(kube, "vg-exp"))
+
+
+async def test_a_pass_writes_nothing_when_the_lease_index_is_behind_the_api_server(kube):
+    """A replica that peering pauses keeps its indexes frozen: every Lease looks stale to it. The
+    API server shows a later renewal, so the pass writes nothing."""
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    clock = FakeClock()
+    async with operator_running(kube, interval=0.1, clock=clock) as api:
+        await api.create(LVG_URL, volume_group("vg-frozen", "n1"))
+        await wait_status(kube, LVG, "vg-frozen", _cond("AgentReady", "True"), "AgentReady")
+        loop = api.readiness
+        assert loop is not None
+        with kube.watch_held("leases"):  # the renewal below never reaches the operator's index
+            clock.advance(seconds=61)
+            await api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{AGENT_NS}/leases/disklet-agent-n1",
+                            {"spec": {"renewTime": micro_time(clock())}})
+            seen = loop.skipped
+            await wait_for(lambda: loop.skipped >= seen + 2, message="passes skipped: index behind")
+            assert condition(status_of(kube, LVG, "vg-frozen"), "AgentReady")["status"] == "True"
+            assert loop.writes == 0
+
+
+def _lease_lists(kube) -> int:
+    return sum(1 for r in kube.request_log if str(getattr(r, "method", "")).upper().endswith("GET")
+               and "watch" not in str(r.url) and str(r.url).split("?")[0].endswith(f"/namespaces/{AGENT_NS}/leases"))
 
 
 async def test_a_lagging_watch_does_not_make_the_operator_rewrite_conditions(kube):
@@ -139,7 +213,7 @@ async def test_a_lagging_watch_does_not_make_the_operator_rewrite_conditions(kub
             written = condition(st, "Ready")["lastTransitionTime"]
             seen = clock.calls
             await wait_for(lambda: clock.calls >= seen + 2 and _utc_second() != written,
-                           message="timer passes on the stale body, in a later second", timeout=30)
+                           message="readiness passes on the stale index entry, in a later second", timeout=30)
         await wait_for(lambda: condition(status_of(kube, LVG, "lag"), "Ready"), message="still there")
         seen = clock.calls
         # Sentinel: passes after the held events were delivered (Kopf now sees the written body).
