@@ -112,7 +112,7 @@ class ReadinessLoop:
     """
 
     def __init__(self, namespace: str, interval: float, lease_grace: float, now: Callable[[], datetime],
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 4) -> None:
         self.namespace = namespace
         self.interval = interval
         self.lease_grace = lease_grace
@@ -303,8 +303,10 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
 
     @kopf.on.startup(registry=registry, id="lvg_readiness_client")
     def lvg_readiness_client(**_: Any) -> None:
+        # Writes are rare (a node or an agent changing state): two connections (each TLS one holds
+        # a 256 KiB buffer) serve the few in flight.
         loop.kube = loop.kube or KubeClient(login=registry_login(registry), field_manager="disklet-operator",
-                                            max_connections=loop.concurrency)
+                                            max_connections=2)
 
     @kopf.on.cleanup(registry=registry, id="lvg_readiness_cleanup")
     async def lvg_readiness_cleanup(**_: Any) -> None:
@@ -312,8 +314,10 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         if loop.kube is not None:
             await loop.kube.close()
 
+    # Index functions are async: Kopf runs a sync one in its thread pool, a thread hop per event
+    # (and per-thread malloc arenas: measured ~15 MiB more RSS at 1000 nodes, docs/performance.md).
     @kopf.index("v1", "nodes", registry=registry, id=NODES_INDEX)
-    def lvg_nodes(name: str, status: Mapping[str, Any], **_: Any) -> dict[str, dict[str, Any] | None]:
+    async def lvg_nodes(name: str, status: Mapping[str, Any], **_: Any) -> dict[str, dict[str, Any] | None]:
         # Only what NodeReady reads (not the heartbeat times, which change on every kubelet update).
         ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
         return {name: None if ready is None else {k: ready.get(k) for k in ("status", "reason", "message")}}
@@ -322,11 +326,11 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         return namespace == ns and lease_node(name) is not None
 
     @kopf.index("coordination.k8s.io", "v1", "leases", registry=registry, id=LEASES_INDEX, when=_agent_lease)
-    def lvg_agent_leases(name: str, spec: Mapping[str, Any], **_: Any) -> dict[str, str | None]:
+    async def lvg_agent_leases(name: str, spec: Mapping[str, Any], **_: Any) -> dict[str, str | None]:
         return {lease_node(name) or name: spec.get("renewTime") or spec.get("acquireTime")}
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=LVGS_INDEX)
-    def lvg_readiness(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> dict[str, Carried]:
+    async def lvg_readiness(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> dict[str, Carried]:
         conditions = status.get("conditions") or []
         return {name: Carried(_node_of(spec), carried_state(conditions, ConditionType.NODE_READY),
                               carried_state(conditions, ConditionType.AGENT_READY))}
