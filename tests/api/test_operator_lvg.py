@@ -105,6 +105,7 @@ async def test_missing_node_and_stale_or_missing_lease(kube):
 
 
 async def test_conditions_written_only_on_change(kube):
+    """Once written, idle readiness passes (counted: the sentinel) send no request at all."""
     kube.seed(NODES, node_object("n1"))
     kube.seed(LEASES, agent_lease("n1"))
     clock = CountingClock()
