@@ -28,7 +28,7 @@ from typing import Any, cast
 import kopf
 
 from disklet import GROUP, VERSION
-from disklet.api.common import parse_rfc3339
+from disklet.api.common import parse_rfc3339, rfc3339
 from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
 from disklet.kube.client import ApiError, Conflict, Kind, KubeClient, NotFound
@@ -126,6 +126,8 @@ class ReadinessLoop:
         self.writes = 0
         self.skipped = 0
         """Passes that wrote nothing because the Lease index was behind the API server."""
+        self.lease_checks = 0
+        """LISTs of the agents' Leases (only when no indexed Lease looked fresh)."""
 
     def ensure_started(self, kwargs: Mapping[str, Any]) -> None:
         """Start the loop (once) from a handler's kwargs, keeping only the three indexes it reads."""
@@ -209,6 +211,7 @@ class ReadinessLoop:
             return False
         client = self._client()
         self.requests += 1
+        self.lease_checks += 1
         items = await client.list(LEASE_KIND, namespace=self.namespace)
         live: dict[str, str | None] = {}
         for item in items:
@@ -234,7 +237,7 @@ class ReadinessLoop:
             return False
         meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
         node_state, agent_state = self.states(_node_of(spec), now)
-        update = conditions_update(status, node_state, agent_state, meta.get("generation"))
+        update = conditions_update(status, node_state, agent_state, meta.get("generation"), now)
         if update is None:
             return False
         try:
@@ -264,11 +267,12 @@ class Update:
 
 
 def conditions_update(status: Mapping[str, Any], node_state: ConditionState, agent_state: ConditionState,
-                      generation: int | None) -> Update | None:
-    """What to write into ``status.conditions``; None when our conditions already say it."""
+                      generation: int | None, at: datetime) -> Update | None:
+    """What to write into ``status.conditions`` (``at`` stamps a lastTransitionTime that moves); None
+    when our conditions already say it."""
     raw = list(status.get("conditions") or [])
     old = parse_conditions(raw)
-    owned = readiness_conditions(old, node_state, agent_state, generation)
+    owned = readiness_conditions(old, node_state, agent_state, generation, rfc3339(at))
     merged = merge_owned_conditions(raw, owned)
     if merged == raw:
         return None
@@ -294,8 +298,9 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
     ``registry``; returns the loop (tests and benchmarks count its passes).
 
     ``namespace``: where the agents' Leases live (default: :func:`disklet.kube.lease.lease_namespace`); ``interval``:
-    seconds between readiness passes; ``lease_grace``: how old a Lease renewal may be; ``clock``: the
-    time source (called once per evaluation and once per pass).
+    seconds between readiness passes; ``lease_grace``: how old a Lease renewal may be; ``clock``: read
+    once per evaluation and once per pass, for the Lease's age and the conditions' lastTransitionTime
+    (tests pass a counting, stepping or advancing clock).
     """
     ns = namespace or lease_namespace()
     now = clock or (lambda: datetime.now(UTC))
@@ -342,8 +347,9 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         label = node_label_patch(labels, node)
         if not _still_in_flight(memo, "labels", label, not label, dedupe_seconds) and label:
             patch.metadata.setdefault("labels", {}).update(label)
-        node_state, agent_state = loop.states(node, now(), indexes)
-        update = conditions_update(status, node_state, agent_state, meta.get("generation"))
+        at = now()  # one reading per evaluation: the Lease's age and any lastTransitionTime
+        node_state, agent_state = loop.states(node, at, indexes)
+        update = conditions_update(status, node_state, agent_state, meta.get("generation"), at)
         if update is None:
             _still_in_flight(memo, "conditions", None, True, dedupe_seconds)  # the body shows our last write
             return
