@@ -216,9 +216,12 @@ async def test_a_lagging_watch_does_not_make_the_operator_rewrite_conditions(moc
     so each recomputation carries a new lastTransitionTime. A guard that compares the written
     values with their timestamps sends the write again on the first stale evaluation; the in-flight
     guard (timestamps left out, held until a body shows the write) sends it once. Sentinels only:
-    evaluations are counted by the clock, nothing waits for wall-clock time. (The readiness loop
-    counts on the clock too; it does not evaluate Kopf's body but GETs the object when its index
-    entry differs, so it sees the write and sends nothing.)"""
+    evaluations are counted by the clock, nothing waits for wall-clock time. Since readiness is one
+    loop (no per-object timer re-evaluating Kopf's body), the stale evaluations are the loop's: its
+    index entry still lacks the write, so it GETs the object, sees the write and sends nothing. The
+    test fails if the loop wrote from its stale index (checked by mutation); the event handler's
+    in-flight guard is held by test_conditions_removed_by_another_writer_are_restored_at_once,
+    which fails without it."""
     kube = mock_kube
     kube.seed(NODES, node_object("n1"))
     kube.seed(LEASES, agent_lease("n1", namespace=AGENT_NS))
