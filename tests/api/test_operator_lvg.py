@@ -4,6 +4,7 @@ AgentReady, Ready (the lagging-watch regression runs on the mock: it holds watch
 from __future__ import annotations
 
 import pytest
+from disklet_operator.handlers.lvg import LVGS_INDEX
 from operator_fixtures import (
     AGENT_NS,
     LEASES,
@@ -163,6 +164,8 @@ async def test_the_loop_marks_an_lvg_not_ready_when_its_agent_lease_expires(kube
         await wait_status(kube, LVG, "vg-exp", _cond("Ready", "True", "Ready"), "Ready")
         loop = api.readiness
         assert loop is not None
+        await wait_for(lambda: _indexed_agent_ready(loop, "vg-exp") == "True",
+                       message="Kopf processed the object with our conditions (no event left in flight)")
         seen = loop.passes
         await wait_for(lambda: loop.passes >= seen + 2, message="passes while the Lease is fresh")
         # (the agent's patch replaced the whole list: the event handler or the loop wrote ours back)
@@ -196,6 +199,8 @@ async def test_a_pass_writes_nothing_when_the_lease_index_is_behind_the_api_serv
         await wait_status(kube, LVG, "vg-frozen", _cond("AgentReady", "True"), "AgentReady")
         loop = api.readiness
         assert loop is not None
+        await wait_for(lambda: _indexed_agent_ready(loop, "vg-frozen") == "True",
+                       message="Kopf processed the object with our conditions (no event left in flight)")
         with kube.watch_held("leases"):  # the renewal below never reaches the operator's index
             clock.advance(seconds=61)
             await api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{AGENT_NS}/leases/disklet-agent-n1",
@@ -258,6 +263,13 @@ async def test_conditions_removed_by_another_writer_are_restored_at_once(kube):
         await wait_status(kube, LVG, "gone", lambda st: condition(st, "Ready"), "conditions written again")
     # the operator's, the test's removal, the operator's again
     assert kube.mutations("lvmvolumegroups", subresource="status") - writes == 3
+
+
+def _indexed_agent_ready(loop, name: str) -> str | None:
+    """AgentReady as the loop's index holds it: it shows our write once Kopf processed its event (a
+    later event of the object would run the event handler with the advanced clock)."""
+    carried = next(iter((loop.indexes.get(LVGS_INDEX) or {}).get(name, ())), None)
+    return carried.agent_ready.status if carried is not None and carried.agent_ready is not None else None
 
 
 def _status_writes(kube, name: str) -> list:
