@@ -4,7 +4,8 @@ Per N: a fresh control plane, the CRDs, N worker Nodes, the operator as a proces
 (``--standalone``), one LVMVolumeGroupSet fanned out to every Node; once N children exist, the
 operator's RSS (max of 5 ``VmRSS`` samples), then its CPU over an idle window (utime+stime from
 ``/proc/<pid>/stat``), then one template change and the RSS again once every child has the new
-spec. Side by side: a bare interpreter that only imports the operator (the floor). The per-node
+spec. Side by side: a bare interpreter that only imports the operator (the floor). Each row records
+the machine's 1-minute load average at the end of the idle window (CPU figures on a shared box). The per-node
 slope is (RSS at the largest N − RSS at the smallest N) / (difference in N).
 Goal: ≤ 150 MiB at 1000 Nodes; idle CPU ≤ 1 % of a core.
 
@@ -108,6 +109,7 @@ def measure(n: int, idle: float) -> dict[str, Any]:
         c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
         time.sleep(idle)
         idle_cpu = (cpu_seconds(proc.pid) - c0) / (time.perf_counter() - t0) * 100
+        load = round(os.getloadavg()[0], 2)  # the machine's load over the idle window (shared box)
         rss_idle = sampled_rss(proc.pid)
         cp.apply(lvgset("2Gi"))
         change_s = wait("the template change on every child", lambda: children(cp, "2Gi") >= n)
@@ -115,6 +117,7 @@ def measure(n: int, idle: float) -> dict[str, Any]:
         rss_changed = sampled_rss(proc.pid)
         return {"nodes": n, "rss_at_start_mib": start_rss, "fanout_s": round(fanout_s, 1),
                 "rss_after_fanout_mib": rss_fanned, "idle_cpu_percent": round(idle_cpu, 2), "idle_window_s": idle,
+                "load_avg_1m_at_idle_end": load,
                 "rss_after_idle_mib": rss_idle, "template_change_s": round(change_s, 1),
                 "rss_after_template_change_mib": rss_changed}
     finally:

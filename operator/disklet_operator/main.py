@@ -40,7 +40,8 @@ from .peering import peering_problem, replica_priority  # noqa: E402
 PROGRESS_PREFIX = "operator.disklet.io"
 """Annotation prefix of the operator's Kopf progress and diff-base (the agent uses agent.disklet.io)."""
 FINALIZER = f"{PROGRESS_PREFIX}/finalizer"
-"""Kopf adds it only to objects with a running timer (refused duplicates, LVMVolumeGroups)."""
+"""Kopf adds it only to objects with a running timer: a DiskLayout while it is refused as a duplicate.
+(LVMVolumeGroups carried it while readiness ran one timer per object; Kopf now releases it on sight.)"""
 HANDLER_MODULES: tuple[str, ...] = (
     "disklet_operator.handlers.disklayout",
     "disklet_operator.handlers.lvg",

@@ -93,10 +93,12 @@ def agent_lease(node: str, *, age_seconds: float = 0.0, namespace: str = AGENT_N
 
 
 class Api:
-    """The tests' writes to the mock (create, merge-patch, delete) through disklet's one client."""
+    """The tests' writes to the mock (create, merge-patch, delete) through disklet's one client;
+    ``readiness``: the operator's LVMVolumeGroup readiness loop (its passes are the tests' sentinels)."""
 
-    def __init__(self, client: KubeClient):
+    def __init__(self, client: KubeClient, readiness: lvg.ReadinessLoop | None = None):
         self.client = client
+        self.readiness = readiness
 
     async def create(self, url: str, obj: dict[str, Any]) -> dict[str, Any]:
         return dict(await self.client.request("POST", url, body=obj))
@@ -113,18 +115,20 @@ async def operator_running(kube: Any, *, recheck_seconds: float = 0.3, interval:
                            lease_grace: float = 60.0, clock: Any = None) -> AsyncIterator[Api]:
     """The operator's own handler modules and settings, with short timers, against ``kube``.
 
-    ``clock``: the LVMVolumeGroup handlers' clock (called once per evaluation; see CountingClock)."""
+    ``interval``: seconds between readiness passes; ``clock``: the LVMVolumeGroup handlers' clock
+    (called once per evaluation and once per readiness pass; see CountingClock)."""
     registry = kopf.OperatorRegistry()
     disklayout.register(registry, recheck_seconds=recheck_seconds)
-    lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace, clock=clock)
+    readiness = lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace, clock=clock)
     async with kopf_running(registry, kube=kube, configure=lambda s: configure_settings(s, namespace=AGENT_NS)):
         async with KubeClient(kube.endpoint()) as client:
-            yield Api(client)
+            yield Api(client, readiness)
 
 
 class CountingClock:
-    """The real UTC clock, counting calls: the LVMVolumeGroup handlers read it once per evaluation,
-    so a test can wait for "N more evaluations happened" (a sentinel) instead of sleeping.
+    """The real UTC clock, counting calls: the LVMVolumeGroup handlers read it once per evaluation
+    and the readiness loop once per pass, so a test can wait for "N more evaluations happened" (a
+    sentinel) instead of sleeping.
 
     ``step_seconds``: fake time instead — each call returns ``step_seconds`` more than the last
     (starting now), so every evaluation falls in a later second, whatever the machine's load."""
@@ -139,6 +143,20 @@ class CountingClock:
         if self.step_seconds is None:
             return datetime.now(UTC)
         return self._start + timedelta(seconds=self.step_seconds * self.calls)
+
+
+class FakeClock(CountingClock):
+    """The real clock moved forward by :meth:`advance` (time passing without sleeping)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = timedelta()
+
+    def advance(self, *, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+    def __call__(self) -> datetime:
+        return super().__call__() + self.offset
 
 
 def posted_events(kube: Any, name: str) -> list[dict[str, Any]]:

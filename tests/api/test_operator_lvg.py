@@ -4,6 +4,7 @@ AgentReady, Ready (the lagging-watch regression runs on the mock: it holds watch
 from __future__ import annotations
 
 import pytest
+from disklet_operator.handlers.lvg import LVGS_INDEX
 from operator_fixtures import (
     AGENT_NS,
     LEASES,
@@ -11,11 +12,14 @@ from operator_fixtures import (
     LVG_URL,
     NODES,
     CountingClock,
+    FakeClock,
     agent_lease,
     assert_no_kopf_in_status,
     condition,
+    micro_time,
     node_object,
     operator_running,
+    posted_events,
     status_of,
     volume_group,
     wait_status,
@@ -98,7 +102,7 @@ async def test_missing_node_and_stale_or_missing_lease(kube):
         st = await wait_status(kube, LVG, "vg-other-ns", _cond("AgentReady", "False"), "lease elsewhere ignored")
         assert AGENT_NS in condition(st, "AgentReady")["message"]
 
-        # the agent comes back and the node recovers: the timer picks it up without any LVG event
+        # the agent comes back and the node recovers: the readiness loop picks it up without any LVG event
         await api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{AGENT_NS}/leases/disklet-agent-n2",
                         {"spec": agent_lease("n2")["spec"]})
         await api.patch("/api/v1/nodes/n2/status", {"status": node_object("n2")["status"]})
@@ -107,6 +111,7 @@ async def test_missing_node_and_stale_or_missing_lease(kube):
 
 
 async def test_conditions_written_only_on_change(kube):
+    """Once written, idle readiness passes (counted: the sentinel) send no request at all."""
     kube.seed(NODES, node_object("n1"))
     kube.seed(LEASES, agent_lease("n1"))
     clock = CountingClock()
@@ -115,17 +120,95 @@ async def test_conditions_written_only_on_change(kube):
         await wait_status(kube, LVG, "vg-q", _cond("AgentReady", "True"), "AgentReady")
         await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"]["labels"]["disklet.io/node"] == "n1",
                        message="label corrected")
-        await wait_for(lambda: kube.read(LVG, "vg-q")["metadata"].get("finalizers"),
-                       message="Kopf's timer finalizer (operator prefix) in place")
-        assert kube.read(LVG, "vg-q")["metadata"]["finalizers"] == ["operator.disklet.io/finalizer"]
-        seen = clock.calls  # sentinels, not sleeps: evaluations counted
-        await wait_for(lambda: clock.calls >= seen + 2, message="two evaluations after the finalizer")
+        loop = api.readiness
+        assert loop is not None
+        seen = loop.passes  # sentinels, not sleeps: readiness passes counted
+        await wait_for(lambda: loop.passes >= seen + 2, message="two passes after the writes")
         before = status_of(kube, LVG, "vg-q")
         rv = kube.read(LVG, "vg-q")["metadata"]["resourceVersion"]
-        seen = clock.calls
-        await wait_for(lambda: clock.calls >= seen + 7, message="seven more timer rounds", timeout=30)
+        seen, requests, writes = loop.passes, loop.requests, kube.mutations("lvmvolumegroups")
+        await wait_for(lambda: loop.passes >= seen + 7, message="seven more readiness passes", timeout=30)
+        assert loop.requests == requests, "an idle pass sends no request"
+        assert kube.mutations("lvmvolumegroups") == writes
         assert status_of(kube, LVG, "vg-q") == before
-        assert kube.read(LVG, "vg-q")["metadata"]["resourceVersion"] == rv, "no-op rounds write nothing"
+        assert kube.read(LVG, "vg-q")["metadata"]["resourceVersion"] == rv, "no-op passes write nothing"
+        assert not kube.read(LVG, "vg-q")["metadata"].get("finalizers"), \
+            "no per-object timer, so Kopf puts no finalizer on LVMVolumeGroups"
+
+
+async def test_an_upgrade_releases_the_old_timer_finalizer(kube):
+    """LVMVolumeGroups from a version with a per-object timer carry the operator's finalizer; the
+    loop needs none, so Kopf removes it on first sight and deleting the object no longer waits."""
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    old = volume_group("vg-old", "n1")
+    old["metadata"]["finalizers"] = ["operator.disklet.io/finalizer"]
+    kube.seed(LVG, old)
+    async with operator_running(kube):
+        await wait_for(lambda: not kube.read(LVG, "vg-old")["metadata"].get("finalizers"),
+                       message="the operator's old finalizer released")
+        await wait_status(kube, LVG, "vg-old", _cond("AgentReady", "True"), "conditions still written")
+
+
+async def test_the_loop_marks_an_lvg_not_ready_when_its_agent_lease_expires(kube):
+    """No event on the LVMVolumeGroup, its Lease or its Node: only time passes (an advancing clock)
+    and the operator-wide loop turns AgentReady and Ready False, after checking the API server's
+    Leases (no indexed Lease looks fresh any more)."""
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    clock = FakeClock()
+    async with operator_running(kube, interval=0.1, clock=clock) as api:
+        await api.create(LVG_URL, volume_group("vg-exp", "n1"))
+        await wait_status(kube, LVG, "vg-exp", _cond("AgentReady", "True", "AgentReporting"), "AgentReady")
+        await api.patch(f"{LVG_URL}/vg-exp/status", _agent_conditions())
+        await wait_status(kube, LVG, "vg-exp", _cond("Ready", "True", "Ready"), "Ready")
+        loop = api.readiness
+        assert loop is not None
+        await wait_for(lambda: _indexed_agent_ready(loop, "vg-exp") == "True",
+                       message="Kopf processed the object with our conditions (no event left in flight)")
+        seen = loop.passes
+        await wait_for(lambda: loop.passes >= seen + 2, message="passes while the Lease is fresh")
+        # (the agent's patch replaced the whole list: the event handler or the loop wrote ours back)
+        assert loop.lease_checks == 0, "a fresh Lease in the index: no check against the API server"
+        assert condition(status_of(kube, LVG, "vg-exp"), "Ready")["status"] == "True"
+        writes = loop.writes
+
+        clock.advance(seconds=61)  # the agent stops renewing: its Lease is now older than the grace period
+        st = await wait_status(kube, LVG, "vg-exp", _cond("AgentReady", "False", "AgentNotReporting"), "expired")
+        assert "more than 60s ago" in condition(st, "AgentReady")["message"]
+        ready = condition(st, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "AgentNotReporting")
+        assert condition(st, "VGReady")["status"] == "True", "the agent's conditions are kept"
+        assert loop.writes == writes + 1
+        assert loop.lease_checks >= 1, "no Lease looked fresh: the loop checked the API server before writing"
+        await wait_for(lambda: any(e.get("reason") == "NotReady" for e in posted_events(kube, "vg-exp")),
+                       message="NotReady Event")
+
+
+@pytest.mark.kmock("needs a lagging watch on demand (watch_held)")
+async def test_a_pass_writes_nothing_when_the_lease_index_is_behind_the_api_server(mock_kube):
+    """A replica that peering pauses keeps its indexes frozen: every Lease looks stale to it. The
+    API server shows a later renewal, so the pass writes nothing. Mock only: the frozen index is a
+    held watch."""
+    kube = mock_kube
+    kube.seed(NODES, node_object("n1"))
+    kube.seed(LEASES, agent_lease("n1"))
+    clock = FakeClock()
+    async with operator_running(kube, interval=0.1, clock=clock) as api:
+        await api.create(LVG_URL, volume_group("vg-frozen", "n1"))
+        await wait_status(kube, LVG, "vg-frozen", _cond("AgentReady", "True"), "AgentReady")
+        loop = api.readiness
+        assert loop is not None
+        await wait_for(lambda: _indexed_agent_ready(loop, "vg-frozen") == "True",
+                       message="Kopf processed the object with our conditions (no event left in flight)")
+        with kube.watch_held("leases"):  # the renewal below never reaches the operator's index
+            clock.advance(seconds=61)
+            await api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{AGENT_NS}/leases/disklet-agent-n1",
+                            {"spec": {"renewTime": micro_time(clock())}})
+            seen = loop.skipped
+            await wait_for(lambda: loop.skipped >= seen + 2, message="passes skipped: index behind")
+            assert condition(status_of(kube, LVG, "vg-frozen"), "AgentReady")["status"] == "True"
+            assert loop.writes == 0
 
 
 @pytest.mark.kmock("needs a lagging watch on demand (watch_held)")
@@ -138,7 +221,12 @@ async def test_a_lagging_watch_does_not_make_the_operator_rewrite_conditions(moc
     so each recomputation carries a new lastTransitionTime. A guard that compares the written
     values with their timestamps sends the write again on the first stale evaluation; the in-flight
     guard (timestamps left out, held until a body shows the write) sends it once. Sentinels only:
-    evaluations are counted by the clock, nothing waits for wall-clock time."""
+    evaluations are counted by the clock, nothing waits for wall-clock time. Since readiness is one
+    loop (no per-object timer re-evaluating Kopf's body), the stale evaluations are the loop's: its
+    index entry still lacks the write, so it GETs the object, sees the write and sends nothing. The
+    test fails if the loop wrote from its stale index (checked by mutation); the event handler's
+    in-flight guard is held by test_conditions_removed_by_another_writer_are_restored_at_once,
+    which fails without it."""
     kube = mock_kube
     kube.seed(NODES, node_object("n1"))
     kube.seed(LEASES, agent_lease("n1", namespace=AGENT_NS))
@@ -175,6 +263,13 @@ async def test_conditions_removed_by_another_writer_are_restored_at_once(kube):
         await wait_status(kube, LVG, "gone", lambda st: condition(st, "Ready"), "conditions written again")
     # the operator's, the test's removal, the operator's again
     assert kube.mutations("lvmvolumegroups", subresource="status") - writes == 3
+
+
+def _indexed_agent_ready(loop, name: str) -> str | None:
+    """AgentReady as the loop's index holds it: it shows our write once Kopf processed its event (a
+    later event of the object would run the event handler with the advanced clock)."""
+    carried = next(iter((loop.indexes.get(LVGS_INDEX) or {}).get(name, ())), None)
+    return carried.agent_ready.status if carried is not None and carried.agent_ready is not None else None
 
 
 def _status_writes(kube, name: str) -> list:

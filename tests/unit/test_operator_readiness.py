@@ -12,6 +12,8 @@ from disklet_operator.logic.readiness import (
     ConditionState,
     agent_readiness,
     aggregate_ready,
+    carried_state,
+    lease_index_behind,
     node_readiness,
     readiness_conditions,
 )
@@ -108,3 +110,21 @@ def test_node_label_patch():
     assert node_label_patch({"disklet.io/node": "n2", "x": "y"}, "n1") == {"disklet.io/node": "n1"}
     assert node_label_patch(None, "n1") == {"disklet.io/node": "n1"}
     assert node_label_patch({}, None) is None, "no node: never guess"
+
+
+def test_carried_state_is_what_the_loop_compares_with_a_fresh_evaluation():
+    wire = [c.to_wire() for c in readiness_conditions([], node_readiness("n1", True, {"status": "True"}),
+                                                        agent_readiness("n1", T, True, NOW), 1)]
+    assert carried_state(wire, "NodeReady") == node_readiness("n1", True, {"status": "True"})
+    assert carried_state(wire, "AgentReady") == agent_readiness("n1", T, True, NOW)
+    assert carried_state(wire + ["garbage"], "VGReady") is None
+
+
+def test_lease_index_behind_only_when_the_server_shows_a_later_renewal():
+    old, new = "2025-06-01T11:58:00.000000Z", "2025-06-01T11:59:55.000000Z"
+    assert lease_index_behind({"a": old, "b": new}, {"a": old, "b": new}) == [], "index current: every agent stale is real"
+    assert lease_index_behind({"a": old}, {"a": new}) == ["a"], "a renewal the index has not seen"
+    assert lease_index_behind({}, {"b": new}) == ["b"], "a Lease the index lacks"
+    assert lease_index_behind({"a": new}, {"a": old}) == [], "the index ahead of a lagging read is not behind"
+    assert lease_index_behind({"a": old}, {}) == [], "a deleted Lease does not make the index behind"
+    assert lease_index_behind({"a": None}, {"a": new}) == ["a"]

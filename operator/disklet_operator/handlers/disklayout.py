@@ -96,8 +96,10 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
     batcher: Batcher[DiskLayoutSpec, Any] = Batcher(
         lambda specs: preflight_many([(spec, base_dir) for spec in specs], runner, policy), window=batch_window)
 
+    # Index functions are async: Kopf runs a sync one in its thread pool, a thread hop per watch
+    # event (≈ 43 µs against 0.1 µs; docs/performance.md, operator_rss).
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=INDEX)
-    def dl_by_node(name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> dict[str, LayoutRef]:
+    async def dl_by_node(name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> dict[str, LayoutRef]:
         node = _node_of(spec)
         if node is None or meta.get("deletionTimestamp"):
             return {}

@@ -126,3 +126,25 @@ def readiness_conditions(old: Iterable[Condition], node: ConditionState, agent: 
     for type_, state in ((ConditionType.NODE_READY, node), (ConditionType.AGENT_READY, agent), (ConditionType.READY, ready)):
         out = set_condition(out, type_, state.status, state.reason, state.message, generation, now)
     return [c for c in out if c.type in OWNED_TYPES]
+
+
+def carried_state(conditions: Iterable[Mapping[str, Any]], type_: str) -> ConditionState | None:
+    """The condition ``type_`` an object carries, as a :class:`ConditionState` (None when absent)."""
+    for c in conditions:
+        if isinstance(c, Mapping) and c.get("type") == type_:
+            return ConditionState(c.get("status", "Unknown"), str(c.get("reason") or ""), str(c.get("message") or ""))
+    return None
+
+
+def lease_index_behind(indexed: Mapping[str, str | None], live: Mapping[str, str | None]) -> list[str]:
+    """Nodes whose agent Lease the API server shows renewed later than the index (or that the index lacks).
+
+    ``indexed`` and ``live``: node → renewTime. An index that is behind must not turn a renewal it
+    has not seen into "the agent stopped reporting".
+    """
+    out = []
+    for node, renew in live.items():
+        seen, now_at = parse_rfc3339(indexed.get(node)), parse_rfc3339(renew)
+        if now_at is not None and (node not in indexed or seen is None or now_at > seen):
+            out.append(node)
+    return sorted(out)
