@@ -7,7 +7,12 @@ import logging
 
 import kopf
 from disklet_agent.config import AgentConfig
-from disklet_agent.daemon import configure_logging, configure_settings
+from disklet_agent.daemon import (
+    WATCH_INACTIVITY_MARGIN_SECONDS,
+    configure_logging,
+    configure_settings,
+    watch_server_timeout,
+)
 
 
 def test_settings_scope_the_agent_to_its_node():
@@ -20,6 +25,25 @@ def test_settings_scope_the_agent_to_its_node():
     assert s.persistence.progress_storage.prefix == "agent.disklet.io"
     assert s.persistence.diffbase_storage.prefix == "agent.disklet.io"
     assert s.posting.enabled and s.peering.standalone
+
+
+def test_watches_end_server_side_and_the_crd_scan_is_off():
+    """docs/agent.md, "API requests at idle": no CRD watch, each watch request bounded server-side
+    (an int: Kopf sends it as ``timeoutSeconds``), Kopf's dead-stream guard just above it."""
+    s = kopf.OperatorSettings()
+    configure_settings(s, AgentConfig(node_name="n7"))
+    assert s.scanning.disabled is True
+    assert s.watching.server_timeout == watch_server_timeout("n7")
+    assert isinstance(s.watching.server_timeout, int) and 540 <= s.watching.server_timeout <= 660
+    assert s.watching.inactivity_timeout == s.watching.server_timeout + WATCH_INACTIVITY_MARGIN_SECONDS
+    assert s.watching.client_timeout is None  # a stream is never cut client-side while events flow
+
+
+def test_watch_timeouts_are_fixed_per_node_and_spread_over_nodes():
+    timeouts = [watch_server_timeout(f"node-{i}") for i in range(1000)]
+    assert timeouts == [watch_server_timeout(f"node-{i}") for i in range(1000)]  # deterministic
+    assert min(timeouts) >= 540 and max(timeouts) <= 660
+    assert len(set(timeouts)) > 100  # 1000 agents started together do not re-watch at one instant
 
 
 def test_json_log_lines_carry_only_allowed_extras(capsys):
