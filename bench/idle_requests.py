@@ -170,6 +170,26 @@ def diff(after: Counts, before: Counts, own_lists: int = 0, own_scrapes: int = 0
     return {k: v for k, v in sorted(out.items()) if v > 0}, throttled
 
 
+def split(counts: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Leases (the agents' PATCH/POST, the API server's own PUT), watch (re)opens, non-resource
+    requests (discovery, health: the API server's own loops at idle; the agents' Kopf reads discovery
+    only at start) and everything else: the agents' reads and writes of state."""
+    out: dict[str, dict[str, int]] = {"leases": {}, "watch": {}, "nonresource": {}, "other": {}}
+    for k, v in counts.items():
+        group = ("leases" if k.endswith(" leases") else "watch" if k.startswith("WATCH ")
+                 else "nonresource" if k.endswith("(non-resource)") else "other")
+        out[group][k] = v
+    return out
+
+
+def idle_rates(groups: dict[str, dict[str, int]], seconds: float) -> dict[str, Any]:
+    return {"idle_requests_besides_leases": sum(groups["other"].values()),
+            "idle_rps_besides_leases": round(sum(groups["other"].values()) / seconds, 3),
+            "idle_lease_rps": round(sum(groups["leases"].values()) / seconds, 3),
+            "idle_rewatch_rps": round(sum(groups["watch"].values()) / seconds, 3),
+            "idle_nonresource_rps": round(sum(groups["nonresource"].values()) / seconds, 3)}
+
+
 def read_states(states: list[Path]) -> list[dict[str, Any]]:
     out = []
     for p in states:
@@ -254,7 +274,8 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
             return min(s.get("discover_min", 0) for s in read_states(states))
 
         # settle: two more discovery cycles for every agent, then until the server sees nothing but
-        # Leases and watch (re)opens for one interval (requests refused with 429 at start are retried)
+        # Leases, watch (re)opens and its own non-resource requests for one interval (requests
+        # refused with 429 at start are retried)
         mark = discover_min()
         while discover_min() < mark + 2:
             await asyncio.sleep(1)
@@ -266,7 +287,7 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
             now = own.scrape(cp)
             got, _ = diff(now, previous, own.lists - lists_at, own.scrapes - scrapes_at)
             lists_at, scrapes_at, previous = own.lists, own.scrapes, now
-            if not any(not (k.endswith(" leases") or k.startswith("WATCH ")) for k in got):
+            if not split(got)["other"]:
                 break
         settle_s = time.perf_counter() - settle_from
         after_start = previous
@@ -283,10 +304,9 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
                    "startup_s": startup_s, "settle_s": settle_s, "mem": mem, "idle_throttled": idle_throttled}
     finally:
         killed = stop_workers(workers, args.stop_grace)
-    lease_idle = sum(v for k, v in idle.items() if k.endswith(" leases"))
-    watch_idle = sum(v for k, v in idle.items() if k.startswith("WATCH "))
-    other_idle = {k: v for k, v in idle.items() if not k.endswith(" leases") and not k.startswith("WATCH ")}
-    start_besides = sum(v for k, v in start.items() if not k.endswith(" leases") and not k.startswith("WATCH "))
+    idle = figures["idle"]
+    groups = split(idle)
+    start_besides = sum(split(figures["startup"])["other"].values())
     mem_kib = sum(s.get("rss_kib", 0) - s.get("base_rss_kib", 0) for s in figures["mem"])
     return {"agents": n, "processes": len(workers), "startup_s": round(figures["startup_s"], 1),
             "settle_s": round(figures["settle_s"], 1), "startup_requests": sum(start.values()),
@@ -296,10 +316,7 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
             "rss_per_agent_kib": round(mem_kib / n, 1),
             "worker_base_rss_mib": round(sum(s.get("base_rss_kib", 0) for s in figures["mem"]) / 1024 / len(workers), 1),
             "idle_window_s": round(figures["measured"], 1), "idle_cycles_min": figures["cycles"],
-            "idle_requests_besides_leases": sum(other_idle.values()),
-            "idle_rps_besides_leases": round(sum(other_idle.values()) / figures["measured"], 3),
-            "idle_lease_rps": round(lease_idle / figures["measured"], 3),
-            "idle_rewatch_rps": round(watch_idle / figures["measured"], 3), "idle_429": figures["idle_throttled"],
+            **idle_rates(groups, figures["measured"]), "idle_429": figures["idle_throttled"],
             "idle_by_kind": idle, "workers_killed_at_stop": killed}
 
 
@@ -335,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"idle_requests: skipped: {reason}")
         return 0
+
+    def terminated(signum: int, _frame: Any) -> None:  # SIGTERM: unwind, so workers and control plane stop
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     rows = []
     for n in args.agents:
         workdir = Path(tempfile.mkdtemp(prefix="disklet-idle-"))
