@@ -6,6 +6,7 @@ import json
 import logging
 
 import kopf
+import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.daemon import (
     WATCH_INACTIVITY_MARGIN_SECONDS,
@@ -57,3 +58,24 @@ def test_json_log_lines_carry_only_allowed_extras(capsys):
     rec = json.loads(line)
     assert rec["event"] == "synced" and rec["node"] == "n1" and rec["bd_created"] == 2
     assert "settings" not in rec and rec["level"] == "info"
+
+
+def test_run_refuses_to_start_without_its_crds(monkeypatch):
+    """No CRD scanning: ``disklet-agent run`` exits 1 before Kopf starts when a CRD is not served."""
+    from disklet_agent import daemon
+
+    async def missing() -> list[str]:
+        return ["blockdevices.disklet.io"]
+
+    def no_kopf(*_a, **_k):  # the operator must not start
+        raise AssertionError("Kopf started without its CRDs")
+
+    monkeypatch.setattr(daemon, "_unserved_at_start", missing)
+    monkeypatch.setattr(daemon.kopf, "operator", no_kopf)
+    monkeypatch.setattr(daemon, "start_metrics", lambda deps: None)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            daemon.run_agent(AgentConfig(node_name="n7"))
+    finally:
+        logging.getLogger().handlers.clear()
+    assert exc.value.code == 1
