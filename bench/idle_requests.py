@@ -40,6 +40,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -65,61 +66,102 @@ def rss_kib() -> int:
     return 0
 
 
-async def run_worker(args: argparse.Namespace) -> None:
-    """``count`` agents (nodes ``prefix-first`` …) until SIGTERM; state in ``args.state`` (JSON)."""
-    import disklet_agent.daemon as agent_daemon  # first: it imports Kopf as the agent process does
-    import kopf
-    from agent_fixtures import FakeDisks, FakeEngine, disk  # (test doubles, not shipped)
-    from disklet_agent.config import AgentConfig
-    from disklet_agent.deps import AgentDeps
+class SimAgent:
+    """One simulated agent: its own thread and event loop, as one agent is one process (Kopf's
+    shutdown of one operator cancels every task of its loop and may SIGKILL its thread). If the
+    agent's Kopf exits by itself (an error it cannot ride out, e.g. on an overloaded API server),
+    it is started again a second later, as the kubelet would, and counted in ``restarts``."""
 
-    from disklet.kube.login import add_kopf_login
+    def __init__(self, node: str, args: argparse.Namespace) -> None:
+        from agent_fixtures import FakeDisks, FakeEngine, disk  # (test doubles, not shipped)
+
+        self.node, self.args = node, args
+        self.engine = FakeEngine(node)
+        self.disks = FakeDisks([disk("/dev/vdb", serial=f"S-{node}")])
+        self.restarts = 0
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_flag: asyncio.Event | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.main()), name=node, daemon=True)
+
+    def discovers(self) -> int:
+        return sum(1 for c in list(self.engine.calls) if c[0] == "discover")
+
+    async def main(self) -> None:
+        import disklet_agent.daemon as agent_daemon
+        import kopf
+        from disklet_agent.config import AgentConfig
+        from disklet_agent.deps import AgentDeps
+
+        from disklet.kube.login import add_kopf_login
+
+        self.loop, self.stop_flag = asyncio.get_running_loop(), asyncio.Event()
+        interval = self.args.interval
+        config = AgentConfig(node_name=self.node, scan_interval_seconds=interval, refused_retry_seconds=interval)
+        while not self.stopping:
+            registry = agent_daemon.build_registry(AgentDeps(config=config), engine=self.engine,
+                                                   topology_reader=self.disks.read, pv_reader=lambda: {})
+            add_kopf_login(registry)
+            settings = kopf.OperatorSettings()
+            agent_daemon.configure_settings(settings, config)
+            if self.args.kopf_watch_defaults:
+                defaults = kopf.OperatorSettings()
+                settings.scanning.disabled = defaults.scanning.disabled
+                settings.watching.server_timeout = defaults.watching.server_timeout
+                settings.watching.inactivity_timeout = defaults.watching.inactivity_timeout
+            settings.process.ultimate_exiting_timeout = None  # never SIGKILL the worker process
+            with contextlib.suppress(Exception):
+                await kopf.operator(registry=registry, settings=settings, standalone=True, clusterwide=True,
+                                    stop_flag=self.stop_flag)
+            if self.stopping:
+                break
+            self.restarts += 1
+            await asyncio.sleep(1.0)
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.loop is not None and self.stop_flag is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                self.loop.call_soon_threadsafe(self.stop_flag.set)
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """``count`` agents (nodes ``prefix-first`` …) until SIGTERM; state in ``args.state`` (JSON)."""
+    import disklet_agent.daemon  # noqa: F401 - first: it imports Kopf as the agent process does
+    import kopf  # noqa: F401
+    from agent_fixtures import FakeEngine  # noqa: F401
+
+    import disklet.kube.login  # noqa: F401
 
     state = Path(args.state)
     base_rss = rss_kib()
-    stop_all = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_all.set)
-    stops: list[asyncio.Event] = []
-    runners: list[asyncio.Task[Any]] = []
-    engines: list[Any] = []
-    existing = asyncio.all_tasks()
-    for i in range(args.first, args.first + args.count):
-        node = f"{args.prefix}-{i}"
-        config = AgentConfig(node_name=node, scan_interval_seconds=args.interval, refused_retry_seconds=args.interval)
-        engine = FakeEngine(node)
-        engines.append(engine)
-        disks = FakeDisks([disk("/dev/vdb", serial=f"S-{node}")])
-        registry = agent_daemon.build_registry(AgentDeps(config=config), engine=engine, topology_reader=disks.read,
-                                  pv_reader=lambda: {})
-        add_kopf_login(registry)
-        settings = kopf.OperatorSettings()
-        agent_daemon.configure_settings(settings, config)
-        if args.kopf_watch_defaults:
-            defaults = kopf.OperatorSettings()
-            settings.scanning.disabled = defaults.scanning.disabled
-            settings.watching.server_timeout = defaults.watching.server_timeout
-            settings.watching.inactivity_timeout = defaults.watching.inactivity_timeout
-        stop = asyncio.Event()
-        tasks = await kopf.spawn_tasks(registry=registry, settings=settings, standalone=True, clusterwide=True,
-                                       stop_flag=stop)
-        stops.append(stop)
-        runners.append(asyncio.create_task(kopf.run_tasks(tasks, ignored=existing)))
-        await asyncio.sleep(args.stagger)
+    stop_all = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_all.set())
+    agents: list[SimAgent] = []
 
     def write_state() -> None:
-        discovers = [sum(1 for c in e.calls if c[0] == "discover") for e in engines]
         tmp = state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"agents": len(engines), "base_rss_kib": base_rss, "rss_kib": rss_kib(),
-                                   "discover_min": min(discovers, default=0)}))
+        tmp.write_text(json.dumps({"agents": len(agents), "base_rss_kib": base_rss, "rss_kib": rss_kib(),
+                                   "discover_min": min((a.discovers() for a in agents), default=0),
+                                   "restarts": sum(a.restarts for a in agents)}))
         tmp.replace(state)
 
-    while not stop_all.is_set():
+    for i in range(args.first, args.first + args.count):
+        if stop_all.is_set():
+            break
+        agent = SimAgent(f"{args.prefix}-{i}", args)
+        agent.thread.start()
+        agents.append(agent)
+        time.sleep(args.stagger)
+    while True:
         write_state()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop_all.wait(), 2.0)
-    for stop in stops:
-        stop.set()
-    await asyncio.wait(runners, timeout=args.stop_grace)
+        if stop_all.wait(2.0):
+            break
+    for agent in agents:
+        agent.stop()
+    deadline = time.monotonic() + args.stop_grace
+    for agent in agents:
+        agent.thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 # ------------------------------------------------------------------------------------------ parent
@@ -189,7 +231,10 @@ def diff(after: Counts, before: Counts, own_lists: int = 0, own_scrapes: int = 0
 SERVER_OWN = ("GET (non-resource)", "LIST services")
 """What a bare API server does by itself (measured with no client: ~0.2 non-resource GETs per
 second, its health and discovery loops; a LIST of Services every few minutes, its Service IP
-repair loop). The agents never read Services; their Kopf reads discovery only at start."""
+repair loop; its own informers' re-watches of Nodes, Services, admission policies...). The agents
+never read Services; their Kopf reads discovery only at start."""
+AGENT_WATCHES = tuple(f"WATCH {p}" for p in ("disklayouts", "lvmvolumegroups", "blockdevices",
+                                              "customresourcedefinitions"))
 
 
 def split(counts: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -197,8 +242,8 @@ def split(counts: dict[str, int]) -> dict[str, dict[str, int]]:
     own loops (:data:`SERVER_OWN`) and everything else: the agents' reads and writes of state."""
     out: dict[str, dict[str, int]] = {"leases": {}, "watch": {}, "server": {}, "other": {}}
     for k, v in counts.items():
-        group = ("leases" if k.endswith(" leases") else "watch" if k.startswith("WATCH ")
-                 else "server" if k in SERVER_OWN else "other")
+        group = ("leases" if k.endswith(" leases") else "watch" if k in AGENT_WATCHES
+                 else "server" if k in SERVER_OWN or k.startswith("WATCH ") else "other")
         out[group][k] = v
     return out
 
@@ -319,10 +364,11 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
         await asyncio.sleep(args.window)
         idle_after = own.scrape(cp)
         measured = time.perf_counter() - w0
+        restarts = sum(s.get("restarts", 0) for s in read_states(states))
         cycles = discover_min() - mark
         idle, idle_throttled = diff(idle_after, after_start, 0, 1)
         figures = {"startup": start, "throttled": throttled, "idle": idle, "measured": measured, "cycles": cycles,
-                   "startup_s": startup_s, "settle_s": settle_s, "mem": mem, "idle_throttled": idle_throttled}
+                   "startup_s": startup_s, "settle_s": settle_s, "mem": mem, "restarts": restarts, "idle_throttled": idle_throttled}
     finally:
         killed = stop_workers(workers, args.stop_grace)
     idle = figures["idle"]
@@ -338,7 +384,9 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
             "worker_base_rss_mib": round(sum(s.get("base_rss_kib", 0) for s in figures["mem"]) / 1024 / len(workers), 1),
             "idle_window_s": round(figures["measured"], 1), "idle_cycles_min": figures["cycles"],
             **idle_rates(groups, figures["measured"]), "idle_429": figures["idle_throttled"],
-            "idle_by_kind": idle, "workers_killed_at_stop": killed}
+            "idle_by_kind": idle, "agent_restarts": figures["restarts"],
+            "agent_restarts_before_idle": sum(s.get("restarts", 0) for s in figures["mem"]),
+            "workers_killed_at_stop": killed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("kopf").setLevel(logging.CRITICAL)
     if args.worker:
-        asyncio.run(run_worker(args))
+        run_worker(args)
         return 0
     reason = unavailable_reason()
     if reason:
