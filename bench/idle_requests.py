@@ -326,18 +326,30 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
                     raise RuntimeError(f"worker {w} exited {workers[-1].returncode}")
                 await asyncio.sleep(0.5)
 
+        progress = {"ready": 0, "block_devices": 0}
+
         def converged() -> bool:
-            ready = sum(1 for o in own.list_items(cp, "lvmvolumegroups")
+            ready = progress["ready"] = sum(1 for o in own.list_items(cp, "lvmvolumegroups")
                         if (o.get("status") or {}).get("phase") == "Ready"
                         and (o["metadata"].get("labels") or {}).get("disklet.io/node") in nodes)
-            bds = sum(1 for o in own.list_items(cp, "blockdevices")
+            bds = progress["block_devices"] = sum(1 for o in own.list_items(cp, "blockdevices")
                       if (o["metadata"].get("labels") or {}).get("disklet.io/node") in nodes)
             return ready == n and bds >= n
 
         deadline = time.perf_counter() + args.startup_timeout
         while not await asyncio.to_thread(converged):
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"{n} agents did not converge in {args.startup_timeout}s")
+                now = own.scrape(cp)
+                reads = {f"{verb} {res} {code}": v - before_start[verb, res, code]
+                         for (verb, res, code), v in now.items()
+                         if verb in ("LIST", "GET") and res and v > before_start[verb, res, code]}
+                sts = read_states(states)
+                raise RuntimeError(
+                    f"{n} agents did not converge in {args.startup_timeout}s: {progress['ready']} LVGs Ready, "
+                    f"{progress['block_devices']} BlockDevices; restarts "
+                    f"{sum(x.get('restarts', 0) for x in sts)}; RSS per agent "
+                    f"{sum(x.get('rss_kib', 0) - x.get('base_rss_kib', 0) for x in sts) / n:.0f} KiB; "
+                    f"reads by code (the bench's own included) {reads}")
             await asyncio.sleep(max(5.0, n / 50))  # two full LISTs per poll: rarer with many nodes
         startup_s = time.perf_counter() - t0
 
@@ -442,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             row = asyncio.run(run_agents(cp, n, args, workdir))
         except Exception as exc:  # a scale that does not fit this machine is reported, not hidden
             logs = [p.read_text(errors="replace")[-400:] for p in sorted(workdir.glob("*.log"))[:2]]
-            row = {"agents": n, "error": repr(exc)[:500], "worker_log_tails": logs}
+            row = {"agents": n, "error": repr(exc)[:1500], "worker_log_tails": logs}
         finally:
             cp.stop()
             for p in sorted(workdir.iterdir()):
