@@ -86,15 +86,22 @@ def lvg(name: str, vg: str, directory: Path) -> dict[str, Any]:
                      "fileDevices": [{"name": n, "directory": str(directory), "size": "1Gi"} for n in ("a", "b")]}}
 
 
-async def agent_rounds(rounds: int, work: Path, runner: HostRunner) -> tuple[list[float], list[float]]:
-    """(agent seconds, bare seconds), interleaved round by round."""
+Breakdown = list[tuple[str, float, bool]]
+
+
+async def agent_rounds(rounds: int, work: Path, runner: HostRunner) -> tuple[list[float], list[float], list[Breakdown]]:
+    """(agent seconds, bare seconds, the agent's host commands per round), interleaved round by round."""
     agent_s: list[float] = []
     bare_s: list[float] = []
+    commands: list[Breakdown] = []
+    current: Breakdown = []
     files = work / "file-devices"
     files.mkdir()
     config = AgentConfig(node_name=NODE, file_devices_dir=str(files), lvm_extra_config=lvm_config(),
                          scan_interval_seconds=60)
     deps = AgentDeps.from_config(config)
+    deps.runner.observers.append(
+        lambda r: current.append((os.path.basename(r.argv[0]), r.duration, getattr(r, "via_shell", False))))
     async with served(work, export_kubeconfig=True) as api:
         os.environ.pop("KUBERNETES_SERVICE_HOST", None)
         os.environ.setdefault("DISKLET_NAMESPACE", "disklet-bench")
@@ -105,6 +112,7 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner) -> tuple[lis
                 for i in range(rounds):
                     bare_s.append(await asyncio.to_thread(bare_round, runner, work))
                     name, vg = f"bench-{i}-{secrets.token_hex(2)}", f"benchagent{secrets.token_hex(3)}"
+                    current.clear()
                     start = time.perf_counter()
                     await post(http, api.server_url, lvg(name, vg, files))
                     while True:
@@ -115,11 +123,12 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner) -> tuple[lis
                             raise RuntimeError(f"{name} not Ready after 120s: {obj.get('status')}")
                         await asyncio.sleep(0.005)
                     agent_s.append(time.perf_counter() - start)
+                    commands.append(list(current))
                     await delete(http, api.server_url, name)
                     deadline = time.perf_counter() + 60
                     while api.read(LVG_KEY, name) is not None and time.perf_counter() < deadline:
                         await asyncio.sleep(0.05)
-    return agent_s, bare_s
+    return agent_s, bare_s, commands
 
 
 def aiohttp_session() -> Any:
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="disklet-bench-apply-"))
     runner = HostRunner(default_timeout=120)
     try:
-        agent_s, bare_s = asyncio.run(agent_rounds(args.rounds, work, runner))
+        agent_s, bare_s, commands = asyncio.run(agent_rounds(args.rounds, work, runner))
     finally:
         leftovers = h.loops_under(work)
         for dev, _back in leftovers:
@@ -157,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     agent_med, bare_med = statistics.median(agent_s), statistics.median(bare_s)
     ratio = agent_med / bare_med
+    # The host commands of the agent's median round, in order: (command, ms, in the lvm shell).
+    median_round = commands[sorted(range(len(agent_s)), key=agent_s.__getitem__)[len(agent_s) // 2]]
+    per_kind: dict[str, list[float]] = {}
+    for cmd, sec, _ in (c for rnd in commands for c in rnd):
+        per_kind.setdefault(cmd, []).append(sec)
     result = {
         "name": "apply_to_ready", "python": platform.python_version(), "rounds": args.rounds,
         "work": "LVMVolumeGroup with 2 x 1Gi file devices: create -> phase Ready",
@@ -164,11 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         "agent_median_s": round(agent_med, 3), "bare_median_s": round(bare_med, 3),
         "ratio": round(ratio, 2), "goal_ratio": GOAL, "meets_goal": ratio <= GOAL,
         "lvm_config": lvm_config(), "leaked_loops_cleaned": len(leftovers),
+        "agent_commands_median_round": [[c, round(sec * 1000, 1), shell] for c, sec, shell in median_round],
+        "agent_command_ms_median": {c: round(statistics.median(v) * 1000, 1) for c, v in sorted(per_kind.items())},
+        "agent_commands_per_round": round(sum(len(c) for c in commands) / len(commands), 1),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"apply_to_ready: agent {agent_med:.3f}s / bare script {bare_med:.3f}s = {ratio:.2f}x "
           f"(goal <= {GOAL}x; {args.rounds} interleaved rounds)")
+    print("  median round: " + ", ".join(f"{c}{'*' if sh else ''} {sec * 1000:.0f}ms" for c, sec, sh in median_round)
+          + "   (* = in the lvm shell)")
     return 0
 
 

@@ -115,12 +115,30 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _run(argv: Sequence[str], *, timeout: float = 60, input: str | None = None,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input, check=False)
+def run(argv: Sequence[str], *, timeout: float = 60, input: str | None = None, check: bool = True,
+        env: dict[str, str] | None = None, error: type[Exception] = EnvtestError) -> subprocess.CompletedProcess[str]:
+    """Run a test helper's own host command (argv list, bounded, output captured); ``check``: raise
+    ``error`` saying what exited how when it fails (the e2e harness raises AssertionError)."""
+    res = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input, env=env,
+                         check=False)
     if check and res.returncode != 0:
-        raise EnvtestError(f"{' '.join(argv)} exited {res.returncode}: {(res.stderr or res.stdout).strip()}")
+        raise error(f"{' '.join(argv)} exited {res.returncode}: {(res.stderr.strip() or res.stdout.strip())}")
     return res
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.25,
+               describe: Callable[[], str] | None = None) -> Any:
+    """Poll until ``predicate()`` is truthy (an outcome, never a fixed sleep); fail saying what was
+    awaited and what was seen last (``describe()``, else the predicate's last value)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    seen = describe() if describe else repr(last)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n  last seen: {seen}")
 
 
 # ------------------------------------------------------------------------------------------ client
@@ -134,7 +152,7 @@ class Cluster:
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 60, check: bool = True,
                 kubeconfig: str | Path | None = None) -> subprocess.CompletedProcess[str]:
         argv = [tool("kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args]
-        return _run(argv, timeout=timeout, input=input, check=check)
+        return run(argv, timeout=timeout, input=input, check=check)
 
     def get(self, *args: str) -> dict[str, Any] | None:
         """``kubectl get ARGS -o json``; None when not found."""
@@ -163,14 +181,7 @@ class Cluster:
     def wait_for(self, predicate: Callable[[], Any], *, timeout: float = 60, what: str = "a condition",
                  interval: float = 0.2) -> Any:
         """Poll ``predicate`` until truthy (an outcome on the server, never a fixed sleep)."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        return wait_until(predicate, timeout=timeout, what=what, interval=interval)
 
     # namespaces, nodes, pods -------------------------------------------------------------------
     def namespace(self, name: str) -> str:
@@ -254,7 +265,7 @@ class Cluster:
         names come from ``release``: give each user of one control plane its own release name, or
         one installation's bindings replace another's."""
         argv = [tool("helm"), "template", release, str(chart), "--namespace", namespace, "-f", "-"]
-        text = _run(argv, timeout=120, input=yaml.safe_dump(values or {})).stdout
+        text = run(argv, timeout=120, input=yaml.safe_dump(values or {})).stdout
         kinds = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind") in kinds]
         for d in docs:
@@ -362,8 +373,8 @@ class ControlPlane(Cluster):
             "--listen-client-urls", f"http://127.0.0.1:{ep}", "--advertise-client-urls", f"http://127.0.0.1:{ep}",
             "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
             "--initial-cluster", f"default=http://127.0.0.1:{pp}", "--unsafe-no-fsync"])
-        _run(["openssl", "genrsa", "-out", str(w / "sa.key"), "2048"], timeout=60)
-        _run(["openssl", "rsa", "-in", str(w / "sa.key"), "-pubout", "-out", str(w / "sa.pub")], timeout=60)
+        run(["openssl", "genrsa", "-out", str(w / "sa.key"), "2048"], timeout=60)
+        run(["openssl", "rsa", "-in", str(w / "sa.key"), "-pubout", "-out", str(w / "sa.pub")], timeout=60)
         tokens = w / "tokens.csv"
         tokens.write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n')
         tokens.chmod(0o600)

@@ -17,23 +17,29 @@ import kopf
 from disklet.kube.login import add_kopf_login
 
 
-def add_login(registry: kopf.OperatorRegistry, server: str) -> None:
-    """Authenticate the registry's operator — Kopf and disklet's own client — against ``server``
-    (token auth is ignored by the mock)."""
+def add_login(registry: kopf.OperatorRegistry, server: str | None = None, *,
+              info: kopf.ConnectionInfo | None = None) -> None:
+    """Authenticate the registry's operator — Kopf and disklet's own client — with ``info``, or
+    against the mock at ``server`` (token auth is ignored there)."""
+    if info is None and server is None:
+        raise ValueError("add_login needs a server URL or connection info")
+    login = info or kopf.ConnectionInfo(server=str(server), insecure=True, token="mock")
 
     def _login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=server, insecure=True, token="mock")
+        return login
 
     add_kopf_login(registry, _login)
 
 
 @contextlib.asynccontextmanager
-async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = None,
+async def kopf_running(registry: kopf.OperatorRegistry, *, server: str | None = None, kube: Any = None,
                        settings: kopf.OperatorSettings | None = None,
                        configure: Callable[[kopf.OperatorSettings], object] | None = None,
                        standalone: bool = True, peering_name: str | None = None,
                        ready_timeout: float = 15.0, memo: object | None = None) -> AsyncIterator[kopf.OperatorSettings]:
-    if server is not None:
+    if kube is not None:  # devkit.kubeapi.KubeAPI or devkit.realkube.RealKube
+        add_login(registry, info=kube.connection_info())
+    elif server is not None:
         add_login(registry, server)
     settings = settings or kopf.OperatorSettings()
     settings.posting.enabled = True

@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ import yaml
 from kmock._internal import dicts, enums, rendering
 
 from disklet.api.resources import ALL_RESOURCES, Resource
+from disklet.kube.client import Endpoint
 
 Validator = Callable[[str, dict[str, Any], dict[str, Any] | None], list[str]]
 """(plural, new object, old object or None) → error messages; used by the opt-in admission."""
@@ -197,12 +198,51 @@ class KubeAPI(kmock.KubernetesEmulator):
                 out.append(copy.deepcopy(obj.raw))
         return out
 
-    def seed(self, plural_key: str, obj: dict[str, Any]) -> None:
-        """Put an object in directly (no request), with server-set metadata."""
+    def connection_info(self) -> Any:
+        """Kopf's login for an operator under test (``devkit.kopfrun``); the mock ignores tokens."""
+        import kopf
+
+        return kopf.ConnectionInfo(server=self.server_url, insecure=True, token="mock")
+
+    def endpoint(self) -> Endpoint:
+        """disklet's own client (:class:`disklet.kube.client.KubeClient`) on the mock."""
+        return Endpoint(server=self.server_url)
+
+    def session(self) -> aiohttp.ClientSession:
+        """An aiohttp session with the mock's base URL (the tests' own raw requests)."""
+        return aiohttp.ClientSession(self.server_url)
+
+    def requests(self, *resources: str, verbs: Iterable[str] = (), subresource: str | None = None) -> int:
+        """Requests served for ``resources`` (plurals; default: every disklet kind and Nodes), by
+        verb as the API server's metrics name them (GET, LIST, WATCH, POST, PATCH, ...; default
+        all), optionally only to ``subresource`` — as ``devkit.realkube.RealKube.requests`` counts."""
+        from .realkube import metric_labels
+
+        wanted = set(resources or (*(r.plural for r in ALL_RESOURCES), "nodes"))
+        verb_set = set(verbs)
+        count = 0
+        for r in self._requests:
+            method = str(getattr(r.method, "value", r.method)).upper().split(".")[-1]
+            query = "&".join(f"{k}={v}" for k, v in (r.params or {}).items())
+            labels = metric_labels(method, str(r.url).split("?", 1)[0] + "?" + query)
+            if labels is None:
+                continue
+            verb, res, sub = labels
+            if (not verb_set or verb in verb_set) and res in wanted and (subresource is None or sub == subresource):
+                count += 1
+        return count
+
+    def mutations(self, *resources: str, subresource: str | None = None) -> int:
+        """Writes (create, update, patch, delete) counted like :meth:`requests`."""
+        return self.requests(*resources, verbs=("POST", "PUT", "PATCH", "DELETE"), subresource=subresource)
+
+    def seed(self, plural_key: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Put an object in directly (no request), with server-set metadata; returns what is stored."""
         obj = copy.deepcopy(obj)
         self._stamp_new(obj)
         meta = obj["metadata"]
         self.objects[kmock.resource(plural_key), meta.get("namespace"), meta["name"]] = obj
+        return copy.deepcopy(obj)
 
     # ---------------------------------------------------------------- request handling
     def _next_rv(self) -> str:

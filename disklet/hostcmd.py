@@ -77,6 +77,8 @@ class CommandResult:
     timed_out: bool = False
     truncated: bool = False
     """Output was longer than the runner's cap: the middle was cut (a note marks the place)."""
+    via_shell: bool = False
+    """Run inside the agent's persistent ``lvm`` shell, not as a process of its own."""
 
     @property
     def ok(self) -> bool:
@@ -166,6 +168,10 @@ class HostRunner:
     async def arun(self, argv: Sequence[str], **kwargs: object) -> CommandResult:
         """``run`` off the event loop (the timeout still bounds it)."""
         return await asyncio.to_thread(self.run, argv, **kwargs)  # type: ignore[arg-type]
+
+    def record(self, argv: Sequence[str], result: CommandResult) -> None:
+        """Count and observe a command run by other means (the agent's lvm shell) like one of ours."""
+        self._observe(argv, result)
 
     def _observe(self, argv: Sequence[str], result: CommandResult) -> None:
         with self._lock:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from devkit.envtest import run, tool, wait_until
 from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, Resource
 from disklet.kube import login
 from disklet.kube.client import ApiError, Kind, KubeClient
@@ -40,38 +40,10 @@ def run_id() -> str:
     return secrets.token_hex(3)
 
 
-def tool(name: str) -> str:
-    """A tool from .tools/bin (scripts/bootstrap.sh), else from PATH."""
-    local = TOOLS / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if not found:
-        raise FileNotFoundError(f"{name} not found in {TOOLS} or PATH (run scripts/bootstrap.sh)")
-    return found
-
-
 def sh(argv: list[str], *, timeout: float = 60, check: bool = True, env: dict[str, str] | None = None,
        input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a host command of the harness itself (argv list, bounded, output captured)."""
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, input=input, check=False)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {res.returncode}: {res.stderr.strip() or res.stdout.strip()}")
-    return res
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.25,
-               describe: Callable[[], str] | None = None) -> Any:
-    """Poll until ``predicate()`` is truthy; fail saying what was awaited and what was seen last."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    seen = describe() if describe else repr(last)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n  last seen: {seen}")
+    return run(argv, timeout=timeout, check=check, env=env, input=input, error=AssertionError)
 
 
 # ---------------------------------------------------------------------------------------- API

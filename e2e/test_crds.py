@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-import yaml
 
 from devkit.admission import load_crds, schema_of, validate_object
 from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP
@@ -105,8 +104,10 @@ def test_printer_columns_render(e2e: Any, real_only: None, scenario: Any, res: A
     """`kubectl get <kind>` shows every declared printer column as a header."""
     other = e2e.name("no-such-node")
     if res is DISK_LAYOUT:
-        spec = yaml.safe_load('{nodeName: x, layoutNix: "{ disko.devices.disk.d = { device = \\"/dev/sdz\\"; }; }"}')
-        spec["nodeName"] = other
+        spec = {"nodeName": other, "layoutNix": (
+            '{ disko.devices.disk.d = { type = "disk"; device = "/dev/sdz"; content = { type = "gpt"; '
+            'partitions.p = { size = "100%"; content = { type = "filesystem"; format = "ext4"; '
+            'mountpoint = "/srv/p"; }; }; }; }; }')}
     else:
         spec = {"type": "Local", "local": {"nodeName": other}, "actualVGNameOnTheNode": e2e.vg_name("cols"),
                 "blockDeviceSelector": {"matchLabels": {"disklet.io/e2e": "none"}}}

@@ -44,6 +44,7 @@ class AgentConfig(BaseModel):
     nixos_rebuild_command: list[str] = Field(default_factory=lambda: ["nixos-rebuild"])
     systemd_run_command: list[str] = Field(default_factory=lambda: ["systemd-run"])
     command_timeout_seconds: float = Field(default=60.0, gt=0)
+    lvm_shell: bool = Field(default=True, description="Run LVM commands in one persistent lvm shell (docs/agent.md).")
     thin_pool_data_threshold_percent: float = Field(default=DEFAULT_DATA_THRESHOLD, gt=0, le=100,
                                                     description="ThinPoolNearlyFull at or above this data %.")
     thin_pool_metadata_threshold_percent: float = Field(default=DEFAULT_METADATA_THRESHOLD, gt=0, le=100,
@@ -87,6 +88,7 @@ class AgentConfig(BaseModel):
             nixos_rebuild_command=(e.get("DISKLET_NIXOS_REBUILD_COMMAND") or "nixos-rebuild").split(),
             systemd_run_command=(e.get("DISKLET_SYSTEMD_RUN_COMMAND") or "systemd-run").split(),
             command_timeout_seconds=float(e.get("DISKLET_COMMAND_TIMEOUT_SECONDS", "60")),
+            lvm_shell=_env_bool("DISKLET_LVM_SHELL", True),
             thin_pool_data_threshold_percent=float(e.get("DISKLET_THIN_POOL_DATA_THRESHOLD_PERCENT",
                                                          str(DEFAULT_DATA_THRESHOLD))),
             thin_pool_metadata_threshold_percent=float(e.get("DISKLET_THIN_POOL_METADATA_THRESHOLD_PERCENT",

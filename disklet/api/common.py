@@ -92,8 +92,13 @@ def parse_rfc3339(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def rfc3339(when: datetime) -> str:
+    """``when`` as a condition timestamp: UTC, whole seconds, ``Z``."""
+    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339(datetime.now(UTC))
 
 
 def set_condition(conditions: list[Condition], type_: str, status: ConditionStatus, reason: str,

@@ -38,7 +38,7 @@ from .kube import EVENTS, NODES, PODS, Kind, Kube, KubeError, NotFound
 from .kubeconfig import HINT as KUBECONFIG_HINT
 from .kubeconfig import kubeconfig_problem
 from .manifests import Manifest, ManifestError, load_manifests
-from .output import Output, field, printer_columns, render, table
+from .output import KIND_NAME_COLUMN, Output, field, printer_columns, render, table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DIFF_NONE, DIFF_CHANGES, DIFF_ERROR = 0, 1, 2
@@ -336,32 +336,105 @@ def _not_found(ctx: Ctx, view: ResourceView, missing: list[str]) -> None:
         ctx.error(f"{view.resource.kind}/{name} not found\n  hint: `kctl get {view.resource.plural}` lists them")
 
 
+def parse_get_targets(type_name: str, names: list[str]) -> tuple[list[tuple[ResourceView, list[str]]], str | None]:
+    """``get``'s operands as kubectl takes them: ``TYPE[,TYPE...] [NAME...]`` or ``TYPE/NAME...``.
+
+    Returns ((view, names) per type in the order given, error). Names after a type list apply to
+    every type; the ``TYPE/NAME`` form may not be mixed with bare names."""
+    operands = [type_name, *names]
+    if any("/" in op for op in operands):
+        grouped: dict[str, tuple[ResourceView, list[str]]] = {}
+        for op in operands:
+            kind_text, slash, name = op.partition("/")
+            if not slash or not kind_text or not name or "/" in name:
+                return [], (f"{op!r}: with the TYPE/NAME form every operand must be TYPE/NAME "
+                            "(e.g. kctl get dl/prod-data lvg/vg-data-a)")
+            view = resolve_type(kind_text)
+            if view is None:
+                return [], f"unknown resource type {kind_text!r}; use one of: {TYPE_HELP}"
+            entry = grouped.setdefault(view.resource.plural, (view, []))
+            if name not in entry[1]:
+                entry[1].append(name)
+        return list(grouped.values()), None
+    targets: list[tuple[ResourceView, list[str]]] = []
+    for part in type_name.split(","):
+        view = resolve_type(part)
+        if view is None:
+            return [], f"unknown resource type {part!r}; use one of: {TYPE_HELP}"
+        if all(v.resource.plural != view.resource.plural for v, _ in targets):
+            targets.append((view, list(names)))
+    return targets, None
+
+
 async def cmd_get(ctx: Ctx, type_name: str, names: list[str], node: str | None, selector: str | None = None,
                   watch: bool = False, request_timeout: int | None = None) -> int:
-    view = resolve_type(type_name)
-    if view is None:
-        return _unknown_type(ctx, type_name)
-    if node and not view.node_path:
-        ctx.error(f"--node does not apply to {view.resource.plural} (they are not per node)")
+    targets, problem = parse_get_targets(type_name, names)
+    if problem:
+        ctx.error(problem)
         return EXIT_USAGE
-    columns = printer_columns(view.resource)
+    for view, _ in targets:
+        if node and not view.node_path:
+            ctx.error(f"--node does not apply to {view.resource.plural} (they are not per node)")
+            return EXIT_USAGE
+    if watch and len(targets) > 1:
+        ctx.error("-w watches one type at a time; run one `kctl get TYPE -w` per type")
+        return EXIT_USAGE
+    sections: list[tuple[ResourceView, list[dict[str, Any]]]] = []
+    any_missing = False
     try:
         async with await ctx.connect() as kube:
             if watch:
-                return await _watch(ctx, kube, view, names, selector, node, columns, request_timeout)
-            items, missing = await _select(ctx, kube, view, names, selector, node)
-            _not_found(ctx, view, missing)
+                view, wanted = targets[0]
+                return await _watch(ctx, kube, view, wanted, selector, node, printer_columns(view.resource),
+                                    request_timeout)
+            for view, wanted in targets:
+                items, missing = await _select(ctx, kube, view, wanted, selector, node)
+                _not_found(ctx, view, missing)
+                any_missing = any_missing or bool(missing)
+                sections.append((view, items))
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
-    if ctx.output.structured:
-        if items or not names:
-            ctx.emit(items, single=len(names) == 1, columns=columns)
-    elif items:
-        ctx.emit(items, columns=columns)
-    elif not names:
+    asked_by_name = any(wanted for _, wanted in targets)
+    if len(targets) == 1:
+        view, items = sections[0]
+        wanted = targets[0][1]
+        if ctx.output.structured:
+            if items or not wanted:
+                ctx.emit(items, single=len(wanted) == 1, columns=printer_columns(view.resource))
+        elif items:
+            ctx.emit(items, columns=printer_columns(view.resource))
+    else:
+        _emit_kinds(ctx, sections, asked_by_name)
+    if not any(items for _, items in sections) and not asked_by_name and not ctx.output.structured:
         ctx.err.write("No resources found" + (f" for node {node}" if node else "") + ".\n")
-    return EXIT_FAILED if missing else EXIT_OK
+    return EXIT_FAILED if any_missing else EXIT_OK
+
+
+def _emit_kinds(ctx: Ctx, sections: list[tuple[ResourceView, list[dict[str, Any]]]], asked_by_name: bool) -> None:
+    """Several types at once, as ``kubectl get a,b``: one List for machine formats; for tables one
+    section per type that has objects, blank-line separated, names as ``kind.group/name``."""
+    everything = [_with_kind(view, obj) for view, items in sections for obj in items]
+    if ctx.output.structured:
+        if everything or not asked_by_name:
+            ctx.emit(everything)
+        return
+    shown = 0
+    for view, items in sections:
+        if not items:
+            continue
+        columns = [KIND_NAME_COLUMN, *printer_columns(view.resource)[1:]]
+        if shown:
+            ctx.out.write("\n")
+        ctx.emit([_with_kind(view, obj) for obj in items], columns=columns)
+        shown += 1
+
+
+def _with_kind(view: ResourceView, obj: dict[str, Any]) -> dict[str, Any]:
+    kind = kind_of(view.resource)
+    obj.setdefault("apiVersion", f"{kind.group}/{kind.version}")
+    obj.setdefault("kind", kind.kind)
+    return obj
 
 
 async def _watch(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], selector: str | None,

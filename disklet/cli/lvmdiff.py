@@ -27,6 +27,7 @@ from disklet.api.resources import BLOCK_DEVICE, LVM_VOLUME_GROUP, LVM_VOLUME_GRO
 from disklet.labels import label_value, node_label_value
 from disklet.lvgset_names import child_name
 from disklet.lvm_sizing import plan_thin_pool  # the agent's own rules (it imports these modules too)
+from disklet.lvm_transitions import transition_problems
 from disklet.lvm_validation import validate_lvg
 from disklet.units import QuantityError, bytes_to_quantity, quantity_bytes
 
@@ -64,26 +65,6 @@ def _bytes(value: Any) -> int:
         return 0
 
 
-def grow_only_problems(current: Mapping[str, Any] | None, new: LVMVolumeGroupSpec) -> list[str]:
-    """What the LVMVolumeGroup rules refuse when ``current`` (the object's spec now) becomes ``new``."""
-    if not current:
-        return []
-    out = []
-    if current.get("actualVGNameOnTheNode") not in (None, new.actual_vg_name_on_the_node):
-        out.append("actualVGNameOnTheNode is immutable")
-    new_fds = {fd.name: fd for fd in new.file_devices or ()}
-    for fd in current.get("fileDevices") or ():
-        name = fd.get("name")
-        if name not in new_fds:
-            out.append(f"fileDevices[{name}]: would be removed; file devices cannot be removed")
-            continue
-        if new_fds[name].directory != fd.get("directory"):
-            out.append(f"fileDevices[{name}]: directory {fd.get('directory')} → {new_fds[name].directory}: immutable")
-        if new_fds[name].bytes() < _bytes(fd.get("size")):
-            out.append(f"fileDevices[{name}]: size {fd.get('size')} → {new_fds[name].size}: file devices never shrink")
-    return out
-
-
 def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
               block_devices: list[Mapping[str, Any]] | None, status: Mapping[str, Any] | None,
               current_spec: Mapping[str, Any] | None = None) -> NodePlan:
@@ -95,7 +76,7 @@ def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
     vg = spec.actual_vg_name_on_the_node
     for err in validate_lvg(lvg_name, spec, base_dir):
         out.refused.append(err)
-    out.refused += [f"the API server would refuse: {p}" for p in grow_only_problems(current_spec, spec)]
+    out.refused += [f"the API server would refuse: {p}" for p in transition_problems(current_spec, spec.to_wire())]
     reported = {fd.get("name"): fd for n in st.get("nodes") or () if n.get("name") == node
                 for fd in n.get("fileDevices") or ()}
     exists = bool(st.get("vgUUID"))

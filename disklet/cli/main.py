@@ -186,12 +186,15 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     g = _sub(sub, "get", "list disklet objects (columns are the CRDs' printer columns, as kubectl get)",
              "Types: " + commands.TYPE_HELP + ". The columns are the CRDs' additionalPrinterColumns, so "
              "`kctl get` and `kubectl get` print the same; -o wide adds the priority-1 columns. -w keeps "
-             "watching and prints one line per change.",
+             "watching and prints one line per change. Several types at once as kubectl: `dl,lvg` "
+             "(names after it are looked up in each) or TYPE/NAME operands; tables then show one "
+             "section per type with kind.group/name names, machine formats one List.",
              "  kctl get disklayouts\n  kctl get dl --node kvm-node-1 -o wide\n  kctl get dl prod-data-pool -o yaml\n"
              "  kctl get lvg -l disklet.io/node=kvm-node-1\n  kctl get bd -o jsonpath='{.items[*].status.path}'\n"
-             "  kctl get dl -w")
-    g.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd (and their long names)")
-    g.add_argument("names", nargs="*", metavar="NAME", help="only these objects")
+             "  kctl get dl -w\n  kctl get dl,lvg --node kvm-node-1\n  kctl get dl/prod-data-pool lvg/vg-data-a -o yaml")
+    g.add_argument("type", metavar="TYPE",
+                   help="dl | lvg | lvgset | bd (and their long names); TYPE,TYPE for several; or TYPE/NAME")
+    g.add_argument("names", nargs="*", metavar="NAME", help="only these objects (or more TYPE/NAME operands)")
     g.add_argument("--node", metavar="NODE", help="only objects of this node")
     g.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, e.g. disklet.io/node=n1")
     g.add_argument("-w", "--watch", action="store_true", help="after listing, watch for changes")

@@ -192,6 +192,17 @@ class Column:
 NAME_COLUMN = Column("NAME", ".metadata.name")
 
 
+@dataclass(frozen=True)
+class KindNameColumn(Column):
+    """NAME as ``kind.group/name``: what ``kubectl get a,b`` prints when several types are listed."""
+
+    def value(self, obj: Any, now: datetime | None = None) -> str:
+        return object_name(obj)
+
+
+KIND_NAME_COLUMN = KindNameColumn("NAME", ".metadata.name")
+
+
 def printer_columns(res: Resource) -> list[Column]:
     """``kubectl get`` columns of a disklet kind: NAME, then the CRD's additionalPrinterColumns."""
     return [NAME_COLUMN] + [Column(c["name"].upper(), c["jsonPath"], c.get("type", "string"), c.get("priority", 0),

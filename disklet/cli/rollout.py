@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from disklet.api.resources import LVM_VOLUME_GROUP_SET
-from disklet.units import QuantityError, quantity_bytes
+from disklet.lvm_transitions import FILE_DEVICES, transition_problems
 
 from .kube import Kind, KubeError
 
@@ -88,33 +88,13 @@ def previous_revision(obj: Mapping[str, Any]) -> tuple[dict[str, Any] | None, st
     return dict(prev.get("template") or {}), str(prev.get("revision"))
 
 
-def undo_conflicts(current: Mapping[str, Any], previous: Mapping[str, Any]) -> list[str]:
-    """What the API server's grow-only rules would refuse when ``current`` becomes ``previous``."""
-    out: list[str] = []
-    if current.get("actualVGNameOnTheNode") != previous.get("actualVGNameOnTheNode"):
-        out.append("actualVGNameOnTheNode differs (immutable)")
-    prev_fds = {fd.get("name"): fd for fd in previous.get("fileDevices") or ()}
-    for fd in current.get("fileDevices") or ():
-        old = prev_fds.get(fd.get("name"))
-        if old is None:
-            out.append(f"file device {fd.get('name')!r} was added since: it cannot be removed")
-            continue
-        if old.get("directory") != fd.get("directory"):
-            out.append(f"file device {fd.get('name')!r}: directory cannot change")
-        try:
-            if quantity_bytes(str(old.get("size"))) < quantity_bytes(str(fd.get("size"))):
-                out.append(f"file device {fd.get('name')!r} grew {old.get('size')} → {fd.get('size')}: it cannot shrink")
-        except QuantityError:
-            out.append(f"file device {fd.get('name')!r}: sizes not comparable")
-    return out
-
-
 def undo_template(current: Mapping[str, Any], previous: Mapping[str, Any],
                   keep_file_devices: bool) -> tuple[dict[str, Any] | None, list[str]]:
     """(the template to write, notes) or (None, the conflicts) when undo cannot be done as asked."""
-    conflicts = undo_conflicts(current, previous)
-    vg_conflict = [c for c in conflicts if c.startswith("actualVGNameOnTheNode")]
-    if vg_conflict or (conflicts and not keep_file_devices):
+    problems = transition_problems(current, previous)  # the API server's rules, current → previous
+    conflicts = [str(p) for p in problems]
+    only_file_devices = all(p.field == FILE_DEVICES for p in problems)
+    if not only_file_devices or (conflicts and not keep_file_devices):
         return None, conflicts
     restored = dict(previous)
     notes: list[str] = []

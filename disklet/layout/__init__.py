@@ -12,7 +12,8 @@ from .errors import LayoutError, MalformedLayout, NixUnavailable
 from .evaluate import EVAL_ARGV, evaluate_nix, nix_available
 from .extract import Extraction, devices_value_of, extract_targets, walk_targets
 from .hashing import canonical_json, layout_hash
-from .render import devices_value, nix_attr_name, nix_string, render_disko_nix
+from .nixliteral import nix_attr_name, nix_string
+from .render import devices_value, render_disko_nix
 from .resolve import (
     PreflightResult,
     ResolvedLayout,

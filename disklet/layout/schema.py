@@ -41,6 +41,20 @@ TOP_LEVEL = ("disk", "lvm_vg", "zpool")
 PARTITION_CONTENT_TYPES = ("filesystem", "lvm_pv", "zfs")
 
 
+def no_content(path: str) -> str:
+    """Why a disk without ``content`` is refused and what to add (docs/layouts.md#checked-against-disko-itself)."""
+    return (f"{path} has no content: disko cannot evaluate a disk without one (its create step reads the content) "
+            'and refuses the layout; add content = { type = "gpt"; partitions.<name> = { size = "100%"; '
+            'content = ...; }; }, each partition holding a filesystem (with a mountpoint), an lvm_pv or a zfs '
+            "vdev, or leave the disk out of the layout")
+
+
+NOTHING_MOUNTED = (
+    "disko.devices mounts no file system (its partitions are all lvm_pv): disko cannot build its mount script "
+    "without one and refuses the layout; add a filesystem with a mountpoint (as a partition's or an LV's "
+    "content) or a zpool")
+
+
 class SchemaViolation(LayoutError):
     """The evaluated layout uses something disklet does not allow; ``code`` is the refusal code."""
 
@@ -56,6 +70,10 @@ class _Walk:
         self.values: list[str] = []
         self.mounts: list[str] = []
         self.mountpoints: list[tuple[str, str]] = []
+        self.contents = 0  # disks with content (something disko creates)
+        self.mounted = 0  # file systems disko's mount script would mount (filesystems with a mountpoint, pools)
+        self.pv_vgs: dict[str, list[str]] = {}  # VG name -> the lvm_pv contents that join it
+        self.zfs_pools: dict[str, list[str]] = {}  # pool name -> the zfs contents that join it
 
     # -- helpers ---------------------------------------------------------------------------
     def keys(self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> bool:
@@ -96,6 +114,30 @@ class _Walk:
                 continue
             for name in sorted(group):
                 check(name, group[name], f"{path}.{key}.{name}")
+        self.references(value)
+
+    def references(self, value: dict[str, Any]) -> None:
+        """What disko's types do not check but its scripts need: every lvm_pv joins a defined VG and
+        every VG has a PV (vgcreate needs devices), every zfs vdev joins a defined pool, and at least one
+        file system is mounted (without one disko cannot build its mount script and refuses the layout)."""
+        vgs: dict[str, Any] = value.get("lvm_vg") or {}
+        pools: dict[str, Any] = value.get("zpool") or {}
+        if not isinstance(vgs, dict) or not isinstance(pools, dict):
+            return  # already reported: must be an attribute set
+        for vg, users in sorted(self.pv_vgs.items()):
+            if vg not in vgs:
+                self.values.append(f"{users[0]}.vg = {vg!r} names a VG that disko.devices.lvm_vg does not define: "
+                                   f'add lvm_vg.{vg} = {{ type = "lvm_vg"; }} (or fix the name)')
+        for vg in sorted(vgs):
+            if vg not in self.pv_vgs:
+                self.values.append(f"disko.devices.lvm_vg.{vg} has no lvm_pv member, so vgcreate would get no "
+                                   f'device: add a partition with content = {{ type = "lvm_pv"; vg = "{vg}"; }}')
+        for pool, users in sorted(self.zfs_pools.items()):
+            if pool not in pools:
+                self.values.append(f"{users[0]}.pool = {pool!r} names a pool that disko.devices.zpool does not "
+                                   f'define: add zpool.{pool} = {{ type = "zpool"; }} (or fix the name)')
+        if self.contents and not self.mounted:
+            self.values.append(NOTHING_MOUNTED)
 
     def disk(self, name: str, disk: Any, path: str) -> None:
         self.name(name, path)
@@ -107,7 +149,10 @@ class _Walk:
             self.values.append(f"{path}.device must not contain ..")
         content = disk.get("content")
         if content is None:
-            return  # a bare disk: named (and classified) but nothing is created on it
+            # a bare disk: disko itself cannot evaluate one (its _create reads content._create)
+            self.values.append(no_content(path))
+            return
+        self.contents += 1
         if not isinstance(content, dict) or content.get("type") != "gpt":
             ctype = content.get("type") if isinstance(content, dict) else _kind(content)
             self.forbidden.append(f"{path}.content.type = {ctype!r} is not allowed (a disk holds a gpt table)")
@@ -118,7 +163,9 @@ class _Walk:
         self.keys(gpt, path, ("type", "partitions"), ("partitions",))
         parts = gpt.get("partitions")
         if not isinstance(parts, dict) or not parts:
-            self.values.append(f"{path}.partitions must be a non-empty attribute set")
+            # disko would write an empty table over the disk (it evaluates): nothing a layout wants
+            self.values.append(f"{path}.partitions must be a non-empty attribute set: add at least one "
+                               'partition, e.g. partitions.<name> = { size = "100%"; content = ...; }')
             return
         for pname in sorted(parts):
             ppath = f"{path}.partitions.{pname}"
@@ -149,6 +196,8 @@ class _Walk:
             if fmt not in FILESYSTEM_FORMATS:
                 self.values.append(f"{path}.format = {fmt!r} is not one of {', '.join(FILESYSTEM_FORMATS)}")
             self.mountpoint(content.get("mountpoint"), f"{path}.mountpoint")
+            if content.get("mountpoint") is not None:
+                self.mounted += 1
             options = content.get("mountOptions", [])
             if not isinstance(options, list):
                 self.values.append(f"{path}.mountOptions must be a list")
@@ -158,9 +207,13 @@ class _Walk:
         elif ctype == "lvm_pv":
             self.keys(content, path, ("type", "vg"), ("vg",))
             self.string(content.get("vg"), f"{path}.vg", NAME_RE, "a VG name")
+            if isinstance(content.get("vg"), str):
+                self.pv_vgs.setdefault(content["vg"], []).append(path)
         else:
             self.keys(content, path, ("type", "pool"), ("pool",))
             self.pool_name(content.get("pool"), f"{path}.pool")
+            if isinstance(content.get("pool"), str):
+                self.zfs_pools.setdefault(content["pool"], []).append(path)
 
     def mountpoint(self, mp: Any, path: str) -> None:
         if mp is None:
@@ -202,6 +255,7 @@ class _Walk:
         if not self.keys(pool, path, ("type", "mode", "datasets")):
             return
         self.typed(pool, path, "zpool")
+        self.mounted += 1  # disko mounts every pool's root dataset
         mode = pool.get("mode", "")
         if isinstance(mode, str):
             if mode not in ZPOOL_MODES:

@@ -88,6 +88,7 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
     vg_members: Counter[str] = Counter()
     pool_members: Counter[str] = Counter()
     mountpoints: list[str] = []
+    with_content = 0  # disks with at least one partition (something disko creates)
 
     for disk in disks:
         where = f"disk {disk.name!r}"
@@ -98,9 +99,11 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
                             "(recommended: /dev/disk/by-id/...)")
         if ".." in disk.device:
             problems.append(f"{where}: device {disk.device!r} must not contain ..")
-        partitions = list(disk.gpt.partitions or [])
-        if not partitions:
-            problems.append(f"{where}: gpt.partitions must list at least one partition")
+        partitions = list(getattr(getattr(disk, "gpt", None), "partitions", None) or [])
+        if partitions:
+            with_content += 1
+        else:
+            problems.append(no_content_structured(disk.name))
         for dup in _duplicates([p.name for p in partitions]):
             problems.append(f"{where}: partition name {dup!r} is used more than once")
         for index, part in enumerate(partitions):
@@ -144,7 +147,25 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
     for pool in pool_members:
         if pool not in declared_pools:
             problems.append(f"zfs partitions join pool {pool!r}, which is not declared in zfsPools")
+    if with_content and not mountpoints and not declared_pools:
+        problems.append(NOTHING_MOUNTED_STRUCTURED)
     return problems
+
+
+NOTHING_MOUNTED_STRUCTURED = (
+    "the layout mounts no file system (its partitions are all lvm_pv): disko cannot build its mount step "
+    "without one and refuses the layout; add a partition with content type filesystem and a mountpoint "
+    "(for example a small one before the PV), or a zfsPools entry with a zfs partition")
+"""docs/layouts.md#validation-rules-every-one-is-a-hard-error-all-problems-are-reported-at-once (disko needs a mount)."""
+
+
+def no_content_structured(disk: str) -> str:
+    """Why a disk without partitions is refused and what to add
+    (docs/layouts.md#validation-rules-every-one-is-a-hard-error-all-problems-are-reported-at-once)."""
+    return (f"disk {disk!r} has no content (gpt.partitions is missing or empty): disko refuses a disk without "
+            "content, and an empty table would only wipe the disk's partition table; add gpt.partitions with at "
+            "least one partition whose content is a filesystem (with a mountpoint), an lvm_pv or a zfs vdev, "
+            "or leave the disk out of the layout")
 
 
 def _content_problems(where: str, content: object, vg_members: Counter[str], pool_members: Counter[str],

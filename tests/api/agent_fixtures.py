@@ -1,6 +1,6 @@
 """Shared pieces of the agent API tests: a fake LVM engine (wiring tests only; the real engine is
 proven by V's host tests and tests/api/test_agent_lvm_real.py), a fake disk topology, and a
-context manager running one node's agent against the mock."""
+context manager running one node's agent against the API server (real or mock)."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ class FakeDisks:
 async def agent_running(kube: Any, monkeypatch: pytest.MonkeyPatch, node: str, *, engine: Any = None,
                         disks: FakeDisks | None = None, scan_interval: float = 0.3, lease_interval: float = 0.2,
                         config: AgentConfig | None = None, pv_reader: Any = None) -> AsyncIterator[Any]:
-    """One node's full agent (build_registry + configure_settings) against the mock."""
+    """One node's full agent (build_registry + configure_settings) against ``kube`` (real or mock)."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     monkeypatch.setenv("DISKLET_NAMESPACE", "disklet-test")
@@ -137,7 +137,7 @@ async def agent_running(kube: Any, monkeypatch: pytest.MonkeyPatch, node: str, *
     disks = disks or FakeDisks([disk("/dev/vda", serial="S0")])
     registry = build_registry(deps, engine=engine or FakeEngine(node), topology_reader=disks.read,
                               pv_reader=pv_reader or (lambda: {}), lease_interval=lease_interval)
-    async with kopf_running(registry, server=kube.server_url, configure=lambda s: configure_settings(s, config)):
+    async with kopf_running(registry, kube=kube, configure=lambda s: configure_settings(s, config)):
         yield registry
 
 

@@ -58,12 +58,14 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def lvgset_operator(server: str, **register_kwargs: Any) -> AsyncIterator[LvgsetController]:
-    """Only this controller's handlers, in a fresh registry, running against ``server``."""
+async def lvgset_operator(target: Any, **register_kwargs: Any) -> AsyncIterator[LvgsetController]:
+    """Only this controller's handlers, in a fresh registry, running against ``target``: the
+    ``kube``/``real_kube`` fixture's object, or the mock's URL (benchmarks)."""
     registry = kopf.OperatorRegistry()
     register_kwargs.setdefault("batch_delay", 0.02)
     ctl = register(registry, **register_kwargs)
-    async with kopf_running(registry, server=server, configure=configure):
+    where: dict[str, Any] = {"server": target} if isinstance(target, str) else {"kube": target}
+    async with kopf_running(registry, configure=configure, **where):
         yield ctl
 
 

@@ -1,4 +1,4 @@
-"""Helpers for the operator's API-tier tests: run the operator's registry against the ``kube`` mock.
+"""Helpers for the operator's API-tier tests: run the operator's registry against ``kube`` (real or mock).
 
 Imported explicitly by tests/api/test_operator_*.py (not a conftest).
 """
@@ -16,7 +16,7 @@ from disklet_operator.handlers import disklayout, lvg
 from disklet_operator.main import PROGRESS_PREFIX, configure_settings
 
 from devkit.kopfrun import kopf_running, wait_for
-from disklet.kube.client import MERGE_PATCH, Endpoint, KubeClient
+from disklet.kube.client import MERGE_PATCH, KubeClient
 from disklet.layout.samples import EXT4
 
 DL = "disklet.io/v1alpha1/disklayouts"
@@ -117,27 +117,38 @@ async def operator_running(kube: Any, *, recheck_seconds: float = 0.3, interval:
     registry = kopf.OperatorRegistry()
     disklayout.register(registry, recheck_seconds=recheck_seconds)
     lvg.register(registry, namespace=AGENT_NS, interval=interval, lease_grace=lease_grace, clock=clock)
-    async with kopf_running(registry, server=kube.server_url,
-                            configure=lambda s: configure_settings(s, namespace=AGENT_NS)):
-        async with KubeClient(Endpoint(kube.server_url)) as client:
+    async with kopf_running(registry, kube=kube, configure=lambda s: configure_settings(s, namespace=AGENT_NS)):
+        async with KubeClient(kube.endpoint()) as client:
             yield Api(client)
 
 
 class CountingClock:
     """The real UTC clock, counting calls: the LVMVolumeGroup handlers read it once per evaluation,
-    so a test can wait for "N more evaluations happened" (a sentinel) instead of sleeping."""
+    so a test can wait for "N more evaluations happened" (a sentinel) instead of sleeping.
 
-    def __init__(self) -> None:
+    ``step_seconds``: fake time instead — each call returns ``step_seconds`` more than the last
+    (starting now), so every evaluation falls in a later second, whatever the machine's load."""
+
+    def __init__(self, step_seconds: float | None = None) -> None:
         self.calls = 0
+        self.step_seconds = step_seconds
+        self._start = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         self.calls += 1
-        return datetime.now(UTC)
+        if self.step_seconds is None:
+            return datetime.now(UTC)
+        return self._start + timedelta(seconds=self.step_seconds * self.calls)
 
 
 def posted_events(kube: Any, name: str) -> list[dict[str, Any]]:
-    """Events the operator posted about object ``name`` (read from the request log: the mock does not
-    implement ``generateName``, so every Kopf event after the first one is rejected as a duplicate name)."""
+    """Events the operator posted about object ``name``: on the real server, the Events stored about
+    the live object (its uid: an earlier test's object of the same name is another object); on the
+    mock, from the request log (the mock keeps only the first of Kopf's events per object name)."""
+    if not hasattr(kube, "request_log"):
+        live = next((o for key in (DL, LVG) if (o := kube.read(key, name))), None)
+        uid = (live or {}).get("metadata", {}).get("uid")
+        return [e for e in kube.read_all("v1/events") if (e.get("involvedObject") or {}).get("uid") == uid]
     out = []
     for r in kube.request_log:
         if str(getattr(r, "method", "")).upper().endswith("POST") and "/events" in str(r.url):

@@ -5,6 +5,7 @@ sentinels (the fake engine's discover calls and the fake disks' reads), never by
 
 from __future__ import annotations
 
+import pytest
 from agent_fixtures import LVG, LVG_URL, FakeDisks, FakeEngine, agent_running, disk, lvg
 
 from devkit.kopfrun import wait_for
@@ -34,6 +35,8 @@ def _lists(kube, plural: str) -> int:
                and "GET" in str(r.method).upper() and "watch=" not in str(r.url))
 
 
+@pytest.mark.kmock("counts one client's LISTs exactly: on the shared real server the controller-manager's "
+                  "informers LIST the same resources and the request metric names no client")
 async def test_idle_cycles_make_no_api_request(kube, monkeypatch):
     engine = FakeEngine("n1")
     disks = CountingDisks([disk("/dev/vdb", serial="SB")])

@@ -1,11 +1,11 @@
 """Ownership of an LVMVolumeGroup is spec.local.nodeName, never the disklet.io/node label; refused
-objects are reconciled once per retry period (fake engine: wiring only)."""
+objects are reconciled once per retry period (fake engine: wiring only; on the real API server)."""
 
 from __future__ import annotations
 
 import time
 
-import aiohttp
+import pytest
 from agent_fixtures import LVG, LVG_URL, FakeEngine, agent_running, lvg
 from disklet_agent.handlers import lvm as lvm_handlers
 from disklet_agent.lvm.engine import LvgOutcome
@@ -15,6 +15,11 @@ from disklet.api.common import set_condition
 from disklet.api.lvm import ConditionType, LVGPhase, LVMVolumeGroupStatus, Reason
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
 
 
 def _mislabelled(name: str) -> dict:
@@ -48,7 +53,7 @@ async def test_wrong_label_never_strips_the_finalizer(kube, monkeypatch):
                        message="mismatch reported")
         cond = _condition(kube, "moved")
         assert "spec.local.nodeName is n1" in cond["message"] and cond["status"] == "False"
-        async with aiohttp.ClientSession(kube.server_url) as s:
+        async with kube.session() as s:
             await s.delete(f"{LVG_URL}/moved")
         # Sentinel: the delete handler ran (and retried) on n2 several times.
         await wait_for(lambda: len(seen) >= 4, message="delete handler retried", timeout=20)
@@ -69,7 +74,7 @@ async def test_relabel_after_ready_keeps_the_finalizer(kube, monkeypatch):
     obj["metadata"]["finalizers"] = ["disklet.io/agent"]
     kube.seed(LVG, obj)
     async with agent_running(kube, monkeypatch, "n2", engine=engine, scan_interval=0.2):
-        async with aiohttp.ClientSession(kube.server_url) as s:
+        async with kube.session() as s:
             r = await s.patch(f"{LVG_URL}/moved2", headers=MERGE,
                               json={"metadata": {"labels": {"disklet.io/node": "n2"}}})
             assert r.status == 200, await r.text()
@@ -114,7 +119,7 @@ async def test_refused_object_is_reconciled_once_per_retry_period(kube, monkeypa
     from disklet_agent.config import AgentConfig
     config = AgentConfig(node_name="n1", scan_interval_seconds=retry, refused_retry_seconds=retry)
     async with agent_running(kube, monkeypatch, "n1", engine=engine, config=config):
-        async with aiohttp.ClientSession(kube.server_url) as s:
+        async with kube.session() as s:
             await s.post(LVG_URL, json=lvg("refused", "n1"))
         await wait_for(lambda: len(engine.times) >= 6, message="several retries", timeout=30)
     gaps = [b - a for a, b in zip(engine.times, engine.times[1:], strict=False)]

@@ -1,6 +1,6 @@
-"""The agent with the REAL LVM engine on real loop devices, driven through the mock API.
+"""The agent with the REAL LVM engine on real loop devices, driven through the real API server.
 
-A file-only LVMVolumeGroup created in the mock becomes Ready on real LVM (activation off, as on
+A file-only LVMVolumeGroup created on the server becomes Ready on real LVM (activation off, as on
 every host test here), then deleting it removes the VG, detaches the loop and removes the file.
 Needs root + lvm2/util-linux: skipped with the reason otherwise, FAILS when CI=true.
 """
@@ -13,7 +13,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import aiohttp
 import pytest
 from agent_fixtures import LVG, LVG_URL, agent_running, lvg
 from disklet_agent.config import AgentConfig
@@ -53,7 +52,8 @@ def sandbox(tmp_path: Path):
         assert not problems, problems
 
 
-async def test_file_only_lvg_ready_on_real_lvm_then_deleted(kube, monkeypatch, sandbox: Path):
+async def test_file_only_lvg_ready_on_real_lvm_then_deleted(real_kube, monkeypatch, sandbox: Path):
+    kube = real_kube
     suffix = uuid.uuid4().hex[:8]
     base = sandbox / "file-devices"
     name, vg = f"agent-real-{suffix}", f"disklet-test-{suffix}"
@@ -61,7 +61,7 @@ async def test_file_only_lvg_ready_on_real_lvm_then_deleted(kube, monkeypatch, s
                          scan_interval_seconds=1.0, refused_retry_seconds=1.0, command_timeout_seconds=120)
     engine = LVMEngine(HostRunner(default_timeout=120), config)
     async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):
-        async with aiohttp.ClientSession(kube.server_url) as s:
+        async with kube.session() as s:
             r = await s.post(LVG_URL, json=lvg(name, "real-node", files=1, vg=vg, directory=str(base)))
             assert r.status in (200, 201), await r.text()
             await wait_for(lambda: ((kube.read(LVG, name) or {}).get("status") or {}).get("phase") == "Ready",
@@ -83,11 +83,21 @@ async def test_file_only_lvg_ready_on_real_lvm_then_deleted(kube, monkeypatch, s
     assert not backing.exists(), "the backing file is removed"
 
 
-@pytest.mark.parametrize("case", ["outside", "symlink", "name_max"])
-async def test_refused_lvg_is_deleted_within_one_retry_period(kube, monkeypatch, sandbox: Path, case: str):
+@pytest.mark.parametrize("case", ["outside", "symlink"])
+async def test_refused_lvg_is_deleted_within_one_retry_period(real_kube, monkeypatch, sandbox: Path, case: str):
     """Admitted by the API, refused by the agent (a directory outside the base, one that leaves it
-    through a symlink, a backing file name over 255 bytes): delete completes at the first attempt and
-    nothing was written outside the base directory."""
+    through a symlink): delete completes at the first attempt and nothing was written outside the
+    base directory."""
+    await _refused_then_deleted(real_kube, monkeypatch, sandbox, case)
+
+
+@pytest.mark.kmock("the object is one the current CRD refuses (it was admitted by an older one)")
+async def test_refused_lvg_over_name_max_is_deleted_within_one_retry_period(mock_kube, monkeypatch, sandbox: Path):
+    """As above, for a backing file name over 255 bytes."""
+    await _refused_then_deleted(mock_kube, monkeypatch, sandbox, "name_max")
+
+
+async def _refused_then_deleted(kube, monkeypatch, sandbox: Path, case: str) -> None:
     suffix = uuid.uuid4().hex[:8]
     base = sandbox / "file-devices"
     outside = sandbox / "outside"
@@ -108,7 +118,7 @@ async def test_refused_lvg_is_deleted_within_one_retry_period(kube, monkeypatch,
         obj["spec"]["fileDevices"][0]["name"] = "e" * 63
         kube.seed(LVG, obj)
     async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):
-        async with aiohttp.ClientSession(kube.server_url) as s:
+        async with kube.session() as s:
             if case != "name_max":
                 r = await s.post(LVG_URL, json=obj)
                 assert r.status in (200, 201), await r.text()

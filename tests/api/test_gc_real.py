@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 FD = {"name": "a", "directory": "/var/lib/disklet/file-devices", "size": "1Gi"}
 
 
+@pytest.fixture(autouse=True)
+def _leave_the_server_as_found(real_kube):
+    """The API tier shares one server: what these tests create (sets, children, Nodes, Leases) is
+    deleted afterwards by ``real_kube`` (tests/api/conftest.py), so no later test's operator sees it."""
+    yield
+
+
 def _set_with_child(envtest: Cluster, finalizer: str | None = None) -> tuple[str, str]:
     envtest.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     envtest.kubectl("wait", "--for", "condition=Established", "--timeout", "60s", "crd/lvmvolumegroupsets.disklet.io")

@@ -1,15 +1,22 @@
-"""kctl get/describe/delete/node against the API mock, with seeded objects."""
+"""kctl get/describe/delete/node on the real API server, with seeded objects."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import yaml
-from kctl_fixtures import BD, DL, LVG, block_device, disk_layout, kctl, lvg, table_rows, writes
+from kctl_fixtures import BD, DL, LVG, block_device, disk_layout, kctl, lvg, table_rows
 
 from disklet.cli.commands import find_agent_pod
 from disklet.cli.kube import Kube
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
+
 
 REFUSED = {"phase": "refused", "refusalReason": "target_device_is_active_lvm_pv",
            "message": "/dev/sdb is an active LVM physical volume (VG vg_old)", "targetDevices": ["/dev/sdb"],
@@ -156,7 +163,8 @@ async def test_agent_pod_lookup_uses_the_node_and_label(kube, tmp_path: Path):
     def pod(name: str, node: str, phase: str, created: str, labels: dict | None = None) -> dict:
         return {"metadata": {"name": name, "namespace": "disklet-system", "creationTimestamp": created,
                              "labels": labels if labels is not None else {"app.kubernetes.io/component": "agent"}},
-                "spec": {"nodeName": node, "containers": [{"name": "agent"}, {"name": "metrics-proxy"}]},
+                "spec": {"nodeName": node, "containers": [{"name": "agent", "image": "agent:0"},
+                                                        {"name": "metrics-proxy", "image": "proxy:0"}]},
                 "status": {"phase": phase}}
     kube.seed("v1/pods", pod("agent-other", "node-b", "Running", "2024-05-01T10:00:00Z"))
     kube.seed("v1/pods", pod("agent-starting", "node-a", "Pending", "2024-05-02T10:00:00Z"))
@@ -164,10 +172,11 @@ async def test_agent_pod_lookup_uses_the_node_and_label(kube, tmp_path: Path):
     kube.seed("v1/pods", pod("operator", "node-a", "Running", "2024-05-03T10:00:00Z", {"app.kubernetes.io/component": "operator"}))
     async with await Kube.connect(str(kube.kubeconfig)) as k:
         assert await find_agent_pod(k, "node-a", "disklet-system") == ("agent-a", "agent")
+    before = kube.mutations()
     nix = tmp_path / "day2-disk.nix"
     nix.write_text("{ disko.devices = { }; }\n")
     r = await kctl(kube, "node", "apply-disk", "node-c", "-f", str(nix))
     assert r.code == 1 and "no running disklet agent pod on node 'node-c' in namespace 'disklet-system'" in r.err
     r = await kctl(kube, "node", "apply-disko", "node-c", "-f", str(nix))
     assert r.code == 1 and "deprecated" in r.err
-    assert writes(kube) == []
+    assert kube.mutations() == before

@@ -1,12 +1,19 @@
-"""kctl diff of LVM manifests against the API mock: the per-node plan from the nodes' BlockDevices
+"""kctl diff of LVM manifests on the real API server: the per-node plan from the nodes' BlockDevices
 and the children's reported status, and what the agent's own checks would refuse."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
-from kctl_fixtures import BD, LVG, block_device, kctl, writes
+from kctl_fixtures import BD, LVG, block_device, kctl
 
 from disklet.api.lvm import backing_file_name
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
+
 
 NODES = "v1/nodes"
 BASE = "/var/lib/disklet/file-devices"
@@ -50,7 +57,7 @@ async def test_per_node_plan_from_inventory_and_status(kube, tmp_path):
     _seed(kube)
     f = tmp_path / "set.yaml"
     f.write_text(yaml.safe_dump(_set()))
-    before = len(writes(kube))
+    before = kube.mutations()
     r = await kctl(kube, "diff", "-f", str(f))
     assert r.code == 1, r.err + r.out  # kubectl diff's convention: 1 = there are differences
     out = r.out
@@ -66,7 +73,7 @@ async def test_per_node_plan_from_inventory_and_status(kube, tmp_path):
     assert "disklet-data-n2.a.img: grow 10236Mi → 20Gi" in n2
     assert "none of the node's BlockDevices matches" in n2
     assert "thin pool tp (50%): grow 5Gi" in n2
-    assert len(writes(kube)) == before, "diff writes nothing"
+    assert kube.mutations() == before, "diff writes nothing"
 
 
 async def test_what_the_agent_would_refuse_is_shown_and_exits_1(kube, tmp_path):
@@ -76,7 +83,7 @@ async def test_what_the_agent_would_refuse_is_shown_and_exits_1(kube, tmp_path):
     r = await kctl(kube, "diff", "-f", str(f))
     assert r.code == 2, "refused: an error, not just a difference"
     assert r.out.count("REFUSED: fileDevices[a]: directory '/srv/elsewhere' is outside the file devices base") == 2
-    assert f"REFUSED: the API server would refuse: fileDevices[a]: directory {BASE} → /srv/elsewhere: immutable" in r.out
+    assert f"REFUSED: the API server would refuse: file device 'a': directory {BASE} → /srv/elsewhere: the directory is immutable" in r.out
     offline = await kctl(kube, "diff", "--offline", "-f", str(f))
     assert offline.code == 2 and "node <each matching node>: LVMVolumeGroup data-<node>" in offline.out
     assert "disklet-data-<node>.a.img" in offline.out

@@ -1,7 +1,8 @@
-"""Every kctl command with every ``-o`` value (and ``--no-headers``), against the API mock.
+"""Every kctl command with every ``-o`` value (and ``--no-headers``), on the real API server.
 
-One flag set for all commands (kubectl's): each cell of the table runs the command on a fresh
-mock and checks the output parses as the format promises and names the objects it should.
+One flag set for all commands (kubectl's): each cell of the table runs the command on freshly
+seeded objects (the server's own: defaults, managedFields) and checks the output parses as the
+format promises and names the objects it should.
 Exec-based commands (``node disks --live``, ``node apply-disk``) run against a small exec server
 that answers ``-o json`` with JSON, as the agent does.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,34 @@ from aiohttp import web
 from kctl_fixtures import BD, DL, LVG, SEED_STYLE, block_device, disk_layout, kctl, lvg
 
 from devkit.kubeapi import write_kubeconfig
+from devkit.realkube import RealKube
 from disklet.cli.main import run
 
 LVGSET = "disklet.io/v1alpha1/lvmvolumegroupsets"
+
+
+@pytest.fixture(scope="module")
+def seeded(disklet_cluster: Any) -> Iterator[RealKube]:
+    """The objects of ``_seed`` on the real server once for the module (seeding and cleaning them
+    per cell made the table cost a minute); each test puts back what it deleted or created."""
+    kube = RealKube(disklet_cluster.kubeconfig)
+    keep = kube.snapshot()
+    try:
+        yield kube
+    finally:
+        try:
+            kube.clean(keep)
+        finally:
+            kube.close()
+
+
+@pytest.fixture()
+def kube(seeded: RealKube) -> Iterator[RealKube]:
+    _seed(seeded)
+    yield seeded
+    if seeded.read(DL, "prod-data-pool") is not None:  # made by `apply` or the watch test
+        seeded.delete(DL, "prod-data-pool")
+
 APPLIED = {"phase": "applied", "targetDevices": ["/dev/nvme1n1"], "targetDevicesText": "/dev/nvme1n1",
            "layoutGeneration": 1, "appliedLayoutGeneration": 1}
 
@@ -33,14 +59,19 @@ OUTPUTS = [None, "wide", "json", "yaml", "name", "jsonpath={..metadata.name}",
 
 
 def _seed(kube: Any) -> None:
-    kube.seed(DL, disk_layout("node-a-data", "node-a", status=APPLIED))
-    kube.seed(LVG, lvg("vg-data-a", "node-a", "vg_data", {"phase": "Ready", "vgSize": "20Gi"}))
-    kube.seed(LVGSET, {"apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet",
+    """The five objects the commands act on (those a ``delete`` removed, again)."""
+    def seed(key: str, obj: dict[str, Any]) -> None:
+        if kube.read(key, obj["metadata"]["name"]) is None:
+            kube.seed(key, obj)
+    seed(DL, disk_layout("node-a-data", "node-a", status=APPLIED))
+    seed(LVG, lvg("vg-data-a", "node-a", "vg_data", {"phase": "Ready", "vgSize": "20Gi"}))
+    seed(LVGSET, {"apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet",
                        "metadata": {"name": "fleet"},
                        "spec": {"nodeSelector": {"matchLabels": {"storage": "true"}},
-                                "lvmVolumeGroupTemplate": {"actualVGNameOnTheNode": "vg_data"}},
-                       "status": {"phase": "Ready", "currentLVMVolumeGroupsCount": 1}})
-    kube.seed(BD, block_device("node-a", "/dev/sdb", "100Gi"))
+                                "lvmVolumeGroupTemplate": {"actualVGNameOnTheNode": "vg_data", "fileDevices": [
+                                    {"name": "a", "directory": "/var/lib/disklet/file-devices", "size": "1Gi"}]}},
+                       "status": {"phase": "Created", "currentLVMVolumeGroupsCount": 1}})
+    seed(BD, block_device("node-a", "/dev/sdb", "100Gi"))
 
 
 # command -> (argv, expected names in machine output; "" = the command prints no objects)

@@ -1,11 +1,11 @@
-"""kctl rollout against the API mock with the real LVMVolumeGroupSet controller running (no agent:
+"""kctl rollout on the real API server with the real LVMVolumeGroupSet controller running (no agent:
 the test writes the children's status the way the agent and the operator's readiness rule would)."""
 
 from __future__ import annotations
 
 import asyncio
 
-import aiohttp
+import pytest
 from kctl_fixtures import kctl
 from lvgset_fixtures import (
     LVG,
@@ -23,6 +23,11 @@ from lvgset_fixtures import (
 )
 
 from devkit.kopfrun import wait_for
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
 
 
 async def _report(s, kube, name: str, failed: str | None = None) -> None:
@@ -45,7 +50,7 @@ def _at_revision(kube, set_name: str) -> list[str]:
 async def test_rollout_status_follows_batches_and_halts_on_a_poisoned_template(kube):
     for n in ("k1", "k2"):
         kube.seed(NODES, node(n))
-    async with lvgset_operator(kube.server_url), aiohttp.ClientSession(kube.server_url) as s:
+    async with lvgset_operator(kube), kube.session() as s:
         await post(s, SET_URL, lvgset("fleet", file_devices=[file_device("a")], rollout={"maxUnavailable": 1}))
         status = asyncio.create_task(kctl(kube, "rollout", "status", "lvgset", "fleet", "--interval", "0.05",
                                           "--timeout", "60"))
@@ -71,7 +76,7 @@ async def test_rollout_status_follows_batches_and_halts_on_a_poisoned_template(k
 
         # undo cannot remove the added file device; --keep-file-devices restores the rest (here: nothing)
         refused = await kctl(kube, "rollout", "undo", "lvgset", "fleet")
-        assert refused.code == 1 and "'b' was added since: it cannot be removed" in refused.err
+        assert refused.code == 1 and "file device 'b' would be removed: file devices cannot be removed" in refused.err
 
         paused = await kctl(kube, "rollout", "pause", "lvgset", "fleet")
         assert paused.code == 0 and kube.read(LVGSET, "fleet")["spec"]["rollout"]["paused"] is True
@@ -81,7 +86,7 @@ async def test_rollout_status_follows_batches_and_halts_on_a_poisoned_template(k
 
 async def test_rollout_undo_restores_the_previous_thin_pools(kube):
     kube.seed(NODES, node("u1"))
-    async with lvgset_operator(kube.server_url), aiohttp.ClientSession(kube.server_url) as s:
+    async with lvgset_operator(kube), kube.session() as s:
         await post(s, SET_URL, lvgset("undo", file_devices=[file_device("a")], thin_pools=[{"name": "tp", "size": "50%"}]))
         await wait_for(lambda: (kube.read(LVGSET, "undo").get("status") or {}).get("observedGeneration") == 1,
                        message="generation 1")

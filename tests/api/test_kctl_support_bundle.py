@@ -109,12 +109,16 @@ def test_the_writer_refuses_a_secret():
         raise AssertionError("a Secret was written")
 
 
-async def test_support_bundle_against_the_api_mock(kube, tmp_path: Path):
+async def test_support_bundle_on_the_real_api_server(real_kube, tmp_path: Path):
+    kube = real_kube
+    agent = pod("disklet-agent-a", "agent", "node-a")
+    del agent["metadata"]["managedFields"]  # server-owned on a real server
+    agent["spec"]["containers"][0]["image"] = "registry.invalid/disklet-agent:0"
     kube.seed(DL, disk_layout("node-a-data", "node-a"))
     kube.seed(LVG, lvg("vg-a", "node-a", "vg_data"))
     kube.seed(BD, block_device("node-a", "/dev/sdb", "1Ti"))
     kube.seed("v1/secrets", {"metadata": {"name": "creds", "namespace": NS}, "data": {"token": "aHVudGVyMg=="}})
-    kube.seed("v1/pods", pod("disklet-agent-a", "agent", "node-a"))
+    kube.seed("v1/pods", agent)
     kube.seed("v1/events", {"metadata": {"name": "e1", "namespace": "default"}, "reason": "Applied",
                             "involvedObject": {"apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout",
                                                "name": "node-a-data"}})
@@ -125,12 +129,12 @@ async def test_support_bundle_against_the_api_mock(kube, tmp_path: Path):
     files = files_of(out.read_bytes())
     assert "node-a-data" in files["objects/disklayouts.yaml"] and "vg-a" in files["objects/lvmvolumegroups.yaml"]
     assert "node-a-data" in files["events.yaml"]
-    # (the mock answers the pods/log subresource with the pod object itself, so logs/ is left out here;
-    # pods.yaml redaction is asserted above with exact logs)
+    # (there is no kubelet, so the pod has no logs: logs/ is left out here; pods.yaml redaction and
+    # the logs are asserted above with exact logs)
     everything = "".join(v for k, v in files.items() if not k.startswith("logs/"))
     assert SECRET_VALUE not in everything and "aHVudGVyMg==" not in everything and "creds" not in everything
     index = yaml.safe_load(files["index.yaml"])
-    assert index["problems"] and all(isinstance(p, str) for p in index["problems"])  # the mock has no logs/exec
+    assert index["problems"] and all(isinstance(p, str) for p in index["problems"])  # no kubelet: no logs/exec
     assert "warning: " in r.err
     again = await kctl(kube, "support-bundle", "--tarball", str(out))
     assert again.code == 1 and "never overwritten" in again.err

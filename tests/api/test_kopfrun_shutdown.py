@@ -25,12 +25,13 @@ def _registry(name: str, cleaned: list[str]) -> kopf.OperatorRegistry:
     return registry
 
 
-async def test_nested_operators_stop_cleanly_and_leave_the_caller_running(kube):
+async def test_nested_operators_stop_cleanly_and_leave_the_caller_running(real_kube):
+    kube = real_kube
     cleaned: list[str] = []
     me = asyncio.current_task()
     assert me is not None
-    async with kopf_running(_registry("outer", cleaned), server=kube.server_url):
-        async with kopf_running(_registry("inner", cleaned), server=kube.server_url):
+    async with kopf_running(_registry("outer", cleaned), kube=kube):
+        async with kopf_running(_registry("inner", cleaned), kube=kube):
             pass
         assert cleaned == ["inner"] and me.cancelling() == 0, "the caller was not cancelled"
     assert cleaned == ["inner", "outer"], "both operators ran their cleanup (Kopf then closes its sessions)"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import aiohttp
 import kopf
+import pytest
 
 from devkit.kopfrun import kopf_running, wait_for
+
+pytestmark = pytest.mark.kmock("tests the mock itself (what the fault-injection tests rely on)")
 
 LVG = "disklet.io/v1alpha1/lvmvolumegroups"
 LVG_URL = "/apis/disklet.io/v1alpha1/lvmvolumegroups"

@@ -28,6 +28,13 @@ NODES = ("ro-n1", "ro-n2", "ro-n3")
 BASE = "/var/lib/disklet/file-devices"
 
 
+@pytest.fixture(autouse=True)
+def _leave_the_server_as_found(real_kube):
+    """The API tier shares one server: what these tests create (sets, children, Nodes, Leases) is
+    deleted afterwards by ``real_kube`` (tests/api/conftest.py), so no later test's operator sees it."""
+    yield
+
+
 def _now(micro: bool = False) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z" if micro else "%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

@@ -1,4 +1,5 @@
-"""The real handlers (agent and operator) feed ``disklet.metrics.REGISTRY`` and post issue 4's Events.
+"""The real handlers (agent and operator) feed ``disklet.metrics.REGISTRY`` and post issue 4's Events,
+on the real API server.
 
 Metric values are read back from the registry as deltas (after − before), so other tests running
 in the same process do not matter. Every test uses its own object and VG names.
@@ -11,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import pytest
 from agent_fixtures import LVG, LVG_URL, FakeEngine, agent_running, lvg
 from disklet_agent.config import AgentConfig
 from disklet_agent.lvm.engine import LvgOutcome
@@ -43,6 +44,11 @@ DL = "disklet.io/v1alpha1/disklayouts"
 DL_URL = "/apis/disklet.io/v1alpha1/disklayouts"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 GIB = 1024 ** 3
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
 
 
 def value(name: str, **labels: str) -> float:
@@ -92,7 +98,7 @@ async def test_lvg_reconcile_gauges_events_and_forget_on_delete(kube, monkeypatc
     name, vg = unique("m-lvg"), unique("vgm")
     engine = CapacityEngine("n1", delete_done=True)
     ok0, writes0 = reconciles("LVMVolumeGroup", "success"), status_writes("LVMVolumeGroup")
-    async with agent_running(kube, monkeypatch, "n1", engine=engine), aiohttp.ClientSession(kube.server_url) as s:
+    async with agent_running(kube, monkeypatch, "n1", engine=engine), kube.session() as s:
         r = await s.post(LVG_URL, json=lvg(name, "n1", files=2, vg=vg))
         assert r.status in (200, 201), await r.text()
         await wait_for(lambda: ((kube.read(LVG, name) or {}).get("status") or {}).get("phase") == "Ready",
@@ -132,7 +138,7 @@ async def test_lvg_not_converged_counts_retry(kube, monkeypatch):
     name = unique("m-retry")
     retry0 = reconciles("LVMVolumeGroup", "retry")
     async with agent_running(kube, monkeypatch, "n1", engine=NeverConvergedEngine("n1")):
-        async with aiohttp.ClientSession(kube.server_url) as s:
+        async with kube.session() as s:
             await s.post(LVG_URL, json=lvg(name, "n1", vg=unique("vgr")))
         await wait_for(lambda: reconciles("LVMVolumeGroup", "retry") - retry0 >= 2, message="retries counted", timeout=30)
 
@@ -163,7 +169,7 @@ async def test_agent_refusal_counts_code_once_and_posts_event(kube, monkeypatch,
     refusals0, refused0 = value("disklet_refusals_total", code=code), reconciles("DiskLayout", "refused")
     writes0 = status_writes("DiskLayout")
     async with agent_running(kube, monkeypatch, node_name, config=config), \
-            aiohttp.ClientSession(kube.server_url) as s:
+            kube.session() as s:
         r = await s.post(DL_URL, json=_layout_with_missing_target(name, node_name))
         assert r.status in (200, 201), await r.text()
         # what the operator's pre-flight writes: the agent takes it from here
@@ -204,7 +210,7 @@ async def test_lvgset_pass_counts_reconcile_and_status_write(kube):
     kube.seed(NODES, node(unique("m-node")))
     ok0, err0, writes0 = (reconciles("LVMVolumeGroupSet", "success"), reconciles("LVMVolumeGroupSet", "error"),
                           status_writes("LVMVolumeGroupSet"))
-    async with lvgset_operator(kube.server_url), aiohttp.ClientSession(kube.server_url) as s:
+    async with lvgset_operator(kube), kube.session() as s:
         await post(s, SET_URL, lvgset(name, file_devices=[file_device("a")]))
         await wait_for(lambda: ((kube.read("disklet.io/v1alpha1/lvmvolumegroupsets", name) or {}).get("status")
                                 or {}).get("phase") == "Created", message="set Created", timeout=30)

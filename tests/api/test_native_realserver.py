@@ -143,7 +143,9 @@ async def test_kubectl_wait_ready_and_kubectl_and_kctl_print_the_same_columns(cl
     cluster.kubectl("wait", "--for=condition=Established", "crd/disklayouts.disklet.io", "--timeout=60s")
     manifest = tmp_path / "dl.yaml"
     manifest.write_text(yaml.safe_dump({"kind": "DiskLayout", "metadata": {"name": "ready-dl"}, "spec": {
-        "nodeName": "node-a", "layoutNix": '{ disko.devices.disk.d = { type = "disk"; device = "/dev/sdb"; }; }'}}))
+        "nodeName": "node-a", "layoutNix": '{ disko.devices.disk.d = { type = "disk"; device = "/dev/sdb"; content = { '
+        'type = "gpt"; partitions.p = { size = "100%"; content = { type = "filesystem"; format = "ext4"; '
+        'mountpoint = "/srv/p"; }; }; }; }; }'}}))
     out, err = io.StringIO(), io.StringIO()
     assert await run(["apply", "-f", str(manifest), "--skip-preflight", "--kubeconfig", str(cluster.kubeconfig)],
                      out, err) == 0, err.getvalue()

@@ -1,8 +1,7 @@
-"""The operator's DiskLayout pre-flight end to end: Kopf + real nix-instantiate against the API mock."""
+"""The operator's DiskLayout pre-flight end to end: Kopf + real nix-instantiate on the real API server."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
@@ -23,6 +22,11 @@ from operator_fixtures import (
 from disklet.layout.samples import EXT4, MIXED
 
 pytestmark = pytest.mark.skipif(shutil.which("nix-instantiate") is None, reason="nix-instantiate is not installed")
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
 
 
 def _pending(st: dict) -> bool:
@@ -60,7 +64,9 @@ async def test_malformed_raw_nix_fails_with_the_parser_message(kube):
         assert any(e.get("reason") == "Malformed" and e.get("type") == "Warning" for e in events), events
 
 
-async def test_invalid_spec_fails_clearly_and_does_not_crash(kube):
+@pytest.mark.kmock("the spec is one the real server's schema refuses: the operator's own check is the defence in depth")
+async def test_invalid_spec_fails_clearly_and_does_not_crash(mock_kube):
+    kube = mock_kube
     async with operator_running(kube) as api:
         bad = disk_layout("typo", "n1")
         bad["spec"]["diskLayout"]["disks"][0]["gpt"]["partitions"][0]["size"] = "10GB"
@@ -118,21 +124,20 @@ async def test_agent_refusal_stays_and_malformed_then_fixed_returns_to_pending(k
     async with operator_running(kube) as api:
         await api.create(DL_URL, disk_layout("r", "n1"))
         await wait_status(kube, DL, "r", _pending, "pending")
-        await api.patch(f"{DL_URL}/r/status", {"status": {"phase": "refused", "refusalReason": "target_device_is_active_lvm_pv",
-                                                          "message": "/dev/nvme1n1 is an LVM PV"}})
-        start = len(kube.request_log)
+        refused = await api.patch(f"{DL_URL}/r/status", {"status": {
+            "phase": "refused", "refusalReason": "target_device_is_active_lvm_pv", "message": "/dev/nvme1n1 is an LVM PV"}})
         await api.patch(f"{DL_URL}/r", {"metadata": {"labels": {"team": "storage"}}})
         # malformed edit: failed. It is also the sentinel for the label edit: Kopf handles one
         # object's events in order, so once "failed" is written the label event was handled, and
-        # no status write before that one may have touched the agent's refusal.
+        # no version stored before that one may have lost the agent's refusal.
         await api.patch(f"{DL_URL}/r", {"spec": {"diskLayout": None, "layoutNix": "{ disko.devices = "}})
-        await wait_status(kube, DL, "r", lambda s: s.get("phase") == "failed", "failed")
-        status_writes = [r.data.get("status") or {} for r in kube.request_log[start:]
-                         if str(r.method).upper().endswith("PATCH") and "/disklayouts/r" in str(r.url)
-                         and isinstance(r.data, dict) and "status" in r.data]
-        before_failed = status_writes[:next(i for i, w in enumerate(status_writes) if w.get("phase") == "failed")]
-        assert not [w for w in before_failed if "phase" in w or "refusalReason" in w], \
-            f"an agent-written refusal stays until the spec changes: {before_failed}"
+        versions = await kube.versions(DL, "r", after=refused["metadata"]["resourceVersion"],
+                                       until=lambda o: (o.get("status") or {}).get("phase") == "failed")
+        before_failed = versions[:-1]
+        assert any((v["metadata"].get("labels") or {}).get("team") == "storage" for v in before_failed)
+        changed = [v["status"] for v in before_failed if (v["status"].get("phase"), v["status"].get("refusalReason"))
+                   != ("refused", "target_device_is_active_lvm_pv")]
+        assert not changed, f"an agent-written refusal stays until the spec changes: {changed}"
         # fixing it back to the same layout: pending again, same generation
         await api.patch(f"{DL_URL}/r", {"spec": {"diskLayout": EXT4, "layoutNix": None}})
         st = await wait_status(kube, DL, "r", lambda s: s.get("phase") == "pending", "pending again")
@@ -143,7 +148,8 @@ async def test_second_layout_for_a_node_is_refused_until_the_first_is_deleted(ku
     async with operator_running(kube) as api:
         await api.create(DL_URL, disk_layout("first", "n1"))
         first = await wait_status(kube, DL, "first", _pending, "first pending")
-        await asyncio.sleep(1.1)  # creationTimestamp has a one-second resolution
+        # "first" is the older either way: created earlier, or in the same second (creationTimestamp
+        # has a one-second resolution) and first by name, the rule's tie-break
         await api.create(DL_URL, disk_layout("second", "n1", nix=EXT4_AS_RAW_NIX))
         st = await wait_status(kube, DL, "second", lambda s: s.get("phase") == "refused", "second refused")
         assert st["refusalReason"] == "another_disk_layout_for_node"

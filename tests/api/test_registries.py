@@ -5,6 +5,8 @@ they write, the Events they post), never through Kopf's private registry attribu
   handler — and serves DiskLayouts and LVMVolumeGroups.
 - The agent's DiskLayout handlers in ``installer-only`` mode report the mode with a condition and
   an Event, and never put a finalizer on the DiskLayout (deleting one never waits for a node).
+
+On the real API server.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ from operator_fixtures import (
 
 from devkit.kopfrun import kopf_running, wait_for
 from disklet.api.resources import DISK_LAYOUT, LVM_VOLUME_GROUP
-from disklet.kube.client import Endpoint, KubeClient
+from disklet.kube.client import KubeClient
 
 pytestmark = pytest.mark.api
+
+
+@pytest.fixture()
+def kube(real_kube):
+    return real_kube
 
 
 def unique(prefix: str) -> str:
@@ -45,7 +52,7 @@ async def test_operator_registry_logs_in_by_itself_and_serves_disklayouts_and_lv
     node, dl, lvg = unique("reg-node"), unique("reg-dl"), unique("reg-lvg")
     kube.seed("v1/nodes", node_object(node))
     async with kopf_running(build_registry(), configure=lambda s: configure_settings(s, namespace="disklet-reg")):
-        async with KubeClient(Endpoint(kube.server_url)) as client:
+        async with KubeClient(kube.endpoint()) as client:
             await client.create(DISK_LAYOUT, disk_layout(dl, node))
             await client.create(LVM_VOLUME_GROUP, volume_group(lvg, node))
         await wait_for(lambda: status_of(kube, DL, dl).get("phase") == "pending", timeout=60,

@@ -136,7 +136,9 @@ def layout(device: str, parts: int = 2) -> str:
             'content = { type = "gpt"; partitions = { ' + ps + ' }; }; }; }\n')
 
 
-OLD = '{ disko.devices.disk.old = { type = "disk"; device = "/dev/disk/by-id/nN-gone"; }; }\n'
+def old(device: str) -> str:
+    """A previously applied current.nix: the same disk with its first partition (the new layout appends)."""
+    return layout(device, parts=1)
 
 
 def plan_and_apply(env: Env, body: str, **kw):  # type: ignore[no-untyped-def]
@@ -153,7 +155,7 @@ def artifact_of(body: str) -> str:
 def test_success_promotes_and_runs_exact_commands(env: Env) -> None:
     dev = env.sb.loop(partscan=True)
     disko_succeeds(env, dev, 2)
-    env.current.write_text(OLD)
+    env.current.write_text(old(dev))
     body = layout(dev)
     out = plan_and_apply(env, body)
     assert out.ok and out.phase == "done" and out.promoted, out.message
@@ -175,12 +177,12 @@ def test_success_promotes_and_runs_exact_commands(env: Env) -> None:
 
 def test_disko_failure_keeps_current_and_reports_tail(env: Env) -> None:
     dev = env.sb.loop()
-    env.current.write_text(OLD)
+    env.current.write_text(old(dev))
     env.monkeypatch.setenv("FAKE_DISKO", "fail")
     env.monkeypatch.setenv("FAKE_TAG", "tag-7f3a")
     out = plan_and_apply(env, layout(dev))
     assert not out.ok and out.phase == "disko" and not out.promoted
-    assert env.current.read_text() == OLD
+    assert env.current.read_text() == old(dev)
     assert "error: boom tag-7f3a" in out.message and "disko line 29" in out.message
     assert "disko line 5\n" not in out.message  # only the tail
     assert env.calls("systemd-run") == []
@@ -188,13 +190,13 @@ def test_disko_failure_keeps_current_and_reports_tail(env: Env) -> None:
 
 def test_hanging_disko_is_killed_with_its_group(env: Env) -> None:
     dev = env.sb.loop()
-    env.current.write_text(OLD)
+    env.current.write_text(old(dev))
     env.monkeypatch.setenv("FAKE_DISKO", "hang")
     start = time.monotonic()
     out = plan_and_apply(env, layout(dev), timeout_seconds=2)
     elapsed = time.monotonic() - start
     assert not out.ok and out.phase == "disko" and out.steps[0].timed_out
-    assert "within 2s" in out.message and env.current.read_text() == OLD
+    assert "within 2s" in out.message and env.current.read_text() == old(dev)
     assert elapsed < 15
     pids = [int(x) for x in env.pids.read_text().split()]
     deadline = time.monotonic() + 5
@@ -213,12 +215,12 @@ def _alive(pid: int) -> bool:
 
 def test_disko_success_without_partitions_fails_verify(env: Env) -> None:
     dev = env.sb.loop()
-    env.current.write_text(OLD)
+    env.current.write_text(old(dev))
     env.monkeypatch.setenv("FAKE_DISKO", "ok")
     out = plan_and_apply(env, layout(dev))
     assert not out.ok and out.phase == "verify"
     assert f"{dev} has 0 partition(s) after disko, the layout declares 2" in out.message
-    assert env.current.read_text() == OLD
+    assert env.current.read_text() == old(dev)
 
 
 def test_switch_exit_4_names_failed_units(env: Env) -> None:

@@ -158,7 +158,8 @@ def dev_link(target: str, name: str) -> str:
 def _gate_end_to_end(sandbox: Sandbox, tmp_path: Path, busy: str, link: str, clean: str) -> None:
     body = ('{ disko.devices.disk = { a = { type = "disk"; device = "' + link + '"; content = { type = "gpt"; '
             'partitions.p = { size = "100%"; content = { type = "filesystem"; format = "ext4"; '
-            'mountpoint = "/data"; }; }; }; }; b = { type = "disk"; device = "' + clean + '"; }; }; }')
+            'mountpoint = "/data"; }; }; }; }; b = { type = "disk"; device = "' + clean + '"; content = { type = "gpt"; partitions.p = { size = "100%"; '
+            'content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/b"; }; }; }; }; }; }')
     cfg = AgentConfig(host_root=tmp_path / "root", system_mounts=["/"], allow_loop_targets=True,
                       volume_mounts=[str(sandbox.base / "volumes") + "*"])
     plan = plan_apply(body, runner=RUNNER, config=cfg)

@@ -152,10 +152,6 @@ def layouts(draw: st.DrawFn) -> dict[str, Any]:
             parts.append({"name": f"p{i}" + draw(NAME), "size": draw(SIZE), "content": content})
         if draw(st.booleans()):
             parts[-1]["size"] = "100%"
-        if d == 0 and not any(p["content"]["type"] == "filesystem" for p in parts):
-            # Known gap (docs/testing.md): disko cannot build its mount script for a layout whose
-            # partitions are all lvm_pv (fails to evaluate), and disklet does not refuse one yet.
-            parts[0]["content"] = {"type": "filesystem", "format": "ext4", "mountpoint": "/srv/fs0"}
         disks.append({"name": f"d{d}" + draw(NAME), "device": "/dev/" + draw(DEVICE_TAIL), "gpt": {"partitions": parts}})
     layout: dict[str, Any] = {"disks": disks}
     used_vgs = {p["content"]["vg"] for d in disks for p in d["gpt"]["partitions"] if p["content"]["type"] == "lvm_pv"}

@@ -19,6 +19,9 @@ from tests.host.test_layout_nix import EDGE_BODIES, INJECTIONS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GOLDEN = Path(__file__).resolve().parents[1] / "unit" / "golden"
+CONTENT = ('content = { type = "gpt"; partitions.p = { size = "100%"; content = { type = "filesystem"; '
+           'format = "ext4"; mountpoint = "/srv/p"; }; }; };')
+"""A minimal disk content (disko cannot evaluate a disk without one)."""
 
 FAILING = [
     "{ a = ; }",                                   # syntax error
@@ -155,7 +158,7 @@ def test_kctl_diff_of_a_directory_uses_one_run_and_reports_each_layout(tmp_path:
         (tmp_path / f"dl{i:02}.yaml").write_text(
             "apiVersion: disklet.io/v1alpha1\nkind: DiskLayout\n"
             f"metadata: {{name: dl{i:02}}}\nspec:\n  nodeName: node{i}\n  layoutNix: |\n"
-            f"    {{ disko.devices.disk.d = {{ type = \"disk\"; {device}}}; }}\n")
+            f"    {{ disko.devices.disk.d = {{ type = \"disk\"; {device}{CONTENT} }}; }}\n")
     code, out, _err = kctl("diff", "--offline", "-f", str(tmp_path))
     assert code == 2  # a layout fails pre-flight
     assert out.count("pre-flight: pending") == 11 and out.count("pre-flight: failed") == 1

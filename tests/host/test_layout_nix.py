@@ -74,6 +74,17 @@ def test_injection_evaluates_to_the_literal(mountpoint: str) -> None:
     assert extraction.devices == ["/dev/nvme1n1"]
 
 
+@pytest.mark.parametrize("text", [*INJECTIONS, '"', "\\", "${", "''", ""])
+def test_the_one_emitter_is_exact_for_the_real_evaluator(text: str) -> None:
+    """Hostile strings as values and as attribute names, in both orders the emitter prints."""
+    from disklet.layout.nixliteral import disko_devices_file
+
+    value = {text: {"s": text, "l": [text, None, True, 7]}, "plain": text}
+    for sort_keys in (True, False):
+        assert evaluate_nix(disko_devices_file("# t\n", value, sort_keys=sort_keys)) == \
+            {"disko": {"devices": value}}
+
+
 @pytest.mark.parametrize("body", [
     "{ disko.devices.disk.x.device = builtins.readFile /etc/passwd; }",
     '{ disko.devices.disk.x.device = builtins.readFile "/etc/passwd"; }',

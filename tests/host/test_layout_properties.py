@@ -152,6 +152,7 @@ def test_raw_artifact_names_exactly_the_checked_devices(body: str) -> None:
 def test_the_user_text_itself_would_have_named_another_disk(tell: str) -> None:
     """Control: without the artifact, the same text evaluated unrestricted names the other disk."""
     body = ('{ disko.devices.disk.d = { type = "disk"; device = if ' + tell
-            + ' then "/dev/vda" else "/dev/vdb"; }; }')
+            + ' then "/dev/vda" else "/dev/vdb"; content = { type = "gpt"; partitions.p = { size = "100%"; '
+            'content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/p"; }; }; }; }; }')
     assert named_devices(unrestricted(body)) == {"/dev/vda"}
     assert check_layout(body).targets == ["/dev/vdb"]

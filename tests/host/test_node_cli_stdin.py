@@ -7,7 +7,9 @@ import sys
 
 from disklet_agent.cli import main
 
-BODY = '{ disko.devices.disk.d = { type = "disk"; device = "/dev/disklet-test-no-such-disk"; }; }\n'
+BODY = ('{ disko.devices.disk.d = { type = "disk"; device = "/dev/disklet-test-no-such-disk"; content = { '
+        'type = "gpt"; partitions.p = { size = "100%"; content = { type = "filesystem"; format = "ext4"; '
+        'mountpoint = "/srv/p"; }; }; }; }; }\n')
 
 
 def test_apply_disk_reads_stdin(monkeypatch, tmp_path):

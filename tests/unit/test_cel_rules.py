@@ -35,7 +35,8 @@ def layout(content=None, device="/dev/nvme1n1", **extra):
         "partitions": [{"name": "p0", "size": "100%", "content": content or fs()}]}}], **extra}}
 
 
-RAW = "{ disko.devices.disk.d1 = { type = \"disk\"; device = \"/dev/sdb\"; }; }"
+RAW = ('{ disko.devices.disk.d1 = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; partitions.p = { '
+       'size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/p"; }; }; }; }; }')
 
 
 def fd(name="a", size="1Gi", directory=BASE):
@@ -65,9 +66,9 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("dl-no-source", "DiskLayout", None, {"nodeName": "node-1"}, "set exactly one layout source"),
     ("dl-two-sources", "DiskLayout", None, {**layout(), "layoutNix": RAW}, "set exactly one layout source"),
     ("dl-nix-file", "DiskLayout", None, {"nodeName": "node-1", "layoutNixFile": "./a.nix"}, "resolved by kctl"),
-    ("dl-raw-hook", "DiskLayout", None, {"nodeName": "node-1", "layoutNix": RAW.replace("};", 'postCreateHook = "x"; };', 1)},
+    ("dl-raw-hook", "DiskLayout", None, {"nodeName": "node-1", "layoutNix": RAW.replace('"/dev/sdb";', '"/dev/sdb"; postCreateHook = "x";')},
      "must not use disko hooks"),
-    ("dl-raw-extra-args", "DiskLayout", None, {"nodeName": "node-1", "layoutNix": RAW.replace("};", "extraArgs = [ ]; };", 1)},
+    ("dl-raw-extra-args", "DiskLayout", None, {"nodeName": "node-1", "layoutNix": RAW.replace('"/dev/sdb";', '"/dev/sdb"; extraArgs = [ ];')},
      "must not use disko hooks"),
     ("dl-node-immutable", "DiskLayout", layout(), {**layout(), "nodeName": "node-2"}, "nodeName is immutable"),
     ("dl-node-same-ok", "DiskLayout", layout(), {**layout(), "timeoutSeconds": 600}, None),

@@ -146,6 +146,7 @@ def test_partition_label_collision_with_the_os_disk(tmp_path: Path) -> None:
 
 def test_existing_volume_group_is_refused(tmp_path: Path) -> None:
     text = ('{ disko.devices = { disk.a = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; '
+            'partitions.f = { size = "1G"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/f"; }; }; '
             'partitions.p = { size = "100%"; content = { type = "lvm_pv"; vg = "vg0"; }; }; }; }; '
             'lvm_vg.vg0 = { type = "lvm_vg"; lvs = { }; }; }; }')
     p = plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path, vgs={"vg0"})

@@ -19,7 +19,9 @@ metadata: {name: prod-data-pool}
 spec:
   nodeId: kvm-node-1
   layoutNix: |
-    { disko.devices.disk.data1 = { type = "disk"; device = "/dev/nvme1n1"; }; }
+    { disko.devices.disk.data1 = { type = "disk"; device = "/dev/nvme1n1"; content = { type = "gpt";
+      partitions.kcore0 = { size = "100%"; content = { type = "filesystem"; format = "ext4";
+      mountpoint = "/var/lib/kcore/volumes1"; }; }; }; }; }
 """
 
 
@@ -68,7 +70,8 @@ def test_invalid_batch_exits_1_before_touching_the_cluster(tmp_path: Path):
     (tmp_path / "m.yaml").write_text(SEED + "---\nkind: DiskLayout\nmetadata: {name: x}\nspec: {nodeName: n2}\n")
     code, out, err = kctl("apply", "-f", str(tmp_path / "m.yaml"), "--kubeconfig", str(tmp_path / "missing"))
     assert code == 1 and out == ""
-    assert f"{tmp_path / 'm.yaml'}:10 DiskLayout/x: spec" in err and "nothing was sent" in err
+    spec_line = SEED.count("\n") + 4  # after the seed: ---, kind, metadata, spec
+    assert f"{tmp_path / 'm.yaml'}:{spec_line} DiskLayout/x: spec" in err and "nothing was sent" in err
     assert "kubeconfig" not in err, "validation happens before any connection"
 
 
@@ -100,7 +103,7 @@ def test_offline_diff_shows_seed_manifest_targets_and_body(tmp_path: Path):
 
 
 def test_offline_diff_of_a_malformed_body_is_an_error_exit_2(tmp_path: Path):
-    (tmp_path / "m.yaml").write_text(SEED.replace('device = "/dev/nvme1n1"; };', "device = ; };"))
+    (tmp_path / "m.yaml").write_text(SEED.replace('device = "/dev/nvme1n1";', "device = ;"))
     code, out, _err = kctl("diff", "--offline", "-f", str(tmp_path / "m.yaml"))
     assert code == 2 and "pre-flight: failed" in out
     code, _out, _err = kctl("diff", "--offline", "-f", str(tmp_path / "absent.yaml"))

@@ -77,6 +77,7 @@ def test_unified_body_diff_new_changed_and_identical():
 
 def test_live_body_renders_a_structured_layout_the_same_way_kctl_does():
     spec = {"nodeName": "n1", "diskLayout": {"disks": [{"name": "d", "device": "/dev/sdb", "gpt": {"partitions": [
+        {"name": "f", "size": "1G", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/srv/f"}},
         {"name": "p", "size": "100%", "content": {"type": "lvm_pv", "vg": "vg0"}}]}}],
         "lvmVolumeGroups": [{"name": "vg0"}]}}
     body, how = views.live_layout_body({"spec": spec})

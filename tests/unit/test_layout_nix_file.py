@@ -10,7 +10,8 @@ import pytest
 from disklet.cli.manifests import ManifestError, load_manifests
 from disklet.layout import LayoutError, read_layout_nix_file
 
-BODY = '{ disko.devices.disk.d = { type = "disk"; device = "/dev/vdb"; }; }\n'
+BODY = ('{ disko.devices.disk.d = { type = "disk"; device = "/dev/vdb"; content = { type = "gpt"; partitions.p = { '
+        'size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/p"; }; }; }; }; }\n')
 
 
 @pytest.fixture

@@ -148,3 +148,62 @@ def test_denylist_beats_configured_roots() -> None:
     policy = MountPolicy.of(["/", "/etc"])
     assert policy.problem("/etc/x") is not None and policy.problem("/var") is not None
     assert policy.problem("/srv/x") is None
+
+
+PV = '{ size = "100%"; content = { type = "lvm_pv"; vg = "data"; }; }'
+
+
+@pytest.mark.parametrize("body,says", [
+    (raw(PV, 'lvm_vg.data = { type = "lvm_vg"; };'), "mounts no file system"),
+    (raw('{ size = "100%"; content = { type = "filesystem"; format = "ext4"; }; }'), "mounts no file system"),
+    (raw(PV), "names a VG that disko.devices.lvm_vg does not define: add lvm_vg.data"),
+    (raw(FS, 'lvm_vg.data = { type = "lvm_vg"; };'), "lvm_vg.data has no lvm_pv member"),
+    (raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }'),
+     "names a pool that disko.devices.zpool does not define: add zpool.tank"),
+])
+def test_what_disko_leaves_to_run_time_is_refused(body: str, says: str) -> None:
+    result = pf(body)
+    assert result.phase == Phase.REFUSED and result.refusal_reason is RefusalCode.LAYOUT_VALUE_NOT_ALLOWED
+    assert says in result.message, result.message
+
+
+@pytest.mark.parametrize("body", [
+    raw(PV, 'lvm_vg.data = { type = "lvm_vg"; lvs.l = { size = "1G"; content = { type = "filesystem"; '
+            'format = "ext4"; mountpoint = "/srv/lv"; }; }; };'),
+    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }', 'zpool.tank = { type = "zpool"; };'),
+])
+def test_a_mounted_lv_or_a_pool_is_enough(body: str) -> None:
+    result = pf(body)
+    assert result.phase == Phase.PENDING, result.message
+
+
+BARE = 'disk.b = { type = "disk"; device = "/dev/vdc"; };'
+
+
+@pytest.mark.parametrize("body", [
+    '{ disko.devices.disk.b = { type = "disk"; device = "/dev/vdc"; }; }',
+    raw(FS, BARE),
+    raw(FS, 'disk.b = { type = "disk"; device = "/dev/vdc"; content = null; };'),
+    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }', BARE + ' zpool.tank = { type = "zpool"; };'),
+])
+def test_a_disk_without_content_is_refused_saying_which_and_what_to_add(body: str) -> None:
+    """disko cannot evaluate a disk without content (tests/host/test_disko_agreement.py)."""
+    result = pf(body)
+    assert result.phase == Phase.REFUSED and result.refusal_reason is RefusalCode.LAYOUT_VALUE_NOT_ALLOWED
+    assert "disko.devices.disk.b has no content" in result.message, result.message
+    assert 'add content = { type = "gpt"; partitions.<name>' in result.message, result.message
+    assert "mounts no file system" not in result.message, result.message  # the one reason, not one it implies
+
+
+def test_the_walk_names_every_disk_without_content() -> None:
+    value = {"disk": {"a": {"type": "disk", "device": "/dev/vda"}, "b": {"type": "disk", "device": "/dev/vdb"}}}
+    violation = schema_violation(value)
+    assert violation is not None and violation.code is RefusalCode.LAYOUT_VALUE_NOT_ALLOWED
+    assert [p.split(" has no content")[0] for p in violation.problems] == ["disko.devices.disk.a", "disko.devices.disk.b"]
+
+
+def test_an_empty_partition_table_is_refused_saying_what_to_add() -> None:
+    result = pf('{ disko.devices.disk.d = { type = "disk"; device = "/dev/vdb"; content = { type = "gpt"; '
+                'partitions = { }; }; }; }')
+    assert result.phase == Phase.REFUSED, result.message
+    assert "disk.d.content.partitions must be a non-empty attribute set: add at least one partition" in result.message

@@ -211,3 +211,41 @@ def test_content_fields_must_match_type() -> None:
     assert any("vg belongs to type lvm_pv only" in p for p in _problems(data))
     with pytest.raises(ValidationError):
         structured(data)
+
+
+def test_a_layout_that_mounts_nothing_is_refused_saying_what_to_add() -> None:
+    pv = {"name": "pv", "size": "100%", "content": {"type": "lvm_pv", "vg": "vg0"}}
+    data = {"lvmVolumeGroups": [{"name": "vg0"}], "disks": [
+        {"name": "a", "device": "/dev/sdb", "gpt": {"partitions": [pv]}},
+        {"name": "b", "device": "/dev/sdc", "gpt": {"partitions": [copy.deepcopy(pv)]}}]}
+    problems = _problems(data)
+    assert len(problems) == 1 and "mounts no file system" in problems[0], problems
+    assert "add a partition with content type filesystem and a mountpoint" in problems[0]
+    with_fs = copy.deepcopy(data)
+    with_fs["disks"][0]["gpt"]["partitions"].insert(0, copy.deepcopy(EXT4["disks"][0]["gpt"]["partitions"][0]))
+    with_fs["disks"][0]["gpt"]["partitions"][0]["size"] = "1G"
+    assert _problems(with_fs) == []
+    with_pool = copy.deepcopy(data)
+    with_pool["zfsPools"] = [{"name": "tank"}]
+    with_pool["disks"][1]["gpt"]["partitions"][0]["content"] = {"type": "zfs", "pool": "tank"}
+    assert _problems(with_pool) == [], "disko mounts a pool's root dataset"
+
+
+def test_a_disk_without_partitions_is_refused_saying_which_and_what_to_add() -> None:
+    """The structured form of a disk without content: disko cannot evaluate one, so the model requires
+    gpt.partitions and validation (of a hand-built model too) says which disk and what to add."""
+    from disklet.api.disklayout import Disk
+
+    data = copy.deepcopy(EXT4)
+    data["disks"].append({"name": "bare", "device": "/dev/sdc", "gpt": {"partitions": []}})
+    problems = _problems(data)
+    assert len(problems) == 1 and "disk 'bare' has no content" in problems[0], problems
+    assert "add gpt.partitions with at least one partition" in problems[0], problems
+    with pytest.raises(ValidationError, match="partitions"):
+        structured(data)
+    layout = _construct(EXT4)
+    layout.disks.append(Disk.model_construct(name="bare", device="/dev/sdc"))  # no gpt at all
+    assert [p.split(" has no content")[0] for p in layout_problems(layout)] == ["disk 'bare'"]
+    del data["disks"][0]
+    only_bare = _problems(data)
+    assert len(only_bare) == 1 and "has no content" in only_bare[0], "one reason, not 'mounts nothing' too"

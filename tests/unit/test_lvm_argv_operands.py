@@ -58,6 +58,7 @@ def _calls(lvm: Lvm, losetup: Losetup, files: HostFiles) -> dict[str, object]:
         "Losetup.find": lambda: losetup.find(EVIL),
         "Losetup.attach": lambda: losetup.attach(EVIL),
         "Losetup.set_direct_io": lambda: losetup.set_direct_io(EVIL),
+        "Losetup.attach_direct": lambda: losetup.attach_direct(EVIL),
         "Losetup.refresh": lambda: losetup.refresh(EVIL),
         "Losetup.detach": lambda: losetup.detach(EVIL),
         "HostFiles.probe": lambda: files.probe(EVIL),
@@ -78,6 +79,7 @@ def test_every_command_puts_operands_after_double_dash() -> None:
     calls = _calls(lvm, losetup, files)
     # Every public method that takes an operand is exercised (a new one must be added above).
     readers = {"Lvm.pvs", "Lvm.pvs_vgs", "Lvm.vgs", "Lvm.lvs", "Lvm.node_vg_names", "Lvm.config", "Lvm.argv",
+               "Lvm.run",
                "Losetup.list_all"}
     for cls in (Lvm, Losetup, HostFiles):
         for name, _fn in inspect.getmembers(cls, inspect.isfunction):

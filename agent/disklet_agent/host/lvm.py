@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from disklet.hostcmd import CommandResult, HostRunner, filter_stderr
 from disklet.thinpool import LV_HEALTH_COLUMNS, PoolFill, fill_of
 
+from .lvmshell import LvmShell
+
 TAG_ENABLED = "disklet.io/enabled=true"
 TAG_OWNER_PREFIX = "disklet.io/lvmVolumeGroupName="
 LOOP_RE = re.compile(r"^/dev/loop[0-9]+$")
@@ -236,6 +238,14 @@ class Lvm:
     extra_config: str = ""
     timeout: float = 60.0
     owned_loops: set[str] = field(default_factory=set)
+    shell: LvmShell | None = None
+    """The agent's persistent lvm shell (host/lvmshell.py); None: one process per command."""
+
+    def run(self, argv: list[str]) -> CommandResult:
+        """One LVM command: in the shell when there is one and it takes the command, else a process."""
+        if self.shell is not None and (res := self.shell.run(argv, timeout=self.timeout)) is not None:
+            return res
+        return self.runner.run(argv, timeout=self.timeout)
 
     def config(self) -> str:
         return device_filter_config(self.owned_loops, self.extra_config)
@@ -246,8 +256,8 @@ class Lvm:
 
     # ------------------------------------------------------------------ reports
     def _report(self, cmd: str, columns: Sequence[str], *extra: str) -> str:
-        res = self.runner.run(self.argv(cmd, "--reportformat", "json", "--units", "b", "--nosuffix",
-                                        "-o", ",".join(columns), *extra), timeout=self.timeout)
+        res = self.run(self.argv(cmd, "--reportformat", "json", "--units", "b", "--nosuffix",
+                                 "-o", ",".join(columns), *extra))
         if not res.ok:
             raise LvmError(f"{cmd} report failed: {judge(res).message or res.describe()}", res)
         return res.stdout
@@ -267,7 +277,7 @@ class Lvm:
         must not look through the per-command filter. Used for names only, never to choose devices."""
         argv = ["pvs", "--config", node_wide_config(self.extra_config), "--reportformat", "json",
                 "-o", "pv_name,vg_name,vg_uuid"]
-        res = self.runner.run(argv, timeout=self.timeout)
+        res = self.run(argv)
         if not res.ok:
             raise LvmError(f"node-wide pvs failed: {judge(res).message or res.describe()}", res)
         return parse_named_vgs(res.stdout)
@@ -277,8 +287,7 @@ class Lvm:
 
     # ---------------------------------------------------------------- mutations
     def _mutate(self, cmd: str, *args: str, operands: Sequence[str], lvextend: bool = False) -> Mutation:
-        return judge(self.runner.run(self.argv(cmd, *args, operands=operands), timeout=self.timeout),
-                     lvextend=lvextend)
+        return judge(self.run(self.argv(cmd, *args, operands=operands)), lvextend=lvextend)
 
     def pvcreate(self, *devices: str) -> Mutation:
         """One invocation for all ``devices``; on failure the caller decides per device from a live pvs."""

@@ -40,6 +40,7 @@ from ..config import AgentConfig
 from ..host.files import FileOpError, FileProbe, HostFiles, Presence
 from ..host.losetup import Losetup, LosetupError
 from ..host.lvm import PV, VG, Lvm, LvmError, owner_tag
+from ..host.lvmshell import LvmShell
 from .discovery import discover_status, find_vg, status_file_paths
 from .filedevices import FileDeviceError, FileDevices
 from .planner import Journal, PvPlan, managed_loop, plan_pvs
@@ -153,12 +154,21 @@ class LVMEngine:
         self.runner = runner
         self.config = config
         timeout = config.command_timeout_seconds
-        self.lvm = Lvm(runner, extra_config=config.lvm_extra_config, timeout=timeout)
+        # The shell replaces the real runner's processes only: a runner whose ``run`` is overridden
+        # (a test double, a recorder) sees every command as before.
+        real = type(runner).run is HostRunner.run
+        self.shell = LvmShell(runner) if config.lvm_shell and real else None
+        self.lvm = Lvm(runner, extra_config=config.lvm_extra_config, timeout=timeout, shell=self.shell)
         self.losetup = Losetup(runner, timeout)
         self.files = HostFiles(runner, timeout)
         self.devices = FileDevices(self.files, self.losetup, self.lvm, config.free_space_reserve_percent)
         self.block_scan: BlockScan = block_scan or self._scan_block_devices
         self._alias_rounds: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Stop the lvm shell (a later command starts a new one)."""
+        if self.shell is not None:
+            self.shell.close()
 
     # ----------------------------------------------------------------- snapshot
     def snapshot(self, base_dirs: tuple[str, ...] | None = None) -> LvmSnapshot:
@@ -822,9 +832,8 @@ class LVMEngine:
                     if probe.presence is Presence.UNKNOWN:
                         problems.append(ReattachProblem(lvg_name, f"{path}: cannot read backing file: {probe.error}"))
                         continue
-                    loop = self.losetup.attach(path)
+                    loop, _ = self.losetup.attach_direct(path)  # direct I/O is best effort here
                     self.lvm.owned_loops.add(loop)
-                    self.losetup.set_direct_io(loop)
                 except LosetupError as exc:
                     problems.append(ReattachProblem(lvg_name, f"{path}: {exc}"))
         snap = self.snapshot(base_dirs)

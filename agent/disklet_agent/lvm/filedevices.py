@@ -127,13 +127,13 @@ class FileDevices:
                 raise FileDeviceError(f"backing file {path} changed under us (doing nothing more now): "
                                       f"{after.error or after.presence.value}")
         try:
-            loop = self.losetup.attach(path)
+            loop, warning = self.losetup.attach_direct(path)
         except LosetupError as exc:
             raise FileDeviceError(f"cannot attach {path} to a loop device: {exc}") from exc
         journal.attached_loop(loop, path)
         self.lvm.owned_loops.add(loop)
         out = Provisioned(loop, path, probe=None if grown or created else probe, changed=True)
-        if (warning := self.losetup.set_direct_io(loop)) is not None:
+        if warning is not None:
             out.warnings.append(f"direct I/O not enabled on {loop} (buffered I/O is used): {warning}")
         return out
 

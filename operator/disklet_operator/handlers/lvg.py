@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from disklet import GROUP, VERSION
+from disklet.api.common import rfc3339
 from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
 from disklet.kube.lease import lease_namespace, lease_node
@@ -78,7 +79,9 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
     """Define the LVMVolumeGroup handlers and the Node/Lease indexes on ``registry``.
 
     ``namespace``: where the agents' Leases live (default: :func:`disklet.kube.lease.lease_namespace`); ``interval``:
-    how often every LVG is re-evaluated; ``lease_grace``: how old a Lease renewal may be.
+    how often every LVG is re-evaluated; ``lease_grace``: how old a Lease renewal may be;
+    ``clock``: read once per evaluation, for the Lease's age and the conditions' lastTransitionTime
+    (tests pass a counting or stepping clock).
     """
     ns = namespace or lease_namespace()
     now = clock or (lambda: datetime.now(UTC))
@@ -105,10 +108,11 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         found_node, node_entry = _first(indexes.get(NODES_INDEX), node)
         node_state = node_readiness(node, found_node, (node_entry or {}).get("ready"))
         found_lease, renew = _first(indexes.get(LEASES_INDEX), node)
-        agent_state = agent_readiness(node, renew, found_lease, now(), lease_grace, ns)
+        at = now()  # one reading per evaluation: the Lease's age and any lastTransitionTime
+        agent_state = agent_readiness(node, renew, found_lease, at, lease_grace, ns)
         raw = list(status.get("conditions") or [])
         old = parse_conditions(raw)
-        owned = readiness_conditions(old, node_state, agent_state, meta.get("generation"))
+        owned = readiness_conditions(old, node_state, agent_state, meta.get("generation"), rfc3339(at))
         merged = merge_owned_conditions(raw, owned)
         sent = [(c.type, c.status, c.reason, c.message) for c in owned]  # what we write, minus timestamps
         if _still_in_flight(memo, "conditions", sent, merged == raw, dedupe_seconds) or merged == raw:

@@ -33,7 +33,7 @@ from disklet.api.resources import NODE_LABEL
 from disklet.kube.patch import merge_patch
 from disklet.labels import label_value, node_label_value
 from disklet.lvgset_names import HASH_LEN, MAX_NAME, child_name, digest  # noqa: F401 (re-exported)
-from disklet.units import QuantityError, quantity_bytes
+from disklet.lvm_transitions import transition_problems
 
 SET_LABEL = f"{GROUP}/lvmvolumegroupset"
 """Label on every child naming its set (value shortened like :func:`label_value`)."""
@@ -289,31 +289,6 @@ def desired_labels(set_name: str, node: str, spec: LVMVolumeGroupSetSpec) -> dic
     return labels
 
 
-def _transition_problems(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """The child CRD's transition rules, checked before writing: a patch they reject is not sent."""
-    out: list[str] = []
-    for key in ("type", "actualVGNameOnTheNode"):
-        if key in old and old.get(key) != new.get(key):
-            out.append(f"{key} is immutable ({old.get(key)!r} → {new.get(key)!r})")
-    old_node = (old.get("local") or {}).get("nodeName")
-    if old_node and old_node != (new.get("local") or {}).get("nodeName"):
-        out.append("local.nodeName is immutable")
-    new_fds = {fd.get("name"): fd for fd in new.get("fileDevices") or ()}
-    for ofd in old.get("fileDevices") or ():
-        nfd = new_fds.get(ofd.get("name"))
-        if nfd is None:
-            out.append(f"file device {ofd.get('name')!r} would be removed (the child has it, the template does not)")
-            continue
-        if nfd.get("directory") != ofd.get("directory"):
-            out.append(f"file device {ofd.get('name')!r}: directory is immutable")
-        try:
-            if quantity_bytes(str(nfd.get("size"))) < quantity_bytes(str(ofd.get("size"))):
-                out.append(f"file device {ofd.get('name')!r}: size {ofd.get('size')} → {nfd.get('size')} would shrink")
-        except QuantityError:
-            out.append(f"file device {ofd.get('name')!r}: size not comparable")
-    return out
-
-
 def _spec_equal(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     if dict(existing) == desired:
         return True
@@ -416,10 +391,10 @@ def _candidates(result: Plan, spec: LVMVolumeGroupSetSpec, order: list[str], by_
                 out.append(_Candidate(slot, ChildWrite(name, node, {"metadata": {"labels": label_patch}}), want_spec,
                                       create=False, label_only=True))
             continue
-        broken = _transition_problems(child.spec, want_spec)
+        broken = transition_problems(child.spec, want_spec)  # a patch the CRD's rules reject is not sent
         if broken:
-            problem = ChildProblem(name, node, R_UPDATE_FAILED,
-                                   f"not updated, the LVMVolumeGroup rules would reject it: {'; '.join(broken)}")
+            problem = ChildProblem(name, node, R_UPDATE_FAILED, "not updated, the LVMVolumeGroup rules would reject "
+                                   f"it: {'; '.join(map(str, broken))}")
             result.problems.append(problem)
             result.failed.append(problem)
             continue
