@@ -77,6 +77,7 @@ async def kube_post(kube, obj):  # type: ignore[no-untyped-def]
         assert resp.status in (200, 201), await resp.text()
 
 
+@pytest.mark.kmock("reads every request URL the agent sent (the real server's metric has no URLs)")
 async def test_watches_carry_the_server_side_timeout_and_there_is_no_crd_watch(kube, monkeypatch):
     """The agent's settings reach the wire: every watch request asks the server to end it after the
     node's ``timeoutSeconds``, and Kopf neither lists nor watches CRDs (scanning is off). Counted on
@@ -97,6 +98,7 @@ async def test_watches_carry_the_server_side_timeout_and_there_is_no_crd_watch(k
     assert not [u for u in urls if "customresourcedefinitions" in u]
 
 
+@pytest.mark.kmock("removes a served resource, which a shared real server cannot do for one test")
 async def test_the_start_check_names_the_crds_the_server_does_not_serve(kube):
     """Without CRD scanning Kopf resolves the watched resources once; ``disklet-agent run`` checks
     first that the server serves all three and refuses to start otherwise (docs/agent.md)."""
