@@ -167,17 +167,17 @@ def run_agent(config: AgentConfig) -> int:
     if not config.node_name:
         log.error("NODE_NAME is not set: the agent must know its node")
         raise SystemExit(2)
+    deps = AgentDeps.from_config(config)
+    start_metrics(deps)  # first: the liveness probe is served while the agent starts
     try:
         missing = asyncio.run(_unserved_at_start())
-    except ApiError as exc:
+    except (ApiError, kopf.LoginError) as exc:
         log.error("cannot read the API server's discovery document: %s", exc, extra={"node": config.node_name})
         raise SystemExit(1) from None
     if missing:
         log.error("the API server does not serve %s: install disklet's CRDs (the Helm chart does) and "
                   "restart the agent", ", ".join(missing), extra={"node": config.node_name})
         raise SystemExit(1)
-    deps = AgentDeps.from_config(config)
-    start_metrics(deps)
     registry = build_registry(deps)
     add_kopf_login(registry)
     settings = kopf.OperatorSettings()

@@ -73,6 +73,7 @@ def test_run_refuses_to_start_without_its_crds(monkeypatch):
     monkeypatch.setattr(daemon, "_unserved_at_start", missing)
     monkeypatch.setattr(daemon.kopf, "operator", no_kopf)
     monkeypatch.setattr(daemon, "start_metrics", lambda deps: None)
+    monkeypatch.setattr(daemon.AgentDeps, "from_config", staticmethod(lambda cfg: None))
     try:
         with pytest.raises(SystemExit) as exc:
             daemon.run_agent(AgentConfig(node_name="n7"))
