@@ -75,3 +75,42 @@ async def kube_post(kube, obj):  # type: ignore[no-untyped-def]
 
     async with aiohttp.ClientSession() as http, http.post(f"{kube.server_url}{LVG_URL}", json=obj) as resp:
         assert resp.status in (200, 201), await resp.text()
+
+
+@pytest.mark.kmock("reads every request URL the agent sent (the real server's metric has no URLs)")
+async def test_watches_carry_the_server_side_timeout_and_there_is_no_crd_watch(kube, monkeypatch):
+    """The agent's settings reach the wire: every watch request asks the server to end it after the
+    node's ``timeoutSeconds``, and Kopf neither lists nor watches CRDs (scanning is off). Counted on
+    the mock's request log once the first cycle has run (a sentinel), not after a sleep."""
+    from disklet_agent.daemon import watch_server_timeout
+
+    engine = FakeEngine("n1")
+    kube.seed(LVG, lvg("a", "n1"))
+    async with agent_running(kube, monkeypatch, "n1", engine=engine, scan_interval=0.2):
+        await wait_for(lambda: ((kube.read(LVG, "a") or {}).get("status") or {}).get("phase") == "Ready",
+                       message="the LVG Ready")
+        await wait_for(lambda: sum(1 for c in engine.calls if c[0] == "discover") >= 1, message="a discovery cycle")
+        urls = [str(r.url) for r in kube.request_log]
+    watches = [u for u in urls if "watch=true" in u]
+    plurals = {u.split("?")[0].rsplit("/", 1)[-1] for u in watches}
+    assert {"lvmvolumegroups", "blockdevices", "disklayouts"} <= plurals
+    assert all(f"timeoutSeconds={watch_server_timeout('n1')}" in u for u in watches), watches
+    assert not [u for u in urls if "customresourcedefinitions" in u]
+
+
+@pytest.mark.kmock("removes a served resource, which a shared real server cannot do for one test")
+async def test_the_start_check_names_the_crds_the_server_does_not_serve(kube):
+    """Without CRD scanning Kopf resolves the watched resources once; ``disklet-agent run`` checks
+    first that the server serves all three and refuses to start otherwise (docs/agent.md)."""
+    from disklet_agent.daemon import unserved_resources
+    from disklet_agent.kube import AgentKube
+
+    from disklet.kube.client import Endpoint
+
+    agent_kube = AgentKube(Endpoint(kube.server_url))
+    try:
+        assert await unserved_resources(agent_kube) == []
+        del kube.resources["disklet.io/v1alpha1/blockdevices"]
+        assert await unserved_resources(agent_kube) == ["blockdevices.disklet.io"]
+    finally:
+        await agent_kube.close()

@@ -32,6 +32,11 @@ def test_metrics_server_starts_before_the_handlers_and_any_host_command(monkeypa
     monkeypatch.setattr(daemon.AgentDeps, "from_config", staticmethod(lambda cfg: deps))
     monkeypatch.setattr(daemon, "start_metrics_server", lambda port: calls.append(f"metrics:{port}"))
 
+    async def crds_served() -> list[str]:
+        calls.append("crd-check")
+        return []
+    monkeypatch.setattr(daemon, "_unserved_at_start", crds_served)
+
     def build_registry(*a: Any, **k: Any) -> Any:
         calls.append("handlers")
         raise _Stop
@@ -39,7 +44,7 @@ def test_metrics_server_starts_before_the_handlers_and_any_host_command(monkeypa
     monkeypatch.setenv("DISKLET_METRICS_PORT", "9091")
     with pytest.raises(_Stop):
         daemon.run_agent(daemon.AgentConfig(node_name="node-a"))
-    assert calls == ["metrics:9091", "handlers"]
+    assert calls == ["metrics:9091", "crd-check", "handlers"]
 
 
 def test_the_liveness_path_answers_while_the_main_thread_is_busy():
