@@ -114,6 +114,7 @@ class Side:
         self.phases: list[dict[str, float]] = []
         self.tasks: list[int] = []  # asyncio tasks alive once each round's LVG is gone (leaks would grow)
         self.warmup_s: float | None = None
+        self.settled_tasks: list[int] = []  # after the warm-up and after the last round, workers exited
 
 
 async def agent_rounds(rounds: int, work: Path, runner: HostRunner, cp: ControlPlane, ab: bool = False
@@ -144,7 +145,7 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner, cp: ControlP
     kube = RealKube(cp.kubeconfig)
     registry = build_registry(deps, engine=engine)
     try:
-        async with kopf_running(registry, kube=kube, configure=lambda s: configure_settings(s, config)), \
+        async with kopf_running(registry, kube=kube, configure=lambda s: configure_settings(s, config)) as settings, \
                 kube.session() as http:
             logging.getLogger("kopf").setLevel(logging.ERROR)
 
@@ -176,6 +177,13 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner, cp: ControlP
             warmup = Side()
             await once(warmup, "w")
             agent.warmup_s = warmup.seconds[0]
+
+            async def settled_tasks() -> int:
+                """asyncio tasks once Kopf's per-object workers of deleted LVGs have exited (idle timeout)."""
+                await asyncio.sleep(settings.batching.idle_timeout + settings.batching.exit_timeout + 1)
+                return len(asyncio.all_tasks())
+
+            agent.settled_tasks.append(await settled_tasks())
             for i in range(rounds):
                 bare_s.append(await asyncio.to_thread(bare_round, runner, work))
                 variants = [(agent, parallel, "p")] + ([(sequential, False, "s")] if sequential else [])
@@ -183,6 +191,7 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner, cp: ControlP
                     engine.parallel_reads = mode
                     await once(side, f"{i}{tag}")
                 engine.parallel_reads = parallel
+            agent.settled_tasks.append(await settled_tasks())
     finally:
         kube.close()
     return agent, bare_s, sequential
@@ -292,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         "name": "apply_to_ready", "python": platform.python_version(), "rounds": args.rounds,
         "work": "LVMVolumeGroup with 2 x 1Gi file devices: create -> phase Ready",
         "bare_seconds": [round(x, 3) for x in bare_s], "bare_median_s": round(bare_med, 3),
-        "warmup_create_s": round(agent.warmup_s or 0.0, 3), **main_side, "goal_ratio": GOAL, "meets_goal": ratio <= GOAL,
+        "warmup_create_s": round(agent.warmup_s or 0.0, 3),
+        # The same count after the warm-up and after the last round, each once Kopf's per-object workers
+        # of the deleted LVGs have exited: equal unless something per LVG outlives it.
+        "asyncio_tasks_settled_after_warmup_and_after_last_round": agent.settled_tasks, **main_side, "goal_ratio": GOAL, "meets_goal": ratio <= GOAL,
         "lvm_config": lvm_config(), "leaked_loops_cleaned": len(leftovers),
         "lvm_system_dir": os.environ.get("LVM_SYSTEM_DIR", ""),
         "api_server": "real kube-apiserver (envtest), started by the bench",
@@ -313,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     trend = main_side["agent_before_first_command_ms"]
     print(f"  before the first host command, round by round (ms): {trend}")
     print(f"  asyncio tasks after each round: {main_side['asyncio_tasks_after_each_round']}; "
+          f"settled after the warm-up and after the last round: "
+          f"{result['asyncio_tasks_settled_after_warmup_and_after_last_round']}; "
           f"untimed warm-up create: {result['warmup_create_s']:.3f}s")
     print("  agent phases (median ms): " + ", ".join(f"{k} {v}" for k, v in main_side["agent_phase_ms_median"].items()))
     if sequential is not None:
