@@ -114,6 +114,8 @@ class Side:
         self.phases: list[dict[str, float]] = []
         self.tasks: list[int] = []  # asyncio tasks alive once each round's LVG is gone (leaks would grow)
         self.warmup_s: float | None = None
+        self.warmup_phases: dict[str, float] = {}
+        self.warmup_commands: Breakdown = []
         self.settled_tasks: list[int] = []  # after the warm-up and after the last round, workers exited
 
 
@@ -177,6 +179,8 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner, cp: ControlP
             warmup = Side()
             await once(warmup, "w")
             agent.warmup_s = warmup.seconds[0]
+            agent.warmup_phases = warmup.phases[0]
+            agent.warmup_commands = warmup.commands[0]
 
             async def settled_tasks() -> int:
                 """asyncio tasks once Kopf's per-object workers of deleted LVGs have exited (idle timeout)."""
@@ -302,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "work": "LVMVolumeGroup with 2 x 1Gi file devices: create -> phase Ready",
         "bare_seconds": [round(x, 3) for x in bare_s], "bare_median_s": round(bare_med, 3),
         "warmup_create_s": round(agent.warmup_s or 0.0, 3),
+        "warmup_phase_ms": {k: round(v * 1000, 1) for k, v in agent.warmup_phases.items()},
+        "warmup_commands": [[c, round(sec * 1000, 1), shell] for c, sec, shell in agent.warmup_commands],
         # The same count after the warm-up and after the last round, each once Kopf's per-object workers
         # of the deleted LVGs have exited: equal unless something per LVG outlives it.
         "asyncio_tasks_settled_after_warmup_and_after_last_round": agent.settled_tasks, **main_side, "goal_ratio": GOAL, "meets_goal": ratio <= GOAL,
