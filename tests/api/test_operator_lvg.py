@@ -179,6 +179,8 @@ async def test_the_loop_marks_an_lvg_not_ready_when_its_agent_lease_expires(kube
         ready = condition(st, "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "AgentNotReporting")
         assert condition(st, "VGReady")["status"] == "True", "the agent's conditions are kept"
+        # the server shows the write before the pass that made it has counted it: wait for the count
+        await wait_for(lambda: loop.writes > writes, message="the loop counted its write")
         assert loop.writes == writes + 1
         assert loop.lease_checks >= 1, "no Lease looked fresh: the loop checked the API server before writing"
         await wait_for(lambda: any(e.get("reason") == "NotReady" for e in posted_events(kube, "vg-exp")),
