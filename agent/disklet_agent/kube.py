@@ -92,8 +92,9 @@ class NodeObjects:
     - after :meth:`wrote` (a write of ours succeeded): not older than that write's
       ``resourceVersion`` (``resourceVersionMatch=NotOlderThan``), so the view holds the write;
     - after :meth:`write_failed` (a write the cached view made fail: conflict, not found): not older
-      than our last write, when there was one; a consistent read when none is known, or when the
-      previous failure's relist did not help (a second failure in a row);
+      than our last write, when there was one; a consistent read when none is known, or when our
+      previous write failed too (no write succeeded in between: the cache may not yet hold what
+      made them fail, and a refusal's answer carries no ``resourceVersion`` to ask for);
     - once every ``resync_seconds``: ``resourceVersion=0``, from the API server's watch cache. It
       is a safety net for a watch that missed something; nothing on the host is done from it
       alone (reconcile and delete GET their object fresh).

@@ -129,8 +129,8 @@ class LvgWiring:
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
         self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node, first_read=CONSISTENT)
-        """The first LIST is consistent: the startup re-attach acts on the host from it."""
-        """This node's LVGs from the watch (a LIST only to resync): docs/agent.md ("API requests at idle")."""
+        """This node's LVGs from the watch (a LIST only to resync): docs/agent.md ("API requests at
+        idle"). The first LIST is a consistent read: the startup re-attach acts on the host from it."""
 
     def mine(self, obj: Mapping[str, Any]) -> bool:
         return owner_node(obj) == self.node
