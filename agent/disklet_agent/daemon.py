@@ -14,23 +14,11 @@ import hashlib
 import importlib
 import logging
 import os
-import sys
 from typing import Any
 
-# Importing Kopf imports ``kubernetes_asyncio.client`` whenever that package is installed (kctl's
-# kubeconfig loader needs it), only to recognise its model objects — which the agent never hands
-# to Kopf. That import alone is ~60 MiB of RSS (generated models). A ``None`` in sys.modules makes
-# Kopf's optional import fail as "not installed" (ImportError, which Kopf catches). Only for the
-# duration of Kopf's own import and only when neither is loaded yet: a process that also uses
-# kubernetes-asyncio (tests, tools) can still import it afterwards. ``disklet-agent run`` blocks
-# it for good (disklet_agent.cli). docs/architecture.md has the figures.
-if "kopf" not in sys.modules and "kubernetes_asyncio" not in sys.modules:
-    sys.modules["kubernetes_asyncio"] = None  # type: ignore[assignment]
-    try:
-        import kopf
-    finally:
-        if "kubernetes_asyncio" in sys.modules and sys.modules["kubernetes_asyncio"] is None:
-            del sys.modules["kubernetes_asyncio"]
+from disklet.kopf_lean import import_kopf_without_kubernetes_asyncio
+
+import_kopf_without_kubernetes_asyncio()  # ~36-60 MiB less RSS (disklet/kopf_lean.py)
 
 import kopf  # noqa: E402
 

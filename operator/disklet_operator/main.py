@@ -17,16 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-# As in the agent (disklet_agent.daemon): Kopf imports ``kubernetes_asyncio.client`` whenever it is
-# installed, ~60 MiB of RSS the operator never uses (docs/performance.md, operator_rss). Hidden only
-# while Kopf is imported and only when neither is loaded yet, so tools and tests can still import it.
-if "kopf" not in sys.modules and "kubernetes_asyncio" not in sys.modules:
-    sys.modules["kubernetes_asyncio"] = None  # type: ignore[assignment]
-    try:
-        import kopf
-    finally:
-        if "kubernetes_asyncio" in sys.modules and sys.modules["kubernetes_asyncio"] is None:
-            del sys.modules["kubernetes_asyncio"]
+from disklet.kopf_lean import import_kopf_without_kubernetes_asyncio
+
+import_kopf_without_kubernetes_asyncio()  # ~36-60 MiB less RSS (disklet/kopf_lean.py)
 
 import kopf  # noqa: E402
 
