@@ -9,6 +9,8 @@ registries on a small machine); workers start one after another and each starts 
 little apart. Requests are counted by the API server itself: ``apiserver_request_total`` from its
 ``/metrics``, by verb and resource, before and after an idle window; Lease requests and watch
 re-opens are reported apart, the bench's own requests (scrapes, readiness LISTs) subtracted.
+LISTs of the agents' two resources are also split by where the server answered them: from etcd
+(a consistent read: every object of the type) or from its watch cache.
 Also: requests per agent from start until everything is Ready (O(1) per agent) and the workers'
 memory per agent. The figures are taken before anything is stopped; the workers are then stopped
 (SIGTERM, then SIGKILL after ``--stop-grace``), so a slow stop cannot void them.
@@ -182,16 +184,43 @@ def admin_get(cp: ControlPlane, path: str, attempts: int = 5) -> bytes:
 
 
 def scrape(cp: ControlPlane) -> Counts:
-    """``apiserver_request_total`` by (verb, resource, code); non-resource requests have resource ""."""
+    """``apiserver_request_total`` by (verb, resource, code); non-resource requests have resource "".
+
+    Also, under the pseudo-verbs in :data:`LIST_SOURCES`, where the server answered the LISTs of
+    the agents' two resources from (code ""): ``ETCD`` the LISTs it read from etcd
+    (``apiserver_storage_list_total``: consistent reads, every object of the type), ``CACHE`` those
+    from its watch cache (``apiserver_cache_list_total``: ``resourceVersion=0`` / ``NotOlderThan``),
+    and ``ETCD-OBJECTS`` the objects the etcd LISTs fetched. :func:`diff` leaves them out."""
     body = admin_get(cp, "/metrics")
     out: Counts = collections.Counter()
     for line in body.decode().splitlines():
         m = METRIC.match(line)
-        if not m:
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
+            out[labels.get("verb", ""), labels.get("resource", ""), labels.get("code", "")] += int(float(m.group("value")))
             continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
-        out[labels.get("verb", ""), labels.get("resource", ""), labels.get("code", "")] += int(float(m.group("value")))
+        s = SOURCE_METRIC.match(line)
+        if s:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', s.group("labels")))
+            res = re.search(r"lvmvolumegroups|blockdevices", labels.get("resource") or labels.get("resource_prefix") or "")
+            if res:
+                out[SOURCE_VERBS[s.group("metric")], res.group(0), ""] += int(float(s.group("value")))
     return out
+
+
+SOURCE_METRIC = re.compile(r'^(?P<metric>apiserver_storage_list_total|apiserver_cache_list_total|'
+                           r'apiserver_storage_list_fetched_objects_total)\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+SOURCE_VERBS = {"apiserver_storage_list_total": "ETCD", "apiserver_cache_list_total": "CACHE",
+                "apiserver_storage_list_fetched_objects_total": "ETCD-OBJECTS"}
+LIST_SOURCES = tuple(SOURCE_VERBS.values())
+
+
+def list_sources(after: Counts, before: Counts) -> dict[str, int]:
+    """LISTs of LVMVolumeGroups and BlockDevices by where the server answered them (see :func:`scrape`),
+    the bench's own readiness LISTs included (``resourceVersion=0``: ``CACHE``)."""
+    out = {f"{verb} {res}": value - before[verb, res, code] for (verb, res, code), value in after.items()
+           if verb in LIST_SOURCES and value > before[verb, res, code]}
+    return dict(sorted(out.items()))
 
 
 class Own:
@@ -220,7 +249,7 @@ def diff(after: Counts, before: Counts, own_lists: int = 0, own_scrapes: int = 0
     throttled = 0
     for (verb, res, code), value in after.items():
         n = value - before[verb, res, code]
-        if n <= 0:
+        if n <= 0 or verb in LIST_SOURCES:
             continue
         out[f"{verb} {res or '(non-resource)'}"] += n
         if code == "429":
@@ -384,7 +413,9 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
         restarts = sum(s.get("restarts", 0) for s in read_states(states))
         cycles = discover_min() - mark
         idle, idle_throttled = diff(idle_after, after_start, 0, 1)
-        figures = {"startup": start, "throttled": throttled, "idle": idle, "measured": measured, "cycles": cycles,
+        figures = {"startup_sources": list_sources(after_start, before_start),
+                   "idle_sources": list_sources(idle_after, after_start),
+                   "startup": start, "throttled": throttled, "idle": idle, "measured": measured, "cycles": cycles,
                    "startup_s": startup_s, "settle_s": settle_s, "mem": mem, "restarts": restarts, "idle_throttled": idle_throttled}
     finally:
         killed = stop_workers(workers, args.stop_grace)
@@ -397,6 +428,10 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
             "startup_requests_per_agent": round(sum(start.values()) / n, 2),
             "startup_requests_per_agent_besides_leases_watches_server": round(start_besides / n, 2),
             "startup_429": figures["throttled"], "startup_by_kind": start,
+            "startup_lists_by_source": figures["startup_sources"],
+            "startup_etcd_lists_per_agent": round(sum(v for k, v in figures["startup_sources"].items()
+                                                      if k.startswith("ETCD ")) / n, 2),
+            "idle_lists_by_source": figures["idle_sources"],
             "rss_per_agent_kib": round(mem_kib / n, 1),
             "worker_base_rss_mib": round(sum(s.get("base_rss_kib", 0) for s in figures["mem"]) / 1024 / len(workers), 1),
             "idle_window_s": round(figures["measured"], 1), "idle_cycles_min": figures["cycles"],

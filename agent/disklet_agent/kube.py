@@ -12,15 +12,28 @@ docs/architecture.md ("The Kubernetes client").
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from disklet.api.resources import NODE_LABEL, Resource
-from disklet.kube.client import LEASES, ApiError, Endpoint, KubeClient, is_conflict, is_not_found
+from disklet.kube.client import (
+    ANY_VERSION,
+    CONSISTENT,
+    LEASES,
+    ApiError,
+    Endpoint,
+    KubeClient,
+    ListRead,
+    is_conflict,
+    is_not_found,
+    not_older_than,
+    resource_version_of,
+)
 from disklet.kube.login import endpoint_from, in_cluster_server
 from disklet.kube.login import pod_or_kubeconfig as login
 from disklet.labels import node_label_value
 
-__all__ = ["AgentKube", "ApiError", "ClientClosed", "Endpoint", "NodeObjects", "endpoint_from", "in_cluster_server",
+__all__ = ["ANY_VERSION", "CONSISTENT", "AgentKube", "ApiError", "ClientClosed", "Endpoint", "ListRead", "NodeObjects", "endpoint_from", "in_cluster_server",
            "is_conflict", "is_not_found", "login"]
 
 
@@ -71,13 +84,26 @@ class NodeObjects:
 
     ``index`` is a Kopf index of ``name → object`` fed by the agent's watch stream (Kopf hands it
     to the startup handler, empty, and fills it as events arrive). :meth:`items` answers from it
-    and LISTs only to resync: the first time, after :meth:`invalidate` (a write the cache's view
-    made fail: conflict, not found), and once every ``resync_seconds``. An idle agent therefore
-    makes no request per cycle. docs/agent.md ("API requests at idle").
+    and LISTs only to resync, each LIST asking for no fresher a state than it needs
+    (:class:`disklet.kube.client.ListRead`; docs/agent.md, "API requests at idle"):
+
+    - the first time: ``first_read`` (the caller's choice: the LVG re-attach acts on the host from
+      this list and reads consistently; the BlockDevice scan reads ``resourceVersion=0``);
+    - after :meth:`wrote` (a write of ours succeeded): not older than that write's
+      ``resourceVersion`` (``resourceVersionMatch=NotOlderThan``), so the view holds the write;
+    - after :meth:`write_failed` (a write the cached view made fail: conflict, not found): not older
+      than our last write, when there was one; a consistent read when none is known, or when our
+      previous write failed too (no write succeeded in between: the cache may not yet hold what
+      made them fail, and a refusal's answer carries no ``resourceVersion`` to ask for);
+    - once every ``resync_seconds``: ``resourceVersion=0``, from the API server's watch cache. It
+      is a safety net for a watch that missed something; nothing on the host is done from it
+      alone (reconcile and delete GET their object fresh).
+
+    An idle agent therefore makes no request per cycle.
     """
 
     def __init__(self, kube: KubeClient, res: Resource, node: str, *, resync_seconds: float = 600.0,
-                 clock: Any = None) -> None:
+                 first_read: ListRead = ANY_VERSION, clock: Any = None) -> None:
         self.kube = kube
         self.res = res
         self.node = node
@@ -87,15 +113,40 @@ class NodeObjects:
         self.lists = 0
         """LIST requests made (tests and benchmarks read it)."""
         self._listed_at: float | None = None
+        self._pending: ListRead | None = first_read
+        """The read the next :meth:`items` must make (None: the index will do, until the period ends)."""
+        self._last_write_rv = ""
+        self._failures_in_row = 0
 
-    def invalidate(self) -> None:
-        self._listed_at = None
+    def wrote(self, answer: Mapping[str, Any] | None) -> None:
+        """A write of ours succeeded (``answer``: the server's reply): the next call relists, from
+        a state not older than it. A pending consistent read stays (it is fresher still)."""
+        rv = resource_version_of(answer)
+        self._failures_in_row = 0
+        if rv:
+            self._last_write_rv = rv
+        if self._pending != CONSISTENT:
+            self._pending = not_older_than(rv) if rv else CONSISTENT
+
+    def write_failed(self) -> None:
+        """A write failed, perhaps because the watched view is behind: the next call relists."""
+        self._failures_in_row += 1
+        if self._last_write_rv and self._failures_in_row == 1 and self._pending != CONSISTENT:
+            self._pending = not_older_than(self._last_write_rv)
+        else:
+            self._pending = CONSISTENT
 
     async def items(self) -> list[dict[str, Any]]:
         now = self.clock()
-        if self.index is None or self._listed_at is None or now - self._listed_at >= self.resync_seconds:
-            items = await self.kube.list(self.res, label_selector=f"{NODE_LABEL}={node_label_value(self.node)}")
+        read = self._pending
+        if read is None and (self.index is None or self._listed_at is None
+                             or now - self._listed_at >= self.resync_seconds):
+            read = ANY_VERSION
+        if read is not None:
+            items = await self.kube.list(self.res, label_selector=f"{NODE_LABEL}={node_label_value(self.node)}",
+                                         read=read)
             self.lists += 1
             self._listed_at = now
+            self._pending = None
             return items
         return [dict(obj) for name in list(self.index) for obj in self.index.get(name, ())]

@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -36,8 +36,9 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
 STDIN_CHUNK = 32 * 1024
 
-__all__ = ["APPLY_PATCH", "EVENTS", "LEASES", "MERGE_PATCH", "NODES", "PODS", "ApiError", "ClientError", "Conflict", "Endpoint", "Kind",
-           "KindLike", "KubeClient", "NotFound", "kind_of", "exit_code_of", "is_conflict", "is_not_found", "stdin_frames"]
+__all__ = ["ANY_VERSION", "APPLY_PATCH", "CONSISTENT", "EVENTS", "LEASES", "MERGE_PATCH", "NODES", "PODS", "ApiError",
+           "ClientError", "Conflict", "Endpoint", "Kind", "KindLike", "KubeClient", "ListRead", "NotFound", "kind_of",
+           "exit_code_of", "is_conflict", "is_not_found", "not_older_than", "resource_version_of", "stdin_frames"]
 
 
 class ApiError(Exception):
@@ -127,6 +128,47 @@ KindLike = Kind | Resource
 
 def kind_of(kind: KindLike) -> Kind:
     return kind if isinstance(kind, Kind) else Kind.of(kind)
+
+
+@dataclass(frozen=True)
+class ListRead:
+    """Which state of the cluster a LIST may be answered from: its ``resourceVersion`` and
+    ``resourceVersionMatch`` query parameters (Kubernetes API concepts, "Resource versions" and
+    "Semantics for get and list"). Use the three values below, not the fields:
+
+    - :data:`CONSISTENT` (no ``resourceVersion``): the most recent state, a quorum read. An API
+      server whose etcd cannot answer a progress request (``RequestWatchProgress``) reads it from
+      etcd, every object of the type, and filters afterwards: O(objects of the type) per request.
+    - :data:`ANY_VERSION` (``resourceVersion=0``): whatever the API server's watch cache holds
+      (it may be behind what this client already saw; in HA setups even much behind).
+    - :func:`not_older_than` (``resourceVersion=<rv>&resourceVersionMatch=NotOlderThan``): from the
+      cache, at least as new as ``rv`` (e.g. the answer of one's own last write).
+    """
+
+    resource_version: str = ""
+    match: Literal["", "NotOlderThan"] = ""
+
+    def query(self) -> list[tuple[str, str]]:
+        out = [("resourceVersion", self.resource_version)] if self.resource_version else []
+        if self.match:
+            out.append(("resourceVersionMatch", self.match))
+        return out
+
+
+CONSISTENT = ListRead()
+ANY_VERSION = ListRead("0")
+
+
+def not_older_than(resource_version: str) -> ListRead:
+    """A LIST at least as new as ``resource_version`` (an RV the server gave; opaque, never compared)."""
+    if not resource_version or resource_version == "0":
+        raise ValueError(f"not_older_than needs a resourceVersion the server returned, not {resource_version!r}")
+    return ListRead(resource_version, "NotOlderThan")
+
+
+def resource_version_of(obj: Mapping[str, Any] | None) -> str:
+    """``metadata.resourceVersion`` of an object (or a list) the server returned; "" when absent."""
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 @dataclass(frozen=True)
@@ -243,12 +285,14 @@ class KubeClient:
             return None
 
     async def list(self, kind: KindLike, *, namespace: str | None = None, label_selector: str | None = None,
-                   field_selector: str | None = None) -> list[dict[str, Any]]:
-        """Items with ``kind``/``apiVersion`` filled in (lists omit them per item)."""
+                   field_selector: str | None = None, read: ListRead = CONSISTENT) -> list[dict[str, Any]]:
+        """Items with ``kind``/``apiVersion`` filled in (lists omit them per item); ``read``: which
+        state may answer (:class:`ListRead`; a consistent read unless said otherwise)."""
         kind = kind_of(kind)
         query = [("labelSelector", label_selector)] if label_selector else []
         if field_selector:
             query.append(("fieldSelector", field_selector))
+        query.extend(read.query())
         result = await self.request("GET", kind.path(None, namespace), query=query, what=f"list {kind.plural}")
         items = [dict(i) for i in ((result or {}).get("items") or [])]
         for item in items:
@@ -286,14 +330,17 @@ class KubeClient:
                                        content_type=APPLY_PATCH, what=f"apply {kind.kind}/{name}"))
 
     async def delete(self, kind: KindLike, name: str, namespace: str | None = None, *,
-                     missing_ok: bool = False) -> None:
-        """Delete; a missing object raises :class:`NotFound` unless ``missing_ok``."""
+                     missing_ok: bool = False) -> dict[str, Any] | None:
+        """Delete; the server's answer (the object as deleted or being deleted, or a Status);
+        None when it was missing and ``missing_ok`` (else :class:`NotFound`)."""
         kind = kind_of(kind)
         try:
-            await self.request("DELETE", kind.path(name, namespace), what=f"delete {kind.kind}/{name}")
+            got = await self.request("DELETE", kind.path(name, namespace), what=f"delete {kind.kind}/{name}")
         except NotFound:
             if not missing_ok:
                 raise
+            return None
+        return dict(got) if isinstance(got, Mapping) else None
 
     # ------------------------------------------------------------------ exec
     async def exec(self, namespace: str, pod: str, container: str | None, command: Sequence[str],

@@ -65,28 +65,39 @@ def engine_pv_reader(engine: LvmSnapshotSource) -> PvReader:
     return read
 
 
-async def apply_plan(kube: AgentKube, plan: BlockDeviceSyncPlan) -> int:
-    """Write the plan; returns the number of API writes."""
+async def apply_plan(kube: AgentKube, plan: BlockDeviceSyncPlan, seen: NodeObjects | None = None) -> int:
+    """Write the plan; returns the number of API writes. ``seen``: told of each write (and of a
+    failed one), so that its next relist holds what was written."""
     writes = 0
-    for d in plan.creates:
-        obj = d.to_object()
-        status = obj.pop("status")
-        await kube.create(BLOCK_DEVICE, obj)
-        await kube.patch_status(BLOCK_DEVICE, d.name, status)
-        record_status_write(BLOCK_DEVICE.kind)
-        writes += 2
-    for u in plan.updates:
-        if u.labels:
-            await kube.patch(BLOCK_DEVICE, u.name, {"metadata": {"labels": u.labels}})
-            writes += 1
-        if u.status is not None:
-            await kube.patch_status(BLOCK_DEVICE, u.name, u.status)
+    try:
+        for d in plan.creates:
+            obj = d.to_object()
+            status = obj.pop("status")
+            _wrote(seen, await kube.create(BLOCK_DEVICE, obj))
+            _wrote(seen, await kube.patch_status(BLOCK_DEVICE, d.name, status))
             record_status_write(BLOCK_DEVICE.kind)
+            writes += 2
+        for u in plan.updates:
+            if u.labels:
+                _wrote(seen, await kube.patch(BLOCK_DEVICE, u.name, {"metadata": {"labels": u.labels}}))
+                writes += 1
+            if u.status is not None:
+                _wrote(seen, await kube.patch_status(BLOCK_DEVICE, u.name, u.status))
+                record_status_write(BLOCK_DEVICE.kind)
+                writes += 1
+        for name in plan.deletes:
+            _wrote(seen, await kube.delete(BLOCK_DEVICE, name, missing_ok=True))
             writes += 1
-    for name in plan.deletes:
-        await kube.delete(BLOCK_DEVICE, name, missing_ok=True)
-        writes += 1
+    except BaseException:
+        if seen is not None:
+            seen.write_failed()
+        raise
     return writes
+
+
+def _wrote(seen: NodeObjects | None, answer: dict[str, Any] | None) -> None:
+    if seen is not None:
+        seen.wrote(answer)
 
 
 class BlockDeviceScanner:
@@ -130,12 +141,10 @@ class BlockDeviceScanner:
         existing = await self.objects.items()
         plan = plan_block_device_sync(desired, existing, self.node)
         if not plan.empty:
-            try:
-                writes = await apply_plan(self.kube, plan)
-            finally:
-                # what we just wrote reaches the watch a little later (much later on a busy API
-                # server): the next cycle relists rather than plan from a view without it
-                self.objects.invalidate()
+            # what we write reaches the watch a little later (much later on a busy API server):
+            # apply_plan tells self.objects, so the next cycle relists rather than plan from a
+            # view without it
+            writes = await apply_plan(self.kube, plan, self.objects)
             log.info("block devices synced", extra={"node": self.node, "bd_created": len(plan.creates),
                                                     "bd_updated": len(plan.updates), "bd_deleted": len(plan.deletes),
                                                     "writes": writes})

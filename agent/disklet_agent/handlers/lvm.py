@@ -62,7 +62,7 @@ from disklet.observe import (
 )
 
 from ..deps import AgentDeps
-from ..kube import AgentKube, ApiError, NodeObjects
+from ..kube import CONSISTENT, AgentKube, ApiError, NodeObjects
 from ..logic.lvg import (
     merge_discovered,
     needs_reconcile,
@@ -128,8 +128,9 @@ class LvgWiring:
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
-        self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node)
-        """This node's LVGs from the watch (a LIST only to resync): docs/agent.md ("API requests at idle")."""
+        self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node, first_read=CONSISTENT)
+        """This node's LVGs from the watch (a LIST only to resync): docs/agent.md ("API requests at
+        idle"). The first LIST is a consistent read: the startup re-attach acts on the host from it."""
 
     def mine(self, obj: Mapping[str, Any]) -> bool:
         return owner_node(obj) == self.node
@@ -194,13 +195,15 @@ class LvgWiring:
         return problems
 
     # ---------------------------------------------------------------- reconcile
-    async def _write_status(self, name: str, current: Mapping[str, Any] | None, new: LVMVolumeGroupStatus) -> bool:
+    async def _write_status(self, name: str, current: Mapping[str, Any] | None,
+                            new: LVMVolumeGroupStatus) -> dict[str, Any] | None:
+        """The server's answer when a patch was written; None when nothing differed."""
         patch = status_merge_patch(current, new.to_wire())
         if patch is None:
-            return False
-        await self.kube.patch_status(LVM_VOLUME_GROUP, name, patch)
+            return None
+        answer = await self.kube.patch_status(LVM_VOLUME_GROUP, name, patch)
         record_status_write(KIND)
-        return True
+        return answer
 
     def _post(self, body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
         for type_, reason, message in events:
@@ -258,7 +261,7 @@ class LvgWiring:
                 written = False
                 if outcome.changed:
                     new = with_operator_conditions(outcome.status, current)
-                    written = await self._write_status(name, obj.get("status"), new)
+                    written = await self._write_status(name, obj.get("status"), new) is not None
                 transition = lvg_status_events(self.node, spec.actual_vg_name_on_the_node, current, outcome.status)
                 self._post(obj, [*outcome.events, *transition])
                 log.info("reconciled", extra={"lvg": name, "reconcile_id": rid, "changed": outcome.changed,
@@ -287,7 +290,7 @@ class LvgWiring:
                 written = False
                 if not outcome.done:
                     written = await self._write_status(name, obj.get("status"),
-                                                       with_operator_conditions(outcome.status, current))
+                                                       with_operator_conditions(outcome.status, current)) is not None
             # Host changes always; a Warning only when the reason changed (one Event per transition).
             self._post(obj, [e for e in outcome.events if outcome.done or written or e[0] == "Normal"])
             if not outcome.done:
@@ -327,14 +330,14 @@ class LvgWiring:
                 merged = statuses[name] = merge_discovered(current, discovered)
                 self.gauges.publish(name, specs[name].actual_vg_name_on_the_node, merged)
                 try:
-                    if await self._write_status(name, seen.get("status"), merged):
-                        written.append(name)
+                    answer = await self._write_status(name, seen.get("status"), merged)
                 except ApiError:
-                    self.objects.invalidate()  # the watched view may be behind: the next cycle relists
+                    self.objects.write_failed()  # the watched view may be behind: the next cycle relists
                     raise
+                if answer is not None:
+                    written.append(name)
+                    self.objects.wrote(answer)  # reaches the watch later: the next cycle relists, not older
             set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
-            if written:
-                self.objects.invalidate()  # our writes reach the watch later: the next cycle relists
         return written
 
     async def discovery_loop(self, interval: float) -> None:
