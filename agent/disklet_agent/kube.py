@@ -26,6 +26,7 @@ from disklet.kube.client import (
     ListRead,
     is_conflict,
     is_not_found,
+    is_resource_version_too_large,
     not_older_than,
     resource_version_of,
 )
@@ -95,6 +96,8 @@ class NodeObjects:
       than our last write, when there was one; a consistent read when none is known, or when our
       previous write failed too (no write succeeded in between: the cache may not yet hold what
       made them fail, and a refusal's answer carries no ``resourceVersion`` to ask for);
+    - a not-older-than read the API server cannot serve in time ("Too large resource version", HTTP
+      504: its watch cache lags behind etcd) is made again as a consistent read;
     - once every ``resync_seconds``: ``resourceVersion=0``, from the API server's watch cache. It
       is a safety net for a watch that missed something; nothing on the host is done from it
       alone (reconcile and delete GET their object fresh).
@@ -143,8 +146,16 @@ class NodeObjects:
                              or now - self._listed_at >= self.resync_seconds):
             read = ANY_VERSION
         if read is not None:
-            items = await self.kube.list(self.res, label_selector=f"{NODE_LABEL}={node_label_value(self.node)}",
-                                         read=read)
+            selector = f"{NODE_LABEL}={node_label_value(self.node)}"
+            try:
+                items = await self.kube.list(self.res, label_selector=selector, read=read)
+            except ApiError as exc:
+                if read == CONSISTENT or not is_resource_version_too_large(exc):
+                    raise
+                # the watch cache has not reached our write in time (it lags, or etcd cannot tell it
+                # it is current): read from etcd instead, as client-go's reflector does
+                self.lists += 1
+                items = await self.kube.list(self.res, label_selector=selector, read=CONSISTENT)
             self.lists += 1
             self._listed_at = now
             self._pending = None

@@ -88,6 +88,22 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.status == 409
 
 
+def is_resource_version_too_large(exc: BaseException) -> bool:
+    """A LIST asked for a ``resourceVersion`` the API server's watch cache has not reached in time
+    (HTTP 504, cause ``ResourceVersionTooLarge``: "Too large resource version"). It happens when the
+    cache lags behind etcd under load, or when etcd cannot report progress (no RequestWatchProgress)
+    and the type has no newer event. As client-go's reflector does, read consistently instead."""
+    if not isinstance(exc, ApiError) or exc.status != 504:
+        return False
+    if "Too large resource version" in exc.message:
+        return True
+    try:
+        causes = (json.loads(exc.body).get("details") or {}).get("causes") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes)
+
+
 @dataclass(frozen=True)
 class Kind:
     """Where a kind lives in the REST API."""

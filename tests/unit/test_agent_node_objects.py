@@ -9,7 +9,7 @@ import pytest
 from disklet_agent.kube import NodeObjects
 
 from disklet.api.resources import BLOCK_DEVICE
-from disklet.kube.client import ANY_VERSION, CONSISTENT, ListRead, not_older_than
+from disklet.kube.client import ANY_VERSION, CONSISTENT, ApiError, ListRead, not_older_than
 
 
 class FakeKube:
@@ -85,3 +85,45 @@ def test_list_read_query_parameters() -> None:
     for bad in ("", "0"):
         with pytest.raises(ValueError):
             not_older_than(bad)
+
+
+TOO_LARGE = ('{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Timeout: Too large resource version: '
+             '7394, current: 6126","reason":"Timeout","details":{"causes":[{"reason":"ResourceVersionTooLarge",'
+             '"message":"Too large resource version"}],"retryAfterSeconds":1},"code":504}')
+
+
+class LaggingCacheKube(FakeKube):
+    """The API server's answer when its watch cache has not reached the asked resourceVersion in time
+    (seen at 1000 agents on an etcd without RequestWatchProgress)."""
+
+    async def list(self, res: Any, *, label_selector: str | None = None, read: ListRead = CONSISTENT) -> list[dict[str, Any]]:
+        if read not in (CONSISTENT, ANY_VERSION):
+            self.lists.append((label_selector, read))
+            raise ApiError.from_response("list blockdevices", 504, "Gateway Timeout", TOO_LARGE)
+        return await super().list(res, label_selector=label_selector, read=read)
+
+
+async def test_a_cache_behind_our_write_falls_back_to_a_consistent_read() -> None:
+    now = [0.0]
+    kube = LaggingCacheKube()
+    objects = _objects(kube, now)
+    await objects.items()
+    objects.wrote({"metadata": {"resourceVersion": "7394"}})
+    assert await objects.items() == [{"metadata": {"name": "listed"}}]
+    assert [read for _, read in kube.lists] == [ANY_VERSION, not_older_than("7394"), CONSISTENT]
+    assert objects.lists == 3
+
+
+async def test_other_list_errors_are_not_retried() -> None:
+    class Broken(FakeKube):
+        async def list(self, res: Any, *, label_selector: str | None = None,
+                       read: ListRead = CONSISTENT) -> list[dict[str, Any]]:
+            self.lists.append((label_selector, read))
+            raise ApiError.from_response("list blockdevices", 503, "Service Unavailable", "")
+
+    kube = Broken()
+    objects = _objects(kube, [0.0])
+    objects.wrote({"metadata": {"resourceVersion": "5"}})
+    with pytest.raises(ApiError):
+        await objects.items()
+    assert len(kube.lists) == 1
