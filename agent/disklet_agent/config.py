@@ -39,6 +39,10 @@ class AgentConfig(BaseModel):
     volume_mounts: list[str] = Field(default_factory=lambda: list(DEFAULT_VOLUME_MOUNTS))
     refused_retry_seconds: float = Field(default=30.0, gt=0)
     scan_interval_seconds: float = Field(default=30.0, gt=0)
+    resync_interval_seconds: float = Field(
+        default=600.0, ge=0, description="Seconds between the safety-net relists of the node's LVMVolumeGroups "
+        "and BlockDevices (from the API server's watch cache); 0: never (Kopf still relists after a watch error). "
+        "docs/agent.md, \"API requests at idle\".")
     lvm_extra_config: str = Field(default="", description="Extra LVM --config text, e.g. global{activation=0} in tests.")
     disko_command: list[str] = Field(default_factory=lambda: ["disko"])
     nixos_rebuild_command: list[str] = Field(default_factory=lambda: ["nixos-rebuild"])
@@ -83,6 +87,7 @@ class AgentConfig(BaseModel):
             volume_mounts=_env_list("DISKLET_VOLUME_MOUNTS", DEFAULT_VOLUME_MOUNTS),
             refused_retry_seconds=float(e.get("DISKLET_REFUSED_RETRY_SECONDS", "30")),
             scan_interval_seconds=float(e.get("DISKLET_SCAN_INTERVAL_SECONDS", "30")),
+            resync_interval_seconds=float(e.get("DISKLET_RESYNC_INTERVAL_SECONDS", "600")),
             lvm_extra_config=e.get("DISKLET_LVM_EXTRA_CONFIG", ""),
             disko_command=(e.get("DISKLET_DISKO_COMMAND") or "disko").split(),
             nixos_rebuild_command=(e.get("DISKLET_NIXOS_REBUILD_COMMAND") or "nixos-rebuild").split(),

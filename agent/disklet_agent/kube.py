@@ -100,7 +100,7 @@ class NodeObjects:
       504: its watch cache lags behind etcd) is made again as a consistent read;
     - once every ``resync_seconds``: ``resourceVersion=0``, from the API server's watch cache. It
       is a safety net for a watch that missed something; nothing on the host is done from it
-      alone (reconcile and delete GET their object fresh).
+      alone (reconcile and delete GET their object fresh). ``0``: never.
 
     An idle agent therefore makes no request per cycle.
     """
@@ -143,7 +143,7 @@ class NodeObjects:
         now = self.clock()
         read = self._pending
         if read is None and (self.index is None or self._listed_at is None
-                             or now - self._listed_at >= self.resync_seconds):
+                             or 0 < self.resync_seconds <= now - self._listed_at):
             read = ANY_VERSION
         if read is not None:
             selector = f"{NODE_LABEL}={node_label_value(self.node)}"

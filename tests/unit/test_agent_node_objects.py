@@ -127,3 +127,31 @@ async def test_other_list_errors_are_not_retried() -> None:
     with pytest.raises(ApiError):
         await objects.items()
     assert len(kube.lists) == 1
+
+
+async def test_resync_zero_lists_only_when_a_write_asks() -> None:
+    """``DISKLET_RESYNC_INTERVAL_SECONDS=0``: no periodic relist, however long the agent runs; the
+    relists after its own writes stay (they are how a cycle sees what it wrote)."""
+    now = [0.0]
+    kube = FakeKube()
+    objects = NodeObjects(kube, BLOCK_DEVICE, "n1", resync_seconds=0, clock=lambda: now[0])  # type: ignore[arg-type]
+    await objects.items()
+    objects.index = {"a": [{"metadata": {"name": "a"}}]}
+    for now[0] in (1.0, 600.0, 86_400.0 * 365):
+        assert [o["metadata"]["name"] for o in await objects.items()] == ["a"]
+    assert len(kube.lists) == 1
+    objects.wrote({"metadata": {"resourceVersion": "7"}})
+    await objects.items()
+    await objects.items()
+    assert [read for _, read in kube.lists] == [ANY_VERSION, not_older_than("7")]
+
+
+def test_resync_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from disklet_agent.config import AgentConfig
+
+    assert AgentConfig.from_env().resync_interval_seconds == 600
+    monkeypatch.setenv("DISKLET_RESYNC_INTERVAL_SECONDS", "0")
+    assert AgentConfig.from_env().resync_interval_seconds == 0
+    monkeypatch.setenv("DISKLET_RESYNC_INTERVAL_SECONDS", "-5")
+    with pytest.raises(ValueError, match="resync_interval_seconds"):
+        AgentConfig.from_env()

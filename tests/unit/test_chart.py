@@ -189,6 +189,7 @@ def test_agent_values_reach_the_pod():
     env = env_of(c)
     assert env["FILE_DEVICES_DIRECTORY"] == "/srv/disklet/files"  # trailing slash cleaned
     assert env["DISKLET_SCAN_INTERVAL_SECONDS"] == "10"
+    assert env["DISKLET_RESYNC_INTERVAL_SECONDS"] == "600"
     assert env["DISKLET_LOG_FORMAT"] == "console" and env["DISKLET_LOG_LEVEL"] == "debug"
     assert env["DISKLET_SYSTEM_MOUNTS"] == "/,/boot"
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "disklet.io/storage": "true"}  # merged with the default
@@ -275,6 +276,7 @@ def test_optional_objects_are_value_gated(default_docs, all_on_docs):
     (("image.registry=",), "registry"),
     (("logFormat=xml",), "logFormat"),
     (("agent.scanIntervalSeconds=0",), "scanIntervalSeconds"),
+    (("agent.resyncIntervalSeconds=-1",), "resyncIntervalSeconds"),
     (("operator.unknownKey=1",), "unknownKey"),
     (("kubeStateMetrics.rbac.enabled=true", "kubeStateMetrics.rbac.serviceAccountName="), "serviceAccountName"),
 ])

@@ -112,7 +112,7 @@ class BlockDeviceScanner:
         self.read_pvs = pv_reader
         self.lock = lock or asyncio.Lock()
         self.last_plan: BlockDeviceSyncPlan | None = None
-        self.objects = NodeObjects(kube, BLOCK_DEVICE, self.node)
+        self.objects = NodeObjects(kube, BLOCK_DEVICE, self.node, resync_seconds=deps.config.resync_interval_seconds)
         """What exists, from the watch (a LIST only to resync): docs/agent.md ("API requests at idle")."""
 
     async def scan_once(self) -> BlockDeviceSyncPlan | None:

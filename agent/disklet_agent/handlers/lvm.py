@@ -128,7 +128,8 @@ class LvgWiring:
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
-        self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node, first_read=CONSISTENT)
+        self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node, first_read=CONSISTENT,
+                                   resync_seconds=deps.config.resync_interval_seconds)
         """This node's LVGs from the watch (a LIST only to resync): docs/agent.md ("API requests at
         idle"). The first LIST is a consistent read: the startup re-attach acts on the host from it."""
 
