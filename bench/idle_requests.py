@@ -19,7 +19,7 @@ memory per agent. The figures are taken before anything is stopped; the workers 
 agent's (CRD scanning on, no server-side timeout, 70 s inactivity timeout): the "before" figures.
 
 Run: python3 bench/idle_requests.py [--agents 1 100 1000] [--per-process 125] [--interval S]
-     [--window S] [--kopf-watch-defaults]
+     [--window S] [--resync-interval S] [--kopf-watch-defaults]
 Writes bench/results/idle_requests.json (``--out`` to write elsewhere). Needs the envtest binaries
 (docs/testing.md).
 """
@@ -52,7 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "operator"), str(ROOT / "tests" / "api")]
 
-from devkit.envtest import ControlPlane, assets_dir, unavailable_reason  # noqa: E402
+from devkit.envtest import ControlPlane, assets_dir, etcd_binary, unavailable_reason  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "idle_requests.json"
 METRIC = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
@@ -99,7 +99,8 @@ class SimAgent:
 
         self.loop, self.stop_flag = asyncio.get_running_loop(), asyncio.Event()
         interval = self.args.interval
-        config = AgentConfig(node_name=self.node, scan_interval_seconds=interval, refused_retry_seconds=interval)
+        config = AgentConfig(node_name=self.node, scan_interval_seconds=interval, refused_retry_seconds=interval,
+                             resync_interval_seconds=self.args.resync_interval)
         while not self.stopping:
             registry = agent_daemon.build_registry(AgentDeps(config=config), engine=self.engine,
                                                    topology_reader=self.disks.read, pv_reader=lambda: {},
@@ -346,6 +347,7 @@ async def run_agents(cp: ControlPlane, n: int, args: argparse.Namespace, workdir
                 argv.append("--kopf-watch-defaults")
             if args.lease_interval is not None:
                 argv += ["--lease-interval", str(args.lease_interval)]
+            argv += ["--resync-interval", str(args.resync_interval)]
             workers.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True))
             log.close()
@@ -454,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lease-interval", type=float, default=None,
                     help="seconds between Lease renewals (default: the agent's, 10 s); a longer one lets a "
                          "small machine's API server carry a thousand agents' start-up (Leases are reported apart)")
+    ap.add_argument("--resync-interval", type=float, default=600.0, metavar="S",
+                    help="the agents' safety-net relist period (DISKLET_RESYNC_INTERVAL_SECONDS; 0: never)")
     ap.add_argument("--kopf-watch-defaults", action="store_true",
                     help="Kopf's default watch settings instead of the agent's (the 'before' figures)")
     ap.add_argument("--note", default="", help="a note stored with the figures (e.g. the machine's load)")
@@ -499,10 +503,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         rows.append(row)
     ok = [r for r in rows if "error" not in r]
+    assets = assets_dir()
+    etcd = etcd_binary(assets) if assets else None
+    etcd_version = (subprocess.run([etcd, "--version"], capture_output=True, text=True, timeout=30)
+                    .stdout.splitlines() or ["?"])[0] if etcd else "?"
     result = {"name": "idle_requests", "python": platform.python_version(), "cpus": os.cpu_count(),
+              "etcd": etcd_version,
               "interval_s": args.interval, "window_s": args.window, "per_process": args.per_process,
               "agent_watch_settings": "Kopf defaults" if args.kopf_watch_defaults else "the agent's",
               "lease_interval_s": args.lease_interval or 10.0,
+              "resync_interval_s": args.resync_interval,
               "note": args.note, "rows": rows,
               "meets_goal": bool(ok) and all(r["idle_requests_besides_leases"] == 0 for r in ok)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
