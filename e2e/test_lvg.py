@@ -140,28 +140,35 @@ def test_delete_leaves_nothing(scenario: Any, local_only: None, root_only: None)
     assert h.vgs_named(vg) == []
 
 
+def _file_set_child(scenario: Any, name: str, vg: str, label: str) -> str:
+    """Create a PerNode LVMVolumeGroupSet of one 1Gi file device over the nodes labelled ``label``
+    and return the name of the child it makes for this node (registered for clean-up)."""
+    scenario.create(h.LVGSET, {
+        "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": name},
+        "spec": {"nodeSelector": {"matchLabels": {label: "true"}}, "strategy": "PerNode",
+                 "lvmVolumeGroupTemplate": {"type": "Local", "actualVGNameOnTheNode": vg, "fileDevices": [
+                     {"name": "a", "directory": str(scenario.file_devices), "size": "1Gi"}]}}})
+    owner = scenario.kube.get(h.LVGSET, name)["metadata"]["uid"]
+
+    def child() -> str | None:
+        for o in scenario.kube.list(h.LVG):
+            if any(r.get("uid") == owner for r in o["metadata"].get("ownerReferences") or []) \
+                    and (o["spec"].get("local") or {}).get("nodeName") == scenario.node:
+                return str(o["metadata"]["name"])
+        return None
+
+    child_name: str = h.wait_until(child, timeout=WAIT, what=f"LVMVolumeGroupSet {name} to create a child for "
+                                   f"{scenario.node}", describe=scenario.describe(h.LVGSET, name))
+    scenario.created.append((h.LVG, child_name))
+    return child_name
+
+
 def test_lvgset_file_template_makes_a_ready_child(scenario: Any, local_only: None, root_only: None) -> None:
     label = f"disklet.io/e2e-{scenario.run}"
     scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: "true"}}})
     try:
         name, vg = scenario.name("set"), scenario.vg_name("s")
-        scenario.create(h.LVGSET, {
-            "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": name},
-            "spec": {"nodeSelector": {"matchLabels": {label: "true"}}, "strategy": "PerNode",
-                     "lvmVolumeGroupTemplate": {"type": "Local", "actualVGNameOnTheNode": vg, "fileDevices": [
-                         {"name": "a", "directory": str(scenario.file_devices), "size": "1Gi"}]}}})
-        owner = scenario.kube.get(h.LVGSET, name)["metadata"]["uid"]
-
-        def child() -> str | None:
-            for o in scenario.kube.list(h.LVG):
-                if any(r.get("uid") == owner for r in o["metadata"].get("ownerReferences") or []) \
-                        and (o["spec"].get("local") or {}).get("nodeName") == scenario.node:
-                    return str(o["metadata"]["name"])
-            return None
-
-        child_name = h.wait_until(child, timeout=WAIT, what=f"LVMVolumeGroupSet {name} to create a child for "
-                                  f"{scenario.node}", describe=scenario.describe(h.LVGSET, name))
-        scenario.created.append((h.LVG, child_name))
+        child_name = _file_set_child(scenario, name, vg, label)
         obj = _ready(scenario, child_name, 1)
         _assert_canonical(scenario, obj, child_name, vg, ["a"])
         h.wait_until(lambda: (scenario.kube.get(h.LVGSET, name).get("status") or {}).get(
@@ -243,21 +250,7 @@ def test_deleting_a_set_removes_its_children_and_their_vgs(scenario: Any, local_
     scenario.kube.patch(h.NODE, scenario.node, {"metadata": {"labels": {label: "true"}}})
     try:
         name, vg = scenario.name(f"gc{policy[0].lower()}"), scenario.vg_name(f"g{policy[0].lower()}")
-        scenario.create(h.LVGSET, {
-            "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroupSet", "metadata": {"name": name},
-            "spec": {"nodeSelector": {"matchLabels": {label: "true"}}, "strategy": "PerNode",
-                     "lvmVolumeGroupTemplate": {"type": "Local", "actualVGNameOnTheNode": vg, "fileDevices": [
-                         {"name": "a", "directory": str(scenario.file_devices), "size": "1Gi"}]}}})
-        owner = scenario.kube.get(h.LVGSET, name)["metadata"]["uid"]
-
-        def child() -> str | None:
-            for o in scenario.kube.list(h.LVG):
-                if any(r.get("uid") == owner for r in o["metadata"].get("ownerReferences") or []):
-                    return str(o["metadata"]["name"])
-            return None
-
-        child_name = h.wait_until(child, timeout=WAIT, what=f"{name}'s child", describe=scenario.describe(h.LVGSET, name))
-        scenario.created.append((h.LVG, child_name))
+        child_name = _file_set_child(scenario, name, vg, label)
         _ready(scenario, child_name, 1)
         assert h.vgs_named(vg) == [vg]
         scenario.kube.request("DELETE", h.LVGSET.path(name), {"propagationPolicy": policy})

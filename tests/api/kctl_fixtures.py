@@ -6,11 +6,17 @@ examples are pasted from such a run).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from devkit.kubeapi import write_kubeconfig
 from disklet.cli.main import run
 
 DL = "disklet.io/v1alpha1/disklayouts"
@@ -33,6 +39,27 @@ async def kctl(kube: Any, *argv: str) -> Result:
         with open(transcript, "a", encoding="utf-8") as fh:
             fh.write(f"$ kctl {' '.join(argv)}\n{out.getvalue()}{err.getvalue()}# exit {code}\n\n")
     return Result(code, out.getvalue(), err.getvalue())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def fake_exec_api(pods: Handler, exec_: Handler, kubeconfig: Path) -> AsyncIterator[Path]:
+    """A loopback API serving only a namespace's Pod list and Pod exec (what ``kctl exec`` and the
+    agent-backed commands use), and a kubeconfig for it at ``kubeconfig``."""
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/{ns}/pods", pods)
+    app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/exec", exec_)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield write_kubeconfig(kubeconfig, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
 
 
 def writes(kube: Any) -> list[Any]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+from kctl_fixtures import fake_exec_api
 
-from devkit.kubeapi import write_kubeconfig
 from disklet.cli.main import run
 
 
@@ -67,16 +67,8 @@ class FakeExecServer:
 @pytest_asyncio.fixture()
 async def fake(tmp_path: Path) -> AsyncIterator[tuple[FakeExecServer, Path]]:
     server = FakeExecServer()
-    app = web.Application()
-    app.router.add_get("/api/v1/namespaces/{ns}/pods", server.pods_list)
-    app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/exec", server.exec)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield server, write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
-    await runner.cleanup()
+    async with fake_exec_api(server.pods_list, server.exec, tmp_path / "kubeconfig") as kubeconfig:
+        yield server, kubeconfig
 
 
 async def _kctl(kubeconfig: Path, *argv: str) -> tuple[int, str, str]:

@@ -20,9 +20,8 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiohttp import web
-from kctl_fixtures import BD, DL, LVG, SEED_STYLE, block_device, disk_layout, kctl, lvg
+from kctl_fixtures import BD, DL, LVG, SEED_STYLE, block_device, disk_layout, fake_exec_api, kctl, lvg
 
-from devkit.kubeapi import write_kubeconfig
 from devkit.realkube import RealKube
 from disklet.cli.main import run
 
@@ -177,16 +176,8 @@ class JsonExecServer:
 @pytest_asyncio.fixture()
 async def agent(tmp_path: Path) -> AsyncIterator[tuple[JsonExecServer, Path]]:
     server = JsonExecServer()
-    app = web.Application()
-    app.router.add_get("/api/v1/namespaces/{ns}/pods", server.pods)
-    app.router.add_get("/api/v1/namespaces/{ns}/pods/{pod}/exec", server.exec)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield server, write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
-    await runner.cleanup()
+    async with fake_exec_api(server.pods, server.exec, tmp_path / "kubeconfig") as kubeconfig:
+        yield server, kubeconfig
 
 
 EXEC_COMMANDS = {"node disks --live": ["node", "disks", "node-a", "--live"],
