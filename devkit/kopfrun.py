@@ -1,6 +1,6 @@
 """Run a Kopf registry in-process against a Kubernetes API URL (the mock or a real one).
 
-``kopf.operator()`` cancels pytest's own tasks when it stops (TOOLING-NOTES), so this uses
+``kopf.operator()`` cancels every other task of its event loop when it stops (pytest's own among them), so this uses
 ``kopf.spawn_tasks`` + ``kopf.run_tasks`` with explicit stop/ready flags.
 """
 
