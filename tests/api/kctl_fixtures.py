@@ -56,7 +56,7 @@ async def fake_exec_api(pods: Handler, exec_: Handler, kubeconfig: Path) -> Asyn
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         yield write_kubeconfig(kubeconfig, f"http://127.0.0.1:{port}")
     finally:
         await runner.cleanup()
