@@ -20,6 +20,7 @@ builds take a lock there and publish by rename, so concurrent runs never see hal
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import fcntl
 import hashlib
@@ -51,7 +52,8 @@ project image, never from an installed copy)."""
 ROOT_IMAGE_SIZE = 3 << 30
 PROJECT_DIRS = ("disklet", "operator", "agent", "devkit", "tests")
 PROJECT_FILES = ("conftest.py", "pyproject.toml")
-FORMAT = "4"
+FORMAT = "5"
+BASE_FORMAT = "1"
 """Bumped when the way images are built changes."""
 BUILD_TIMEOUT = 900.0
 KEEP_PROJECT_IMAGES = 3
@@ -165,9 +167,9 @@ def _module_order(kver: str, names: Iterable[str]) -> list[str]:
         order.append(mod)
 
     for name in names:
-        mod = by_name.get(name.replace("-", "_"))
-        if mod is not None:  # built into this kernel: nothing to load
-            visit(mod)
+        found = by_name.get(name.replace("-", "_"))
+        if found is not None:  # else built into this kernel: nothing to load
+            visit(found)
     return order
 
 
@@ -245,12 +247,35 @@ def _run(argv: list[str], log: Path | None, timeout: float = BUILD_TIMEOUT) -> N
         raise RuntimeError(f"vm image: {argv[0]} exited {res.returncode}: {(res.stderr or res.stdout)[-2000:]}")
 
 
+def _debian_tar(log: Path | None) -> Path:
+    """mmdebstrap's output as a tar, cached by suite and package list (the slow, networked part)."""
+    h = hashlib.sha256(f"{BASE_FORMAT}\0{SUITE}\0{','.join(PACKAGES)}".encode()).hexdigest()[:16]
+    out = cache_dir() / f"debian-{h}.tar"
+    if out.is_file():
+        return out
+    partial = cache_dir() / f"debian-{h}.partial.tar"
+    _run(["mmdebstrap", "--variant=minbase", "--quiet", f"--include={','.join(PACKAGES)}",
+          "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+          "--dpkgopt=path-exclude=/usr/share/locale/*", "--", SUITE, str(partial)], log)
+    partial.rename(out)
+    for old in cache_dir().glob("debian-*.tar"):
+        if old != out:
+            old.unlink(missing_ok=True)
+    return out
+
+
+def _compile(tree: Path, prefix: str) -> None:
+    """Byte-compile ``tree`` as the guest will import it from ``prefix`` (the guest never writes .pyc;
+    compiling pydantic and friends at each import costs minutes under emulation)."""
+    compileall.compile_dir(str(tree), quiet=2, stripdir=str(tree), prependdir=prefix, workers=0)
+
+
 def _build_root(out: Path, initrd: Path, dists: list[md.Distribution], kver: str, log: Path | None) -> None:
+    base = _debian_tar(log)
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=cache_dir()) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        _run(["mmdebstrap", "--variant=minbase", "--quiet", f"--include={','.join(PACKAGES)}",
-              "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-              "--dpkgopt=path-exclude=/usr/share/locale/*", "--", SUITE, str(rootfs)], log)
+        rootfs.mkdir()
+        _run(["tar", "-xf", str(base), "-C", str(rootfs), "--numeric-owner"], log)
         mods = rootfs / "lib" / "modules"
         mods.mkdir(parents=True, exist_ok=True)
         shutil.copytree(f"/lib/modules/{kver}", mods / kver, symlinks=True)
@@ -260,6 +285,7 @@ def _build_root(out: Path, initrd: Path, dists: list[md.Distribution], kver: str
                 dst = site / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
+        _compile(site, "/opt/disklet-site")
         (rootfs / "init.sh").write_text(STUB, encoding="utf-8")
         (rootfs / "init.sh").chmod(0o755)
         (rootfs / "opt" / "disklet").mkdir(parents=True, exist_ok=True)
@@ -309,7 +335,8 @@ def project_image(log: Path | None = None) -> Path:
                 dst = tree / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
-            size = sum(src.stat().st_size for src, _ in files)
+            _compile(tree, "/opt/disklet")
+            size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
             partial = out.with_name(out.name + ".partial")
             with open(partial, "wb") as f:
                 f.truncate(max(64 << 20, size * 2 + (64 << 20)))

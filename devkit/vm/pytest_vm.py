@@ -1,21 +1,25 @@
 """pytest plugin for the ``vm`` tier (loaded by the repository's root conftest.py).
 
-A ``vm`` test module is a **group**: it declares the guest's disks at module level, either
+A ``vm`` test module declares the guest's disks at module level, either
 
     VM_DISKS = (Disk("nvme", serial="NVME0001"), Disk("scsi", serial="SCSI0001", wwn="0x5000c500a1b2c3d4"))
 
-or, for tests that need the same disks across reboots (another controller, another order),
+— all such modules form ONE group and share one boot, their disks joined (a module may name its
+own ``VM_GROUP`` to boot separately) — or, for tests that need the same disks across reboots
+(another controller order, another kernel name),
 
     VM_BOOTS = (Boot(disks=(...)), Boot(disks=(...)))    # tests mark their boot: @pytest.mark.vm_boot(1)
+
+which makes the module a group of its own.
 
 On the host each collected ``vm`` test is replaced by a stand-in item of the same node id. The first
 stand-in of a group to run boots the guest once per boot, with the group's selected tests of that
 boot as the guest's workload (``python3 -m pytest <node ids>`` inside, ``DISKLET_VM_GUEST=1``); disk
 images persist across the boots of a group and are deleted after its last boot. Each stand-in
 then reports its own test's guest outcome: the guest's failure text, skip reason (a failure under
-``CI=true``) or pass. A group with several boots boots every time, also when a boot has no selected test (a later
-boot depends on what an earlier one did): select whole modules of that kind. Guest JUnit XML, console log and dmesg of a
-failed boot are kept under ``$DISKLET_VM_KEEP`` when that is set.
+``CI=true``) or pass. A group with several boots boots every time, also when a boot has no selected
+test (a later boot depends on what an earlier one did): select whole modules of that kind. The
+console log, JUnit XML and dmesg of a failed boot are kept under ``$DISKLET_VM_KEEP`` when set.
 
 Inside the guest nothing is replaced: the tests run for real.
 """
@@ -208,7 +212,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if in_guest():
         return
     for i, item in enumerate(items):
-        if not isinstance(item, pytest.Function) or item.get_closest_marker("vm") is None:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("vm") is None or item.parent is None:
             continue
         module = item.module
         path = item.nodeid.split("::", 1)[0]
