@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,13 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
                current_file: Path | None = None, allow_destructive: bool = False,
                read_mounts: Callable[[HostRunner], list[tuple[str, str]]] = read_live_mounts,
                read_vgs: Callable[[HostRunner, AgentConfig], set[str]] = read_volume_groups,
-               read_pools: Callable[[HostRunner], set[str]] = read_zpools) -> ApplyPlan:
-    """Decide whether ``body`` may be applied on this node right now (no writes)."""
+               read_pools: Callable[[HostRunner], set[str]] = read_zpools,
+               aliases: Mapping[str, str] | None = None) -> ApplyPlan:
+    """Decide whether ``body`` may be applied on this node right now (no writes).
+
+    ``aliases``: applied targets that are now at another kernel path (a disk chosen by a selector
+    and pinned by its identity, renamed since; :mod:`.selection`). The recorded identity is still
+    checked against the live disk at the new path."""
     from disklet.layout import LayoutError, MalformedLayout, NixUnavailable, extract_targets
     from disklet.layout.appendonly import append_only_findings
     from disklet.layout.checked import check_layout
@@ -201,6 +206,7 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
                             "can be checked"])
 
     resolved = resolve_targets(runner, [*targets, *[t for t in applied_raw if t not in targets]])
+    resolved.update(aliases or {})
     plan.resolved = {t: resolved[t] for t in targets}
     nodes = {t: topology.find(rp) for t in targets if (rp := resolved.get(t))}
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from disklet.api.blockdevice import BlockDeviceStatus, ConsumableReason, block_device_name
-from disklet.diskselect import DiskFacts
 from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
+from disklet.diskselect import DiskFacts
 from disklet.kube.patch import owned_keys_patch
 from disklet.labels import label_value as sanitize_label_value
 from disklet.labels import node_label_value
