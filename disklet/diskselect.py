@@ -24,10 +24,11 @@ others listed with why they are excluded) is :func:`resolve_one`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MAX_EXPRESSION = 2048
@@ -209,7 +210,7 @@ class Selector:
     expression: str
     field: str
     cost: int
-    _program: Any = field(repr=False, compare=False)
+    _program: Any = dataclasses.field(repr=False, compare=False)
 
     def evaluate(self, disk: DiskFacts) -> bool:
         """True/False; :class:`SelectorError` when evaluation fails on this disk (e.g. an index out of range)."""
@@ -381,7 +382,7 @@ class Resolution:
     chosen: Candidate | None = None
     code: str | None = None
     """None when exactly one usable disk matched; else selector_matched_nothing / selector_ambiguous."""
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = dataclasses.field(default_factory=list)
     """One line per candidate: chosen, or why it is excluded."""
 
     @property

@@ -43,7 +43,7 @@ class ConsumableReason(StrEnum):
     TOO_SMALL = "TooSmall"
 
 
-_LIST_OF_PATHS = {"x-kubernetes-list-type": "atomic", "items": {"maxLength": 4096}}
+_LIST_OF_PATHS: dict[str, Any] = {"x-kubernetes-list-type": "atomic", "items": {"maxLength": 4096}}
 
 
 class BlockDeviceStatus(StatusModel):

@@ -27,7 +27,8 @@ from disklet_agent.handlers.disklayout import DiskLayoutAgent
 from disklet.api.disklayout import DiskLayoutSpec, Phase
 from disklet.layout.hashing import layout_hash
 from disklet.layout.render import devices_value
-from tests.host.test_apply_pipeline import Env, env  # noqa: F401 - the fixture
+from tests.host.test_apply_pipeline import Env
+from tests.host.test_apply_pipeline import env as pipeline_env  # noqa: F401 - a fixture, used by env below
 
 MIB = 1 << 20
 MODE = ModeReading(CONTROLLER_MANAGED, None)
@@ -75,6 +76,12 @@ class Loops:
                 self.sh("wipefs", "-a", "-q", "--", dev, check=False)
                 self.detach(dev)
             f.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def env(pipeline_env: Env) -> Env:  # noqa: F811
+    """The apply pipeline's sandbox: fake systemd-run/nixos-rebuild, the test disko, loop targets allowed."""
+    return pipeline_env
 
 
 @pytest.fixture

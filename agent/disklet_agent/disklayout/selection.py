@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from disklet.api.disklayout import RefusalCode, StructuredLayout
-from disklet.diskselect import Candidate, SelectorError, compile_selector, resolve_one
+from disklet.diskselect import (
+    SELECTOR_MATCHED_NOTHING,
+    Candidate,
+    SelectorError,
+    compile_selector,
+    resolve_one,
+)
 from disklet_agent.host.lsblk import BlockNode, BlockTopology
 from disklet_agent.logic.blockdevices import consumable_verdict, disk_facts
 
@@ -135,7 +141,7 @@ def resolve_selectors(layout: StructuredLayout, topology: BlockTopology, pinned:
         res = resolve_one(selector, layout_candidates(topology, allow_loop=allow_loop, system_mounts=system_mounts,
                                                       taken=taken))
         if res.chosen is None:
-            sel.code = RefusalCode(res.code)
+            sel.code = RefusalCode(res.code or SELECTOR_MATCHED_NOTHING)
             sel.message = f"disk {disk.name}: " + res.message()
             sel.message = f"{sel.code}: " + sel.message.replace(f"{res.code}: ", "", 1)
             return sel
