@@ -26,7 +26,8 @@ from disklet_agent.disklayout.apply import (
 from disklet_agent.disklayout.classifier import Verdict, describe_node
 from disklet_agent.disklayout.gate import ApplyPlan, current_path, plan_apply
 from disklet_agent.disklayout.mode import promote_command, read_management_mode
-from disklet_agent.host.lsblk import BlockNode, BlockTopology, ProbeFailed, read_block_topology
+from disklet_agent.host.lsblk import ProbeFailed, read_block_topology
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -12,7 +12,8 @@ import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.disklayout.gate import plan_apply
 from disklet_agent.disklayout.identity import DiskIdentity, identities_text
-from disklet_agent.host.lsblk import BlockTopology, parse_lsblk_json
+from disklet_agent.host.lsblk import parse_lsblk_json
+from disklet_agent.logic.topology import BlockTopology
 
 from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import CommandResult

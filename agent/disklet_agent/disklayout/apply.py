@@ -28,7 +28,8 @@ from typing import Any
 from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import CommandResult, HostRunner
 from disklet_agent.config import AgentConfig
-from disklet_agent.host.lsblk import BlockTopology, ProbeFailed, read_block_topology
+from disklet_agent.host.lsblk import ProbeFailed, read_block_topology
+from disklet_agent.logic.topology import BlockTopology
 
 from .gate import CURRENT_NAME, disk_dir
 from .identity import IDENTITY_NAME, DiskIdentity, identities_text

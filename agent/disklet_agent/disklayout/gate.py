@@ -22,7 +22,8 @@ from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import HostRunner
 from disklet.layout.mounts import MountPolicy
 from disklet_agent.config import AgentConfig
-from disklet_agent.host.lsblk import BlockNode, BlockTopology, ProbeFailed, read_block_topology
+from disklet_agent.host.lsblk import ProbeFailed, read_block_topology
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 
 from .classifier import Verdict, classify_targets, layout_verdict
 from .identity import DiskIdentity, duplicate_identities, eligibility_problem, read_identities
