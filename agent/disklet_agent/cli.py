@@ -215,7 +215,7 @@ def _applied_targets(cfg: AgentConfig, deps: AgentDeps) -> tuple[set[str], str |
     try:
         from disklet.layout import extract_targets
 
-        from .disklayout.gate import resolve_targets
+        from .host.layout_reads import resolve_targets
 
         devices = extract_targets(cur.read_text(encoding="utf-8"), deps.runner).devices
         resolved = resolve_targets(deps.runner, devices)
@@ -307,7 +307,7 @@ def cmd_lvm_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report: dict[str, Any] = {}
     code = EXIT_OK
     for cmd, columns in LVM_REPORTS:
-        res = lvm.runner.run(lvm.argv(cmd, "--reportformat", "json", "--units", "b", "-o", columns), timeout=lvm.timeout)
+        res = lvm.raw_report(cmd, columns)
         try:
             report[cmd] = json.loads(res.stdout) if res.ok else {"error": (res.stderr or res.describe()).strip()}
         except ValueError:
