@@ -272,3 +272,12 @@ def test_root_fs_options_other_than_the_closing_one_are_forbidden(options: str) 
     result = pf(_pool("tank", f'mountpoint = "/srv/tank"; rootFsOptions = {options};'))
     assert result.refusal_reason is RefusalCode.LAYOUT_FORBIDDEN_OPTION, result.message
     assert "rootFsOptions" in result.message
+
+
+@pytest.mark.parametrize("path", ["/srv/kubernetes", "/srv/kubernetes/pki", "/srv/kubernetes/a/b"])
+def test_srv_kubernetes_is_denied_as_a_tree(path: str) -> None:
+    from disklet.api.disklayout import PartitionContent
+
+    assert MountPolicy().problem(path) is not None and "system path" in str(MountPolicy().problem(path))
+    with pytest.raises(ValidationError):
+        PartitionContent.model_validate({"type": "filesystem", "format": "ext4", "mountpoint": path})
