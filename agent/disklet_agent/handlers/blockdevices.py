@@ -172,8 +172,8 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
     runner: HostRunner = deps.runner
     if pv_reader is None:
         if engine is None:
-            from ..lvm.engine import LVMEngine
-            engine = LVMEngine(runner, deps.config)
+            from ..lvm.engine import HostLvgEngine
+            engine = HostLvgEngine(runner, deps.config)
         pv_reader = engine_pv_reader(engine)
     scanner = BlockDeviceScanner(deps, kube, topology_reader or (lambda: read_block_topology(runner)), pv_reader, lock)
 

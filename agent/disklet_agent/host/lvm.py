@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from disklet.hostcmd import CommandResult, HostRunner, filter_stderr
-from disklet.thinpool import LV_HEALTH_COLUMNS, PoolFill, fill_of
+from disklet.lvm.thinpool import LV_HEALTH_COLUMNS, PoolFill, fill_of
 
 from .lvmshell import LvmShell
 
@@ -98,7 +98,7 @@ class LV:
     data_percent: float | None
     attr: str
     fill: PoolFill | None = None
-    """Thin pools: data/metadata %, chunk and metadata sizes (disklet.thinpool)."""
+    """Thin pools: data/metadata %, chunk and metadata sizes (disklet.lvm.thinpool)."""
 
     @property
     def is_thin_pool(self) -> bool:
