@@ -223,7 +223,7 @@ def test_forbidden_content_is_refused_by_the_agent_too(tmp_path: Path) -> None:
 def test_existing_or_importable_zpool_is_refused(tmp_path: Path) -> None:
     text = ('{ disko.devices = { disk.a = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; '
             'partitions.p = { size = "100%"; content = { type = "zfs"; pool = "tank"; }; }; }; }; '
-            'zpool.tank = { type = "zpool"; datasets = { }; }; }; }')
+            'zpool.tank = { type = "zpool"; mountpoint = "/srv/tank"; datasets = { }; }; }; }')
     p = plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path, pools={"tank"})
     assert not p.ok and p.code is RefusalCode.ZPOOL_EXISTS and "force-import" in p.message
     assert plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path, pools={"other"}).ok
