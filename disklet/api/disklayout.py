@@ -39,10 +39,10 @@ DENIED_TREES: tuple[str, ...] = (
     "/etc", "/proc", "/sys", "/dev", "/run", "/usr", "/boot", "/nix", "/bin", "/sbin", "/lib", "/lib32",
     "/lib64", "/root", "/tmp", "/home", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/docker",
     "/var/lib/etcd", "/var/lib/disklet", "/var/lib/nixos", "/var/log", "/var/run", "/var/lock", "/var/tmp",
-    "/var/empty",
+    "/var/empty", "/srv/kubernetes",
 )
 """Denied together with everything under them."""
-DENIED_EXACT: tuple[str, ...] = ("/", "/var", "/var/lib", "/var/lib/kcore", "/opt", "/srv/kubernetes")
+DENIED_EXACT: tuple[str, ...] = ("/", "/var", "/var/lib", "/var/lib/kcore", "/opt")
 """Denied as themselves (mounting there hides the tree below)."""
 
 
@@ -196,6 +196,34 @@ class NamedStub(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=32, description="Name of the volume group or pool.")
 
 
+def _mountpoint_field(what: str) -> Any:
+    return Field(
+        default=None, max_length=1024, pattern=MOUNTPOINT_PATTERN,
+        json_schema_extra=validations(
+            cel(_denied_mountpoint_cel(),
+                "mountpoint is a system path (/, /etc, /proc, /sys, /dev, /run, /usr, /var, /boot, /nix, "
+                "/var/lib/kubelet, the agent's directories, ...; see docs/layouts.md)"),
+        ),
+        description=what + " letters, digits and . _ + - @, no . or .. segments; not a system path, and under an "
+                    "allowed root (default /var/lib/kcore, /var/lib/scratch, /srv, /data, /mnt). See docs/layouts.md.")
+
+
+class ZfsPoolStub(NamedStub):
+    mountpoint: str | None = _mountpoint_field(
+        "Where ZFS mounts the pool's root dataset (absolute path). Without it the root dataset is created with "
+        "mountpoint=none and nothing of the pool is mounted:")
+
+    @model_validator(mode="after")
+    def _mountpoint_allowed(self) -> ZfsPoolStub:
+        if self.mountpoint is not None:
+            if any(seg in (".", "..") for seg in self.mountpoint.split("/")):
+                raise ValueError(f"mountpoint {self.mountpoint!r} must not contain . or .. segments")
+            if self.mountpoint in DENIED_EXACT or any(
+                    self.mountpoint == d or self.mountpoint.startswith(d + "/") for d in DENIED_TREES):
+                raise ValueError(f"mountpoint {self.mountpoint!r} is a system path (see docs/layouts.md)")
+        return self
+
+
 class StructuredLayout(ApiModel):
     """Structured YAML expanded by disklet to a disko Nix body (docs/design/disklayout.md#validation and #rendering)."""
 
@@ -204,9 +232,10 @@ class StructuredLayout(ApiModel):
     lvm_volume_groups: list[NamedStub] | None = Field(
         default=None, max_length=64, json_schema_extra=list_map("name"),
         description="LVM volume groups (empty stubs) that lvm_pv partitions join.")
-    zfs_pools: list[NamedStub] | None = Field(
+    zfs_pools: list[ZfsPoolStub] | None = Field(
         default=None, max_length=64, json_schema_extra=list_map("name"),
-        description="ZFS pools (empty stubs) that zfs partitions join.")
+        description="ZFS pools that zfs partitions join; a pool's root dataset is mounted at its mountpoint, "
+                    "or nowhere (mountpoint=none) when it has none.")
 
 
 class DiskLayoutSpec(ApiModel):

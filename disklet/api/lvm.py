@@ -104,7 +104,7 @@ class FileDevice(ApiModel):
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity('1Ei')) <= 0",
                 "size must be at most 1Ei (1024Pi)"),
             cel("self.directory == oldSelf.directory",
-                "directory of an existing file device is immutable: add a new entry instead"),
+                "directory of an existing file device is immutable, and entries are never removed: to use another directory, delete and re-create the LVMVolumeGroup"),
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || !oldSelf.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
                 "size of a file device may only grow (the backing file is never shrunk)"),
         )

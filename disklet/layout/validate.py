@@ -122,8 +122,15 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
                 problems.append(f"{pwhere}: size 100% is allowed only on the last partition of the disk")
             problems.extend(_content_problems(pwhere, part.content, vg_members, pool_members, mountpoints))
 
+    for pool_stub in layout.zfs_pools or []:
+        pool_mp = getattr(pool_stub, "mountpoint", None)
+        if pool_mp is not None:
+            why = mountpoint_problem(pool_mp)
+            if why:
+                problems.append(f"zfsPools {pool_stub.name!r}: {why}")
+            mountpoints.append(pool_mp)
     for dup in _duplicates(mountpoints):
-        problems.append(f"mountpoint {dup!r} is used by more than one partition")
+        problems.append(f"mountpoint {dup!r} is used by more than one partition or pool")
 
     declared_vgs = [v.name for v in layout.lvm_volume_groups or []]
     declared_pools = [p.name for p in layout.zfs_pools or []]
@@ -148,15 +155,16 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
     for pool in pool_members:
         if pool not in declared_pools:
             problems.append(f"zfs partitions join pool {pool!r}, which is not declared in zfsPools")
-    if with_content and not mountpoints and not declared_pools:
+    if with_content and not mountpoints:
         problems.append(NOTHING_MOUNTED_STRUCTURED)
     return problems
 
 
 NOTHING_MOUNTED_STRUCTURED = (
-    "the layout mounts no file system (its partitions are all lvm_pv): disko cannot build its mount step "
-    "without one and refuses the layout; add a partition with content type filesystem and a mountpoint "
-    "(for example a small one before the PV), or a zfsPools entry with a zfs partition")
+    "the layout mounts no file system (its partitions are all lvm_pv or zfs, and no zfsPools entry has a "
+    "mountpoint): disko cannot build its mount step without one and refuses the layout; add a partition with "
+    "content type filesystem and a mountpoint (for example a small one before the PV), or a mountpoint on a "
+    "zfsPools entry")
 """docs/layouts.md#validation-rules-every-one-is-a-hard-error-all-problems-are-reported-at-once (disko needs a mount)."""
 
 
