@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ..units import disko_unit_hint
 from .common import (
     ATOMIC,
     DNS_SUBDOMAIN,
@@ -23,6 +24,11 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
 POOL_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 DEVICE_PATTERN = r"^/dev/[A-Za-z0-9._:+/-]+$"
 SIZE_PATTERN = r"^(100%|[1-9][0-9]*[KMGTP]?)$"
+DISKO_UNIT_RULE = cel(
+    "!self.matches('^[0-9]+[KMGTP]iB?$')",
+    "is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already binary (1G = 1 GiB); write 1G",
+    message_expression="self + \" is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already "
+                       "binary (1G = 1 GiB); write \" + self.replace('i', '').replace('B', '')")
 MOUNT_OPTION_PATTERN = r"^[A-Za-z0-9_=,.:+/-]+$"
 FILESYSTEM_FORMATS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat", "f2fs")
 MAX_NIX_BODY = 262144
@@ -33,10 +39,10 @@ DENIED_TREES: tuple[str, ...] = (
     "/etc", "/proc", "/sys", "/dev", "/run", "/usr", "/boot", "/nix", "/bin", "/sbin", "/lib", "/lib32",
     "/lib64", "/root", "/tmp", "/home", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/docker",
     "/var/lib/etcd", "/var/lib/disklet", "/var/lib/nixos", "/var/log", "/var/run", "/var/lock", "/var/tmp",
-    "/var/empty",
+    "/var/empty", "/srv/kubernetes",
 )
 """Denied together with everything under them."""
-DENIED_EXACT: tuple[str, ...] = ("/", "/var", "/var/lib", "/var/lib/kcore", "/opt", "/srv/kubernetes")
+DENIED_EXACT: tuple[str, ...] = ("/", "/var", "/var/lib", "/var/lib/kcore", "/opt")
 """Denied as themselves (mounting there hides the tree below)."""
 
 
@@ -157,9 +163,16 @@ class PartitionContent(ApiModel):
 class Partition(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=32,
                       description="Partition name: letters, digits, underscore; unique on the disk. The GPT label is disk-<disk>-<name>.")
-    size: str = Field(pattern=SIZE_PATTERN, max_length=24,
-                      description="Size in binary units (512M, 20G) or 100% for the rest of the disk (last partition only).")
+    size: str = Field(pattern=SIZE_PATTERN, max_length=24, json_schema_extra=validations(DISKO_UNIT_RULE),
+                      description="Size in disko's units, whose letters are binary (512M, 20G = 20 GiB), or 100% for the rest of the disk (last partition only). Note: 20Gi is a Kubernetes unit and not accepted; write 20G.")
     content: PartitionContent = Field(description="What the partition holds.")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_hint(cls, v: object) -> object:
+        if isinstance(v, str) and disko_unit_hint(v):
+            raise ValueError(f"size {v!r} must be 100% or a whole number with K, M, G, T or P{disko_unit_hint(v)}")
+        return v
 
 
 class Gpt(ApiModel):
@@ -229,6 +242,34 @@ class NamedStub(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=32, description="Name of the volume group or pool.")
 
 
+def _mountpoint_field(what: str) -> Any:
+    return Field(
+        default=None, max_length=1024, pattern=MOUNTPOINT_PATTERN,
+        json_schema_extra=validations(
+            cel(_denied_mountpoint_cel(),
+                "mountpoint is a system path (/, /etc, /proc, /sys, /dev, /run, /usr, /var, /boot, /nix, "
+                "/var/lib/kubelet, the agent's directories, ...; see docs/layouts.md)"),
+        ),
+        description=what + " letters, digits and . _ + - @, no . or .. segments; not a system path, and under an "
+                    "allowed root (default /var/lib/kcore, /var/lib/scratch, /srv, /data, /mnt). See docs/layouts.md.")
+
+
+class ZfsPoolStub(NamedStub):
+    mountpoint: str | None = _mountpoint_field(
+        "Where ZFS mounts the pool's root dataset (absolute path). Without it the root dataset is created with "
+        "mountpoint=none and nothing of the pool is mounted:")
+
+    @model_validator(mode="after")
+    def _mountpoint_allowed(self) -> ZfsPoolStub:
+        if self.mountpoint is not None:
+            if any(seg in (".", "..") for seg in self.mountpoint.split("/")):
+                raise ValueError(f"mountpoint {self.mountpoint!r} must not contain . or .. segments")
+            if self.mountpoint in DENIED_EXACT or any(
+                    self.mountpoint == d or self.mountpoint.startswith(d + "/") for d in DENIED_TREES):
+                raise ValueError(f"mountpoint {self.mountpoint!r} is a system path (see docs/layouts.md)")
+        return self
+
+
 class StructuredLayout(ApiModel):
     """Structured YAML expanded by disklet to a disko Nix body (docs/design/disklayout.md#validation and #rendering)."""
 
@@ -237,9 +278,10 @@ class StructuredLayout(ApiModel):
     lvm_volume_groups: list[NamedStub] | None = Field(
         default=None, max_length=64, json_schema_extra=list_map("name"),
         description="LVM volume groups (empty stubs) that lvm_pv partitions join.")
-    zfs_pools: list[NamedStub] | None = Field(
+    zfs_pools: list[ZfsPoolStub] | None = Field(
         default=None, max_length=64, json_schema_extra=list_map("name"),
-        description="ZFS pools (empty stubs) that zfs partitions join.")
+        description="ZFS pools that zfs partitions join; a pool's root dataset is mounted at its mountpoint, "
+                    "or nowhere (mountpoint=none) when it has none.")
 
 
 class DiskLayoutSpec(ApiModel):

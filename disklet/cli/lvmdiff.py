@@ -228,9 +228,10 @@ async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Option
     return out
 
 
-def add_arguments(parser: Any) -> None:
-    parser.add_argument("--dry-run", choices=("none", "server"), default="none",
-                        help="server: also send LVMVolumeGroup(Set)s as a server-side dry-run apply (schema + CEL)")
+def add_arguments(parser: Any, dry_run: bool = True) -> None:
+    if dry_run:
+        parser.add_argument("--dry-run", choices=("none", "server"), default="none",
+                            help="server: also send LVMVolumeGroup(Set)s as a server-side dry-run apply (schema + CEL)")
     parser.add_argument("--file-devices-dir", default=DEFAULT_BASE_DIR, metavar="DIR",
                         help=f"the agents' base directory for file devices (chart value fileDevicesDirectory; "
                              f"default {DEFAULT_BASE_DIR})")

@@ -50,7 +50,9 @@ def devices_value(layout: StructuredLayout, selected: Mapping[str, str] | None =
     if layout.lvm_volume_groups:
         value["lvm_vg"] = {vg.name: {"type": "lvm_vg", "lvs": {}} for vg in layout.lvm_volume_groups}
     if layout.zfs_pools:
-        value["zpool"] = {p.name: {"type": "zpool", "datasets": {}} for p in layout.zfs_pools}
+        value["zpool"] = {p.name: {"type": "zpool", "datasets": {},
+                                   **({"mountpoint": p.mountpoint} if p.mountpoint is not None else {})}
+                          for p in layout.zfs_pools}
     return value
 
 

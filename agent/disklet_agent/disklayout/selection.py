@@ -26,7 +26,7 @@ from disklet.diskselect import (
     compile_selector,
     resolve_one,
 )
-from disklet_agent.host.lsblk import BlockNode, BlockTopology
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 from disklet_agent.logic.blockdevices import consumable_verdict, disk_facts
 
 from .identity import DiskIdentity, eligibility_problem

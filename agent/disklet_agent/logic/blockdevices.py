@@ -29,7 +29,7 @@ from disklet.labels import node_label_value
 from disklet.units import GIB, bytes_to_quantity
 
 from ..config import DEFAULT_SYSTEM_MOUNTS
-from ..host.lsblk import BlockNode, BlockTopology
+from .topology import BlockNode, BlockTopology
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 LABEL_PREFIX = "disklet.io/"
