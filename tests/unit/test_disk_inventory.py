@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from disklet_agent.host.lsblk import parse_by_id_listing, parse_lsblk_json
-from disklet_agent.logic.topology import BlockTopology
 from disklet_agent.logic.blockdevices import PvFact, desired_block_devices, disk_facts, listed_nodes
+from disklet_agent.logic.topology import BlockTopology
 
 from disklet.api.blockdevice import BlockDeviceStatus
 from disklet.diskselect import (

@@ -26,8 +26,8 @@ from disklet.diskselect import (
     compile_selector,
     resolve_one,
 )
-from disklet_agent.logic.topology import BlockNode, BlockTopology
 from disklet_agent.logic.blockdevices import consumable_verdict, disk_facts
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 
 from .identity import DiskIdentity, eligibility_problem
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from disklet.api.disklayout import DiskLayoutSpec, Phase
+from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.observe import (
     ERROR,
