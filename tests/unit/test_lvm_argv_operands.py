@@ -13,7 +13,7 @@ from disklet_agent.host import lsblk
 from disklet_agent.host.files import HostFiles
 from disklet_agent.host.losetup import Losetup
 from disklet_agent.host.lvm import PV, VG, Lvm
-from disklet_agent.lvm.engine import LiveDevice, LVMEngine
+from disklet_agent.lvm.engine import HostLvgEngine, LiveDevice
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec
@@ -116,9 +116,9 @@ def test_losetup_options_with_a_required_argument_take_it_inline() -> None:
                             ["losetup", "--associated=/x/disklet-a.b.img"]]
 
 
-def _engine(scan: dict[str, LiveDevice]) -> LVMEngine:
+def _engine(scan: dict[str, LiveDevice]) -> HostLvgEngine:
     cfg = AgentConfig(node_name="n1", file_devices_dir="/var/lib/disklet/file-devices")
-    return LVMEngine(Recorder(), cfg, block_scan=lambda _snap: scan)
+    return HostLvgEngine(Recorder(), cfg, block_scan=lambda _snap: scan)
 
 
 @pytest.mark.parametrize(("scan", "expect_ok", "expect_msg"), [

@@ -9,7 +9,7 @@ import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.host.losetup import parse_j_output, parse_list_json
 from disklet_agent.host.lvm import LV, VG, LvmError, device_filter_config, judge, parse_pvs, parse_vgs
-from disklet_agent.lvm.engine import LVMEngine, _Entries, _Round, overlapped
+from disklet_agent.lvm.engine import HostLvgEngine, _Entries, _Round, overlapped
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec, ThinPool
@@ -130,8 +130,8 @@ def test_overlapped_reads_both_complete_and_failures_surface() -> None:
         overlapped(lambda: 1, boom, True)
 
 
-def _engine(runner: HostRunner) -> LVMEngine:
-    return LVMEngine(runner, AgentConfig(node_name="n", lvm_extra_config="global{activation=0}"))
+def _engine(runner: HostRunner) -> HostLvgEngine:
+    return HostLvgEngine(runner, AgentConfig(node_name="n", lvm_extra_config="global{activation=0}"))
 
 
 def _spec(*pools: tuple[str, str]) -> LVMVolumeGroupSpec:

@@ -39,7 +39,15 @@ from disklet.api.lvm import (
     parse_backing_file_name,
 )
 from disklet.hostcmd import HostRunner
-from disklet.thinpool import fullness_conditions
+from disklet.lvm.sizing import plan_thin_pool
+from disklet.lvm.thinpool import fullness_conditions
+from disklet.lvm.validation import (
+    component_prefixes,
+    escape_through_symlink,
+    has_control_chars,
+    inside_base,
+    validate_lvg,
+)
 
 from ..config import AgentConfig
 from ..host.files import FileOpError, FileProbe, HostFiles, Presence
@@ -49,15 +57,7 @@ from ..host.lvmshell import LvmShell
 from .discovery import discover_status, find_vg, status_file_paths
 from .filedevices import FileDeviceError, FileDevices
 from .planner import Journal, PvPlan, managed_loop, plan_pvs
-from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot
-from .validation import (
-    component_prefixes,
-    escape_through_symlink,
-    has_control_chars,
-    inside_base,
-    validate_lvg,
-)
 
 Event = tuple[str, str, str]
 ALIAS_ROUNDS = 3
@@ -192,7 +192,7 @@ def overlapped(first: Callable[[], T], second: Callable[[], U], parallel: bool) 
     return a, box["v"]
 
 
-class LVMEngine:
+class HostLvgEngine:
     def __init__(self, runner: HostRunner, config: AgentConfig, *, block_scan: BlockScan | None = None):
         self.runner = runner
         self.config = config
@@ -936,4 +936,4 @@ class LVMEngine:
         return problems
 
 
-__all__ = ["DeleteOutcome", "LVMEngine", "LvgOutcome", "LvmSnapshot", "ReattachProblem", "get_condition"]
+__all__ = ["DeleteOutcome", "HostLvgEngine", "LvgOutcome", "LvmSnapshot", "ReattachProblem", "get_condition"]
