@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ REPO = HERE.parents[1]
 KINDS = ("nvme", "scsi", "sata")
 GUEST_ENV = "DISKLET_VM_GUEST"
 """Set (to "1") inside the guest for the tests it runs."""
+GUEST_PYTHON = (3, 11)
+"""Debian bookworm's python3: the copied packages (compiled extensions included) must match it."""
 SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,20}$")
 
 
@@ -57,6 +60,9 @@ def missing() -> str:
                       ("mkfs.ext4", "e2fsprogs")):
         if shutil.which(tool) is None:
             return f"vm tier: needs {tool} (apt-get install {pkg})"
+    if sys.version_info[:2] != GUEST_PYTHON:
+        return (f"vm tier: the guest runs Debian bookworm's Python {GUEST_PYTHON[0]}.{GUEST_PYTHON[1]} with this "
+                f"interpreter's installed packages; this is Python {sys.version_info[0]}.{sys.version_info[1]}")
     if kernel_version() is None:
         return "vm tier: needs a kernel in /boot with its modules in /lib/modules (apt-get install linux-image-amd64)"
     return ""

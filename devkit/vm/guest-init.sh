@@ -20,7 +20,7 @@ echo "== disklet-vm: init $(cut -d' ' -f1 /proc/uptime)s"
 # Load the disk drivers and the device-mapper targets the tests use ourselves (a full coldplug
 # would load a module for every emulated device: minutes under software emulation), then let
 # udev process the block devices only.
-for m in nvme ahci virtio_scsi sd_mod dm_mod dm_thin_pool dm_flakey dm_snapshot dm_mirror dm_crypt dm_delay loop; do
+for m in nvme ahci virtio_scsi sd_mod dm_mod dm_thin_pool loop; do
   modprobe "$m" 2>/dev/null || echo "== disklet-vm: modprobe $m failed"
 done
 udevadm trigger --action=add --subsystem-match=block

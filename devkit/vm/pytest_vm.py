@@ -147,6 +147,11 @@ class Group:
                     self._keep(b, out.files, out.console)
                     continue
                 self.results.update(json.loads(report))
+                if out.exit_code is None:
+                    tail = "\n".join(out.console.splitlines()[-40:])
+                    self.problems[b] = (f"the guest did not finish (killed after {out.seconds:.0f}s, see "
+                                        f"DISKLET_VM_TIMEOUT, or it crashed); console tail:\n{tail}")
+                    self._keep(b, out.files, out.console)
                 if out.exit_code not in (0, 5) or any(k.startswith("collect::") for k in json.loads(report)):
                     self._keep(b, out.files, out.console)
                     collect = {k: v for k, v in json.loads(report).items() if k.startswith("collect::")}

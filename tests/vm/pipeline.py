@@ -32,6 +32,7 @@ class Node:
 
     config: AgentConfig
     sandbox: Path
+    env: dict[str, str]
 
     @property
     def root(self) -> Path:
@@ -54,14 +55,14 @@ def node(host: Path, sandbox: Path, disks: list[str]) -> Node:
     for name, text in (("systemd-run", FAKE_SYSTEMD_RUN), ("nixos-rebuild", FAKE_NIXOS_REBUILD)):
         (bin_ / name).write_text(text)
         (bin_ / name).chmod(0o755)
-    os.environ.update({disko.ENV_SANDBOX: str(sandbox), disko.ENV_ROOT: str(sandbox / "root"),
-                       disko.ENV_VM_DISKS: ",".join(disks), "FAKE_LOG": str(sandbox / "calls.jsonl")})
+    env = {disko.ENV_SANDBOX: str(sandbox), disko.ENV_ROOT: str(sandbox / "root"),
+           disko.ENV_VM_DISKS: ",".join(disks), "FAKE_LOG": str(sandbox / "calls.jsonl")}
     config = AgentConfig(node_name="vm-node", host_root=host, system_mounts=["/", "/opt/disklet"], volume_mounts=[],
                          disko_command=[disko.DISKO_COMMAND], systemd_run_command=[str(bin_ / "systemd-run")],
                          nixos_rebuild_command=[str(bin_ / "nixos-rebuild")], command_timeout_seconds=300)
     (config.etc_dir / "disk").mkdir(parents=True, exist_ok=True)
     (config.etc_dir / "disk-management-mode").write_text("controller-managed\n")
-    return Node(config, sandbox)
+    return Node(config, sandbox, env)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Result:
 
 def run(n: Node, spec: DiskLayoutSpec) -> Result:
     """What the agent's DiskLayout handler does once the node is controller-managed."""
+    os.environ.update(n.env)  # the test disko reads its sandbox, mount root and allowed disks from here
     body, _source = resolve_body(spec)
     plan = plan_apply(body, runner=RUNNER, config=n.config)
     if not plan.ok:

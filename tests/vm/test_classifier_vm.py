@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from disklet_agent.disklayout.classifier import Verdict, classify_targets
-from disklet_agent.disklayout.gate import resolve_targets
-from disklet_agent.host.lsblk import BlockTopology, read_block_topology
+from disklet_agent.host.layout_reads import resolve_targets
+from disklet_agent.host.lsblk import read_block_topology
+from disklet_agent.logic.topology import BlockTopology
 
 from devkit.vm import Disk
 from disklet.api.disklayout import RefusalCode

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from disklet_agent.lvm import LVMEngine
+from disklet_agent.lvm.engine import HostLvgEngine
 
 from devkit.vm import Disk
 from disklet.api.common import LabelSelector, get_condition
@@ -58,7 +58,7 @@ def test_the_failing_disk_is_reported_on_its_vg_only_and_nothing_is_retried_blin
     wipe.extend([nvme, scsi])
     names = block_device_names()
     ok_devs, bad_devs = [(names[nvme], nvme)], [(names[scsi], scsi)]
-    engine = LVMEngine(RUNNER, agent_config(tmp_path))
+    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
     try:
         st_ok = engine.reconcile("lvg-ok", spec("vgok"), None, ok_devs).status
         st_bad = engine.reconcile("lvg-bad", spec("vgbad"), None, bad_devs).status
@@ -74,7 +74,7 @@ def test_the_failing_disk_is_reported_on_its_vg_only_and_nothing_is_retried_blin
     set_state(scsi, "offline")
     try:
         rec = Recording()
-        failing = LVMEngine(rec, agent_config(tmp_path))
+        failing = HostLvgEngine(rec, agent_config(tmp_path))
         bad1 = failing.reconcile("lvg-bad", spec("vgbad"), st_bad, bad_devs)
         writes_first = rec.writes()
         good = failing.reconcile("lvg-ok", spec("vgok"), st_ok, ok_devs)
