@@ -31,7 +31,7 @@ from disklet.units import quantity_bytes
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
-KINDS = ("nvme", "scsi", "sata")
+KINDS = ("nvme", "scsi", "sata", "virtio")
 GUEST_ENV = "DISKLET_VM_GUEST"
 """Set (to "1") inside the guest for the tests it runs."""
 GUEST_PYTHON = (3, 11)
@@ -74,6 +74,9 @@ class Disk:
     the same disk on two paths (give them the same serial and WWN, as a real dual-ported disk has)."""
 
     kind: str
+    """``nvme``, ``scsi`` (virtio-scsi), ``sata`` (AHCI) or ``virtio`` (virtio-blk: a serial only; its
+    kernel name follows the order on the command line, ``/dev/vdf`` first: the harness's own five
+    virtio disks come before)."""
     size: str = "256Mi"
     serial: str = ""
     wwn: str | None = None

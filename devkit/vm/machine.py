@@ -72,6 +72,8 @@ def disk_args(disks: Sequence[Disk], images: Path) -> list[str]:
         rot = "7200" if disk.rotational else "1"
         if disk.kind == "nvme":
             argv += ["-device", f"nvme,drive={drive},serial={disk.serial}"]
+        elif disk.kind == "virtio":
+            argv += ["-device", f"virtio-blk-pci,drive={drive},serial={disk.serial}"]
         elif disk.kind == "scsi":
             if not scsi:
                 argv += ["-device", "virtio-scsi-pci,id=scsi0"]
