@@ -41,7 +41,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -49,6 +49,7 @@ from pydantic import ValidationError
 from disklet.api.common import parse_rfc3339, set_condition
 from disklet.api.lvm import ConditionType, LVMVolumeGroupSpec, LVMVolumeGroupStatus, Reason
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
+from disklet.kube.events import AGENT, EventRecorder
 from disklet.kube.lease import lease_name, lease_namespace
 from disklet.labels import node_label_value
 from disklet.observe import (
@@ -123,6 +124,8 @@ class LvgWiring:
         self.pending_events: dict[str, list[tuple[str, str, str]]] = {}
         """Events found at startup, posted by the object's first handler (Kopf posts only from handlers)."""
         self.gauges = LvgGauges()
+        self.events = EventRecorder(kube, component=AGENT, instance=self.node)
+        """Events on the object itself (disklet.kube.events): what `kubectl describe lvg` shows."""
         """VG/thin-pool gauges, published from every status the engine returns."""
         self.last_reconcile: dict[str, tuple[float, int | None, float | None]] = {}
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
@@ -208,7 +211,7 @@ class LvgWiring:
 
     def _post(self, body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
         for type_, reason, message in events:
-            kopf.event(cast(kopf.Body, dict(body)), type=type_, reason=reason, message=message[:1000])
+            self.events.record(body, type_, reason, message)
 
     def converged_as_seen(self, seen: Mapping[str, Any], index: Any) -> bool:
         """Nothing to do as the watch last showed the object (no request); the reconcile itself re-reads."""
