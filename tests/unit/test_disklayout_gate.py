@@ -32,6 +32,9 @@ class FakeRunner:
         self.links = links or {}
 
     def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
+        if argv[:3] == ["realpath", "-m", "--"]:  # mountpoints: resolved through the same map
+            out = "".join(self.links.get(p, p) + "\n" for p in argv[3:])
+            return CommandResult(tuple(argv), 0, out, "", "", 0.0)
         assert argv[:3] == ["realpath", "-e", "--"], argv
         target = self.links.get(argv[3], argv[3])
         ok = target.startswith("/dev/") and "missing" not in target
@@ -209,3 +212,41 @@ def test_zpool_reader_parses_list_and_import() -> None:
             return CommandResult(tuple(argv), 0, out, "", "", 0.0)
 
     assert read_zpools(Z()) == {"rpool", "tank"}  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ mountpoints resolved on the node
+@pytest.mark.parametrize(("links", "says"), [
+    ({"/srv/data/a": "/etc"}, "resolves on the node to '/etc' through a symbolic link, outside its allowed root /srv"),
+    ({"/srv/data/a": "/var/lib/kubelet/pods/x"}, "outside its allowed root /srv"),
+    ({"/srv/data/a": "/data/a"}, "outside its allowed root /srv"),  # another allowed root: still refused
+    ({"/srv/data/a": "/srv/kubernetes/pki"}, "is a system path"),  # same root, but denied
+])
+def test_a_symlinked_mountpoint_that_leaves_its_root_is_refused(links: dict[str, str], says: str,
+                                                               tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert not p.ok and not p.failed and p.code is RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, p.message
+    assert says in p.message and "/srv/data/a" in p.message
+
+
+def test_a_symlink_inside_the_same_root_is_judged_at_its_target(tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links={"/srv/data/a": "/srv/b/a"})
+    assert p.ok, p.message
+    # the live-mount check looks at the resolved path as well
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path,
+             links={"/srv/data/a": "/srv/b/a"}, mounts=[("/srv/b/a/inner", "/dev/sdz1")])
+    assert p.code is RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT and "it resolves to /srv/b/a" in p.message
+
+
+def test_a_root_that_is_itself_a_link_keeps_its_mounts_inside_what_it_resolves_to(tmp_path: Path) -> None:
+    links = {"/srv": "/mnt/big", "/srv/data/a": "/mnt/big/data/a"}
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert p.ok, p.message
+
+
+def test_mountpoints_that_cannot_be_resolved_refuse(tmp_path: Path) -> None:
+    def broken(_r: Any, _paths: Any) -> dict[str, str]:
+        from disklet_agent.host.paths import ResolveFailed
+        raise ResolveFailed("realpath exited 1")
+
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, read_paths=broken)
+    assert p.code is RefusalCode.STATE_UNKNOWN and "realpath exited 1" in p.message

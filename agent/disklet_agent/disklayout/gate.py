@@ -1,7 +1,8 @@
 """The gate before any apply (handler and CLI alike).
 
 check (sandboxed evaluation → allowlist → literal artifact) → snapshot → resolve → eligibility and
-identity → classify → partition labels, existing VGs, live mounts → append-only.
+identity → classify → partition labels, existing VGs and pools → mountpoints resolved on the host
+(symbolic links) → live mounts → append-only.
 
 ``plan_apply`` never writes anything. Its result says whether the layout may be applied and, if
 not, whether it is *refused* (live state or forbidden content, with a code; retried) or *failed*
@@ -23,6 +24,7 @@ from disklet.hostcmd import HostRunner
 from disklet.layout.mounts import MountPolicy
 from disklet_agent.config import AgentConfig
 from disklet_agent.host.lsblk import BlockNode, BlockTopology, ProbeFailed, read_block_topology
+from disklet_agent.host.paths import ResolveFailed, resolve_paths
 
 from .classifier import Verdict, classify_targets, layout_verdict
 from .identity import DiskIdentity, duplicate_identities, eligibility_problem, read_identities
@@ -153,7 +155,8 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
                current_file: Path | None = None, allow_destructive: bool = False,
                read_mounts: Callable[[HostRunner], list[tuple[str, str]]] = read_live_mounts,
                read_vgs: Callable[[HostRunner, AgentConfig], set[str]] = read_volume_groups,
-               read_pools: Callable[[HostRunner], set[str]] = read_zpools) -> ApplyPlan:
+               read_pools: Callable[[HostRunner], set[str]] = read_zpools,
+               read_paths: Callable[[HostRunner, Sequence[str]], dict[str, str]] = resolve_paths) -> ApplyPlan:
     """Decide whether ``body`` may be applied on this node right now (no writes)."""
     from disklet.layout import LayoutError, MalformedLayout, NixUnavailable, extract_targets
     from disklet.layout.appendonly import append_only_findings
@@ -286,21 +289,36 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig,
                            [f"ZFS pool(s) {', '.join(taken)} already exist or can be imported on the node and are not "
                             "from the applied layout; disko would force-import them instead of creating them"])
 
-    # 7. Never mount on or above a live mount that is not one of our own filesystems.
+    # 7. Every path the layout mounts (named or derived, e.g. ZFS), resolved on the host right now:
+    #    mount follows symbolic links, so the resolved path is judged by the policy too.
     mountpoints = mountpoints_of(checked.devices_value)
+    if mountpoints:
+        policy = mount_policy(config)
+        try:
+            real = read_paths(runner, [*mountpoints, *policy.roots])
+        except (ResolveFailed, KeyError) as exc:
+            return _refuse(plan, RefusalCode.STATE_UNKNOWN, [f"unknown: {exc}"])
+        escapes = [why for mp in mountpoints if (why := policy.resolved_problem(mp, real[mp], real))]
+        if escapes:
+            return _refuse(plan, RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, escapes)
+
+    # 8. Never mount on or above a live mount that is not one of our own filesystems (the path as
+    #    written and as resolved).
     if mountpoints:
         try:
             live = read_mounts(runner)
         except ProbeFailed as exc:
             return _refuse(plan, RefusalCode.STATE_UNKNOWN, [f"unknown: {exc}"])
         own = _descendants([n for t, n in nodes.items() if n is not None and (t in ours or n.path in ours)])
-        policy = mount_policy(config)
-        over = sorted({f"{mp} would cover {target} (from {source or '?'})" for mp in mountpoints
-                       for target, source in live if policy.shadows(mp, target) and source not in own})
+        spelled = {mp: sorted({mp, real[mp]}) for mp in mountpoints}
+        over = sorted({f"{mp} would cover {target} (from {source or '?'})"
+                       + (f" (it resolves to {path})" if path != mp else "")
+                       for mp in mountpoints for path in spelled[mp]
+                       for target, source in live if policy.shadows(path, target) and source not in own})
         if over:
             return _refuse(plan, RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT, over)
 
-    # 8. Day 2: applied disks stay, applied partitions only get appended to.
+    # 9. Day 2: applied disks stay, applied partitions only get appended to.
     if applied_value is not None:
         findings = append_only_findings(_with_resolved_devices(applied_value, resolved),
                                         _with_resolved_devices(checked.devices_value, resolved),
