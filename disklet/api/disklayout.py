@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ..units import disko_unit_hint
 from .common import (
     ATOMIC,
     DNS_SUBDOMAIN,
@@ -23,6 +24,11 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
 POOL_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 DEVICE_PATTERN = r"^/dev/[A-Za-z0-9._:+/-]+$"
 SIZE_PATTERN = r"^(100%|[1-9][0-9]*[KMGTP]?)$"
+DISKO_UNIT_RULE = cel(
+    "!self.matches('^[0-9]+[KMGTP]iB?$')",
+    "is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already binary (1G = 1 GiB); write 1G",
+    message_expression="self + \" is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already "
+                       "binary (1G = 1 GiB); write \" + self.replace('i', '').replace('B', '')")
 MOUNT_OPTION_PATTERN = r"^[A-Za-z0-9_=,.:+/-]+$"
 FILESYSTEM_FORMATS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat", "f2fs")
 MAX_NIX_BODY = 262144
@@ -154,9 +160,16 @@ class PartitionContent(ApiModel):
 class Partition(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=32,
                       description="Partition name: letters, digits, underscore; unique on the disk. The GPT label is disk-<disk>-<name>.")
-    size: str = Field(pattern=SIZE_PATTERN, max_length=24,
-                      description="Size in binary units (512M, 20G) or 100% for the rest of the disk (last partition only).")
+    size: str = Field(pattern=SIZE_PATTERN, max_length=24, json_schema_extra=validations(DISKO_UNIT_RULE),
+                      description="Size in disko's units, whose letters are binary (512M, 20G = 20 GiB), or 100% for the rest of the disk (last partition only). Note: 20Gi is a Kubernetes unit and not accepted; write 20G.")
     content: PartitionContent = Field(description="What the partition holds.")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_hint(cls, v: object) -> object:
+        if isinstance(v, str) and disko_unit_hint(v):
+            raise ValueError(f"size {v!r} must be 100% or a whole number with K, M, G, T or P{disko_unit_hint(v)}")
+        return v
 
 
 class Gpt(ApiModel):

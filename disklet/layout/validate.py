@@ -21,6 +21,7 @@ from disklet.api.disklayout import (
     StructuredLayout,
 )
 
+from ..units import disko_unit_hint
 from .errors import LayoutError
 
 NAME_RE = re.compile(NAME_PATTERN)
@@ -116,7 +117,7 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
                                 f"disk and partition names together must keep it at most {MAX_GPT_LABEL}")
             if not SIZE_RE.match(part.size):
                 problems.append(f"{pwhere}: size {part.size!r} must be 100% or a whole number with an "
-                                "optional binary unit K, M, G, T or P (e.g. 512M, 20G)")
+                                f"optional binary unit K, M, G, T or P (e.g. 512M, 20G){disko_unit_hint(part.size)}")
             elif part.size == "100%" and index != len(partitions) - 1:
                 problems.append(f"{pwhere}: size 100% is allowed only on the last partition of the disk")
             problems.extend(_content_problems(pwhere, part.content, vg_members, pool_members, mountpoints))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.disklayout.gate import plan_apply
-from disklet_agent.host.paths import resolve_paths
+from disklet_agent.host.layout_reads import resolve_paths
 
 from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import HostRunner

@@ -6,7 +6,6 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from disklet_agent.host.lsblk import BlockNode, BlockTopology
 from disklet_agent.logic.blockdevices import (
     PvFact,
     consumable_reason,
@@ -21,6 +20,7 @@ from disklet_agent.logic.lvg import (
     status_merge_patch,
     with_operator_conditions,
 )
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus

@@ -35,6 +35,13 @@ def layout(content=None, device="/dev/nvme1n1", **extra):
         "partitions": [{"name": "p0", "size": "100%", "content": content or fs()}]}}], **extra}}
 
 
+def layout_size(size):
+    spec = layout()
+    parts = spec["diskLayout"]["disks"][0]["gpt"]["partitions"]
+    parts.insert(0, {"name": "first", "size": size, "content": fs("/srv/first")})
+    return spec
+
+
 RAW = ('{ disko.devices.disk.d1 = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; partitions.p = { '
        'size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/srv/p"; }; }; }; }; }')
 
@@ -171,6 +178,21 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
      "from 1 byte to 1Ei"),
     ("set-size-above-1ei", "LVMVolumeGroupSet", None, lvgset({"fileDevices": [fd(size="2048Pi")]}), "at most 1Ei"),
     ("set-thin-zero", "LVMVolumeGroupSet", None, lvgset({"thinPools": [{"name": "tp", "size": "0"}]}), "from 1 byte to 1Ei"),
+    # ---------------------------------------------------------------- the two size grammars (docs/kctl.md#sizes)
+    # LVM sizes are binary Kubernetes quantities: a decimal letter is refused with the binary spelling.
+    ("lvg-thin-1g-decimal", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1G"}]), "should match"),
+    ("lvg-thin-1g-hint", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1G"}]),
+     "1G is a decimal size (1G is 10^9 bytes): use Mi, Gi, Ti or Pi; did you mean 1Gi?"),
+    ("lvg-thin-500m-hint", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "500M"}]), "did you mean 500Mi?"),
+    ("set-thin-2t-hint", "LVMVolumeGroupSet", None, lvgset({"thinPools": [{"name": "tp", "size": "2T"}]}),
+     "did you mean 2Ti?"),
+    ("lvg-thin-bytes-bare-ok", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1073741824"}]), None),
+    # DiskLayout sizes are disko's (binary letters without i): a Kubernetes binary unit gets the disko spelling.
+    ("dl-size-1gi", "DiskLayout", None, layout_size("1Gi"), "should match"),
+    ("dl-size-1gi-hint", "DiskLayout", None, layout_size("1Gi"),
+     "1Gi is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already binary (1G = 1 GiB); write 1G"),
+    ("dl-size-512mi-hint", "DiskLayout", None, layout_size("512Mi"), "write 512M"),
+    ("dl-size-1g-ok", "DiskLayout", None, layout_size("1G"), None),
 ]
 
 # Cases where the server prunes/keys differently from the model (documented, not disagreements).

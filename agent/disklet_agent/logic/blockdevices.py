@@ -27,7 +27,7 @@ from disklet.labels import label_value as sanitize_label_value
 from disklet.labels import node_label_value
 from disklet.units import GIB, bytes_to_quantity
 
-from ..host.lsblk import BlockNode, BlockTopology
+from .topology import BlockNode, BlockTopology
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 LABEL_PREFIX = "disklet.io/"
