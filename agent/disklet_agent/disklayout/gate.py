@@ -12,7 +12,7 @@ not, whether it is *refused* (live state or forbidden content, with a code; retr
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -203,9 +203,14 @@ def read_node_facts(checked: CheckedLayout, *, reader: LayoutReader, runner: Hos
 
 
 def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig, reader: LayoutReader | None = None,
-               current_file: Path | None = None, allow_destructive: bool = False) -> ApplyPlan:
+               current_file: Path | None = None, allow_destructive: bool = False,
+               aliases: Mapping[str, str] | None = None) -> ApplyPlan:
     """Decide whether ``body`` may be applied on this node right now (no writes): check the body,
-    read the node (:func:`read_node_facts`), decide (:func:`decide_plan`, pure)."""
+    read the node (:func:`read_node_facts`), decide (:func:`decide_plan`, pure).
+
+    ``aliases``: applied targets that are now at another kernel path (a disk chosen by a selector
+    and pinned by its identity, renamed since; :mod:`.selection`). The recorded identity is still
+    checked against the live disk at the new path."""
     from disklet.layout import LayoutError, MalformedLayout, NixUnavailable
     from disklet.layout.checked import check_layout
     from disklet.layout.schema import SchemaViolation
@@ -229,6 +234,7 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig, reader: La
     cur = current_file or current_path(config)
     facts = read_node_facts(checked, reader=reader or host_reader(runner, config), runner=runner, current_file=cur,
                             roots=mount_policy(config).roots)
+    facts.resolved.update(aliases or {})
     return decide_plan(plan, facts, config=config, current_file=cur, allow_destructive=allow_destructive)
 
 
