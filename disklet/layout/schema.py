@@ -25,6 +25,7 @@ from typing import Any
 
 from disklet.api.disklayout import FILESYSTEM_FORMATS, RefusalCode
 
+from ..units import disko_unit_hint
 from .errors import LayoutError
 from .mountpaths import mount_paths, root_fs_options
 from .mounts import MountPolicy
@@ -93,7 +94,8 @@ class _Walk:
 
     def string(self, value: Any, path: str, regex: re.Pattern[str], what: str) -> None:
         if not isinstance(value, str) or not regex.match(value):
-            self.values.append(f"{path} = {value!r} is not allowed: {what} must match {regex.pattern}")
+            hint = disko_unit_hint(value) if isinstance(value, str) and regex in (SIZE_RE, LV_SIZE_RE) else ""
+            self.values.append(f"{path} = {value!r} is not allowed: {what} must match {regex.pattern}{hint}")
 
     def typed(self, value: dict[str, Any], path: str, expected: str) -> None:
         if value.get("type") != expected:

@@ -21,6 +21,7 @@ from disklet.api.disklayout import (
     StructuredLayout,
 )
 
+from ..units import disko_unit_hint
 from .errors import LayoutError
 
 NAME_RE = re.compile(NAME_PATTERN)
@@ -82,7 +83,7 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
 
     for dup in _duplicates([d.name for d in disks]):
         problems.append(f"disk name {dup!r} is used more than once")
-    for dup in _duplicates([d.device for d in disks]):
+    for dup in _duplicates([d.device for d in disks if d.device is not None]):
         problems.append(f"device {dup!r} is listed by more than one disk")
 
     vg_members: Counter[str] = Counter()
@@ -94,10 +95,12 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
         where = f"disk {disk.name!r}"
         if not NAME_RE.match(disk.name):
             problems.append(f"{where}: name must match {NAME_PATTERN}")
-        if not DEVICE_RE.match(disk.device):
+        if disk.device is None and disk.match is None:
+            problems.append(f"{where}: set device (a path) or match (a disk selector)")
+        if disk.device is not None and not DEVICE_RE.match(disk.device):
             problems.append(f"{where}: device {disk.device!r} must match {DEVICE_PATTERN} "
                             "(recommended: /dev/disk/by-id/...)")
-        if ".." in disk.device:
+        if disk.device is not None and ".." in disk.device:
             problems.append(f"{where}: device {disk.device!r} must not contain ..")
         partitions = list(getattr(getattr(disk, "gpt", None), "partitions", None) or [])
         if partitions:
@@ -116,7 +119,7 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
                                 f"disk and partition names together must keep it at most {MAX_GPT_LABEL}")
             if not SIZE_RE.match(part.size):
                 problems.append(f"{pwhere}: size {part.size!r} must be 100% or a whole number with an "
-                                "optional binary unit K, M, G, T or P (e.g. 512M, 20G)")
+                                f"optional binary unit K, M, G, T or P (e.g. 512M, 20G){disko_unit_hint(part.size)}")
             elif part.size == "100%" and index != len(partitions) - 1:
                 problems.append(f"{pwhere}: size 100% is allowed only on the last partition of the disk")
             problems.extend(_content_problems(pwhere, part.content, vg_members, pool_members, mountpoints))
