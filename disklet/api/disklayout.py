@@ -86,6 +86,7 @@ class RefusalCode(StrEnum):
     LAYOUT_VALUE_NOT_ALLOWED = "layout_value_not_allowed"
     MOUNTPOINT_NOT_ALLOWED = "mountpoint_not_allowed"
     MOUNTPOINT_OVER_LIVE_MOUNT = "mountpoint_over_live_mount"
+    MOUNTPOINT_RESOLVES_ELSEWHERE = "mountpoint_resolves_elsewhere"
     # Which devices may be targets, and proof that they are the ones we think.
     NOT_WHOLE_DISK = "target_device_not_whole_disk"
     IDENTITY_CHANGED = "target_device_identity_changed"
@@ -95,6 +96,10 @@ class RefusalCode(StrEnum):
     ZPOOL_EXISTS = "zpool_exists"
     # Day-2 changes that would unmount or orphan live data.
     APPLIED_DISK_REMOVED = "applied_disk_removed"
+    # Disks chosen by a selector (match) rather than a path.
+    SELECTOR_MATCHED_NOTHING = "selector_matched_nothing"
+    SELECTOR_AMBIGUOUS = "selector_ambiguous"
+    SELECTED_DISK_MISSING = "selected_disk_missing"
 
 
 class PartitionContent(ApiModel):
@@ -177,19 +182,61 @@ class Gpt(ApiModel):
         description="GPT partitions in on-disk order. On day 2, only appending is allowed.")
 
 
+SELECTOR_PLACEHOLDER_DIR = "/dev/disk/by-disklet-match/"
+"""The device the operator's pre-flight renders for a disk given by ``match`` (the agent substitutes
+the disk it resolves on the node before anything is checked or run)."""
+
+
+def selector_placeholder(disk_name: str) -> str:
+    return SELECTOR_PLACEHOLDER_DIR + disk_name
+
+
 class Disk(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": validations(
+            cel("has(self.device) != has(self.match)",
+                "set exactly one of device (a path) and match (a disk selector expression)"),
+        )
+    }
+
     name: str = Field(pattern=NAME_PATTERN, max_length=32, description="Disk name used in the disko config; unique in the layout.")
-    device: str = Field(
-        pattern=DEVICE_PATTERN, max_length=1024,
-        json_schema_extra=validations(cel("!self.contains('..')", "device must not contain ..")),
-        description="Block device path, e.g. /dev/disk/by-id/nvme-... (recommended: stable by-id names) or /dev/nvme1n1.")
+    device: str | None = Field(
+        default=None, pattern=DEVICE_PATTERN, max_length=1024,
+        json_schema_extra=validations(
+            cel("!self.contains('..')", "device must not contain .."),
+            cel("!self.startsWith('" + SELECTOR_PLACEHOLDER_DIR + "')",
+                "device must not be under " + SELECTOR_PLACEHOLDER_DIR + " (reserved for match)")),
+        description="Block device path, e.g. /dev/disk/by-id/nvme-... (recommended: stable by-id names) or /dev/nvme1n1. "
+                    "Set device or match.")
+    match: str | None = Field(
+        default=None, min_length=1, max_length=2048,
+        description="A CEL disk selector instead of a device path, e.g. 'disk.transport == \"nvme\" && disk.size >= 1Ti'. "
+                    "The agent chooses the one consumable disk of its node that matches, at the first apply, and "
+                    "pins its identity in status.targetIdentities: later applies use that disk, never another. "
+                    "Fields: docs/selectors.md.")
     gpt: Gpt = Field(description="GPT partition table of the disk.")
 
     @model_validator(mode="after")
-    def _device_has_no_dotdot(self) -> Disk:
-        if ".." in self.device:
-            raise ValueError(f"device {self.device!r} must not contain ..")
+    def _device_or_match(self) -> Disk:
+        if (self.device is None) == (self.match is None):
+            raise ValueError("set exactly one of device (a path) and match (a disk selector expression)")
+        if self.device is not None:
+            if ".." in self.device:
+                raise ValueError(f"device {self.device!r} must not contain ..")
+            if self.device.startswith(SELECTOR_PLACEHOLDER_DIR):
+                raise ValueError(f"device must not be under {SELECTOR_PLACEHOLDER_DIR} (reserved for match)")
+        if self.match is not None:
+            from disklet.diskselect import check_selector
+
+            problem = check_selector(self.match, "match")
+            if problem:
+                raise ValueError(problem)
         return self
+
+    @property
+    def target(self) -> str:
+        """The device the rendered layout names: the path, or the placeholder of a selector."""
+        return self.device if self.device is not None else selector_placeholder(self.name)
 
 
 class NamedStub(ApiModel):
@@ -298,6 +345,10 @@ class TargetIdentity(StatusModel):
     ptuuid: str | None = Field(default=None, max_length=64, description="GPT disk GUID.")
     backing_file: str | None = Field(default=None, max_length=4096,
                                      description="Backing file (loop devices, tests only).")
+    disk: str | None = Field(default=None, max_length=32,
+                             description="The layout's disk whose match chose this device (set only for match disks): "
+                                         "later applies use this identity, never the selector again.")
+    match: str | None = Field(default=None, max_length=2048, description="The selector that chose the device.")
 
 
 class DiskLayoutStatus(StatusModel):

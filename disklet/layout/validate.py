@@ -83,7 +83,7 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
 
     for dup in _duplicates([d.name for d in disks]):
         problems.append(f"disk name {dup!r} is used more than once")
-    for dup in _duplicates([d.device for d in disks]):
+    for dup in _duplicates([d.device for d in disks if d.device is not None]):
         problems.append(f"device {dup!r} is listed by more than one disk")
 
     vg_members: Counter[str] = Counter()
@@ -95,10 +95,12 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
         where = f"disk {disk.name!r}"
         if not NAME_RE.match(disk.name):
             problems.append(f"{where}: name must match {NAME_PATTERN}")
-        if not DEVICE_RE.match(disk.device):
+        if disk.device is None and disk.match is None:
+            problems.append(f"{where}: set device (a path) or match (a disk selector)")
+        if disk.device is not None and not DEVICE_RE.match(disk.device):
             problems.append(f"{where}: device {disk.device!r} must match {DEVICE_PATTERN} "
                             "(recommended: /dev/disk/by-id/...)")
-        if ".." in disk.device:
+        if disk.device is not None and ".." in disk.device:
             problems.append(f"{where}: device {disk.device!r} must not contain ..")
         partitions = list(getattr(getattr(disk, "gpt", None), "partitions", None) or [])
         if partitions:

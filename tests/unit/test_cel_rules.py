@@ -30,8 +30,10 @@ def fs(mountpoint="/var/lib/data1", **extra):
     return {"type": "filesystem", "format": "ext4", "mountpoint": mountpoint, **extra}
 
 
-def layout(content=None, device="/dev/nvme1n1", **extra):
-    return {"nodeName": "node-1", "diskLayout": {"disks": [{"name": "data1", "device": device, "gpt": {
+def layout(content=None, device="/dev/nvme1n1", match=None, **extra):
+    disk = {"name": "data1", **({"device": device} if device is not None else {}),
+            **({"match": match} if match is not None else {})}
+    return {"nodeName": "node-1", "diskLayout": {"disks": [{**disk, "gpt": {
         "partitions": [{"name": "p0", "size": "100%", "content": content or fs()}]}}], **extra}}
 
 
@@ -111,8 +113,15 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("dl-mount-nixish-ok", "DiskLayout", None, layout(fs("/nixdata")), None),
     ("dl-device-dotdot", "DiskLayout", None, layout(device="/dev/../etc/passwd"), "must not contain .."),
     ("dl-device-pattern", "DiskLayout", None, layout(device='/dev/x"; y = 1'), "should match"),
+    ("dl-match-ok", "DiskLayout", None, layout(device=None, match='disk.transport == "nvme" && disk.size >= 1Ti'), None),
+    ("dl-match-and-device", "DiskLayout", None, layout(match="disk.size > 0"), "set exactly one of device (a path) and match"),
+    ("dl-neither-match-nor-device", "DiskLayout", None, layout(device=None), "set exactly one of device (a path) and match"),
+    ("dl-device-placeholder", "DiskLayout", None, layout(device="/dev/disk/by-disklet-match/data1"),
+     "reserved for match"),
     ("dl-bad-format", "DiskLayout", None, layout(fs(format="ntfs")), 'Unsupported value: "ntfs"'),
-    ("dl-unknown-key", "DiskLayout", None, layout(fs(mountOptionz=["x"])), None),  # pruned by the server; model rejects
+    ("dl-unknown-key", "DiskLayout", None, layout(fs(mountOptionz=["x"])), None),
+    # the server cannot type-check a selector's disk variables; the model (kctl, the operator) does
+    ("dl-match-typo", "DiskLayout", None, layout(device=None, match="disk.sise >= 1Ti"), None),  # pruned by the server; model rejects
     # ---------------------------------------------------------------- LVMVolumeGroup
     ("lvg-file-only-ok", "LVMVolumeGroup", None, lvg(), None),
     ("lvg-selector-only-ok", "LVMVolumeGroup", None, lvg(fileDevices=None, blockDeviceSelector={"matchLabels": {"a": "b"}}), None),
@@ -196,7 +205,7 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
 ]
 
 # Cases where the server prunes/keys differently from the model (documented, not disagreements).
-MODEL_ONLY_REJECTS = {"dl-unknown-key"}  # the server: strict decoding error (kubectl's default), not a rule
+MODEL_ONLY_REJECTS = {"dl-unknown-key", "dl-match-typo"}  # the server: strict decoding error (kubectl's default), not a rule
 UNREACHABLE_RULES = {
     # Transition rules on single-value enums: changing the value fails the enum first, and after
     # such a (blocking) schema error the server runs no CEL rule at all. They guard the day a

@@ -138,7 +138,8 @@ class BlockDeviceScanner:
         if not topology.roots:
             log.warning("block device scan skipped: lsblk listed no devices", extra={"node": self.node})
             return None
-        desired = desired_block_devices(topology, pvs, self.node, read_machine_id(self.deps.config.host_root))
+        desired = desired_block_devices(topology, pvs, self.node, read_machine_id(self.deps.config.host_root),
+                                        system_mounts=self.deps.config.system_mounts)
         existing = await self.objects.items()
         plan = plan_block_device_sync(desired, existing, self.node)
         if not plan.empty:

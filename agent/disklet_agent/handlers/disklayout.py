@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from disklet.api.disklayout import DiskLayoutSpec, Phase
+from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.kube.events import AGENT, EventRecorder
 from disklet.observe import (
@@ -38,6 +38,8 @@ from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import ApplyBusy, ApplyOutcome, apply_layout, expectation_from
 from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
 from disklet_agent.disklayout.mode import ModeReading, read_management_mode
+from disklet_agent.disklayout.selection import Selection, pinned_identities, resolve_selectors
+from disklet_agent.host.lsblk import ProbeFailed, read_block_topology
 from disklet_agent.kube import AgentKube
 from disklet_agent.logic.disklayout import (
     Desired,
@@ -128,19 +130,57 @@ class DiskLayoutAgent:
             text, _source = resolve_body(spec)
         except (ValueError, LayoutError) as exc:
             return Desired(Phase.FAILED, f"invalid layout: {exc}", "Failed"), None
+        selection: Selection | None = None
+        preflighted_hash: str | None = None
+        if spec.disk_layout is not None and any(d.match is not None for d in spec.disk_layout.disks):
+            step = await asyncio.to_thread(self.select_disks, spec, status)
+            if isinstance(step, Desired):
+                return step, None
+            selection, text, preflighted_hash = step
         plan = await asyncio.to_thread(plan_apply, text, runner=self.deps.runner, config=self.cfg,
-                                       allow_destructive=spec.allow_destructive_changes)
+                                       allow_destructive=spec.allow_destructive_changes,
+                                       aliases=selection.aliases if selection else None)
         targets = plan.targets or None
         refused = desired_from_plan(plan)
         if refused is not None:
             return refused, targets
-        if status.get("layoutHash") and plan.layout_hash != status.get("layoutHash"):
+        if selection is not None:
+            # the operator pre-flighted the layout with placeholders for the match disks
+            plan.message = "; ".join([*selection.lines, plan.message])
+        if status.get("layoutHash") and (preflighted_hash or plan.layout_hash) != status.get("layoutHash"):
             logger.info("layout changed since the operator's pre-flight; waiting for a new layoutGeneration")
             return None
         if not await self.still_current(body, uid, logger):
             return None
         outcome = await self.apply(plan, spec, logger)
-        return (desired_from_outcome(outcome), targets) if outcome is not None else None
+        if outcome is None:
+            return None
+        if selection is not None:
+            outcome.message = "; ".join([*selection.lines, outcome.message])
+            if outcome.identities:
+                outcome.identities = pinned_identities(outcome.identities, selection)
+        return desired_from_outcome(outcome), targets
+
+    def select_disks(self, spec: DiskLayoutSpec, status: dict[str, Any]) -> Desired | tuple[Selection, str, str]:
+        """The devices of the layout's match disks (pinned identities first) and the concrete body;
+        or a refusal. Also the hash the operator computed (with placeholders) to compare with."""
+        from disklet.layout.hashing import layout_hash
+        from disklet.layout.render import devices_value, render_disko_nix
+
+        assert spec.disk_layout is not None
+        try:
+            topology = read_block_topology(self.deps.runner)
+        except ProbeFailed as exc:
+            return Desired(Phase.REFUSED, f"{RefusalCode.LSBLK_PROBE_FAILED}: could not snapshot the node's disks to "
+                           f"resolve the layout's selectors, refusing (fail closed): {exc}", "Refused",
+                           refusal=RefusalCode.LSBLK_PROBE_FAILED.value)
+        selection = resolve_selectors(spec.disk_layout, topology, status.get("targetIdentities") or [],
+                                      allow_loop=self.cfg.allow_loop_targets, system_mounts=self.cfg.system_mounts)
+        if not selection.ok:
+            return Desired(Phase.REFUSED, selection.message, "Refused",
+                           refusal=str(selection.code) if selection.code else None)
+        text = render_disko_nix(spec.disk_layout, selection.devices)
+        return selection, text, layout_hash(dict(devices_value(spec.disk_layout)))
 
     async def still_current(self, body: kopf.Body, uid: str, logger: Any) -> bool:
         """The last proof before disko: the live object is the one we judged."""

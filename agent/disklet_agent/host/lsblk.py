@@ -28,7 +28,7 @@ from disklet.hostcmd import CommandResult, HostRunner
 from ..logic.topology import BlockNode, BlockTopology
 
 LSBLK_COLUMNS = ("NAME,PATH,KNAME,FSTYPE,MOUNTPOINTS,PKNAME,TYPE,SIZE,RO,RM,HOTPLUG,ROTA,"
-                 "SERIAL,WWN,MODEL,PARTUUID,PTTYPE,MAJ:MIN,PTUUID,PARTLABEL")
+                 "SERIAL,WWN,MODEL,PARTUUID,PTTYPE,MAJ:MIN,PTUUID,PARTLABEL,VENDOR,TRAN,LOG-SEC,PHY-SEC,LABEL")
 LSBLK_ARGV = ("lsblk", "-J", "-b", "-p", "-o", LSBLK_COLUMNS)
 PROBE_TIMEOUT = 30.0
 
@@ -51,6 +51,13 @@ def _as_int(v: Any) -> int:
     if v is None or v == "":
         return 0
     return int(v)
+
+
+def _sector(v: Any) -> int:
+    try:
+        return _as_int(v)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _opt_str(v: Any) -> str | None:
@@ -88,6 +95,8 @@ def _node_from_json(obj: Mapping[str, Any]) -> BlockNode:
         serial=_opt_str(obj.get("serial")), wwn=_opt_str(obj.get("wwn")), model=_opt_str(obj.get("model")),
         partuuid=_opt_str(obj.get("partuuid")), maj_min=_opt_str(obj.get("maj:min")),
         ptuuid=_opt_str(obj.get("ptuuid")), partlabel=_opt_str(obj.get("partlabel")),
+        vendor=_opt_str(obj.get("vendor")), tran=_opt_str(obj.get("tran")), log_sec=_sector(obj.get("log-sec")),
+        phy_sec=_sector(obj.get("phy-sec")), label=_opt_str(obj.get("label")),
         children=[_node_from_json(c) for c in children],
     )
 
@@ -203,6 +212,28 @@ def read_backing_file(kname: str, sys_root: Path = Path("/sys")) -> str | None:
         return None
 
 
+BY_ID_DIR = "/dev/disk/by-id"
+BY_ID_ARGV = ("find", "--", BY_ID_DIR, "-mindepth", "1", "-maxdepth", "1", "-type", "l", "-printf", "%f\t%l\n")
+
+
+def parse_by_id_listing(text: str) -> dict[str, list[str]]:
+    """``find -printf '%f\\t%l\\n'`` of /dev/disk/by-id → {``/dev/<kernel name>``: sorted link names}."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        name, sep, target = line.partition("\t")
+        if not sep or not name or "/" in name or not target:
+            continue
+        out.setdefault(f"/dev/{os.path.basename(target)}", []).append(name)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def read_by_id_links(runner: HostRunner, timeout: float = PROBE_TIMEOUT) -> dict[str, list[str]]:
+    """The node's /dev/disk/by-id links per device. Informative only (never a safety fact): without
+    udev (containers) or on any failure the answer is empty."""
+    res = runner.run(list(BY_ID_ARGV), timeout=timeout)
+    return parse_by_id_listing(res.stdout) if res.ok else {}
+
+
 def read_swaps(runner: HostRunner) -> tuple[list[str], str | None]:
     res = runner.run(["cat", "/proc/swaps"], timeout=PROBE_TIMEOUT)
     if not res.ok:
@@ -221,6 +252,7 @@ def read_block_topology(runner: HostRunner, *, sys_root: Path = Path("/sys"), pr
     if not res.ok:
         raise ProbeFailed(f"lsblk failed: {res.describe()}")
     roots = parse_lsblk_json(res.stdout)
+    by_id = read_by_id_links(runner, timeout)
     probed: dict[str, SignatureProbe] = {}
     holders: dict[str, tuple[list[str], str | None]] = {}
     for root in roots:
@@ -228,6 +260,7 @@ def read_block_topology(runner: HostRunner, *, sys_root: Path = Path("/sys"), pr
             if node.kname not in holders:
                 holders[node.kname] = read_holders(node.kname, sys_root)
             node.holders, node.holders_error = holders[node.kname]
+            node.by_id = list(by_id.get(node.kname, []))
             if node.type == "loop":
                 node.backing_file = read_backing_file(node.kname, sys_root)
             if node.fstype and not probe_all and (node.ptuuid or not node.pttype):

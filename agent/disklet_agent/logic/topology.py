@@ -37,6 +37,15 @@ class BlockNode:
     """GPT disk GUID / DOS disk id (lsblk PTUUID, else ``blkid -p`` PTUUID)."""
     partlabel: str | None = None
     """GPT partition name (lsblk PARTLABEL, else ``blkid -p`` PART_ENTRY_NAME)."""
+    vendor: str | None = None
+    tran: str | None = None
+    """Transport as lsblk reports it (nvme, sata, sas, usb, iscsi, fc, ...; empty for virtio and loop)."""
+    log_sec: int = 0
+    phy_sec: int = 0
+    label: str | None = None
+    """Filesystem label (for a zfs_member: the pool name)."""
+    by_id: list[str] = field(default_factory=list)
+    """Names of the /dev/disk/by-id links to this device (filled by the discovery, not by lsblk)."""
     backing_file: str | None = None
     """For loop devices: the backing file (sysfs ``loop/backing_file``)."""
     holders: list[str] = field(default_factory=list)
@@ -82,6 +91,8 @@ class BlockNode:
             "ro": self.ro, "rm": self.rm, "hotplug": self.hotplug, "rota": self.rota,
             "serial": self.serial, "wwn": self.wwn, "model": self.model, "partuuid": self.partuuid,
             "majMin": self.maj_min, "ptuuid": self.ptuuid, "partlabel": self.partlabel,
+            "vendor": self.vendor, "tran": self.tran, "logSec": self.log_sec, "phySec": self.phy_sec,
+            "label": self.label, "byId": list(self.by_id),
             "backingFile": self.backing_file, "holders": list(self.holders), "fstypeSource": self.fstype_source,
             "probeError": self.probe_error, "holdersError": self.holders_error,
             "children": [c.to_dict() for c in self.children],
