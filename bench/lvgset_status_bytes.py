@@ -1,4 +1,4 @@
-"""Size of one LVMVolumeGroupSet status write at N nodes (the bounded status of issue #18).
+"""Size of one LVMVolumeGroupSet status write at N nodes (the bounded status: attention list and counts, not a per-child list).
 
 Builds the status with the real planner for a few fleet states and prints the JSON bytes of the
 status object the operator patches, next to what the earlier unbounded format (one

@@ -1,4 +1,4 @@
-"""The agent's gate on a fake node (issue #12 reproductions 4 and 5): device types, identity,
+"""The agent's gate on a fake node: device types, identity,
 multipath, partition labels, existing VGs, live mounts, append-only. Pure: fake runner and topology."""
 
 from __future__ import annotations
