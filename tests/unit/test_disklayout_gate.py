@@ -60,6 +60,13 @@ class FakeReader:
     def imported_zpools(self) -> set[str] | None:
         return self._pools
 
+    def real_paths(self, paths: Sequence[str]) -> dict[str, str]:
+        """Mountpoints resolved through the same map (identity when not in it)."""
+        if self.links.get("real_paths") == "broken":
+            from disklet_agent.host.lsblk import ProbeFailed
+            raise ProbeFailed("realpath exited 1")
+        return {p: self.links.get(p, p) for p in paths}
+
 
 class NoProcess:
     """The gate runs no command through the runner on these fixtures (nix is unavailable)."""
@@ -238,3 +245,37 @@ def test_zpool_reader_parses_list_and_import() -> None:
             return CommandResult(tuple(argv), 0, out, "", "", 0.0)
 
     assert read_zpools(Z()) == {"rpool", "tank"}  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ mountpoints resolved on the node
+@pytest.mark.parametrize(("links", "says"), [
+    ({"/srv/data/a": "/etc"}, "resolves on the node to '/etc' through a symbolic link, outside its allowed root /srv"),
+    ({"/srv/data/a": "/var/lib/kubelet/pods/x"}, "outside its allowed root /srv"),
+    ({"/srv/data/a": "/data/a"}, "outside its allowed root /srv"),  # another allowed root: still refused
+    ({"/srv/data/a": "/srv/kubernetes/pki"}, "is a system path"),  # same root, but denied
+])
+def test_a_symlinked_mountpoint_that_leaves_its_root_is_refused(links: dict[str, str], says: str,
+                                                               tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert not p.ok and not p.failed and p.code is RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, p.message
+    assert says in p.message and "/srv/data/a" in p.message
+
+
+def test_a_symlink_inside_the_same_root_is_judged_at_its_target(tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links={"/srv/data/a": "/srv/b/a"})
+    assert p.ok, p.message
+    # the live-mount check looks at the resolved path as well
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path,
+             links={"/srv/data/a": "/srv/b/a"}, mounts=[("/srv/b/a/inner", "/dev/sdz1")])
+    assert p.code is RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT and "it resolves to /srv/b/a" in p.message
+
+
+def test_a_root_that_is_itself_a_link_keeps_its_mounts_inside_what_it_resolves_to(tmp_path: Path) -> None:
+    links = {"/srv": "/mnt/big", "/srv/data/a": "/mnt/big/data/a"}
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert p.ok, p.message
+
+
+def test_mountpoints_that_cannot_be_resolved_refuse(tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links={"real_paths": "broken"})
+    assert p.code is RefusalCode.STATE_UNKNOWN and "realpath exited 1" in p.message

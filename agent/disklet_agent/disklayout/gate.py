@@ -1,7 +1,8 @@
 """The gate before any apply (handler and CLI alike).
 
 check (sandboxed evaluation → allowlist → literal artifact) → snapshot → resolve → eligibility and
-identity → classify → partition labels, existing VGs, live mounts → append-only.
+identity → classify → partition labels, existing VGs and pools → mountpoints resolved on the host
+(symbolic links) → live mounts → append-only.
 
 ``plan_apply`` never writes anything. Its result says whether the layout may be applied and, if
 not, whether it is *refused* (live state or forbidden content, with a code; retried) or *failed*
@@ -56,6 +57,7 @@ class LayoutReader(Protocol):
     def pv_members(self) -> list[tuple[str, str]]: ...
     def zpools(self) -> set[str]: ...
     def imported_zpools(self) -> set[str] | None: ...
+    def real_paths(self, paths: Sequence[str], /) -> dict[str, str]: ...
 
 
 def host_reader(runner: HostRunner, config: AgentConfig) -> LayoutReader:
@@ -147,10 +149,14 @@ class NodeFacts:
     zpools_error: str | None = None
     mounts: list[tuple[str, str]] | None = None
     mounts_error: str | None = None
+    real_paths: dict[str, str] | None = None
+    """Every path the layout mounts, and every allowed root → the path the host resolves it to
+    (``realpath -m``: symbolic links followed); read only when the layout mounts something."""
+    real_paths_error: str | None = None
 
 
 def read_node_facts(checked: CheckedLayout, *, reader: LayoutReader, runner: HostRunner,
-                    current_file: Path) -> NodeFacts:
+                    current_file: Path, roots: Sequence[str] = ()) -> NodeFacts:
     """The gate's reads (no decision): the topology, the applied layout, the targets' kernel
     paths, and the VGs, pools and mounts the layout could collide with."""
     from disklet.layout import LayoutError, MalformedLayout, NixUnavailable, extract_targets
@@ -183,7 +189,12 @@ def read_node_facts(checked: CheckedLayout, *, reader: LayoutReader, runner: Hos
             facts.zpools = reader.zpools()
         except ProbeFailed as exc:
             facts.zpools_error = str(exc)
-    if mountpoints_of(checked.devices_value):
+    mountpoints = mountpoints_of(checked.devices_value)
+    if mountpoints:
+        try:
+            facts.real_paths = reader.real_paths([*mountpoints, *roots])
+        except ProbeFailed as exc:
+            facts.real_paths_error = str(exc)
         try:
             facts.mounts = reader.mounts()
         except ProbeFailed as exc:
@@ -221,7 +232,8 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig, reader: La
                        ["the layout names no /dev/* target devices (no disko.devices.disk.<name>.device and "
                         "no zpool topology members)"])
     cur = current_file or current_path(config)
-    facts = read_node_facts(checked, reader=reader or host_reader(runner, config), runner=runner, current_file=cur)
+    facts = read_node_facts(checked, reader=reader or host_reader(runner, config), runner=runner, current_file=cur,
+                            roots=mount_policy(config).roots)
     facts.resolved.update(aliases or {})
     return decide_plan(plan, facts, config=config, current_file=cur, allow_destructive=allow_destructive)
 
@@ -330,19 +342,34 @@ def decide_plan(plan: ApplyPlan, facts: NodeFacts, *, config: AgentConfig, curre
                            [f"ZFS pool(s) {', '.join(taken)} already exist or can be imported on the node and are not "
                             "from the applied layout; disko would force-import them instead of creating them"])
 
-    # 7. Never mount on or above a live mount that is not one of our own filesystems.
+    # 7. Every path the layout mounts (named or derived, e.g. ZFS), as the host resolves it right now:
+    #    mount follows symbolic links, so the resolved path is judged by the policy too.
     mountpoints = mountpoints_of(plan.devices_value)
+    policy = mount_policy(config)
+    real: dict[str, str] = {}
+    if mountpoints:
+        if facts.real_paths is None or any(mp not in facts.real_paths for mp in mountpoints):
+            return _refuse(plan, RefusalCode.STATE_UNKNOWN,
+                           [f"unknown: {facts.real_paths_error or 'the mountpoints were not resolved on the node'}"])
+        real = facts.real_paths
+        escapes = [why for mp in mountpoints if (why := policy.resolved_problem(mp, real[mp], real))]
+        if escapes:
+            return _refuse(plan, RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, escapes)
+
+    # 8. Never mount on or above a live mount that is not one of our own filesystems (the path as
+    #    written and as resolved).
     if mountpoints:
         if facts.mounts is None:
             return _refuse(plan, RefusalCode.STATE_UNKNOWN, [f"unknown: {facts.mounts_error}"])
         own = _descendants([n for t, n in nodes.items() if n is not None and (t in ours or n.path in ours)])
-        policy = mount_policy(config)
-        over = sorted({f"{mp} would cover {target} (from {source or '?'})" for mp in mountpoints
-                       for target, source in facts.mounts if policy.shadows(mp, target) and source not in own})
+        over = sorted({f"{mp} would cover {target} (from {source or '?'})"
+                       + (f" (it resolves to {path})" if path != mp else "")
+                       for mp in mountpoints for path in sorted({mp, real[mp]})
+                       for target, source in facts.mounts if policy.shadows(path, target) and source not in own})
         if over:
             return _refuse(plan, RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT, over)
 
-    # 8. Day 2: applied disks stay, applied partitions only get appended to.
+    # 9. Day 2: applied disks stay, applied partitions only get appended to.
     if applied_value is not None:
         findings = append_only_findings(_with_resolved_devices(applied_value, resolved),
                                         _with_resolved_devices(plan.devices_value, resolved),
