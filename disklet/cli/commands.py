@@ -172,7 +172,7 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
         report = Ctx(out=io.StringIO(), err=io.StringIO())
         live = await kube.get(kind_of(m.resource), m.name) if kube else None
         if isinstance(m.spec, DiskLayoutSpec):
-            ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)])
+            ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube)
         elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
             ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
         else:
@@ -225,7 +225,7 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | No
 
 
 async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool,
-                            pf: PreflightResult) -> tuple[bool, str]:
+                            pf: PreflightResult, kube: Kube | None = None) -> tuple[bool, str]:
     assert isinstance(m.spec, DiskLayoutSpec)
     ctx.say(f"{m.ref} (node {m.spec.node_name}, from {m.source})")
     ctx.say(f"  {_preflight_line(pf)}")
@@ -235,6 +235,9 @@ async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, 
     if pf.layout_hash:
         ctx.say(f"  layout hash: {pf.layout_hash}")
     ok = pf.phase == Phase.PENDING
+    if pf.phase == Phase.PENDING and m.spec.disk_layout is not None and any(
+            d.match is not None for d in m.spec.disk_layout.disks):
+        ok = await _diff_selectors(ctx, m.spec, live, kube if not offline else None) and ok
     if pf.body is None:
         return ok, ""
     if offline:
@@ -258,6 +261,27 @@ async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, 
     else:
         ctx.say("  layout body: no changes")
     return ok, "changed" if body_diff or changes else "unchanged"
+
+
+async def _diff_selectors(ctx: Ctx, spec: DiskLayoutSpec, live: dict[str, Any] | None, kube: Kube | None) -> bool:
+    """Per node: which disk each ``match`` resolves to and why the others do not (from the node's BlockDevices)."""
+    from disklet.layout.selectors import inventory_resolution
+
+    assert spec.disk_layout is not None
+    node = spec.node_name
+    if kube is None:
+        for d in spec.disk_layout.disks:
+            if d.match is not None:
+                ctx.say(f"  disk {d.name}: match {d.match!r}: cannot resolve offline (the agent resolves it on node "
+                        f"{node} at apply time; run without --offline to see it against the node's BlockDevices)")
+        return True
+    bds = await _node_objects(kube, node, BLOCK_DEVICE, "status.nodeName")
+    pinned = list(((live or {}).get("status") or {}).get("targetIdentities") or [])
+    ok, lines = inventory_resolution(spec.disk_layout, bds, pinned)
+    ctx.say(f"  selectors on node {node} (from its {len(bds)} BlockDevice(s); the agent decides from its live scan):")
+    for line in lines:
+        ctx.say(f"    {line}")
+    return ok
 
 
 def _diff_spec(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool) -> str:

@@ -82,7 +82,7 @@ async def test_get_lvg_and_block_devices(kube):
     assert list(row.values())[:9] == ["vg-data-a", "1/1", "", "Ready", "", "node-a", "20Gi", "", "vg_data"]
     r = await kctl(kube, "get", "bd", "--node", "node-b")
     lines = r.out.splitlines()
-    assert lines[0].split() == ["NAME", "NODE", "CONSUMABLE", "SIZE", "PATH", "VG", "AGE"]
+    assert lines[0].split() == ["NAME", "NODE", "CONSUMABLE", "SIZE", "PATH", "MODEL", "SERIAL", "REASON", "VG", "AGE"]
     assert len(lines) == 2 and lines[1].split()[1:6] == ["node-b", "false", "50Gi", "/dev/sdc", "vg_x"]
 
 
@@ -129,9 +129,10 @@ async def test_node_disks_lists_only_that_nodes_block_devices(kube):
     r = await kctl(kube, "node", "disks", "node-a")
     assert r.code == 0, r.err
     lines = r.out.splitlines()
-    assert lines[0].split() == ["PATH", "TYPE", "SIZE", "FSTYPE", "CONSUMABLE", "VG", "LVG", "NAME"]
+    assert lines[0].split() == ["PATH", "TYPE", "SIZE", "TRANSPORT", "MODEL", "SERIAL", "FSTYPE", "CONSUMABLE", "REASON",
+                                "VG", "LVG", "NAME"]
     assert [ln.split()[0] for ln in lines[1:]] == ["/dev/sdb", "/dev/sdc"]
-    assert "no (already a PV)" in lines[2] and "/dev/sdd" not in r.out
+    assert " no " in lines[2] and "already a PV" in lines[2] and "/dev/sdd" not in r.out
     r = await kctl(kube, "node", "disks", "node-c")
     assert r.code == 0 and r.out == "" and "No BlockDevices for node node-c" in r.err
 
