@@ -285,11 +285,8 @@ def cmd_disks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # The agent process never uses kubernetes-asyncio (its client is aiohttp, docs/agent.md), but
-    # Kopf imports it when installed (~60 MiB RSS): mark it absent for the whole process before
-    # Kopf is imported. Only this process — the operator and kctl import it as usual.
-    sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
-    from disklet_agent.daemon import run_agent  # engineer A's daemon; imported only when used
+    # Kopf is imported without kubernetes-asyncio by the daemon module itself (disklet/kopf_lean.py).
+    from disklet_agent.daemon import run_agent  # imported only when used
 
     run_agent(_config(args))
     return EXIT_OK

@@ -71,6 +71,48 @@ class Reason(StrEnum):
     TERMINATING = "Terminating"
 
 
+class SetReason(StrEnum):
+    """Reasons of an LVMVolumeGroupSet's ``Ready`` condition, of a child problem, and the set's status."""
+
+    ALL_CREATED = "AllCreated"
+    NO_MATCHING_NODES = "NoMatchingNodes"
+    CREATING = "Creating"
+    CREATE_FAILED = "CreateFailed"
+    UPDATE_FAILED = "UpdateFailed"
+    VALIDATION_FAILED = "ValidationFailed"
+    NAME_CONFLICT = "NameConflict"
+
+
+class AttentionReason(StrEnum):
+    """Why a child is listed in an LVMVolumeGroupSet's ``status.attention``."""
+
+    FAILED = "Failed"
+    NOT_READY = "NotReady"
+    UPDATING = "Updating"
+    ORPHANED = "Orphaned"
+
+
+class ProgressReason(StrEnum):
+    """Reasons of an LVMVolumeGroupSet's ``Progressing`` condition."""
+
+    COMPLETE = "Complete"
+    ROLLING_OUT = "RollingOut"
+    PAUSED = "Paused"
+    CHILD_FAILED = "ChildFailed"
+    BLOCKED = "Blocked"
+
+
+class SetPhase(StrEnum):
+    CREATED = "Created"
+    PENDING = "Pending"
+    NOT_CREATED = "NotCreated"
+
+
+class SetConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+
+
 class ConditionType(StrEnum):
     VG_CONFIGURATION_APPLIED = "VGConfigurationApplied"
     VG_READY = "VGReady"

@@ -1,4 +1,4 @@
-"""layoutNixFile stays next to the manifest (issue #12 reproduction 5): no absolute, .. or symlinked escape."""
+"""layoutNixFile stays next to the manifest: no absolute, .. or symlinked escape."""
 
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -109,6 +110,17 @@ def _index_entries(index: Any) -> list[tuple[Any, ...]]:
     return out
 
 
+@dataclass(frozen=True)
+class LastReconcile:
+    """The last engine reconcile of one LVMVolumeGroup by this agent."""
+
+    at: float
+    """time.monotonic() when it finished."""
+    generation: int | None
+    requeue_after: float | None
+    """What the engine asked for (None: converged)."""
+
+
 class LvgWiring:
     """State shared by this node's LVG handlers: engine, client, lock, and what happened (for tests)."""
 
@@ -127,7 +139,7 @@ class LvgWiring:
         self.overlaps: dict[str, str] = {}
         """LVMVolumeGroup → the selection overlap last reported for it (see ``contested``)."""
         """VG/thin-pool gauges, published from every status the engine returns."""
-        self.last_reconcile: dict[str, tuple[float, int | None, float | None]] = {}
+        self.last_reconcile: dict[str, LastReconcile] = {}
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
@@ -282,18 +294,18 @@ class LvgWiring:
                     return "converged"
                 log.info("timer reconcile: %s", why, extra={"lvg": name, "reconcile_id": rid})
             last = self.last_reconcile.get(name)
-            fresh = last is not None and last[1] == generation and time.monotonic() - last[0] < 0.5 * (
-                last[2] or self.interval)
+            fresh = last is not None and last.generation == generation and time.monotonic() - last.at < 0.5 * (
+                last.requeue_after or self.interval)
             if only_if_needed and (name in self.retrying or fresh):
                 return "recent"  # the handler's own retry covers a refused object: one reconcile per cycle
-            if fresh and last is not None and last[2] and raise_on_requeue:
+            if fresh and last is not None and last.requeue_after and raise_on_requeue:
                 # A timer reconcile of this generation just ran and was refused: wait for the next cycle.
                 self.retrying.add(name)
                 raise kopf.TemporaryError(f"LVMVolumeGroup {name} not converged; retrying",
-                                          delay=max(MIN_RETRY_SECONDS, float(last[2])))
+                                          delay=max(MIN_RETRY_SECONDS, float(last.requeue_after)))
             with reconcile_timer(KIND) as counted:  # timer checks that find nothing to do are not reconciles
                 outcome = await asyncio.to_thread(self.engine.reconcile, name, spec, current, bds, generation)
-                self.last_reconcile[name] = (time.monotonic(), generation, outcome.requeue_after)
+                self.last_reconcile[name] = LastReconcile(time.monotonic(), generation, outcome.requeue_after)
                 self.gauges.publish(name, spec.actual_vg_name_on_the_node, outcome.status)
                 written = False
                 if outcome.changed:

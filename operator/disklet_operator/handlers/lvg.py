@@ -58,7 +58,7 @@ log = logging.getLogger("disklet.operator.lvg")
 
 
 @dataclass(frozen=True, slots=True)
-class Carried:
+class IndexedReadiness:
     """What the readiness loop keeps per LVMVolumeGroup: its node and the two conditions it carries."""
 
     node: str | None
@@ -306,9 +306,9 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         return {lease_node(name) or name: spec.get("renewTime") or spec.get("acquireTime")}
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=LVGS_INDEX)
-    async def lvg_readiness(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> dict[str, Carried]:
+    async def lvg_readiness(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> dict[str, IndexedReadiness]:
         conditions = status.get("conditions") or []
-        return {name: Carried(_node_of(spec), carried_state(conditions, ConditionType.NODE_READY),
+        return {name: IndexedReadiness(_node_of(spec), carried_state(conditions, ConditionType.NODE_READY),
                               carried_state(conditions, ConditionType.AGENT_READY))}
 
     def evaluate(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any],

@@ -1,4 +1,4 @@
-"""Kopf handlers of the LVMVolumeGroupSet controller (thin: decisions live in lvgset_planner).
+"""Kopf handlers of the LVMVolumeGroupSet controller (thin: decisions live in logic.lvgset_plan and logic.lvgset_status).
 
 How it stays cheap at scale:
 - two Kopf indexes keep what a pass reads in memory: nodes (name → labels) and children
@@ -33,18 +33,11 @@ from disklet.kube.client import ApiError, ClientError, Conflict, Kind, KubeClien
 from disklet.kube.login import registry_login
 from disklet.observe import ERROR, RETRY, SUCCESS, reconcile_timer, record_status_write
 
-from ..logic.lvgset_planner import (
-    Child,
-    ChildWrite,
-    Health,
-    Outcome,
-    Plan,
-    SetRef,
+from ..logic.lvgset_plan import Child, ChildWrite, Health, Outcome, Plan, SetRef, controller_set, plan
+from ..logic.lvgset_status import (
     build_status,
-    controller_set,
     invalid_set_status,
     new_orphans,
-    plan,
     reported_orphans,
     status_patch,
 )
