@@ -25,6 +25,7 @@ import kopf  # noqa: E402
 from disklet import logs  # noqa: E402
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL  # noqa: E402
 from disklet.kube.client import ApiError, KubeClient, NotFound  # noqa: E402
+from disklet.kube.events import AGENT  # noqa: E402
 from disklet.kube.login import add_kopf_login  # noqa: E402
 from disklet.labels import node_label_value  # noqa: E402
 from disklet.observe import observe_host_commands, start_metrics_server  # noqa: E402
@@ -115,6 +116,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: AgentConfig) -> 
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING  # Kopf's own per-handler INFO lines are not Events
+    settings.posting.reporting_component = AGENT  # Kopf's own (handler failures); ours: disklet.kube.events
     settings.peering.standalone = True
 
 

@@ -1,4 +1,4 @@
-"""The one artifact (issue #12 reproduction 1) and the hardened evaluator, against real nix-instantiate."""
+"""The one artifact and the hardened evaluator, against real nix-instantiate."""
 
 from __future__ import annotations
 
