@@ -167,7 +167,7 @@ class FileDevice(ApiModel):
     @field_validator("size", mode="before")
     @classmethod
     def _size_hint(cls, v: object) -> object:
-        if isinstance(v, str) and not WHOLE_BINARY_SIZE_RE.match(v):
+        if isinstance(v, str) and not WHOLE_BINARY_SIZE_RE.fullmatch(v):
             raise ValueError(f"size {v!r} must be a whole number of Mi, Gi, Ti or Pi{decimal_unit_hint(v)}")
         return v
 
@@ -218,7 +218,7 @@ class ThinPool(ApiModel):
     @field_validator("size")
     @classmethod
     def _size_parses(cls, v: str) -> str:
-        if not PERCENT_RE.match(v):
+        if not PERCENT_RE.fullmatch(v):
             try:
                 if quantity_bytes(v) <= 0:
                     raise ValueError(f"thin pool size {v} must be positive")
@@ -468,7 +468,7 @@ class RolloutSpec(ApiModel):
             if v < 0:
                 raise ValueError("maxUnavailable must not be negative")
             return v
-        if not re.match(MAX_UNAVAILABLE_PATTERN, v):
+        if not re.fullmatch(MAX_UNAVAILABLE_PATTERN, v):
             raise ValueError(f"maxUnavailable {v!r} must be a count or a percentage 0%..100%")
         return v
 

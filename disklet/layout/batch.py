@@ -35,7 +35,7 @@ from typing import Any
 from disklet.api.disklayout import MAX_NIX_BODY, DiskLayoutSpec
 from disklet.hostcmd import HostRunner
 
-from .errors import LayoutError, MalformedLayout, NixUnavailable
+from .errors import LayoutError, MalformedLayout, NixUnavailable, check_depth
 from .evaluate import EVAL_ARGV, EVAL_ENV, MEMORY_LIMIT_BYTES, evaluate_nix, nix_available
 from .mounts import MountPolicy
 from .resolve import PreflightResult, preflight, resolve_body
@@ -90,6 +90,8 @@ def _decode_values(stdout: str, limit: int) -> list[Any]:
             value, end = decoder.raw_decode(stdout, pos)
         except json.JSONDecodeError:
             break  # the partial value of the body that failed
+        except RecursionError:
+            break  # nested too deep to decode: the single path refuses this body alone
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             break  # may have merged with the next number: let the single path decide
         values.append(value)
@@ -144,7 +146,11 @@ class BatchEvaluator:
                     outcomes[i] = self._one(bodies[i])
                 return
             for i, value in zip(pending, values, strict=False):
-                outcomes[i] = Outcome(value=value)
+                try:
+                    check_depth(value)
+                    outcomes[i] = Outcome(value=value)
+                except MalformedLayout as exc:  # this body alone, as the single path would say
+                    outcomes[i] = Outcome(error=exc)
             if ok and len(values) == len(pending):
                 return
             rest = pending[len(values):]

@@ -35,7 +35,7 @@ from typing import Any
 from disklet.api.disklayout import MAX_NIX_BODY
 from disklet.hostcmd import HostRunner
 
-from .errors import MalformedLayout, NixUnavailable
+from .errors import MAX_VALUE_DEPTH, MalformedLayout, NixUnavailable, check_depth
 
 NIX_INSTANTIATE = "nix-instantiate"
 EVAL_ARGV: tuple[str, ...] = (
@@ -98,6 +98,11 @@ def evaluate_nix(body: str, runner: HostRunner | None = None, timeout: float = 3
                                   "{ disko.devices = { ... }; } (" + message.splitlines()[0] + ")")
         raise MalformedLayout(message)
     try:
-        return json.loads(result.stdout)
+        value = json.loads(result.stdout)
     except json.JSONDecodeError as exc:
         raise MalformedLayout(f"nix-instantiate printed invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise MalformedLayout(f"layout value is nested deeper than {MAX_VALUE_DEPTH} levels (a disko layout needs "
+                              "about 12); refusing it before walking it") from None
+    check_depth(value)
+    return value

@@ -108,3 +108,16 @@ def test_lastlog_messages() -> None:
         "Physical volume created.", "WARNING: x\nNo device found for /dev/x.")
     with pytest.raises(ShellProtocolError):
         command_messages({"log": rows}, "vgcreate")
+
+
+@pytest.mark.parametrize("argv", [
+    ["vgremove", "vg0\n", "vgremove", "victim"],  # a trailing newline ends the line: a second command
+    ["pvs", "--config", "devices { filter = [ \"a|.*|\" ] }\n"],  # the quoted --config value too
+    ["pvs", "vg0\r"],
+    ["lvs", "--", "vg0\n"],
+])
+def test_a_word_with_a_line_break_is_refused(argv: list[str]) -> None:
+    """``$`` matches before a trailing newline: the word patterns are full matches, and no line may
+    hold a CR or LF anywhere (one command is one line of the shell)."""
+    with pytest.raises(ShellUnsafe):
+        shell_line(argv)
