@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -576,9 +577,7 @@ async def cmd_describe(ctx: Ctx, type_name: str, names: list[str], selector: str
             _not_found(ctx, view, missing)
             pages = []
             for obj in items:
-                name = views.name_of(obj)
-                events = await kube.list_objects(EVENTS, field_selector=f"involvedObject.name={name},"
-                                                                        f"involvedObject.kind={view.resource.kind}")
+                events = await kube.list_objects(EVENTS, field_selector=describe_event_selector(obj, view.resource.kind))
                 pages.append((obj, events))
     except KubeError as exc:
         ctx.error(str(exc))
@@ -596,6 +595,16 @@ async def cmd_describe(ctx: Ctx, type_name: str, names: list[str], selector: str
         if not pages and not names:
             ctx.err.write("No resources found.\n")
     return EXIT_FAILED if missing else EXIT_OK
+
+
+def describe_event_selector(obj: Mapping[str, Any], kind: str) -> str:
+    """The Events of exactly this object (across all namespaces): by kind, name and UID, as ``kubectl
+    describe`` matches them (disklet.kube.events) — a re-created object never shows its
+    predecessor's. No namespace term, so Kopf's own Events about the object (filed in the
+    component's namespace) are shown too."""
+    meta = obj.get("metadata") or {}
+    selector = f"involvedObject.name={meta.get('name', '')},involvedObject.kind={kind}"
+    return selector + (f",involvedObject.uid={meta['uid']}" if meta.get("uid") else "")
 
 
 async def _node_objects(kube: Kube, node: str, res: Resource, node_path: str) -> list[dict[str, Any]]:

@@ -88,8 +88,12 @@ async def test_get_lvg_and_block_devices(kube):
 
 async def test_describe_disk_layout_shows_status_conditions_and_its_events(kube):
     _seed_layouts(kube)
+    uid = kube.read(DL, "node-b-data")["metadata"]["uid"]
+    kube.seed("v1/events", {"metadata": {"name": "node-b-data.0", "namespace": "default"},
+                            "involvedObject": {"kind": "DiskLayout", "name": "node-b-data", "uid": "predecessor-uid"},
+                            "type": "Normal", "reason": "Applied", "message": "a predecessor of the same name"})
     kube.seed("v1/events", {"metadata": {"name": "node-b-data.1", "namespace": "default"},
-                            "involvedObject": {"kind": "DiskLayout", "name": "node-b-data"}, "type": "Warning",
+                            "involvedObject": {"kind": "DiskLayout", "name": "node-b-data", "uid": uid}, "type": "Warning",
                             "reason": "Refused", "message": "target_device_is_active_lvm_pv on /dev/sdb", "count": 3,
                             "source": {"component": "disklet-agent"}, "lastTimestamp": "2024-05-01T10:00:00Z"})
     kube.seed("v1/events", {"metadata": {"name": "node-a-data.1", "namespace": "default"},
@@ -103,6 +107,7 @@ async def test_describe_disk_layout_shows_status_conditions_and_its_events(kube)
                  "Conditions:", "Applied", "Events:", "Warning", "(x3)", "disklet-agent"):
         assert text in r.out, text
     assert "applied layout generation 2" not in r.out, "events of other objects are not shown"
+    assert "a predecessor of the same name" not in r.out, "Events are matched by UID, not by name"
     r = await kctl(kube, "describe", "dl", "missing")
     assert r.code == 1 and "not found" in r.err
 

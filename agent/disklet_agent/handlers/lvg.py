@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -50,6 +50,7 @@ from pydantic import ValidationError
 from disklet.api.common import parse_rfc3339, set_condition
 from disklet.api.lvm import ConditionType, LVMVolumeGroupSpec, LVMVolumeGroupStatus, Reason
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
+from disklet.kube.events import AGENT, EventRecorder
 from disklet.kube.lease import lease_name, lease_namespace
 from disklet.labels import node_label_value
 from disklet.observe import (
@@ -136,9 +137,11 @@ class LvgWiring:
         self.pending_events: dict[str, list[tuple[str, str, str]]] = {}
         """Events found at startup, posted by the object's first handler (Kopf posts only from handlers)."""
         self.gauges = LvgGauges()
+        """VG/thin-pool gauges, published from every status the engine returns."""
+        self.events = EventRecorder(kube, component=AGENT, instance=self.node)
+        """Events on the object itself (disklet.kube.events): what `kubectl describe lvg` shows."""
         self.overlaps: dict[str, str] = {}
         """LVMVolumeGroup → the selection overlap last reported for it (see ``contested``)."""
-        """VG/thin-pool gauges, published from every status the engine returns."""
         self.last_reconcile: dict[str, LastReconcile] = {}
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
@@ -223,7 +226,7 @@ class LvgWiring:
 
     def _post(self, body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
         for type_, reason, message in events:
-            kopf.event(cast(kopf.Body, dict(body)), type=type_, reason=reason, message=message[:1000])
+            self.events.record(body, type_, reason, message)
 
     async def contested(self, name: str, spec: LVMVolumeGroupSpec, entries: list[tuple[Any, ...]]) -> dict[str, list[str]]:
         """Consumable devices this LVMVolumeGroup's selector shares with another one of the node. Neither

@@ -59,6 +59,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.operator.peering.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/* Fails when the operator and the agent share a port: both may run on one node's network
+(hostNetwork), where the second pod could not bind it. */}}
+{{- define "disklet.distinctPorts" -}}
+{{- $seen := dict -}}
+{{- range $name, $port := dict "operator.healthPort" .Values.operator.healthPort "operator.metricsPort" .Values.operator.metricsPort "agent.healthPort" .Values.agent.healthPort "agent.metricsPort" .Values.agent.metricsPort -}}
+{{- $key := toString (int $port) -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "%s and %s are both %s: the operator's and the agent's ports must differ (both pods may share a node's network)" (get $seen $key) $name $key) -}}
+{{- end -}}
+{{- $_ := set $seen $key $name -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Agent tolerations: agent.tolerations, plus the control-plane taint when agent.controlPlaneNodes. */}}
 {{- define "disklet.agentTolerations" -}}
 {{- $tol := .Values.agent.tolerations | default list -}}
