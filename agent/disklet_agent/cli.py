@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from disklet import version_line
 from disklet.text import printable
 from disklet_agent.config import AgentConfig
 from disklet_agent.deps import AgentDeps
@@ -69,6 +70,8 @@ def _timeout(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="disklet-agent", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=version_line("disklet-agent"),
+                   help="print the version and the commit of the build, then exit")
     p.add_argument("--host-root", type=Path, default=None, metavar="DIR",
                    help="root under which /etc/disklet lives (default: $DISKLET_HOST_ROOT or /)")
     ns = p.add_mutually_exclusive_group()

@@ -40,7 +40,7 @@ from .tasks import BackgroundTasks  # noqa: E402
 
 FINALIZER = "disklet.io/agent"
 ANNOTATION_PREFIX = "agent.disklet.io"
-DEFAULT_LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
+DEFAULT_LIVENESS_ENDPOINT = "http://0.0.0.0:9092/healthz"
 DEFAULT_METRICS_PORT = 9091  # the chart value agent.metricsPort and docs/metrics.md
 LOG_EXTRA_KEYS = ("node", "lvg", "reconcile_id", "error", "changed", "status_written", "phase", "lvgs", "problems",
                   "bd_created", "bd_updated", "bd_deleted", "writes")

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from disklet import version_line
 from disklet.kopf_lean import import_kopf_without_kubernetes_asyncio
 
 import_kopf_without_kubernetes_asyncio()  # ~36-60 MiB less RSS (disklet/kopf_lean.py)
@@ -98,6 +99,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Environment: DISKLET_NAMESPACE (agent Leases and peering, default disklet-system), "
                "DISKLET_METRICS_PORT, DISKLET_LOG_FORMAT, DISKLET_LOG_LEVEL (defaults for the flags above), "
                "POD_ID (Kopf peer identity). See docs/operator.md.")
+    ap.add_argument("--version", action="version", version=version_line("disklet-operator"),
+                    help="print the version and the commit of the build, then exit")
     peer = ap.add_mutually_exclusive_group()
     peer.add_argument("--peering", metavar="NAME", default="disklet",
                       help="Kopf peering object for leader election between replicas (default: %(default)s). "
