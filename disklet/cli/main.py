@@ -23,7 +23,7 @@ from ..advice import DOCS_URL
 from . import commands, lvmdiff, rollout
 from .agentexec import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Ctx
-from .output import OUTPUT_HELP, Output, parse_output
+from .output import OUTPUT_HELP, Output, parse_output, parse_sort_by
 
 RAW = argparse.RawDescriptionHelpFormatter
 EXIT_CODES = """exit codes:
@@ -98,6 +98,21 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=parse_output, default=argparse.SUPPRESS, metavar="FORMAT", help=OUTPUT_HELP)
     p.add_argument("--no-headers", action="store_true", default=argparse.SUPPRESS,
                    help="tables without the header line")
+    p.add_argument("--show-managed-fields", action="store_true", default=argparse.SUPPRESS,
+                   help="keep metadata.managedFields in -o json|yaml (dropped by default, as kubectl)")
+
+
+def _all_namespaces_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-A", "--all-namespaces", action="store_true",
+                   help="accepted as kubectl does: disklet's kinds are cluster-scoped, so every object is listed "
+                        "anyway")
+
+
+def _label_columns(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError("-L needs a label key, e.g. -L disklet.io/node")
+    return keys
 
 
 def _sub(sub: Any, name: str, help_: str, description: str, examples: str, *, leaf: bool = True,
@@ -226,6 +241,12 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     g.add_argument("--node", metavar="NODE", help="only objects of this node")
     g.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, e.g. disklet.io/node=n1")
     g.add_argument("-w", "--watch", action="store_true", help="after listing, watch for changes")
+    g.add_argument("-L", "--label-columns", type=_label_columns, action="append", default=[], metavar="KEY[,KEY]",
+                   help="a column per label key (repeatable; header: the key's last segment)")
+    g.add_argument("--show-labels", action="store_true", help="a last LABELS column with every label")
+    g.add_argument("--sort-by", type=parse_sort_by, metavar="JSONPATH",
+                   help="sort by this field, e.g. --sort-by=.metadata.creationTimestamp (every output format)")
+    _all_namespaces_flag(g)
     g.add_argument("--request-timeout", type=int, metavar="SECONDS", help="with -w: stop watching after this long")
     g.set_defaults(handler=lambda a, ctx: commands.cmd_get(ctx, a.type, a.names, a.node, a.selector, a.watch,
                                                            a.request_timeout))
@@ -240,6 +261,7 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     ds.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd | node")
     ds.add_argument("names", nargs="*", metavar="NAME")
     ds.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector")
+    _all_namespaces_flag(ds)
     ds.set_defaults(handler=lambda a, ctx: commands.cmd_describe(ctx, a.type, a.names, a.selector))
 
     de = _sub(sub, "delete", "delete disklet objects (says what happens on the node)",
@@ -361,7 +383,10 @@ async def run(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None
         return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     args.prog_name = prog
     output: Output = getattr(args, "output", None) or Output()
-    output = Output(output.format, output.arg, no_headers=getattr(args, "no_headers", False))
+    output = Output(output.format, output.arg, no_headers=getattr(args, "no_headers", False),
+                    label_columns=tuple(k for keys in getattr(args, "label_columns", None) or () for k in keys),
+                    show_labels=bool(getattr(args, "show_labels", False)), sort_by=getattr(args, "sort_by", None) or "",
+                    show_managed_fields=bool(getattr(args, "show_managed_fields", False)))
     ctx = Ctx(out=out, err=err, kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace,
               output=output, prog=prog)
     try:
