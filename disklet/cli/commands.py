@@ -41,6 +41,7 @@ from .kubeconfig import kubeconfig_problem
 from .manifests import Manifest, ManifestError, load_manifests
 from .output import (
     KIND_NAME_COLUMN,
+    MIN_CELL,
     Output,
     custom_columns,
     field,
@@ -519,7 +520,7 @@ async def _watch(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], sel
     tabular = ctx.output.format in (None, "wide", "custom-columns")
     cols = table_columns(custom_columns(ctx.output.arg) if ctx.output.format == "custom-columns" else columns,
                          ctx.output)
-    widths = [len(c.header) for c in cols]
+    widths = [max(MIN_CELL, len(c.header)) if not ctx.output.no_headers else MIN_CELL for c in cols]
 
     def wanted(obj: dict[str, Any]) -> bool:
         return not ((names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node))

@@ -65,6 +65,11 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+MIN_CELL = 3
+"""kubectl's tabwriter: minimum column width 6 including the 3 blanks of padding, so a column of empty cells
+keeps 6 characters (``--no-headers`` lines up as kubectl's)."""
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "", no_headers: bool = False,
           keep_empty: bool = False) -> str:
     """Left-aligned columns separated by three spaces, like ``kubectl get`` (no trailing blanks).
@@ -74,7 +79,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "
     all_rows = ([] if no_headers else [list(headers)]) + text_rows
     if not all_rows:
         return ""
-    widths = [max(len(r[i]) for r in all_rows) for i in range(len(headers))]
+    widths = [max(MIN_CELL, *(len(r[i]) for r in all_rows)) for i in range(len(headers))]
     lines = []
     for r in all_rows:
         parts = [r[i].ljust(widths[i]) if i < len(r) - 1 else r[i] for i in range(len(r))]

@@ -215,8 +215,10 @@ def add_parser(sub: Any, make: Any) -> None:
              "  kctl rollout status lvgset data\n  kctl rollout status lvgset/data --timeout 5m\n  kctl rollout pause lvgset data\n  kctl rollout resume lvgset data\n"
              "  kctl rollout undo lvgset data --keep-file-devices")
     r.add_argument("action", choices=ACTIONS, metavar="ACTION", help="status | pause | resume | undo")
-    r.add_argument("type", metavar="TYPE", help="lvgset (lvmvolumegroupset), or TYPE/NAME as kubectl")
-    r.add_argument("name", metavar="NAME", nargs="?")
+    from .main import _dynamic
+
+    _dynamic(r.add_argument("type", metavar="TYPE", help="lvgset (lvmvolumegroupset), or TYPE/NAME as kubectl"))
+    _dynamic(r.add_argument("name", metavar="NAME", nargs="?"))
     r.add_argument("--timeout", type=parse_duration, default=600.0, metavar="DURATION",
                    help="status: give up after this long (kubectl durations: 90s, 5m, 1h30m; a bare number is "
                         "seconds; 0 waits forever; default 10m)")
