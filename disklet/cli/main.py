@@ -35,9 +35,10 @@ EXIT_CODES = """exit codes:
 """
 SIZES = f"""sizes (two grammars, on purpose):
   DiskLayout partition sizes are passed to disko/sgdisk as written: 512M, 64G, 2T or 100%; the
-  letters are binary (64G = 64 GiB). LVMVolumeGroup sizes are Kubernetes quantities like a PVC's:
-  10Gi, 500Mi, 2Ti (thin pools also NN%); decimal units (10G = 10^9 bytes) are refused there, so the
-  same text never means two sizes. See {DOCS_URL}/kctl.md#sizes.
+  letters are binary (64G = 64 GiB), and 64Gi is refused ("write 64G"). LVMVolumeGroup sizes
+  (fileDevices, thin pools) are Kubernetes quantities like a PVC's: 10Gi, 500Mi, 2Ti (thin pools
+  also bytes or NN%); decimal units (10G = 10^9 bytes) are refused there ("did you mean 10Gi?"),
+  so the same text never means two sizes. See {DOCS_URL}/kctl.md#sizes.
 """
 TOP_EPILOG = """examples:
   kctl diff -f day2-disk-layout.yaml            # pre-flight, no writes

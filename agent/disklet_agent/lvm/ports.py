@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
 
-    from .engine import DeleteOutcome, LvgOutcome, ReattachProblem
+    from .outcomes import DeleteOutcome, LvgOutcome, ReattachProblem
     from .snapshot import LvmSnapshot
 
 
