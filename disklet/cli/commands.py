@@ -792,7 +792,7 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     try:
         async with await ctx.connect() as kube:
             bundle = await supportbundle.collect(kube, ctx.namespace, tail,
-                                                 supportbundle.exec_via(kube, ctx.namespace), nodes or None)
+                                                 supportbundle.exec_via(kube), nodes or None)
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED

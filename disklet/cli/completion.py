@@ -3,13 +3,14 @@ ARGS... PARTIAL`` and reads one candidate per line, then ``:<directive>`` (cobra
 
 ``kctl completion bash|zsh|fish`` (shtab) covers kctl itself and calls ``kctl __complete`` (this module) for
 resource types and object names; the plugin name uses this module directly. Names come from the cluster
-(a LIST per kind, 5 s at most; nothing on any error).
+(a LIST per kind, 5 s at most or ``KCTL_COMPLETION_TIMEOUT`` seconds; nothing on any error).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -90,24 +91,34 @@ VALUE_FLAGS = frozenset({"--kubeconfig", "--context", "-n", "--namespace", "-o",
 """Flags whose next word is their value, not an operand."""
 
 
-def cluster_names(words: Sequence[str], timeout: float = 5.0) -> Names:
+def cluster_names(words: Sequence[str], timeout: float | None = None) -> Names:
     """Object names from the cluster the words point at (``--kubeconfig``/``--context``), asked once per kind;
     any failure (no kubeconfig, unreachable server, no RBAC) completes nothing rather than erroring."""
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("KCTL_COMPLETION_TIMEOUT", "") or 5.0)
+        except ValueError:
+            timeout = 5.0
     kubeconfig = _flag(words, "--kubeconfig")
     context = _flag(words, "--context")
 
     def names(plural: str) -> list[str]:
-        async def ask() -> list[str]:
-            from .commands import VIEWS, kind_of
-            from .kube import NODES, Kube
+        import contextlib
+        import io
 
-            kind = NODES if plural == "nodes" else kind_of(VIEWS[plural].resource)
-            async with await Kube.connect(kubeconfig, context) as kube:
-                return [str((o.get("metadata") or {}).get("name")) for o in await kube.list_objects(kind)]
-        try:
-            return asyncio.run(asyncio.wait_for(ask(), timeout))
-        except Exception:  # noqa: BLE001 - completion never fails the shell
-            return []
+        with contextlib.redirect_stdout(io.StringIO()):  # a library's print must not become a candidate
+            try:
+                from .commands import VIEWS, kind_of
+                from .kube import NODES, Kube
+
+                kind = NODES if plural == "nodes" else kind_of(VIEWS[plural].resource)
+
+                async def ask() -> list[str]:
+                    async with await Kube.connect(kubeconfig, context) as kube:
+                        return [str((o.get("metadata") or {}).get("name")) for o in await kube.list_objects(kind)]
+                return asyncio.run(asyncio.wait_for(ask(), timeout))
+            except Exception:  # noqa: BLE001 - completion never fails the shell
+                return []
     return names
 
 

@@ -327,9 +327,10 @@ async def _status(ctx: Any, kube: Any, kind: Kind, args: Any) -> int:
         if stale_since is not None and now - stale_since >= OPERATOR_GRACE_SECONDS:
             absent = await operator_absent(kube)
             if absent:
-                ctx.error(f"lvmvolumegroupset/{args.name}: nobody is rolling it out: {absent}; the set's status "
-                          f"is for generation {(obj.get('status') or {}).get('observedGeneration')}, the spec is at "
-                          f"{(obj.get('metadata') or {}).get('generation')}\n"
+                seen = (obj.get("status") or {}).get("observedGeneration")
+                ctx.error(f"lvmvolumegroupset/{args.name}: nobody is rolling it out: {absent}; "
+                          + (f"the set's status is for generation {seen}" if seen else "the set has no status")
+                          + f", its spec is at generation {(obj.get('metadata') or {}).get('generation')}\n"
                           "  hint: install or start the operator (`helm status disklet`, `kubectl get pods -A -l "
                           f"{OPERATOR_SELECTOR}`)")
                 return EXIT_FAILED

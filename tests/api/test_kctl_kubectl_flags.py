@@ -151,7 +151,8 @@ async def test_watch_keeps_the_columns_of_its_first_lines(kube):
     assert changed["THINPOOLS"] == "" and changed["PHASE"] == ""
 
 
-async def test_completion_offers_types_and_the_clusters_object_names(kube, tmp_path: Path):
+async def test_completion_offers_types_and_the_clusters_object_names(kube, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
     """kubectl's protocol (`kubectl disklet <TAB>`) and the bash script of `kctl completion bash` both
     complete resource types and the names of the objects in the cluster."""
     import asyncio
@@ -167,6 +168,7 @@ async def test_completion_offers_types_and_the_clusters_object_names(kube, tmp_p
                  "lvmVolumeGroupTemplate": {"actualVGNameOnTheNode": "vg-fleet", "fileDevices": [
                      {"name": "a", "directory": "/var/lib/disklet/file-devices", "size": "1Gi"}]}}})
     cfg = ["--kubeconfig", str(kube.kubeconfig)]
+    monkeypatch.setenv("KCTL_COMPLETION_TIMEOUT", "60")  # a loaded test machine; the shell's default is 5 s
 
     def complete(*words: str) -> list[str]:
         out = io.StringIO()
