@@ -18,9 +18,11 @@ import yaml
 
 from ..api.common import parse_rfc3339
 from ..api.resources import Resource
+from ..text import printable
 from .jsonpath import JSONPathError, evaluate, parse_path, render_template, strip_braces, text_of
 
 NONE = "<none>"
+
 
 
 parse_time = parse_rfc3339
@@ -75,7 +77,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "
     """Left-aligned columns separated by three spaces, like ``kubectl get`` (no trailing blanks).
 
     ``keep_empty``: an empty string stays an empty cell (kubectl's CRD tables) instead of ``<none>``."""
-    text_rows = [["" if keep_empty and c == "" else cell(c) for c in row] for row in rows]
+    text_rows = [["" if keep_empty and c == "" else printable(cell(c)) for c in row] for row in rows]
     all_rows = ([] if no_headers else [list(headers)]) + text_rows
     if not all_rows:
         return ""
@@ -116,7 +118,7 @@ def key_values(pairs: Sequence[tuple[str, Any]], indent: str = "") -> str:
     out = []
     for k, v in pairs:
         text = cell(v) if not isinstance(v, str) or v else NONE
-        lines = text.splitlines() or [""]
+        lines = [printable(line) for line in text.split("\n")] or [""]
         out.append(f"{indent}{(k + ':').ljust(width)}{lines[0]}".rstrip())
         for extra in lines[1:]:
             out.append(f"{indent}{' ' * width}{extra}".rstrip())

@@ -28,6 +28,7 @@ from disklet import GROUP, VERSION
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
+from disklet.kube.events import OPERATOR, EventRecorder, operator_instance, recorder_for
 from disklet.kube.patch import owned_keys_patch
 from disklet.layout.batch import preflight_many
 from disklet.layout.mounts import MountPolicy, parse_roots
@@ -92,6 +93,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
     long a pre-flight waits for others to share its evaluator run.
     """
     runner = runner or HostRunner()
+    events = recorder_for(registry, component=OPERATOR, instance=operator_instance())
     policy = MountPolicy.of(parse_roots(os.environ.get("DISKLET_MOUNT_ROOTS")))
     batcher: Batcher[DiskLayoutSpec, Any] = Batcher(
         lambda specs: preflight_many([(spec, base_dir) for spec in specs], runner, policy), window=batch_window)
@@ -135,7 +137,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             for key, value in changes.items():
                 patch.status[key] = value
             record_status_write(KIND)  # Kopf sends the patch when the handler returns
-            _announce(body, old.phase, old.refusal_reason, old.layout_generation, new.layout_generation, verdict, logger)
+            _announce(events, body, old.phase, old.refusal_reason, old.layout_generation, new.layout_generation, verdict, logger)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="preflight")
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="preflight")
@@ -172,14 +174,13 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             await reconcile(name, body, spec, status, meta, patch, logger, index, "older DiskLayout changed")
 
 
-def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
+def _announce(events: EventRecorder, body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
               new_gen: int | None, verdict: PreflightVerdict, logger: Any) -> None:
     """One Kubernetes Event per transition (never per no-op reconcile)."""
     moved = old_phase != verdict.phase or (old_reason or None) != (verdict.refusal_reason or None)
     if verdict.kind is VerdictKind.VALID:
         if new_gen != old_gen:
-            kopf.info(body, reason="Validated",
-                      message=f"layout generation {new_gen} pre-flighted: {verdict.message}")
+            events.record(body, "Normal", "Validated", f"layout generation {new_gen} pre-flighted: {verdict.message}")
         return
     if not moved:
         return
@@ -187,5 +188,5 @@ def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, 
         record_refusal(verdict.refusal_reason)
     reason = {VerdictKind.DUPLICATE: "DuplicateNodeLayout", VerdictKind.NO_TARGET_DEVICES: "NoTargetDevices",
               VerdictKind.MALFORMED: "Malformed", VerdictKind.INVALID_SPEC: "InvalidSpec"}.get(verdict.kind, "Refused")
-    kopf.warn(body, reason=reason, message=verdict.message[:1024])
+    events.record(body, "Warning", reason, verdict.message)
     logger.warning(f"{verdict.phase}: {verdict.message}")
