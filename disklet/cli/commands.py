@@ -40,7 +40,18 @@ from .kube import EVENTS, NODES, PODS, Kind, Kube, KubeError, NotFound
 from .kubeconfig import HINT as KUBECONFIG_HINT
 from .kubeconfig import kubeconfig_problem
 from .manifests import Manifest, ManifestError, load_manifests
-from .output import KIND_NAME_COLUMN, Output, field, printer_columns, render, table
+from .output import (
+    KIND_NAME_COLUMN,
+    MIN_CELL,
+    Output,
+    custom_columns,
+    field,
+    printer_columns,
+    render,
+    sort_objects,
+    table,
+    table_columns,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DIFF_NONE, DIFF_CHANGES, DIFF_ERROR = 0, 1, 2
@@ -531,24 +542,53 @@ async def _watch(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], sel
                                  what=f"list {kind.plural}")
     version = str(field(listing, "metadata.resourceVersion", "")) or None
     headers_done = ctx.output.no_headers or ctx.output.structured
+    tabular = ctx.output.format in (None, "wide", "custom-columns")
+    cols = table_columns(custom_columns(ctx.output.arg) if ctx.output.format == "custom-columns" else columns,
+                         ctx.output)
+    widths = [max(MIN_CELL, len(c.header)) if not ctx.output.no_headers else MIN_CELL for c in cols]
+
+    def wanted(obj: dict[str, Any]) -> bool:
+        return not ((names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node))
+
+    def row(cells: list[str]) -> str:
+        """One line padded to the widths printed so far: an empty cell keeps its column (kubectl's -w)."""
+        for i, text in enumerate(cells):
+            widths[i] = max(widths[i], len(text))
+        return "   ".join(t.ljust(widths[i]) if i < len(cells) - 1 else t for i, t in enumerate(cells)).rstrip() + "\n"
 
     def show(obj: dict[str, Any]) -> None:
         nonlocal headers_done
-        if (names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node):
-            return
         obj.setdefault("apiVersion", f"{kind.group}/{kind.version}")
         obj.setdefault("kind", kind.kind)
-        text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done),
-                      single=True, columns=columns)
+        if tabular:
+            ctx.out.write(row([c.value(obj) for c in cols]))
+            ctx.out.flush()
+            return
+        text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done,
+                                    show_managed_fields=ctx.output.show_managed_fields), single=True, columns=columns)
         headers_done = True
         ctx.out.write(text if ctx.output.format != "jsonpath" or text.endswith("\n") else text + "\n")
         ctx.out.flush()
 
-    for obj in sorted((listing or {}).get("items") or [], key=views.name_of):
+    first = [o for o in (listing or {}).get("items") or [] if wanted(o)]
+    first = sort_objects(sorted(first, key=views.name_of), ctx.output.sort_by) if ctx.output.sort_by else \
+        sorted(first, key=views.name_of)
+    if tabular:
+        cells = [[c.value(o) for c in cols] for o in first]
+        for line in cells:
+            for i, text in enumerate(line):
+                widths[i] = max(widths[i], len(text))
+        if not ctx.output.no_headers:
+            ctx.out.write(row([c.header for c in cols]))
+        for line in cells:
+            ctx.out.write(row(line))
+        ctx.out.flush()
+        first = []
+    for obj in first:
         show(obj)
     async for event in kube.watch(kind, label_selector=selector, timeout_seconds=request_timeout,
                                   resource_version=version):
-        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+        if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and wanted(event.get("object") or {}):
             show(event.get("object") or {})
     return EXIT_OK
 
@@ -785,7 +825,7 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     try:
         async with await ctx.connect() as kube:
             bundle = await supportbundle.collect(kube, ctx.namespace, tail,
-                                                 supportbundle.exec_via(kube, ctx.namespace), nodes or None)
+                                                 supportbundle.exec_via(kube), nodes or None)
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
