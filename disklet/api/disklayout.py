@@ -86,6 +86,7 @@ class RefusalCode(StrEnum):
     LAYOUT_VALUE_NOT_ALLOWED = "layout_value_not_allowed"
     MOUNTPOINT_NOT_ALLOWED = "mountpoint_not_allowed"
     MOUNTPOINT_OVER_LIVE_MOUNT = "mountpoint_over_live_mount"
+    MOUNTPOINT_RESOLVES_ELSEWHERE = "mountpoint_resolves_elsewhere"
     # Which devices may be targets, and proof that they are the ones we think.
     NOT_WHOLE_DISK = "target_device_not_whole_disk"
     IDENTITY_CHANGED = "target_device_identity_changed"

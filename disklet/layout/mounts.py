@@ -51,7 +51,7 @@ class MountPolicy:
         """Why ``mountpoint`` may not be used, or None."""
         if not isinstance(mountpoint, str):
             return f"mountpoint must be a string, not {type(mountpoint).__name__}"
-        if len(mountpoint) > MAX_MOUNTPOINT or not MOUNTPOINT_RE.match(mountpoint):
+        if len(mountpoint) > MAX_MOUNTPOINT or not MOUNTPOINT_RE.fullmatch(mountpoint):
             return (f"mountpoint {mountpoint!r} must be an absolute path of letters, digits and . _ + - @ "
                     f"(pattern {MOUNTPOINT_PATTERN}; no spaces, quotes, $ or other shell characters, no . or .. "
                     "segments)")
@@ -62,6 +62,30 @@ class MountPolicy:
         if not any(_under(mountpoint, r) for r in self.roots):
             return (f"mountpoint {mountpoint!r} is not under an allowed root ({', '.join(self.roots)}; the agent "
                     "and operator setting DISKLET_MOUNT_ROOTS changes the roots)")
+        return None
+
+    def root_of(self, path: str) -> str | None:
+        """The most specific allowed root ``path`` lies in (None: none)."""
+        roots = [r for r in self.roots if _under(path, r)]
+        return max(roots, key=len) if roots else None
+
+    def resolved_problem(self, path: str, resolved: str, resolved_roots: dict[str, str]) -> str | None:
+        """Why ``path``, which the node resolves to ``resolved``, may not be mounted (None: fine).
+
+        Equal text: nothing new to judge. Otherwise a component is a symbolic link: the resolved
+        path must stay inside the same allowed root as the text (or inside what that root itself
+        resolves to), and pass the whole policy (character set, denylist, allowed roots)."""
+        if resolved == path:
+            return None
+        root = self.root_of(path)
+        real_root = resolved_roots.get(root, root) if root else None
+        inside = root is not None and (_under(resolved, root) or (real_root is not None and _under(resolved, real_root)))
+        if not inside:
+            return (f"mountpoint {path!r} resolves on the node to {resolved!r} through a symbolic link, outside its "
+                    f"allowed root {root or '(none)'}; mount would follow the link")
+        why = self.problem(resolved)
+        if why:
+            return f"mountpoint {path!r} resolves on the node to {resolved!r} through a symbolic link: {why}"
         return None
 
     def shadows(self, mountpoint: str, live: str) -> bool:

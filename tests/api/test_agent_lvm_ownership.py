@@ -8,7 +8,7 @@ import time
 import pytest
 from agent_fixtures import LVG, LVG_URL, FakeEngine, agent_running, lvg
 from disklet_agent.handlers import lvg as lvg_handlers
-from disklet_agent.lvm.engine import LvgOutcome
+from disklet_agent.lvm.outcomes import LvgOutcome
 
 from devkit.kopfrun import wait_for
 from disklet.api.common import set_condition

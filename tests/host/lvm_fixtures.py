@@ -113,8 +113,10 @@ class LvmEnv:
             thin_pools=[ThinPool(name=n, size=s) for n, s in pools] if pools else None)
 
     def with_runner(self, runner: HostRunner) -> LvmEnv:
-        """Use another runner (a fault-injecting wrapper) for the engine."""
+        """Use another runner (a fault-injecting wrapper) for the engine: every LVM command goes
+        through it, so no persistent lvm shell."""
         self.runner = runner
+        self.config = self.config.model_copy(update={"lvm_shell": False})
         self.engine = HostLvgEngine(runner, self.config)
         return self
 

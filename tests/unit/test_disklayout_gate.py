@@ -1,4 +1,4 @@
-"""The agent's gate on a fake node (issue #12 reproductions 4 and 5): device types, identity,
+"""The agent's gate on a fake node: device types, identity,
 multipath, partition labels, existing VGs, live mounts, append-only. Pure: fake runner and topology."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from disklet_agent.disklayout.identity import DiskIdentity, identities_text
 from disklet_agent.host.lsblk import parse_lsblk_json
 from disklet_agent.logic.topology import BlockTopology
 
+from devkit.fakehost import FakeRunner
 from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import CommandResult
 from disklet.layout import extract as extract_module
@@ -24,6 +25,11 @@ from disklet.layout.checked import check_layout
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(extract_module, "nix_available", lambda: False)
+
+
+def _no_process(argv: tuple[str, ...]) -> CommandResult:
+    """The gate runs no command through the runner on these fixtures (nix is unavailable)."""
+    raise AssertionError(f"unexpected command {argv}")
 
 
 class FakeReader:
@@ -60,12 +66,12 @@ class FakeReader:
     def imported_zpools(self) -> set[str] | None:
         return self._pools
 
-
-class NoProcess:
-    """The gate runs no command through the runner on these fixtures (nix is unavailable)."""
-
-    def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
-        raise AssertionError(f"unexpected command {argv}")
+    def real_paths(self, paths: Sequence[str]) -> dict[str, str]:
+        """Mountpoints resolved through the same map (identity when not in it)."""
+        if self.links.get("real_paths") == "broken":
+            from disklet_agent.host.lsblk import ProbeFailed
+            raise ProbeFailed("realpath exited 1")
+        return {p: self.links.get(p, p) for p in paths}
 
 
 def dev(path: str, type_: str = "disk", *, wwn: str | None = None, serial: str | None = None,
@@ -97,7 +103,7 @@ def plan(text: str, topology: BlockTopology, tmp_path: Path, *, links: dict[str,
     cfg = AgentConfig(host_root=tmp_path, system_mounts=["/"], volume_mounts=[],
                       allow_loop_targets=kw.pop("allow_loop", False))
     (tmp_path / "etc" / "disklet" / "disk").mkdir(parents=True, exist_ok=True)
-    return plan_apply(text, runner=NoProcess(), config=cfg,  # type: ignore[arg-type]
+    return plan_apply(text, runner=FakeRunner(default=_no_process), config=cfg,
                       reader=FakeReader(topology, links, mounts, vgs, pools), **kw)
 
 
@@ -232,9 +238,40 @@ def test_existing_or_importable_zpool_is_refused(tmp_path: Path) -> None:
 def test_zpool_reader_parses_list_and_import() -> None:
     from disklet_agent.host.layout_reads import read_zpools
 
-    class Z:
-        def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
-            out = "rpool\n" if argv[1] == "list" else "   pool: tank\n     id: 123\n  state: ONLINE\n"
-            return CommandResult(tuple(argv), 0, out, "", "", 0.0)
+    runner = FakeRunner({("zpool", "list"): (0, "rpool\n", ""),
+                         ("zpool", "import"): (0, "   pool: tank\n     id: 123\n  state: ONLINE\n", "")}, strict=True)
+    assert read_zpools(runner) == {"rpool", "tank"}
 
-    assert read_zpools(Z()) == {"rpool", "tank"}  # type: ignore[arg-type]
+
+# ------------------------------------------------------------------ mountpoints resolved on the node
+@pytest.mark.parametrize(("links", "says"), [
+    ({"/srv/data/a": "/etc"}, "resolves on the node to '/etc' through a symbolic link, outside its allowed root /srv"),
+    ({"/srv/data/a": "/var/lib/kubelet/pods/x"}, "outside its allowed root /srv"),
+    ({"/srv/data/a": "/data/a"}, "outside its allowed root /srv"),  # another allowed root: still refused
+    ({"/srv/data/a": "/srv/kubernetes/pki"}, "is a system path"),  # same root, but denied
+])
+def test_a_symlinked_mountpoint_that_leaves_its_root_is_refused(links: dict[str, str], says: str,
+                                                               tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert not p.ok and not p.failed and p.code is RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, p.message
+    assert says in p.message and "/srv/data/a" in p.message
+
+
+def test_a_symlink_inside_the_same_root_is_judged_at_its_target(tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links={"/srv/data/a": "/srv/b/a"})
+    assert p.ok, p.message
+    # the live-mount check looks at the resolved path as well
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path,
+             links={"/srv/data/a": "/srv/b/a"}, mounts=[("/srv/b/a/inner", "/dev/sdz1")])
+    assert p.code is RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT and "it resolves to /srv/b/a" in p.message
+
+
+def test_a_root_that_is_itself_a_link_keeps_its_mounts_inside_what_it_resolves_to(tmp_path: Path) -> None:
+    links = {"/srv": "/mnt/big", "/srv/data/a": "/mnt/big/data/a"}
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert p.ok, p.message
+
+
+def test_mountpoints_that_cannot_be_resolved_refuse(tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links={"real_paths": "broken"})
+    assert p.code is RefusalCode.STATE_UNKNOWN and "realpath exited 1" in p.message

@@ -1,4 +1,4 @@
-"""The node reads of the DiskLayout path: target resolution (``realpath``), live mounts
+"""The node reads of the DiskLayout path: target and mountpoint resolution (``realpath``), live mounts
 (``findmnt``), ZFS pools (``zpool``), volume groups and PV membership (through :class:`Lvm`, so
 the same per-command LVM configuration as the LVMVolumeGroup engine), and the block topology.
 
@@ -35,6 +35,28 @@ def resolve_targets(runner: HostRunner, targets: Sequence[str]) -> dict[str, str
         path = res.stdout.strip() if res.ok else ""
         out[t] = path if path.startswith("/") and "\n" not in path else None
     return out
+
+
+def resolve_paths(runner: HostRunner, paths: Sequence[str]) -> dict[str, str]:
+    """``realpath -m`` of each path on the host, in the host's mount namespace: every symbolic link
+    in every existing component followed, missing components kept as written. One command.
+
+    The mountpoint policy judges the text of a path, but ``mount -o X-mount.mkdir`` (what disko
+    runs) follows links: ``/data/db -> /etc`` planted under an allowed root (by anything that can
+    write there, e.g. a pod with a hostPath volume) would redirect the mount. The gate judges the
+    resolved paths too (docs/layouts.md, "Mountpoints")."""
+    unique = list(dict.fromkeys(paths))
+    if not unique:
+        return {}
+    if any(not p.startswith("/") or any(c in p for c in "\n\r\x00") for p in unique):
+        raise ProbeFailed("refusing to resolve a path that is not absolute or holds a line break")
+    res = runner.run(["realpath", "-m", "--", *unique], timeout=RESOLVE_TIMEOUT)
+    if not res.ok:
+        raise ProbeFailed(f"cannot resolve the mountpoints on the node: {res.describe()}")
+    lines = res.stdout.splitlines()
+    if len(lines) != len(unique) or any(not line.startswith("/") for line in lines):
+        raise ProbeFailed(f"realpath printed {len(lines)} line(s) for {len(unique)} path(s): {res.stdout[:200]!r}")
+    return dict(zip(unique, lines, strict=True))
 
 
 def read_live_mounts(runner: HostRunner) -> list[tuple[str, str]]:
@@ -85,6 +107,9 @@ class HostLayoutReader:
 
     def mounts(self) -> list[tuple[str, str]]:
         return read_live_mounts(self.runner)
+
+    def real_paths(self, paths: Sequence[str]) -> dict[str, str]:
+        return resolve_paths(self.runner, paths)
 
     def _lvm(self) -> Lvm:
         return Lvm(self.runner, self.lvm_extra_config)
