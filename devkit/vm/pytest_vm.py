@@ -39,7 +39,8 @@ import pytest
 
 from devkit.vm import GUEST_ENV, Boot, Disk, missing
 
-GUEST_TEST_TIMEOUT = 300
+GUEST_TEST_TIMEOUT = int(os.environ.get("DISKLET_VM_TEST_TIMEOUT") or 900)
+"""Seconds per guest test (pytest-timeout inside the guest; emulation on a loaded machine is slow)."""
 SHARED = "shared"
 GROUPS: dict[str, Group] = {}
 

@@ -35,10 +35,14 @@ def by_id_links(path: str) -> list[str]:
 
 
 def verdicts(targets: list[str], topology: BlockTopology) -> dict[str, Verdict]:
+    """Each target judged on its own (two names of one device in one layout are a duplicate target)."""
     resolved = resolve_targets(RUNNER, targets)
-    out = classify_targets(targets, topology, resolved=resolved, system_mounts=SYSTEM, volume_mounts=VOLUMES,
-                           applied_targets=set())
-    return {v.target: v for v in out}
+    out = {}
+    for t in targets:
+        [v] = classify_targets([t], topology, resolved={t: resolved[t]}, system_mounts=SYSTEM,
+                               volume_mounts=VOLUMES, applied_targets=set())
+        out[t] = v
+    return out
 
 
 def judge(targets: list[str]) -> tuple[dict[str, Verdict], dict[str, Verdict], BlockTopology]:
@@ -71,6 +75,11 @@ def test_udev_and_blkid_give_the_same_verdicts_on_every_state_and_every_by_id_li
                 u, b = by_udev[t], by_blkid[t]
                 assert (u.safe, u.code) == (b.safe, b.code) == (code is None, code), (t, u, b)
                 assert u.resolved_path == path, u
+            # the kernel name and a by-id link of one disk in one layout: one disk named twice
+            both = [path, links[path][0]]
+            pair = classify_targets(both, topo, resolved=resolve_targets(RUNNER, both), system_mounts=SYSTEM,
+                                    volume_mounts=VOLUMES, applied_targets=set())
+            assert not any(v.safe for v in pair) and any(v.code is RefusalCode.DUPLICATE_TARGET for v in pair), pair
 
     # 1. blank, an old ext4, a GPT with a mounted partition
     sh("mkfs.ext4", "-q", "-F", "--", scsi)
