@@ -74,12 +74,11 @@ def merged(boots: Sequence[Boot], more: Sequence[Boot]) -> tuple[Boot, ...]:
     """One boot with the disks of both (a serial declared twice must be the same declaration)."""
     [a], [b] = boots, more
     disks = list(a.disks)
-    for d in b.disks:
-        same = [x for x in disks if x.serial == d.serial and x.image == d.image]
-        if same and d not in same:
+    for d in dict.fromkeys(b.disks):  # a disk declared twice by one module is two paths: keep both
+        clash = [x for x in disks if (x.serial == d.serial or x.image == d.image) and x != d]
+        if clash:
             raise ValueError(f"vm disk {d.serial} is declared differently by two modules of one group")
-        if not same:
-            disks.append(d)
+        disks.extend([d] * max(0, b.disks.count(d) - disks.count(d)))
     return (Boot(disks=tuple(disks), memory_mib=max(a.memory_mib, b.memory_mib), cpus=max(a.cpus, b.cpus)),)
 
 
