@@ -23,6 +23,12 @@ def _disks() -> FakeDisks:
                       disk("/dev/sdb", serial="S1", size=4096 * GIB, tran="sata", rota=True)])
 
 
+def _bds_written(kube) -> bool:
+    """All three BlockDevices exist with their status (the agent creates each, then writes its status)."""
+    bds = kube.read_all("disklet.io/v1alpha1/blockdevices")
+    return len(bds) == 3 and all((b.get("status") or {}).get("transport") for b in bds)
+
+
 def _phase(kube, name):
     return ((kube.read(LVG, name) or {}).get("status") or {}).get("phase")
 
@@ -30,7 +36,7 @@ def _phase(kube, name):
 async def test_match_selects_by_facts_from_the_index(kube, monkeypatch):
     engine = FakeEngine("n1")
     async with agent_running(kube, monkeypatch, "n1", engine=engine, disks=_disks()):
-        await wait_for(lambda: len(kube.read_all("disklet.io/v1alpha1/blockdevices")) == 3, message="BDs", timeout=60)
+        await wait_for(lambda: _bds_written(kube), message="BDs with their status", timeout=60)
         bds = {b["status"]["path"]: b["status"] for b in kube.read_all("disklet.io/v1alpha1/blockdevices")}
         assert bds["/dev/nvme0n1"]["transport"] == "nvme" and bds["/dev/sdb"]["transport"] == "sata"
         async with kube.session() as s:
@@ -43,7 +49,7 @@ async def test_match_selects_by_facts_from_the_index(kube, monkeypatch):
 async def test_overlapping_selections_take_neither_device_and_name_both(kube, monkeypatch):
     engine = FakeEngine("n1")
     async with agent_running(kube, monkeypatch, "n1", engine=engine, disks=_disks()):
-        await wait_for(lambda: len(kube.read_all("disklet.io/v1alpha1/blockdevices")) == 3, message="BDs", timeout=60)
+        await wait_for(lambda: _bds_written(kube), message="BDs with their status", timeout=60)
         async with kube.session() as s:
             await s.post(LVG_URL, json=lvg("big", "n1", files=1, vg="vg-big",
                                            selector={"match": "disk.size >= 1Ti"}))
