@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from disklet.advice import DOCS_URL, next_step
-from disklet.api.disklayout import DiskLayoutSpec, Phase
+from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import (
     BLOCK_DEVICE,
     DISK_LAYOUT,
@@ -180,11 +180,21 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
     """The plan ``kctl diff`` prints and ``kctl apply`` enforces: one verdict per manifest (no writes)."""
     preflights = await _preflight_all(manifests)
     out: list[Verdict] = []
+    cluster_layouts: list[dict[str, Any]] | None = None
     for m in manifests:
         report = Ctx(out=io.StringIO(), err=io.StringIO())
         live = await kube.get(kind_of(m.resource), m.name) if kube else None
         if isinstance(m.spec, DiskLayoutSpec):
+            if kube is not None and cluster_layouts is None:
+                cluster_layouts = await kube.list_objects(kind_of(DISK_LAYOUT))
             ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube)
+            owner = node_owner(m.name, m.spec.node_name, cluster_layouts or [])
+            if owner:
+                code = RefusalCode.DUPLICATE_NODE_LAYOUT.value
+                _insert_after_preflight(report, f"  REFUSED ({code}): node {m.spec.node_name} already has "
+                                                f"DiskLayout {owner} in the cluster; only one DiskLayout per node, "
+                                                f"the operator would refuse this one\n  next step: {next_step(code)}")
+                ok = False
         elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
             ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
         else:
@@ -192,6 +202,32 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
         assert isinstance(report.out, io.StringIO)
         out.append(Verdict(m, ok, state, report.out.getvalue()))
     return out
+
+
+def node_owner(name: str, node: str, layouts: list[dict[str, Any]]) -> str | None:
+    """The DiskLayout in the cluster that owns ``node`` when it is not ``name`` (the operator's rule: the
+    oldest by creationTimestamp, then by name, keeps the node; a manifest not yet created is the newest)."""
+    def key(obj: dict[str, Any]) -> tuple[str, str]:
+        return (str(field(obj, "metadata.creationTimestamp") or "9999"), views.name_of(obj))
+    on_node = [o for o in layouts if field(o, "spec.nodeName") == node]
+    if not on_node:
+        return None
+    mine = next((o for o in on_node if views.name_of(o) == name), None)
+    owner = min(on_node, key=key)
+    if mine is None or views.name_of(owner) != name:
+        return views.name_of(owner) if views.name_of(owner) != name else None
+    return None
+
+
+def _insert_after_preflight(report: Ctx, text: str) -> None:
+    """Put ``text`` under the report's pre-flight line (the verdict lines stay together)."""
+    assert isinstance(report.out, io.StringIO)
+    lines = report.out.getvalue().splitlines(keepends=True)
+    at = next((i + 1 for i, line in enumerate(lines) if line.startswith("  pre-flight:")), len(lines))
+    while at < len(lines) and lines[at].startswith("  next step:"):
+        at += 1
+    report.out = io.StringIO("".join(lines[:at]) + text + "\n" + "".join(lines[at:]))
+    report.out.seek(0, io.SEEK_END)
 
 
 async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | None = None) -> int:

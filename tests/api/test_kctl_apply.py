@@ -211,3 +211,23 @@ async def test_diff_prints_the_refusal_codes_own_advice(kube, tmp_path: Path):
     r = await kctl(kube, "diff", "-f", str(tmp_path / "empty.yaml"))
     assert r.code == 2
     assert "next step: Add `disko.devices.disk.<n>.device` entries. Clears when the DiskLayout is changed." in r.out
+
+
+async def test_a_second_layout_for_a_node_is_refused_by_diff_and_apply(kube, tmp_path: Path):
+    """The operator keeps the oldest DiskLayout of a node and refuses the others: diff says so before apply."""
+    first = tmp_path / "first.yaml"
+    first.write_text(SEED_STYLE)
+    assert (await kctl(kube, "apply", "-f", str(first))).code == 0
+    second = tmp_path / "second.yaml"
+    second.write_text(SEED_STYLE.replace("prod-data-pool", "more-disks").replace("/dev/nvme1n1", "/dev/nvme2n1"))
+    r = await kctl(kube, "diff", "-f", str(second))
+    assert r.code == 2, r.out
+    assert ("REFUSED (another_disk_layout_for_node): node kvm-node-1 already has DiskLayout prod-data-pool in the "
+            "cluster") in r.out
+    assert "next step: One DiskLayout per node: merge the layouts or delete one." in r.out
+    before = kube.mutations()
+    r = await kctl(kube, "apply", "-f", str(second))
+    assert r.code == 1 and "another_disk_layout_for_node" in r.err and "nothing was sent" in r.err
+    assert kube.read(DL, "more-disks") is None and kube.mutations() == before
+    r = await kctl(kube, "diff", "-f", str(first))  # the node's own layout is not its own duplicate
+    assert r.code == 0 and "REFUSED" not in r.out, r.out
