@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from disklet.advice import DOCS_URL, next_step
-from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
+from disklet.api.disklayout import DiskLayoutSpec, Phase
 from disklet.api.resources import (
     BLOCK_DEVICE,
     DISK_LAYOUT,
@@ -179,22 +179,19 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
                      lvm: lvmdiff.Options | None = None) -> list[Verdict]:
     """The plan ``kctl diff`` prints and ``kctl apply`` enforces: one verdict per manifest (no writes)."""
     preflights = await _preflight_all(manifests)
+    owners = await _layout_owners(kube, manifests)
     out: list[Verdict] = []
-    cluster_layouts: list[dict[str, Any]] | None = None
     for m in manifests:
         report = Ctx(out=io.StringIO(), err=io.StringIO())
         live = await kube.get(kind_of(m.resource), m.name) if kube else None
         if isinstance(m.spec, DiskLayoutSpec):
-            if kube is not None and cluster_layouts is None:
-                cluster_layouts = await kube.list_objects(kind_of(DISK_LAYOUT))
             ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube)
-            owner = node_owner(m.name, m.spec.node_name, cluster_layouts or [])
-            if owner:
-                code = RefusalCode.DUPLICATE_NODE_LAYOUT.value
-                _insert_after_preflight(report, f"  REFUSED ({code}): node {m.spec.node_name} already has "
-                                                f"DiskLayout {owner} in the cluster; only one DiskLayout per node, "
-                                                f"the operator would refuse this one\n  next step: {next_step(code)}")
+            if owners.get(id(m)):
                 ok = False
+                owner, where = owners[id(m)]
+                report.say(f"  refused: another_disk_layout_for_node: node {m.spec.node_name} already has DiskLayout "
+                           f"{owner} ({where}); only one DiskLayout per node is allowed")
+                report.say(f"  next step: {next_step('another_disk_layout_for_node')}")
         elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
             ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
         else:
@@ -204,30 +201,27 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
     return out
 
 
-def node_owner(name: str, node: str, layouts: list[dict[str, Any]]) -> str | None:
-    """The DiskLayout in the cluster that owns ``node`` when it is not ``name`` (the operator's rule: the
-    oldest by creationTimestamp, then by name, keeps the node; a manifest not yet created is the newest)."""
-    def key(obj: dict[str, Any]) -> tuple[str, str]:
-        return (str(field(obj, "metadata.creationTimestamp") or "9999"), views.name_of(obj))
-    on_node = [o for o in layouts if field(o, "spec.nodeName") == node]
-    if not on_node:
-        return None
-    mine = next((o for o in on_node if views.name_of(o) == name), None)
-    owner = min(on_node, key=key)
-    if mine is None or views.name_of(owner) != name:
-        return views.name_of(owner) if views.name_of(owner) != name else None
-    return None
-
-
-def _insert_after_preflight(report: Ctx, text: str) -> None:
-    """Put ``text`` under the report's pre-flight line (the verdict lines stay together)."""
-    assert isinstance(report.out, io.StringIO)
-    lines = report.out.getvalue().splitlines(keepends=True)
-    at = next((i + 1 for i, line in enumerate(lines) if line.startswith("  pre-flight:")), len(lines))
-    while at < len(lines) and lines[at].startswith("  next step:"):
-        at += 1
-    report.out = io.StringIO("".join(lines[:at]) + text + "\n" + "".join(lines[at:]))
-    report.out.seek(0, io.SEEK_END)
+async def _layout_owners(kube: Kube | None, manifests: list[Manifest]) -> dict[int, tuple[str, str]]:
+    """id(manifest) → (the DiskLayout that already holds its node, where it is) for every DiskLayout
+    manifest the operator would refuse as a second layout of its node: an older one in the cluster
+    (older: created first, by name within the same second — the operator's rule). Two layouts for
+    one node within a batch are refused earlier, when the batch is loaded."""
+    layouts = [m for m in manifests if isinstance(m.spec, DiskLayoutSpec)]
+    if not layouts:
+        return {}
+    live = await kube.list_objects(kind_of(DISK_LAYOUT)) if kube else []
+    out: dict[int, tuple[str, str]] = {}
+    for m in layouts:
+        assert isinstance(m.spec, DiskLayoutSpec)
+        node = m.spec.node_name
+        mine = next((o for o in live if views.name_of(o) == m.name), None)
+        key = (field(mine, "metadata.creationTimestamp") or "~", m.name) if mine else ("~", m.name)
+        older = sorted((field(o, "metadata.creationTimestamp") or "", views.name_of(o)) for o in live
+                       if field(o, "spec.nodeName") == node and views.name_of(o) != m.name
+                       and not field(o, "metadata.deletionTimestamp"))
+        if older and older[0] < key:
+            out[id(m)] = (older[0][1], "in the cluster")
+    return out
 
 
 async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | None = None) -> int:
@@ -422,7 +416,7 @@ def _refuse_batch(ctx: Ctx, refused: list[Verdict]) -> None:
                 node = text.split(":", 1)[0] + ": "
             elif text.startswith(("REFUSED", "server dry run: REFUSED")):
                 ctx.err.write(f"    {node}{text}\n")
-            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "next step:")):
+            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "refused:", "next step:")):
                 ctx.err.write(f"    {text}\n")
     ctx.err.write(f"  hint: `{ctx.prog} diff -f PATH` shows the whole plan; fix the manifests and re-run. "
                   "--force-refused sends them anyway (the operator and agents then refuse them, and an "
