@@ -341,26 +341,22 @@ def _name_collisions(plan: ApplyPlan, facts: NodeFacts) -> Refusal | None:
     6b. Same for pools: disko runs `zpool import -f <name>` first, so an existing or importable pool
     of that name would be force-imported instead of created."""
     applied_value = facts.applied.devices_value if facts.applied else {}
-    vgs = plan.devices_value.get("lvm_vg") or {}
-    if vgs:
-        if facts.volume_groups is None:
-            return RefusalCode.STATE_UNKNOWN, [f"unknown: {facts.volume_groups_error}"]
-        applied_vgs = set(applied_value.get("lvm_vg") or {})
-        taken = sorted(v for v in vgs if v in facts.volume_groups and v not in applied_vgs)
+    kinds = (("lvm_vg", facts.volume_groups, facts.volume_groups_error, RefusalCode.VOLUME_GROUP_EXISTS,
+              "volume group(s) {} already exist on the node and are not from the applied layout; disko would add "
+              "LVs to them instead of creating them"),
+             ("zpool", facts.zpools, facts.zpools_error, RefusalCode.ZPOOL_EXISTS,
+              "ZFS pool(s) {} already exist or can be imported on the node and are not from the applied layout; "
+              "disko would force-import them instead of creating them"))
+    for key, live, error, code, message in kinds:
+        declared = plan.devices_value.get(key) or {}
+        if not declared:
+            continue
+        if live is None:
+            return RefusalCode.STATE_UNKNOWN, [f"unknown: {error}"]
+        applied = set(applied_value.get(key) or {})
+        taken = sorted(name for name in declared if name in live and name not in applied)
         if taken:
-            return (RefusalCode.VOLUME_GROUP_EXISTS,
-                    [f"volume group(s) {', '.join(taken)} already exist on the node and are not from the "
-                     "applied layout; disko would add LVs to them instead of creating them"])
-    pools = plan.devices_value.get("zpool") or {}
-    if pools:
-        if facts.zpools is None:
-            return RefusalCode.STATE_UNKNOWN, [f"unknown: {facts.zpools_error}"]
-        applied_pools = set(applied_value.get("zpool") or {})
-        taken = sorted(p for p in pools if p in facts.zpools and p not in applied_pools)
-        if taken:
-            return (RefusalCode.ZPOOL_EXISTS,
-                    [f"ZFS pool(s) {', '.join(taken)} already exist or can be imported on the node and are not "
-                     "from the applied layout; disko would force-import them instead of creating them"])
+            return code, [message.format(", ".join(taken))]
     return None
 
 
