@@ -416,7 +416,7 @@ def _refuse_batch(ctx: Ctx, refused: list[Verdict]) -> None:
                 node = text.split(":", 1)[0] + ": "
             elif text.startswith(("REFUSED", "server dry run: REFUSED")):
                 ctx.err.write(f"    {node}{text}\n")
-            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "next step:")):
+            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "refused:", "next step:")):
                 ctx.err.write(f"    {text}\n")
     ctx.err.write(f"  hint: `{ctx.prog} diff -f PATH` shows the whole plan; fix the manifests and re-run. "
                   "--force-refused sends them anyway (the operator and agents then refuse them, and an "
