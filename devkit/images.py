@@ -244,8 +244,9 @@ def wheels_digest(wheels: Sequence[Path]) -> str:
 
 # ---- 3./4. images and archives --------------------------------------------------------------------
 
-def build_image(target: str, *, base: str, ref: str, rev: str, wheels: str, epoch: int) -> None:
+def build_image(target: str, *, base: str, ref: str, rev: str, wheels: str, epoch: int, no_cache: bool) -> None:
     argv = ["buildah", "bud", "--isolation=chroot", "--layers", "--quiet", "--timestamp", str(epoch),
+            *(["--no-cache"] if no_cache else []),
             "--build-arg", f"BASE={base}", "--build-arg", f"REVISION={rev}", "--build-arg", f"WHEELS={wheels}",
             "--target", target, "--tag", ref, "--file", str(DOCKERFILE), str(ROOT)]
     run(argv, timeout=BUILD_TIMEOUT, quiet=True)
@@ -343,6 +344,29 @@ def check_contents(ref: str) -> list[str]:
     return problems
 
 
+def compare_with_previous(path: Path, result: dict[str, object]) -> bool | None:
+    """Whether the layers equal those of the previous build of the same commit in ``path`` (None:
+    there was none); printed, so two builds of one commit show whether they are reproducible."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if previous.get("revision") != result["revision"] or str(result["revision"]).endswith("-dirty"):
+        return None
+    same = True
+    for target, info in dict(result["images"]).items():  # type: ignore[call-overload]
+        before = previous.get("images", {}).get(target, {}).get("layers")
+        if before is None:
+            continue
+        if before == info["layers"]:
+            log(f"{target}: layer digests equal the previous build of this commit ({len(before)} layers)")
+        else:
+            same = False
+            diff = [i for i, (a, b) in enumerate(zip(before, info["layers"], strict=False)) if a != b]
+            log(f"{target}: layer digests DIFFER from the previous build of this commit (layers {diff})")
+    return same
+
+
 def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -351,6 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devkit.images", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated: operator,agent")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="build every layer again (the base tar and the wheels are still reused; "
+                         "DISKLET_BASE_MAX_AGE_HOURS=0 makes the base again): compare the layer digests "
+                         "with the previous build of the same commit")
     ap.add_argument("--wheels-only", action="store_true",
                     help="only build build/wheels (for docker/buildah builds elsewhere; no root needed)")
     args = ap.parse_args(argv)
@@ -394,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref = f"{registry}/disklet-{target}:{tag}"
             t = time.monotonic()
             log(f"{target}: buildah bud --target {target} -> {ref}")
-            build_image(target, base=base, ref=ref, rev=rev, wheels=wheels, epoch=epoch)
+            build_image(target, base=base, ref=ref, rev=rev, wheels=wheels, epoch=epoch, no_cache=args.no_cache)
             archive = OUT / f"disklet-{target}.oci"
             write_archive(ref, archive, epoch)
             seconds[target] = round(time.monotonic() - t, 1)
@@ -412,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds["total"] = round(time.monotonic() - started, 1)
         result["images"] = images
         result["seconds"] = seconds
+        result["same_as_previous_build"] = compare_with_previous(OUT / "images.json", result)
         (OUT / "images.json").write_text(json.dumps(result, indent=2) + "\n")
         (OUT / "values.yaml").write_text(
             "# helm install ... -f build/images/values.yaml: the images `make images` built\n"
