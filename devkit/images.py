@@ -128,7 +128,7 @@ def default_tag(rev: str) -> str:
 
 def base_inputs(mirror: str) -> dict[str, object]:
     return {"suite": SUITE, "mirror": mirror, "packages": list(PACKAGES), "dpkg": list(DPKG_OPTIONS),
-            "epoch": BASE_EPOCH, "variant": "minbase", "format": 2}
+            "epoch": BASE_EPOCH, "variant": "minbase", "format": 3}
 
 
 def base_key(mirror: str) -> str:
@@ -158,6 +158,11 @@ def build_base(mirror: str, max_age_hours: float) -> tuple[Path, bool]:
             # No apt lists, logs or caches that differ from build to build.
             "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/log/apt \"$1\"/var/log/dpkg.log "
             "\"$1\"/var/log/alternatives.log \"$1\"/var/cache/ldconfig/aux-cache",
+            # The files every container runtime mounts over: present (else the first RUN of a build
+            # adds them with the time of that build, and its layer differs every time) and with
+            # fixed contents (mmdebstrap copies the build host's resolv.conf and hostname).
+            "--customize-hook=printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' "
+            "> \"$1\"/etc/hosts && : > \"$1\"/etc/resolv.conf && echo localhost > \"$1\"/etc/hostname",
             SUITE, str(partial), mirror]
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(BASE_EPOCH))
     log(f"base: mmdebstrap {SUITE} with {', '.join(PACKAGES)} (a few minutes the first time)")
