@@ -372,6 +372,45 @@ def compare_with_previous(path: Path, result: dict[str, object]) -> bool | None:
     return same
 
 
+def check_operator_nix(ref: str) -> str:
+    """``nix-instantiate --eval`` in the operator image as the chart runs it: as the image's user
+    (10001), the root file system read-only, an empty ``/tmp`` (the chart's emptyDir), the image's
+    environment. Returns the evaluation's output; :class:`BuildError` when it fails."""
+    config = json.loads(run(["buildah", "inspect", "--type", "image", "--", ref], timeout=60,
+                            capture=True))["OCIv1"]["config"]
+    user = str(config.get("User") or "")
+    env = [str(e) for e in config.get("Env") or []]
+    if not user or user.split(":")[0] in ("", "0", "root"):
+        raise BuildError(f"{ref}: the operator image must name a non-root user, not {user!r}")
+    ctr = run(["buildah", "from", "--quiet", "--pull=never", ref], timeout=120, capture=True).strip()
+    mounted: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="disklet-operator-root-"))
+    try:
+        image_root = run(["buildah", "mount", ctr], timeout=60, capture=True).strip()
+        run(["mount", "--bind", "--", image_root, str(root)], timeout=30)
+        mounted.append(str(root))
+        run(["mount", "-o", "remount,bind,ro", "--", str(root)], timeout=30)
+        for fstype, target, opts in (("tmpfs", "tmp", "size=64m,mode=1777"), ("proc", "proc", "ro")):
+            run(["mount", "-t", fstype, "-o", opts, "--", fstype, str(root / target)], timeout=30)
+            mounted.append(str(root / target))
+        (root / "tmp" / "check.nix").write_text("{ sum = 1 + 2; }\n")
+        out = run(["chroot", f"--userspec={user}", "--", str(root), "/usr/bin/env", "-i", *env,
+                   "nix-instantiate", "--eval", "--strict", "/tmp/check.nix"], timeout=120, capture=True).strip()
+        if out != "{ sum = 3; }":
+            raise BuildError(f"{ref}: nix-instantiate as {user} on a read-only root answered {out!r}")
+        return out
+    finally:
+        for path in reversed(mounted):
+            subprocess.run(["umount", "--", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=60, check=False)
+        if not any(Path(p).is_mount() for p in mounted):
+            root.rmdir()
+        subprocess.run(["buildah", "umount", ctr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                       check=False)
+        subprocess.run(["buildah", "rm", ctr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                       check=False)
+
+
 def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -442,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rev not in version:
                 raise BuildError(f"disklet-agent --version in the image does not name {rev}: {version!r}")
             images["agent"]["version"] = version
+        if "operator" in images:
+            check_operator_nix(str(images["operator"]["image"]))
+            log("operator: nix-instantiate evaluates as uid 10001 on a read-only root file system")
         seconds["total"] = round(time.monotonic() - started, 1)
         result["images"] = images
         result["seconds"] = seconds
