@@ -14,9 +14,20 @@ DEVICE_PATH_PATTERN = r"^/dev/[^\x00-\x1f\x7f]+$"
 """A device path: under /dev, no control characters (it must never read as an option)."""
 
 
+MAX_NAME = 253
+NODE_BOUND_SUFFIX = 45
+"""``.dev-`` + 40 hex digits: what follows the node name in a node-bound BlockDevice name."""
+
+
 def block_device_name(node: str, identity: str, path: str) -> str:
-    """``dev-`` + a stable hash: the same disk keeps its name across reboots and renames."""
+    """``<node>.dev-<hash>``: a stable hash (the same disk keeps its name across reboots and renames),
+    bound to the node. The node-authority admission policy lets an agent create only names that are
+    its node, a dot and ``dev-`` + 40 hex digits, so no agent can take another node's future names
+    (docs/security.md, "Node authority"). A node name longer than 208 characters does not fit; such a
+    node's devices are named ``dev-<hash>`` (not bound: documented)."""
     digest = hashlib.sha256(f"{node}\0{identity}\0{path if not identity else ''}".encode()).hexdigest()
+    if len(node) + NODE_BOUND_SUFFIX <= MAX_NAME:
+        return f"{node}.dev-{digest[:40]}"
     return f"dev-{digest[:40]}"
 
 
@@ -80,7 +91,10 @@ class BlockDeviceStatus(StatusModel):
     # strict: 1 or "yes" is not a boolean for the API server either (the schema says boolean).
     rota: bool | None = Field(default=None, strict=True, description="Rotational device.")
     hot_plug: bool | None = Field(default=None, strict=True, description="Hot-pluggable device.")
-    machine_id: str | None = Field(default=None, description="/etc/machine-id of the node.")
+    machine_id: str | None = Field(
+        default=None, description="The node's app-specific machine ID: derived from /etc/machine-id with HMAC-SHA256 "
+                                  "(systemd-id128 machine-id --app-specific=5e2a7c1d9b4f4e0a8c6d3f1b2a9e7c40 on the node "
+                                  "prints it); the machine ID itself is never published.")
     consumable: bool = Field(default=False, strict=True, description="Whether the device can become a PV of a new VG now.")
     consumable_reason: str | None = Field(default=None, description="Why the device is not consumable.")
     consumable_reason_code: ConsumableReason | None = Field(

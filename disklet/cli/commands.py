@@ -40,7 +40,18 @@ from .kube import EVENTS, NODES, PODS, Kind, Kube, KubeError, NotFound
 from .kubeconfig import HINT as KUBECONFIG_HINT
 from .kubeconfig import kubeconfig_problem
 from .manifests import Manifest, ManifestError, load_manifests
-from .output import KIND_NAME_COLUMN, Output, field, printer_columns, render, table
+from .output import (
+    KIND_NAME_COLUMN,
+    MIN_CELL,
+    Output,
+    custom_columns,
+    field,
+    printer_columns,
+    render,
+    sort_objects,
+    table,
+    table_columns,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DIFF_NONE, DIFF_CHANGES, DIFF_ERROR = 0, 1, 2
@@ -168,18 +179,48 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
                      lvm: lvmdiff.Options | None = None) -> list[Verdict]:
     """The plan ``kctl diff`` prints and ``kctl apply`` enforces: one verdict per manifest (no writes)."""
     preflights = await _preflight_all(manifests)
+    owners = await _layout_owners(kube, manifests)
     out: list[Verdict] = []
     for m in manifests:
         report = Ctx(out=io.StringIO(), err=io.StringIO())
         live = await kube.get(kind_of(m.resource), m.name) if kube else None
         if isinstance(m.spec, DiskLayoutSpec):
             ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube)
+            if owners.get(id(m)):
+                ok = False
+                owner, where = owners[id(m)]
+                report.say(f"  refused: another_disk_layout_for_node: node {m.spec.node_name} already has DiskLayout "
+                           f"{owner} ({where}); only one DiskLayout per node is allowed")
+                report.say(f"  next step: {next_step('another_disk_layout_for_node')}")
         elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
             ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
         else:
             ok, state = True, _diff_spec(report, m, live, offline)
         assert isinstance(report.out, io.StringIO)
         out.append(Verdict(m, ok, state, report.out.getvalue()))
+    return out
+
+
+async def _layout_owners(kube: Kube | None, manifests: list[Manifest]) -> dict[int, tuple[str, str]]:
+    """id(manifest) → (the DiskLayout that already holds its node, where it is) for every DiskLayout
+    manifest the operator would refuse as a second layout of its node: an older one in the cluster
+    (older: created first, by name within the same second — the operator's rule). Two layouts for
+    one node within a batch are refused earlier, when the batch is loaded."""
+    layouts = [m for m in manifests if isinstance(m.spec, DiskLayoutSpec)]
+    if not layouts:
+        return {}
+    live = await kube.list_objects(kind_of(DISK_LAYOUT)) if kube else []
+    out: dict[int, tuple[str, str]] = {}
+    for m in layouts:
+        assert isinstance(m.spec, DiskLayoutSpec)
+        node = m.spec.node_name
+        mine = next((o for o in live if views.name_of(o) == m.name), None)
+        key = (field(mine, "metadata.creationTimestamp") or "~", m.name) if mine else ("~", m.name)
+        older = sorted((field(o, "metadata.creationTimestamp") or "", views.name_of(o)) for o in live
+                       if field(o, "spec.nodeName") == node and views.name_of(o) != m.name
+                       and not field(o, "metadata.deletionTimestamp"))
+        if older and older[0] < key:
+            out[id(m)] = (older[0][1], "in the cluster")
     return out
 
 
@@ -375,7 +416,7 @@ def _refuse_batch(ctx: Ctx, refused: list[Verdict]) -> None:
                 node = text.split(":", 1)[0] + ": "
             elif text.startswith(("REFUSED", "server dry run: REFUSED")):
                 ctx.err.write(f"    {node}{text}\n")
-            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "next step:")):
+            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "refused:", "next step:")):
                 ctx.err.write(f"    {text}\n")
     ctx.err.write(f"  hint: `{ctx.prog} diff -f PATH` shows the whole plan; fix the manifests and re-run. "
                   "--force-refused sends them anyway (the operator and agents then refuse them, and an "
@@ -531,24 +572,53 @@ async def _watch(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], sel
                                  what=f"list {kind.plural}")
     version = str(field(listing, "metadata.resourceVersion", "")) or None
     headers_done = ctx.output.no_headers or ctx.output.structured
+    tabular = ctx.output.format in (None, "wide", "custom-columns")
+    cols = table_columns(custom_columns(ctx.output.arg) if ctx.output.format == "custom-columns" else columns,
+                         ctx.output)
+    widths = [max(MIN_CELL, len(c.header)) if not ctx.output.no_headers else MIN_CELL for c in cols]
+
+    def wanted(obj: dict[str, Any]) -> bool:
+        return not ((names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node))
+
+    def row(cells: list[str]) -> str:
+        """One line padded to the widths printed so far: an empty cell keeps its column (kubectl's -w)."""
+        for i, text in enumerate(cells):
+            widths[i] = max(widths[i], len(text))
+        return "   ".join(t.ljust(widths[i]) if i < len(cells) - 1 else t for i, t in enumerate(cells)).rstrip() + "\n"
 
     def show(obj: dict[str, Any]) -> None:
         nonlocal headers_done
-        if (names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node):
-            return
         obj.setdefault("apiVersion", f"{kind.group}/{kind.version}")
         obj.setdefault("kind", kind.kind)
-        text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done),
-                      single=True, columns=columns)
+        if tabular:
+            ctx.out.write(row([c.value(obj) for c in cols]))
+            ctx.out.flush()
+            return
+        text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done,
+                                    show_managed_fields=ctx.output.show_managed_fields), single=True, columns=columns)
         headers_done = True
         ctx.out.write(text if ctx.output.format != "jsonpath" or text.endswith("\n") else text + "\n")
         ctx.out.flush()
 
-    for obj in sorted((listing or {}).get("items") or [], key=views.name_of):
+    first = [o for o in (listing or {}).get("items") or [] if wanted(o)]
+    first = sort_objects(sorted(first, key=views.name_of), ctx.output.sort_by) if ctx.output.sort_by else \
+        sorted(first, key=views.name_of)
+    if tabular:
+        cells = [[c.value(o) for c in cols] for o in first]
+        for line in cells:
+            for i, text in enumerate(line):
+                widths[i] = max(widths[i], len(text))
+        if not ctx.output.no_headers:
+            ctx.out.write(row([c.header for c in cols]))
+        for line in cells:
+            ctx.out.write(row(line))
+        ctx.out.flush()
+        first = []
+    for obj in first:
         show(obj)
     async for event in kube.watch(kind, label_selector=selector, timeout_seconds=request_timeout,
                                   resource_version=version):
-        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+        if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and wanted(event.get("object") or {}):
             show(event.get("object") or {})
     return EXIT_OK
 
@@ -785,7 +855,7 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     try:
         async with await ctx.connect() as kube:
             bundle = await supportbundle.collect(kube, ctx.namespace, tail,
-                                                 supportbundle.exec_via(kube, ctx.namespace), nodes or None)
+                                                 supportbundle.exec_via(kube), nodes or None)
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED

@@ -4,8 +4,8 @@
 and prints their JSON values one after another. So a batch of bodies costs one evaluator start
 instead of one per body, and each body is *parsed separately*: no text is spliced, so no body can
 close a bracket, open a comment or a string, or otherwise reach into another body's expression.
-The sandbox is the single path's: the same ``prlimit`` limits, options, empty configuration
-directory and environment (:mod:`.evaluate`); only the transport differs (argv instead of stdin).
+The sandbox is the single path's: the same ``prlimit`` limits, options and environment (no
+configuration file can be read) (:mod:`.evaluate`); only the transport differs (argv instead of stdin).
 
 Isolation of failures. Nix stops at the first body that fails (syntax error, ``throw``,
 ``abort``, type error, function at the top, resource limit). Everything printed before it is a
@@ -25,8 +25,6 @@ concatenated output (``1`` ``2`` prints ``12``), so a number also sends its body
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,11 +165,9 @@ class BatchEvaluator:
     def _run(self, bodies: list[str]) -> tuple[bool, list[Any], bool]:
         """(exit ok, leading complete values, killed)."""
         self.runs += 1
-        with tempfile.TemporaryDirectory(prefix="disklet-nixconf-") as empty:
-            os.chmod(empty, 0o555)
-            env = {**EVAL_ENV, "NIX_CONF_DIR": empty}
-            cpu = max(1, int(self.timeout) + 1)  # as the single path: CPU seconds just above the wall clock
-            result = self.runner.run(batch_argv(bodies, self.memory_bytes, cpu), timeout=self.timeout, env=env)
+        cpu = max(1, int(self.timeout) + 1)  # as the single path: CPU seconds just above the wall clock
+        result = self.runner.run(batch_argv(bodies, self.memory_bytes, cpu), timeout=self.timeout,
+                                 env=dict(EVAL_ENV))
         if result.returncode == 127 and not result.stdout and not result.timed_out:
             raise NixUnavailable(result.stderr.strip())
         values = _decode_values(result.stdout, len(bodies))

@@ -34,7 +34,10 @@ def test_table_aligns_columns_without_trailing_blanks():
     assert text == ("NAME          PHASE     DEVICES\n"
                     "a             <none>    /dev/sdb,/dev/sdc\n"
                     "longer-name   applied   <none>\n")
-    assert table(("A", "B"), [["x", ""]], indent="  ") == "  A   B\n  x   <none>\n"
+    assert table(("A", "B"), [["x", ""]], indent="  ") == "  A     B\n  x     <none>\n", \
+        "kubectl's tabwriter: a column is at least 6 wide with its padding"
+    assert table(("A", "B", "C"), [["x", "", "y"]], keep_empty=True, no_headers=True) == "x" + " " * 11 + "y\n", \
+        "an empty column keeps its width"
 
 
 def test_cells_and_key_values():

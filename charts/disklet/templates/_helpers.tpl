@@ -38,7 +38,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "disklet.image" -}}
 {{- $registry := required "image.registry is required" .ctx.Values.image.registry -}}
 {{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag -}}
-{{- if eq $tag "latest" -}}{{- fail "image.tag must be a version, never latest" -}}{{- end -}}
+{{- if eq $tag "latest" -}}{{- fail (printf "image.tag=latest is refused: pin a version (image.tag=%s, or leave image.tag empty for the chart's appVersion); latest changes under a running DaemonSet, so nodes would run different agents" .ctx.Chart.AppVersion) -}}{{- end -}}
 {{- printf "%s/disklet-%s:%s" (trimSuffix "/" $registry) .component $tag -}}
 {{- end -}}
 
@@ -101,4 +101,18 @@ term also demands that the node is not a control-plane node (untainted control p
 {{- $_ := set $aff "nodeAffinity" $na -}}
 {{- end -}}
 {{- toYaml $aff -}}
+{{- end -}}
+
+{{/* Values a new user writes by habit that this chart spells differently: refused with the right name. */}}
+{{- define "disklet.checkValues" -}}
+{{- if hasKey .Values "imagePullSecrets" -}}
+{{- fail "imagePullSecrets is not a value of this chart: set image.pullSecrets (e.g. --set 'image.pullSecrets[0].name=regcred'); it applies to the operator and the agent" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether agent.extraEnv turns on the loop-device test switch (DISKLET_ALLOW_LOOP_TARGETS). */}}
+{{- define "disklet.loopTargetsAllowed" -}}
+{{- range .Values.agent.extraEnv -}}
+{{- if and (eq (toString .name) "DISKLET_ALLOW_LOOP_TARGETS") (has (lower (trim (toString .value))) (list "1" "true" "yes" "on")) -}}true{{- end -}}
+{{- end -}}
 {{- end -}}

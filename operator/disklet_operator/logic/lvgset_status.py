@@ -135,27 +135,31 @@ def _progressing(result: Plan, outcome: Outcome, counts: dict[str, int]) -> tupl
     return "True", ProgressReason.ROLLING_OUT, line + (", waiting for the canary" if r.canary_pending else "")
 
 
-def build_status(result: Plan, outcome: Outcome, old: Mapping[str, Any] | None,
-                 now: str | None = None) -> LVMVolumeGroupSetStatus:
-    """The set's status after a pass (lastTransitionTime kept unless a condition flips)."""
-    prev = LVMVolumeGroupSetStatus.model_validate(dict(old or {}))
+Problem = tuple[str, str, str]
+"""(child name, reason, message)."""
+
+
+def _counts(result: Plan, outcome: Outcome) -> dict[str, int]:
     existing = set(result.managed_existing) | outcome.created
-    updated_names = {s.name for s in result.slots if s.updated_after(outcome)}
-    counts = {
+    return {
         "desired": len(result.desired),
         "current": len(existing),
-        "updated": len(updated_names),
+        "updated": len({s.name for s in result.slots if s.updated_after(outcome)}),
         "ready": sum(1 for s in result.slots if s.child is not None and s.name in existing and s.child.ready()),
         "updated_ready": sum(1 for s in result.slots if s.updated and not s.spec_write and s.child is not None
                              and s.child.converged()),
     }
-    failed = {p.name for p in result.failed} | set(outcome.create_errors) | set(outcome.update_errors)
-    desired, current = counts["desired"], counts["current"]
+
+
+def _problems(result: Plan, outcome: Outcome) -> list[Problem]:
     problems = [(p.name, p.reason, p.message) for p in result.problems + result.failed]
     problems += [(n, SetReason.CREATE_FAILED, m) for n, m in sorted(outcome.create_errors.items())]
     problems += [(n, SetReason.UPDATE_FAILED, m) for n, m in sorted(outcome.update_errors.items())]
-    problems = list(dict.fromkeys(problems))  # a remembered refusal is both a failed child and an outcome
+    return list(dict.fromkeys(problems))  # a remembered refusal is both a failed child and an outcome
 
+
+def _phase(desired: int, current: int, problems: list[Problem]) -> tuple[SetPhase, str | None]:
+    """The set's phase, and its reason (every problem reason, comma-separated, when there are any)."""
     reason: str | None
     if desired == 0:
         phase, reason = SetPhase.NOT_CREATED, SetReason.NO_MATCHING_NODES
@@ -168,7 +172,10 @@ def build_status(result: Plan, outcome: Outcome, old: Mapping[str, Any] | None,
     if problems:
         reasons = sorted({p[1] for p in problems})
         reason = reasons[0] if len(reasons) == 1 else ",".join(reasons)
-    ready = phase == SetPhase.CREATED and not problems
+    return phase, reason
+
+
+def _ready_message(result: Plan, problems: list[Problem], counts: dict[str, int]) -> str:
     lines = [f"{n}: {m}" for n, _, m in problems[:MAX_LISTED_ERRORS]]
     if len(problems) > MAX_LISTED_ERRORS:
         lines.append(f"... and {len(problems) - MAX_LISTED_ERRORS} more")
@@ -176,16 +183,29 @@ def build_status(result: Plan, outcome: Outcome, old: Mapping[str, Any] | None,
         lines.append(f"{len(result.orphans)} LVMVolumeGroup(s) kept for nodes that no longer match "
                      f"(status.attention, reason Orphaned); delete them deliberately to remove the VGs")
     if not lines:
-        lines.append(f"{current}/{desired} LVMVolumeGroups created")
+        lines.append(f"{counts['current']}/{counts['desired']} LVMVolumeGroups created")
+    return "\n".join(lines)[:32000]
+
+
+def build_status(result: Plan, outcome: Outcome, old: Mapping[str, Any] | None,
+                 now: str | None = None) -> LVMVolumeGroupSetStatus:
+    """The set's status after a pass (lastTransitionTime kept unless a condition flips)."""
+    prev = LVMVolumeGroupSetStatus.model_validate(dict(old or {}))
+    counts = _counts(result, outcome)
+    failed = {p.name for p in result.failed} | set(outcome.create_errors) | set(outcome.update_errors)
+    problems = _problems(result, outcome)
+    phase, reason = _phase(counts["desired"], counts["current"], problems)
+    ready = phase == SetPhase.CREATED and not problems
     cond_reason = SetReason.ALL_CREATED if ready else (reason.split(",")[0] if reason else SetReason.CREATING)
     gen = result.set_ref.generation
-    conds: list[Condition] = set_condition(list(prev.conditions or []), SetConditionType.READY, "True" if ready else "False",
-                                           cond_reason, "\n".join(lines)[:32000], gen, now=now)
+    conds: list[Condition] = set_condition(list(prev.conditions or []), SetConditionType.READY,
+                                           "True" if ready else "False", cond_reason,
+                                           _ready_message(result, problems, counts), gen, now=now)
     p_status, p_reason, p_message = _progressing(result, outcome, counts)
     conds = set_condition(conds, SetConditionType.PROGRESSING, p_status, p_reason, p_message, gen, now=now)
     attention, _ = _attention(result, outcome)
     return LVMVolumeGroupSetStatus(
-        current_lvm_volume_groups_count=current, desired_lvm_volume_groups_count=desired,
+        current_lvm_volume_groups_count=counts["current"], desired_lvm_volume_groups_count=counts["desired"],
         updated_count=counts["updated"], ready_count=counts["ready"], updated_ready_count=counts["updated_ready"],
         failed_count=len(failed), orphaned_count=len(result.orphans), current_revision=result.revision,
         attention=attention or None, revisions=_revisions(result, prev), phase=phase,
