@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 # This checkout's code is what runs and what is checked (not whatever an editable install points at).
 export PYTHONPATH := $(CURDIR):$(CURDIR)/operator:$(CURDIR)/agent$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test bootstrap lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench
+.PHONY: test bootstrap lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench node
 
 # The real-server tier (tests/api/*_real.py and e2e/) runs on a local control plane found through
 # KUBEBUILDER_ASSETS (devkit/envtest.py); .ci/run sets it. Without it they skip with one line.
@@ -55,6 +55,12 @@ e2e:
 # The e2e harness against the Kubernetes API mock as a server process (no assets needed).
 e2e-mock:
 	E2E_MOCK=1 $(PY) -m pytest e2e -q
+
+# The node tier (tests/node/): the chart's own pods on a real node — the envtest control plane plus
+# containerd, kubelet and kube-scheduler (devkit/node.py) — with the images of `make images` loaded
+# (build/images/, or DISKLET_IMAGES_DIR). Root. One helm install shared by the scenarios (docs/testing.md).
+node:
+	$(PY) -m pytest tests/node -q -rs -p no:cacheprovider
 
 # A control plane for manual use: prints `export KUBECONFIG=...`, stops everything on Ctrl-C.
 envtest:
