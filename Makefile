@@ -1,10 +1,13 @@
 # disklet — developer entry points. `make test` is the one test command (README, CI).
-PY ?= python3
-export PATH := $(CURDIR)/.tools/bin:$(PATH)
+# The project's virtualenv (.venv, made by scripts/bootstrap.sh): the Makefile runs its Python, so
+# nothing is installed into the machine's own Python. `make PY=python3 ...` uses another interpreter.
+VENV := $(CURDIR)/.venv
+PY ?= $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 # This checkout's code is what runs and what is checked (not whatever an editable install points at).
 export PYTHONPATH := $(CURDIR):$(CURDIR)/operator:$(CURDIR)/agent$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test bootstrap lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench node
+.PHONY: test bootstrap venv lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench node
 
 # The real-server tier (tests/api/*_real.py and e2e/) runs on a local control plane found through
 # KUBEBUILDER_ASSETS (devkit/envtest.py); .ci/run sets it. Without it they skip with one line.
@@ -12,6 +15,17 @@ test: bootstrap lint typecheck archcheck crds-check pytest e2e
 
 bootstrap:
 	@bash scripts/bootstrap.sh
+
+# Only the virtualenv (and this package in it), for the targets below when .venv is missing.
+venv:
+	@bash scripts/bootstrap.sh --venv
+
+# Every target that runs $(PY) makes the virtualenv first if it is missing (not when PY is overridden).
+ifeq ($(PY),$(VENV)/bin/python)
+lint typecheck archcheck crds crds-check pytest demo e2e e2e-mock envtest bench: | $(VENV)/bin/python
+$(VENV)/bin/python:
+	@bash scripts/bootstrap.sh --venv
+endif
 
 lint:
 	$(PY) -m ruff check disklet operator agent devkit tests e2e bench
@@ -22,7 +36,7 @@ typecheck:
 
 # The layer contracts of docs/architecture.md ([tool.importlinter] in pyproject.toml).
 archcheck:
-	lint-imports
+	$(PY) -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
 
 crds:
 	$(PY) -m disklet.api.crdgen

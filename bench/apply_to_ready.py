@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "operator")]
 from disklet_agent.config import AgentConfig  # noqa: E402
 from disklet_agent.daemon import build_registry, configure_settings  # noqa: E402
 from disklet_agent.deps import AgentDeps  # noqa: E402
-from disklet_agent.lvm.engine import LVMEngine  # noqa: E402
+from disklet_agent.lvm.engine import HostLvgEngine  # noqa: E402
 
 from devkit.envtest import ControlPlane, assets_dir, unavailable_reason  # noqa: E402
 from devkit.kopfrun import kopf_running  # noqa: E402
@@ -135,7 +135,7 @@ async def agent_rounds(rounds: int, work: Path, runner: HostRunner, cp: ControlP
     os.environ.pop("KUBERNETES_SERVICE_HOST", None)
     os.environ["DISKLET_NAMESPACE"] = NAMESPACE
     deps = AgentDeps.from_config(config)
-    engine = LVMEngine(deps.runner, config)
+    engine = HostLvgEngine(deps.runner, config)
     parallel = engine.parallel_reads
 
     def observe(r: Any) -> None:

@@ -26,13 +26,13 @@ from disklet_operator.logic.lvgset_planner import (  # noqa: E402
     Outcome,
     SetRef,
     build_status,
-    child_name,
     owner_reference,
     plan,
     template_revision,
 )
 
 from disklet.api.lvm import LVMVolumeGroupSetSpec  # noqa: E402
+from disklet.lvm.names import child_name  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "lvgset_status_bytes.json"
 REF = SetRef("fleet-data", "0d9f5c8e-1111-2222-3333-444455556666", 2)

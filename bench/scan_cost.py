@@ -18,7 +18,7 @@ from pathlib import Path
 
 from disklet_agent.config import AgentConfig
 from disklet_agent.host.lvm import Lvm
-from disklet_agent.lvm import LVMEngine
+from disklet_agent.lvm.engine import HostLvgEngine
 
 from disklet.api.lvm import FileDevice, LocalSpec, LVMVolumeGroupSpec, backing_file_name
 from disklet.hostcmd import HostRunner
@@ -45,7 +45,7 @@ def measure(n: int, root: Path) -> dict[str, object]:
         assert lvm.pvcreate(lp).ok
     assert lvm.vgcreate(vg, loops, lvg).ok
     cfg = AgentConfig(node_name="bench", file_devices_dir=str(base), lvm_extra_config="global{activation=0}")
-    engine = LVMEngine(runner, cfg)
+    engine = HostLvgEngine(runner, cfg)
     # The spec lists 1Gi entries; discovery does not provision, it only reads.
     spec = LVMVolumeGroupSpec(local=LocalSpec(node_name="bench"), actual_vg_name_on_the_node=vg,
                               file_devices=[FileDevice(name=f"e{i}", directory=str(base), size="1Gi")

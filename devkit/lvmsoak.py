@@ -72,14 +72,14 @@ def _spec(node: str, vg: str, base: str, entries: list[tuple[str, str]]) -> Any:
 
 def worker(job: dict[str, Any]) -> dict[str, Any]:
     from disklet_agent.config import AgentConfig
-    from disklet_agent.lvm import LVMEngine
+    from disklet_agent.lvm.engine import HostLvgEngine
 
     from disklet.api.lvm import LVMVolumeGroupStatus
     from disklet.hostcmd import HostRunner
 
     cfg = AgentConfig(node_name="soak-node", file_devices_dir=job["base"], lvm_extra_config=ACTIVATION_OFF,
                       command_timeout_seconds=120)
-    engine = LVMEngine(HostRunner(default_timeout=120), cfg)
+    engine = HostLvgEngine(HostRunner(default_timeout=120), cfg)
     spec = _spec("soak-node", job["vg"], job["base"], [tuple(e) for e in job["entries"]])
     status = LVMVolumeGroupStatus.model_validate(job["status"]) if job.get("status") else None
     print("go", flush=True)

@@ -128,6 +128,16 @@ def decimal_unit_hint(value: str) -> str:
             f" did you mean {m.group(1)}{m.group(2)}i?)")
 
 
+def disko_unit_hint(value: str) -> str:
+    """A hint for writing a Kubernetes binary unit (``1Gi``) where disko's own letters are expected:
+    disko's ``1G`` already means 1 GiB."""
+    m = re.match(r"^([0-9]+)([KMGTP])i(B)?$", value.strip())
+    if not m:
+        return ""
+    return (f" ({value} is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already binary"
+            f" (1G = 1 GiB); write {m.group(1)}{m.group(2)})")
+
+
 def format_bytes(n: int) -> str:
     """Bytes as the largest exact binary unit, else a short approximate one (for tables)."""
     for unit, size in (("Pi", PIB), ("Ti", TIB), ("Gi", GIB), ("Mi", MIB), ("Ki", KIB)):

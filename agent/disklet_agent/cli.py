@@ -27,7 +27,8 @@ from disklet_agent.disklayout.apply import (
 from disklet_agent.disklayout.classifier import Verdict, describe_node
 from disklet_agent.disklayout.gate import ApplyPlan, current_path, plan_apply
 from disklet_agent.disklayout.mode import promote_command, read_management_mode
-from disklet_agent.host.lsblk import BlockNode, BlockTopology, ProbeFailed, read_block_topology
+from disklet_agent.host.lsblk import ProbeFailed, read_block_topology
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -226,7 +227,7 @@ def _applied_targets(cfg: AgentConfig, deps: AgentDeps) -> tuple[set[str], str |
     try:
         from disklet.layout import extract_targets
 
-        from .disklayout.gate import resolve_targets
+        from .host.layout_reads import resolve_targets
 
         devices = extract_targets(cur.read_text(encoding="utf-8"), deps.runner).devices
         resolved = resolve_targets(deps.runner, devices)
@@ -318,7 +319,7 @@ def cmd_lvm_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report: dict[str, Any] = {}
     code = EXIT_OK
     for cmd, columns in LVM_REPORTS:
-        res = lvm.runner.run(lvm.argv(cmd, "--reportformat", "json", "--units", "b", "-o", columns), timeout=lvm.timeout)
+        res = lvm.raw_report(cmd, columns)
         try:
             report[cmd] = json.loads(res.stdout) if res.ok else {"error": (res.stderr or res.describe()).strip()}
         except ValueError:

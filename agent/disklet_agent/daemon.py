@@ -31,7 +31,7 @@ from disklet.observe import observe_host_commands, start_metrics_server  # noqa:
 
 from .config import AgentConfig  # noqa: E402
 from .deps import AgentDeps  # noqa: E402
-from .handlers import blockdevices, lease, lvm  # noqa: E402
+from .handlers import blockdevices, lease, lvg  # noqa: E402
 from .handlers.blockdevices import PvReader, TopologyReader  # noqa: E402
 from .kube import AgentKube  # noqa: E402
 from .lvm.ports import LvgEngine  # noqa: E402
@@ -64,9 +64,9 @@ def build_registry(deps: AgentDeps, *, engine: LvgEngine | None = None, kube: Ag
     tasks = BackgroundTasks.attach(registry)
     lock = asyncio.Lock()  # one LVM mutator at a time on this node
     if engine is None:
-        from .lvm.engine import LVMEngine
-        engine = LVMEngine(deps.runner, deps.config)
-    lvm.register(registry, deps, engine=engine, kube=kube, tasks=tasks, lock=lock)
+        from .lvm.engine import HostLvgEngine
+        engine = HostLvgEngine(deps.runner, deps.config)
+    lvg.register(registry, deps, engine=engine, kube=kube, tasks=tasks, lock=lock)
     blockdevices.register(registry, deps, kube=kube, engine=engine, topology_reader=topology_reader,
                           pv_reader=pv_reader, tasks=tasks, lock=lock)
     if lease_interval is None:

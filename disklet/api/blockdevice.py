@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
@@ -17,6 +18,32 @@ def block_device_name(node: str, identity: str, path: str) -> str:
     """``dev-`` + a stable hash: the same disk keeps its name across reboots and renames."""
     digest = hashlib.sha256(f"{node}\0{identity}\0{path if not identity else ''}".encode()).hexdigest()
     return f"dev-{digest[:40]}"
+
+
+class ConsumableReason(StrEnum):
+    """Why a device is not consumable (``status.consumableReasonCode``), first match wins in this order.
+    Stable: never rename one (docs/lvm.md, "BlockDevice")."""
+
+    UNSUPPORTED_TYPE = "UnsupportedType"
+    PROBE_FAILED = "ProbeFailed"
+    SYSTEM_DISK = "SystemDisk"
+    MOUNTED = "Mounted"
+    SWAP = "Swap"
+    MULTIPATH_MEMBER = "MultipathMember"
+    LVM_PHYSICAL_VOLUME = "LVMPhysicalVolume"
+    ZFS_MEMBER = "ZFSMember"
+    RAID_MEMBER = "RAIDMember"
+    HAS_PARTITIONS = "HasPartitions"
+    HELD = "HeldByDevice"
+    HAS_PARTITION_TABLE = "HasPartitionTable"
+    HAS_FILESYSTEM = "HasFilesystem"
+    READ_ONLY = "ReadOnly"
+    REMOVABLE = "Removable"
+    HOT_PLUG = "HotPlug"
+    TOO_SMALL = "TooSmall"
+
+
+_LIST_OF_PATHS: dict[str, Any] = {"x-kubernetes-list-type": "atomic", "items": {"maxLength": 4096}}
 
 
 class BlockDeviceStatus(StatusModel):
@@ -34,12 +61,31 @@ class BlockDeviceStatus(StatusModel):
     serial: str | None = Field(default=None, description="Disk serial.")
     wwn: str | None = Field(default=None, description="World Wide Name.")
     model: str | None = Field(default=None, description="Disk model.")
+    vendor: str | None = Field(default=None, description="Disk vendor (SCSI/SATA; usually empty for NVMe).")
+    transport: str | None = Field(default=None, description="nvme, sata, sas, usb, virtio, scsi, iscsi, fc, loop, ...")
+    removable: bool | None = Field(default=None, strict=True, description="Removable media.")
+    read_only: bool | None = Field(default=None, strict=True, description="Read-only device.")
+    logical_sector_size: int | None = Field(default=None, strict=True, description="Logical sector size in bytes.")
+    physical_sector_size: int | None = Field(default=None, strict=True, description="Physical sector size in bytes.")
+    partition_table_type: str | None = Field(default=None, description="Partition table on the device (gpt, dos).")
+    by_id: list[str] | None = Field(default=None, max_length=64, json_schema_extra=_LIST_OF_PATHS,
+                                    description="Names of the /dev/disk/by-id links to the device.")
+    mountpoints: list[str] | None = Field(default=None, max_length=64, json_schema_extra=_LIST_OF_PATHS,
+                                          description="Where the device itself is mounted.")
+    partitions: list[str] | None = Field(default=None, max_length=256, json_schema_extra=_LIST_OF_PATHS,
+                                         description="Partitions and other devices directly on this one (lsblk children).")
+    holders: list[str] | None = Field(default=None, max_length=64, json_schema_extra=_LIST_OF_PATHS,
+                                      description="Devices stacked on this one (device mapper, md), from sysfs.")
+    zfs_pool: str | None = Field(default=None, description="ZFS pool the device (or a partition of it) belongs to.")
     # strict: 1 or "yes" is not a boolean for the API server either (the schema says boolean).
     rota: bool | None = Field(default=None, strict=True, description="Rotational device.")
     hot_plug: bool | None = Field(default=None, strict=True, description="Hot-pluggable device.")
     machine_id: str | None = Field(default=None, description="/etc/machine-id of the node.")
     consumable: bool = Field(default=False, strict=True, description="Whether the device can become a PV of a new VG now.")
     consumable_reason: str | None = Field(default=None, description="Why the device is not consumable.")
+    consumable_reason_code: ConsumableReason | None = Field(
+        default=None, description="Why the device is not consumable, machine-readable: "
+                                  + ", ".join(r.value for r in ConsumableReason) + ".")
 
 
 class BlockDevice(ApiModel):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ..units import disko_unit_hint
 from .common import (
     ATOMIC,
     DNS_SUBDOMAIN,
@@ -23,6 +24,11 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
 POOL_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 DEVICE_PATTERN = r"^/dev/[A-Za-z0-9._:+/-]+$"
 SIZE_PATTERN = r"^(100%|[1-9][0-9]*[KMGTP]?)$"
+DISKO_UNIT_RULE = cel(
+    "!self.matches('^[0-9]+[KMGTP]iB?$')",
+    "is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already binary (1G = 1 GiB); write 1G",
+    message_expression="self + \" is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already "
+                       "binary (1G = 1 GiB); write \" + self.replace('i', '').replace('B', '')")
 MOUNT_OPTION_PATTERN = r"^[A-Za-z0-9_=,.:+/-]+$"
 FILESYSTEM_FORMATS = ("ext4", "ext3", "ext2", "xfs", "btrfs", "vfat", "f2fs")
 MAX_NIX_BODY = 262144
@@ -33,10 +39,10 @@ DENIED_TREES: tuple[str, ...] = (
     "/etc", "/proc", "/sys", "/dev", "/run", "/usr", "/boot", "/nix", "/bin", "/sbin", "/lib", "/lib32",
     "/lib64", "/root", "/tmp", "/home", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/docker",
     "/var/lib/etcd", "/var/lib/disklet", "/var/lib/nixos", "/var/log", "/var/run", "/var/lock", "/var/tmp",
-    "/var/empty",
+    "/var/empty", "/srv/kubernetes",
 )
 """Denied together with everything under them."""
-DENIED_EXACT: tuple[str, ...] = ("/", "/var", "/var/lib", "/var/lib/kcore", "/opt", "/srv/kubernetes")
+DENIED_EXACT: tuple[str, ...] = ("/", "/var", "/var/lib", "/var/lib/kcore", "/opt")
 """Denied as themselves (mounting there hides the tree below)."""
 
 
@@ -80,6 +86,7 @@ class RefusalCode(StrEnum):
     LAYOUT_VALUE_NOT_ALLOWED = "layout_value_not_allowed"
     MOUNTPOINT_NOT_ALLOWED = "mountpoint_not_allowed"
     MOUNTPOINT_OVER_LIVE_MOUNT = "mountpoint_over_live_mount"
+    MOUNTPOINT_RESOLVES_ELSEWHERE = "mountpoint_resolves_elsewhere"
     # Which devices may be targets, and proof that they are the ones we think.
     NOT_WHOLE_DISK = "target_device_not_whole_disk"
     IDENTITY_CHANGED = "target_device_identity_changed"
@@ -89,6 +96,10 @@ class RefusalCode(StrEnum):
     ZPOOL_EXISTS = "zpool_exists"
     # Day-2 changes that would unmount or orphan live data.
     APPLIED_DISK_REMOVED = "applied_disk_removed"
+    # Disks chosen by a selector (match) rather than a path.
+    SELECTOR_MATCHED_NOTHING = "selector_matched_nothing"
+    SELECTOR_AMBIGUOUS = "selector_ambiguous"
+    SELECTED_DISK_MISSING = "selected_disk_missing"
 
 
 class PartitionContent(ApiModel):
@@ -153,9 +164,16 @@ class PartitionContent(ApiModel):
 class Partition(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=32,
                       description="Partition name: letters, digits, underscore; unique on the disk. The GPT label is disk-<disk>-<name>.")
-    size: str = Field(pattern=SIZE_PATTERN, max_length=24,
-                      description="Size in binary units (512M, 20G) or 100% for the rest of the disk (last partition only).")
+    size: str = Field(pattern=SIZE_PATTERN, max_length=24, json_schema_extra=validations(DISKO_UNIT_RULE),
+                      description="Size in disko's units, whose letters are binary (512M, 20G = 20 GiB), or 100% for the rest of the disk (last partition only). Note: 20Gi is a Kubernetes unit and not accepted; write 20G.")
     content: PartitionContent = Field(description="What the partition holds.")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_hint(cls, v: object) -> object:
+        if isinstance(v, str) and disko_unit_hint(v):
+            raise ValueError(f"size {v!r} must be 100% or a whole number with K, M, G, T or P{disko_unit_hint(v)}")
+        return v
 
 
 class Gpt(ApiModel):
@@ -164,23 +182,93 @@ class Gpt(ApiModel):
         description="GPT partitions in on-disk order. On day 2, only appending is allowed.")
 
 
+SELECTOR_PLACEHOLDER_DIR = "/dev/disk/by-disklet-match/"
+"""The device the operator's pre-flight renders for a disk given by ``match`` (the agent substitutes
+the disk it resolves on the node before anything is checked or run)."""
+
+
+def selector_placeholder(disk_name: str) -> str:
+    return SELECTOR_PLACEHOLDER_DIR + disk_name
+
+
 class Disk(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": validations(
+            cel("has(self.device) != has(self.match)",
+                "set exactly one of device (a path) and match (a disk selector expression)"),
+        )
+    }
+
     name: str = Field(pattern=NAME_PATTERN, max_length=32, description="Disk name used in the disko config; unique in the layout.")
-    device: str = Field(
-        pattern=DEVICE_PATTERN, max_length=1024,
-        json_schema_extra=validations(cel("!self.contains('..')", "device must not contain ..")),
-        description="Block device path, e.g. /dev/disk/by-id/nvme-... (recommended: stable by-id names) or /dev/nvme1n1.")
+    device: str | None = Field(
+        default=None, pattern=DEVICE_PATTERN, max_length=1024,
+        json_schema_extra=validations(
+            cel("!self.contains('..')", "device must not contain .."),
+            cel("!self.startsWith('" + SELECTOR_PLACEHOLDER_DIR + "')",
+                "device must not be under " + SELECTOR_PLACEHOLDER_DIR + " (reserved for match)")),
+        description="Block device path, e.g. /dev/disk/by-id/nvme-... (recommended: stable by-id names) or /dev/nvme1n1. "
+                    "Set device or match.")
+    match: str | None = Field(
+        default=None, min_length=1, max_length=2048,
+        description="A CEL disk selector instead of a device path, e.g. 'disk.transport == \"nvme\" && disk.size >= 1Ti'. "
+                    "The agent chooses the one consumable disk of its node that matches, at the first apply, and "
+                    "pins its identity in status.targetIdentities: later applies use that disk, never another. "
+                    "Fields: docs/selectors.md.")
     gpt: Gpt = Field(description="GPT partition table of the disk.")
 
     @model_validator(mode="after")
-    def _device_has_no_dotdot(self) -> Disk:
-        if ".." in self.device:
-            raise ValueError(f"device {self.device!r} must not contain ..")
+    def _device_or_match(self) -> Disk:
+        if (self.device is None) == (self.match is None):
+            raise ValueError("set exactly one of device (a path) and match (a disk selector expression)")
+        if self.device is not None:
+            if ".." in self.device:
+                raise ValueError(f"device {self.device!r} must not contain ..")
+            if self.device.startswith(SELECTOR_PLACEHOLDER_DIR):
+                raise ValueError(f"device must not be under {SELECTOR_PLACEHOLDER_DIR} (reserved for match)")
+        if self.match is not None:
+            from disklet.diskselect import check_selector
+
+            problem = check_selector(self.match, "match")
+            if problem:
+                raise ValueError(problem)
         return self
+
+    @property
+    def target(self) -> str:
+        """The device the rendered layout names: the path, or the placeholder of a selector."""
+        return self.device if self.device is not None else selector_placeholder(self.name)
 
 
 class NamedStub(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=32, description="Name of the volume group or pool.")
+
+
+def _mountpoint_field(what: str) -> Any:
+    return Field(
+        default=None, max_length=1024, pattern=MOUNTPOINT_PATTERN,
+        json_schema_extra=validations(
+            cel(_denied_mountpoint_cel(),
+                "mountpoint is a system path (/, /etc, /proc, /sys, /dev, /run, /usr, /var, /boot, /nix, "
+                "/var/lib/kubelet, the agent's directories, ...; see docs/layouts.md)"),
+        ),
+        description=what + " letters, digits and . _ + - @, no . or .. segments; not a system path, and under an "
+                    "allowed root (default /var/lib/kcore, /var/lib/scratch, /srv, /data, /mnt). See docs/layouts.md.")
+
+
+class ZfsPoolStub(NamedStub):
+    mountpoint: str | None = _mountpoint_field(
+        "Where ZFS mounts the pool's root dataset (absolute path). Without it the root dataset is created with "
+        "mountpoint=none and nothing of the pool is mounted:")
+
+    @model_validator(mode="after")
+    def _mountpoint_allowed(self) -> ZfsPoolStub:
+        if self.mountpoint is not None:
+            if any(seg in (".", "..") for seg in self.mountpoint.split("/")):
+                raise ValueError(f"mountpoint {self.mountpoint!r} must not contain . or .. segments")
+            if self.mountpoint in DENIED_EXACT or any(
+                    self.mountpoint == d or self.mountpoint.startswith(d + "/") for d in DENIED_TREES):
+                raise ValueError(f"mountpoint {self.mountpoint!r} is a system path (see docs/layouts.md)")
+        return self
 
 
 class StructuredLayout(ApiModel):
@@ -191,9 +279,10 @@ class StructuredLayout(ApiModel):
     lvm_volume_groups: list[NamedStub] | None = Field(
         default=None, max_length=64, json_schema_extra=list_map("name"),
         description="LVM volume groups (empty stubs) that lvm_pv partitions join.")
-    zfs_pools: list[NamedStub] | None = Field(
+    zfs_pools: list[ZfsPoolStub] | None = Field(
         default=None, max_length=64, json_schema_extra=list_map("name"),
-        description="ZFS pools (empty stubs) that zfs partitions join.")
+        description="ZFS pools that zfs partitions join; a pool's root dataset is mounted at its mountpoint, "
+                    "or nowhere (mountpoint=none) when it has none.")
 
 
 class DiskLayoutSpec(ApiModel):
@@ -256,6 +345,10 @@ class TargetIdentity(StatusModel):
     ptuuid: str | None = Field(default=None, max_length=64, description="GPT disk GUID.")
     backing_file: str | None = Field(default=None, max_length=4096,
                                      description="Backing file (loop devices, tests only).")
+    disk: str | None = Field(default=None, max_length=32,
+                             description="The layout's disk whose match chose this device (set only for match disks): "
+                                         "later applies use this identity, never the selector again.")
+    match: str | None = Field(default=None, max_length=2048, description="The selector that chose the device.")
 
 
 class DiskLayoutStatus(StatusModel):

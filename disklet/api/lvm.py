@@ -29,7 +29,9 @@ LVM_NAME_PATTERN = r"^[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]*$"
 FILE_SIZE_PATTERN = r"^[1-9][0-9]*(Mi|Gi|Ti|Pi)$"
 # Whole numbers only (1536Mi, not 1.5Gi): the API server's quantity library cannot tell a
 # fractional byte count from a whole one reliably, so the pattern keeps every value whole bytes.
-THIN_SIZE_PATTERN = r"^(([1-9][0-9]?|100)%|[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?)$"
+# Binary units or bare bytes only: a decimal letter (1G = 10^9 bytes) is refused with a hint, as for
+# fileDevices, so one size text never means two sizes (docs/kctl.md#sizes).
+THIN_SIZE_PATTERN = r"^(([1-9][0-9]?|100)%|[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei)?)$"
 ALLOCATION_LIMIT_PATTERN = r"^[1-9][0-9]{0,3}%$"
 MIN_FILE_DEVICE_BYTES = GIB
 NAME_MAX = 255
@@ -102,7 +104,7 @@ class FileDevice(ApiModel):
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity('1Ei')) <= 0",
                 "size must be at most 1Ei (1024Pi)"),
             cel("self.directory == oldSelf.directory",
-                "directory of an existing file device is immutable: add a new entry instead"),
+                "directory of an existing file device is immutable, and entries are never removed: to use another directory, delete and re-create the LVMVolumeGroup"),
             cel("!self.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || !oldSelf.size.matches('^[1-9][0-9]*(Mi|Gi|Ti|Pi)$') || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
                 "size of a file device may only grow (the backing file is never shrunk)"),
         )
@@ -156,10 +158,19 @@ class ThinPool(ApiModel):
     size: str = Field(pattern=THIN_SIZE_PATTERN, max_length=32, json_schema_extra=validations(cel(
         "!isQuantity(self) || (quantity(self).compareTo(quantity('0')) > 0 && "
         "quantity(self).compareTo(quantity('1Ei')) <= 0)",
-        "thin pool size must be a percentage of the VG (1%..100%) or a quantity from 1 byte to 1Ei")),
-                      description="Absolute quantity, a whole number with an optional unit (10Gi, 1536Mi), or a percentage of the VG (1%..100%). Pools never shrink.")
+        "thin pool size must be a percentage of the VG (1%..100%) or a quantity from 1 byte to 1Ei"),
+        DECIMAL_SIZE_RULE),
+                      description="Absolute quantity, a whole number of bytes with an optional binary unit (10Gi, 1536Mi), or a percentage of the VG (1%..100%). Pools never shrink. Note: 1G is decimal (10^9 bytes) and not accepted; write 1Gi.")
     allocation_limit: str = Field(default="150%", pattern=ALLOCATION_LIMIT_PATTERN, max_length=8,
                                   description="Overcommit limit for thin volumes, as a percentage of the pool size.")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_hint(cls, v: object) -> object:
+        if isinstance(v, str) and decimal_unit_hint(v):
+            raise ValueError(f"thin pool size {v!r} must be a percentage, bytes or a whole number of Ki, Mi, Gi, "
+                             f"Ti, Pi or Ei{decimal_unit_hint(v)}")
+        return v
 
     @field_validator("size")
     @classmethod

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from disklet.advice import DOCS_URL, next_step
 from disklet.api.disklayout import DiskLayoutSpec, Phase
 from disklet.api.resources import (
     BLOCK_DEVICE,
@@ -53,6 +54,8 @@ class Ctx:
     context: str | None = None
     namespace: str = "disklet-system"
     output: Output = Output()
+    prog: str = "kctl"
+    """How the user called us (``kubectl disklet`` as the kubectl plugin): hints name the same command."""
 
     async def connect(self) -> Kube:
         problem = kubeconfig_problem(self.kubeconfig, self.context)
@@ -90,11 +93,11 @@ VIEWS: dict[str, ResourceView] = {
     LVM_VOLUME_GROUP.plural: ResourceView(
         LVM_VOLUME_GROUP, "spec.local.nodeName",
         "The node's agent removes the volume group only if it proves ownership (our tag) and the VG holds no "
-        "logical volumes; otherwise the object stays Terminating and says why (docs/lvm.md)."),
+        "logical volumes; otherwise the object stays Terminating and says why (" + DOCS_URL + "/lvm.md)."),
     LVM_VOLUME_GROUP_SET.plural: ResourceView(
         LVM_VOLUME_GROUP_SET, "",
         "The LVMVolumeGroups the set stamped are garbage-collected with it, each under the rule above "
-        "(docs/lvm.md)."),
+        "(" + DOCS_URL + "/lvm.md)."),
     BLOCK_DEVICE.plural: ResourceView(
         BLOCK_DEVICE, "status.nodeName",
         "Nothing on the node changes; the agent re-creates the BlockDevice at its next discovery while the "
@@ -147,42 +150,65 @@ def _preflight_line(pf: PreflightResult) -> str:
 
 
 # ---------------------------------------------------------------------------- diff
+@dataclass
+class Verdict:
+    """One manifest as ``kctl diff`` judges it (and ``kctl apply`` before it sends anything)."""
+
+    manifest: Manifest
+    ok: bool
+    """False: the plan refuses it (pre-flight, the agent's rules, the API server's transition rules)."""
+    state: str
+    """new | changed | unchanged | "" (not compared)."""
+    report: str
+    """What ``kctl diff`` prints for it."""
+
+
+async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool,
+                     lvm: lvmdiff.Options | None = None) -> list[Verdict]:
+    """The plan ``kctl diff`` prints and ``kctl apply`` enforces: one verdict per manifest (no writes)."""
+    preflights = await _preflight_all(manifests)
+    out: list[Verdict] = []
+    for m in manifests:
+        report = Ctx(out=io.StringIO(), err=io.StringIO())
+        live = await kube.get(kind_of(m.resource), m.name) if kube else None
+        if isinstance(m.spec, DiskLayoutSpec):
+            ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)])
+        elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
+            ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
+        else:
+            ok, state = True, _diff_spec(report, m, live, offline)
+        assert isinstance(report.out, io.StringIO)
+        out.append(Verdict(m, ok, state, report.out.getvalue()))
+    return out
+
+
 async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | None = None) -> int:
     """Exit 0: no differences; 1: differences; 2: an error (invalid batch, failed pre-flight, API error)."""
     quiet = ctx.output.structured
-    report = Ctx(out=io.StringIO() if quiet else ctx.out, err=ctx.err)  # -o: the report is dropped
     manifests = _load(ctx, path)
     if manifests is None:
         return DIFF_ERROR
     kube: Kube | None = None
-    failed = False
-    counts = {"new": 0, "changed": 0, "unchanged": 0}
-    results: list[dict[str, Any]] = []
-    preflights = await _preflight_all(manifests)
     try:
         if not offline:
             kube = await ctx.connect()
-        for m in manifests:
-            live = await kube.get(kind_of(m.resource), m.name) if kube else None
-            if isinstance(m.spec, DiskLayoutSpec):
-                ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)])
-                failed = failed or not ok
-            elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
-                ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
-                failed = failed or not ok
-            else:
-                state = _diff_spec(report, m, live, offline)
-            if state:
-                counts[state] += 1
-            results.append({**m.obj, "diff": {"state": state or "not-compared", "source": m.source}})
-            report.say()
+        verdicts = await plan_batch(kube, manifests, offline, lvm)
     except KubeError as exc:
         ctx.error(str(exc))
-        ctx.err.write("  hint: `kctl diff --offline -f PATH` pre-flights without the cluster\n")
+        ctx.err.write(f"  hint: `{ctx.prog} diff --offline -f PATH` pre-flights without the cluster\n")
         return DIFF_ERROR
     finally:
         if kube:
             await kube.close()
+    counts = {"new": 0, "changed": 0, "unchanged": 0}
+    results: list[dict[str, Any]] = []
+    for v in verdicts:
+        if v.state:
+            counts[v.state] += 1
+        results.append({**v.manifest.obj, "diff": {"state": v.state or "not-compared", "source": v.manifest.source}})
+        if not quiet:
+            ctx.out.write(v.report + "\n")
+    failed = not all(v.ok for v in verdicts)
     if quiet:
         ctx.emit([r for r in results if r["diff"]["state"] != "unchanged"] if ctx.output.format == "name" else results)
     else:
@@ -203,6 +229,8 @@ async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, 
     assert isinstance(m.spec, DiskLayoutSpec)
     ctx.say(f"{m.ref} (node {m.spec.node_name}, from {m.source})")
     ctx.say(f"  {_preflight_line(pf)}")
+    if pf.refusal_reason:
+        ctx.say(f"  next step: {next_step(pf.refusal_reason.value)}")
     ctx.say(f"  target devices: {', '.join(pf.target_devices) or '<none>'}")
     if pf.layout_hash:
         ctx.say(f"  layout hash: {pf.layout_hash}")
@@ -256,53 +284,86 @@ def comparable(obj: dict[str, Any] | None) -> Any:
     return {"spec": obj.get("spec"), "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
 
 
-async def cmd_apply(ctx: Ctx, path: str, force_conflicts: bool, skip_preflight: bool) -> int:
+async def cmd_apply(ctx: Ctx, path: str, force_conflicts: bool, force_refused: bool,
+                    lvm: lvmdiff.Options | None = None, dry_run: str = "none") -> int:
+    """Server-side apply every manifest, after the plan ``kctl diff`` prints accepts every one of them.
+
+    ``force_refused``: send them even when the plan refuses some (the operator and agents judge them);
+    ``dry_run``: ``client`` sends nothing, ``server`` sends a server-side dry run (``dryRun=All``)."""
     manifests = _load(ctx, path)
     if manifests is None:
         return EXIT_FAILED
-    if not skip_preflight:
-        refused = []
-        preflights = await _preflight_all(manifests)
-        for m in manifests:
-            if isinstance(m.spec, DiskLayoutSpec):
-                pf = preflights[id(m)]
-                if pf.phase != Phase.PENDING:
-                    refused.append(f"{m.source} {m.ref}: {_preflight_line(pf)}")
-        if refused:
-            ctx.error(f"refusing the whole batch, nothing was sent: {len(refused)} layout(s) fail pre-flight:")
-            for line in refused:
-                ctx.err.write(f"  {line}\n")
-            ctx.err.write("  hint: `kctl diff -f PATH` shows the resolved body and targets; --skip-preflight "
-                          "leaves the judgement to the operator\n")
-            return EXIT_FAILED
     code = EXIT_OK
     applied: list[dict[str, Any]] = []
+    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(dry_run, "")
     try:
         async with await ctx.connect() as kube:
-            for m in manifests:
+            verdicts = await plan_batch(kube, manifests, False, lvm)
+            refused = [v for v in verdicts if not v.ok]
+            if refused and not force_refused:
+                _refuse_batch(ctx, refused)
+                return EXIT_FAILED
+            for v in refused:
+                ctx.warn(f"{v.manifest.ref}: sent although the plan refuses it (--force-refused)")
+            for v in verdicts:
+                m = v.manifest
                 kind = kind_of(m.resource)
                 try:
                     before = await kube.get(kind, m.name)
-                    after = await kube.apply(kind, m.obj, force=force_conflicts)
+                    if dry_run == "client":
+                        after = {**(before or {}), **m.obj}
+                    else:
+                        after = await kube.apply(kind, m.obj, force=force_conflicts, dry_run=dry_run == "server")
                 except KubeError as exc:
-                    ctx.error(str(exc))
+                    ctx.error(_apply_error(str(exc)))
                     code = EXIT_FAILED
                     continue
                 applied.append(after)
                 if before is None:
                     verdict = "created"
+                elif dry_run == "client":
+                    verdict = "unchanged" if v.state == "unchanged" else "configured"
                 elif comparable(before) == comparable(after):
                     verdict = "unchanged"
                 else:
                     verdict = "configured"
                 if not ctx.output.structured:
-                    ctx.say(f"{m.ref} {verdict}")
+                    ctx.say(f"{m.ref} {verdict}{suffix}")
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
     if ctx.output.structured:
         ctx.emit(applied, single=len(manifests) == 1)
     return code
+
+
+def _refuse_batch(ctx: Ctx, refused: list[Verdict]) -> None:
+    """Why nothing was sent: each refused object's verdict lines, as ``kctl diff`` printed them."""
+    ctx.error(f"refusing the whole batch, nothing was sent: {len(refused)} object(s) would be refused "
+              "(the plan `kctl diff` prints):")
+    for v in refused:
+        ctx.err.write(f"  {v.manifest.source} {v.manifest.ref}:\n")
+        node = ""
+        for line in v.report.splitlines():
+            text = line.strip()
+            if text.startswith("node "):
+                node = text.split(":", 1)[0] + ": "
+            elif text.startswith(("REFUSED", "server dry run: REFUSED")):
+                ctx.err.write(f"    {node}{text}\n")
+            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "next step:")):
+                ctx.err.write(f"    {text}\n")
+    ctx.err.write(f"  hint: `{ctx.prog} diff -f PATH` shows the whole plan; fix the manifests and re-run. "
+                  "--force-refused sends them anyway (the operator and agents then refuse them, and an "
+                  "LVMVolumeGroup's file devices cannot be removed or moved afterwards)\n")
+
+
+def _apply_error(message: str) -> str:
+    """The API server's refusal, with a true hint where the CRD's message cannot know the whole story."""
+    if "is immutable" in message and "file device" in message:
+        message += ("\n  hint: a file device entry can never be removed, so a wrong directory cannot be fixed in "
+                    "this object: delete the LVMVolumeGroup (its agent releases it when it created nothing, "
+                    f"{DOCS_URL}/lvm.md) and create it again")
+    return message
 
 
 # ---------------------------------------------------------------------------- get / describe / delete
@@ -537,7 +598,8 @@ async def _describe_node(ctx: Ctx, kube: Kube, node: str) -> int:
     return EXIT_OK
 
 
-async def cmd_delete(ctx: Ctx, type_name: str, names: list[str], selector: str | None = None) -> int:
+async def cmd_delete(ctx: Ctx, type_name: str, names: list[str], selector: str | None = None,
+                     dry_run: str = "none") -> int:
     view = resolve_type(type_name)
     if view is None:
         return _unknown_type(ctx, type_name)
@@ -553,7 +615,11 @@ async def cmd_delete(ctx: Ctx, type_name: str, names: list[str], selector: str |
             for name in targets:
                 try:
                     obj = await kube.get(kind, name)
-                    await kube.delete(kind, name)
+                    if obj is not None and dry_run == "server":
+                        await kube.request("DELETE", kind.path(name), query=[("dryRun", "All")],
+                                           what=f"delete {kind.kind}/{name} (server dry run)")
+                    elif obj is not None and dry_run != "client":
+                        await kube.delete(kind, name)
                 except NotFound:
                     obj = None
                 if obj is None:
@@ -563,13 +629,14 @@ async def cmd_delete(ctx: Ctx, type_name: str, names: list[str], selector: str |
                     continue
                 deleted.append(obj)
                 if not ctx.output.structured:
-                    ctx.say(f"{view.resource.kind}/{name} deleted")
+                    ctx.say(f"{view.resource.kind}/{name} deleted"
+                            + {"client": " (dry run)", "server": " (server dry run)"}.get(dry_run, ""))
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED
     if ctx.output.structured:
         ctx.emit(deleted, single=len(names) == 1)
-    elif deleted:
+    elif deleted and dry_run == "none":
         ctx.say(view.delete_note)
     elif not names:
         ctx.err.write("No resources found.\n")
@@ -705,5 +772,5 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets, environment values redacted")
     for problem in bundle.problems:
         ctx.warn(problem)
-    ctx.say("Attach it to your bug report; docs/troubleshooting.md says what each file holds.")
+    ctx.say(f"Attach it to your bug report; {DOCS_URL}/troubleshooting.md#what-is-in-the-bundle says what each file holds.")
     return EXIT_OK

@@ -3,7 +3,7 @@
 Per node it prints the backing files to create or grow (path, size), the BlockDevices that would
 become PVs (and the ones the agent would skip, with the reason), whether the VG is created or
 extended, the thin pools, and what the agent would refuse and why. The checks are the agent's own
-pure modules (``disklet.lvm_validation`` and ``disklet.lvm_sizing``, which the agent imports), fed by the node's BlockDevice inventory and the LVMVolumeGroup status the agent
+pure modules (``disklet.lvm.validation`` and ``disklet.lvm.sizing``, which the agent imports), fed by the node's BlockDevice inventory and the LVMVolumeGroup status the agent
 reported. ``--offline`` uses the manifest alone (no inventory, no status: every VG is new);
 ``--dry-run=server`` also sends each object as a server-side dry-run apply, so the API server's
 schema and CEL rules (grow-only file devices, immutable names) judge it too. Nothing is written.
@@ -25,10 +25,10 @@ from pydantic import ValidationError
 from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec, backing_file_name
 from disklet.api.resources import BLOCK_DEVICE, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, NODE_LABEL
 from disklet.labels import label_value, node_label_value
-from disklet.lvgset_names import child_name
-from disklet.lvm_sizing import plan_thin_pool  # the agent's own rules (it imports these modules too)
-from disklet.lvm_transitions import transition_problems
-from disklet.lvm_validation import validate_lvg
+from disklet.lvm.names import child_name
+from disklet.lvm.sizing import plan_thin_pool  # the agent's own rules (it imports these modules too)
+from disklet.lvm.transitions import transition_problems
+from disklet.lvm.validation import validate_lvg
 from disklet.units import QuantityError, bytes_to_quantity, quantity_bytes
 
 from .kube import NODES, Kind, KubeError
@@ -228,9 +228,10 @@ async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Option
     return out
 
 
-def add_arguments(parser: Any) -> None:
-    parser.add_argument("--dry-run", choices=("none", "server"), default="none",
-                        help="server: also send LVMVolumeGroup(Set)s as a server-side dry-run apply (schema + CEL)")
+def add_arguments(parser: Any, dry_run: bool = True) -> None:
+    if dry_run:
+        parser.add_argument("--dry-run", choices=("none", "server"), default="none",
+                            help="server: also send LVMVolumeGroup(Set)s as a server-side dry-run apply (schema + CEL)")
     parser.add_argument("--file-devices-dir", default=DEFAULT_BASE_DIR, metavar="DIR",
                         help=f"the agents' base directory for file devices (chart value fileDevicesDirectory; "
                              f"default {DEFAULT_BASE_DIR})")

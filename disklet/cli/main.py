@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
 from .. import __version__
+from ..advice import DOCS_URL
 from . import commands, lvmdiff, rollout
 from .agentexec import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Ctx
@@ -32,11 +33,12 @@ EXIT_CODES = """exit codes:
   2  usage error (unknown command, option or resource type)
   diff: 0 no differences, 1 differences found, 2 an error (as `kubectl diff`)
 """
-SIZES = """sizes (two grammars, on purpose):
+SIZES = f"""sizes (two grammars, on purpose):
   DiskLayout partition sizes are passed to disko/sgdisk as written: 512M, 64G, 2T or 100%; the
-  letters are binary (64G = 64 GiB). LVMVolumeGroup sizes are Kubernetes quantities like a PVC's:
-  10Gi, 500Mi, 2Ti (thin pools also NN%); decimal units (10G = 10^9 bytes) are refused there, so the
-  same text never means two sizes. See docs/kctl.md#sizes.
+  letters are binary (64G = 64 GiB), and 64Gi is refused ("write 64G"). LVMVolumeGroup sizes
+  (fileDevices, thin pools) are Kubernetes quantities like a PVC's: 10Gi, 500Mi, 2Ti (thin pools
+  also bytes or NN%); decimal units (10G = 10^9 bytes) are refused there ("did you mean 10Gi?"),
+  so the same text never means two sizes. See {DOCS_URL}/kctl.md#sizes.
 """
 TOP_EPILOG = """examples:
   kctl diff -f day2-disk-layout.yaml            # pre-flight, no writes
@@ -53,7 +55,7 @@ TOP_EPILOG = """examples:
 
 output (every command): -o json|yaml|wide|name|jsonpath=TEMPLATE|custom-columns=SPEC, --no-headers
 
-""" + EXIT_CODES + "\n" + SIZES + "\nSee docs/kctl.md."
+""" + EXIT_CODES + "\n" + SIZES + f"\nDocumentation: {DOCS_URL}/kctl.md"
 
 
 class UsageError(Exception):
@@ -102,7 +104,8 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
 def _sub(sub: Any, name: str, help_: str, description: str, examples: str, *, leaf: bool = True,
          extra_epilog: str = "", **kw: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=description, formatter_class=RAW,
-                                                epilog="examples:\n" + examples + "\n\n" + EXIT_CODES + extra_epilog,
+                                                epilog="examples:\n" + examples + "\n\n" + EXIT_CODES + extra_epilog
+                                                + f"\nDocumentation: {DOCS_URL}/kctl.md",
                                                 **kw)
     _globals(p, suppress=True)
     if leaf:
@@ -134,6 +137,13 @@ def _timeout(text: str) -> int:
     return value
 
 
+def _dry_run_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", nargs="?", const="client", default="none", choices=("none", "client", "server"),
+                   metavar="none|client|server",
+                   help="client: only print what would be sent; server: the API server judges it (dryRun=All), "
+                        "nothing is stored (as kubectl)")
+
+
 def build_parser(prog: str = "kctl") -> argparse.ArgumentParser:
     p = _Parser(prog=prog, formatter_class=RAW,
                 description="disklet's command line: declarative DiskLayouts (diff, apply, get, describe, delete), "
@@ -146,7 +156,19 @@ def build_parser(prog: str = "kctl") -> argparse.ArgumentParser:
     sub.required = True
     for build in (_builtin_commands, *SUBCOMMANDS):
         build(sub, _sub)
+    if prog != "kctl":
+        _rename(p, prog)
     return p
+
+
+def _rename(p: argparse.ArgumentParser, prog: str) -> None:
+    """Help under ``kubectl disklet``: examples and hints name that command, not ``kctl``."""
+    for attr in ("description", "epilog"):
+        text = getattr(p, attr) or ""
+        text = text.replace("\n  kctl ", f"\n  {prog} ").replace("`kctl ", f"`{prog} ")
+        setattr(p, attr, text.replace("examples:\n  kctl ", f"examples:\n  {prog} "))
+    for child in getattr(p, "subcommands", {}).values():
+        _rename(child, prog)
 
 
 def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) -> None:
@@ -168,20 +190,27 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     d.set_defaults(handler=lambda a, ctx: commands.cmd_diff(ctx, a.filename, a.offline, lvmdiff.options(a)))
 
     a = _sub(sub, "apply", "create or update objects by server-side apply",
-             "Validate every document (the whole batch is refused, nothing sent, if one is invalid or a layout "
-             "fails pre-flight), then server-side apply each one as field manager `kctl` and print "
-             "<kind>/<name> created|configured|unchanged. Conflicts with another field manager are errors "
-             "unless --force-conflicts.",
+             "Validate every document and run the same plan as `kctl diff` (layout pre-flight, the per-node "
+             "LVM plan, the API server's transition rules): if the plan refuses any object, the whole batch is "
+             "refused and nothing is sent (exit 1), unless --force-refused. Then server-side apply each one as "
+             "field manager `kctl` and print <kind>/<name> created|configured|unchanged. Conflicts with another "
+             "field manager are errors unless --force-conflicts.",
              "  kctl apply -f day2-disk-layout.yaml\n  kctl apply -f ./disk-layouts/\n"
+             "  kctl apply -f fleet.yaml --dry-run=server     # the API server judges, nothing is stored\n"
              "  kctl apply -f fleet.yaml --force-conflicts\n  kctl apply -f day2.yaml -o name",
              extra_epilog="\n" + SIZES)
     a.add_argument("-f", "--filename", required=True, metavar="PATH",
                    help="manifest file, directory of *.yaml/*.yml, or - for stdin")
     a.add_argument("--force-conflicts", action="store_true",
                    help="take ownership of fields another manager set (server-side apply force=true)")
-    a.add_argument("--skip-preflight", action="store_true",
-                   help="send DiskLayouts even if the local pre-flight fails (the operator judges them)")
-    a.set_defaults(handler=lambda a, ctx: commands.cmd_apply(ctx, a.filename, a.force_conflicts, a.skip_preflight))
+    a.add_argument("--force-refused", "--skip-preflight", dest="force_refused", action="store_true",
+                   help="send objects even when the plan `diff` prints refuses them (the operator and agents then "
+                        "refuse them; an LVMVolumeGroup's file devices can never be removed afterwards). "
+                        "--skip-preflight is the old name")
+    _dry_run_flag(a)
+    lvmdiff.add_arguments(a, dry_run=False)
+    a.set_defaults(handler=lambda a, ctx: commands.cmd_apply(ctx, a.filename, a.force_conflicts, a.force_refused,
+                                                             lvmdiff.options(a), a.dry_run))
 
     g = _sub(sub, "get", "list disklet objects (columns are the CRDs' printer columns, as kubectl get)",
              "Types: " + commands.TYPE_HELP + ". The columns are the CRDs' additionalPrinterColumns, so "
@@ -223,7 +252,8 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     de.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd")
     de.add_argument("names", nargs="*", metavar="NAME")
     de.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector")
-    de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector))
+    _dry_run_flag(de)
+    de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector, a.dry_run))
 
     sb = _sub(sub, "support-bundle", "one tarball for a bug report: objects, Events, logs, agents' views (no Secrets)",
               "Collect every disklet object, the Events about them, the operator and agent pods (environment "
@@ -300,10 +330,29 @@ def prog_name(argv0: str) -> str:
     return "kubectl disklet" if os.path.basename(argv0).startswith("kubectl-disklet") else "kctl"
 
 
+class ProgStream:
+    """A text stream that names commands as the user typed them: under ``kubectl disklet`` a hint's
+    `` `kctl get ...` `` reads `` `kubectl disklet get ...` ``."""
+
+    def __init__(self, stream: TextIO, prog: str) -> None:
+        self.stream, self.prog = stream, prog
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text.replace("`kctl ", f"`{self.prog} "))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 async def run(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None, prog: str = "kctl") -> int:
     """Run kctl with ``argv`` (without the program name); returns the exit code. Never calls sys.exit."""
     out = out or sys.stdout
     err = err or sys.stderr
+    if prog != "kctl":
+        out, err = ProgStream(out, prog), ProgStream(err, prog)  # type: ignore[assignment]
     try:
         args = parse(argv, prog)
     except UsageError as exc:
@@ -315,7 +364,7 @@ async def run(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None
     output: Output = getattr(args, "output", None) or Output()
     output = Output(output.format, output.arg, no_headers=getattr(args, "no_headers", False))
     ctx = Ctx(out=out, err=err, kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace,
-              output=output)
+              output=output, prog=prog)
     try:
         return await args.handler(args, ctx)
     except KeyboardInterrupt:
@@ -323,12 +372,23 @@ async def run(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None
         return EXIT_FAILED
 
 
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a shell reports for a command killed by SIGPIPE (``kctl diff ... | head``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     prog = prog_name(sys.argv[0]) if argv is None else "kctl"
     try:
-        return asyncio.run(run(sys.argv[1:] if argv is None else argv, prog=prog))
+        code = asyncio.run(run(sys.argv[1:] if argv is None else argv, prog=prog))
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader went away (`| head`): no traceback, and no second error when Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from disklet.api.resources import LVM_VOLUME_GROUP_SET
-from disklet.lvm_transitions import FILE_DEVICES, transition_problems
+from disklet.lvm.transitions import FILE_DEVICES, transition_problems
 
 from .kube import Kind, KubeError
 

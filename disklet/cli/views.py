@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from disklet.advice import next_step as next_step_for
 from disklet.api.disklayout import DiskLayoutSpec, StructuredLayout
 from disklet.layout import LayoutError, render_disko_nix
 
@@ -183,10 +184,6 @@ def layout_source_lines(spec: dict[str, Any]) -> list[tuple[str, Any]]:
     return [("Source", NONE)]
 
 
-REFUSAL_HINT = ("The agent retries refused layouts on every tick. Quiesce what uses the target devices "
-                "(see docs/refusal-codes.md for this code); there is no --force.")
-
-
 def describe_disk_layout(obj: dict[str, Any], events: list[dict[str, Any]], now: datetime | None = None) -> str:
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -207,7 +204,7 @@ def describe_disk_layout(obj: dict[str, Any], events: list[dict[str, Any]], now:
         applied = status.get("appliedLayoutGeneration")
         next_step: list[tuple[str, Any]] = []
         if status.get("phase") == "refused":
-            next_step = [("Next step", REFUSAL_HINT)]
+            next_step = [("Next step", next_step_for(status.get("refusalReason")))]
         elif status.get("phase") == "failed":
             next_step = [("Next step", "fix the layout and re-apply; a failed generation is not retried until "
                                        "the body changes")]

@@ -3,7 +3,9 @@
 ``check_layout`` is the only way a body becomes something disko may see:
 
 1. evaluate the text in the sandbox (or, without nix, read it literally) → a JSON value;
-2. walk ``disko.devices`` against the allowlist and the mountpoint policy (:mod:`.schema`);
+2. close ZFS's implicit mounts (every pool root gets ``mountpoint=none``, :mod:`.mountpaths`), then
+   walk ``disko.devices`` against the allowlist and the mountpoint policy (:mod:`.schema`), which
+   judges every path the layout mounts, explicit or derived;
 3. print the value as literal Nix (:func:`.artifact.render_artifact`);
 4. read *that literal* back with the literal-only reader (:func:`.static.static_evaluate`, which
    refuses any expression: ``let``, ``if``, builtins, interpolation, paths) and require exactly the
@@ -27,6 +29,7 @@ from .artifact import artifact_hash, render_artifact
 from .errors import MalformedLayout
 from .extract import devices_value_of, extract_targets, walk_targets
 from .hashing import canonical_json
+from .mountpaths import close_pool_roots
 from .mounts import MountPolicy
 from .schema import check_schema
 from .static import static_evaluate
@@ -48,10 +51,11 @@ def check_layout(body: str, runner: HostRunner | None = None, *, policy: MountPo
                  evaluate: Callable[..., Any] | None = None) -> CheckedLayout:
     """Raise MalformedLayout / LayoutError / SchemaViolation (with ``code``) / NixUnavailable."""
     extraction = extract_targets(body, runner, static_fallback=static_fallback, timeout=timeout, evaluate=evaluate)
-    check_schema(extraction.devices_value, policy)
-    artifact = render_artifact(extraction.devices_value)
+    closed = close_pool_roots(extraction.devices_value)
+    check_schema(closed, policy)
+    artifact = render_artifact(closed)
     value = devices_value_of(static_evaluate(artifact))
-    if canonical_json(value) != canonical_json(extraction.devices_value):
+    if canonical_json(value) != canonical_json(closed):
         raise MalformedLayout("the rendered artifact does not read back as the checked value (internal error; "
                               "nothing was applied)")
     return CheckedLayout(artifact=artifact, devices_value=value, targets=walk_targets(value),

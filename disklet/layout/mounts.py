@@ -64,6 +64,30 @@ class MountPolicy:
                     "and operator setting DISKLET_MOUNT_ROOTS changes the roots)")
         return None
 
+    def root_of(self, path: str) -> str | None:
+        """The most specific allowed root ``path`` lies in (None: none)."""
+        roots = [r for r in self.roots if _under(path, r)]
+        return max(roots, key=len) if roots else None
+
+    def resolved_problem(self, path: str, resolved: str, resolved_roots: dict[str, str]) -> str | None:
+        """Why ``path``, which the node resolves to ``resolved``, may not be mounted (None: fine).
+
+        Equal text: nothing new to judge. Otherwise a component is a symbolic link: the resolved
+        path must stay inside the same allowed root as the text (or inside what that root itself
+        resolves to), and pass the whole policy (character set, denylist, allowed roots)."""
+        if resolved == path:
+            return None
+        root = self.root_of(path)
+        real_root = resolved_roots.get(root, root) if root else None
+        inside = root is not None and (_under(resolved, root) or (real_root is not None and _under(resolved, real_root)))
+        if not inside:
+            return (f"mountpoint {path!r} resolves on the node to {resolved!r} through a symbolic link, outside its "
+                    f"allowed root {root or '(none)'}; mount would follow the link")
+        why = self.problem(resolved)
+        if why:
+            return f"mountpoint {path!r} resolves on the node to {resolved!r} through a symbolic link: {why}"
+        return None
+
     def shadows(self, mountpoint: str, live: str) -> bool:
         """Would mounting at ``mountpoint`` land on or above the live mount ``live``?"""
         return _under(posixpath.normpath(live), mountpoint)

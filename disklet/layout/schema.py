@@ -25,7 +25,9 @@ from typing import Any
 
 from disklet.api.disklayout import FILESYSTEM_FORMATS, RefusalCode
 
+from ..units import disko_unit_hint
 from .errors import LayoutError
+from .mountpaths import mount_paths, root_fs_options
 from .mounts import MountPolicy
 from .validate import DEVICE_RE, MAX_GPT_LABEL, MOUNT_OPTION_RE, NAME_RE, POOL_RE, SIZE_RE
 
@@ -50,9 +52,9 @@ def no_content(path: str) -> str:
 
 
 NOTHING_MOUNTED = (
-    "disko.devices mounts no file system (its partitions are all lvm_pv): disko cannot build its mount script "
-    "without one and refuses the layout; add a filesystem with a mountpoint (as a partition's or an LV's "
-    "content) or a zpool")
+    "disko.devices mounts no file system (its partitions are all lvm_pv or zfs, and no pool or dataset has a "
+    "mountpoint): disko cannot build its mount script without one and refuses the layout; add a filesystem with a "
+    "mountpoint (as a partition's or an LV's content), or a mountpoint on a zpool or one of its datasets")
 
 
 class SchemaViolation(LayoutError):
@@ -71,7 +73,6 @@ class _Walk:
         self.mounts: list[str] = []
         self.mountpoints: list[tuple[str, str]] = []
         self.contents = 0  # disks with content (something disko creates)
-        self.mounted = 0  # file systems disko's mount script would mount (filesystems with a mountpoint, pools)
         self.pv_vgs: dict[str, list[str]] = {}  # VG name -> the lvm_pv contents that join it
         self.zfs_pools: dict[str, list[str]] = {}  # pool name -> the zfs contents that join it
 
@@ -93,7 +94,8 @@ class _Walk:
 
     def string(self, value: Any, path: str, regex: re.Pattern[str], what: str) -> None:
         if not isinstance(value, str) or not regex.match(value):
-            self.values.append(f"{path} = {value!r} is not allowed: {what} must match {regex.pattern}")
+            hint = disko_unit_hint(value) if isinstance(value, str) and regex in (SIZE_RE, LV_SIZE_RE) else ""
+            self.values.append(f"{path} = {value!r} is not allowed: {what} must match {regex.pattern}{hint}")
 
     def typed(self, value: dict[str, Any], path: str, expected: str) -> None:
         if value.get("type") != expected:
@@ -136,7 +138,7 @@ class _Walk:
             if pool not in pools:
                 self.values.append(f"{users[0]}.pool = {pool!r} names a pool that disko.devices.zpool does not "
                                    f'define: add zpool.{pool} = {{ type = "zpool"; }} (or fix the name)')
-        if self.contents and not self.mounted:
+        if self.contents and not mount_paths(value):
             self.values.append(NOTHING_MOUNTED)
 
     def disk(self, name: str, disk: Any, path: str) -> None:
@@ -196,8 +198,6 @@ class _Walk:
             if fmt not in FILESYSTEM_FORMATS:
                 self.values.append(f"{path}.format = {fmt!r} is not one of {', '.join(FILESYSTEM_FORMATS)}")
             self.mountpoint(content.get("mountpoint"), f"{path}.mountpoint")
-            if content.get("mountpoint") is not None:
-                self.mounted += 1
             options = content.get("mountOptions", [])
             if not isinstance(options, list):
                 self.values.append(f"{path}.mountOptions must be a list")
@@ -252,10 +252,15 @@ class _Walk:
 
     def zpool(self, name: str, pool: Any, path: str) -> None:
         self.pool_name(name, path + " (name)")
-        if not self.keys(pool, path, ("type", "mode", "datasets")):
+        if not self.keys(pool, path, ("type", "mode", "datasets", "mountpoint", "rootFsOptions")):
             return
         self.typed(pool, path, "zpool")
-        self.mounted += 1  # disko mounts every pool's root dataset
+        self.mountpoint(pool.get("mountpoint"), f"{path}.mountpoint")
+        expected = root_fs_options(pool)
+        if "rootFsOptions" in pool and pool["rootFsOptions"] != expected:
+            self.forbidden.append(f"{path}.rootFsOptions = {pool['rootFsOptions']!r} is not allowed (free-form "
+                                  f"arguments reach a shell; only {expected!r}, which disklet sets itself so that "
+                                  "ZFS mounts the pool's root only at its checked mountpoint, or nowhere)")
         mode = pool.get("mode", "")
         if isinstance(mode, str):
             if mode not in ZPOOL_MODES:
@@ -317,6 +322,12 @@ def schema_violation(devices_value: dict[str, Any], policy: MountPolicy | None =
     if not isinstance(devices_value, dict):
         return SchemaViolation(RefusalCode.LAYOUT_VALUE_NOT_ALLOWED, ["disko.devices must be an attribute set"])
     walk.devices(devices_value)
+    for implicit in (m for m in mount_paths(devices_value) if m.implicit):
+        why = walk.policy.problem(implicit.path)
+        if why:
+            walk.mounts.append(f"{implicit.describe()}: {why}")
+        else:
+            walk.mountpoints.append((implicit.path, implicit.where))
     for mp, n in Counter(mp for mp, _ in walk.mountpoints).items():
         if n > 1:
             walk.values.append(f"mountpoint {mp!r} is used more than once")
@@ -337,7 +348,6 @@ def check_schema(devices_value: dict[str, Any], policy: MountPolicy | None = Non
 
 
 def mountpoints_of(devices_value: dict[str, Any]) -> list[str]:
-    """Every mountpoint the (validated) layout declares."""
-    walk = _Walk(MountPolicy(roots=("/",)))
-    walk.devices(devices_value)
-    return [mp for mp, _ in walk.mountpoints]
+    """Every path the (validated) layout mounts: the mountpoints it declares and the ones ZFS derives
+    from pool and dataset names (:mod:`.mountpaths`)."""
+    return list(dict.fromkeys(m.path for m in mount_paths(devices_value)))

@@ -21,6 +21,7 @@ from disklet.api.disklayout import (
     StructuredLayout,
 )
 
+from ..units import disko_unit_hint
 from .errors import LayoutError
 
 NAME_RE = re.compile(NAME_PATTERN)
@@ -82,7 +83,7 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
 
     for dup in _duplicates([d.name for d in disks]):
         problems.append(f"disk name {dup!r} is used more than once")
-    for dup in _duplicates([d.device for d in disks]):
+    for dup in _duplicates([d.device for d in disks if d.device is not None]):
         problems.append(f"device {dup!r} is listed by more than one disk")
 
     vg_members: Counter[str] = Counter()
@@ -94,10 +95,12 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
         where = f"disk {disk.name!r}"
         if not NAME_RE.match(disk.name):
             problems.append(f"{where}: name must match {NAME_PATTERN}")
-        if not DEVICE_RE.match(disk.device):
+        if disk.device is None and disk.match is None:
+            problems.append(f"{where}: set device (a path) or match (a disk selector)")
+        if disk.device is not None and not DEVICE_RE.match(disk.device):
             problems.append(f"{where}: device {disk.device!r} must match {DEVICE_PATTERN} "
                             "(recommended: /dev/disk/by-id/...)")
-        if ".." in disk.device:
+        if disk.device is not None and ".." in disk.device:
             problems.append(f"{where}: device {disk.device!r} must not contain ..")
         partitions = list(getattr(getattr(disk, "gpt", None), "partitions", None) or [])
         if partitions:
@@ -116,13 +119,20 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
                                 f"disk and partition names together must keep it at most {MAX_GPT_LABEL}")
             if not SIZE_RE.match(part.size):
                 problems.append(f"{pwhere}: size {part.size!r} must be 100% or a whole number with an "
-                                "optional binary unit K, M, G, T or P (e.g. 512M, 20G)")
+                                f"optional binary unit K, M, G, T or P (e.g. 512M, 20G){disko_unit_hint(part.size)}")
             elif part.size == "100%" and index != len(partitions) - 1:
                 problems.append(f"{pwhere}: size 100% is allowed only on the last partition of the disk")
             problems.extend(_content_problems(pwhere, part.content, vg_members, pool_members, mountpoints))
 
+    for pool_stub in layout.zfs_pools or []:
+        pool_mp = getattr(pool_stub, "mountpoint", None)
+        if pool_mp is not None:
+            why = mountpoint_problem(pool_mp)
+            if why:
+                problems.append(f"zfsPools {pool_stub.name!r}: {why}")
+            mountpoints.append(pool_mp)
     for dup in _duplicates(mountpoints):
-        problems.append(f"mountpoint {dup!r} is used by more than one partition")
+        problems.append(f"mountpoint {dup!r} is used by more than one partition or pool")
 
     declared_vgs = [v.name for v in layout.lvm_volume_groups or []]
     declared_pools = [p.name for p in layout.zfs_pools or []]
@@ -147,15 +157,16 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
     for pool in pool_members:
         if pool not in declared_pools:
             problems.append(f"zfs partitions join pool {pool!r}, which is not declared in zfsPools")
-    if with_content and not mountpoints and not declared_pools:
+    if with_content and not mountpoints:
         problems.append(NOTHING_MOUNTED_STRUCTURED)
     return problems
 
 
 NOTHING_MOUNTED_STRUCTURED = (
-    "the layout mounts no file system (its partitions are all lvm_pv): disko cannot build its mount step "
-    "without one and refuses the layout; add a partition with content type filesystem and a mountpoint "
-    "(for example a small one before the PV), or a zfsPools entry with a zfs partition")
+    "the layout mounts no file system (its partitions are all lvm_pv or zfs, and no zfsPools entry has a "
+    "mountpoint): disko cannot build its mount step without one and refuses the layout; add a partition with "
+    "content type filesystem and a mountpoint (for example a small one before the PV), or a mountpoint on a "
+    "zfsPools entry")
 """docs/layouts.md#validation-rules-every-one-is-a-hard-error-all-problems-are-reported-at-once (disko needs a mount)."""
 
 

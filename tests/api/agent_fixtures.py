@@ -13,8 +13,8 @@ import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.daemon import build_registry, configure_settings
 from disklet_agent.deps import AgentDeps
-from disklet_agent.host.lsblk import BlockNode, BlockTopology
-from disklet_agent.lvm.engine import DeleteOutcome, LvgOutcome, ReattachProblem
+from disklet_agent.logic.topology import BlockNode, BlockTopology
+from disklet_agent.lvm.outcomes import DeleteOutcome, LvgOutcome, ReattachProblem
 
 from devkit.kopfrun import kopf_running
 from disklet.api.common import set_condition

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from agent_fixtures import BD, LVG, FakeDisks, agent_running, disk, lvg
-from disklet_agent.host.lsblk import BlockTopology
 from disklet_agent.kube import AgentKube, NodeObjects
 from disklet_agent.logic.blockdevices import desired_block_devices
+from disklet_agent.logic.topology import BlockTopology
 
 from devkit.kopfrun import wait_for
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from agent_fixtures import LVG, LVG_URL, FakeDisks, FakeEngine, agent_running, disk, lvg
-from disklet_agent.lvm.engine import ReattachProblem
+from disklet_agent.lvm.outcomes import ReattachProblem
 
 from devkit.kopfrun import wait_for
 from disklet.api.lvm import LVMVolumeGroupStatus

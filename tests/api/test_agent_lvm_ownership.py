@@ -7,8 +7,8 @@ import time
 
 import pytest
 from agent_fixtures import LVG, LVG_URL, FakeEngine, agent_running, lvg
-from disklet_agent.handlers import lvm as lvm_handlers
-from disklet_agent.lvm.engine import LvgOutcome
+from disklet_agent.handlers import lvg as lvg_handlers
+from disklet_agent.lvm.outcomes import LvgOutcome
 
 from devkit.kopfrun import wait_for
 from disklet.api.common import set_condition
@@ -39,13 +39,13 @@ async def test_wrong_label_never_strips_the_finalizer(kube, monkeypatch):
     """n2's agent sees an object of n1 (relabelled by hand, a tool or a restore): it reports it and
     never releases it, also when the object is deleted."""
     seen: list[str] = []
-    original = lvm_handlers.LvgWiring.mislabelled
+    original = lvg_handlers.LvgWiring.mislabelled
 
     async def counting(self, name, body):
         seen.append(name)
         await original(self, name, body)
 
-    monkeypatch.setattr(lvm_handlers.LvgWiring, "mislabelled", counting)
+    monkeypatch.setattr(lvg_handlers.LvgWiring, "mislabelled", counting)
     engine = FakeEngine("n2", delete_done=True)
     kube.seed(LVG, _mislabelled("moved"))
     async with agent_running(kube, monkeypatch, "n2", engine=engine, scan_interval=0.2):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from agent_fixtures import LVG, LVG_URL, agent_running, lvg
 from disklet_agent.config import AgentConfig
-from disklet_agent.lvm.engine import LVMEngine
+from disklet_agent.lvm.engine import HostLvgEngine
 
 from devkit.kopfrun import wait_for
 from disklet.hostcmd import HostRunner
@@ -59,7 +59,7 @@ async def test_file_only_lvg_ready_on_real_lvm_then_deleted(real_kube, monkeypat
     name, vg = f"agent-real-{suffix}", f"disklet-test-{suffix}"
     config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
                          scan_interval_seconds=1.0, refused_retry_seconds=1.0, command_timeout_seconds=120)
-    engine = LVMEngine(HostRunner(default_timeout=120), config)
+    engine = HostLvgEngine(HostRunner(default_timeout=120), config)
     async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):
         async with kube.session() as s:
             r = await s.post(LVG_URL, json=lvg(name, "real-node", files=1, vg=vg, directory=str(base)))
@@ -105,7 +105,7 @@ async def _refused_then_deleted(kube, monkeypatch, sandbox: Path, case: str) -> 
     retry = 5.0
     config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
                          scan_interval_seconds=retry, refused_retry_seconds=retry, command_timeout_seconds=120)
-    engine = LVMEngine(HostRunner(default_timeout=120), config)
+    engine = HostLvgEngine(HostRunner(default_timeout=120), config)
     name = f"refused-{suffix}"
     directory = {"outside": str(outside), "symlink": str(base / "escape"), "name_max": str(base)}[case]
     if case == "symlink":

@@ -126,3 +126,88 @@ async def test_diff_reports_a_layout_that_would_be_refused(kube, tmp_path: Path)
     r = await kctl(kube, "diff", "-f", str(tmp_path / "empty.yaml"))
     assert r.code == 2  # kubectl diff: >1 = an error (the layout would be refused)
     assert "pre-flight: refused (no_target_devices)" in r.out
+
+
+LVG_OUTSIDE = """\
+apiVersion: disklet.io/v1alpha1
+kind: LVMVolumeGroup
+metadata: {name: vg-outside}
+spec:
+  local: {nodeName: node-1}
+  actualVGNameOnTheNode: vg_outside
+  fileDevices: [{name: a, directory: DIR, size: 10Gi}]
+"""
+
+
+async def test_apply_refuses_what_diff_refuses_and_creates_nothing(kube, tmp_path: Path):
+    """An LVM directory outside the agents' base: diff says REFUSED (exit 2), so apply sends nothing (exit 1)."""
+    manifest = tmp_path / "lvg.yaml"
+    manifest.write_text(LVG_OUTSIDE.replace("DIR", "/srv/elsewhere"))
+    diff = await kctl(kube, "diff", "-f", str(manifest))
+    assert diff.code == 2 and "REFUSED: fileDevices[a]: directory '/srv/elsewhere' is outside" in diff.out
+    before = kube.mutations()
+    r = await kctl(kube, "apply", "-f", str(manifest))
+    assert r.code == 1, r.out
+    assert "nothing was sent" in r.err
+    assert "node node-1: REFUSED: fileDevices[a]: directory '/srv/elsewhere' is outside" in r.err
+    assert "--force-refused" in r.err
+    assert r.out == ""
+    assert kube.read(LVG, "vg-outside") is None and kube.mutations() == before
+
+    # explicit intent sends it (and says so)
+    r = await kctl(kube, "apply", "-f", str(manifest), "--force-refused")
+    assert r.code == 0, r.err
+    assert "sent although the plan refuses it" in r.err and r.out == "LVMVolumeGroup/vg-outside created\n"
+    assert kube.read(LVG, "vg-outside")["spec"]["fileDevices"][0]["directory"] == "/srv/elsewhere"
+
+
+async def test_a_wrong_directory_is_refused_with_a_hint_that_can_be_followed(kube, tmp_path: Path):
+    manifest = tmp_path / "lvg.yaml"
+    manifest.write_text(LVG_OUTSIDE.replace("DIR", "/srv/elsewhere"))
+    assert (await kctl(kube, "apply", "-f", str(manifest), "--force-refused")).code == 0
+    manifest.write_text(LVG_OUTSIDE.replace("DIR", "/var/lib/disklet/file-devices"))
+    r = await kctl(kube, "apply", "-f", str(manifest))  # the plan knows the server's transition rules
+    assert r.code == 1 and "the directory is immutable" in r.err and "nothing was sent" in r.err
+    r = await kctl(kube, "apply", "-f", str(manifest), "--force-refused")  # the API server's own answer
+    assert r.code == 1
+    assert "add a new entry instead" not in r.err, "the entry can never be removed: adding one fixes nothing"
+    assert "entries are never removed" in r.err and "delete and re-create the LVMVolumeGroup" in r.err
+    assert kube.read(LVG, "vg-outside")["spec"]["fileDevices"][0]["directory"] == "/srv/elsewhere"
+
+
+async def test_apply_and_delete_dry_runs_store_nothing(kube, tmp_path: Path):
+    manifest = tmp_path / "day2-disk-layout.yaml"
+    manifest.write_text(SEED_STYLE)
+    before = kube.mutations()
+    r = await kctl(kube, "apply", "-f", str(manifest), "--dry-run=client")
+    assert (r.code, r.out) == (0, "DiskLayout/prod-data-pool created (dry run)\n"), r.err
+    assert kube.mutations() == before
+    r = await kctl(kube, "apply", "-f", str(manifest), "--dry-run=server")
+    assert (r.code, r.out) == (0, "DiskLayout/prod-data-pool created (server dry run)\n"), r.err
+    assert kube.read(DL, "prod-data-pool") is None
+
+    bad = tmp_path / "bad.yaml"  # the server still judges a server dry run: nodeName is immutable
+    assert (await kctl(kube, "apply", "-f", str(manifest))).code == 0
+    bad.write_text(SEED_STYLE.replace("kvm-node-1", "kvm-node-9"))
+    r = await kctl(kube, "apply", "-f", str(bad), "--dry-run=server")
+    assert r.code == 1 and "immutable" in r.err
+    assert kube.read(DL, "prod-data-pool")["spec"]["nodeName"] == "kvm-node-1"
+
+    before = kube.mutations()
+    r = await kctl(kube, "delete", "dl", "prod-data-pool", "--dry-run=client")
+    assert (r.code, r.out) == (0, "DiskLayout/prod-data-pool deleted (dry run)\n"), r.err
+    assert kube.mutations() == before, "a client dry run sends nothing"
+    version = kube.read(DL, "prod-data-pool")["metadata"]["resourceVersion"]
+    r = await kctl(kube, "delete", "dl", "prod-data-pool", "--dry-run=server")
+    assert (r.code, r.out) == (0, "DiskLayout/prod-data-pool deleted (server dry run)\n"), r.err
+    live = kube.read(DL, "prod-data-pool")
+    assert live is not None and live["metadata"]["resourceVersion"] == version
+    assert "deletionTimestamp" not in live["metadata"]
+
+
+async def test_diff_prints_the_refusal_codes_own_advice(kube, tmp_path: Path):
+    (tmp_path / "empty.yaml").write_text(
+        "kind: DiskLayout\nmetadata: {name: empty}\nspec: {nodeName: n1, layoutNix: '{ disko.devices = { }; }'}\n")
+    r = await kctl(kube, "diff", "-f", str(tmp_path / "empty.yaml"))
+    assert r.code == 2
+    assert "next step: Add `disko.devices.disk.<n>.device` entries. Clears when the DiskLayout is changed." in r.out

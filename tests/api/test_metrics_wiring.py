@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from agent_fixtures import LVG, LVG_URL, FakeEngine, agent_running, lvg
 from disklet_agent.config import AgentConfig
-from disklet_agent.lvm.engine import LvgOutcome
+from disklet_agent.lvm.outcomes import LvgOutcome
 from lvgset_fixtures import SET_URL, file_device, lvgset, lvgset_operator, node, post
 from operator_fixtures import (
     AGENT_NS,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from disklet_agent.config import AgentConfig
-from disklet_agent.lvm import LVMEngine
+from disklet_agent.lvm.engine import HostLvgEngine
 
 from disklet.api.lvm import FileDevice, LocalSpec, LVMVolumeGroupSpec, ThinPool
 from disklet.hostcmd import HostRunner
@@ -93,7 +93,7 @@ class LvmEnv:
     suffix: str
     runner: HostRunner
     config: AgentConfig
-    engine: LVMEngine
+    engine: HostLvgEngine
     made: list[str] = field(default_factory=list)
 
     @property
@@ -113,16 +113,18 @@ class LvmEnv:
             thin_pools=[ThinPool(name=n, size=s) for n, s in pools] if pools else None)
 
     def with_runner(self, runner: HostRunner) -> LvmEnv:
-        """Use another runner (a fault-injecting wrapper) for the engine."""
+        """Use another runner (a fault-injecting wrapper) for the engine: every LVM command goes
+        through it, so no persistent lvm shell."""
         self.runner = runner
-        self.engine = LVMEngine(runner, self.config)
+        self.config = self.config.model_copy(update={"lvm_shell": False})
+        self.engine = HostLvgEngine(runner, self.config)
         return self
 
     def rebase(self, base: Path) -> LvmEnv:
         """Use another base directory (inside ``root``, so cleanup still finds its loops)."""
         self.base = base
         self.config = self.config.model_copy(update={"file_devices_dir": str(base)})
-        self.engine = LVMEngine(self.runner, self.config)
+        self.engine = HostLvgEngine(self.runner, self.config)
         return self
 
     def file(self, entry: str, directory: Path | None = None) -> Path:
@@ -152,7 +154,7 @@ def make_env(tmp_path: Path, *, base: Path | None = None, runner: HostRunner | N
     run = runner or HostRunner(default_timeout=120)
     cfg = AgentConfig(node_name="node-a", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
                       command_timeout_seconds=120)
-    return LvmEnv(root=root, base=base, suffix=suffix, runner=run, config=cfg, engine=LVMEngine(run, cfg))
+    return LvmEnv(root=root, base=base, suffix=suffix, runner=run, config=cfg, engine=HostLvgEngine(run, cfg))
 
 
 @pytest.fixture(name="lvm_env")

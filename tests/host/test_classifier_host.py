@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.disklayout.classifier import Verdict, classify_targets
-from disklet_agent.disklayout.gate import plan_apply, resolve_targets
+from disklet_agent.disklayout.gate import plan_apply
+from disklet_agent.host.layout_reads import resolve_targets
 from disklet_agent.host.lsblk import read_block_topology
 
 from disklet.api.disklayout import RefusalCode

@@ -32,11 +32,13 @@ def _disklet(spec: dict[str, Any]) -> tuple[bool, str, str]:
         body = spec["layoutNix"]
     elif pf.artifact:
         body = pf.artifact
-    else:  # refused before rendering: give disko the same layout as disklet would render it
+    else:  # refused before rendering: give disko the same layout as disklet would render and close it
+        from disklet.layout.mountpaths import close_pool_roots
         from disklet.layout.nixliteral import disko_devices_file
         from disklet.layout.render import devices_value
         from disklet.layout.samples import structured
-        body = disko_devices_file("", devices_value(structured(spec["diskLayout"])), sort_keys=False)
+        body = disko_devices_file("", close_pool_roots(devices_value(structured(spec["diskLayout"]))),
+                                  sort_keys=False)
     return pf.phase == Phase.PENDING, pf.message, body
 
 
@@ -83,10 +85,17 @@ AGREE = [
     ("structured-lvm-pv-plus-filesystem", {"diskLayout": {"lvmVolumeGroups": [{"name": "data"}],
                                                           "disks": [disk("d1", "/dev/sdb", FS, pv("data"))]}}, True),
     ("structured-lvm-pv-plus-zfs-pool", {"diskLayout": {
-        "lvmVolumeGroups": [{"name": "data"}], "zfsPools": [{"name": "tank"}],
+        "lvmVolumeGroups": [{"name": "data"}], "zfsPools": [{"name": "tank", "mountpoint": "/srv/tank"}],
         "disks": [disk("d1", "/dev/sdb", pv("data")),
                   disk("d2", "/dev/sdc", {"name": "z", "size": "100%", "content": {"type": "zfs", "pool": "tank"}})]}},
      True),
+    # a pool without a mountpoint is created with mountpoint=none: it mounts nothing, and disko then has
+    # no file system to mount
+    ("structured-lvm-pv-plus-unmounted-zfs-pool", {"diskLayout": {
+        "lvmVolumeGroups": [{"name": "data"}], "zfsPools": [{"name": "tank"}],
+        "disks": [disk("d1", "/dev/sdb", pv("data")),
+                  disk("d2", "/dev/sdc", {"name": "z", "size": "100%", "content": {"type": "zfs", "pool": "tank"}})]}},
+     False),
     ("raw-pv-and-vg-nothing-mounted", raw(rdisk("sdb", RPV), VG), False),
     ("raw-only-an-unmounted-filesystem", raw(rdisk("sdb", RFS_UNMOUNTED)), False),
     ("raw-pv-unmounted-fs-and-vg", raw(rdisk("sdb", RPV, RFS_UNMOUNTED), VG), False),
@@ -134,7 +143,8 @@ BARE = [
      "disko.devices.disk.sdb has no content"),
     ("raw-bare-disk-and-a-pool", raw('disk.sdb = { type = "disk"; device = "/dev/sdb"; };',
                                      rdisk("sdc", 'partitions.z = { size = "100%"; content = { type = "zfs"; '
-                                                  'pool = "tank"; }; };'), 'zpool.tank = { type = "zpool"; };'),
+                                                  'pool = "tank"; }; };'),
+                                     'zpool.tank = { type = "zpool"; mountpoint = "/srv/tank"; };'),
      "disko.devices.disk.sdb has no content"),
 ]
 

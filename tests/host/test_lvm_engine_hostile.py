@@ -214,3 +214,23 @@ def test_delete_after_an_interrupted_create_removes_the_orphan_pv(lvm_env: LvmEn
     done = env.engine.delete(env.lvg, env.spec([("a", "1Gi")]), None)
     assert done.done, _applied(done.status).message
     assert env.our_loops() == [] and not f.exists()
+
+
+def test_directory_running_through_a_regular_file_refuses_and_deletes_at_once(lvm_env: LvmEnv) -> None:
+    """The directory's path runs through a regular file (…/x/sub with x a file): nothing can exist
+    at the backing file's path ("Not a directory" is proof of absence), so the refused object is
+    released at the first attempt — and the regular file on the way is left alone."""
+    env = lvm_env
+    env.base.mkdir(parents=True)
+    blocker = env.base / "x"
+    blocker.write_text("not a directory")
+    spec = env.spec([("a", "1Gi")], directory=str(blocker / "sub"))
+    out = env.engine.reconcile(env.lvg, spec, None, generation=1)
+    cond = _applied(out.status)
+    assert cond.status == "False" and "Not a directory" in cond.message and str(blocker) in cond.message, cond
+    assert env.our_loops() == [] and env.runner.calls["pvcreate"] == 0 and env.runner.calls["fallocate"] == 0
+    done = env.engine.delete(env.lvg, spec, out.status)
+    assert done.done, _applied(done.status).message
+    assert env.runner.calls["rm"] == 0
+    assert blocker.read_text() == "not a directory" and env.our_loops() == [] and env.vgs() == []
+

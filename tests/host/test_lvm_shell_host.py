@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from disklet_agent.lvm import LVMEngine
+from disklet_agent.lvm.engine import HostLvgEngine
 
 from disklet.api.common import get_condition
 from disklet.api.lvm import LVGPhase
@@ -50,7 +50,7 @@ def test_hung_command_times_out_restarts_the_shell_and_the_retry_creates_the_vg(
     gc.collect()  # engines of earlier tests in this process stop their shells now, not mid-test
     others = set(_lvm_children())
     fds_before = sorted(os.listdir("/proc/self/fd"))
-    engine = LVMEngine(env.runner, env.config)
+    engine = HostLvgEngine(env.runner, env.config)
     assert engine.shell is not None
     seen: list[tuple[str, bool, bool, int | None]] = []
 

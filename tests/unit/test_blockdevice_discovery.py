@@ -6,7 +6,6 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from disklet_agent.host.lsblk import BlockNode, BlockTopology
 from disklet_agent.logic.blockdevices import (
     PvFact,
     consumable_reason,
@@ -21,6 +20,7 @@ from disklet_agent.logic.lvg import (
     status_merge_patch,
     with_operator_conditions,
 )
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
@@ -132,7 +132,7 @@ def test_sync_plan_is_empty_when_nothing_changed_and_precise_otherwise():
     assert [c.status.path for c in plan.creates] == ["/dev/sdd"]
     assert [n for n in plan.deletes] == [by_path(desired)["/dev/sdc"].name]
     (upd,) = plan.updates
-    assert upd.labels == {"disklet.io/consumable": "false", "disklet.io/vg": "vg0"}
+    assert upd.labels == {"disklet.io/consumable": "false", "disklet.io/vg": "vg0", "disklet.io/reason": "LVMPhysicalVolume"}
     assert upd.status["pvUUID"] == "PV" and upd.status["consumable"] is False
 
 

@@ -30,9 +30,18 @@ def fs(mountpoint="/var/lib/data1", **extra):
     return {"type": "filesystem", "format": "ext4", "mountpoint": mountpoint, **extra}
 
 
-def layout(content=None, device="/dev/nvme1n1", **extra):
-    return {"nodeName": "node-1", "diskLayout": {"disks": [{"name": "data1", "device": device, "gpt": {
+def layout(content=None, device="/dev/nvme1n1", match=None, **extra):
+    disk = {"name": "data1", **({"device": device} if device is not None else {}),
+            **({"match": match} if match is not None else {})}
+    return {"nodeName": "node-1", "diskLayout": {"disks": [{**disk, "gpt": {
         "partitions": [{"name": "p0", "size": "100%", "content": content or fs()}]}}], **extra}}
+
+
+def layout_size(size):
+    spec = layout()
+    parts = spec["diskLayout"]["disks"][0]["gpt"]["partitions"]
+    parts.insert(0, {"name": "first", "size": size, "content": fs("/srv/first")})
+    return spec
 
 
 RAW = ('{ disko.devices.disk.d1 = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; partitions.p = { '
@@ -104,8 +113,15 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
     ("dl-mount-nixish-ok", "DiskLayout", None, layout(fs("/nixdata")), None),
     ("dl-device-dotdot", "DiskLayout", None, layout(device="/dev/../etc/passwd"), "must not contain .."),
     ("dl-device-pattern", "DiskLayout", None, layout(device='/dev/x"; y = 1'), "should match"),
+    ("dl-match-ok", "DiskLayout", None, layout(device=None, match='disk.transport == "nvme" && disk.size >= 1Ti'), None),
+    ("dl-match-and-device", "DiskLayout", None, layout(match="disk.size > 0"), "set exactly one of device (a path) and match"),
+    ("dl-neither-match-nor-device", "DiskLayout", None, layout(device=None), "set exactly one of device (a path) and match"),
+    ("dl-device-placeholder", "DiskLayout", None, layout(device="/dev/disk/by-disklet-match/data1"),
+     "reserved for match"),
     ("dl-bad-format", "DiskLayout", None, layout(fs(format="ntfs")), 'Unsupported value: "ntfs"'),
-    ("dl-unknown-key", "DiskLayout", None, layout(fs(mountOptionz=["x"])), None),  # pruned by the server; model rejects
+    ("dl-unknown-key", "DiskLayout", None, layout(fs(mountOptionz=["x"])), None),
+    # the server cannot type-check a selector's disk variables; the model (kctl, the operator) does
+    ("dl-match-typo", "DiskLayout", None, layout(device=None, match="disk.sise >= 1Ti"), None),  # pruned by the server; model rejects
     # ---------------------------------------------------------------- LVMVolumeGroup
     ("lvg-file-only-ok", "LVMVolumeGroup", None, lvg(), None),
     ("lvg-selector-only-ok", "LVMVolumeGroup", None, lvg(fileDevices=None, blockDeviceSelector={"matchLabels": {"a": "b"}}), None),
@@ -171,10 +187,25 @@ CASES: list[tuple[str, str, dict | None, dict, str | None]] = [
      "from 1 byte to 1Ei"),
     ("set-size-above-1ei", "LVMVolumeGroupSet", None, lvgset({"fileDevices": [fd(size="2048Pi")]}), "at most 1Ei"),
     ("set-thin-zero", "LVMVolumeGroupSet", None, lvgset({"thinPools": [{"name": "tp", "size": "0"}]}), "from 1 byte to 1Ei"),
+    # ---------------------------------------------------------------- the two size grammars (docs/kctl.md#sizes)
+    # LVM sizes are binary Kubernetes quantities: a decimal letter is refused with the binary spelling.
+    ("lvg-thin-1g-decimal", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1G"}]), "should match"),
+    ("lvg-thin-1g-hint", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1G"}]),
+     "1G is a decimal size (1G is 10^9 bytes): use Mi, Gi, Ti or Pi; did you mean 1Gi?"),
+    ("lvg-thin-500m-hint", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "500M"}]), "did you mean 500Mi?"),
+    ("set-thin-2t-hint", "LVMVolumeGroupSet", None, lvgset({"thinPools": [{"name": "tp", "size": "2T"}]}),
+     "did you mean 2Ti?"),
+    ("lvg-thin-bytes-bare-ok", "LVMVolumeGroup", None, lvg(thinPools=[{"name": "tp", "size": "1073741824"}]), None),
+    # DiskLayout sizes are disko's (binary letters without i): a Kubernetes binary unit gets the disko spelling.
+    ("dl-size-1gi", "DiskLayout", None, layout_size("1Gi"), "should match"),
+    ("dl-size-1gi-hint", "DiskLayout", None, layout_size("1Gi"),
+     "1Gi is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already binary (1G = 1 GiB); write 1G"),
+    ("dl-size-512mi-hint", "DiskLayout", None, layout_size("512Mi"), "write 512M"),
+    ("dl-size-1g-ok", "DiskLayout", None, layout_size("1G"), None),
 ]
 
 # Cases where the server prunes/keys differently from the model (documented, not disagreements).
-MODEL_ONLY_REJECTS = {"dl-unknown-key"}  # the server: strict decoding error (kubectl's default), not a rule
+MODEL_ONLY_REJECTS = {"dl-unknown-key", "dl-match-typo"}  # the server: strict decoding error (kubectl's default), not a rule
 UNREACHABLE_RULES = {
     # Transition rules on single-value enums: changing the value fails the enum first, and after
     # such a (blocking) schema error the server runs no CEL rule at all. They guard the day a

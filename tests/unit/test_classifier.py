@@ -12,7 +12,8 @@ from disklet_agent.disklayout.classifier import (
     is_volume_mount,
     layout_verdict,
 )
-from disklet_agent.host.lsblk import BlockTopology, parse_lsblk_json
+from disklet_agent.host.lsblk import parse_lsblk_json
+from disklet_agent.logic.topology import BlockTopology
 
 from disklet.api.disklayout import RefusalCode
 

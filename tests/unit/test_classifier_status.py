@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from disklet_agent.disklayout.apply import ApplyOutcome
 from disklet_agent.disklayout.gate import ApplyPlan
-from disklet_agent.disklayout.mode import ModeReading
-from disklet_agent.handlers.disklayout import (
+from disklet_agent.logic.disklayout import (
     Desired,
     Memo,
     decide,
@@ -16,8 +15,8 @@ from disklet_agent.handlers.disklayout import (
 
 from disklet.api.disklayout import Phase, RefusalCode
 
-MANAGED = ModeReading("controller-managed", None)
-INSTALLER = ModeReading("installer-only", None)
+MANAGED = "controller-managed"
+INSTALLER = "installer-only"
 
 
 def test_decide() -> None:
@@ -42,7 +41,7 @@ def test_refused_status_then_no_churn() -> None:
     d = desired_from_plan(plan)
     assert d is not None and d.phase is Phase.REFUSED
     cur = {"phase": "pending", "layoutGeneration": 3, "targetDevices": ["/dev/sdb"]}
-    ch = outcome_status(cur, d, mode=MANAGED, targets=["/dev/sdb"], generation=5, now="2024-01-01T00:00:00Z")
+    ch = outcome_status(cur, d, node_mode=MANAGED, targets=["/dev/sdb"], generation=5, now="2024-01-01T00:00:00Z")
     assert ch["phase"] == "refused" and ch["refusalReason"] == "target_device_is_active_lvm_pv"
     assert ch["nodeMode"] == "controller-managed" and ch["lastAttemptTime"] == "2024-01-01T00:00:00Z"
     assert "targetDevices" not in ch
@@ -52,13 +51,13 @@ def test_refused_status_then_no_churn() -> None:
     assert ready["observedGeneration"] == cond["observedGeneration"] == 5
     assert ch["targetDevicesText"] == "/dev/sdb"
     after = {**cur, **ch}
-    assert outcome_status(after, d, mode=MANAGED, targets=["/dev/sdb"], generation=5,
+    assert outcome_status(after, d, node_mode=MANAGED, targets=["/dev/sdb"], generation=5,
                           now="2024-01-01T00:05:00Z") == {}
 
 
 def test_installer_only_stays_pending_with_condition() -> None:
     d = Desired(Phase.PENDING, "waiting: disk management mode is installer-only ...", "InstallerOnly", attempted=False)
-    ch = outcome_status({"phase": "pending", "layoutGeneration": 1}, d, mode=INSTALLER, targets=None, generation=1)
+    ch = outcome_status({"phase": "pending", "layoutGeneration": 1}, d, node_mode=INSTALLER, targets=None, generation=1)
     assert "phase" not in ch and ch["nodeMode"] == "installer-only" and "lastAttemptTime" not in ch
     assert ch["conditions"][0]["reason"] == "InstallerOnly"
 
@@ -68,7 +67,7 @@ def test_applied_clears_refusal_and_records_generation() -> None:
     d = desired_from_outcome(out)
     cur = {"phase": "refused", "refusalReason": "target_device_has_active_mount", "layoutGeneration": 4,
            "appliedLayoutGeneration": 3}
-    ch = outcome_status(cur, d, mode=MANAGED, targets=["/dev/sdb"], generation=7, now="2024-01-01T00:00:00Z")
+    ch = outcome_status(cur, d, node_mode=MANAGED, targets=["/dev/sdb"], generation=7, now="2024-01-01T00:00:00Z")
     assert ch["phase"] == "applied" and ch["refusalReason"] is None  # merge patch null deletes it
     assert ch["appliedLayoutGeneration"] == 4 and ch["lastAppliedTime"] == "2024-01-01T00:00:00Z"
     assert ch["conditions"][0]["status"] == "True"

@@ -12,7 +12,8 @@ import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.disklayout.gate import plan_apply
 from disklet_agent.disklayout.identity import DiskIdentity, identities_text
-from disklet_agent.host.lsblk import BlockTopology, parse_lsblk_json
+from disklet_agent.host.lsblk import parse_lsblk_json
+from disklet_agent.logic.topology import BlockTopology
 
 from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import CommandResult
@@ -25,17 +26,53 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(extract_module, "nix_available", lambda: False)
 
 
-class FakeRunner:
-    """``realpath -e`` through a map; nothing else runs."""
+class FakeReader:
+    """The gate's node reads from fixed answers; ``realpath -e`` through a map."""
 
-    def __init__(self, links: dict[str, str] | None = None):
-        self.links = links or {}
+    def __init__(self, topology: BlockTopology, links: dict[str, str] | None = None,
+                 mounts: list[tuple[str, str]] | None = None, vgs: set[str] | None = None,
+                 pools: set[str] | None = None):
+        self._topology, self.links = topology, links or {}
+        self._mounts, self._vgs, self._pools = list(mounts or []), set(vgs or ()), set(pools or ())
+
+    def topology(self) -> BlockTopology:
+        return self._topology
+
+    def resolve(self, targets: Sequence[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for t in targets:
+            path = self.links.get(t, t)
+            out[t] = path if path.startswith("/dev/") and "missing" not in path else None
+        return out
+
+    def mounts(self) -> list[tuple[str, str]]:
+        return self._mounts
+
+    def volume_groups(self) -> set[str]:
+        return self._vgs
+
+    def pv_members(self) -> list[tuple[str, str]]:
+        return []
+
+    def zpools(self) -> set[str]:
+        return self._pools
+
+    def imported_zpools(self) -> set[str] | None:
+        return self._pools
+
+    def real_paths(self, paths: Sequence[str]) -> dict[str, str]:
+        """Mountpoints resolved through the same map (identity when not in it)."""
+        if self.links.get("real_paths") == "broken":
+            from disklet_agent.host.lsblk import ProbeFailed
+            raise ProbeFailed("realpath exited 1")
+        return {p: self.links.get(p, p) for p in paths}
+
+
+class NoProcess:
+    """The gate runs no command through the runner on these fixtures (nix is unavailable)."""
 
     def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
-        assert argv[:3] == ["realpath", "-e", "--"], argv
-        target = self.links.get(argv[3], argv[3])
-        ok = target.startswith("/dev/") and "missing" not in target
-        return CommandResult(tuple(argv), 0 if ok else 1, target + "\n" if ok else "", "", "", 0.0)
+        raise AssertionError(f"unexpected command {argv}")
 
 
 def dev(path: str, type_: str = "disk", *, wwn: str | None = None, serial: str | None = None,
@@ -67,9 +104,8 @@ def plan(text: str, topology: BlockTopology, tmp_path: Path, *, links: dict[str,
     cfg = AgentConfig(host_root=tmp_path, system_mounts=["/"], volume_mounts=[],
                       allow_loop_targets=kw.pop("allow_loop", False))
     (tmp_path / "etc" / "disklet" / "disk").mkdir(parents=True, exist_ok=True)
-    return plan_apply(text, runner=FakeRunner(links), config=cfg,  # type: ignore[arg-type]
-                      read_topology=lambda _r: topology, read_mounts=lambda _r: list(mounts or []),
-                      read_vgs=lambda _r, _c: set(vgs or ()), read_pools=lambda _r: pools, **kw)
+    return plan_apply(text, runner=NoProcess(), config=cfg,  # type: ignore[arg-type]
+                      reader=FakeReader(topology, links, mounts, vgs, pools), **kw)
 
 
 def applied(tmp_path: Path, text: str, identities: dict[str, DiskIdentity] | None) -> None:
@@ -194,14 +230,14 @@ def test_forbidden_content_is_refused_by_the_agent_too(tmp_path: Path) -> None:
 def test_existing_or_importable_zpool_is_refused(tmp_path: Path) -> None:
     text = ('{ disko.devices = { disk.a = { type = "disk"; device = "/dev/sdb"; content = { type = "gpt"; '
             'partitions.p = { size = "100%"; content = { type = "zfs"; pool = "tank"; }; }; }; }; '
-            'zpool.tank = { type = "zpool"; datasets = { }; }; }; }')
+            'zpool.tank = { type = "zpool"; mountpoint = "/srv/tank"; datasets = { }; }; }; }')
     p = plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path, pools={"tank"})
     assert not p.ok and p.code is RefusalCode.ZPOOL_EXISTS and "force-import" in p.message
     assert plan(text, topo(dev("/dev/sdb", wwn="0x2")), tmp_path, pools={"other"}).ok
 
 
 def test_zpool_reader_parses_list_and_import() -> None:
-    from disklet_agent.disklayout.gate import read_zpools
+    from disklet_agent.host.layout_reads import read_zpools
 
     class Z:
         def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
@@ -209,3 +245,37 @@ def test_zpool_reader_parses_list_and_import() -> None:
             return CommandResult(tuple(argv), 0, out, "", "", 0.0)
 
     assert read_zpools(Z()) == {"rpool", "tank"}  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ mountpoints resolved on the node
+@pytest.mark.parametrize(("links", "says"), [
+    ({"/srv/data/a": "/etc"}, "resolves on the node to '/etc' through a symbolic link, outside its allowed root /srv"),
+    ({"/srv/data/a": "/var/lib/kubelet/pods/x"}, "outside its allowed root /srv"),
+    ({"/srv/data/a": "/data/a"}, "outside its allowed root /srv"),  # another allowed root: still refused
+    ({"/srv/data/a": "/srv/kubernetes/pki"}, "is a system path"),  # same root, but denied
+])
+def test_a_symlinked_mountpoint_that_leaves_its_root_is_refused(links: dict[str, str], says: str,
+                                                               tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert not p.ok and not p.failed and p.code is RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, p.message
+    assert says in p.message and "/srv/data/a" in p.message
+
+
+def test_a_symlink_inside_the_same_root_is_judged_at_its_target(tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links={"/srv/data/a": "/srv/b/a"})
+    assert p.ok, p.message
+    # the live-mount check looks at the resolved path as well
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path,
+             links={"/srv/data/a": "/srv/b/a"}, mounts=[("/srv/b/a/inner", "/dev/sdz1")])
+    assert p.code is RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT and "it resolves to /srv/b/a" in p.message
+
+
+def test_a_root_that_is_itself_a_link_keeps_its_mounts_inside_what_it_resolves_to(tmp_path: Path) -> None:
+    links = {"/srv": "/mnt/big", "/srv/data/a": "/mnt/big/data/a"}
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links=links)
+    assert p.ok, p.message
+
+
+def test_mountpoints_that_cannot_be_resolved_refuse(tmp_path: Path) -> None:
+    p = plan(body(("a", "/dev/sdb")), topo(dev("/dev/sdb", wwn="0x1")), tmp_path, links={"real_paths": "broken"})
+    assert p.code is RefusalCode.STATE_UNKNOWN and "realpath exited 1" in p.message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from disklet_agent.handlers.disklayout import stale_reason
+from disklet_agent.logic.disklayout import stale_reason
 
 SEEN = {"metadata": {"name": "dl", "uid": "u1"}, "spec": {"nodeName": "n1", "layoutNix": "{ }"},
         "status": {"phase": "pending", "layoutGeneration": 2}}

@@ -165,7 +165,7 @@ def test_lvmvolumegroup_updates_never_crash_the_emulator(old, new):
 
 @given(gen.lvg_objects())
 def test_agent_validation_of_admitted_objects(obj):
-    from disklet_agent.lvm.validation import validate_lvg
+    from disklet.lvm.validation import validate_lvg
 
     if model_verdict(LVMVolumeGroup, obj):
         return

@@ -15,6 +15,7 @@ from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.layout import extract as extract_module
 from disklet.layout import preflight
 from disklet.layout.checked import check_layout
+from disklet.layout.mountpaths import close_pool_roots, mount_paths
 from disklet.layout.mounts import MountPolicy
 from disklet.layout.render import devices_value
 from disklet.layout.samples import EXT4, MIXED, structured
@@ -135,7 +136,7 @@ def test_zpool_topology_members_are_devices() -> None:
 
 
 def test_structured_samples_pass_and_roots_are_configurable() -> None:
-    assert schema_violation(devices_value(structured(MIXED))) is None  # type: ignore[arg-type]
+    assert schema_violation(close_pool_roots(devices_value(structured(MIXED)))) is None  # type: ignore[arg-type]
     assert schema_violation(devices_value(structured(EXT4))) is None  # type: ignore[arg-type]
     value = devices_value(structured(EXT4))
     only_srv = MountPolicy.of(["/srv"])
@@ -155,6 +156,8 @@ PV = '{ size = "100%"; content = { type = "lvm_pv"; vg = "data"; }; }'
 
 @pytest.mark.parametrize("body,says", [
     (raw(PV, 'lvm_vg.data = { type = "lvm_vg"; };'), "mounts no file system"),
+    (raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }', 'zpool.tank = { type = "zpool"; };'),
+     "mounts no file system"),
     (raw('{ size = "100%"; content = { type = "filesystem"; format = "ext4"; }; }'), "mounts no file system"),
     (raw(PV), "names a VG that disko.devices.lvm_vg does not define: add lvm_vg.data"),
     (raw(FS, 'lvm_vg.data = { type = "lvm_vg"; };'), "lvm_vg.data has no lvm_pv member"),
@@ -170,7 +173,10 @@ def test_what_disko_leaves_to_run_time_is_refused(body: str, says: str) -> None:
 @pytest.mark.parametrize("body", [
     raw(PV, 'lvm_vg.data = { type = "lvm_vg"; lvs.l = { size = "1G"; content = { type = "filesystem"; '
             'format = "ext4"; mountpoint = "/srv/lv"; }; }; };'),
-    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }', 'zpool.tank = { type = "zpool"; };'),
+    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }',
+        'zpool.tank = { type = "zpool"; mountpoint = "/srv/tank"; };'),
+    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }',
+        'zpool.tank = { type = "zpool"; datasets.d = { type = "zfs_fs"; mountpoint = "/srv/d"; }; };'),
 ])
 def test_a_mounted_lv_or_a_pool_is_enough(body: str) -> None:
     result = pf(body)
@@ -184,7 +190,8 @@ BARE = 'disk.b = { type = "disk"; device = "/dev/vdc"; };'
     '{ disko.devices.disk.b = { type = "disk"; device = "/dev/vdc"; }; }',
     raw(FS, BARE),
     raw(FS, 'disk.b = { type = "disk"; device = "/dev/vdc"; content = null; };'),
-    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }', BARE + ' zpool.tank = { type = "zpool"; };'),
+    raw('{ size = "100%"; content = { type = "zfs"; pool = "tank"; }; }',
+        BARE + ' zpool.tank = { type = "zpool"; mountpoint = "/srv/tank"; };'),
 ])
 def test_a_disk_without_content_is_refused_saying_which_and_what_to_add(body: str) -> None:
     """disko cannot evaluate a disk without content (tests/host/test_disko_agreement.py)."""
@@ -207,3 +214,70 @@ def test_an_empty_partition_table_is_refused_saying_what_to_add() -> None:
                 'partitions = { }; }; }; }')
     assert result.phase == Phase.REFUSED, result.message
     assert "disk.d.content.partitions must be a non-empty attribute set: add at least one partition" in result.message
+
+
+# ------------------------------------------------------------------ ZFS's implicit mounts
+def _pool(name: str, extra: str = "") -> str:
+    return raw('{ size = "100%"; content = { type = "zfs"; pool = "' + name + '"; }; }',
+               f'zpool.{name} = {{ type = "zpool"; {extra} }};')
+
+
+@pytest.mark.parametrize("name", ["etc", "nix", "usr", "boot"])
+def test_a_pool_named_after_a_system_path_mounts_nothing_there(name: str) -> None:
+    """disko runs ``zpool create NAME -R /`` without -m: ZFS would mount the root dataset at /NAME
+    and datasets without a mountpoint at /NAME/DS. The artifact closes that: the root dataset gets
+    mountpoint=none (or its checked mountpoint), so only checked paths are mounted."""
+    checked = check_layout(_pool(name, 'datasets.x = { type = "zfs_fs"; }; '
+                                       'datasets.y = { type = "zfs_fs"; mountpoint = "/srv/y"; };'))
+    pool = checked.devices_value["zpool"][name]
+    assert pool["rootFsOptions"] == {"mountpoint": "none"}
+    assert [m.path for m in mount_paths(checked.devices_value)] == ["/srv/y"]
+    assert '"rootFsOptions" = {\n          "mountpoint" = "none";' in checked.artifact
+
+
+def test_the_policy_judges_every_implicit_zfs_path_naming_it() -> None:
+    """A value whose pools are not closed (an older current.nix, a hand-built value): the implicit
+    paths go through the same policy, refused with mountpoint_not_allowed naming the path."""
+    value = {"disk": {"a": {"type": "disk", "device": "/dev/vdb", "content": {"type": "gpt", "partitions": {
+        "z": {"size": "100%", "content": {"type": "zfs", "pool": "etc"}}}}}},
+        "zpool": {"etc": {"type": "zpool", "datasets": {"x": {"type": "zfs_fs"}}}}}
+    violation = schema_violation(value)
+    assert violation is not None and violation.code is RefusalCode.MOUNTPOINT_NOT_ALLOWED
+    text = str(violation)
+    assert "disko.devices.zpool.etc is mounted by ZFS at '/etc' (implicit" in text
+    assert "disko.devices.zpool.etc.datasets.x is mounted by ZFS at '/etc/x'" in text
+    assert schema_violation(close_pool_roots(value)) is not None  # mounts nothing at all: disko refuses that
+    value["zpool"]["etc"]["mountpoint"] = "/srv/etc"
+    assert schema_violation(close_pool_roots(value)) is None
+    assert [m.path for m in mount_paths(close_pool_roots(value))] == ["/srv/etc", "/srv/etc/x"]
+
+
+def test_a_pool_mountpoint_is_checked_and_inherited_by_its_datasets() -> None:
+    result = pf(_pool("tank", 'mountpoint = "/etc/tank";'))
+    assert result.refusal_reason is RefusalCode.MOUNTPOINT_NOT_ALLOWED and "/etc/tank" in result.message
+    result = pf(_pool("tank", 'mountpoint = "/srv/tank"; datasets.home = { type = "zfs_fs"; };'))
+    assert result.phase == Phase.PENDING, result.message
+    checked = check_layout(_pool("tank", 'mountpoint = "/srv/tank"; datasets.home = { type = "zfs_fs"; };'))
+    assert checked.devices_value["zpool"]["tank"]["rootFsOptions"] == {"mountpoint": "/srv/tank"}
+    assert [m.path for m in mount_paths(checked.devices_value)] == ["/srv/tank", "/srv/tank/home"]
+    with pytest.raises(SchemaViolation) as err:  # the inherited path is judged too
+        check_layout(_pool("tank", 'mountpoint = "/srv/tank"; datasets.kubernetes = { type = "zfs_fs"; };').replace(
+            "/srv/tank", "/srv"))
+    assert err.value.code is RefusalCode.MOUNTPOINT_NOT_ALLOWED and "'/srv/kubernetes'" in str(err.value)
+
+
+@pytest.mark.parametrize("options", ['{ mountpoint = "/srv/other"; }', '{ canmount = "on"; }',
+                                     '{ mountpoint = "none"; compression = "lz4"; }'])
+def test_root_fs_options_other_than_the_closing_one_are_forbidden(options: str) -> None:
+    result = pf(_pool("tank", f'mountpoint = "/srv/tank"; rootFsOptions = {options};'))
+    assert result.refusal_reason is RefusalCode.LAYOUT_FORBIDDEN_OPTION, result.message
+    assert "rootFsOptions" in result.message
+
+
+@pytest.mark.parametrize("path", ["/srv/kubernetes", "/srv/kubernetes/pki", "/srv/kubernetes/a/b"])
+def test_srv_kubernetes_is_denied_as_a_tree(path: str) -> None:
+    from disklet.api.disklayout import PartitionContent
+
+    assert MountPolicy().problem(path) is not None and "system path" in str(MountPolicy().problem(path))
+    with pytest.raises(ValidationError):
+        PartitionContent.model_validate({"type": "filesystem", "format": "ext4", "mountpoint": path})

@@ -23,7 +23,7 @@ def _problems(data: dict[str, Any]) -> list[str]:
 
 
 def _construct(data: dict[str, Any]) -> StructuredLayout:
-    from disklet.api.disklayout import Disk, Gpt, NamedStub, Partition, PartitionContent
+    from disklet.api.disklayout import Disk, Gpt, NamedStub, Partition, PartitionContent, ZfsPoolStub
 
     def content(c: dict[str, Any]) -> PartitionContent:
         return PartitionContent.model_construct(
@@ -34,7 +34,8 @@ def _construct(data: dict[str, Any]) -> StructuredLayout:
         Partition.model_construct(name=p["name"], size=p["size"], content=content(p["content"]))
         for p in d["gpt"]["partitions"]])) for d in data["disks"]]
     vgs = [NamedStub.model_construct(name=v["name"]) for v in data.get("lvmVolumeGroups", [])] or None
-    pools = [NamedStub.model_construct(name=v["name"]) for v in data.get("zfsPools", [])] or None
+    pools = [ZfsPoolStub.model_construct(name=v["name"], mountpoint=v.get("mountpoint"))
+             for v in data.get("zfsPools", [])] or None
     return StructuredLayout.model_construct(disks=disks, lvm_volume_groups=vgs, zfs_pools=pools)
 
 
@@ -228,7 +229,9 @@ def test_a_layout_that_mounts_nothing_is_refused_saying_what_to_add() -> None:
     with_pool = copy.deepcopy(data)
     with_pool["zfsPools"] = [{"name": "tank"}]
     with_pool["disks"][1]["gpt"]["partitions"][0]["content"] = {"type": "zfs", "pool": "tank"}
-    assert _problems(with_pool) == [], "disko mounts a pool's root dataset"
+    assert "mounts no file system" in " ".join(_problems(with_pool)), "a pool without a mountpoint mounts nothing"
+    with_pool["zfsPools"] = [{"name": "tank", "mountpoint": "/srv/tank"}]
+    assert _problems(with_pool) == [], "the pool's root dataset is mounted at its mountpoint"
 
 
 def test_a_disk_without_partitions_is_refused_saying_which_and_what_to_add() -> None:

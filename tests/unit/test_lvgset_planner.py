@@ -13,7 +13,6 @@ from disklet_operator.logic.lvgset_planner import (
     Outcome,
     SetRef,
     build_status,
-    child_name,
     label_value,
     merge_patch,
     new_orphans,
@@ -26,6 +25,7 @@ from disklet_operator.logic.lvgset_planner import (
 
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSetSpec
+from disklet.lvm.names import child_name
 
 REF = SetRef("s", "uid-s", 3)
 DIR = "/var/lib/disklet/file-devices"

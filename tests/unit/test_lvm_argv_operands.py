@@ -13,7 +13,8 @@ from disklet_agent.host import lsblk
 from disklet_agent.host.files import HostFiles
 from disklet_agent.host.losetup import Losetup
 from disklet_agent.host.lvm import PV, VG, Lvm
-from disklet_agent.lvm.engine import LiveDevice, LVMEngine
+from disklet_agent.lvm.engine import HostLvgEngine
+from disklet_agent.lvm.outcomes import LiveDevice
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec
@@ -78,7 +79,8 @@ def test_every_command_puts_operands_after_double_dash() -> None:
     lvm, losetup, files = Lvm(runner), Losetup(runner), HostFiles(runner)
     calls = _calls(lvm, losetup, files)
     # Every public method that takes an operand is exercised (a new one must be added above).
-    readers = {"Lvm.pvs", "Lvm.pvs_vgs", "Lvm.vgs", "Lvm.lvs", "Lvm.node_vg_names", "Lvm.config", "Lvm.argv",
+    readers = {"Lvm.pvs", "Lvm.pvs_vgs", "Lvm.vgs", "Lvm.lvs", "Lvm.node_vg_names", "Lvm.node_pv_rows",
+               "Lvm.raw_report", "Lvm.config", "Lvm.argv",
                "Lvm.run",
                "Losetup.list_all"}
     for cls in (Lvm, Losetup, HostFiles):
@@ -116,9 +118,9 @@ def test_losetup_options_with_a_required_argument_take_it_inline() -> None:
                             ["losetup", "--associated=/x/disklet-a.b.img"]]
 
 
-def _engine(scan: dict[str, LiveDevice]) -> LVMEngine:
-    cfg = AgentConfig(node_name="n1", file_devices_dir="/var/lib/disklet/file-devices")
-    return LVMEngine(Recorder(), cfg, block_scan=lambda _snap: scan)
+def _engine(scan: dict[str, LiveDevice]) -> HostLvgEngine:
+    cfg = AgentConfig(node_name="n1", file_devices_dir="/var/lib/disklet/file-devices", lvm_shell=False)
+    return HostLvgEngine(Recorder(), cfg, block_scan=lambda _snap: scan)
 
 
 @pytest.mark.parametrize(("scan", "expect_ok", "expect_msg"), [
@@ -129,7 +131,7 @@ def _engine(scan: dict[str, LiveDevice]) -> LVMEngine:
 def test_selected_block_devices_are_taken_from_the_live_scan(scan, expect_ok, expect_msg) -> None:
     eng = _engine(scan)
     # The API says /dev/sdb; only the live scan's answer (by stable name) is used.
-    ok, errors = eng._node_devices([("dev-a", "/dev/sdb")], LvmSnapshot(), None)
+    ok, errors = eng.reconciler.node_devices([("dev-a", "/dev/sdb")], LvmSnapshot(), None)
     assert ok == expect_ok
     assert (expect_msg is None and not errors) or (errors and expect_msg in errors[0])
 
@@ -138,9 +140,9 @@ def test_a_member_of_our_vg_stays_usable_although_not_consumable() -> None:
     eng = _engine({"dev-a": LiveDevice("/dev/sdb", False, "LVM PV of volume group vg0")})
     vg = VG("vg0", "U", 1, 1, 1, (), 1, 0)
     snap = LvmSnapshot(pvs=[PV("/dev/sdb", "p", 1, 1, 1, "vg0", "U")], vgs=[vg])
-    assert eng._node_devices([("dev-a", "/dev/sdb")], snap, vg) == ([("dev-a", "/dev/sdb")], [])
+    assert eng.reconciler.node_devices([("dev-a", "/dev/sdb")], snap, vg) == ([("dev-a", "/dev/sdb")], [])
     other = VG("vg1", "V", 1, 1, 1, (), 1, 0)
-    assert eng._node_devices([("dev-a", "/dev/sdb")], snap, other)[0] == []
+    assert eng.reconciler.node_devices([("dev-a", "/dev/sdb")], snap, other)[0] == []
 
 
 def test_block_device_status_path_must_be_under_dev() -> None:

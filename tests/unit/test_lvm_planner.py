@@ -7,9 +7,9 @@ from disklet_agent.host.lvm import PV, VG
 from disklet_agent.lvm.discovery import discover_status, find_vg
 from disklet_agent.lvm.planner import Step, canonical_device, plan_pvs, plan_rollback
 from disklet_agent.lvm.snapshot import LvmSnapshot
-from disklet_agent.lvm.validation import inside_base, validate_lvg
 
 from disklet.api.lvm import FileDevice, LocalSpec, LVMVolumeGroupSpec
+from disklet.lvm.validation import inside_base, validate_lvg
 
 BASE = "/var/lib/disklet/file-devices"
 TAGS = ("disklet.io/enabled=true", "disklet.io/lvmVolumeGroupName=lvg1")

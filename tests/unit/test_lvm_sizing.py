@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from disklet_agent.lvm.sizing import (
+
+from disklet.lvm.sizing import (
     file_needs_growth,
     plan_thin_pool,
     pv_needs_resize,

@@ -1,4 +1,4 @@
-"""disklet.lvm_transitions: the one grow-only / immutable-fields check (planner, kctl rollout undo, kctl diff)."""
+"""disklet.lvm.transitions: the one grow-only / immutable-fields check (planner, kctl rollout undo, kctl diff)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from disklet.lvm_transitions import FILE_DEVICES, transition_problems
+from disklet.lvm.transitions import FILE_DEVICES, transition_problems
 
 
 def fd(name: str = "a", size: str = "1Gi", directory: str = "/var/lib/disklet/file-devices") -> dict[str, str]:

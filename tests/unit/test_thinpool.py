@@ -10,7 +10,7 @@ from disklet_agent.lvm.discovery import discover_status
 
 from disklet.api.common import Condition
 from disklet.api.lvm import LVMVolumeGroupSpec
-from disklet.thinpool import (
+from disklet.lvm.thinpool import (
     DATA_NEARLY_FULL,
     LV_HEALTH_COLUMNS,
     METADATA_NEARLY_FULL,

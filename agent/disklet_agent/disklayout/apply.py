@@ -28,15 +28,16 @@ from typing import Any
 from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import CommandResult, HostRunner
 from disklet_agent.config import AgentConfig
-from disklet_agent.host.lsblk import BlockTopology, ProbeFailed, read_block_topology
+from disklet_agent.host.lsblk import ProbeFailed
+from disklet_agent.host.nixos import run_disko, run_rebuild
+from disklet_agent.logic.topology import BlockTopology
 
-from .gate import CURRENT_NAME, disk_dir
+from .gate import CURRENT_NAME, LayoutReader, disk_dir, host_reader
 from .identity import IDENTITY_NAME, DiskIdentity, identities_text
 
 DEFAULT_TIMEOUT_SECONDS = 300
 MAX_TIMEOUT_SECONDS = 3600
 REBUILD_TIMEOUT_SECONDS = 3600.0
-REBUILD_UNIT = "disklet-nix-rebuild"
 TAIL_LINES = 20
 LOCK_NAME = ".apply.lock"
 FAILED_UNITS_RE = re.compile(r"the following units failed:\s*(.+)")
@@ -214,17 +215,6 @@ def record_identities(topology: BlockTopology, targets: dict[str, str | None]) -
     return out
 
 
-def disko_argv(config: AgentConfig, staged: str) -> list[str]:
-    return [*config.disko_command, "--mode", "format,mount", "--root-mountpoint", "/", staged]
-
-
-def rebuild_argv(config: AgentConfig, action: str) -> list[str]:
-    # --pipe: the unit's output comes back to us (for the tail and the failed-units line);
-    # --wait: systemd-run exits with the unit's exit status.
-    return [*config.systemd_run_command, "--unit", REBUILD_UNIT, "--wait", "--collect", "--quiet", "--pipe",
-            "--", *config.nixos_rebuild_command, action]
-
-
 def parse_failed_units(text: str) -> list[str]:
     """Units named by switch-to-configuration's "the following units failed: a, b" line."""
     units: list[str] = []
@@ -236,13 +226,12 @@ def parse_failed_units(text: str) -> list[str]:
     return units
 
 
-def verify(expect: Expectation, *, runner: HostRunner, config: AgentConfig,
-           read_topology: Callable[[HostRunner], BlockTopology]) -> tuple[list[str], list[str]]:
+def verify(expect: Expectation, *, reader: LayoutReader) -> tuple[list[str], list[str]]:
     """(problems, notes): problems are detected misses; notes say what could not be checked."""
     problems: list[str] = []
     notes: list[str] = []
     try:
-        topo = read_topology(runner)
+        topo = reader.topology()
     except ProbeFailed as exc:
         return [f"cannot re-read the disks after disko: {exc}"], notes
     member_paths: set[str] = set()
@@ -256,30 +245,25 @@ def verify(expect: Expectation, *, runner: HostRunner, config: AgentConfig,
         if len(parts) < d.partitions:
             problems.append(f"{d.device} has {len(parts)} partition(s) after disko, the layout declares {d.partitions}")
     if expect.vg_members:
-        lvm = ["pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name"]
-        if config.lvm_extra_config:
-            lvm[1:1] = ["--config", config.lvm_extra_config]
-        res = runner.run(lvm, timeout=60)
-        if not res.ok:
-            problems.append(f"cannot list LVM PVs to verify: {res.describe()}")
+        try:
+            pvs = reader.pv_members()
+        except ProbeFailed as exc:
+            problems.append(f"cannot verify the volume groups: {exc}")
         else:
-            pvs = [line.strip().split("|") for line in res.stdout.splitlines() if "|" in line]
             for vg, count in expect.vg_members:
-                joined = [p for p, g in ((x[0].strip(), x[1].strip()) for x in pvs) if g == vg
-                          and (not member_paths or p in member_paths)]
+                joined = [p for p, g in pvs if g == vg and (not member_paths or p in member_paths)]
                 if len(joined) < count:
                     problems.append(f"volume group {vg} has {len(joined)} of the layout's {count} PV(s) after disko "
                                     "(disko never adds a PV to an existing VG)")
     if expect.pools:
-        res = runner.run(["zpool", "list", "-H", "-o", "name"], timeout=60)
-        if res.returncode == 127:
-            notes.append("zpool is not installed here: pool creation not verified")
-        elif not res.ok:
-            problems.append(f"cannot list ZFS pools to verify: {res.describe()}")
+        try:
+            names = reader.imported_zpools()
+        except ProbeFailed as exc:
+            problems.append(f"cannot verify the ZFS pools: {exc}")
         else:
-            names = {line.strip() for line in res.stdout.splitlines()}
-            missing = [p for p in expect.pools if p not in names]
-            if missing:
+            if names is None:
+                notes.append("zpool is not installed here: pool creation not verified")
+            elif missing := [p for p in expect.pools if p not in names]:
                 problems.append(f"ZFS pool(s) {', '.join(missing)} missing after disko (disko skips a pool "
                                 "whose member already holds data)")
     return problems, notes
@@ -295,14 +279,14 @@ def _fail(phase: str, what: str, res: CommandResult | None, steps: list[StepResu
 
 def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: Expectation | None = None,
                  timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, rebuild: bool = True,
-                 rebuild_timeout: float = REBUILD_TIMEOUT_SECONDS,
-                 read_topology: Callable[[HostRunner], BlockTopology] = read_block_topology,
+                 rebuild_timeout: float = REBUILD_TIMEOUT_SECONDS, reader: LayoutReader | None = None,
                  targets: dict[str, str | None] | None = None,
                  probe: Callable[[list[str]], list[str]] = exclusive_probe) -> ApplyOutcome:
     """Run the pipeline on ``body`` (the plan's artifact); never raises for a command failure
     (ApplyBusy if another apply runs). ``targets`` (as written → resolved) are probed with O_EXCL
     before disko and their identities recorded next to current.nix afterwards."""
     timeout = check_timeout(timeout_seconds)
+    reader = reader or host_reader(runner, config)
     steps: list[StepResult] = []
     directory = disk_dir(config)
     with apply_lock(directory):
@@ -320,7 +304,7 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
                                 "right before disko: " + "; ".join(busy) + "; nothing was written", steps,
                                 refusal=RefusalCode.TARGET_BUSY)
 
-        res = runner.run(disko_argv(config, host_view(staged, config)), timeout=timeout)
+        res = run_disko(runner, config, host_view(staged, config), timeout)
         steps.append(StepResult.of("disko", res))
         if res.timed_out:
             return _fail("disko", f"disko did not finish within {timeout}s and was killed (process group); "
@@ -330,7 +314,7 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
 
         notes: list[str] = []
         if expect is not None:
-            problems, notes = verify(expect, runner=runner, config=config, read_topology=read_topology)
+            problems, notes = verify(expect, reader=reader)
             if problems:
                 return ApplyOutcome(False, "verify", "disko reported success but the result is incomplete; "
                                     "current.nix unchanged: " + "; ".join(problems), steps)
@@ -338,7 +322,7 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
         identities: dict[str, DiskIdentity] = {}
         if targets:
             try:
-                identities = record_identities(read_topology(runner), targets)
+                identities = record_identities(reader.topology(), targets)
             except ProbeFailed as exc:
                 return ApplyOutcome(False, "verify", f"cannot read the disks' identities after disko ({exc}); "
                                     "current.nix unchanged", steps)
@@ -360,7 +344,7 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
                                 identities=recorded)
 
         for action in ("test", "switch"):
-            res = runner.run(rebuild_argv(config, action), timeout=rebuild_timeout)
+            res = run_rebuild(runner, config, action, rebuild_timeout)
             steps.append(StepResult.of(f"rebuild-{action}", res))
             if res.ok:
                 continue

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from disklet.api.disklayout import RefusalCode
-from disklet_agent.host.lsblk import BlockNode, BlockTopology
+from disklet_agent.logic.topology import BlockNode, BlockTopology
 
 # When several findings apply, the most specific/severe one is reported as the code.
 SEVERITY: tuple[RefusalCode, ...] = (

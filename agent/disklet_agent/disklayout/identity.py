@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from disklet_agent.host.lsblk import BlockNode
+from disklet_agent.logic.topology import BlockNode
 
 IDENTITY_NAME = "identity.json"
 VIRTUAL_KNAME = re.compile(r"^(loop|dm-|rbd|nbd|drbd|zram|md|sr|ram)\d*")

@@ -25,7 +25,7 @@ from disklet.labels import node_label_value
 from disklet.observe import RETRY, reconcile_timer, record_status_write
 
 from ..deps import AgentDeps
-from ..host.lsblk import BlockTopology, ProbeFailed, read_block_topology
+from ..host.lsblk import ProbeFailed, read_block_topology
 from ..kube import AgentKube, NodeObjects
 from ..logic.blockdevices import (
     BlockDeviceSyncPlan,
@@ -34,6 +34,7 @@ from ..logic.blockdevices import (
     plan_block_device_sync,
     pv_facts_from_lvm,
 )
+from ..logic.topology import BlockTopology
 from ..lvm.ports import LvmSnapshotSource
 from ..tasks import BackgroundTasks
 
@@ -137,7 +138,8 @@ class BlockDeviceScanner:
         if not topology.roots:
             log.warning("block device scan skipped: lsblk listed no devices", extra={"node": self.node})
             return None
-        desired = desired_block_devices(topology, pvs, self.node, read_machine_id(self.deps.config.host_root))
+        desired = desired_block_devices(topology, pvs, self.node, read_machine_id(self.deps.config.host_root),
+                                        system_mounts=self.deps.config.system_mounts)
         existing = await self.objects.items()
         plan = plan_block_device_sync(desired, existing, self.node)
         if not plan.empty:
@@ -172,8 +174,8 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
     runner: HostRunner = deps.runner
     if pv_reader is None:
         if engine is None:
-            from ..lvm.engine import LVMEngine
-            engine = LVMEngine(runner, deps.config)
+            from ..lvm.engine import HostLvgEngine
+            engine = HostLvgEngine(runner, deps.config)
         pv_reader = engine_pv_reader(engine)
     scanner = BlockDeviceScanner(deps, kube, topology_reader or (lambda: read_block_topology(runner)), pv_reader, lock)
 

@@ -1,5 +1,5 @@
 """Kopf handlers: apply this node's DiskLayout (docs/design/disklayout.md#flow, steps 2–4). Thin: the decisions
-live in :func:`decide` and :func:`outcome_status` (pure), the work in disklayout.gate/apply.
+live in :mod:`disklet_agent.logic.disklayout` (pure), the work in disklayout.gate/apply.
 
 Triggers: every watch event of an object for this node (``on.event``), plus a timer every
 ``refused_retry_seconds`` while the object is pending or refused (refused layouts are retried until
@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from disklet.api.common import Condition, ConditionStatus, now_rfc3339, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
-from disklet.api.disklayout_ready import devices_text, with_ready
 from disklet.api.resources import DISK_LAYOUT
 from disklet.observe import (
     ERROR,
@@ -39,134 +36,21 @@ from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import ApplyBusy, ApplyOutcome, apply_layout, expectation_from
 from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
 from disklet_agent.disklayout.mode import ModeReading, read_management_mode
+from disklet_agent.disklayout.selection import Selection, pinned_identities, resolve_selectors
+from disklet_agent.host.lsblk import ProbeFailed, read_block_topology
 from disklet_agent.kube import AgentKube
+from disklet_agent.logic.disklayout import (
+    Desired,
+    Memo,
+    decide,
+    desired_from_outcome,
+    desired_from_plan,
+    outcome_status,
+    stale_reason,
+)
 
-CONDITION = "Applied"
-# Refusals the operator decides; the agent never retries or overrides them.
-OPERATOR_REFUSALS = {RefusalCode.DUPLICATE_NODE_LAYOUT.value}
-MAX_MESSAGE = 32000
 KIND = DISK_LAYOUT.kind
 RESULTS = {Phase.APPLIED: SUCCESS, Phase.PENDING: SUCCESS, Phase.REFUSED: REFUSED, Phase.FAILED: ERROR}
-
-
-@dataclass(frozen=True)
-class Memo:
-    layout_generation: int
-    phase: str
-
-
-def decide(status: dict[str, Any], trigger: str, memo: Memo | None) -> bool:
-    """Should this agent work on the object now? (pure)"""
-    lg = status.get("layoutGeneration")
-    if lg is None or lg == status.get("appliedLayoutGeneration"):
-        return False
-    if memo is not None and memo.layout_generation == lg and memo.phase in (Phase.APPLIED, Phase.FAILED):
-        return False  # we finished this generation; the body we see is older than our own patch
-    phase = status.get("phase")
-    if phase == Phase.PENDING:
-        return True
-    if phase == Phase.REFUSED:
-        if status.get("refusalReason") in OPERATOR_REFUSALS:
-            return False
-        # Retried by the timer; an event only starts it when this process has not judged it yet.
-        return trigger == "timer" or memo is None or memo.layout_generation != lg
-    return False  # failed waits for a new layoutGeneration; applied is done
-
-
-@dataclass
-class Desired:
-    phase: Phase
-    message: str
-    reason: str
-    """Condition reason (CamelCase)."""
-    refusal: str | None = None
-    applied: bool = False
-    attempted: bool = True
-    identities: dict[str, dict[str, Any]] | None = None
-    """target → identity recorded by a successful apply (status.targetIdentities)."""
-
-
-def stale_reason(fresh: dict[str, Any] | None, seen: dict[str, Any]) -> str | None:
-    """Why the object we judged is no longer the one to apply (None: it still is). (pure)
-
-    The last proof before disko formats anything: Kopf hands timers and events the body it last
-    saw, which may be older than the live object, or belong to one that was deleted meanwhile.
-    """
-    if fresh is None:
-        return "the DiskLayout no longer exists"
-    meta, seen_meta = fresh.get("metadata") or {}, seen.get("metadata") or {}
-    if meta.get("uid") != seen_meta.get("uid"):
-        return "the DiskLayout was deleted and recreated"
-    if meta.get("deletionTimestamp"):
-        return "the DiskLayout is being deleted"
-    if (fresh.get("status") or {}).get("layoutGeneration") != (seen.get("status") or {}).get("layoutGeneration"):
-        return "the layout generation changed"
-    if (fresh.get("spec") or {}) != (seen.get("spec") or {}):
-        return "the spec changed"
-    return None
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else "..." + text[-MAX_MESSAGE:]
-
-
-def outcome_status(current: dict[str, Any], desired: Desired, *, mode: ModeReading, targets: list[str] | None,
-                   generation: int | None, now: str | None = None) -> dict[str, Any]:
-    """The status fields that differ from ``current`` (empty dict: write nothing). (pure)"""
-    now = now or now_rfc3339()
-    conditions = [Condition.model_validate(c) for c in current.get("conditions") or []]
-    cond_status: ConditionStatus = "True" if desired.phase == Phase.APPLIED else "False"
-    conditions = set_condition(conditions, CONDITION, cond_status, desired.reason, _clip(desired.message),
-                               observed_generation=generation, now=now)
-    applied_gen = current.get("layoutGeneration") if desired.applied else current.get("appliedLayoutGeneration")
-    conditions = with_ready(conditions, desired.phase.value, current.get("layoutGeneration"), applied_gen,
-                            _clip(desired.message), desired.refusal, generation, now)
-    want: dict[str, Any] = {
-        "phase": desired.phase.value,
-        "refusalReason": desired.refusal,
-        "message": _clip(desired.message),
-        "nodeMode": mode.mode,
-        "conditions": [c.to_wire() for c in conditions],
-    }
-    if targets is not None:
-        want["targetDevices"] = targets
-        want["targetDevicesText"] = devices_text(targets)
-    if desired.applied:
-        want["appliedLayoutGeneration"] = current.get("layoutGeneration")
-        want["lastAppliedTime"] = now
-    if desired.identities:
-        want["targetIdentities"] = [{"device": k, **v} for k, v in sorted(desired.identities.items())]
-    changed = {k: v for k, v in want.items() if current.get(k) != v}
-    if "conditions" in changed:
-        # lastTransitionTime-only churn is not a change
-        old = current.get("conditions") or []
-        if _strip_times(old) == _strip_times(want["conditions"]):
-            changed.pop("conditions")
-    if changed and desired.attempted:
-        changed["lastAttemptTime"] = now
-    return changed
-
-
-def _strip_times(conds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conds]
-
-
-def desired_from_plan(plan: ApplyPlan) -> Desired | None:
-    """Refused/failed when the gate said no; None when the gate said yes."""
-    if plan.failed:
-        return Desired(Phase.FAILED, plan.message, "Failed")
-    if not plan.ok:
-        return Desired(Phase.REFUSED, plan.message, "Refused", refusal=str(plan.code) if plan.code else None)
-    return None
-
-
-def desired_from_outcome(out: ApplyOutcome) -> Desired:
-    if out.ok:
-        return Desired(Phase.APPLIED, out.message, "Applied", applied=True, identities=out.identities)
-    if out.refusal is not None:
-        return Desired(Phase.REFUSED, out.message, "Refused", refusal=str(out.refusal))
-    return Desired(Phase.FAILED, f"apply failed at {out.phase}: {out.message}", "Failed",
-                   applied=False)
 
 
 def _drop_finalizer_requirement(registry: kopf.OperatorRegistry, fn: Any) -> None:
@@ -242,19 +126,57 @@ class DiskLayoutAgent:
             text, _source = resolve_body(spec)
         except (ValueError, LayoutError) as exc:
             return Desired(Phase.FAILED, f"invalid layout: {exc}", "Failed"), None
+        selection: Selection | None = None
+        preflighted_hash: str | None = None
+        if spec.disk_layout is not None and any(d.match is not None for d in spec.disk_layout.disks):
+            step = await asyncio.to_thread(self.select_disks, spec, status)
+            if isinstance(step, Desired):
+                return step, None
+            selection, text, preflighted_hash = step
         plan = await asyncio.to_thread(plan_apply, text, runner=self.deps.runner, config=self.cfg,
-                                       allow_destructive=spec.allow_destructive_changes)
+                                       allow_destructive=spec.allow_destructive_changes,
+                                       aliases=selection.aliases if selection else None)
         targets = plan.targets or None
         refused = desired_from_plan(plan)
         if refused is not None:
             return refused, targets
-        if status.get("layoutHash") and plan.layout_hash != status.get("layoutHash"):
+        if selection is not None:
+            # the operator pre-flighted the layout with placeholders for the match disks
+            plan.message = "; ".join([*selection.lines, plan.message])
+        if status.get("layoutHash") and (preflighted_hash or plan.layout_hash) != status.get("layoutHash"):
             logger.info("layout changed since the operator's pre-flight; waiting for a new layoutGeneration")
             return None
         if not await self.still_current(body, uid, logger):
             return None
         outcome = await self.apply(plan, spec, logger)
-        return (desired_from_outcome(outcome), targets) if outcome is not None else None
+        if outcome is None:
+            return None
+        if selection is not None:
+            outcome.message = "; ".join([*selection.lines, outcome.message])
+            if outcome.identities:
+                outcome.identities = pinned_identities(outcome.identities, selection)
+        return desired_from_outcome(outcome), targets
+
+    def select_disks(self, spec: DiskLayoutSpec, status: dict[str, Any]) -> Desired | tuple[Selection, str, str]:
+        """The devices of the layout's match disks (pinned identities first) and the concrete body;
+        or a refusal. Also the hash the operator computed (with placeholders) to compare with."""
+        from disklet.layout.hashing import layout_hash
+        from disklet.layout.render import devices_value, render_disko_nix
+
+        assert spec.disk_layout is not None
+        try:
+            topology = read_block_topology(self.deps.runner)
+        except ProbeFailed as exc:
+            return Desired(Phase.REFUSED, f"{RefusalCode.LSBLK_PROBE_FAILED}: could not snapshot the node's disks to "
+                           f"resolve the layout's selectors, refusing (fail closed): {exc}", "Refused",
+                           refusal=RefusalCode.LSBLK_PROBE_FAILED.value)
+        selection = resolve_selectors(spec.disk_layout, topology, status.get("targetIdentities") or [],
+                                      allow_loop=self.cfg.allow_loop_targets, system_mounts=self.cfg.system_mounts)
+        if not selection.ok:
+            return Desired(Phase.REFUSED, selection.message, "Refused",
+                           refusal=str(selection.code) if selection.code else None)
+        text = render_disko_nix(spec.disk_layout, selection.devices)
+        return selection, text, layout_hash(dict(devices_value(spec.disk_layout)))
 
     async def still_current(self, body: kopf.Body, uid: str, logger: Any) -> bool:
         """The last proof before disko: the live object is the one we judged."""
@@ -284,7 +206,7 @@ class DiskLayoutAgent:
                      mode: ModeReading, targets: list[str] | None, uid: str, counted: ReconcileRecord) -> None:
         lg = status.get("layoutGeneration")
         generation = body.get("metadata", {}).get("generation")
-        changed = outcome_status(status, desired, mode=mode, targets=targets, generation=generation)
+        changed = outcome_status(status, desired, node_mode=mode.mode, targets=targets, generation=generation)
         counted.result = RESULTS[desired.phase]
         new_refusal = desired.phase == Phase.REFUSED and self.refusals.get(uid) != (lg, desired.refusal)
         if desired.phase != Phase.REFUSED:

@@ -61,7 +61,10 @@ class HostFiles:
             if len(parts) > 5 and "regular" not in parts[5]:
                 return FileProbe(Presence.UNKNOWN, error=f"{path} is not a regular file ({parts[5].strip()})")
             return FileProbe(Presence.PRESENT, allocated=blocks * bsize, apparent=size, dev_maj_min=dev, ino=ino)
-        if not res.timed_out and "No such file or directory" in res.stderr:
+        # ENOENT, or ENOTDIR: a component of the path's directory is not a directory (a regular file
+        # on the way), so nothing can exist at this path. Both are proof of absence; anything else
+        # (permissions, I/O errors, a timeout) is not.
+        if not res.timed_out and ("No such file or directory" in res.stderr or "Not a directory" in res.stderr):
             return FileProbe(Presence.ABSENT)
         return FileProbe(Presence.UNKNOWN, error=res.describe())
 

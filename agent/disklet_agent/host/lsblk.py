@@ -18,126 +18,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from disklet.hostcmd import CommandResult, HostRunner
 
+from ..logic.topology import BlockNode, BlockTopology
+
 LSBLK_COLUMNS = ("NAME,PATH,KNAME,FSTYPE,MOUNTPOINTS,PKNAME,TYPE,SIZE,RO,RM,HOTPLUG,ROTA,"
-                 "SERIAL,WWN,MODEL,PARTUUID,PTTYPE,MAJ:MIN,PTUUID,PARTLABEL")
+                 "SERIAL,WWN,MODEL,PARTUUID,PTTYPE,MAJ:MIN,PTUUID,PARTLABEL,VENDOR,TRAN,LOG-SEC,PHY-SEC,LABEL")
 LSBLK_ARGV = ("lsblk", "-J", "-b", "-p", "-o", LSBLK_COLUMNS)
 PROBE_TIMEOUT = 30.0
 
 
 class ProbeFailed(RuntimeError):
     """The live disk state could not be read at all (lsblk failed or its output is unreadable)."""
-
-
-@dataclass
-class BlockNode:
-    """One lsblk node, with the facts the classifier needs (and how sure we are of them)."""
-
-    path: str
-    kname: str
-    name: str = ""
-    type: str = ""
-    fstype: str | None = None
-    """Filesystem/signature type (lsblk FSTYPE, else ``blkid -p`` TYPE); None = none found."""
-    pttype: str | None = None
-    """Partition-table type (lsblk PTTYPE, else ``blkid -p`` PTTYPE); None = none found."""
-    mountpoints: list[str] = field(default_factory=list)
-    pkname: str | None = None
-    size: int = 0
-    ro: bool = False
-    rm: bool = False
-    hotplug: bool = False
-    rota: bool = False
-    serial: str | None = None
-    wwn: str | None = None
-    model: str | None = None
-    partuuid: str | None = None
-    maj_min: str | None = None
-    ptuuid: str | None = None
-    """GPT disk GUID / DOS disk id (lsblk PTUUID, else ``blkid -p`` PTUUID)."""
-    partlabel: str | None = None
-    """GPT partition name (lsblk PARTLABEL, else ``blkid -p`` PART_ENTRY_NAME)."""
-    backing_file: str | None = None
-    """For loop devices: the backing file (sysfs ``loop/backing_file``)."""
-    holders: list[str] = field(default_factory=list)
-    """Devices stacked on this one (``/dev/dm-0``, ``/dev/md0``), from sysfs."""
-    children: list[BlockNode] = field(default_factory=list)
-    fstype_source: str = "lsblk"
-    """Where ``fstype``/``pttype`` came from: lsblk, blkid, wipefs or size0 (empty device)."""
-    probe_error: str | None = None
-    """Set when the signature probe failed: the content of this device is unknown."""
-    holders_error: str | None = None
-    """Set when the holders directory could not be read: what sits on this device is unknown."""
-
-    def walk(self) -> Iterator[BlockNode]:
-        """This node, then every descendant depth first."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-    @property
-    def has_signature(self) -> bool:
-        return bool(self.fstype or self.pttype)
-
-    @property
-    def unknown_facts(self) -> list[str]:
-        """Facts we could not establish (empty when everything is known)."""
-        out = []
-        if self.probe_error:
-            out.append(f"signature probe of {self.path}: {self.probe_error}")
-        if self.holders_error:
-            out.append(f"holders of {self.path}: {self.holders_error}")
-        return out
-
-    @property
-    def blank(self) -> bool:
-        """Nothing on it at all: no children, holders, partition table or signature, and all known."""
-        return not (self.children or self.holders or self.has_signature or self.mountpoints
-                    or self.unknown_facts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path, "kname": self.kname, "type": self.type, "fstype": self.fstype,
-            "pttype": self.pttype, "mountpoints": list(self.mountpoints), "size": self.size,
-            "ro": self.ro, "rm": self.rm, "hotplug": self.hotplug, "rota": self.rota,
-            "serial": self.serial, "wwn": self.wwn, "model": self.model, "partuuid": self.partuuid,
-            "majMin": self.maj_min, "ptuuid": self.ptuuid, "partlabel": self.partlabel,
-            "backingFile": self.backing_file, "holders": list(self.holders), "fstypeSource": self.fstype_source,
-            "probeError": self.probe_error, "holdersError": self.holders_error,
-            "children": [c.to_dict() for c in self.children],
-        }
-
-
-@dataclass
-class BlockTopology:
-    """A snapshot of every block device on the node plus its active swaps."""
-
-    roots: list[BlockNode]
-    swaps: list[str] = field(default_factory=list)
-    swaps_error: str | None = None
-    """Set when ``/proc/swaps`` could not be read: swap state is unknown."""
-
-    def walk(self) -> Iterator[BlockNode]:
-        """Every node (a device with several parents, e.g. an md array, appears once per parent)."""
-        for root in self.roots:
-            yield from root.walk()
-
-    def find(self, path: str) -> BlockNode | None:
-        """The node whose PATH or KNAME is ``path`` (use resolved kernel paths)."""
-        for node in self.walk():
-            if path in (node.path, node.kname):
-                return node
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"blockdevices": [r.to_dict() for r in self.roots], "swaps": list(self.swaps),
-                "swapsError": self.swaps_error}
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -154,6 +51,13 @@ def _as_int(v: Any) -> int:
     if v is None or v == "":
         return 0
     return int(v)
+
+
+def _sector(v: Any) -> int:
+    try:
+        return _as_int(v)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _opt_str(v: Any) -> str | None:
@@ -191,6 +95,8 @@ def _node_from_json(obj: Mapping[str, Any]) -> BlockNode:
         serial=_opt_str(obj.get("serial")), wwn=_opt_str(obj.get("wwn")), model=_opt_str(obj.get("model")),
         partuuid=_opt_str(obj.get("partuuid")), maj_min=_opt_str(obj.get("maj:min")),
         ptuuid=_opt_str(obj.get("ptuuid")), partlabel=_opt_str(obj.get("partlabel")),
+        vendor=_opt_str(obj.get("vendor")), tran=_opt_str(obj.get("tran")), log_sec=_sector(obj.get("log-sec")),
+        phy_sec=_sector(obj.get("phy-sec")), label=_opt_str(obj.get("label")),
         children=[_node_from_json(c) for c in children],
     )
 
@@ -306,6 +212,28 @@ def read_backing_file(kname: str, sys_root: Path = Path("/sys")) -> str | None:
         return None
 
 
+BY_ID_DIR = "/dev/disk/by-id"
+BY_ID_ARGV = ("find", "--", BY_ID_DIR, "-mindepth", "1", "-maxdepth", "1", "-type", "l", "-printf", "%f\t%l\n")
+
+
+def parse_by_id_listing(text: str) -> dict[str, list[str]]:
+    """``find -printf '%f\\t%l\\n'`` of /dev/disk/by-id → {``/dev/<kernel name>``: sorted link names}."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        name, sep, target = line.partition("\t")
+        if not sep or not name or "/" in name or not target:
+            continue
+        out.setdefault(f"/dev/{os.path.basename(target)}", []).append(name)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def read_by_id_links(runner: HostRunner, timeout: float = PROBE_TIMEOUT) -> dict[str, list[str]]:
+    """The node's /dev/disk/by-id links per device. Informative only (never a safety fact): without
+    udev (containers) or on any failure the answer is empty."""
+    res = runner.run(list(BY_ID_ARGV), timeout=timeout)
+    return parse_by_id_listing(res.stdout) if res.ok else {}
+
+
 def read_swaps(runner: HostRunner) -> tuple[list[str], str | None]:
     res = runner.run(["cat", "/proc/swaps"], timeout=PROBE_TIMEOUT)
     if not res.ok:
@@ -324,6 +252,7 @@ def read_block_topology(runner: HostRunner, *, sys_root: Path = Path("/sys"), pr
     if not res.ok:
         raise ProbeFailed(f"lsblk failed: {res.describe()}")
     roots = parse_lsblk_json(res.stdout)
+    by_id = read_by_id_links(runner, timeout)
     probed: dict[str, SignatureProbe] = {}
     holders: dict[str, tuple[list[str], str | None]] = {}
     for root in roots:
@@ -331,6 +260,7 @@ def read_block_topology(runner: HostRunner, *, sys_root: Path = Path("/sys"), pr
             if node.kname not in holders:
                 holders[node.kname] = read_holders(node.kname, sys_root)
             node.holders, node.holders_error = holders[node.kname]
+            node.by_id = list(by_id.get(node.kname, []))
             if node.type == "loop":
                 node.backing_file = read_backing_file(node.kname, sys_root)
             if node.fstype and not probe_all and (node.ptuuid or not node.pttype):

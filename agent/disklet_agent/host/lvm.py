@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from disklet.hostcmd import CommandResult, HostRunner, filter_stderr
-from disklet.thinpool import LV_HEALTH_COLUMNS, PoolFill, fill_of
+from disklet.lvm.thinpool import LV_HEALTH_COLUMNS, PoolFill, fill_of
 
 from .lvmshell import LvmShell
 
@@ -98,7 +98,7 @@ class LV:
     data_percent: float | None
     attr: str
     fill: PoolFill | None = None
-    """Thin pools: data/metadata %, chunk and metadata sizes (disklet.thinpool)."""
+    """Thin pools: data/metadata %, chunk and metadata sizes (disklet.lvm.thinpool)."""
 
     @property
     def is_thin_pool(self) -> bool:
@@ -199,12 +199,10 @@ class NamedVG:
     device: str
 
 
-def parse_named_vgs(stdout: str) -> list[NamedVG]:
-    out: dict[str, NamedVG] = {}
-    for r in parse_report(stdout, "pv"):
-        if r.get("vg_name") and r.get("vg_uuid") and r["vg_uuid"] not in out:
-            out[r["vg_uuid"]] = NamedVG(r["vg_name"], r["vg_uuid"], r.get("pv_name", ""))
-    return list(out.values())
+def parse_pv_rows(stdout: str) -> list[NamedVG]:
+    """One row per PV of a node-wide ``pvs -o pv_name,vg_name,vg_uuid`` report."""
+    return [NamedVG(r.get("vg_name", ""), r.get("vg_uuid", ""), r.get("pv_name", ""))
+            for r in parse_report(stdout, "pv")]
 
 
 @dataclass(frozen=True)
@@ -272,15 +270,30 @@ class Lvm:
     def vgs(self) -> list[VG]:
         return parse_vgs(self._report("vgs", VG_COLUMNS))
 
-    def node_vg_names(self) -> list[NamedVG]:
-        """Every VG on the node, loop-backed ones included: VG names are unique per NODE, so a name check
-        must not look through the per-command filter. Used for names only, never to choose devices."""
+    def node_pv_rows(self) -> list[NamedVG]:
+        """Every PV on the node with its VG (name, UUID; empty for an orphan PV), loop-backed ones
+        included, read through :func:`node_wide_config`. For names and membership checks only, never
+        to choose devices to act on."""
         argv = ["pvs", "--config", node_wide_config(self.extra_config), "--reportformat", "json",
                 "-o", "pv_name,vg_name,vg_uuid"]
         res = self.run(argv)
         if not res.ok:
             raise LvmError(f"node-wide pvs failed: {judge(res).message or res.describe()}", res)
-        return parse_named_vgs(res.stdout)
+        return parse_pv_rows(res.stdout)
+
+    def node_vg_names(self) -> list[NamedVG]:
+        """Every VG on the node, loop-backed ones included: VG names are unique per NODE, so a name check
+        must not look through the per-command filter. Used for names only, never to choose devices."""
+        out: dict[str, NamedVG] = {}
+        for row in self.node_pv_rows():
+            if row.name and row.uuid and row.uuid not in out:
+                out[row.uuid] = row
+        return list(out.values())
+
+    def raw_report(self, cmd: str, columns: str) -> CommandResult:
+        """One report as LVM prints it (``--reportformat json``, bytes), through the per-command
+        filter: ``disklet-agent lvm-report`` shows exactly what the engine sees."""
+        return self.run(self.argv(cmd, "--reportformat", "json", "--units", "b", "-o", columns))
 
     def lvs(self) -> list[LV]:
         return parse_lvs(self._report("lvs", LV_COLUMNS))

@@ -20,14 +20,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from disklet.api.blockdevice import BlockDeviceStatus, block_device_name
+from disklet.api.blockdevice import BlockDeviceStatus, ConsumableReason, block_device_name
 from disklet.api.resources import BLOCK_DEVICE, NODE_LABEL
+from disklet.diskselect import DiskFacts
 from disklet.kube.patch import owned_keys_patch
 from disklet.labels import label_value as sanitize_label_value
 from disklet.labels import node_label_value
 from disklet.units import GIB, bytes_to_quantity
 
-from ..host.lsblk import BlockNode, BlockTopology
+from ..config import DEFAULT_SYSTEM_MOUNTS
+from .topology import BlockNode, BlockTopology
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 LABEL_PREFIX = "disklet.io/"
@@ -91,33 +93,122 @@ def listed_nodes(topology: BlockTopology) -> list[BlockNode]:
     return out
 
 
-def consumable_reason(node: BlockNode, pv: PvFact | None, swaps: Iterable[str] = ()) -> str | None:
-    """None when the device can become a PV of a new VG now; else the first reason it cannot."""
-    if node.type in NEVER_CONSUMABLE_TYPES or node.kname.startswith("/dev/dm-"):
-        return f"a {node.type or 'device-mapper'} device is never consumable"
-    if node.unknown_facts:
-        return "state unknown: " + "; ".join(node.unknown_facts)
+RAID_FSTYPES = frozenset({"linux_raid_member", "isw_raid_member", "ddf_raid_member"})
+ZFS_FSTYPE = "zfs_member"
+MULTIPATH_FSTYPE = "mpath_member"
+
+
+@dataclass(frozen=True)
+class NotConsumable:
+    """Why a device cannot become a PV of a new VG now: a stable code and a sentence."""
+
+    code: ConsumableReason
+    reason: str
+
+
+def _below(node: BlockNode) -> list[BlockNode]:
+    return [n for c in node.children for n in c.walk()]
+
+
+def _sysmount(mp: str, system_mounts: Iterable[str]) -> bool:
+    norm = posixpath.normpath(mp)
+    return any(norm == posixpath.normpath(s) for s in system_mounts)
+
+
+def consumable_verdict(node: BlockNode, pv: PvFact | None, swaps: Iterable[str] = (), *,
+                       system_mounts: Iterable[str] = DEFAULT_SYSTEM_MOUNTS, allow_loop: bool = False,
+                       pv_facts: Mapping[str, PvFact] | None = None) -> NotConsumable | None:
+    """None when the device can become a PV of a new VG now; else the first reason it cannot, in
+    :class:`ConsumableReason` order. Facts of everything stacked on the device (partitions, LVs,
+    multipath maps) count, so a disk whose partition holds ``/`` reads SystemDisk, not HasPartitions.
+    Unknown facts fail closed (ProbeFailed). ``allow_loop``: a loop device is judged like a disk
+    (DiskLayout targets in tests and demos)."""
+    swaps = set(swaps)
+    below = _below(node)
+    R = ConsumableReason
+    loop_ok = allow_loop and node.type == "loop"
+    if not loop_ok and (node.type in NEVER_CONSUMABLE_TYPES or node.kname.startswith("/dev/dm-")):
+        return NotConsumable(R.UNSUPPORTED_TYPE, f"a {node.type or 'device-mapper'} device is never consumable")
+    unknown = [f for n in [node, *below] for f in n.unknown_facts]
+    if unknown:
+        return NotConsumable(R.PROBE_FAILED, "state unknown: " + "; ".join(unknown))
+    system = [f"{n.path} at {mp}" for n in [node, *below] for mp in n.mountpoints if _sysmount(mp, system_mounts)]
+    system += [f"{n.path} is active swap" for n in [node, *below] if n.path in swaps or n.kname in swaps
+               or "[SWAP]" in n.mountpoints]
+    if system and below:
+        return NotConsumable(R.SYSTEM_DISK, "holds the node's system: " + ", ".join(system))
     if node.mountpoints:
-        return f"mounted at {', '.join(node.mountpoints)}"
+        return NotConsumable(R.MOUNTED, f"mounted at {', '.join(node.mountpoints)}")
     if node.path in swaps or node.kname in swaps:
-        return "active swap"
-    if node.children:
-        return f"has partitions or children: {', '.join(c.path for c in node.children)}"
-    if node.holders:
-        return f"held by {', '.join(node.holders)}"
+        return NotConsumable(R.SWAP, "active swap")
     if pv is not None and (pv.vg_name or pv.vg_uuid):
-        return f"LVM PV of volume group {pv.vg_name or pv.vg_uuid}"
+        return NotConsumable(R.LVM_PHYSICAL_VOLUME, f"LVM PV of volume group {pv.vg_name or pv.vg_uuid}")
+    if node.fstype == MULTIPATH_FSTYPE or any(c.type == "mpath" for c in node.children):
+        maps = [c.path for c in node.children if c.type == "mpath"]
+        return NotConsumable(R.MULTIPATH_MEMBER,
+                             "a path of multipath device " + (", ".join(maps) or "(map not active)"))
+    mounted_below = [f"{n.path} at {', '.join(n.mountpoints)}" for n in below if n.mountpoints]
+    if mounted_below:
+        return NotConsumable(R.MOUNTED, f"mounted: {'; '.join(mounted_below)}")
+    facts = pv_facts or {}
+    pv_below = [(n.path, f) for n in below if (f := facts.get(n.path) or facts.get(n.kname)) is not None]
+    lvm_below = [n.path for n in below if n.type == "lvm" or n.fstype == ORPHAN_PV_FSTYPE]
+    if pv_below or lvm_below:
+        vgs = sorted({f.vg_name or f.vg_uuid for _, f in pv_below if f.vg_name or f.vg_uuid})
+        return NotConsumable(R.LVM_PHYSICAL_VOLUME, "holds LVM volumes" + (
+            f" of volume group {', '.join(vgs)}" if vgs else f": {', '.join(sorted({p for p, _ in pv_below} | set(lvm_below)))}"))
+    zfs = [n for n in [node, *below] if n.fstype == ZFS_FSTYPE]
+    if zfs:
+        pools = sorted({n.label for n in zfs if n.label})
+        return NotConsumable(R.ZFS_MEMBER, "ZFS pool member" + (f" of pool {', '.join(pools)}" if pools else "")
+                             + f" ({', '.join(n.path for n in zfs)})")
+    raid = [n for n in [node, *below] if n.fstype in RAID_FSTYPES]
+    if raid:
+        return NotConsumable(R.RAID_MEMBER, f"RAID member ({', '.join(f'{n.path}: {n.fstype}' for n in raid)})")
+    if node.children:
+        return NotConsumable(R.HAS_PARTITIONS, f"has partitions or children: {', '.join(c.path for c in node.children)}")
+    if node.holders:
+        return NotConsumable(R.HELD, f"held by {', '.join(node.holders)}")
     if node.pttype:
-        return f"has a {node.pttype} partition table"
+        return NotConsumable(R.HAS_PARTITION_TABLE, f"has a {node.pttype} partition table")
     if node.fstype and not (node.fstype == ORPHAN_PV_FSTYPE and pv is not None):
-        return f"has a {node.fstype} signature"
+        return NotConsumable(R.HAS_FILESYSTEM, f"has a {node.fstype} signature")
     if node.ro:
-        return "read-only"
+        return NotConsumable(R.READ_ONLY, "read-only")
+    if node.rm:
+        return NotConsumable(R.REMOVABLE, "removable media")
     if node.hotplug:
-        return "hot-pluggable"
+        return NotConsumable(R.HOT_PLUG, "hot-pluggable")
     if node.size < MIN_CONSUMABLE_BYTES:
-        return f"smaller than 1Gi ({node.size} bytes)"
+        return NotConsumable(R.TOO_SMALL, f"smaller than 1Gi ({node.size} bytes)")
     return None
+
+
+def consumable_reason(node: BlockNode, pv: PvFact | None, swaps: Iterable[str] = ()) -> str | None:
+    """None when the device can become a PV of a new VG now; else the first reason it cannot (prose)."""
+    verdict = consumable_verdict(node, pv, swaps)
+    return None if verdict is None else verdict.reason
+
+
+_TRANSPORT_BY_KNAME = (("nvme", "nvme"), ("vd", "virtio"), ("xvd", "xen"), ("loop", "loop"), ("mmcblk", "mmc"),
+                       ("md", "md"), ("dm-", "dm"))
+
+
+def transport_of(node: BlockNode) -> str:
+    """lsblk's TRAN, else what the kernel name says (virtio and loop devices have no TRAN)."""
+    if node.tran:
+        return node.tran
+    kname = node.kname.rsplit("/", 1)[-1]
+    return next((t for prefix, t in _TRANSPORT_BY_KNAME if kname.startswith(prefix)), "")
+
+
+def disk_facts(node: BlockNode) -> DiskFacts:
+    """What a selector sees of ``node`` (disklet.diskselect)."""
+    return DiskFacts(path=node.path, name=node.kname.rsplit("/", 1)[-1], type=node.type, size=node.size,
+                     model=node.model or "", vendor=node.vendor or "", serial=node.serial or "", wwn=node.wwn or "",
+                     transport=transport_of(node), rotational=node.rota, removable=node.rm, hotplug=node.hotplug,
+                     read_only=node.ro, logical_sector_size=node.log_sec, physical_sector_size=node.phy_sec,
+                     partition_table=node.pttype or "", fs_type=node.fstype or "", by_id=tuple(node.by_id))
 
 
 def _bool(v: bool) -> str:
@@ -138,7 +229,11 @@ def device_labels(node_name: str, status: BlockDeviceStatus) -> dict[str, str]:
         f"{LABEL_PREFIX}serial": status.serial,
         f"{LABEL_PREFIX}wwn": status.wwn,
         f"{LABEL_PREFIX}partuuid": status.part_uuid,
+        f"{LABEL_PREFIX}vendor": status.vendor,
+        f"{LABEL_PREFIX}transport": status.transport,
+        f"{LABEL_PREFIX}reason": status.consumable_reason_code.value if status.consumable_reason_code else None,
         f"{LABEL_PREFIX}rota": None if status.rota is None else _bool(status.rota),
+        f"{LABEL_PREFIX}removable": None if status.removable is None else _bool(status.removable),
         f"{LABEL_PREFIX}hotplug": None if status.hot_plug is None else _bool(status.hot_plug),
         f"{LABEL_PREFIX}vg": status.actual_vg_name_on_the_node,
         f"{LABEL_PREFIX}lvmvolumegroup": status.lvm_volume_group_name,
@@ -152,7 +247,8 @@ def device_labels(node_name: str, status: BlockDeviceStatus) -> dict[str, str]:
 
 
 def desired_block_devices(topology: BlockTopology, pv_facts: Mapping[str, PvFact], node_name: str,
-                          machine_id: str | None) -> list[DesiredBlockDevice]:
+                          machine_id: str | None, *,
+                          system_mounts: Iterable[str] = DEFAULT_SYSTEM_MOUNTS) -> list[DesiredBlockDevice]:
     """The BlockDevice objects this node should have, sorted by name."""
     nodes = listed_nodes(topology)
     identities = {n.kname: _identity(n) for n in nodes}
@@ -163,7 +259,8 @@ def desired_block_devices(topology: BlockTopology, pv_facts: Mapping[str, PvFact
         if identity and counts[identity] > 1:
             identity = f"{identity}@{node.kname}"  # e.g. two multipath legs share a WWN
         pv = pv_facts.get(node.path) or pv_facts.get(node.kname)
-        reason = consumable_reason(node, pv, topology.swaps)
+        verdict = consumable_verdict(node, pv, topology.swaps, system_mounts=system_mounts, pv_facts=pv_facts)
+        zfs = [n.label for n in node.walk() if n.fstype == ZFS_FSTYPE and n.label]
         status = BlockDeviceStatus(
             node_name=node_name, path=node.path, size=bytes_to_quantity(node.size), type=node.type,
             fs_type=node.fstype, pv_uuid=pv.pv_uuid if pv else None,
@@ -171,8 +268,15 @@ def desired_block_devices(topology: BlockTopology, pv_facts: Mapping[str, PvFact
             lvm_volume_group_name=pv.lvm_volume_group_name if pv else None,
             actual_vg_name_on_the_node=(pv.vg_name or None) if pv else None,
             part_uuid=node.partuuid, serial=node.serial, wwn=node.wwn, model=node.model, rota=node.rota,
-            hot_plug=node.hotplug, machine_id=machine_id or None, consumable=reason is None,
-            consumable_reason=reason)
+            hot_plug=node.hotplug, machine_id=machine_id or None, consumable=verdict is None,
+            consumable_reason=verdict.reason if verdict else None,
+            consumable_reason_code=verdict.code if verdict else None,
+            vendor=node.vendor, transport=transport_of(node) or None, removable=node.rm, read_only=node.ro,
+            logical_sector_size=node.log_sec or None, physical_sector_size=node.phy_sec or None,
+            partition_table_type=node.pttype, by_id=list(node.by_id[:64]) or None,
+            mountpoints=list(node.mountpoints[:64]) or None,
+            partitions=[c.path for c in node.children[:256]] or None, holders=list(node.holders[:64]) or None,
+            zfs_pool=zfs[0] if zfs else None)
         name = block_device_name(node_name, identity, node.kname)
         out[name] = DesiredBlockDevice(name=name, labels=device_labels(node_name, status), status=status)
     return [out[k] for k in sorted(out)]

@@ -17,7 +17,7 @@ from disklet.kube.patch import owned_keys_patch
 AGENT_CONDITIONS = frozenset({ConditionType.VG_CONFIGURATION_APPLIED.value, ConditionType.VG_READY.value})
 DISCOVERED_FIELDS = ("nodes", "vg_uuid", "vg_size", "vg_free", "allocated_size", "extent_size", "thin_pools",
                      "thin_pool_ready")
-"""Status fields ``LVMEngine.discover`` fills (everything but phase/conditions/generation)."""
+"""Status fields ``HostLvgEngine.discover`` fills (everything but phase/conditions/generation)."""
 
 
 def selected_block_devices(selector: LabelSelector | None,

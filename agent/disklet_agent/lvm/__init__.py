@@ -1,6 +1,3 @@
-"""Host-side LVM engine for LVMVolumeGroups (issue 8): adapters, pure planners, the engine."""
-
-from .engine import DeleteOutcome, LvgOutcome, LVMEngine
-from .snapshot import LvmSnapshot
-
-__all__ = ["DeleteOutcome", "LVMEngine", "LvmSnapshot", "LvgOutcome"]
+"""Host-side LVM orchestration for LVMVolumeGroups: the engine (``engine.HostLvgEngine``, which
+implements the handlers' ``ports.LvgEngine``) and the steps it runs. Import from the module that
+holds a name; this package re-exports nothing."""

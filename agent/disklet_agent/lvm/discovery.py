@@ -14,12 +14,12 @@ from disklet.api.lvm import (
     NodeStatus,
     ThinPoolStatus,
 )
-from disklet.thinpool import PoolFill
+from disklet.lvm.sizing import plan_thin_pool
+from disklet.lvm.thinpool import PoolFill
 from disklet.units import bytes_to_quantity
 
 from ..host.lvm import VG
 from .planner import managed_loop
-from .sizing import plan_thin_pool
 from .snapshot import LvmSnapshot
 
 

@@ -6,11 +6,12 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from disklet.lvm.sizing import file_needs_growth, loop_needs_refresh, pv_needs_resize
+
 from ..host.files import FileOpError, FileProbe, HostFiles, Presence
 from ..host.losetup import LoopDevice, Losetup, LosetupError, attached_by_inode
 from ..host.lvm import PV, Lvm
 from .planner import Journal, Step, plan_rollback
-from .sizing import file_needs_growth, loop_needs_refresh, pv_needs_resize
 
 
 class FileDeviceError(RuntimeError):

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from disklet.api.lvm import parse_backing_file_name
+from disklet.lvm.validation import inside_base
 
 from ..host.losetup import LoopDevice
 from ..host.lvm import PV
-from .validation import inside_base
 
 
 def canonical_device(name: str, loops_by_majmin: Mapping[str, str], aliases: Mapping[str, str]) -> str | None:

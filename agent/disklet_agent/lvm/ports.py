@@ -1,5 +1,9 @@
 """The LVM engine as the handlers see it: typed seams (``Protocol``s) that the real
-:class:`~disklet_agent.lvm.engine.LVMEngine` and the tests' doubles both satisfy.
+:class:`~disklet_agent.lvm.engine.HostLvgEngine` and the tests' doubles both satisfy.
+
+Naming: a Protocol is named for the role the caller needs (``LvgEngine``); the class that does the
+work on the node says so (``HostLvgEngine``), so an annotation can never be mistaken for the
+implementation.
 
 Parameters are positional-only: the handlers call them positionally and implementations may
 name them as they like.
@@ -12,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from disklet.api.lvm import LVMVolumeGroupSpec, LVMVolumeGroupStatus
 
-    from .engine import DeleteOutcome, LvgOutcome, ReattachProblem
+    from .outcomes import DeleteOutcome, LvgOutcome, ReattachProblem
     from .snapshot import LvmSnapshot
 
 

@@ -28,7 +28,7 @@ from typing import Any, cast
 import kopf
 
 from disklet import GROUP, VERSION
-from disklet.api.common import parse_rfc3339, rfc3339
+from disklet.api.common import parse_rfc3339
 from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
 from disklet.kube.client import ApiError, Conflict, Kind, KubeClient, NotFound
@@ -36,16 +36,15 @@ from disklet.kube.lease import lease_namespace, lease_node
 from disklet.kube.login import registry_login
 from disklet.observe import record_status_write
 
-from ..logic.conditions import merge_owned_conditions, parse_conditions
 from ..logic.labels import node_label_patch
 from ..logic.readiness import (
     DEFAULT_LEASE_GRACE_SECONDS,
     ConditionState,
     agent_readiness,
     carried_state,
+    conditions_update,
     lease_index_behind,
     node_readiness,
-    readiness_conditions,
 )
 
 PLURAL = LVM_VOLUME_GROUP.plural
@@ -252,34 +251,6 @@ class ReadinessLoop:
         record_status_write(LVM_VOLUME_GROUP.kind)
         _post_ready_event(cast(kopf.Body, body), update.ready_before, update.ready)
         return True
-
-
-@dataclass(frozen=True)
-class Update:
-    """A change of the operator's conditions on one LVMVolumeGroup."""
-
-    conditions: list[dict[str, Any]]
-    """The whole new ``status.conditions`` (the agent's entries kept byte for byte)."""
-    sent: list[tuple[str, str, str, str]]
-    """Our three conditions without timestamps (what the in-flight guard compares)."""
-    ready_before: str | None
-    ready: ConditionState
-
-
-def conditions_update(status: Mapping[str, Any], node_state: ConditionState, agent_state: ConditionState,
-                      generation: int | None, at: datetime) -> Update | None:
-    """What to write into ``status.conditions`` (``at`` stamps a lastTransitionTime that moves); None
-    when our conditions already say it."""
-    raw = list(status.get("conditions") or [])
-    old = parse_conditions(raw)
-    owned = readiness_conditions(old, node_state, agent_state, generation, rfc3339(at))
-    merged = merge_owned_conditions(raw, owned)
-    if merged == raw:
-        return None
-    before = next((c.status for c in old if c.type == ConditionType.READY), None)
-    ready = next(c for c in owned if c.type == ConditionType.READY)
-    return Update(merged, [(c.type, c.status, c.reason, c.message) for c in owned], before,
-                  ConditionState(ready.status, ready.reason, ready.message))
 
 
 def _post_ready_event(body: kopf.Body, before: str | None, ready: ConditionState) -> None:

@@ -32,8 +32,8 @@ from disklet.api.lvm import (
 from disklet.api.resources import NODE_LABEL
 from disklet.kube.patch import merge_patch
 from disklet.labels import label_value, node_label_value
-from disklet.lvgset_names import HASH_LEN, MAX_NAME, child_name, digest  # noqa: F401 (re-exported)
-from disklet.lvm_transitions import transition_problems
+from disklet.lvm.names import child_name, digest
+from disklet.lvm.transitions import transition_problems
 
 SET_LABEL = f"{GROUP}/lvmvolumegroupset"
 """Label on every child naming its set (value shortened like :func:`label_value`)."""
@@ -63,10 +63,6 @@ P_BLOCKED = "Blocked"
 _PROGRESS_REASONS = frozenset({Reason.CREATING, Reason.UPDATING})
 """VGConfigurationApplied=False reasons that mean 'still working', not 'failed'."""
 _ATTENTION_MESSAGE = 256
-
-
-def _digest(*parts: str) -> str:
-    return digest(*parts)
 
 
 def owner_reference(set_name: str, set_uid: str) -> dict[str, Any]:
@@ -264,7 +260,7 @@ class Plan:
 def template_revision(spec: LVMVolumeGroupSetSpec) -> str:
     """Stable hash of the template as the model normalises it (defaults filled in)."""
     wire = spec.lvm_volume_group_template.to_wire()
-    return _digest(json.dumps(wire, sort_keys=True, separators=(",", ":")))
+    return digest(json.dumps(wire, sort_keys=True, separators=(",", ":")))
 
 
 def rollout_order(nodes: Iterable[str], labels: Mapping[str, Mapping[str, str] | None], order_label: str | None) -> list[str]:

@@ -19,9 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from disklet.api.common import Condition, ConditionStatus, get_condition, parse_rfc3339, set_condition
+from disklet.api.common import (
+    Condition,
+    ConditionStatus,
+    get_condition,
+    parse_rfc3339,
+    rfc3339,
+    set_condition,
+)
 from disklet.api.lvm import ConditionType, Reason
 from disklet.kube.lease import lease_name
+
+from .conditions import merge_owned_conditions, parse_conditions
 
 DEFAULT_LEASE_GRACE_SECONDS = 60.0
 MAX_MESSAGE = 1024
@@ -148,3 +157,31 @@ def lease_index_behind(indexed: Mapping[str, str | None], live: Mapping[str, str
         if now_at is not None and (node not in indexed or seen is None or now_at > seen):
             out.append(node)
     return sorted(out)
+
+
+@dataclass(frozen=True)
+class Update:
+    """A change of the operator's conditions on one LVMVolumeGroup."""
+
+    conditions: list[dict[str, Any]]
+    """The whole new ``status.conditions`` (the agent's entries kept byte for byte)."""
+    sent: list[tuple[str, str, str, str]]
+    """Our three conditions without timestamps (what the in-flight guard compares)."""
+    ready_before: str | None
+    ready: ConditionState
+
+
+def conditions_update(status: Mapping[str, Any], node_state: ConditionState, agent_state: ConditionState,
+                      generation: int | None, at: datetime) -> Update | None:
+    """What to write into ``status.conditions`` (``at`` stamps a lastTransitionTime that moves); None
+    when our conditions already say it."""
+    raw = list(status.get("conditions") or [])
+    old = parse_conditions(raw)
+    owned = readiness_conditions(old, node_state, agent_state, generation, rfc3339(at))
+    merged = merge_owned_conditions(raw, owned)
+    if merged == raw:
+        return None
+    before = next((c.status for c in old if c.type == ConditionType.READY), None)
+    ready = next(c for c in owned if c.type == ConditionType.READY)
+    return Update(merged, [(c.type, c.status, c.reason, c.message) for c in owned], before,
+                  ConditionState(ready.status, ready.reason, ready.message))

@@ -41,6 +41,7 @@
       "tank0" = {
         "type" = "zpool";
         "datasets" = { };
+        "mountpoint" = "/srv/tank0";
       };
     };
   };

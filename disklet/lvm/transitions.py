@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .units import QuantityError, quantity_bytes
+from disklet.units import QuantityError, quantity_bytes
 
 FILE_DEVICES = "fileDevices"
 IMMUTABLE_KEYS = ("type", "actualVGNameOnTheNode")

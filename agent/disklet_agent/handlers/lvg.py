@@ -360,8 +360,8 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEng
     """This node's LVMVolumeGroup handlers; returns the wiring (tests inspect it)."""
     node = deps.config.node_name
     if engine is None:
-        from ..lvm.engine import LVMEngine
-        engine = LVMEngine(deps.runner, deps.config)
+        from ..lvm.engine import HostLvgEngine
+        engine = HostLvgEngine(deps.runner, deps.config)
     wiring = LvgWiring(deps, engine, kube or AgentKube(), lock or asyncio.Lock())
     tasks = tasks or BackgroundTasks.attach(registry)
     interval = deps.config.scan_interval_seconds
