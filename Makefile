@@ -22,7 +22,7 @@ venv:
 
 # Every target that runs $(PY) makes the virtualenv first if it is missing (not when PY is overridden).
 ifeq ($(PY),$(VENV)/bin/python)
-lint typecheck archcheck crds crds-check pytest demo e2e e2e-mock envtest bench: | $(VENV)/bin/python
+lint typecheck archcheck crds crds-check pytest demo e2e e2e-mock envtest bench node: | $(VENV)/bin/python
 $(VENV)/bin/python:
 	@bash scripts/bootstrap.sh --venv
 endif

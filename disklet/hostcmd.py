@@ -33,14 +33,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from disklet.nsenter_target import DEFAULT_NSENTER_TARGET, check_nsenter_target
+
 # Which host namespaces and why (docs/security.md): mount (host binaries, /dev, LVM config), UTS
 # (LVM writes the host name into VG metadata), IPC (device-mapper udev semaphores), net (disko/nix
 # use the host's resolver). Not PID: the agent pod already shares the host's (hostPID, which
 # nsenter needs to find the host's PID 1), so ``-p`` would only add a forked process.
 NSENTER_PREFIX: tuple[str, ...] = ("nsenter", "-t", "1", "-m", "-u", "-i", "-n", "--")
-DEFAULT_NSENTER_TARGET = "1"
-NSENTER_TARGET_HELP = ("the host process whose namespaces host commands enter: a PID, or name:<process name> "
-                       "(the oldest process of that name in the host PID namespace); default 1, the host's init")
 DEFAULT_TIMEOUT = 60.0
 # Per stream: what the biggest legitimate report (lsblk/pvs JSON of a large node) needs, many
 # times over, and small against the agent's memory limit.
@@ -105,18 +104,6 @@ class CommandResult:
 
 class NsenterTargetError(RuntimeError):
     """The nsenter target is malformed or names no running process: no host command can run."""
-
-
-def check_nsenter_target(spec: str) -> str:
-    """``spec`` if it is a valid target (a positive PID, or ``name:<process name>``), else ValueError."""
-    spec = spec.strip()
-    if spec.isdigit() and int(spec) > 0:
-        return str(int(spec))
-    name = spec[5:] if spec.startswith("name:") else None
-    # A process name (/proc/PID/comm) is at most 15 bytes; no slash, no whitespace.
-    if name and len(name) <= 15 and not any(c in name for c in "/ \t\n"):
-        return spec
-    raise ValueError(f"nsenter target must be a PID or name:<process name> (at most 15 characters), not {spec!r}")
 
 
 def _comm(pid: int, proc: Path) -> str | None:

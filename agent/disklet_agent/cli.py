@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from disklet.hostcmd import NSENTER_TARGET_HELP, check_nsenter_target
+from disklet.nsenter_target import NSENTER_TARGET_HELP, check_nsenter_target
 from disklet_agent.config import AgentConfig
 from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import (

@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 from disklet.api.disklayout import DEFAULT_MOUNT_ROOTS
-from disklet.hostcmd import DEFAULT_NSENTER_TARGET, NSENTER_TARGET_HELP, check_nsenter_target
 from disklet.lvm.thinpool import DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD, Thresholds
+from disklet.nsenter_target import DEFAULT_NSENTER_TARGET, NSENTER_TARGET_HELP, check_nsenter_target
 
 DEFAULT_FILE_DEVICES_DIR = "/var/lib/disklet/file-devices"
 DEFAULT_SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/nix", "/nix/store")

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -241,7 +242,7 @@ class Release:
     def kctl(self, *args: str, timeout: float = 120, check: bool = False) -> Any:
         """``kubectl disklet ...`` (the plugin is kctl) against the session's cluster."""
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONPATH=f"{REPO}:{REPO / 'operator'}:{REPO / 'agent'}")
-        return run([os.environ.get("PYTHON", "python3"), "-m", "disklet.cli.main", *args], timeout=timeout,
+        return run([sys.executable, "-m", "disklet.cli.main", *args], timeout=timeout,
                    check=check, env=env, error=AssertionError)
 
     def get(self, *args: str) -> dict[str, Any] | None:

@@ -20,9 +20,9 @@ from disklet.hostcmd import (
     CommandError,
     HostRunner,
     NsenterTargetError,
-    check_nsenter_target,
     resolve_nsenter_target,
 )
+from disklet.nsenter_target import check_nsenter_target
 
 
 def _alive(pid: int) -> bool:
