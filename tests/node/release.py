@@ -65,6 +65,8 @@ class Host:
     run_id: str
     etc_existed: bool
     loops: list[str] = field(default_factory=list)
+    etc_made: list[str] = field(default_factory=list)
+    """Entries of an existing /etc/disklet that this session's agent makes (removed at the end)."""
 
     @classmethod
     def create(cls) -> Host:
@@ -76,7 +78,8 @@ class Host:
         for name, text in (("disko", disko), ("systemd-run", FAKE_SYSTEMD_RUN), ("nixos-rebuild", FAKE_NIXOS_REBUILD)):
             (sandbox / "bin" / name).write_text(text)
             (sandbox / "bin" / name).chmod(0o755)
-        return cls(sandbox, run_id, ETC_DISKLET.exists())
+        made = set() if not ETC_DISKLET.exists() else {"disk"} - {p.name for p in ETC_DISKLET.iterdir()}
+        return cls(sandbox, run_id, ETC_DISKLET.exists(), etc_made=sorted(made))
 
     @property
     def file_devices(self) -> Path:
@@ -150,6 +153,9 @@ class Host:
         shutil.rmtree(self.sandbox, ignore_errors=True)
         if not self.etc_existed:
             shutil.rmtree(ETC_DISKLET, ignore_errors=True)
+        else:  # the layout state this session's agent wrote there
+            for name in self.etc_made:
+                shutil.rmtree(ETC_DISKLET / name, ignore_errors=True)
         left = list(self.backing_loops()) + list(self.vgs())
         if left or problems:
             raise AssertionError(f"node tier host cleanup left {left} {problems}")
