@@ -7,11 +7,12 @@ export PATH := $(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 # This checkout's code is what runs and what is checked (not whatever an editable install points at).
 export PYTHONPATH := $(CURDIR):$(CURDIR)/operator:$(CURDIR)/agent$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test bootstrap venv lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench node
+.PHONY: test bootstrap venv lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench images wheels node
 
 # The real-server tier (tests/api/*_real.py and e2e/) runs on a local control plane found through
 # KUBEBUILDER_ASSETS (devkit/envtest.py); .ci/run sets it. Without it they skip with one line.
-test: bootstrap lint typecheck archcheck crds-check pytest e2e
+# `images` builds the operator and agent images (root; skipped with a note otherwise, a failure under CI).
+test: bootstrap lint typecheck archcheck crds-check pytest images e2e node
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -22,7 +23,7 @@ venv:
 
 # Every target that runs $(PY) makes the virtualenv first if it is missing (not when PY is overridden).
 ifeq ($(PY),$(VENV)/bin/python)
-lint typecheck archcheck crds crds-check pytest demo e2e e2e-mock envtest bench node: | $(VENV)/bin/python
+lint typecheck archcheck crds crds-check pytest demo e2e e2e-mock envtest bench images wheels node: | $(VENV)/bin/python
 $(VENV)/bin/python:
 	@bash scripts/bootstrap.sh --venv
 endif
@@ -73,7 +74,7 @@ e2e-mock:
 # The node tier (tests/node/): the chart's own pods on a real node — the envtest control plane plus
 # containerd, kubelet and kube-scheduler (devkit/node.py) — with the images of `make images` loaded
 # (build/images/, or DISKLET_IMAGES_DIR). Root. One helm install shared by the scenarios (docs/testing.md).
-node:
+node: images
 	$(PY) -m pytest tests/node -q -rs -p no:cacheprovider
 
 # A control plane for manual use: prints `export KUBECONFIG=...`, stops everything on Ctrl-C.
@@ -83,3 +84,15 @@ envtest:
 # Every benchmark in bench/; figures in bench/results/*.json (docs/performance.md).
 bench:
 	$(PY) bench/run_all.py
+
+# The operator and agent images from this checkout and Debian's packages (root; mmdebstrap, buildah):
+# build/images/disklet-{operator,agent}.oci, their sizes printed, build/images/values.yaml for helm.
+# The base root file system and the dependency wheels are reused while their inputs are unchanged
+# (docs/images.md). A few minutes the first time, about two with the base cached.
+images: bootstrap
+	$(PY) -m devkit.images
+
+# Only build/wheels (disklet's wheel and its dependencies'): the build context of a docker/buildah
+# build of the Dockerfile elsewhere (docs/images.md).
+wheels:
+	$(PY) -m devkit.images --wheels-only

@@ -110,7 +110,8 @@ async def run(n: int) -> dict[str, Any]:
 
 def planner_cost(n: int) -> dict[str, float]:
     """The controller's own CPU for the first pass (plan + validation + status), without HTTP or the mock."""
-    from disklet_operator.logic.lvgset_planner import Outcome, SetRef, build_status, plan
+    from disklet_operator.logic.lvgset_plan import Outcome, SetRef, plan
+    from disklet_operator.logic.lvgset_status import build_status
 
     from disklet.api.lvm import LVMVolumeGroupSetSpec
 

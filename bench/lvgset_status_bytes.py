@@ -1,4 +1,4 @@
-"""Size of one LVMVolumeGroupSet status write at N nodes (the bounded status of issue #18).
+"""Size of one LVMVolumeGroupSet status write at N nodes (the bounded status: attention list and counts, not a per-child list).
 
 Builds the status with the real planner for a few fleet states and prints the JSON bytes of the
 status object the operator patches, next to what the earlier unbounded format (one
@@ -19,17 +19,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-from disklet_operator.logic.lvgset_planner import (  # noqa: E402
+from disklet_operator.logic.lvgset_plan import (  # noqa: E402
     REVISION_LABEL,
     SET_LABEL,
     Child,
     Outcome,
     SetRef,
-    build_status,
     owner_reference,
     plan,
     template_revision,
 )
+from disklet_operator.logic.lvgset_status import build_status  # noqa: E402
 
 from disklet.api.lvm import LVMVolumeGroupSetSpec  # noqa: E402
 from disklet.lvm.names import child_name  # noqa: E402

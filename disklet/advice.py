@@ -69,6 +69,13 @@ ADVICE: dict[str, str] = {
         "Look at the path on the node (`namei -l PATH`): remove the symbolic link (and find who planted it: "
         "anything that can write under the allowed root, e.g. a pod with a hostPath volume), or point the "
         "mountpoint at a real directory inside the allowed root."),
+    C.SELECTOR_MATCHED_NOTHING: (
+        "Fix the expression (`kctl diff` shows the resolution per node from the BlockDevices), or free a disk. "
+        "A disk plugged in later is found at the next retry."),
+    C.SELECTOR_AMBIGUOUS: "Narrow the expression (serial, WWN, `disk.byId`), or give `device` instead.",
+    C.SELECTED_DISK_MISSING: (
+        "Bring the disk back; to use another disk, remove this one from the layout (`spec.allowDestructiveChanges`) "
+        "and add it under a new name."),
     C.TARGET_BUSY: (
         "Find the user (`lsblk`, `findmnt`, `dmsetup ls --tree`, `fuser -v /dev/DISK`) and release it."),
     C.NOT_BLANK: "Check it holds nothing you need, then wipe it deliberately: `wipefs -a /dev/DISK`.",

@@ -113,10 +113,8 @@ class DiskFacts:
 
     def describe(self) -> str:
         """``/dev/sdb (SAMSUNG X, serial S1, 1.9Ti, nvme)``: how candidates are listed."""
-        from .units import bytes_to_quantity
-
         facts = [f for f in (self.model, f"serial {self.serial}" if self.serial else "",
-                             bytes_to_quantity(self.size) if self.size else "", self.transport) if f]
+                             human_size(self.size) if self.size else "", self.transport) if f]
         return f"{self.path} ({', '.join(facts)})" if facts else self.path
 
     @classmethod
@@ -141,6 +139,14 @@ class DiskFacts:
                    physical_sector_size=int(status.get("physicalSectorSize") or 0),
                    partition_table=s("partitionTableType"), fs_type=s("fsType"),
                    by_id=tuple(str(x) for x in (status.get("byId") or [])[:MAX_LIST]))
+
+
+def human_size(size: int) -> str:
+    """1920383410176 → ``1.75Ti``: how candidates are listed (sizes from lsblk are rarely round)."""
+    for unit, factor in (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2)):
+        if size >= factor:
+            return f"{size / factor:.2f}".rstrip("0").rstrip(".") + unit
+    return f"{size}B"
 
 
 # ----------------------------------------------------------------------------- compiling

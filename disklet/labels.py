@@ -17,7 +17,7 @@ def label_value(raw: str | None) -> str:
     values stay distinct)."""
     if not raw:
         return ""
-    if len(raw) <= MAX_LABEL_VALUE and _LABEL_VALUE_OK.match(raw):
+    if len(raw) <= MAX_LABEL_VALUE and _LABEL_VALUE_OK.fullmatch(raw):
         return raw
     value = _LABEL_BAD_RUN.sub("_", raw.strip())
     value = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)

@@ -11,6 +11,12 @@ Python object, a document that is
 - more than ``max_nodes`` nodes once every alias is expanded (computed on the shared graph, in
   time proportional to its size, not to the expansion).
 
+Numbers are resolved safely: a plain integer or float longer than ``MAX_NUMBER_CHARS`` is refused
+(Python refuses to convert ints of more than 4300 digits, and a YAML 1.1 base-60 integer such as
+``1:2:3:…`` costs quadratic time), and base-60 numbers are read as strings, as ``kubectl`` reads
+them. Any error while constructing Python values becomes ``YamlLimitError`` (a clean refusal, never
+a traceback).
+
 Limits are generous for any real manifest (a Kubernetes object is at most ~1.5 MiB in etcd).
 """
 
@@ -25,6 +31,8 @@ MAX_BYTES = 8 * 1024**2
 MAX_ALIASES = 100
 MAX_DEPTH = 64
 MAX_NODES = 200_000
+MAX_NUMBER_CHARS = 64
+"""Longest plain integer/float accepted (2**63 has 19 digits; quantities are strings)."""
 
 
 class YamlLimitError(ValueError):
@@ -66,6 +74,22 @@ class _ComposingLoader(yaml.SafeLoader):
                 raise YamlLimitError(f"more than {self.max_aliases} YAML aliases (line {event.start_mark.line + 1});"
                                      " aliases are limited to keep expansion bounded")
         return super().compose_node(parent, index)
+
+
+def _number(kind: str, construct: Any) -> Any:
+    def constructor(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        text = str(node.value)
+        if len(text) > MAX_NUMBER_CHARS:
+            raise YamlLimitError(f"{kind} of {len(text)} characters (line {node.start_mark.line + 1}); numbers are "
+                                 f"limited to {MAX_NUMBER_CHARS} characters (quote it to make it a string)")
+        if ":" in text:  # YAML 1.1 base 60 (1:30 = 90): kubectl reads it as a string, and so do we
+            return text
+        return construct(loader, node)
+    return constructor
+
+
+_ComposingLoader.add_constructor("tag:yaml.org,2002:int", _number("integer", yaml.SafeLoader.construct_yaml_int))
+_ComposingLoader.add_constructor("tag:yaml.org,2002:float", _number("float", yaml.SafeLoader.construct_yaml_float))
 
 
 def _measure(root: yaml.Node, limits: Limits) -> None:
@@ -128,7 +152,14 @@ def load_with_nodes(text: str, limits: Limits | None = None) -> list[tuple[yaml.
             if node is None:  # pragma: no cover - check_node said there is one
                 continue
             _measure(node, limits)
-            docs.append((node, loader.construct_document(node)))
+            try:
+                value = loader.construct_document(node)
+            except (YamlLimitError, yaml.YAMLError):
+                raise
+            except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+                raise YamlLimitError(f"cannot read a value of the document at line {node.start_mark.line + 1}: "
+                                     f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            docs.append((node, value))
     finally:
         loader.dispose()
     return docs

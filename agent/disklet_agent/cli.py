@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from disklet import version_line
 from disklet.nsenter_target import NSENTER_TARGET_HELP, check_nsenter_target
+from disklet.text import printable
 from disklet_agent.config import AgentConfig
 from disklet_agent.deps import AgentDeps
 from disklet_agent.disklayout.apply import (
@@ -76,6 +78,8 @@ def _nsenter_target(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="disklet-agent", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=version_line("disklet-agent"),
+                   help="print the version and the commit of the build, then exit")
     p.add_argument("--host-root", type=Path, default=None, metavar="DIR",
                    help="root under which /etc/disklet lives (default: $DISKLET_HOST_ROOT or /)")
     ns = p.add_mutually_exclusive_group()
@@ -140,15 +144,19 @@ def _config(args: argparse.Namespace) -> AgentConfig:
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
+    rows = [[printable(c) for c in r] for r in rows]  # models and serials come from disk firmware
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
-def _verdict_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
+def _verdict_rows(verdicts: Sequence[Verdict], layout_ok: bool = True) -> list[list[str]]:
+    """One row per target. ``safe`` only when the whole layout may be applied: a target whose own live
+    state is clear, in a layout refused for another reason, says ``clear`` (not safe to format now)."""
     rows = [["TARGET", "RESOLVED", "VERDICT", "CODE", "DETAIL"]]
     for v in verdicts:
-        rows.append([v.target, v.resolved_path or "-", "safe" if v.safe else "REFUSED", str(v.code or "-"), v.detail])
+        verdict = ("safe" if layout_ok else "clear") if v.safe else "REFUSED"
+        rows.append([v.target, v.resolved_path or "-", verdict, str(v.code or "-"), v.detail])
     return rows
 
 
@@ -174,14 +182,23 @@ def cmd_apply_disk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report: dict[str, Any] = {"plan": _plan_json(plan)}
     if args.output == "table":
         if plan.verdicts:
-            _table(_verdict_rows(plan.verdicts), out)
+            _table(_verdict_rows(plan.verdicts, plan.ok), out)
         elif plan.targets:
-            out.write("targets: " + ", ".join(plan.targets) + "\n")
+            out.write("targets: " + ", ".join(printable(t) for t in plan.targets)
+                      + ("" if plan.ok else " (not classified: the layout was refused before the live-state check)")
+                      + "\n")
+        if not plan.ok and not plan.failed:
+            out.write(f"layout refused: {plan.code} (details on stderr)\n")
     if not plan.ok:
-        what = "failed" if plan.failed else f"refused: {plan.code}"
         if args.output == "json":
             out.write(json.dumps(report, indent=2) + "\n")
-        err.write(f"{what}: {plan.message}\n")
+        message = plan.message
+        if plan.failed:
+            err.write(f"failed: {printable(message)}\n")
+        else:  # the message names its code first (the gate's form); never print it twice
+            if not message.startswith(f"{plan.code}: "):
+                message = f"{plan.code}: {message}"
+            err.write(f"refused: {printable(message)}\n")
         return EXIT_FAILED
     if not args.apply:
         if args.output == "json":
@@ -297,11 +314,8 @@ def cmd_disks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # The agent process never uses kubernetes-asyncio (its client is aiohttp, docs/agent.md), but
-    # Kopf imports it when installed (~60 MiB RSS): mark it absent for the whole process before
-    # Kopf is imported. Only this process — the operator and kctl import it as usual.
-    sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
-    from disklet_agent.daemon import run_agent  # engineer A's daemon; imported only when used
+    # Kopf is imported without kubernetes-asyncio by the daemon module itself (disklet/kopf_lean.py).
+    from disklet_agent.daemon import run_agent  # imported only when used
 
     run_agent(_config(args))
     return EXIT_OK

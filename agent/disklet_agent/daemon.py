@@ -25,6 +25,7 @@ import kopf  # noqa: E402
 from disklet import logs  # noqa: E402
 from disklet.api.resources import BLOCK_DEVICE, DISK_LAYOUT, LVM_VOLUME_GROUP, NODE_LABEL  # noqa: E402
 from disklet.kube.client import ApiError, KubeClient, NotFound  # noqa: E402
+from disklet.kube.events import AGENT  # noqa: E402
 from disklet.kube.login import add_kopf_login  # noqa: E402
 from disklet.labels import node_label_value  # noqa: E402
 from disklet.observe import observe_host_commands, start_metrics_server  # noqa: E402
@@ -39,7 +40,7 @@ from .tasks import BackgroundTasks  # noqa: E402
 
 FINALIZER = "disklet.io/agent"
 ANNOTATION_PREFIX = "agent.disklet.io"
-DEFAULT_LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
+DEFAULT_LIVENESS_ENDPOINT = "http://0.0.0.0:9092/healthz"
 DEFAULT_METRICS_PORT = 9091  # the chart value agent.metricsPort and docs/metrics.md
 LOG_EXTRA_KEYS = ("node", "lvg", "reconcile_id", "error", "changed", "status_written", "phase", "lvgs", "problems",
                   "bd_created", "bd_updated", "bd_deleted", "writes")
@@ -115,6 +116,7 @@ def configure_settings(settings: kopf.OperatorSettings, config: AgentConfig) -> 
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING  # Kopf's own per-handler INFO lines are not Events
+    settings.posting.reporting_component = AGENT  # Kopf's own (handler failures); ours: disklet.kube.events
     settings.peering.standalone = True
 
 

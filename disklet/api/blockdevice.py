@@ -80,7 +80,10 @@ class BlockDeviceStatus(StatusModel):
     # strict: 1 or "yes" is not a boolean for the API server either (the schema says boolean).
     rota: bool | None = Field(default=None, strict=True, description="Rotational device.")
     hot_plug: bool | None = Field(default=None, strict=True, description="Hot-pluggable device.")
-    machine_id: str | None = Field(default=None, description="/etc/machine-id of the node.")
+    machine_id: str | None = Field(
+        default=None, description="The node's app-specific machine ID: derived from /etc/machine-id with HMAC-SHA256 "
+                                  "(systemd-id128 machine-id --app-specific=5e2a7c1d9b4f4e0a8c6d3f1b2a9e7c40 on the node "
+                                  "prints it); the machine ID itself is never published.")
     consumable: bool = Field(default=False, strict=True, description="Whether the device can become a PV of a new VG now.")
     consumable_reason: str | None = Field(default=None, description="Why the device is not consumable.")
     consumable_reason_code: ConsumableReason | None = Field(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -178,3 +178,38 @@ class LabelSelector(ApiModel):
     def keys(self) -> set[str]:
         """Label keys the selector reads (to skip node events that cannot change its result)."""
         return set(self.match_labels or {}) | {r.key for r in self.match_expressions or []}
+
+
+class BlockDeviceSelector(LabelSelector):
+    """Labels and/or a CEL disk selector (``match``, docs/selectors.md); a device must satisfy both."""
+
+    match: str | None = Field(
+        default=None, min_length=1, max_length=2048,
+        description="A CEL disk selector over the BlockDevice's facts, e.g. "
+                    "'disk.transport == \"nvme\" && disk.size >= 1Ti' (docs/selectors.md). "
+                    "ANDed with matchLabels and matchExpressions.")
+
+    @model_validator(mode="after")
+    def _match_compiles(self) -> BlockDeviceSelector:
+        if self.match is not None:
+            from disklet.diskselect import check_selector
+
+            problem = check_selector(self.match, "match")
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    def matches_device(self, labels: Mapping[str, str] | None, status: Mapping[str, Any] | None) -> bool:
+        """Labels match and, with ``match``, the expression is true for the BlockDevice's status
+        (an evaluation error does not match)."""
+        if not self.matches(labels):
+            return False
+        if self.match is None:
+            return True
+        from disklet.diskselect import DiskFacts, SelectorError, compile_selector
+
+        try:
+            return compile_selector(self.match, "blockDeviceSelector.match").evaluate(
+                DiskFacts.from_block_device_status(status or {}))
+        except SelectorError:
+            return False

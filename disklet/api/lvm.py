@@ -16,6 +16,7 @@ from .common import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     ApiModel,
+    BlockDeviceSelector,
     Condition,
     LabelSelector,
     StatusModel,
@@ -68,6 +69,48 @@ class Reason(StrEnum):
     VG_NAME_CONFLICT = "VGNameConflict"
     NODE_LABEL_MISMATCH = "NodeLabelMismatch"
     TERMINATING = "Terminating"
+
+
+class SetReason(StrEnum):
+    """Reasons of an LVMVolumeGroupSet's ``Ready`` condition, of a child problem, and the set's status."""
+
+    ALL_CREATED = "AllCreated"
+    NO_MATCHING_NODES = "NoMatchingNodes"
+    CREATING = "Creating"
+    CREATE_FAILED = "CreateFailed"
+    UPDATE_FAILED = "UpdateFailed"
+    VALIDATION_FAILED = "ValidationFailed"
+    NAME_CONFLICT = "NameConflict"
+
+
+class AttentionReason(StrEnum):
+    """Why a child is listed in an LVMVolumeGroupSet's ``status.attention``."""
+
+    FAILED = "Failed"
+    NOT_READY = "NotReady"
+    UPDATING = "Updating"
+    ORPHANED = "Orphaned"
+
+
+class ProgressReason(StrEnum):
+    """Reasons of an LVMVolumeGroupSet's ``Progressing`` condition."""
+
+    COMPLETE = "Complete"
+    ROLLING_OUT = "RollingOut"
+    PAUSED = "Paused"
+    CHILD_FAILED = "ChildFailed"
+    BLOCKED = "Blocked"
+
+
+class SetPhase(StrEnum):
+    CREATED = "Created"
+    PENDING = "Pending"
+    NOT_CREATED = "NotCreated"
+
+
+class SetConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
 
 
 class ConditionType(StrEnum):
@@ -124,7 +167,7 @@ class FileDevice(ApiModel):
     @field_validator("size", mode="before")
     @classmethod
     def _size_hint(cls, v: object) -> object:
-        if isinstance(v, str) and not WHOLE_BINARY_SIZE_RE.match(v):
+        if isinstance(v, str) and not WHOLE_BINARY_SIZE_RE.fullmatch(v):
             raise ValueError(f"size {v!r} must be a whole number of Mi, Gi, Ti or Pi{decimal_unit_hint(v)}")
         return v
 
@@ -175,7 +218,7 @@ class ThinPool(ApiModel):
     @field_validator("size")
     @classmethod
     def _size_parses(cls, v: str) -> str:
-        if not PERCENT_RE.match(v):
+        if not PERCENT_RE.fullmatch(v):
             try:
                 if quantity_bytes(v) <= 0:
                     raise ValueError(f"thin pool size {v} must be positive")
@@ -235,8 +278,9 @@ class LVMVolumeGroupSpec(ApiModel):
         alias="actualVGNameOnTheNode", pattern=LVM_NAME_PATTERN, max_length=127,
         json_schema_extra=validations(immutable("actualVGNameOnTheNode")),
         description="Name of the VG on the node (immutable; unique per node).")
-    block_device_selector: LabelSelector | None = Field(
-        default=None, description="Selects the node's BlockDevices (by their labels) that become PVs of the VG.")
+    block_device_selector: BlockDeviceSelector | None = Field(
+        default=None, description="Selects the node's BlockDevices that become PVs of the VG: by their labels "
+                                  "and/or a CEL disk selector (match, docs/selectors.md).")
     file_devices: list[FileDevice] | None = Field(
         default=None, max_length=32, json_schema_extra=list_map("name"),
         description="File-backed loop devices used as PVs. Entries may be appended and grown, never edited otherwise or removed.")
@@ -356,7 +400,8 @@ class LVMVolumeGroupTemplate(ApiModel):
         json_schema_extra=validations(immutable("lvmVolumeGroupTemplate.actualVGNameOnTheNode",
                                                 "children cannot rename their VG")),
         description="Name of the VG on every node (immutable).")
-    block_device_selector: LabelSelector | None = Field(default=None, description="Selects BlockDevices on each node.")
+    block_device_selector: BlockDeviceSelector | None = Field(
+        default=None, description="Selects BlockDevices on each node: labels and/or match (docs/selectors.md).")
     file_devices: list[FileDevice] | None = Field(
         default=None, max_length=32, json_schema_extra=list_map("name"),
         description="File-backed devices for every child; append or grow only.")
@@ -423,7 +468,7 @@ class RolloutSpec(ApiModel):
             if v < 0:
                 raise ValueError("maxUnavailable must not be negative")
             return v
-        if not re.match(MAX_UNAVAILABLE_PATTERN, v):
+        if not re.fullmatch(MAX_UNAVAILABLE_PATTERN, v):
             raise ValueError(f"maxUnavailable {v!r} must be a count or a percentage 0%..100%")
         return v
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -39,7 +40,18 @@ from .kube import EVENTS, NODES, PODS, Kind, Kube, KubeError, NotFound
 from .kubeconfig import HINT as KUBECONFIG_HINT
 from .kubeconfig import kubeconfig_problem
 from .manifests import Manifest, ManifestError, load_manifests
-from .output import KIND_NAME_COLUMN, Output, field, printer_columns, render, table
+from .output import (
+    KIND_NAME_COLUMN,
+    MIN_CELL,
+    Output,
+    custom_columns,
+    field,
+    printer_columns,
+    render,
+    sort_objects,
+    table,
+    table_columns,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DIFF_NONE, DIFF_CHANGES, DIFF_ERROR = 0, 1, 2
@@ -172,7 +184,7 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
         report = Ctx(out=io.StringIO(), err=io.StringIO())
         live = await kube.get(kind_of(m.resource), m.name) if kube else None
         if isinstance(m.spec, DiskLayoutSpec):
-            ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)])
+            ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube)
         elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
             ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
         else:
@@ -225,7 +237,7 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | No
 
 
 async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool,
-                            pf: PreflightResult) -> tuple[bool, str]:
+                            pf: PreflightResult, kube: Kube | None = None) -> tuple[bool, str]:
     assert isinstance(m.spec, DiskLayoutSpec)
     ctx.say(f"{m.ref} (node {m.spec.node_name}, from {m.source})")
     ctx.say(f"  {_preflight_line(pf)}")
@@ -235,6 +247,9 @@ async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, 
     if pf.layout_hash:
         ctx.say(f"  layout hash: {pf.layout_hash}")
     ok = pf.phase == Phase.PENDING
+    if pf.phase == Phase.PENDING and m.spec.disk_layout is not None and any(
+            d.match is not None for d in m.spec.disk_layout.disks):
+        ok = await _diff_selectors(ctx, m.spec, live, kube if not offline else None) and ok
     if pf.body is None:
         return ok, ""
     if offline:
@@ -258,6 +273,27 @@ async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, 
     else:
         ctx.say("  layout body: no changes")
     return ok, "changed" if body_diff or changes else "unchanged"
+
+
+async def _diff_selectors(ctx: Ctx, spec: DiskLayoutSpec, live: dict[str, Any] | None, kube: Kube | None) -> bool:
+    """Per node: which disk each ``match`` resolves to and why the others do not (from the node's BlockDevices)."""
+    from disklet.layout.selectors import inventory_resolution
+
+    assert spec.disk_layout is not None
+    node = spec.node_name
+    if kube is None:
+        for d in spec.disk_layout.disks:
+            if d.match is not None:
+                ctx.say(f"  disk {d.name}: match {d.match!r}: cannot resolve offline (the agent resolves it on node "
+                        f"{node} at apply time; run without --offline to see it against the node's BlockDevices)")
+        return True
+    bds = await _node_objects(kube, node, BLOCK_DEVICE, "status.nodeName")
+    pinned = list(((live or {}).get("status") or {}).get("targetIdentities") or [])
+    ok, lines = inventory_resolution(spec.disk_layout, bds, pinned)
+    ctx.say(f"  selectors on node {node} (from its {len(bds)} BlockDevice(s); the agent decides from its live scan):")
+    for line in lines:
+        ctx.say(f"    {line}")
+    return ok
 
 
 def _diff_spec(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool) -> str:
@@ -506,24 +542,53 @@ async def _watch(ctx: Ctx, kube: Kube, view: ResourceView, names: list[str], sel
                                  what=f"list {kind.plural}")
     version = str(field(listing, "metadata.resourceVersion", "")) or None
     headers_done = ctx.output.no_headers or ctx.output.structured
+    tabular = ctx.output.format in (None, "wide", "custom-columns")
+    cols = table_columns(custom_columns(ctx.output.arg) if ctx.output.format == "custom-columns" else columns,
+                         ctx.output)
+    widths = [max(MIN_CELL, len(c.header)) if not ctx.output.no_headers else MIN_CELL for c in cols]
+
+    def wanted(obj: dict[str, Any]) -> bool:
+        return not ((names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node))
+
+    def row(cells: list[str]) -> str:
+        """One line padded to the widths printed so far: an empty cell keeps its column (kubectl's -w)."""
+        for i, text in enumerate(cells):
+            widths[i] = max(widths[i], len(text))
+        return "   ".join(t.ljust(widths[i]) if i < len(cells) - 1 else t for i, t in enumerate(cells)).rstrip() + "\n"
 
     def show(obj: dict[str, Any]) -> None:
         nonlocal headers_done
-        if (names and views.name_of(obj) not in names) or (node and field(obj, view.node_path) != node):
-            return
         obj.setdefault("apiVersion", f"{kind.group}/{kind.version}")
         obj.setdefault("kind", kind.kind)
-        text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done),
-                      single=True, columns=columns)
+        if tabular:
+            ctx.out.write(row([c.value(obj) for c in cols]))
+            ctx.out.flush()
+            return
+        text = render([obj], Output(ctx.output.format, ctx.output.arg, no_headers=headers_done,
+                                    show_managed_fields=ctx.output.show_managed_fields), single=True, columns=columns)
         headers_done = True
         ctx.out.write(text if ctx.output.format != "jsonpath" or text.endswith("\n") else text + "\n")
         ctx.out.flush()
 
-    for obj in sorted((listing or {}).get("items") or [], key=views.name_of):
+    first = [o for o in (listing or {}).get("items") or [] if wanted(o)]
+    first = sort_objects(sorted(first, key=views.name_of), ctx.output.sort_by) if ctx.output.sort_by else \
+        sorted(first, key=views.name_of)
+    if tabular:
+        cells = [[c.value(o) for c in cols] for o in first]
+        for line in cells:
+            for i, text in enumerate(line):
+                widths[i] = max(widths[i], len(text))
+        if not ctx.output.no_headers:
+            ctx.out.write(row([c.header for c in cols]))
+        for line in cells:
+            ctx.out.write(row(line))
+        ctx.out.flush()
+        first = []
+    for obj in first:
         show(obj)
     async for event in kube.watch(kind, label_selector=selector, timeout_seconds=request_timeout,
                                   resource_version=version):
-        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+        if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and wanted(event.get("object") or {}):
             show(event.get("object") or {})
     return EXIT_OK
 
@@ -552,9 +617,7 @@ async def cmd_describe(ctx: Ctx, type_name: str, names: list[str], selector: str
             _not_found(ctx, view, missing)
             pages = []
             for obj in items:
-                name = views.name_of(obj)
-                events = await kube.list_objects(EVENTS, field_selector=f"involvedObject.name={name},"
-                                                                        f"involvedObject.kind={view.resource.kind}")
+                events = await kube.list_objects(EVENTS, field_selector=describe_event_selector(obj, view.resource.kind))
                 pages.append((obj, events))
     except KubeError as exc:
         ctx.error(str(exc))
@@ -572,6 +635,16 @@ async def cmd_describe(ctx: Ctx, type_name: str, names: list[str], selector: str
         if not pages and not names:
             ctx.err.write("No resources found.\n")
     return EXIT_FAILED if missing else EXIT_OK
+
+
+def describe_event_selector(obj: Mapping[str, Any], kind: str) -> str:
+    """The Events of exactly this object (across all namespaces): by kind, name and UID, as ``kubectl
+    describe`` matches them (disklet.kube.events) — a re-created object never shows its
+    predecessor's. No namespace term, so Kopf's own Events about the object (filed in the
+    component's namespace) are shown too."""
+    meta = obj.get("metadata") or {}
+    selector = f"involvedObject.name={meta.get('name', '')},involvedObject.kind={kind}"
+    return selector + (f",involvedObject.uid={meta['uid']}" if meta.get("uid") else "")
 
 
 async def _node_objects(kube: Kube, node: str, res: Resource, node_path: str) -> list[dict[str, Any]]:
@@ -752,7 +825,7 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     try:
         async with await ctx.connect() as kube:
             bundle = await supportbundle.collect(kube, ctx.namespace, tail,
-                                                 supportbundle.exec_via(kube, ctx.namespace), nodes or None)
+                                                 supportbundle.exec_via(kube), nodes or None)
     except KubeError as exc:
         ctx.error(str(exc))
         return EXIT_FAILED

@@ -67,10 +67,13 @@ def _bytes(value: Any) -> int:
 
 def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
               block_devices: list[Mapping[str, Any]] | None, status: Mapping[str, Any] | None,
-              current_spec: Mapping[str, Any] | None = None) -> NodePlan:
+              current_spec: Mapping[str, Any] | None = None,
+              others: Iterable[tuple[str, Mapping[str, Any]]] = ()) -> NodePlan:
     """What the agent on ``node`` would do for ``spec`` (pure). ``block_devices``: the node's
     BlockDevice objects, None when unknown (offline); ``status``: the LVG's reported status, if any;
-    ``current_spec``: the object's spec in the cluster (grow-only rules are checked against it)."""
+    ``current_spec``: the object's spec in the cluster (grow-only rules are checked against it);
+    ``others``: the other LVMVolumeGroups of the node (name, spec): a consumable device both select
+    is refused, naming both."""
     out = NodePlan(node=node, lvg=lvg_name)
     st = dict(status or {})
     vg = spec.actual_vg_name_on_the_node
@@ -103,10 +106,35 @@ def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
         if block_devices is None:
             out.lines.append("block devices: not known offline (the node's BlockDevices decide)")
         else:
-            matched = [bd for bd in block_devices if spec.block_device_selector.matches(
-                dict((bd.get("metadata") or {}).get("labels") or {}))]
+            sel = spec.block_device_selector
+            matched = [bd for bd in block_devices if sel.matches_device(
+                dict((bd.get("metadata") or {}).get("labels") or {}), bd.get("status"))]
             if not matched:
                 out.lines.append("block devices: none of the node's BlockDevices matches blockDeviceSelector")
+            for bd in sorted((b for b in block_devices if b not in matched),
+                             key=lambda b: str((b.get("status") or {}).get("path"))):
+                bst = bd.get("status") or {}
+                labels_ok = sel.matches(dict((bd.get("metadata") or {}).get("labels") or {}))
+                out.lines.append(f"device {bst.get('path')} ({bst.get('size')}): not selected ("
+                                 + ("match is false" if labels_ok else "labels do not match") + ")")
+            other_selectors = []
+            for other_name, other_spec in others:
+                try:
+                    other_sel = LVMVolumeGroupSpec.model_validate(dict(other_spec)).block_device_selector
+                except ValidationError:
+                    continue
+                if other_name != lvg_name and other_sel is not None:
+                    other_selectors.append((other_name, other_sel))
+            for bd in matched:
+                bst = bd.get("status") or {}
+                if bst.get("consumable") is not True:
+                    continue
+                shared = [n for n, o in other_selectors
+                          if o.matches_device(dict((bd.get("metadata") or {}).get("labels") or {}), bst)]
+                if shared:
+                    out.refused.append(f"blockDeviceSelector overlaps with LVMVolumeGroup {', '.join(shared)} on "
+                                       f"device {bst.get('path')}: {lvg_name} and {', '.join(shared)} both select it; "
+                                       "the agents take neither until the selections are disjoint")
             for bd in sorted(matched, key=lambda b: str((b.get("status") or {}).get("path"))):
                 bst = bd.get("status") or {}
                 where = f"device {bst.get('path')} ({(bd.get('metadata') or {}).get('name')}, {bst.get('size')})"
@@ -147,6 +175,12 @@ def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
         else:
             out.refused.append(f"thinPools[{tp.name}]: {action.message}")
     return out
+
+
+def _lvgs_on(lvgs: Iterable[Mapping[str, Any]], node: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, spec) of the LVMVolumeGroups of ``node``."""
+    return [(str((o.get("metadata") or {}).get("name")), o.get("spec") or {}) for o in lvgs
+            if ((o.get("spec") or {}).get("local") or {}).get("nodeName") == node]
 
 
 def print_plan(ctx: Any, plan: NodePlan) -> None:
@@ -196,9 +230,12 @@ async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Option
         spec: LVMVolumeGroupSpec = m.spec
         node = spec.local.node_name if spec.local else "<none>"
         bds = None
+        others: list[tuple[str, Mapping[str, Any]]] = []
         if kube is not None and not opts.offline:
             bds = await kube.list_objects(Kind.of(BLOCK_DEVICE), label_selector=f"{NODE_LABEL}={node_label_value(node)}")
-        return [node_plan(m.name, spec, node, opts.base_dir, bds, (live or {}).get("status"), (live or {}).get("spec"))]
+            others = _lvgs_on(await kube.list_objects(Kind.of(LVM_VOLUME_GROUP)), node)
+        return [node_plan(m.name, spec, node, opts.base_dir, bds, (live or {}).get("status"), (live or {}).get("spec"),
+                          others)]
     set_spec: LVMVolumeGroupSetSpec = m.spec
     tmpl = set_spec.lvm_volume_group_template
     if kube is None or opts.offline:  # a representative node "node"; names shown as <set>-<node>
@@ -212,8 +249,9 @@ async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Option
     matching = sorted(str(n["metadata"]["name"]) for n in nodes
                       if set_spec.node_selector.matches(dict(n["metadata"].get("labels") or {})))
     bds = _by_node(await kube.list_objects(Kind.of(BLOCK_DEVICE)))
-    children = {c["metadata"]["name"]: c for c in await kube.list_objects(
-        Kind.of(LVM_VOLUME_GROUP), label_selector=f"{SET_LABEL}={label_value(m.name)}")}
+    all_lvgs = await kube.list_objects(Kind.of(LVM_VOLUME_GROUP))
+    children = {c["metadata"]["name"]: c for c in all_lvgs
+                if ((c.get("metadata") or {}).get("labels") or {}).get(SET_LABEL) == label_value(m.name)}
     out = []
     for node in matching:
         name = child_name(m.name, node)
@@ -223,7 +261,8 @@ async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Option
             plan = NodePlan(node=node, lvg=name, refused=[str(exc)])
         else:
             child = children.get(name) or {}
-            plan = node_plan(name, spec, node, opts.base_dir, bds.get(node, []), child.get("status"), child.get("spec"))
+            plan = node_plan(name, spec, node, opts.base_dir, bds.get(node, []), child.get("status"), child.get("spec"),
+                             _lvgs_on(all_lvgs, node))
         out.append(plan)
     return out
 

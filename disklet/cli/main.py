@@ -23,7 +23,7 @@ from ..advice import DOCS_URL
 from . import commands, lvmdiff, rollout
 from .agentexec import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Ctx
-from .output import OUTPUT_HELP, Output, parse_output
+from .output import OUTPUT_HELP, Output, parse_output, parse_sort_by
 
 RAW = argparse.RawDescriptionHelpFormatter
 EXIT_CODES = """exit codes:
@@ -99,6 +99,21 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=parse_output, default=argparse.SUPPRESS, metavar="FORMAT", help=OUTPUT_HELP)
     p.add_argument("--no-headers", action="store_true", default=argparse.SUPPRESS,
                    help="tables without the header line")
+    p.add_argument("--show-managed-fields", action="store_true", default=argparse.SUPPRESS,
+                   help="keep metadata.managedFields in -o json|yaml (dropped by default, as kubectl)")
+
+
+def _all_namespaces_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-A", "--all-namespaces", action="store_true",
+                   help="accepted as kubectl does: disklet's kinds are cluster-scoped, so every object is listed "
+                        "anyway")
+
+
+def _label_columns(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError("-L needs a label key, e.g. -L disklet.io/node")
+    return keys
 
 
 def _sub(sub: Any, name: str, help_: str, description: str, examples: str, *, leaf: bool = True,
@@ -221,12 +236,18 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
              "  kctl get disklayouts\n  kctl get dl --node kvm-node-1 -o wide\n  kctl get dl prod-data-pool -o yaml\n"
              "  kctl get lvg -l disklet.io/node=kvm-node-1\n  kctl get bd -o jsonpath='{.items[*].status.path}'\n"
              "  kctl get dl -w\n  kctl get dl,lvg --node kvm-node-1\n  kctl get dl/prod-data-pool lvg/vg-data-a -o yaml")
-    g.add_argument("type", metavar="TYPE",
-                   help="dl | lvg | lvgset | bd (and their long names); TYPE,TYPE for several; or TYPE/NAME")
-    g.add_argument("names", nargs="*", metavar="NAME", help="only these objects (or more TYPE/NAME operands)")
+    _dynamic(g.add_argument("type", metavar="TYPE",
+                   help="dl | lvg | lvgset | bd (and their long names); TYPE,TYPE for several; or TYPE/NAME"))
+    _dynamic(g.add_argument("names", nargs="*", metavar="NAME", help="only these objects (or more TYPE/NAME operands)"))
     g.add_argument("--node", metavar="NODE", help="only objects of this node")
     g.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, e.g. disklet.io/node=n1")
     g.add_argument("-w", "--watch", action="store_true", help="after listing, watch for changes")
+    g.add_argument("-L", "--label-columns", type=_label_columns, action="append", default=[], metavar="KEY[,KEY]",
+                   help="a column per label key (repeatable; header: the key's last segment)")
+    g.add_argument("--show-labels", action="store_true", help="a last LABELS column with every label")
+    g.add_argument("--sort-by", type=parse_sort_by, metavar="JSONPATH",
+                   help="sort by this field, e.g. --sort-by=.metadata.creationTimestamp (every output format)")
+    _all_namespaces_flag(g)
     g.add_argument("--request-timeout", type=int, metavar="SECONDS", help="with -w: stop watching after this long")
     g.set_defaults(handler=lambda a, ctx: commands.cmd_get(ctx, a.type, a.names, a.node, a.selector, a.watch,
                                                            a.request_timeout))
@@ -238,9 +259,10 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
               "BlockDevices.",
               "  kctl describe disklayout prod-data-pool\n  kctl describe lvg vg-data-a\n"
               "  kctl describe bd -l disklet.io/node=kvm-node-1\n  kctl describe node kvm-node-1")
-    ds.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd | node")
-    ds.add_argument("names", nargs="*", metavar="NAME")
+    _dynamic(ds.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd | node"))
+    _dynamic(ds.add_argument("names", nargs="*", metavar="NAME"))
     ds.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector")
+    _all_namespaces_flag(ds)
     ds.set_defaults(handler=lambda a, ctx: commands.cmd_describe(ctx, a.type, a.names, a.selector))
 
     de = _sub(sub, "delete", "delete disklet objects (says what happens on the node)",
@@ -249,8 +271,8 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
               "a BlockDevice comes back at the next discovery.",
               "  kctl delete disklayout prod-data-pool\n  kctl delete lvg vg-data-a\n"
               "  kctl delete dl -l team=storage -o name")
-    de.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd")
-    de.add_argument("names", nargs="*", metavar="NAME")
+    _dynamic(de.add_argument("type", metavar="TYPE", help="dl | lvg | lvgset | bd"))
+    _dynamic(de.add_argument("names", nargs="*", metavar="NAME"))
     de.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector")
     _dry_run_flag(de)
     de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector, a.dry_run))
@@ -287,7 +309,7 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
               "Table of the node's BlockDevice objects (label disklet.io/node=NODE). --live execs "
               "`disklet-agent disks` in the node's agent pod instead (live lsblk + classifier verdicts).",
               "  kctl node disks kvm-node-1\n  kctl node disks kvm-node-1 --live\n  kctl node disks kvm-node-1 -o json")
-    nd.add_argument("node", metavar="NODE")
+    _dynamic(nd.add_argument("node", metavar="NODE"))
     nd.add_argument("--live", action="store_true", help="ask the node's agent (exec) instead of the API")
     nd.set_defaults(handler=lambda a, ctx: commands.cmd_node_disks(ctx, a.node, a.live))
     for name, deprecated in (("apply-disk", False), ("apply-disko", True)):
@@ -303,7 +325,7 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
                   f"  kctl node {name} kvm-node-1 -f day2-disk.nix\n"
                   f"  kctl node {name} kvm-node-1 -f day2-disk.nix --apply --timeout-seconds 600\n"
                   f"  kctl node {name} kvm-node-1 -f day2-disk.nix --apply --no-rebuild")
-        ad.add_argument("node", metavar="NODE")
+        _dynamic(ad.add_argument("node", metavar="NODE"))
         ad.add_argument("-f", "--filename", required=True, metavar="FILE.nix", help="disko Nix body (defines disko.devices)")
         ad.add_argument("--apply", action="store_true", help="really format (controller-managed mode required)")
         ad.add_argument("--no-rebuild", action="store_true", help="skip nixos-rebuild test/switch (validation flows)")
@@ -311,6 +333,24 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
                         help=f"bound on the disko run (default {DEFAULT_TIMEOUT_SECONDS}, hard cap {MAX_TIMEOUT_SECONDS})")
         ad.set_defaults(deprecated=deprecated, handler=lambda a, ctx: commands.cmd_node_apply_disk(
             ctx, a.node, a.filename, a.apply, not a.no_rebuild, a.timeout_seconds, a.deprecated))
+
+
+DYNAMIC = {
+    "bash": "_kctl_dynamic_compgen",
+    "preamble": {"bash": """
+# resource types and object names: asks `kctl __complete` (the cluster, through your kubeconfig)
+_kctl_dynamic_compgen() {
+  local IFS=$'\\n'
+  compgen -W "$("${COMP_WORDS[0]}" __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" "$1" 2>/dev/null | grep -v '^:')" -- "$1"
+}
+"""},
+}
+"""shtab's custom completion for TYPE and NAME operands (bash; zsh and fish complete commands and flags)."""
+
+
+def _dynamic(action: argparse.Action) -> argparse.Action:
+    action.complete = DYNAMIC  # type: ignore[attr-defined]
+    return action
 
 
 async def _completion(args: argparse.Namespace, ctx: Ctx) -> int:
@@ -362,7 +402,10 @@ async def run(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None
         return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     args.prog_name = prog
     output: Output = getattr(args, "output", None) or Output()
-    output = Output(output.format, output.arg, no_headers=getattr(args, "no_headers", False))
+    output = Output(output.format, output.arg, no_headers=getattr(args, "no_headers", False),
+                    label_columns=tuple(k for keys in getattr(args, "label_columns", None) or () for k in keys),
+                    show_labels=bool(getattr(args, "show_labels", False)), sort_by=getattr(args, "sort_by", None) or "",
+                    show_managed_fields=bool(getattr(args, "show_managed_fields", False)))
     ctx = Ctx(out=out, err=err, kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace,
               output=output, prog=prog)
     try:
@@ -378,6 +421,11 @@ EXIT_BROKEN_PIPE = 128 + 13
 
 def main(argv: Sequence[str] | None = None) -> int:
     prog = prog_name(sys.argv[0]) if argv is None else "kctl"
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in ("__complete", "__completeNoDesc"):  # the shell completion's helper (hidden)
+        from .completion import kubectl_complete
+
+        return kubectl_complete(words)
     try:
         code = asyncio.run(run(sys.argv[1:] if argv is None else argv, prog=prog))
         sys.stdout.flush()

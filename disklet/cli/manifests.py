@@ -163,7 +163,7 @@ def normalize_document(doc: Any, base_dir: Path, source: str, node: Any = None) 
     where = f"{source} {kind}/{name or '?'}"
     if not isinstance(name, str) or not name:
         problems.append(f"{where}: metadata.name is required")
-    elif len(name) > 253 or not re.match(DNS_SUBDOMAIN, name):
+    elif len(name) > 253 or not re.fullmatch(DNS_SUBDOMAIN, name):
         problems.append(f"{where}: metadata.name {name!r} must be a lowercase DNS name (a-z, 0-9, '-', '.')")
     if isinstance(meta, dict) and meta.get("namespace"):
         problems.append(f"{where}: {kind} is cluster-scoped; remove metadata.namespace")

@@ -18,9 +18,11 @@ import yaml
 
 from ..api.common import parse_rfc3339
 from ..api.resources import Resource
+from ..text import printable
 from .jsonpath import JSONPathError, evaluate, parse_path, render_template, strip_braces, text_of
 
 NONE = "<none>"
+
 
 
 parse_time = parse_rfc3339
@@ -65,16 +67,21 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+MIN_CELL = 3
+"""kubectl's tabwriter: minimum column width 6 including the 3 blanks of padding, so a column of empty cells
+keeps 6 characters (``--no-headers`` lines up as kubectl's)."""
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "", no_headers: bool = False,
           keep_empty: bool = False) -> str:
     """Left-aligned columns separated by three spaces, like ``kubectl get`` (no trailing blanks).
 
     ``keep_empty``: an empty string stays an empty cell (kubectl's CRD tables) instead of ``<none>``."""
-    text_rows = [["" if keep_empty and c == "" else cell(c) for c in row] for row in rows]
+    text_rows = [["" if keep_empty and c == "" else printable(cell(c)) for c in row] for row in rows]
     all_rows = ([] if no_headers else [list(headers)]) + text_rows
     if not all_rows:
         return ""
-    widths = [max(len(r[i]) for r in all_rows) for i in range(len(headers))]
+    widths = [max(MIN_CELL, *(len(r[i]) for r in all_rows)) for i in range(len(headers))]
     lines = []
     for r in all_rows:
         parts = [r[i].ljust(widths[i]) if i < len(r) - 1 else r[i] for i in range(len(r))]
@@ -111,7 +118,7 @@ def key_values(pairs: Sequence[tuple[str, Any]], indent: str = "") -> str:
     out = []
     for k, v in pairs:
         text = cell(v) if not isinstance(v, str) or v else NONE
-        lines = text.splitlines() or [""]
+        lines = [printable(line) for line in text.split("\n")] or [""]
         out.append(f"{indent}{(k + ':').ljust(width)}{lines[0]}".rstrip())
         for extra in lines[1:]:
             out.append(f"{indent}{' ' * width}{extra}".rstrip())
@@ -131,6 +138,14 @@ class Output:
     format: str | None = None
     arg: str = ""
     no_headers: bool = False
+    label_columns: tuple[str, ...] = ()
+    """``-L KEY``: one column per label key, after the others (header: the key's last segment, upper case)."""
+    show_labels: bool = False
+    """``--show-labels``: a last LABELS column (``k=v,...`` sorted by key)."""
+    sort_by: str = ""
+    """``--sort-by JSONPATH``: items sorted by that field (every format, as kubectl)."""
+    show_managed_fields: bool = False
+    """``--show-managed-fields``: keep ``metadata.managedFields`` in json/yaml (kubectl drops it there by default)."""
 
     @property
     def structured(self) -> bool:
@@ -229,16 +244,87 @@ def object_name(obj: dict[str, Any]) -> str:
     return f"{kind}{'.' + group if group else ''}/{field(obj, 'metadata.name', '')}"
 
 
+@dataclass(frozen=True)
+class LabelColumn(Column):
+    """``-L KEY``: the label's value, an empty cell when the object does not have it (as kubectl)."""
+
+    def value(self, obj: Any, now: datetime | None = None) -> str:
+        return str((field(obj, "metadata.labels") or {}).get(self.path, ""))
+
+
+@dataclass(frozen=True)
+class LabelsColumn(Column):
+    """``--show-labels``: ``k=v,k2=v2`` sorted by key, ``<none>`` without labels (as kubectl)."""
+
+    def value(self, obj: Any, now: datetime | None = None) -> str:
+        labels = field(obj, "metadata.labels") or {}
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or NONE
+
+
+def label_header(key: str) -> str:
+    return key.rsplit("/", 1)[-1].upper()
+
+
+def table_columns(columns: Sequence[Column], out: Output) -> list[Column]:
+    """The columns a table prints: ``-o wide``'s priority, then ``-L`` columns, then LABELS."""
+    cols = [c for c in columns if out.wide or c.priority == 0]
+    cols += [LabelColumn(label_header(k), k, missing="") for k in out.label_columns]
+    if out.show_labels:
+        cols.append(LabelsColumn("LABELS", ".metadata.labels"))
+    return cols
+
+
 def render_table(objs: Sequence[dict[str, Any]], columns: Sequence[Column], out: Output,
                  now: datetime | None = None) -> str:
-    cols = [c for c in columns if out.wide or c.priority == 0]
+    cols = table_columns(columns, out)
     return table([c.header for c in cols], [[c.value(o, now) for c in cols] for o in objs],
                  no_headers=out.no_headers, keep_empty=True)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (0, "")
+    if isinstance(value, bool):
+        return (1, int(value))
+    if isinstance(value, int | float):
+        return (1, value)
+    return (2, text_of(value))
+
+
+def sort_objects(objs: Sequence[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    """``--sort-by``: kubectl's JSONPath (``.metadata.name`` or ``{.metadata.name}``); numbers sort as
+    numbers, objects without the field first; ties keep their order."""
+    parsed = parse_path(strip_braces(path))
+
+    def key(obj: dict[str, Any]) -> tuple[int, Any]:
+        found = evaluate(parsed, obj)
+        return _sort_key(found[0] if found else None)
+    return sorted(objs, key=key)
+
+
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def parse_sort_by(text: str) -> str:
+    """argparse ``type=`` for ``--sort-by``."""
+    try:
+        parse_path(strip_braces(text))
+    except JSONPathError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def render(objs: Sequence[dict[str, Any]], out: Output, *, single: bool = False,
            columns: Sequence[Column] | None = None, now: datetime | None = None) -> str:
     """Objects in any ``-o`` format (``single``: one object asked by name, not a List)."""
+    if out.sort_by:
+        objs = sort_objects(objs, out.sort_by)
+    if out.format in ("json", "yaml") and not out.show_managed_fields:
+        objs = [without_managed_fields(o) for o in objs]
     data: Any = objs[0] if single and len(objs) == 1 else as_list(list(objs))
     if out.format in ("json", "yaml"):
         return dump(data, out.format)

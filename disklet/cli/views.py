@@ -22,7 +22,8 @@ LVG_WIDE = ("ALLOCATED", "CONFIG-APPLIED", "PVS")
 LVGSET_HEADERS = ("NAME", "PHASE", "CURRENT", "DESIRED", "REASON", "AGE")
 BD_HEADERS = ("NAME", "NODE", "PATH", "TYPE", "SIZE", "FSTYPE", "CONSUMABLE", "VG", "AGE")
 BD_WIDE = ("LVG", "MODEL", "SERIAL", "REASON")
-NODE_DISK_HEADERS = ("PATH", "TYPE", "SIZE", "FSTYPE", "CONSUMABLE", "VG", "LVG", "NAME")
+NODE_DISK_HEADERS = ("PATH", "TYPE", "SIZE", "TRANSPORT", "MODEL", "SERIAL", "FSTYPE", "CONSUMABLE", "REASON", "VG",
+                     "LVG", "NAME")
 
 
 def short_hash(value: str | None) -> str | None:
@@ -73,12 +74,15 @@ def bd_row(obj: dict[str, Any], wide: bool = False, now: datetime | None = None)
 
 
 def node_disk_rows(block_devices: list[dict[str, Any]]) -> list[list[Any]]:
-    """A node's BlockDevices sorted by path (for ``kctl node disks``)."""
+    """A node's BlockDevices sorted by path, with why each is not consumable (``kctl node disks``,
+    ``kctl describe node``)."""
     rows = []
     for obj in sorted(block_devices, key=lambda o: str(field(o, "status.path", ""))):
         s = obj.get("status") or {}
-        consumable = "yes" if s.get("consumable") else f"no ({s['consumableReason']})" if s.get("consumableReason") else "no"
-        rows.append([s.get("path"), s.get("type"), s.get("size"), s.get("fsType"), consumable,
+        code, prose = s.get("consumableReasonCode"), s.get("consumableReason")
+        reason = f"{code}: {prose}" if code and prose else code or prose or ""
+        rows.append([s.get("path"), s.get("type"), s.get("size"), s.get("transport"), s.get("model"), s.get("serial"),
+                     s.get("fsType"), "yes" if s.get("consumable") else "no", reason,
                      s.get("actualVGNameOnTheNode"), s.get("lvmVolumeGroupName"), name_of(obj)])
     return rows
 

@@ -3,7 +3,10 @@
 - In the operator and the agent: :func:`pod_or_kubeconfig` — Kopf's public login functions, the
   service account in a pod (``KUBERNETES_SERVICE_HOST`` set), else the current context of
   ``KUBECONFIG`` / ``~/.kube/config``. :func:`add_kopf_login` registers the same sources as the
-  registry's ``@kopf.on.login`` handler, so Kopf's watches and our writes use one identity.
+  registry's ``@kopf.on.login`` handler, so Kopf's watches and our writes use one identity and one
+  address: in a pod ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT``, as client-go,
+  never the DNS name ``kubernetes.default.svc`` (no cluster DNS needed: hostNetwork pods, a DNS
+  outage, a cluster whose DNS waits for storage).
 - In kctl, the devkit and the e2e harness: :func:`kubeconfig` — a full kubeconfig (merged
   ``KUBECONFIG`` lists, ``--context``, exec credential plugins, auth providers) through
   kubernetes-asyncio's loader, imported only here and only when called: neither the agent nor the
@@ -12,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import ssl
@@ -56,11 +60,16 @@ def endpoint_from(info: kopf.ConnectionInfo, server: str | None = None) -> Endpo
 
 
 def kopf_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The ``@kopf.on.login`` handler of the operator and the agent (public Kopf functions only)."""
+    """The ``@kopf.on.login`` handler of the operator and the agent (public Kopf functions only).
+
+    In a pod: Kopf's service-account login (token, CA, namespace), but addressed to
+    :func:`in_cluster_server` instead of Kopf's ``https://kubernetes.default.svc``."""
     import kopf
 
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return kopf.login_with_service_account(**kwargs)
+    server = in_cluster_server()
+    if server:
+        info = kopf.login_with_service_account(**kwargs)
+        return None if info is None else dataclasses.replace(info, server=server)
     return kopf.login_with_kubeconfig(**kwargs)
 
 
@@ -97,8 +106,7 @@ def _endpoint(source: LoginSource) -> Endpoint:
     if info is None:
         raise kopf.LoginError("no Kubernetes credentials: no service account token and no KUBECONFIG "
                               "or ~/.kube/config")
-    in_pod = source is kopf_login and os.environ.get("KUBERNETES_SERVICE_HOST")
-    return endpoint_from(info, in_cluster_server() if in_pod else None)
+    return endpoint_from(info)
 
 
 def pod_or_kubeconfig() -> Endpoint:

@@ -4,8 +4,8 @@
 and prints their JSON values one after another. So a batch of bodies costs one evaluator start
 instead of one per body, and each body is *parsed separately*: no text is spliced, so no body can
 close a bracket, open a comment or a string, or otherwise reach into another body's expression.
-The sandbox is the single path's: the same ``prlimit`` limits, options, empty configuration
-directory and environment (:mod:`.evaluate`); only the transport differs (argv instead of stdin).
+The sandbox is the single path's: the same ``prlimit`` limits, options and environment (no
+configuration file can be read) (:mod:`.evaluate`); only the transport differs (argv instead of stdin).
 
 Isolation of failures. Nix stops at the first body that fails (syntax error, ``throw``,
 ``abort``, type error, function at the top, resource limit). Everything printed before it is a
@@ -25,8 +25,6 @@ concatenated output (``1`` ``2`` prints ``12``), so a number also sends its body
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ from typing import Any
 from disklet.api.disklayout import MAX_NIX_BODY, DiskLayoutSpec
 from disklet.hostcmd import HostRunner
 
-from .errors import LayoutError, MalformedLayout, NixUnavailable
+from .errors import LayoutError, MalformedLayout, NixUnavailable, check_depth
 from .evaluate import EVAL_ARGV, EVAL_ENV, MEMORY_LIMIT_BYTES, evaluate_nix, nix_available
 from .mounts import MountPolicy
 from .resolve import PreflightResult, preflight, resolve_body
@@ -90,6 +88,8 @@ def _decode_values(stdout: str, limit: int) -> list[Any]:
             value, end = decoder.raw_decode(stdout, pos)
         except json.JSONDecodeError:
             break  # the partial value of the body that failed
+        except RecursionError:
+            break  # nested too deep to decode: the single path refuses this body alone
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             break  # may have merged with the next number: let the single path decide
         values.append(value)
@@ -144,7 +144,11 @@ class BatchEvaluator:
                     outcomes[i] = self._one(bodies[i])
                 return
             for i, value in zip(pending, values, strict=False):
-                outcomes[i] = Outcome(value=value)
+                try:
+                    check_depth(value)
+                    outcomes[i] = Outcome(value=value)
+                except MalformedLayout as exc:  # this body alone, as the single path would say
+                    outcomes[i] = Outcome(error=exc)
             if ok and len(values) == len(pending):
                 return
             rest = pending[len(values):]
@@ -161,11 +165,9 @@ class BatchEvaluator:
     def _run(self, bodies: list[str]) -> tuple[bool, list[Any], bool]:
         """(exit ok, leading complete values, killed)."""
         self.runs += 1
-        with tempfile.TemporaryDirectory(prefix="disklet-nixconf-") as empty:
-            os.chmod(empty, 0o555)
-            env = {**EVAL_ENV, "NIX_CONF_DIR": empty}
-            cpu = max(1, int(self.timeout) + 1)  # as the single path: CPU seconds just above the wall clock
-            result = self.runner.run(batch_argv(bodies, self.memory_bytes, cpu), timeout=self.timeout, env=env)
+        cpu = max(1, int(self.timeout) + 1)  # as the single path: CPU seconds just above the wall clock
+        result = self.runner.run(batch_argv(bodies, self.memory_bytes, cpu), timeout=self.timeout,
+                                 env=dict(EVAL_ENV))
         if result.returncode == 127 and not result.stdout and not result.timed_out:
             raise NixUnavailable(result.stderr.strip())
         values = _decode_values(result.stdout, len(bodies))

@@ -18,7 +18,7 @@ checked before stdout is read: nix prints partial JSON on error.
 Hardening against the host's own Nix configuration (docs/layouts.md, "The evaluator"): every
 option that could weaken the sandbox is pinned on the command line
 (``allow-unsafe-native-code-during-evaluation false``, ``plugin-files ""``), the configuration
-files are out of reach (``NIX_CONF_DIR`` points at an empty directory, ``NIX_USER_CONF_FILES`` and
+files are out of reach (``NIX_CONF_DIR`` is ``/dev/null``, ``NIX_USER_CONF_FILES`` and
 ``NIX_CONFIG`` are empty, so no ``nix.conf`` is read), and the process runs under
 ``prlimit --as=… --cpu=…`` (address space and CPU seconds) as well as the runner's wall-clock
 timeout.
@@ -27,15 +27,13 @@ timeout.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from typing import Any
 
 from disklet.api.disklayout import MAX_NIX_BODY
 from disklet.hostcmd import HostRunner
 
-from .errors import MalformedLayout, NixUnavailable
+from .errors import MAX_VALUE_DEPTH, MalformedLayout, NixUnavailable, check_depth
 
 NIX_INSTANTIATE = "nix-instantiate"
 EVAL_ARGV: tuple[str, ...] = (
@@ -49,8 +47,13 @@ EVAL_ARGV: tuple[str, ...] = (
     "--store", "dummy://",
     "-",
 )
-EVAL_ENV = {"NIX_PATH": "", "NIX_CONFIG": "", "NIX_USER_CONF_FILES": ""}
-"""Plus ``NIX_CONF_DIR`` = a fresh empty directory per evaluation (see :func:`evaluate_nix`)."""
+NIX_CONF_DIR = "/dev/null"
+"""Where nix looks for ``nix.conf``: a path that is not a directory in *every* mount namespace, so
+``/dev/null/nix.conf`` can exist nowhere. The agent runs ``nix-instantiate`` in the host's mount
+namespace (nsenter): a directory the agent created in its own container (the former empty temporary
+directory) does not exist there, and whoever can write the host's ``/tmp`` could have put a
+``nix.conf`` at that name."""
+EVAL_ENV = {"NIX_PATH": "", "NIX_CONFIG": "", "NIX_USER_CONF_FILES": "", "NIX_CONF_DIR": NIX_CONF_DIR}
 MEMORY_LIMIT_BYTES = 1 << 30
 """Address-space bound of one evaluation (1 GiB); a layout needs a few MiB."""
 CPU_LIMIT_SECONDS = 60
@@ -79,10 +82,8 @@ def evaluate_nix(body: str, runner: HostRunner | None = None, timeout: float = 3
     if "\x00" in body:
         raise MalformedLayout("layout body contains a NUL byte")
     runner = runner or HostRunner()
-    with tempfile.TemporaryDirectory(prefix="disklet-nixconf-") as empty:
-        os.chmod(empty, 0o555)
-        env = {**EVAL_ENV, "NIX_CONF_DIR": empty}
-        result = runner.run(eval_argv(memory_bytes, max(1, int(timeout) + 1)), timeout=timeout, input=body, env=env)
+    result = runner.run(eval_argv(memory_bytes, max(1, int(timeout) + 1)), timeout=timeout, input=body,
+                        env=dict(EVAL_ENV))
     if result.returncode == 127 and not result.stdout and not result.timed_out:
         # prlimit execs nix-instantiate and exits 127 when it is missing (or is itself missing)
         raise NixUnavailable(f"{NIX_INSTANTIATE} is not installed: {result.stderr.strip()}")
@@ -98,6 +99,11 @@ def evaluate_nix(body: str, runner: HostRunner | None = None, timeout: float = 3
                                   "{ disko.devices = { ... }; } (" + message.splitlines()[0] + ")")
         raise MalformedLayout(message)
     try:
-        return json.loads(result.stdout)
+        value = json.loads(result.stdout)
     except json.JSONDecodeError as exc:
         raise MalformedLayout(f"nix-instantiate printed invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise MalformedLayout(f"layout value is nested deeper than {MAX_VALUE_DEPTH} levels (a disko layout needs "
+                              "about 12); refusing it before walking it") from None
+    check_depth(value)
+    return value

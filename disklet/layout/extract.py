@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from disklet.hostcmd import HostRunner
 
-from .errors import MalformedLayout, NixUnavailable
+from .errors import MalformedLayout, NixUnavailable, check_depth
 from .evaluate import evaluate_nix, nix_available
 from .static import static_evaluate
 
@@ -142,5 +142,6 @@ def extract_targets(body: str, runner: HostRunner | None = None, *, static_fallb
                 raise
             method = "static"
             value = static_evaluate(body)
+    check_depth(value)  # whichever evaluator answered (a batch lookup too): bounded before any walk
     devices_value = devices_value_of(value)
     return Extraction(devices=walk_targets(devices_value), devices_value=devices_value, method=method)

@@ -51,7 +51,7 @@ class MountPolicy:
         """Why ``mountpoint`` may not be used, or None."""
         if not isinstance(mountpoint, str):
             return f"mountpoint must be a string, not {type(mountpoint).__name__}"
-        if len(mountpoint) > MAX_MOUNTPOINT or not MOUNTPOINT_RE.match(mountpoint):
+        if len(mountpoint) > MAX_MOUNTPOINT or not MOUNTPOINT_RE.fullmatch(mountpoint):
             return (f"mountpoint {mountpoint!r} must be an absolute path of letters, digits and . _ + - @ "
                     f"(pattern {MOUNTPOINT_PATTERN}; no spaces, quotes, $ or other shell characters, no . or .. "
                     "segments)")

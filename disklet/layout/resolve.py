@@ -39,7 +39,8 @@ def read_layout_nix_file(path: str, base_dir: Path | None, *, allow_outside: boo
     Symlinks are resolved first; the resolved file must lie inside the manifest's (resolved)
     directory unless ``allow_outside`` (kctl: ``DISKLET_LAYOUT_FILE_ANYWHERE=1``), so an untrusted
     manifest cannot inline ``~/.kube/config`` or ``/etc/shadow`` into a spec. Only regular files of
-    at most the layout size limit are read, opened without following a last-moment symlink.
+    at most the layout size limit are read, opened without following a last-moment symlink and
+    without blocking (a FIFO is refused at once instead of waiting for a writer).
     """
     if base_dir is None:
         raise LayoutError(f"layoutNixFile {path!r} can only be resolved next to a manifest file "
@@ -58,12 +59,15 @@ def read_layout_nix_file(path: str, base_dir: Path | None, *, allow_outside: boo
                           "keep layout files next to the manifest (or set DISKLET_LAYOUT_FILE_ANYWHERE=1 "
                           "for a manifest you trust)")
     try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; only regular files are read
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise LayoutError(f"layoutNixFile {path!r} cannot be read: {exc.strerror or exc}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise LayoutError(f"layoutNixFile {path!r} is not a regular file")
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "a device or socket"
+            raise LayoutError(f"layoutNixFile {path!r} is {kind}, not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(MAX_NIX_BODY + 1)
     finally:

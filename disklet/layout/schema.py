@@ -93,7 +93,7 @@ class _Walk:
         return True
 
     def string(self, value: Any, path: str, regex: re.Pattern[str], what: str) -> None:
-        if not isinstance(value, str) or not regex.match(value):
+        if not isinstance(value, str) or not regex.fullmatch(value):
             hint = disko_unit_hint(value) if isinstance(value, str) and regex in (SIZE_RE, LV_SIZE_RE) else ""
             self.values.append(f"{path} = {value!r} is not allowed: {what} must match {regex.pattern}{hint}")
 
@@ -102,7 +102,7 @@ class _Walk:
             self.values.append(f"{path}.type must be {expected!r}, not {value.get('type')!r}")
 
     def name(self, key: str, path: str, regex: re.Pattern[str] = NAME_RE) -> None:
-        if not regex.match(key):
+        if not regex.fullmatch(key):
             self.values.append(f"{path}: name {key!r} must match {regex.pattern}")
 
     # -- types -----------------------------------------------------------------------------

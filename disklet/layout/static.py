@@ -15,7 +15,7 @@ from typing import Any
 
 from disklet.api.disklayout import MAX_NIX_BODY
 
-from .errors import MalformedLayout
+from .errors import MAX_VALUE_DEPTH, MalformedLayout, check_depth
 
 REFUSE_HINT = "install nix or use diskLayout"
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
@@ -154,6 +154,14 @@ def _value(node: Any) -> Any:
 
 def static_evaluate(body: str) -> Any:
     """The value of a literal-only body, or MalformedLayout saying to install nix or use diskLayout."""
+    try:
+        return _static_evaluate(body)
+    except RecursionError:
+        raise MalformedLayout(f"layout body is nested deeper than the offline reader follows (limit "
+                              f"{MAX_VALUE_DEPTH} levels); {REFUSE_HINT}") from None
+
+
+def _static_evaluate(body: str) -> Any:
     data = body.encode()
     if len(data) > MAX_NIX_BODY:
         raise MalformedLayout(f"layout body is {len(data)} bytes; the limit is {MAX_NIX_BODY}")
@@ -167,9 +175,11 @@ def static_evaluate(body: str) -> Any:
     if len(top) != 1:
         raise MalformedLayout(f"layout body must be one attribute set; {REFUSE_HINT}")
     try:
-        return _value(top[0])
+        value = _value(top[0])
     except _Refuse as exc:
         raise MalformedLayout(f"offline reading refused the body ({exc}); {REFUSE_HINT}") from None
+    check_depth(value)
+    return value
 
 
 def _first_error(node: Any) -> Any:

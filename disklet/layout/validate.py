@@ -46,7 +46,7 @@ def gpt_label(disk: str, partition: str) -> str:
 
 def zfs_pool_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a pool name, or None."""
-    if not POOL_RE.match(name):
+    if not POOL_RE.fullmatch(name):
         return f"pool name {name!r} must match {POOL_PATTERN} (start with a letter)"
     lower = name.lower()
     if lower in ZFS_RESERVED_NAMES or lower.startswith(ZFS_RESERVED_PREFIXES):
@@ -93,11 +93,11 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
 
     for disk in disks:
         where = f"disk {disk.name!r}"
-        if not NAME_RE.match(disk.name):
+        if not NAME_RE.fullmatch(disk.name):
             problems.append(f"{where}: name must match {NAME_PATTERN}")
         if disk.device is None and disk.match is None:
             problems.append(f"{where}: set device (a path) or match (a disk selector)")
-        if disk.device is not None and not DEVICE_RE.match(disk.device):
+        if disk.device is not None and not DEVICE_RE.fullmatch(disk.device):
             problems.append(f"{where}: device {disk.device!r} must match {DEVICE_PATTERN} "
                             "(recommended: /dev/disk/by-id/...)")
         if disk.device is not None and ".." in disk.device:
@@ -111,13 +111,13 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
             problems.append(f"{where}: partition name {dup!r} is used more than once")
         for index, part in enumerate(partitions):
             pwhere = f"{where} partition {part.name!r}"
-            if not NAME_RE.match(part.name):
+            if not NAME_RE.fullmatch(part.name):
                 problems.append(f"{pwhere}: name must match {NAME_PATTERN}")
             label = gpt_label(disk.name, part.name)
             if len(label) > MAX_GPT_LABEL:
                 problems.append(f"{pwhere}: GPT label {label!r} is {len(label)} characters; "
                                 f"disk and partition names together must keep it at most {MAX_GPT_LABEL}")
-            if not SIZE_RE.match(part.size):
+            if not SIZE_RE.fullmatch(part.size):
                 problems.append(f"{pwhere}: size {part.size!r} must be 100% or a whole number with an "
                                 f"optional binary unit K, M, G, T or P (e.g. 512M, 20G){disko_unit_hint(part.size)}")
             elif part.size == "100%" and index != len(partitions) - 1:
@@ -141,7 +141,7 @@ def layout_problems(layout: StructuredLayout) -> list[str]:
     for dup in _duplicates(declared_pools):
         problems.append(f"zfsPools: {dup!r} is declared more than once")
     for vg in declared_vgs:
-        if not NAME_RE.match(vg):
+        if not NAME_RE.fullmatch(vg):
             problems.append(f"lvmVolumeGroups: name {vg!r} must match {NAME_PATTERN}")
         if vg not in vg_members:
             problems.append(f"lvmVolumeGroups: {vg!r} has no lvm_pv partition (every declared VG needs a member)")
@@ -199,10 +199,10 @@ def _content_problems(where: str, content: object, vg_members: Counter[str], poo
                 problems.append(f"{where}: {why}")
             mountpoints.append(mountpoint)
         for option in options or []:
-            if not MOUNT_OPTION_RE.match(option):
+            if not MOUNT_OPTION_RE.fullmatch(option):
                 problems.append(f"{where}: mount option {option!r} must match {MOUNT_OPTION_PATTERN}")
     elif ctype == "lvm_pv":
-        if not vg or not NAME_RE.match(vg):
+        if not vg or not NAME_RE.fullmatch(vg):
             problems.append(f"{where}: vg {vg!r} must match {NAME_PATTERN}")
         else:
             vg_members[vg] += 1

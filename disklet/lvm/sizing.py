@@ -20,7 +20,7 @@ def thin_pool_target(size: str, vg_size: int, extent: int) -> ThinPoolTarget:
     if extent <= 0:
         raise ValueError("extent size must be positive")
     vg_extents = vg_size // extent
-    m = PERCENT_RE.match(size)
+    m = PERCENT_RE.fullmatch(size)
     if m:
         pct = int(m.group(1))
         extents = (vg_size * pct // 100) // extent
@@ -45,7 +45,7 @@ def plan_thin_pool(size: str, *, vg_size: int, vg_free: int, extent: int, curren
     """What to do for one pool; a healthy pool never flaps and pools never shrink."""
     target = thin_pool_target(size, vg_size, extent)
     free_extents = vg_free // extent
-    is_percent = bool(PERCENT_RE.match(size))
+    is_percent = bool(PERCENT_RE.fullmatch(size))
     if current_size is None:
         if target.full:
             if free_extents <= 0:

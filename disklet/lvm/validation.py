@@ -68,7 +68,7 @@ def validate_directory(directory: str, base: str) -> str | None:
 
 
 def validate_size(size: str) -> str | None:
-    if not isinstance(size, str) or not WHOLE_BINARY_SIZE_RE.match(size):
+    if not isinstance(size, str) or not WHOLE_BINARY_SIZE_RE.fullmatch(size):
         return f"size {size!r} must be a whole number of Mi, Gi, Ti or Pi{decimal_unit_hint(str(size))}"
     if quantity_bytes(size) < GIB:
         return f"size {size} is below the 1Gi minimum (note: 1G is 10^9 bytes, below 1Gi; write 1Gi)"
@@ -104,7 +104,7 @@ def validate_lvg(lvg_name: str, spec: LVMVolumeGroupSpec, base_dir: str) -> list
         if tp.name in pool_names:
             errors.append(f"thinPools[{tp.name}]: duplicate thin pool name")
         pool_names.add(tp.name)
-        if not PERCENT_RE.match(tp.size):
+        if not PERCENT_RE.fullmatch(tp.size):
             try:
                 if quantity_bytes(tp.size) <= 0:
                     errors.append(f"thinPools[{tp.name}]: size {tp.size} must be positive")

@@ -17,12 +17,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from disklet import version_line
 from disklet.kopf_lean import import_kopf_without_kubernetes_asyncio
 
 import_kopf_without_kubernetes_asyncio()  # ~36-60 MiB less RSS (disklet/kopf_lean.py)
 
 import kopf  # noqa: E402
 
+from disklet.kube.events import OPERATOR  # noqa: E402
 from disklet.kube.lease import lease_namespace  # noqa: E402
 from disklet.kube.login import add_kopf_login  # noqa: E402
 from disklet.logs import configure_logging  # noqa: E402
@@ -64,7 +66,8 @@ def configure_settings(settings: kopf.OperatorSettings, *, namespace: str | None
     """Kopf settings of the operator (tests call this too, so they run what production runs).
 
     - progress and diff-base in annotations prefixed ``operator.disklet.io`` (never status.kopf);
-    - Events posted (kopf.info/kopf.warn) so ``kubectl describe`` shows verdicts;
+    - Kopf's own Events (handler failures) reported as ``disklet-operator``; disklet's Events go
+      through :mod:`disklet.kube.events` so that ``kubectl describe`` shows them;
     - a finalizer named after the operator;
     - agent Leases watched only in the agents' namespace (server-side field selector).
     """
@@ -73,6 +76,7 @@ def configure_settings(settings: kopf.OperatorSettings, *, namespace: str | None
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = OPERATOR
     settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
         f"metadata.namespace={namespace or lease_namespace()}")
     return settings
@@ -95,6 +99,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Environment: DISKLET_NAMESPACE (agent Leases and peering, default disklet-system), "
                "DISKLET_METRICS_PORT, DISKLET_LOG_FORMAT, DISKLET_LOG_LEVEL (defaults for the flags above), "
                "POD_ID (Kopf peer identity). See docs/operator.md.")
+    ap.add_argument("--version", action="version", version=version_line("disklet-operator"),
+                    help="print the version and the commit of the build, then exit")
     peer = ap.add_mutually_exclusive_group()
     peer.add_argument("--peering", metavar="NAME", default="disklet",
                       help="Kopf peering object for leader election between replicas (default: %(default)s). "

@@ -82,14 +82,18 @@ async def test_get_lvg_and_block_devices(kube):
     assert list(row.values())[:9] == ["vg-data-a", "1/1", "", "Ready", "", "node-a", "20Gi", "", "vg_data"]
     r = await kctl(kube, "get", "bd", "--node", "node-b")
     lines = r.out.splitlines()
-    assert lines[0].split() == ["NAME", "NODE", "CONSUMABLE", "SIZE", "PATH", "VG", "AGE"]
+    assert lines[0].split() == ["NAME", "NODE", "CONSUMABLE", "SIZE", "PATH", "MODEL", "SERIAL", "REASON", "VG", "AGE"]
     assert len(lines) == 2 and lines[1].split()[1:6] == ["node-b", "false", "50Gi", "/dev/sdc", "vg_x"]
 
 
 async def test_describe_disk_layout_shows_status_conditions_and_its_events(kube):
     _seed_layouts(kube)
+    uid = kube.read(DL, "node-b-data")["metadata"]["uid"]
+    kube.seed("v1/events", {"metadata": {"name": "node-b-data.0", "namespace": "default"},
+                            "involvedObject": {"kind": "DiskLayout", "name": "node-b-data", "uid": "predecessor-uid"},
+                            "type": "Normal", "reason": "Applied", "message": "a predecessor of the same name"})
     kube.seed("v1/events", {"metadata": {"name": "node-b-data.1", "namespace": "default"},
-                            "involvedObject": {"kind": "DiskLayout", "name": "node-b-data"}, "type": "Warning",
+                            "involvedObject": {"kind": "DiskLayout", "name": "node-b-data", "uid": uid}, "type": "Warning",
                             "reason": "Refused", "message": "target_device_is_active_lvm_pv on /dev/sdb", "count": 3,
                             "source": {"component": "disklet-agent"}, "lastTimestamp": "2024-05-01T10:00:00Z"})
     kube.seed("v1/events", {"metadata": {"name": "node-a-data.1", "namespace": "default"},
@@ -103,6 +107,7 @@ async def test_describe_disk_layout_shows_status_conditions_and_its_events(kube)
                  "Conditions:", "Applied", "Events:", "Warning", "(x3)", "disklet-agent"):
         assert text in r.out, text
     assert "applied layout generation 2" not in r.out, "events of other objects are not shown"
+    assert "a predecessor of the same name" not in r.out, "Events are matched by UID, not by name"
     r = await kctl(kube, "describe", "dl", "missing")
     assert r.code == 1 and "not found" in r.err
 
@@ -129,9 +134,10 @@ async def test_node_disks_lists_only_that_nodes_block_devices(kube):
     r = await kctl(kube, "node", "disks", "node-a")
     assert r.code == 0, r.err
     lines = r.out.splitlines()
-    assert lines[0].split() == ["PATH", "TYPE", "SIZE", "FSTYPE", "CONSUMABLE", "VG", "LVG", "NAME"]
+    assert lines[0].split() == ["PATH", "TYPE", "SIZE", "TRANSPORT", "MODEL", "SERIAL", "FSTYPE", "CONSUMABLE", "REASON",
+                                "VG", "LVG", "NAME"]
     assert [ln.split()[0] for ln in lines[1:]] == ["/dev/sdb", "/dev/sdc"]
-    assert "no (already a PV)" in lines[2] and "/dev/sdd" not in r.out
+    assert " no " in lines[2] and "already a PV" in lines[2] and "/dev/sdd" not in r.out
     r = await kctl(kube, "node", "disks", "node-c")
     assert r.code == 0 and r.out == "" and "No BlockDevices for node node-c" in r.err
 

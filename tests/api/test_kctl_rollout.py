@@ -77,6 +77,12 @@ async def test_rollout_status_follows_batches_and_halts_on_a_poisoned_template(k
         # undo cannot remove the added file device; --keep-file-devices restores the rest (here: nothing)
         refused = await kctl(kube, "rollout", "undo", "lvgset", "fleet")
         assert refused.code == 1 and "file device 'b' would be removed: file devices cannot be removed" in refused.err
+        version = kube.read(LVGSET, "fleet")["metadata"]["resourceVersion"]
+        kept = await kctl(kube, "rollout", "undo", "lvgset/fleet", "--keep-file-devices")
+        assert kept.code == 0, kept.err
+        assert "rolled back" not in kept.out, "nothing but file devices differ: nothing was rolled back"
+        assert "skipped rollback: revision" in kept.out and "nothing was written" in kept.out
+        assert kube.read(LVGSET, "fleet")["metadata"]["resourceVersion"] == version
 
         paused = await kctl(kube, "rollout", "pause", "lvgset", "fleet")
         assert paused.code == 0 and kube.read(LVGSET, "fleet")["spec"]["rollout"]["paused"] is True
@@ -96,3 +102,67 @@ async def test_rollout_undo_restores_the_previous_thin_pools(kube):
         r = await kctl(kube, "rollout", "undo", "lvgset", "undo")
         assert r.code == 0, r.err
         assert kube.read(LVGSET, "undo")["spec"]["lvmVolumeGroupTemplate"]["thinPools"][0]["size"] == "50%"
+
+
+async def _ready(s, kube, name: str, reason: str = "Ready", message: str = "") -> None:
+    """The child's status as the agent and the operator's readiness rule write it (Ready False: e.g. a dead agent)."""
+    gen = kube.read(LVG, name)["metadata"]["generation"]
+    ok = reason == "Ready"
+    conds = [{"type": "VGConfigurationApplied", "status": "True", "reason": "Applied", "message": "",
+              "lastTransitionTime": "2026-11-25T00:00:00Z"},
+             {"type": "Ready", "status": "True" if ok else "False", "reason": reason, "message": message,
+              "lastTransitionTime": "2026-11-25T00:00:00Z"}]
+    await patch(s, f"{LVG_URL}/{name}/status", {"status": {"observedGeneration": gen, "conditions": conds}})
+
+
+async def test_a_dead_agent_is_named_in_rollout_status_with_the_unit_it_holds(kube):
+    for n in ("k1", "k2"):
+        kube.seed(NODES, node(n))
+    async with lvgset_operator(kube), kube.session() as s:
+        await post(s, SET_URL, lvgset("dead", file_devices=[file_device("a")], rollout={"maxUnavailable": 1}))
+        for n in ("k1", "k2"):
+            await wait_for(lambda n=n: f"dead-{n}" in children_of(kube, "dead"), message=f"dead-{n}")
+            await _ready(s, kube, f"dead-{n}")
+        done = await kctl(kube, "rollout", "status", "lvgset/dead", "--interval", "0.05", "--timeout", "1m")
+        assert done.code == 0, done.err
+
+        # k1's agent dies: the operator's readiness rule says so on the child
+        await _ready(s, kube, "dead-k1", "AgentNotReporting", "agent Lease disklet-agent-k1 expired 95s ago")
+        await patch(s, f"{SET_URL}/dead", {"spec": {"lvmVolumeGroupTemplate": {
+            "thinPools": [{"name": "tp", "size": "50%"}]}}})
+        await wait_for(lambda: (kube.read(LVGSET, "dead").get("status") or {}).get("observedGeneration") == 2,
+                       message="generation 2 observed")
+        r = await kctl(kube, "rollout", "status", "lvgset", "dead", "--no-wait")
+        assert r.code == 0, r.err
+        first = r.out.splitlines()[0]  # one poll
+        assert "waiting for dead-k1 on k1 (AgentNotReporting: agent Lease disklet-agent-k1 expired 95s ago)" in first
+        assert "dead-k1 on k1 holds 1 of maxUnavailable 1: no other node is updated until it is Ready" in first
+        assert "thinPools" not in children_of(kube, "dead")["dead-k2"]["spec"], "held: k2 is not updated"
+
+        timed = await kctl(kube, "rollout", "status", "lvgset", "dead", "--interval", "0.05", "--timeout", "1s")
+        assert timed.code == 1 and "not complete after 1s" in timed.err and "AgentNotReporting" in timed.err
+
+
+async def test_a_set_that_matches_no_node_fails_rollout_status(kube):
+    kube.seed(NODES, node("k1"))
+    async with lvgset_operator(kube), kube.session() as s:
+        await post(s, SET_URL, lvgset("typo", selector={"matchLabels": {"disk": "fsat"}},
+                                      file_devices=[file_device("a")]))
+        await wait_for(lambda: (kube.read(LVGSET, "typo").get("status") or {}).get("observedGeneration") == 1,
+                       message="observed")
+        r = await kctl(kube, "rollout", "status", "lvgset", "typo", "--interval", "0.05", "--timeout", "30s")
+        assert r.code == 1, r.out
+        assert "no node matches spec.nodeSelector disk=fsat" in r.err
+        assert "rollout complete" not in r.out
+
+
+async def test_rollout_status_without_an_operator_fails_within_seconds(kube):
+    kube.seed(NODES, node("k1"))
+    async with kube.session() as s:  # no operator runs
+        await post(s, SET_URL, lvgset("orphan", file_devices=[file_device("a")]))
+    started = asyncio.get_running_loop().time()
+    r = await kctl(kube, "rollout", "status", "lvgset", "orphan", "--interval", "0.2", "--timeout", "10m")
+    elapsed = asyncio.get_running_loop().time() - started
+    assert r.code == 1, r.out
+    assert "nobody is rolling it out: no disklet operator pod (app.kubernetes.io/component=operator)" in r.err
+    assert elapsed < 60, f"took {elapsed:.0f}s"

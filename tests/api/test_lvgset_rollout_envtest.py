@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 import pytest
 
-pytest.importorskip("devkit.envtest", reason="needs devkit/envtest.py (issue #16)")
+pytest.importorskip("devkit.envtest", reason="needs devkit/envtest.py")
 
 from disklet_operator.main import build_registry, configure_settings  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The real handlers (agent and operator) feed ``disklet.metrics.REGISTRY`` and post issue 4's Events,
+"""The real handlers (agent and operator) feed ``disklet.metrics.REGISTRY`` and post their Events,
 on the real API server.
 
 Metric values are read back from the registry as deltas (after − before), so other tests running

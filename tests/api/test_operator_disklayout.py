@@ -13,6 +13,7 @@ from operator_fixtures import (
     assert_no_kopf_in_status,
     condition,
     disk_layout,
+    node_object,
     operator_running,
     posted_events,
     status_of,
@@ -147,7 +148,8 @@ async def test_agent_refusal_stays_and_malformed_then_fixed_returns_to_pending(k
 async def test_second_layout_for_a_node_is_refused_until_the_first_is_deleted(kube):
     async with operator_running(kube) as api:
         await api.create(DL_URL, disk_layout("first", "n1"))
-        first = await wait_status(kube, DL, "first", _pending, "first pending")
+        first = await wait_status(kube, DL, "first", lambda s: _pending(s) and condition(s, "NodeReady"),
+                                  "first pending, its NodeReady written")
         # "first" is the older either way: created earlier, or in the same second (creationTimestamp
         # has a one-second resolution) and first by name, the rule's tie-break
         await api.create(DL_URL, disk_layout("second", "n1", nix=EXT4_AS_RAW_NIX))
@@ -188,3 +190,26 @@ async def test_node_label_is_maintained(kube):
         await api.patch(f"{DL_URL}/lab", {"metadata": {"labels": {"disklet.io/node": None}}})
         await wait_for(lambda: kube.read(DL, "lab")["metadata"]["labels"].get("disklet.io/node") == "n7",
                        message="label restored")
+
+
+async def test_layout_for_a_node_that_does_not_exist_says_so_until_the_node_appears(kube):
+    """A DiskLayout naming a node the cluster does not have stays pending (nothing can apply it) and
+    says why: NodeReady=False, reason NodeNotFound, with a Warning Event; the Node appearing later
+    (no event of the DiskLayout) turns it True."""
+    async with operator_running(kube) as api:
+        kube.seed("v1/nodes", node_object("n-present"))
+        await api.create(DL_URL, disk_layout("here", "n-present"))
+        await api.create(DL_URL, disk_layout("nowhere", "n-typo"))
+        st = await wait_status(kube, DL, "nowhere", lambda s: (condition(s, "NodeReady") or {}).get("reason") == "NodeNotFound",
+                               "NodeReady=False NodeNotFound on the layout of a missing node")
+        cond = condition(st, "NodeReady")
+        assert cond["status"] == "False" and "node n-typo does not exist" in cond["message"], cond
+        assert st["phase"] == "pending"
+        assert any(e.get("reason") == "NodeNotFound" and e.get("type") == "Warning"
+                   for e in posted_events(kube, "nowhere")), posted_events(kube, "nowhere")
+        st = await wait_status(kube, DL, "here", lambda s: (condition(s, "NodeReady") or {}).get("status") == "True",
+                               "NodeReady=True on the layout of an existing node")
+        kube.seed("v1/nodes", node_object("n-typo"))
+        st = await wait_status(kube, DL, "nowhere", lambda s: (condition(s, "NodeReady") or {}).get("status") == "True",
+                               "NodeReady=True once the node exists")
+        assert condition(st, "NodeReady")["reason"] == "NodeReady"

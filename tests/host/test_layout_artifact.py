@@ -1,10 +1,11 @@
-"""The one artifact (issue #12 reproduction 1) and the hardened evaluator, against real nix-instantiate."""
+"""The one artifact and the hardened evaluator, against real nix-instantiate."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,39 @@ def test_a_hook_name_built_at_evaluation_time_is_refused_by_the_walk() -> None:
     pf = preflight(DiskLayoutSpec.model_validate({"nodeName": "n", "layoutNix": body}))
     assert pf.phase == Phase.REFUSED and pf.refusal_reason is RefusalCode.LAYOUT_FORBIDDEN_OPTION, pf.message
     assert "partitions.p.preCreateHook" in pf.message
+
+
+_OTHER_NS = ('mount -t tmpfs disklet-test /tmp || exit 99; d="${NIX_CONF_DIR:-}"; '
+             'case "$d" in /tmp/*) mkdir -p "$d" && printf "trace-function-calls = true\\n" > "$d/nix.conf";; esac; '
+             'exec "$@"')
+
+
+class _OtherMountNamespace(HostRunner):
+    """Runs every command in a fresh mount namespace (as the agent's nsenter runner runs it in the
+    host's) whose ``/tmp`` is not the caller's: whoever can write there has put a ``nix.conf`` at the
+    ``NIX_CONF_DIR`` the evaluator is given, if that names a directory under ``/tmp``."""
+
+    results: list[Any]
+
+    def full_argv(self, argv: Any) -> list[str]:
+        return ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", _OTHER_NS, "sh", *argv]
+
+    def run(self, argv: Any, **kw: Any) -> Any:
+        res = super().run(argv, **kw)
+        self.results.append(res)
+        return res
+
+
+def test_the_nix_hardening_holds_in_the_namespace_where_the_evaluator_runs() -> None:
+    """The agent runs nix-instantiate in the host's mount namespace; a configuration directory made in
+    the agent's own container is not there, and a planted one at that path would be read. The
+    evaluator's NIX_CONF_DIR names no directory in any namespace."""
+    from disklet.layout.batch import evaluate_nix_many
+
+    runner = _OtherMountNamespace()
+    runner.results = []
+    body = "{ x = builtins.length [ 1 2 ]; }"
+    assert evaluate_nix(body, runner) == {"x": 2}
+    assert [o.unwrap() for o in evaluate_nix_many([body, "{ y = 1; }"], runner)] == [{"x": 2}, {"y": 1}]
+    assert runner.results and all(r.returncode == 0 for r in runner.results), [r.describe() for r in runner.results]
+    assert not any("function-trace" in r.raw_stderr for r in runner.results), runner.results[0].raw_stderr[:300]

@@ -164,3 +164,36 @@ def test_kctl_diff_of_a_directory_uses_one_run_and_reports_each_layout(tmp_path:
     assert out.count("pre-flight: pending") == 11 and out.count("pre-flight: failed") == 1
     assert "DiskLayout/dl05" in out and "/dev/disk/by-id/nvme-11" in out
     assert runs == [12, 6]  # one run stops at the bad body (re-evaluated alone), one for the rest
+
+
+DEEP_LIST = ("{ disko.devices = { disk = { }; x = builtins.foldl' (acc: _: [ acc ]) [ ] "
+             "(builtins.genList (i: i) 5000); }; }")
+DEEP_SET = ("{ disko.devices = { disk = { }; x = builtins.foldl' (acc: _: { a = acc; }) { } "
+            "(builtins.genList (i: i) 5000); }; }")
+
+
+@pytest.mark.parametrize("deep", [DEEP_LIST, DEEP_SET], ids=["list", "attrset"])
+def test_one_deeply_nested_body_fails_alone_in_a_batch(deep: str) -> None:
+    """A 5000-level value (built with foldl') used to raise RecursionError out of the batch's decoder
+    (every layout of the pre-flight failed) and out of the value walk. Now it is that body's
+    malformed-layout result, and the bodies around it are pre-flighted as usual."""
+    good = render_disko_nix(structured(EXT4))
+    specs = [(DiskLayoutSpec(nodeName="n", layoutNix=b), None) for b in (good, deep, good)]
+    results = preflight_many(specs)
+    assert [r.phase for r in results] == [Phase.PENDING, Phase.FAILED, Phase.PENDING]
+    assert "nested deeper than 64 levels" in results[1].message
+    single = preflight(DiskLayoutSpec(nodeName="n", layoutNix=deep))
+    assert single.phase == Phase.FAILED and single.message == results[1].message
+
+
+def test_kctl_diff_of_a_deep_body_reports_it_and_the_others(tmp_path: Path) -> None:
+    from tests.unit.test_kctl_cli import kctl
+
+    for i, body in enumerate([DEEP_LIST, render_disko_nix(structured(EXT4))]):
+        (tmp_path / f"dl{i}.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout", "metadata": {"name": f"dl{i}"},
+            "spec": {"nodeName": f"node{i}", "layoutNix": body}}))
+    code, out, err = kctl("diff", "--offline", "-f", str(tmp_path))
+    assert code == 2 and "Traceback" not in out + err, out + err
+    assert out.count("pre-flight: failed") == 1 and out.count("pre-flight: pending") == 1, out
+    assert "nested deeper than 64 levels" in out

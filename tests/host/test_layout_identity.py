@@ -1,4 +1,4 @@
-"""Disk identity and the last-moment exclusive open, on real loop devices (issue #12 reproduction 4).
+"""Disk identity and the last-moment exclusive open, on real loop devices.
 
 Loop devices are admitted as targets only through the explicit agent switch
 (``allow_loop_targets`` / ``DISKLET_ALLOW_LOOP_TARGETS``) that these tests turn on.

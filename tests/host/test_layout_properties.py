@@ -1,4 +1,4 @@
-"""Properties over generated structured and raw layouts, against real nix-instantiate (issue #12):
+"""Properties over generated structured and raw layouts, against real nix-instantiate:
 
 1. the set of devices the final artifact names, evaluated *unrestricted* (as root disko would,
    without any sandbox option), equals the set the classifier was given (``plan.targets``);

@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
 
 import pytest
 from disklet_agent import cli
 
-from disklet.hostcmd import CommandResult
+from devkit.fakehost import FakeRunner
 
 
-class FakeRunner:
-    def __init__(self, fail: str = "") -> None:
-        self.argvs: list[list[str]] = []
-        self.fail = fail
-
-    def run(self, argv: list[str], **_: Any) -> CommandResult:
-        self.argvs.append(list(argv))
-        if argv[0] == self.fail:
-            return CommandResult(tuple(argv), 5, "", "  Volume group not found", "", 0.0)
-        key = {"pvs": "pv", "vgs": "vg", "lvs": "lv"}[argv[0]]
-        return CommandResult(tuple(argv), 0, json.dumps({"report": [{key: [{"name": "x"}]}]}), "", "", 0.0)
+def lvm_reports(fail: str = "") -> FakeRunner:
+    """pvs/vgs/lvs answer one row each; ``fail`` fails like a missing VG."""
+    runner = FakeRunner()
+    for cmd, key in (("pvs", "pv"), ("vgs", "vg"), ("lvs", "lv")):
+        runner.answer(cmd, (5, "", "  Volume group not found") if cmd == fail else
+                      (0, json.dumps({"report": [{key: [{"name": "x"}]}]}), ""))
+    return runner
 
 
 @pytest.mark.parametrize("fail", ["", "vgs"])
 def test_lvm_report_is_read_only_and_reports_failures(monkeypatch: pytest.MonkeyPatch, fail: str):
-    runner = FakeRunner(fail)
+    runner = lvm_reports(fail)
     monkeypatch.setattr(cli.AgentDeps, "from_config", staticmethod(lambda cfg: type("D", (), {"runner": runner})()))
     out, err = io.StringIO(), io.StringIO()
     code = cli.main(["--no-nsenter", "lvm-report"], out, err)

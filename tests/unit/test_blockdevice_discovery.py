@@ -45,10 +45,27 @@ def by_path(desired):
 def test_loop_and_dm_children_are_not_block_devices_and_partitions_are():
     t = topo(node("/dev/loop0", "loop"), node("/dev/sda", serial="A", children=[
         node("/dev/sda1", "part", partuuid="u1", children=[node("/dev/dm-0", "lvm")])]), node("/dev/sr0", "rom"))
-    d = by_path(desired_block_devices(t, {}, "n1", "mid"))
+    d = by_path(desired_block_devices(t, {}, "n1", MACHINE_ID))
     assert set(d) == {"/dev/sda", "/dev/sda1", "/dev/sr0"}
     assert d["/dev/sr0"].status.consumable is False
-    assert d["/dev/sda"].status.machine_id == "mid"
+    assert d["/dev/sda"].status.machine_id == APP_SPECIFIC
+
+
+MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4\n"
+APP_SPECIFIC = "eb4cc67fb4ea4749ad70c1e990bae5c3"
+"""``systemd-id128 machine-id --app-specific=5e2a7c1d9b4f4e0a8c6d3f1b2a9e7c40`` on a machine whose
+/etc/machine-id is MACHINE_ID (systemd 252)."""
+
+
+def test_the_machine_id_itself_is_never_published():
+    from disklet_agent.logic.blockdevices import app_specific_machine_id
+
+    assert app_specific_machine_id(MACHINE_ID) == APP_SPECIFIC
+    d = desired_block_devices(topo(node("/dev/sda", serial="A")), {}, "n1", MACHINE_ID)
+    text = d[0].status.model_dump_json()
+    assert MACHINE_ID.strip() not in text and APP_SPECIFIC in text
+    for bad in (None, "", "not-hex", "3d1219c7", "zz" * 16):
+        assert app_specific_machine_id(bad) is None
 
 
 @pytest.mark.parametrize(("kw", "pv", "swaps", "expect"), [

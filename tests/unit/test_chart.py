@@ -32,8 +32,8 @@ DEFAULT_KINDS = {
     ("v1", "ServiceAccount"): 2,
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): 2,
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): 2,
-    ("rbac.authorization.k8s.io/v1", "Role"): 2,
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): 2,
+    ("rbac.authorization.k8s.io/v1", "Role"): 3,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): 3,
     ("apps/v1", "Deployment"): 1,
     ("apps/v1", "DaemonSet"): 1,
     ("v1", "Service"): 2,
@@ -85,6 +85,9 @@ def test_every_namespaced_object_is_in_the_release_namespace(all_on_docs):
     for d in all_on_docs:
         if d["kind"] in cluster_scoped:
             assert "namespace" not in d["metadata"]
+        elif d["metadata"]["name"] == "disklet-events":
+            # Events about cluster-scoped objects exist only in "default" (docs/observability.md#events).
+            assert d["metadata"]["namespace"] == "default" and d["kind"] in ("Role", "RoleBinding")
         else:
             assert d["metadata"]["namespace"] == NAMESPACE, d["metadata"]["name"]
         assert d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "disklet"
@@ -92,7 +95,7 @@ def test_every_namespaced_object_is_in_the_release_namespace(all_on_docs):
 
 def test_rbac_never_uses_wildcards(all_on_docs):
     roles = by_kind(all_on_docs, "ClusterRole") + by_kind(all_on_docs, "Role")
-    assert len(roles) == 5
+    assert len(roles) == 6
     for role in roles:
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
@@ -321,3 +324,15 @@ def test_values_file_documents_every_top_level_key():
     doc = Path(ROOT / "docs" / "helm.md").read_text()
     for key in values:
         assert f"`{key}" in doc, f"docs/helm.md does not mention value {key}"
+
+
+def test_events_about_cluster_scoped_objects_are_granted_in_default_only(default_docs):
+    """kube-apiserver keeps an Event about a cluster-scoped object only in "default", where
+    `kubectl describe` finds it: both components may create, read (to count) and patch Events there."""
+    role = next(d for d in by_kind(default_docs, "Role") if d["metadata"]["name"] == "disklet-events")
+    assert role["metadata"]["namespace"] == "default"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get", "patch"]}]
+    binding = next(d for d in by_kind(default_docs, "RoleBinding") if d["metadata"]["name"] == "disklet-events")
+    assert binding["metadata"]["namespace"] == "default" and binding["roleRef"]["name"] == "disklet-events"
+    assert {(s["name"], s["namespace"]) for s in binding["subjects"]} == {
+        ("disklet-operator", NAMESPACE), ("disklet-agent", NAMESPACE)}

@@ -21,7 +21,7 @@ def _ksm_metric_names() -> set[str]:
 
 def test_off_by_default_and_one_value_enables_it():
     assert not by_kind(render(), "PrometheusRule")
-    docs = render("metrics.prometheusRule.enabled=true")
+    docs = render("metrics.prometheusRule.enabled=true", "kubeStateMetrics.customResourceState.enabled=true")
     (rule,) = by_kind(docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == ALERTS

@@ -161,3 +161,88 @@ def test_block_device_status_round_trips_into_the_same_facts(inventory):
         live = disk_facts(node)
         assert from_api.size == live.size, node.path
         assert from_api == live, node.path
+
+
+# ------------------------------------------------------------------ LVMVolumeGroup blockDeviceSelector.match
+
+
+def _entries():
+    """(name, labels, path, status) as the agent's BlockDevice index holds them."""
+    return [(d.name, d.labels, d.status.path, json.loads(json.dumps(d.status.to_wire())))
+            for d in desired_block_devices(topology(), PVS, "node-a", None)]
+
+
+def test_lvg_match_selects_by_facts_and_ands_with_labels():
+    from disklet_agent.logic.lvg import selected_block_devices
+
+    from disklet.api.common import BlockDeviceSelector
+
+    sel = BlockDeviceSelector.model_validate({"match": 'disk.transport == "nvme" && disk.size >= 1Ti'})
+    assert sorted(p for _, p in selected_block_devices(sel, _entries())) == ["/dev/nvme1n1", "/dev/nvme2n1"]
+    both = BlockDeviceSelector.model_validate({"match": 'disk.transport == "nvme" && disk.size >= 1Ti',
+                                               "matchLabels": {"disklet.io/serial": "S64GNE0R600124"}})
+    assert [p for _, p in selected_block_devices(both, _entries())] == ["/dev/nvme2n1"]
+    # a label-only selector still works on entries without a status (older index values)
+    labels_only = BlockDeviceSelector.model_validate({"matchLabels": {"disklet.io/transport": "nvme"}})
+    assert "/dev/nvme3n1" in [p for _, p in selected_block_devices(labels_only, [e[:3] for e in _entries()])]
+
+
+def test_lvg_match_is_type_checked_by_the_model():
+    from pydantic import ValidationError
+
+    from disklet.api.lvm import LVMVolumeGroupSpec
+
+    with pytest.raises(ValidationError, match="undeclared reference to 'disk.tranport'"):
+        LVMVolumeGroupSpec.model_validate({"local": {"nodeName": "n"}, "actualVGNameOnTheNode": "vg",
+                                           "blockDeviceSelector": {"match": 'disk.tranport == "nvme"'}})
+
+
+def test_overlapping_selections_contest_only_consumable_devices_and_name_the_other_vg():
+    from disklet_agent.logic.lvg import contested_devices
+
+    from disklet.api.common import BlockDeviceSelector
+
+    nvme = BlockDeviceSelector.model_validate({"match": 'disk.transport == "nvme"'})
+    big = BlockDeviceSelector.model_validate({"match": "disk.size >= 1Ti"})
+    sata = BlockDeviceSelector.model_validate({"match": 'disk.transport == "sata"'})
+    got = contested_devices(nvme, _entries(), [("vg-big", big), ("vg-sata", sata), ("vg-none", None)])
+    # the two empty 1.92 TB NVMe are wanted by both; the system NVMe is not consumable, so not contested
+    assert got == {"/dev/nvme1n1": ["vg-big"], "/dev/nvme2n1": ["vg-big"]}
+    assert contested_devices(nvme, _entries(), [("vg-sata", sata)]) == {}
+
+
+# ------------------------------------------------------------------ kctl diff's prediction from BlockDevices
+
+
+def _layout(*disks: dict):
+    from disklet.api.disklayout import StructuredLayout
+
+    part = {"name": "p", "size": "100%", "content": {"type": "filesystem", "format": "xfs", "mountpoint": "/srv/x"}}
+    return StructuredLayout.model_validate({"disks": [{**d, "gpt": {"partitions": [part]}} for d in disks]})
+
+
+def _bd_objects():
+    return [json.loads(json.dumps(d.to_object())) for d in desired_block_devices(topology(), PVS, "node-a", None)]
+
+
+def test_inventory_resolution_pins_first_and_excludes_disks_of_other_entries():
+    from disklet.layout.selectors import inventory_resolution
+
+    big = 'disk.transport == "nvme" && disk.size >= 1Ti'
+    # a device entry naming nvme1n1 by its by-id link takes it: the selector's only choice is nvme2n1
+    ok, lines = inventory_resolution(_layout(
+        {"name": "a", "device": "/dev/disk/by-id/nvme-eui.36344730526055870025384500000001"},
+        {"name": "b", "match": big}), _bd_objects(), [])
+    assert ok, lines
+    assert any(ln.startswith("disk b: match") and "resolves to /dev/nvme2n1" in ln for ln in lines), lines
+    assert any("/dev/nvme1n1" in ln and "already named by disk a" in ln for ln in lines), lines
+    # pinned: the identity decides, the selector is not evaluated (even if it now matches another disk)
+    pin = [{"device": "/dev/disk/by-id/nvme-eui.36344730526055870025384500000002", "disk": "b", "match": big,
+            "wwn": "eui.36344730526055870025384500000002", "serial": "S64GNE0R600124"}]
+    ok, lines = inventory_resolution(_layout({"name": "b", "match": 'disk.model.startsWith("INTEL")'}),
+                                     _bd_objects(), pin)
+    assert ok and lines == ["disk b: pinned to /dev/nvme2n1 (wwn eui.36344730526055870025384500000002, chosen at "
+                            "the first apply; the selector is not evaluated again)"], lines
+    gone = [{**pin[0], "wwn": "eui.ffff", "serial": "GONE"}]
+    ok, lines = inventory_resolution(_layout({"name": "b", "match": big}), _bd_objects(), gone)
+    assert not ok and "REFUSED: selected_disk_missing" in lines[0]

@@ -1,4 +1,4 @@
-"""The agent's gate on a fake node (issue #12 reproductions 4 and 5): device types, identity,
+"""The agent's gate on a fake node: device types, identity,
 multipath, partition labels, existing VGs, live mounts, append-only. Pure: fake runner and topology."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from disklet_agent.disklayout.identity import DiskIdentity, identities_text
 from disklet_agent.host.lsblk import parse_lsblk_json
 from disklet_agent.logic.topology import BlockTopology
 
+from devkit.fakehost import FakeRunner
 from disklet.api.disklayout import RefusalCode
 from disklet.hostcmd import CommandResult
 from disklet.layout import extract as extract_module
@@ -24,6 +25,11 @@ from disklet.layout.checked import check_layout
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(extract_module, "nix_available", lambda: False)
+
+
+def _no_process(argv: tuple[str, ...]) -> CommandResult:
+    """The gate runs no command through the runner on these fixtures (nix is unavailable)."""
+    raise AssertionError(f"unexpected command {argv}")
 
 
 class FakeReader:
@@ -68,13 +74,6 @@ class FakeReader:
         return {p: self.links.get(p, p) for p in paths}
 
 
-class NoProcess:
-    """The gate runs no command through the runner on these fixtures (nix is unavailable)."""
-
-    def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
-        raise AssertionError(f"unexpected command {argv}")
-
-
 def dev(path: str, type_: str = "disk", *, wwn: str | None = None, serial: str | None = None,
         fstype: str | None = None, ptuuid: str | None = None, partlabel: str | None = None, ro: bool = False,
         rm: bool = False, children: list[dict[str, Any]] | None = None, size: int = 10 << 30) -> dict[str, Any]:
@@ -104,7 +103,7 @@ def plan(text: str, topology: BlockTopology, tmp_path: Path, *, links: dict[str,
     cfg = AgentConfig(host_root=tmp_path, system_mounts=["/"], volume_mounts=[],
                       allow_loop_targets=kw.pop("allow_loop", False))
     (tmp_path / "etc" / "disklet" / "disk").mkdir(parents=True, exist_ok=True)
-    return plan_apply(text, runner=NoProcess(), config=cfg,  # type: ignore[arg-type]
+    return plan_apply(text, runner=FakeRunner(default=_no_process), config=cfg,
                       reader=FakeReader(topology, links, mounts, vgs, pools), **kw)
 
 
@@ -239,12 +238,9 @@ def test_existing_or_importable_zpool_is_refused(tmp_path: Path) -> None:
 def test_zpool_reader_parses_list_and_import() -> None:
     from disklet_agent.host.layout_reads import read_zpools
 
-    class Z:
-        def run(self, argv: Sequence[str], **_: Any) -> CommandResult:
-            out = "rpool\n" if argv[1] == "list" else "   pool: tank\n     id: 123\n  state: ONLINE\n"
-            return CommandResult(tuple(argv), 0, out, "", "", 0.0)
-
-    assert read_zpools(Z()) == {"rpool", "tank"}  # type: ignore[arg-type]
+    runner = FakeRunner({("zpool", "list"): (0, "rpool\n", ""),
+                         ("zpool", "import"): (0, "   pool: tank\n     id: 123\n  state: ONLINE\n", "")}, strict=True)
+    assert read_zpools(runner) == {"rpool", "tank"}
 
 
 # ------------------------------------------------------------------ mountpoints resolved on the node

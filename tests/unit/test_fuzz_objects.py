@@ -181,7 +181,7 @@ def test_agent_validation_of_admitted_objects(obj):
     st.sampled_from(["storage", "disklet.io/type", "k"]), st.sampled_from(["true", "", "disk"]), max_size=2)),
     max_size=4, unique_by=lambda t: t[0]), st.lists(gen.lvg_objects(), max_size=2))
 def test_operator_set_planner_on_any_children(obj, nodes, children):
-    from disklet_operator.logic.lvgset_planner import Child, SetRef, plan
+    from disklet_operator.logic.lvgset_plan import Child, SetRef, plan
 
     if model_verdict(LVMVolumeGroupSet, obj):
         return

@@ -157,3 +157,45 @@ def test_kind_paths():
     assert Kind("disklet.io", "v1alpha1", "disklayouts", "DiskLayout").path("a") == "/apis/disklet.io/v1alpha1/disklayouts/a"
     assert Kind("", "v1", "pods", "Pod", namespaced=True).path(None, "disklet-system") == \
         "/api/v1/namespaces/disklet-system/pods"
+
+
+def _parsers(p):
+    yield p
+    for child in getattr(p, "subcommands", {}).values():
+        yield from _parsers(child)
+
+
+@pytest.mark.parametrize("prog", ["kctl", "kubectl disklet"])
+def test_every_help_ends_with_the_docs_url_and_names_the_command_as_called(prog: str):
+    import re
+
+    from disklet.advice import DOCS_URL
+
+    for p in _parsers(build_parser(prog)):
+        text = p.format_help()
+        assert text.rstrip().splitlines()[-1] == f"Documentation: {DOCS_URL}/kctl.md", p.prog
+        assert not re.search(r"(?<![/\w])docs/\w", text), f"{p.prog}: a relative docs/ path a pip user does not have"
+        if prog != "kctl":
+            assert "\n  kctl " not in text and "`kctl " not in text, p.prog
+
+
+def test_a_closed_pipe_ends_kctl_quietly(tmp_path: Path):
+    """`kctl diff ... | head`: no BrokenPipeError traceback, the shell's SIGPIPE status."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "seed.yaml").write_text("\n---\n".join(
+        SEED.replace("prod-data-pool", f"pool-{i}").replace("kvm-node-1", f"node-{i}") for i in range(120)))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "operator"), str(root / "agent")])}
+    proc = subprocess.Popen([sys.executable, "-m", "disklet.cli.main", "diff", "--offline", "-f",  # noqa: S603
+                             str(tmp_path / "seed.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    assert first.startswith(b"DiskLayout/pool-0")
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == 141, (code, err)

@@ -34,7 +34,10 @@ def test_table_aligns_columns_without_trailing_blanks():
     assert text == ("NAME          PHASE     DEVICES\n"
                     "a             <none>    /dev/sdb,/dev/sdc\n"
                     "longer-name   applied   <none>\n")
-    assert table(("A", "B"), [["x", ""]], indent="  ") == "  A   B\n  x   <none>\n"
+    assert table(("A", "B"), [["x", ""]], indent="  ") == "  A     B\n  x     <none>\n", \
+        "kubectl's tabwriter: a column is at least 6 wide with its padding"
+    assert table(("A", "B", "C"), [["x", "", "y"]], keep_empty=True, no_headers=True) == "x" + " " * 11 + "y\n", \
+        "an empty column keeps its width"
 
 
 def test_cells_and_key_values():
@@ -103,8 +106,13 @@ def test_describe_without_status_says_why():
 
 def test_node_disk_rows_sorted_with_reason():
     bds = [{"metadata": {"name": "b"}, "status": {"path": "/dev/sdc", "type": "disk", "size": "1Gi",
-                                                  "consumable": False, "consumableReason": "has a filesystem"}},
+                                                  "consumable": False, "consumableReason": "has a xfs signature",
+                                                  "consumableReasonCode": "HasFilesystem", "model": "M1",
+                                                  "serial": "S1", "transport": "sata"}},
            {"metadata": {"name": "a"}, "status": {"path": "/dev/sdb", "type": "disk", "size": "2Gi", "consumable": True}}]
     rows = views.node_disk_rows(bds)
     assert [r[0] for r in rows] == ["/dev/sdb", "/dev/sdc"]
-    assert rows[0][4] == "yes" and rows[1][4] == "no (has a filesystem)"
+    col = {h: i for i, h in enumerate(views.NODE_DISK_HEADERS)}
+    assert rows[0][col["CONSUMABLE"]] == "yes" and rows[0][col["REASON"]] == ""
+    assert rows[1][col["CONSUMABLE"]] == "no" and rows[1][col["REASON"]] == "HasFilesystem: has a xfs signature"
+    assert [rows[1][col[h]] for h in ("MODEL", "SERIAL", "TRANSPORT")] == ["M1", "S1", "sata"]

@@ -1,4 +1,4 @@
-"""layoutNixFile stays next to the manifest (issue #12 reproduction 5): no absolute, .. or symlinked escape."""
+"""layoutNixFile stays next to the manifest: no absolute, .. or symlinked escape."""
 
 from __future__ import annotations
 
@@ -62,3 +62,30 @@ def test_directories_and_huge_files_are_refused(tree: Path) -> None:
     (tree / "manifests" / "big.nix").write_text("#" * (300 * 1024))
     with pytest.raises(LayoutError, match="larger than"):
         read_layout_nix_file("big.nix", tree / "manifests")
+
+
+def test_a_fifo_is_refused_at_once_not_waited_on(tree: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: kctl hung. The open is non-blocking and
+    only a regular file is read. (If it ever blocks again, the cleanup's writer releases the thread
+    and the assertion fails instead of hanging the run.)"""
+    import threading
+
+    fifo = tree / "manifests" / "layout.fifo"
+    os.mkfifo(fifo)
+    result: list[BaseException | str] = []
+
+    def read() -> None:
+        try:
+            result.append(read_layout_nix_file("layout.fifo", tree / "manifests"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            result.append(exc)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(timeout=10)
+    blocked = t.is_alive()
+    if blocked:  # release the reader: a writer that opens and closes
+        os.close(os.open(fifo, os.O_WRONLY))
+        t.join(timeout=10)
+    assert not blocked, "read_layout_nix_file blocked on a FIFO"
+    assert isinstance(result[0], LayoutError) and "is a FIFO, not a regular file" in str(result[0])

@@ -1,4 +1,4 @@
-"""What a layout may contain (issue #12 reproductions 2, 3 and the mountpoint part of 5), offline.
+"""What a layout may contain (the allowlist, the sandbox and the mountpoint policy), offline.
 
 Each raw body here passed pre-flight before the allowlist existed (pending, target /dev/vdb).
 """

@@ -118,3 +118,28 @@ def test_zpool_members_found() -> None:
 def test_size_limit() -> None:
     with pytest.raises(MalformedLayout, match="the limit is"):
         static_evaluate("{ a = \"" + "x" * 300000 + "\"; }")
+
+
+@pytest.mark.parametrize("body", [
+    "{ a = " + "[ " * 5000 + "]" * 5000 + "; }",
+    "{ a = " + "(" * 5000 + "1" + ")" * 5000 + "; }",
+    "{ a = " + "{ b = " * 3000 + "1" + "; }" * 3000 + "; }",
+    "{ a = " + "[ " * 70 + "]" * 70 + "; }",
+])
+def test_deep_nesting_is_a_malformed_layout_not_a_crash(body: str) -> None:
+    with pytest.raises(MalformedLayout, match="nested deeper"):
+        static_evaluate(body)
+
+
+def test_check_depth_is_iterative_and_bounds_lists_and_sets() -> None:
+    from disklet.layout.errors import check_depth
+
+    deep: object = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(MalformedLayout, match="nested deeper than 64"):
+        check_depth(deep)
+    ok: object = 1
+    for _ in range(63):
+        ok = {"a": ok}
+    check_depth(ok)

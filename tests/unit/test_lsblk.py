@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +16,12 @@ from disklet_agent.host.lsblk import (
     read_block_topology,
 )
 
-from disklet.hostcmd import CommandResult, HostRunner
+from devkit.fakehost import FakeRunner
 
 
-@dataclass
-class CannedRunner(HostRunner):
-    """Answers argv → (rc, stdout, stderr); anything unexpected is a loud 127."""
-
-    answers: dict[tuple[str, ...], tuple[int, str, str]] = field(default_factory=dict)
-    seen: list[tuple[str, ...]] = field(default_factory=list)
-
-    def run(self, argv: Sequence[str], **_: Any) -> CommandResult:  # type: ignore[override]
-        key = tuple(argv)
-        self.seen.append(key)
-        rc, out, err = self.answers.get(key, (127, "", f"unexpected command {key}"))
-        return CommandResult(key, rc, out, err, err, 0.01)
+def CannedRunner() -> FakeRunner:  # noqa: N802 - reads as the runner it makes
+    """Answers exact argv → (rc, stdout, stderr) set in ``answers``; anything unexpected is a loud 127."""
+    return FakeRunner(strict=True)
 
 
 def lsblk_json(*devs: dict[str, Any]) -> str:

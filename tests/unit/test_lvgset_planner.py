@@ -5,26 +5,23 @@ from __future__ import annotations
 import re
 
 import pytest
-from disklet_operator.logic.lvgset_planner import (
+from disklet_operator.logic.lvgset_plan import (
     REVISION_LABEL,
     SET_LABEL,
     Child,
     Health,
     Outcome,
     SetRef,
-    build_status,
-    label_value,
-    merge_patch,
-    new_orphans,
     owner_reference,
     plan,
-    reported_orphans,
-    status_patch,
     template_revision,
 )
+from disklet_operator.logic.lvgset_status import build_status, new_orphans, reported_orphans, status_patch
 
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSetSpec
+from disklet.kube.patch import merge_patch
+from disklet.labels import label_value
 from disklet.lvm.names import child_name
 
 REF = SetRef("s", "uid-s", 3)

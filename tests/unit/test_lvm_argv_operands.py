@@ -5,7 +5,6 @@ can never read as an option; and devices become PVs only as this node's live sca
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 
 import pytest
 from disklet_agent.config import AgentConfig
@@ -17,20 +16,15 @@ from disklet_agent.lvm.engine import HostLvgEngine
 from disklet_agent.lvm.outcomes import LiveDevice
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
+from devkit.fakehost import FakeRunner
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec
-from disklet.hostcmd import CommandResult, HostRunner
 
 EVIL = "-ffy"
 
 
-class Recorder(HostRunner):
-    def __init__(self) -> None:
-        super().__init__()
-        self.argvs: list[list[str]] = []
-
-    def run(self, argv: Sequence[str], **_: object) -> CommandResult:  # type: ignore[override]
-        self.argvs.append(list(argv))
-        return CommandResult(tuple(argv), 0, "/dev/loop3\n", "", "", 0.0)
+def Recorder() -> FakeRunner:  # noqa: N802 - reads as the runner it makes
+    """Every command answers ``/dev/loop3`` (what ``losetup --find --show`` prints)."""
+    return FakeRunner(default=(0, "/dev/loop3\n", ""))
 
 
 def _operand_safe(argv: list[str]) -> bool:
@@ -160,6 +154,6 @@ def test_spec_with_hostile_block_device_never_reaches_pvcreate() -> None:
     spec = LVMVolumeGroupSpec(local=LocalSpec(node_name="n1"), actual_vg_name_on_the_node="vg0",
                               block_device_selector={"matchLabels": {"a": "b"}})
     runner = eng.runner
-    assert isinstance(runner, Recorder)
+    assert isinstance(runner, FakeRunner)
     eng.reconcile("lvg", spec, None, [("dev-x", EVIL)], 1)
     assert not [a for a in runner.argvs if a[0] in ("pvcreate", "vgcreate")]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 from disklet_agent.config import AgentConfig
 from disklet_agent.host.losetup import parse_j_output, parse_list_json
@@ -14,30 +12,13 @@ from disklet_agent.lvm.reads import overlapped
 from disklet_agent.lvm.reconcile import ProvisionedFiles
 from disklet_agent.lvm.snapshot import LvmSnapshot
 
+from devkit.fakehost import FakeRunner, result
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec, ThinPool
-from disklet.hostcmd import CommandResult, HostRunner, filter_stderr
+from disklet.hostcmd import CommandResult, HostRunner
 
 MI = 1024**2
 GI = 1024**3
 LEAK = "File descriptor 7 (/dev/null) leaked on lvextend invocation. Parent PID 1: agent"
-
-
-def result(argv: Sequence[str], rc: int = 0, stderr: str = "", stdout: str = "") -> CommandResult:
-    return CommandResult(tuple(argv), rc, stdout, filter_stderr(stderr), stderr, 0.01)
-
-
-class RecordingRunner(HostRunner):
-    """Records argv and answers from a table; never touches the host."""
-
-    def __init__(self, answers: dict[str, CommandResult] | None = None):
-        super().__init__()
-        self.argvs: list[list[str]] = []
-        self.answers = answers or {}
-
-    def run(self, argv: Sequence[str], **kw: object) -> CommandResult:  # type: ignore[override]
-        self.argvs.append(list(argv))
-        self.calls[argv[0]] += 1
-        return self.answers.get(argv[0], result(argv))
 
 
 def test_filter_accepts_exactly_our_loops_and_rejects_other_loop_like_devices() -> None:
@@ -53,25 +34,25 @@ def test_filter_accepts_exactly_our_loops_and_rejects_other_loop_like_devices() 
 
 
 def test_benign_fd_leak_alone_is_success_for_every_command() -> None:
-    assert judge(result(["pvcreate", "/dev/loop1"], 0, LEAK)).ok
+    assert judge(result(["pvcreate", "/dev/loop1"], 0, stderr=LEAK)).ok
     # Non-zero exit with nothing but benign noise is still a failure for pvcreate (verified from pvs later).
-    assert not judge(result(["pvcreate", "/dev/loop1"], 5, LEAK)).ok
+    assert not judge(result(["pvcreate", "/dev/loop1"], 5, stderr=LEAK)).ok
 
 
 def test_nonzero_with_empty_stderr_fails_except_lvextend() -> None:
-    m = judge(result(["vgcreate", "vg"], 5, ""))
+    m = judge(result(["vgcreate", "vg"], 5, stderr=""))
     assert not m.ok and "exit code 5" in m.message
-    assert judge(result(["lvextend", "vg/tp"], 5, ""), lvextend=True).ok
+    assert judge(result(["lvextend", "vg/tp"], 5, stderr=""), lvextend=True).ok
 
 
 @pytest.mark.parametrize("line", ["  No size change.", "  New size (255 extents) matches existing size (255 extents)."])
 def test_lvextend_noop_wordings_are_success(line: str) -> None:
-    assert judge(result(["lvextend"], 5, f"{LEAK}\n{line}\n"), lvextend=True).ok
-    assert not judge(result(["lvcreate"], 5, line)).ok  # only for lvextend
+    assert judge(result(["lvextend"], 5, stderr=f"{LEAK}\n{line}\n"), lvextend=True).ok
+    assert not judge(result(["lvcreate"], 5, stderr=line)).ok  # only for lvextend
 
 
 def test_real_error_is_reported() -> None:
-    m = judge(result(["lvextend"], 5, "  Insufficient free space: 10 extents needed, but only 2 available"),
+    m = judge(result(["lvextend"], 5, stderr="  Insufficient free space: 10 extents needed, but only 2 available"),
               lvextend=True)
     assert not m.ok and "Insufficient free space" in m.message
 
@@ -107,7 +88,7 @@ def test_losetup_list_reads_the_direct_io_column_in_both_spellings() -> None:
 
 
 def test_a_loop_attached_with_direct_io_that_runs_buffered_is_a_warning() -> None:
-    eng = _engine(RecordingRunner())
+    eng = _engine(FakeRunner())
     entries = ProvisionedFiles(loops={"a": "/dev/loop0", "b": "/dev/loop1", "c": "/dev/loop2"}, direct_io={"a", "b"})
     live = LvmSnapshot(loops=parse_list_json(
         '{"loopdevices":[{"name":"/dev/loop0","dio":false},{"name":"/dev/loop1","dio":true},'
@@ -148,7 +129,7 @@ def _vg(size: int, free: int) -> VG:
 
 
 def test_thin_pool_create_argv() -> None:
-    runner = RecordingRunner()
+    runner = FakeRunner()
     eng = _engine(runner)
     rnd = ReconcileState()
     eng.reconciler.thin_pools(_spec(("tp", "100%"), ("abs", "1Gi")), LvmSnapshot(), _vg(10 * GI, 10 * GI), rnd)
@@ -161,7 +142,7 @@ def test_thin_pool_create_argv() -> None:
 
 
 def test_thin_pool_absolute_create_and_extend_argv() -> None:
-    runner = RecordingRunner()
+    runner = FakeRunner()
     eng = _engine(runner)
     snap = LvmSnapshot(lvs=[LV("grow", "u1", "vg0", "uuid", GI, "thin-pool", "", 0.0, "twi---tz--"),
                             LV("full", "u2", "vg0", "uuid", 2 * GI, "thin-pool", "", 0.0, "twi---tz--")])
@@ -175,7 +156,7 @@ def test_thin_pool_absolute_create_and_extend_argv() -> None:
 
 
 def test_thin_pool_noop_extend_reported_by_lvm_is_success() -> None:
-    runner = RecordingRunner({"lvextend": result(["lvextend"], 5, "  New size (10 extents) matches existing size "
+    runner = FakeRunner({"lvextend": result(["lvextend"], 5, stderr="  New size (10 extents) matches existing size "
                                                                   "(10 extents).")})
     eng = _engine(runner)
     snap = LvmSnapshot(lvs=[LV("full", "u2", "vg0", "uuid", 2 * GI, "thin-pool", "", 0.0, "twi---tz--")])
@@ -185,7 +166,7 @@ def test_thin_pool_noop_extend_reported_by_lvm_is_success() -> None:
 
 
 def test_thin_pool_real_failure_sets_reason() -> None:
-    runner = RecordingRunner({"lvcreate": result(["lvcreate"], 5, "  device-mapper: reload ioctl failed")})
+    runner = FakeRunner({"lvcreate": result(["lvcreate"], 5, stderr="  device-mapper: reload ioctl failed")})
     eng = _engine(runner)
     rnd = ReconcileState()
     eng.reconciler.thin_pools(_spec(("tp", "50%")), LvmSnapshot(), _vg(10 * GI, 10 * GI), rnd)

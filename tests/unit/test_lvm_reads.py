@@ -8,7 +8,7 @@ from disklet_agent.host.files import HostFiles, Presence
 from disklet_agent.host.losetup import attached_by_inode, parse_list_json
 from disklet_agent.host.lvm import PV_VG_COLUMNS, parse_pvs_vgs
 
-from disklet.hostcmd import CommandResult, HostRunner
+from devkit.fakehost import FakeRunner
 
 TAGS = "disklet.io/enabled=true,disklet.io/lvmVolumeGroupName=l"
 
@@ -60,14 +60,9 @@ def test_attached_by_inode_is_none_without_inode_columns() -> None:
     assert attached_by_inode(loops, "254:0", 11) is None  # the caller falls back to losetup -j
 
 
-class _StatRunner(HostRunner):
-    def __init__(self, stdout: str, rc: int = 0, stderr: str = ""):
-        super().__init__()
-        self.answer = (stdout, rc, stderr)
-
-    def run(self, argv, **kw):  # type: ignore[no-untyped-def,override]
-        out, rc, err = self.answer
-        return CommandResult(tuple(argv), rc, out, err, err, 0.0)
+def _StatRunner(stdout: str, rc: int = 0, stderr: str = "") -> FakeRunner:  # noqa: N802
+    """Every command answers the same (``stat`` output here)."""
+    return FakeRunner(default=(rc, stdout, stderr))
 
 
 def test_probe_reads_device_and_inode_for_the_loop_match() -> None:

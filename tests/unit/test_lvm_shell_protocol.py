@@ -17,6 +17,7 @@ from disklet_agent.host.lvmshell import (
     shell_line,
 )
 
+from devkit.fakehost import FakeRunner
 from disklet.hostcmd import HostRunner
 
 HOSTILE = [
@@ -45,15 +46,10 @@ def test_a_refused_command_runs_as_its_own_process_not_in_the_shell() -> None:
         def _run_locked(self, *a, **k):  # type: ignore[no-untyped-def]
             raise AssertionError("written to the shell")
 
-    class Runner(HostRunner):
-        def run(self, argv, **kw):  # type: ignore[no-untyped-def, override]
-            self.seen = list(argv)
-            return super().run(["true"])
-
-    runner = Runner()
+    runner = FakeRunner()
     lvm = Lvm(runner, shell=Shell(runner))
     assert lvm.vgremove("vg'; vgremove -ff vg0 '").ok
-    assert runner.seen[-1] == "vg'; vgremove -ff vg0 '"
+    assert runner.argvs[-1][-1] == "vg'; vgremove -ff vg0 '"
 
 
 def test_config_text_is_one_quoted_word_and_plain_words_stay_plain() -> None:
@@ -112,3 +108,16 @@ def test_lastlog_messages() -> None:
         "Physical volume created.", "WARNING: x\nNo device found for /dev/x.")
     with pytest.raises(ShellProtocolError):
         command_messages({"log": rows}, "vgcreate")
+
+
+@pytest.mark.parametrize("argv", [
+    ["vgremove", "vg0\n", "vgremove", "victim"],  # a trailing newline ends the line: a second command
+    ["pvs", "--config", "devices { filter = [ \"a|.*|\" ] }\n"],  # the quoted --config value too
+    ["pvs", "vg0\r"],
+    ["lvs", "--", "vg0\n"],
+])
+def test_a_word_with_a_line_break_is_refused(argv: list[str]) -> None:
+    """``$`` matches before a trailing newline: the word patterns are full matches, and no line may
+    hold a CR or LF anywhere (one command is one line of the shell)."""
+    with pytest.raises(ShellUnsafe):
+        shell_line(argv)

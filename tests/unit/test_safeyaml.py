@@ -65,3 +65,45 @@ def test_kctl_refuses_an_oversized_file_without_reading_it(tmp_path: Path):
         f.truncate(MAX_BYTES + 1)  # sparse: nothing to read if the size check comes first
     with pytest.raises(ManifestError, match=f"big.yaml: refused: larger than {MAX_BYTES} bytes"):
         load_manifests(big)
+
+
+# ------------------------------------------------------------------ numbers and constructor errors
+def test_a_5000_digit_integer_is_a_clean_refusal() -> None:
+    """Python refuses to convert ints of more than 4300 digits (ValueError): that used to escape as a
+    traceback from kctl."""
+    from disklet.safeyaml import YamlLimitError, safe_load_all
+
+    with pytest.raises(YamlLimitError, match="integer of 5000 characters"):
+        safe_load_all("spec:\n  timeoutSeconds: " + "9" * 5000 + "\n")
+    with pytest.raises(YamlLimitError, match="float of"):
+        safe_load_all("a: " + "1" * 100 + ".5\n")
+
+
+def test_base_60_numbers_are_strings_and_long_ones_are_refused_before_any_arithmetic() -> None:
+    from disklet.safeyaml import YamlLimitError, safe_load_all
+
+    assert safe_load_all("a: 1:30\nb: 190:20:30.15\nc: 12\nd: 0x1f\ne: 1.5\n") == [
+        {"a": "1:30", "b": "190:20:30.15", "c": 12, "d": 31, "e": 1.5}]
+    with pytest.raises(YamlLimitError, match="numbers are limited to 64 characters"):
+        safe_load_all("a: " + ":".join(["1"] * 20000) + "\n")
+
+
+def test_every_constructor_error_is_a_limit_error(monkeypatch: pytest.MonkeyPatch) -> None:
+
+    from disklet import safeyaml
+
+    def broken(_loader: object, node: yaml.Node) -> object:
+        raise OverflowError("boom")
+
+    monkeypatch.setitem(safeyaml._ComposingLoader.yaml_constructors, "tag:yaml.org,2002:timestamp", broken)
+    with pytest.raises(safeyaml.YamlLimitError, match="OverflowError: boom"):
+        safeyaml.safe_load_all("a: 2001-12-14\n")
+
+
+def test_kctl_diff_of_a_huge_integer_is_an_error_message_not_a_traceback(tmp_path: Path) -> None:
+    from tests.unit.test_kctl_cli import kctl
+
+    (tmp_path / "m.yaml").write_text("apiVersion: disklet.io/v1alpha1\nkind: DiskLayout\nmetadata: {name: x}\n"
+                                     "spec:\n  nodeName: n\n  timeoutSeconds: " + "9" * 5000 + "\n")
+    code, out, err = kctl("diff", "--offline", "-f", str(tmp_path / "m.yaml"))
+    assert code != 0 and "Traceback" not in out + err and "integer of 5000 characters" in out + err, out + err

@@ -238,43 +238,70 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig, reader: La
     return decide_plan(plan, facts, config=config, current_file=cur, allow_destructive=allow_destructive)
 
 
+Refusal = tuple[RefusalCode, list[str]]
+"""A refusal code and the problems behind it."""
+
+
 def decide_plan(plan: ApplyPlan, facts: NodeFacts, *, config: AgentConfig, current_file: Path,
                 allow_destructive: bool = False) -> ApplyPlan:
-    """The gate's decision over ``facts`` (pure): fills in and returns ``plan``."""
-    from disklet.layout.appendonly import append_only_findings
-    from disklet.layout.schema import mountpoints_of
-
-    targets = plan.targets
+    """The gate's decision over ``facts`` (pure): fills in and returns ``plan``. The checks run in
+    order and the first that refuses decides."""
     if facts.topology is None:
         return _refuse(plan, RefusalCode.LSBLK_PROBE_FAILED,
                        [f"could not snapshot the node's disks, refusing (fail closed): {facts.topology_error}"])
     topology = plan.topology = facts.topology
-
-    # What is already ours: the targets of the applied layout, proven by their recorded identity.
     if facts.applied_error is not None:
         return _refuse(plan, RefusalCode.STATE_UNKNOWN,
                        [f"unknown: the applied layout {current_file} or its identity record cannot be read or "
                         f"evaluated ({facts.applied_error}); refusing because neither ownership of the targets "
                         "nor the append-only rule can be checked"])
-    applied_value = facts.applied.devices_value if facts.applied else None
+    plan.resolved = {t: facts.resolved.get(t) for t in plan.targets}
+    nodes = {t: topology.find(rp) for t in plan.targets if (rp := facts.resolved.get(t))}
+
+    refusal = _eligibility(nodes, config)
+    if refusal is None:
+        ours, refusal = _ownership(plan.targets, facts, topology)
+        if refusal is None:
+            plan.applied_targets = ours
+    if refusal is None:
+        refusal = _duplicates(nodes)
+    if refusal is not None:
+        return _refuse(plan, *refusal)
+
+    # 4. Live state of every target and its descendants (the classifier).
+    plan.verdicts = classify_targets(plan.targets, topology, resolved=plan.resolved,
+                                     system_mounts=config.system_mounts, volume_mounts=config.volume_mounts,
+                                     applied_targets=plan.applied_targets)
+    lv = layout_verdict(plan.verdicts)
+    if not lv.safe:
+        plan.code, plan.message = lv.code, lv.message
+        return plan
+
+    for check in (lambda: _label_collisions(plan, topology, nodes),
+                  lambda: _name_collisions(plan, facts),
+                  lambda: _mount_checks(plan, facts, nodes, config),
+                  lambda: _append_only(plan, facts, allow_destructive)):
+        if (refusal := check()) is not None:
+            return _refuse(plan, *refusal)
+    plan.ok, plan.code, plan.message = True, None, lv.message
+    return plan
+
+
+def _eligibility(nodes: dict[str, BlockNode | None], config: AgentConfig) -> Refusal | None:
+    """1. Only whole disks (loop devices with the test switch), never partitions, dm, rbd, nbd, md, ..."""
+    problems = [why for node in nodes.values() if node is not None
+                and (why := eligibility_problem(node, allow_loop=config.allow_loop_targets))]
+    return (RefusalCode.NOT_WHOLE_DISK, problems) if problems else None
+
+
+def _ownership(targets: list[str], facts: NodeFacts, topology: BlockTopology) -> tuple[set[str], Refusal | None]:
+    """2. An applied target is ours only when the live disk is the one we recorded: (ours, refusal)."""
     applied_raw = facts.applied.targets if facts.applied else []
     recorded = facts.applied.identities if facts.applied else None
-
-    resolved = facts.resolved
-    plan.resolved = {t: resolved.get(t) for t in targets}
-    nodes = {t: topology.find(rp) for t in targets if (rp := resolved.get(t))}
-
-    # 1. Only whole disks (loop devices with the test switch), never partitions, dm, rbd, nbd, md, ...
-    problems = [why for t, node in nodes.items() if node is not None
-                and (why := eligibility_problem(node, allow_loop=config.allow_loop_targets))]
-    if problems:
-        return _refuse(plan, RefusalCode.NOT_WHOLE_DISK, problems)
-
-    # 2. An applied target is ours only when the live disk is the one we recorded.
     ours: set[str] = set()
-    identity_problems: list[str] = []
+    problems: list[str] = []
     for t in applied_raw:
-        rp = resolved.get(t)
+        rp = facts.resolved.get(t)
         node = topology.find(rp) if rp else None
         if node is None:
             continue
@@ -286,100 +313,97 @@ def decide_plan(plan: ApplyPlan, facts: NodeFacts, *, config: AgentConfig, curre
         if why is None:
             ours |= {t, rp or t}
         elif t in targets:
-            identity_problems.append(f"{t} ({rp}) is named by the applied layout but is not the disk it was "
-                                     f"applied to: {why}")
-    if identity_problems:
-        return _refuse(plan, RefusalCode.IDENTITY_CHANGED, identity_problems)
-    plan.applied_targets = ours
+            problems.append(f"{t} ({rp}) is named by the applied layout but is not the disk it was applied to: {why}")
+    return ours, (RefusalCode.IDENTITY_CHANGED, problems) if problems else None
 
-    # 3. One disk, one target (multipath: two paths, one WWN).
+
+def _duplicates(nodes: dict[str, BlockNode | None]) -> Refusal | None:
+    """3. One disk, one target (multipath: two paths, one WWN)."""
     dups = duplicate_identities([(t, n) for t, n in nodes.items() if n is not None])
-    if dups:
-        return _refuse(plan, RefusalCode.DUPLICATE_TARGET, dups)
+    return (RefusalCode.DUPLICATE_TARGET, dups) if dups else None
 
-    # 4. Live state of every target and its descendants (the classifier).
-    verdicts = classify_targets(targets, topology, resolved=plan.resolved, system_mounts=config.system_mounts,
-                                volume_mounts=config.volume_mounts, applied_targets=ours)
-    lv = layout_verdict(verdicts)
-    plan.verdicts = verdicts
-    if not lv.safe:
-        plan.code, plan.message = lv.code, lv.message
-        return plan
 
-    target_nodes = [n for n in nodes.values() if n is not None]
-    mine = _descendants(target_nodes)
-    # 5. Partition labels must not collide with labels already on the node (other than our own disks').
+def _label_collisions(plan: ApplyPlan, topology: BlockTopology, nodes: dict[str, BlockNode | None]) -> Refusal | None:
+    """5. Partition labels must not collide with labels already on the node (other than our own disks')."""
+    mine = _descendants([n for n in nodes.values() if n is not None])
     labels = layout_labels(plan.devices_value)
     clashes = sorted(f"{n.partlabel} (on {n.path})" for n in topology.walk()
                      if n.partlabel in labels and n.path not in mine)
-    if clashes:
-        return _refuse(plan, RefusalCode.PARTITION_LABEL_COLLISION,
-                       ["partition labels of this layout already exist on the node (disko would format whatever "
-                        "/dev/disk/by-partlabel/<label> points at): " + ", ".join(clashes)])
+    if not clashes:
+        return None
+    return (RefusalCode.PARTITION_LABEL_COLLISION,
+            ["partition labels of this layout already exist on the node (disko would format whatever "
+             "/dev/disk/by-partlabel/<label> points at): " + ", ".join(clashes)])
 
-    # 6. A VG the layout declares must not already exist, unless the applied layout created it.
-    vgs = plan.devices_value.get("lvm_vg") or {}
-    if vgs:
-        if facts.volume_groups is None:
-            return _refuse(plan, RefusalCode.STATE_UNKNOWN, [f"unknown: {facts.volume_groups_error}"])
-        applied_vgs = set((applied_value or {}).get("lvm_vg") or {})
-        taken = sorted(v for v in vgs if v in facts.volume_groups and v not in applied_vgs)
+
+def _name_collisions(plan: ApplyPlan, facts: NodeFacts) -> Refusal | None:
+    """6. A VG the layout declares must not already exist, unless the applied layout created it.
+    6b. Same for pools: disko runs `zpool import -f <name>` first, so an existing or importable pool
+    of that name would be force-imported instead of created."""
+    applied_value = facts.applied.devices_value if facts.applied else {}
+    kinds = (("lvm_vg", facts.volume_groups, facts.volume_groups_error, RefusalCode.VOLUME_GROUP_EXISTS,
+              "volume group(s) {} already exist on the node and are not from the applied layout; disko would add "
+              "LVs to them instead of creating them"),
+             ("zpool", facts.zpools, facts.zpools_error, RefusalCode.ZPOOL_EXISTS,
+              "ZFS pool(s) {} already exist or can be imported on the node and are not from the applied layout; "
+              "disko would force-import them instead of creating them"))
+    for key, live, error, code, message in kinds:
+        declared = plan.devices_value.get(key) or {}
+        if not declared:
+            continue
+        if live is None:
+            return RefusalCode.STATE_UNKNOWN, [f"unknown: {error}"]
+        applied = set(applied_value.get(key) or {})
+        taken = sorted(name for name in declared if name in live and name not in applied)
         if taken:
-            return _refuse(plan, RefusalCode.VOLUME_GROUP_EXISTS,
-                           [f"volume group(s) {', '.join(taken)} already exist on the node and are not from the "
-                            "applied layout; disko would add LVs to them instead of creating them"])
+            return code, [message.format(", ".join(taken))]
+    return None
 
-    # 6b. Same for pools: disko runs `zpool import -f <name>` first, so an existing or importable pool
-    #     of that name would be force-imported instead of created.
-    pools = plan.devices_value.get("zpool") or {}
-    if pools:
-        if facts.zpools is None:
-            return _refuse(plan, RefusalCode.STATE_UNKNOWN, [f"unknown: {facts.zpools_error}"])
-        applied_pools = set((applied_value or {}).get("zpool") or {})
-        taken = sorted(p for p in pools if p in facts.zpools and p not in applied_pools)
-        if taken:
-            return _refuse(plan, RefusalCode.ZPOOL_EXISTS,
-                           [f"ZFS pool(s) {', '.join(taken)} already exist or can be imported on the node and are not "
-                            "from the applied layout; disko would force-import them instead of creating them"])
 
-    # 7. Every path the layout mounts (named or derived, e.g. ZFS), as the host resolves it right now:
-    #    mount follows symbolic links, so the resolved path is judged by the policy too.
+def _mount_checks(plan: ApplyPlan, facts: NodeFacts, nodes: dict[str, BlockNode | None],
+                  config: AgentConfig) -> Refusal | None:
+    """7. Every path the layout mounts (named or derived, e.g. ZFS), as the host resolves it right now:
+    mount follows symbolic links, so the resolved path is judged by the policy too.
+    8. Never mount on or above a live mount that is not one of our own filesystems (the path as
+    written and as resolved)."""
+    from disklet.layout.schema import mountpoints_of
+
     mountpoints = mountpoints_of(plan.devices_value)
+    if not mountpoints:
+        return None
     policy = mount_policy(config)
-    real: dict[str, str] = {}
-    if mountpoints:
-        if facts.real_paths is None or any(mp not in facts.real_paths for mp in mountpoints):
-            return _refuse(plan, RefusalCode.STATE_UNKNOWN,
-                           [f"unknown: {facts.real_paths_error or 'the mountpoints were not resolved on the node'}"])
-        real = facts.real_paths
-        escapes = [why for mp in mountpoints if (why := policy.resolved_problem(mp, real[mp], real))]
-        if escapes:
-            return _refuse(plan, RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, escapes)
+    if facts.real_paths is None or any(mp not in facts.real_paths for mp in mountpoints):
+        return (RefusalCode.STATE_UNKNOWN,
+                [f"unknown: {facts.real_paths_error or 'the mountpoints were not resolved on the node'}"])
+    real = facts.real_paths
+    escapes = [why for mp in mountpoints if (why := policy.resolved_problem(mp, real[mp], real))]
+    if escapes:
+        return RefusalCode.MOUNTPOINT_RESOLVES_ELSEWHERE, escapes
+    if facts.mounts is None:
+        return RefusalCode.STATE_UNKNOWN, [f"unknown: {facts.mounts_error}"]
+    ours = plan.applied_targets
+    own = _descendants([n for t, n in nodes.items() if n is not None and (t in ours or n.path in ours)])
+    over = sorted({f"{mp} would cover {target} (from {source or '?'})"
+                   + (f" (it resolves to {path})" if path != mp else "")
+                   for mp in mountpoints for path in sorted({mp, real[mp]})
+                   for target, source in facts.mounts if policy.shadows(path, target) and source not in own})
+    return (RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT, over) if over else None
 
-    # 8. Never mount on or above a live mount that is not one of our own filesystems (the path as
-    #    written and as resolved).
-    if mountpoints:
-        if facts.mounts is None:
-            return _refuse(plan, RefusalCode.STATE_UNKNOWN, [f"unknown: {facts.mounts_error}"])
-        own = _descendants([n for t, n in nodes.items() if n is not None and (t in ours or n.path in ours)])
-        over = sorted({f"{mp} would cover {target} (from {source or '?'})"
-                       + (f" (it resolves to {path})" if path != mp else "")
-                       for mp in mountpoints for path in sorted({mp, real[mp]})
-                       for target, source in facts.mounts if policy.shadows(path, target) and source not in own})
-        if over:
-            return _refuse(plan, RefusalCode.MOUNTPOINT_OVER_LIVE_MOUNT, over)
 
-    # 9. Day 2: applied disks stay, applied partitions only get appended to.
-    if applied_value is not None:
-        findings = append_only_findings(_with_resolved_devices(applied_value, resolved),
-                                        _with_resolved_devices(plan.devices_value, resolved),
-                                        allow_destructive=allow_destructive)
-        if findings:
-            code = findings[0][0]
-            problems = [p for c, p in findings if c == code] + [f"{c}: {p}" for c, p in findings if c != code]
-            if code is RefusalCode.PARTITIONS_NOT_APPEND_ONLY:
-                problems[0] = ("partitions of an applied disk may only be appended (no reorder, rename, resize or "
-                               "insert): " + problems[0])
-            return _refuse(plan, code, problems)
-    plan.ok, plan.code, plan.message = True, None, lv.message
-    return plan
+def _append_only(plan: ApplyPlan, facts: NodeFacts, allow_destructive: bool) -> Refusal | None:
+    """9. Day 2: applied disks stay, applied partitions only get appended to."""
+    from disklet.layout.appendonly import append_only_findings
+
+    if facts.applied is None:
+        return None
+    findings = append_only_findings(_with_resolved_devices(facts.applied.devices_value, facts.resolved),
+                                    _with_resolved_devices(plan.devices_value, facts.resolved),
+                                    allow_destructive=allow_destructive)
+    if not findings:
+        return None
+    code = findings[0][0]
+    problems = [p for c, p in findings if c == code] + [f"{c}: {p}" for c, p in findings if c != code]
+    if code is RefusalCode.PARTITIONS_NOT_APPEND_ONLY:
+        problems[0] = ("partitions of an applied disk may only be appended (no reorder, rename, resize or "
+                       "insert): " + problems[0])
+    return code, problems

@@ -84,7 +84,8 @@ def eligibility_problem(node: BlockNode, *, allow_loop: bool) -> str | None:
     if node.type == "loop" and allow_loop and kname.startswith("loop"):
         pass
     elif node.type != "disk":
-        return f"{node.path} is a {node.type or 'device of unknown type'}, not a whole disk (TYPE=disk)"
+        return (f"{node.path} is a {node.type or 'device of unknown type'} (lsblk TYPE={node.type or '?'}), not a "
+                "whole disk: a target must be of type disk")
     elif VIRTUAL_KNAME.match(kname):
         return f"{node.path} is a virtual or stacked device ({kname}), not a physical disk"
     if node.ro:

@@ -41,7 +41,8 @@ from ..tasks import BackgroundTasks
 log = logging.getLogger("disklet.agent.blockdevices")
 
 INDEX_ID = "disklet_blockdevices"
-"""Kopf index of this node's BlockDevices: name → (labels, path); handlers get it as this kwarg."""
+"""Kopf index of this node's BlockDevices: name → (labels, path, status); handlers get it as this kwarg
+(the status is what a selector's ``match`` reads)."""
 OBJECTS_INDEX_ID = "disklet_blockdevice_objects"
 """Kopf index of this node's BlockDevices: name → the fields the sync plan reads (name, labels, status)."""
 
@@ -181,8 +182,9 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKub
 
     @kopf.index(BLOCK_DEVICE.group, BLOCK_DEVICE.version, BLOCK_DEVICE.plural, registry=registry,
                 id=INDEX_ID, labels={NODE_LABEL: node_label_value(node)})
-    def disklet_blockdevices(name: str, labels: Any, status: Any, **_: Any) -> dict[str, tuple[dict[str, str], str]]:
-        return {name: (dict(labels), str(status.get("path") or ""))}
+    def disklet_blockdevices(name: str, labels: Any, status: Any,
+                             **_: Any) -> dict[str, tuple[dict[str, str], str, dict[str, Any]]]:
+        return {name: (dict(labels), str(status.get("path") or ""), copy.deepcopy(dict(status)))}
 
     @kopf.index(BLOCK_DEVICE.group, BLOCK_DEVICE.version, BLOCK_DEVICE.plural, registry=registry,
                 id=OBJECTS_INDEX_ID, labels={NODE_LABEL: node_label_value(node)})

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
+from disklet.kube.events import AGENT, EventRecorder
 from disklet.observe import (
     ERROR,
     REFUSED,
@@ -70,6 +72,8 @@ class DiskLayoutAgent:
         self.deps = deps
         self.cfg = deps.config
         self.reader = kube or AgentKube()
+        self.events = EventRecorder(self.reader, component=AGENT, instance=self.cfg.node_name)
+        """Events on the object itself (disklet.kube.events): what `kubectl describe dl` shows."""
         self.deleted: set[str] = set()
         """uids seen DELETED: never worked on again, whatever body a timer still holds."""
         self.locks: dict[str, asyncio.Lock] = {}
@@ -222,21 +226,19 @@ class DiskLayoutAgent:
             patch.status[k] = v
         record_status_write(KIND)  # Kopf sends the patch when the handler returns
         if ("phase" in changed or "message" in changed) and (desired.phase != Phase.REFUSED or new_refusal):
-            emit_event(body, desired)  # one Refused Event per refusal, even when the timer re-judges a stale body
+            emit_event(self.events, body, desired)  # one Refused Event per refusal, even when the timer re-judges a stale body
 
 
-def emit_event(body: kopf.Body, desired: Desired) -> None:
-    msg = desired.message[:1000]
+def emit_event(events: EventRecorder, body: Mapping[str, Any], desired: Desired) -> None:
+    msg = desired.message
     if desired.phase == Phase.APPLIED:
-        # kopf.event, not kopf.info: the agent's posting level is WARNING (Kopf's own per-handler
-        # lines are not Events), which would silently drop every Normal Event of ours.
-        kopf.event(body, type="Normal", reason="Applied", message=msg)
+        events.record(body, "Normal", "Applied", msg)
     elif desired.phase == Phase.REFUSED:
-        kopf.warn(body, reason="Refused", message=f"{desired.refusal}: {msg}")
+        events.record(body, "Warning", "Refused", f"{desired.refusal}: {msg}")
     elif desired.phase == Phase.FAILED:
-        kopf.warn(body, reason="Failed", message=msg)
+        events.record(body, "Warning", "Failed", msg)
     else:
-        kopf.event(body, type="Normal", reason=desired.reason or "Pending", message=msg)
+        events.record(body, "Normal", desired.reason or "Pending", msg)
 
 
 def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, kube: AgentKube | None = None) -> DiskLayoutAgent:

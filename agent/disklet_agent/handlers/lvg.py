@@ -41,7 +41,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -49,6 +50,7 @@ from pydantic import ValidationError
 from disklet.api.common import parse_rfc3339, set_condition
 from disklet.api.lvm import ConditionType, LVMVolumeGroupSpec, LVMVolumeGroupStatus, Reason
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
+from disklet.kube.events import AGENT, EventRecorder
 from disklet.kube.lease import lease_name, lease_namespace
 from disklet.labels import node_label_value
 from disklet.observe import (
@@ -64,6 +66,7 @@ from disklet.observe import (
 from ..deps import AgentDeps
 from ..kube import CONSISTENT, AgentKube, ApiError, NodeObjects
 from ..logic.lvg import (
+    contested_devices,
     merge_discovered,
     needs_reconcile,
     selected_block_devices,
@@ -97,15 +100,26 @@ def _status_of(obj: Mapping[str, Any]) -> LVMVolumeGroupStatus | None:
         return None
 
 
-def _index_entries(index: Any) -> list[tuple[str, Mapping[str, str], str]]:
-    """(name, labels, path) from the BlockDevice Kopf index (name → store of (labels, path))."""
-    out: list[tuple[str, Mapping[str, str], str]] = []
+def _index_entries(index: Any) -> list[tuple[Any, ...]]:
+    """(name, labels, path, status) from the BlockDevice Kopf index (name → store of (labels, path, status))."""
+    out: list[tuple[Any, ...]] = []
     if index is None:
         return out
     for name in list(index):
-        for labels, path in index[name]:
-            out.append((name, labels, path))
+        for value in index[name]:
+            out.append((name, *value))
     return out
+
+
+@dataclass(frozen=True)
+class LastReconcile:
+    """The last engine reconcile of one LVMVolumeGroup by this agent."""
+
+    at: float
+    """time.monotonic() when it finished."""
+    generation: int | None
+    requeue_after: float | None
+    """What the engine asked for (None: converged)."""
 
 
 class LvgWiring:
@@ -124,7 +138,11 @@ class LvgWiring:
         """Events found at startup, posted by the object's first handler (Kopf posts only from handlers)."""
         self.gauges = LvgGauges()
         """VG/thin-pool gauges, published from every status the engine returns."""
-        self.last_reconcile: dict[str, tuple[float, int | None, float | None]] = {}
+        self.events = EventRecorder(kube, component=AGENT, instance=self.node)
+        """Events on the object itself (disklet.kube.events): what `kubectl describe lvg` shows."""
+        self.overlaps: dict[str, str] = {}
+        """LVMVolumeGroup → the selection overlap last reported for it (see ``contested``)."""
+        self.last_reconcile: dict[str, LastReconcile] = {}
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
@@ -208,7 +226,35 @@ class LvgWiring:
 
     def _post(self, body: Mapping[str, Any], events: Iterable[tuple[str, str, str]]) -> None:
         for type_, reason, message in events:
-            kopf.event(cast(kopf.Body, dict(body)), type=type_, reason=reason, message=message[:1000])
+            self.events.record(body, type_, reason, message)
+
+    async def contested(self, name: str, spec: LVMVolumeGroupSpec, entries: list[tuple[Any, ...]]) -> dict[str, list[str]]:
+        """Consumable devices this LVMVolumeGroup's selector shares with another one of the node. Neither
+        takes them (a Warning Event names both) until the selections are made disjoint."""
+        if spec.block_device_selector is None:
+            return {}
+        others: list[tuple[str, Any]] = []
+        for obj in await self.objects.items():
+            other = str((obj.get("metadata") or {}).get("name") or "")
+            if other == name or not self.mine(obj):
+                continue
+            try:
+                others.append((other, LVMVolumeGroupSpec.model_validate(dict(obj.get("spec") or {})).block_device_selector))
+            except ValidationError:
+                continue
+        contested = contested_devices(spec.block_device_selector, entries, others)
+        if contested:
+            named = sorted({o for v in contested.values() for o in v})
+            shared = "; ".join(f"{path} also selected by {' and '.join(o)}" for path, o in contested.items())
+            msg = (f"blockDeviceSelector of LVMVolumeGroup {name} overlaps with LVMVolumeGroup {', '.join(named)} on "
+                   f"this node ({shared}); neither takes these devices until the selections are made disjoint")
+            if self.overlaps.get(name) != msg:  # one Event per change, not one per timer tick
+                log.warning(msg, extra={"lvg": name, "node": self.node})
+                self.pending_events.setdefault(name, []).append(("Warning", "SelectionOverlap", msg))
+            self.overlaps[name] = msg
+        else:
+            self.overlaps.pop(name, None)
+        return contested
 
     def converged_as_seen(self, seen: Mapping[str, Any], index: Any) -> bool:
         """Nothing to do as the watch last showed the object (no request); the reconcile itself re-reads."""
@@ -239,25 +285,30 @@ class LvgWiring:
             spec = LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))
             current = _status_of(obj)
             generation = (obj.get("metadata") or {}).get("generation")
-            bds = selected_block_devices(spec.block_device_selector, _index_entries(index))
+            entries = _index_entries(index)
+            bds = selected_block_devices(spec.block_device_selector, entries)
+            contested = await self.contested(name, spec, entries)
+            if contested:
+                bds = [(n, p) for n, p in bds if p not in contested]
+                self._post(obj, self.pending_events.pop(name, []))
             if only_if_needed:
                 why = needs_reconcile(spec, current, generation, bds, self.node)
                 if why is None:
                     return "converged"
                 log.info("timer reconcile: %s", why, extra={"lvg": name, "reconcile_id": rid})
             last = self.last_reconcile.get(name)
-            fresh = last is not None and last[1] == generation and time.monotonic() - last[0] < 0.5 * (
-                last[2] or self.interval)
+            fresh = last is not None and last.generation == generation and time.monotonic() - last.at < 0.5 * (
+                last.requeue_after or self.interval)
             if only_if_needed and (name in self.retrying or fresh):
                 return "recent"  # the handler's own retry covers a refused object: one reconcile per cycle
-            if fresh and last is not None and last[2] and raise_on_requeue:
+            if fresh and last is not None and last.requeue_after and raise_on_requeue:
                 # A timer reconcile of this generation just ran and was refused: wait for the next cycle.
                 self.retrying.add(name)
                 raise kopf.TemporaryError(f"LVMVolumeGroup {name} not converged; retrying",
-                                          delay=max(MIN_RETRY_SECONDS, float(last[2])))
+                                          delay=max(MIN_RETRY_SECONDS, float(last.requeue_after)))
             with reconcile_timer(KIND) as counted:  # timer checks that find nothing to do are not reconciles
                 outcome = await asyncio.to_thread(self.engine.reconcile, name, spec, current, bds, generation)
-                self.last_reconcile[name] = (time.monotonic(), generation, outcome.requeue_after)
+                self.last_reconcile[name] = LastReconcile(time.monotonic(), generation, outcome.requeue_after)
                 self.gauges.publish(name, spec.actual_vg_name_on_the_node, outcome.status)
                 written = False
                 if outcome.changed:

@@ -115,7 +115,7 @@ class Losetup:
         """Attach with ``--nooverlap`` (reuses an existing loop of the same file) and return /dev/loopN."""
         res = self.runner.run(["losetup", "--find", "--nooverlap", "--show", "--", path], timeout=self.timeout)
         name = res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else ""
-        if not res.ok or not re.match(r"^/dev/loop[0-9]+$", name):
+        if not res.ok or not re.fullmatch(r"^/dev/loop[0-9]+$", name):
             raise LosetupError(res.describe())
         return name
 
@@ -127,7 +127,7 @@ class Losetup:
         res = self.runner.run(["losetup", "--find", "--nooverlap", "--show", "--direct-io=on", "--", path],
                               timeout=self.timeout)
         name = res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else ""
-        if res.ok and re.match(r"^/dev/loop[0-9]+$", name):
+        if res.ok and re.fullmatch(r"^/dev/loop[0-9]+$", name):
             return name, None
         return self.attach(path), res.describe()
 

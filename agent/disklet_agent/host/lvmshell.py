@@ -53,7 +53,8 @@ PROFILE = "lvmdbusd"
 COMMANDS = frozenset({"pvs", "vgs", "lvs", "pvcreate", "pvremove", "pvresize", "vgcreate", "vgextend", "vgremove",
                       "vgchange", "lvcreate", "lvextend", "lvremove"})
 SAFE_WORD = re.compile(r"^[A-Za-z0-9+_.:/=,%@-]+$")
-"""A word the shell cannot split, unquote or comment out: no whitespace, quotes, backslash, ``#``, ``$``."""
+"""A word the shell cannot split, unquote or comment out: no whitespace, quotes, backslash, ``#``, ``$``.
+Always ``fullmatch``: ``$`` alone also matches before a trailing newline."""
 _QUOTABLE = re.compile(r"^[^'\\\x00-\x1f\x7f]*$")
 MAX_WORDS = 60  # the shell refuses lines of 64 words or more ("Too many arguments")
 MAX_LINE = 16 * 1024
@@ -82,14 +83,16 @@ def shell_line(argv: Sequence[str]) -> str:
     words: list[str] = []
     after_config = False
     for word in argv:
-        if after_config and _QUOTABLE.match(word) and word:
+        if after_config and _QUOTABLE.fullmatch(word) and word:
             words.append(f"'{word}'")
-        elif SAFE_WORD.match(word):
+        elif SAFE_WORD.fullmatch(word):
             words.append(word)
         else:
             raise ShellUnsafe(f"word {word!r} cannot be written to the lvm shell as it is")
         after_config = word == "--config"
     line = " ".join(words)
+    if "\n" in line or "\r" in line:  # one command is one line; the word patterns are full matches too
+        raise ShellUnsafe("a line break in a word would end the command and start another")
     if len(line) > MAX_LINE:
         raise ShellUnsafe(f"line of {len(line)} bytes")
     return line

@@ -268,7 +268,7 @@ def desired_block_devices(topology: BlockTopology, pv_facts: Mapping[str, PvFact
             lvm_volume_group_name=pv.lvm_volume_group_name if pv else None,
             actual_vg_name_on_the_node=(pv.vg_name or None) if pv else None,
             part_uuid=node.partuuid, serial=node.serial, wwn=node.wwn, model=node.model, rota=node.rota,
-            hot_plug=node.hotplug, machine_id=machine_id or None, consumable=verdict is None,
+            hot_plug=node.hotplug, machine_id=app_specific_machine_id(machine_id), consumable=verdict is None,
             consumable_reason=verdict.reason if verdict else None,
             consumable_reason_code=verdict.code if verdict else None,
             vendor=node.vendor, transport=transport_of(node) or None, removable=node.rm, read_only=node.ro,
@@ -357,3 +357,28 @@ def pv_facts_from_lvm(pvs: Iterable[Any], vgs: Iterable[Any], canonical: Any = N
         out[device] = PvFact(device=device, pv_uuid=pv.uuid, vg_name=pv.vg_name or "", vg_uuid=pv.vg_uuid or "",
                              lvm_volume_group_name=owners.get(pv.vg_uuid) if pv.vg_uuid else None)
     return out
+
+
+MACHINE_ID_APP = "5e2a7c1d9b4f4e0a8c6d3f1b2a9e7c40"
+"""disklet's application ID for the node's app-specific machine ID (a fixed random 128-bit value)."""
+
+
+def app_specific_machine_id(machine_id: str | None, app: str = MACHINE_ID_APP) -> str | None:
+    """The node's machine ID as published in BlockDevice status: HMAC-SHA256 keyed with the 16 bytes of
+    ``/etc/machine-id`` over disklet's application ID, first 16 bytes as a version-4 UUID (32 hex
+    digits) — what systemd's ``sd_id128_get_machine_app_specific()`` computes, so
+    ``systemd-id128 machine-id --app-specific=<MACHINE_ID_APP>`` on the node prints the same value.
+
+    machine-id(5) asks that the ID itself stay confidential (it keys other derivations and is stable
+    for the machine's life); this one identifies the node to disklet and cannot be turned back into
+    it. None when the file is missing or not 32 hex digits."""
+    import hashlib
+    import hmac
+
+    text = (machine_id or "").strip().lower()
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+        return None
+    digest = bytearray(hmac.new(bytes.fromhex(text), bytes.fromhex(app), hashlib.sha256).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x40  # UUID version 4
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()

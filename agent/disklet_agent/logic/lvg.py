@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from disklet.api.common import LabelSelector, get_condition
+from disklet.api.common import BlockDeviceSelector, LabelSelector, get_condition
 from disklet.api.lvm import ConditionType, LVGPhase, LVMVolumeGroupSpec, LVMVolumeGroupStatus
 from disklet.kube.patch import owned_keys_patch
 
@@ -20,12 +20,41 @@ DISCOVERED_FIELDS = ("nodes", "vg_uuid", "vg_size", "vg_free", "allocated_size",
 """Status fields ``HostLvgEngine.discover`` fills (everything but phase/conditions/generation)."""
 
 
-def selected_block_devices(selector: LabelSelector | None,
-                           devices: Iterable[tuple[str, Mapping[str, str], str]]) -> list[tuple[str, str]]:
-    """(BlockDevice name, path) of this node's devices the selector matches; none without a selector."""
+DeviceEntry = tuple[Any, ...]
+"""(name, labels, path) or (name, labels, path, status) of one of the node's BlockDevices."""
+
+
+def _selects(selector: LabelSelector, entry: DeviceEntry) -> bool:
+    labels = dict(entry[1])
+    if isinstance(selector, BlockDeviceSelector):
+        return selector.matches_device(labels, entry[3] if len(entry) > 3 else None)
+    return selector.matches(labels)
+
+
+def selected_block_devices(selector: LabelSelector | None, devices: Iterable[DeviceEntry]) -> list[tuple[str, str]]:
+    """(BlockDevice name, path) of this node's devices the selector matches (labels, and ``match``
+    over the BlockDevice's status when the selector has one); none without a selector."""
     if selector is None:
         return []
-    return sorted((name, path) for name, labels, path in devices if path and selector.matches(dict(labels)))
+    return sorted((e[0], e[2]) for e in devices if e[2] and _selects(selector, e))
+
+
+def contested_devices(selector: LabelSelector | None, devices: Iterable[DeviceEntry],
+                      others: Iterable[tuple[str, LabelSelector | None]]) -> dict[str, list[str]]:
+    """Consumable devices this selector shares with another LVMVolumeGroup of the node:
+    path → the other LVMVolumeGroups. A device already in a VG is its VG's, not contested."""
+    if selector is None:
+        return {}
+    entries = [e for e in devices if e[2] and len(e) > 3 and (e[3] or {}).get("consumable") is True]
+    mine = {e[2] for e in entries if _selects(selector, e)}
+    out: dict[str, list[str]] = {}
+    for other_name, other in others:
+        if other is None:
+            continue
+        for e in entries:
+            if e[2] in mine and _selects(other, e):
+                out.setdefault(e[2], []).append(other_name)
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 def with_operator_conditions(new: LVMVolumeGroupStatus, current: LVMVolumeGroupStatus | None) -> LVMVolumeGroupStatus:

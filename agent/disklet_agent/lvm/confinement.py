@@ -13,11 +13,12 @@ from collections.abc import Iterable
 
 from disklet.lvm.validation import component_prefixes, escape_through_symlink, inside_base
 
-from ..host.files import FileOpError, HostFiles
+from ..host.files import FileOpError
 from .filedevices import FileDeviceError
+from .ports import FileCommands
 
 
-def _escapes(files: HostFiles, base: str, dirs: list[str]) -> tuple[str, dict[str, str | None]]:
+def _escapes(files: FileCommands, base: str, dirs: list[str]) -> tuple[str, dict[str, str | None]]:
     """ONE ``realpath`` of ``base`` and every component of ``dirs`` (each lexically inside it): the
     resolved base, and per directory why it leaves the base (None: it stays). Raises FileOpError."""
     prefixes = list(dict.fromkeys([posixpath.normpath(base),
@@ -26,7 +27,7 @@ def _escapes(files: HostFiles, base: str, dirs: list[str]) -> tuple[str, dict[st
     return resolved[posixpath.normpath(base)], {d: escape_through_symlink(d, base, resolved) for d in dirs}
 
 
-def resolve_dirs(files: HostFiles, base: str, directories: Iterable[str]) -> tuple[
+def resolve_dirs(files: FileCommands, base: str, directories: Iterable[str]) -> tuple[
         tuple[str, ...], dict[str, str | None]]:
     """The base directory as configured and resolved, and per directory (each lexically inside the
     base) why it leaves the base through a symlink (None when it stays inside). Raises FileOpError."""
@@ -34,7 +35,7 @@ def resolve_dirs(files: HostFiles, base: str, directories: Iterable[str]) -> tup
     return tuple(dict.fromkeys((base, real))), escapes
 
 
-def confine(files: HostFiles, base: str, directory: str) -> None:
+def confine(files: FileCommands, base: str, directory: str) -> None:
     """Right before a host write under ``directory``: it must still resolve inside the base."""
     try:
         _, escapes = resolve_dirs(files, base, [directory])
@@ -44,7 +45,7 @@ def confine(files: HostFiles, base: str, directory: str) -> None:
         raise FileDeviceError(escapes[directory])
 
 
-def confined_files(files: HostFiles, paths: Iterable[str], base_dirs: tuple[str, ...]) -> dict[str, str | None]:
+def confined_files(files: FileCommands, paths: Iterable[str], base_dirs: tuple[str, ...]) -> dict[str, str | None]:
     """path → None when its directory lies inside a base directory once every symlink is resolved,
     else why not. Paths are checked against the base they lexically lie in (status paths are
     kernel-resolved, so they lie in the resolved base). Raises FileOpError (the caller keeps the

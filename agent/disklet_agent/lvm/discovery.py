@@ -55,7 +55,8 @@ def find_vg(snap: LvmSnapshot, lvg_name: str, vg_name: str, uuid_hint: str | Non
     return VgLookup(None)
 
 
-def q(n: int | None) -> str | None:
+def quantity(n: int | None) -> str | None:
+    """Bytes as a Kubernetes quantity (``10Gi``), None stays None."""
     return None if n is None else bytes_to_quantity(int(n))
 
 
@@ -68,7 +69,7 @@ def _fill_fields(fill: PoolFill | None) -> dict[str, object]:
     if fill is None:
         return {}
     return {"data_percent": fill.data_percent, "metadata_percent": fill.metadata_percent,
-            "chunk_size": q(fill.chunk_size), "metadata_size": q(fill.metadata_size)}
+            "chunk_size": quantity(fill.chunk_size), "metadata_size": quantity(fill.metadata_size)}
 
 
 def discover_status(lvg_name: str, spec: LVMVolumeGroupSpec, snap: LvmSnapshot, node_name: str, vg: VG,
@@ -90,10 +91,10 @@ def discover_status(lvg_name: str, spec: LVMVolumeGroupSpec, snap: LvmSnapshot, 
             if parsed is None:
                 continue  # not ours by the backing-file marker: never reported
             file_devices[parsed[1]] = NodeFileDevice(
-                name=parsed[1], file_path=loop.back_file, loop_device=dev, size=q(pv.size), pv_uuid=pv.uuid)
+                name=parsed[1], file_path=loop.back_file, loop_device=dev, size=quantity(pv.size), pv_uuid=pv.uuid)
         else:
             devices.append(NodeDevice(block_device=bd_names.get(dev) or bd_names.get(pv.name), path=dev,
-                                      pv_size=q(pv.size), dev_size=q(pv.dev_size), pv_uuid=pv.uuid))
+                                      pv_size=quantity(pv.size), dev_size=quantity(pv.dev_size), pv_uuid=pv.uuid))
     devices.sort(key=lambda d: d.path)
     node = NodeStatus(name=node_name, devices=devices or None,
                       file_devices=[file_devices[k] for k in sorted(file_devices)] or None)
@@ -114,13 +115,13 @@ def discover_status(lvg_name: str, spec: LVMVolumeGroupSpec, snap: LvmSnapshot, 
         ok = action.kind == "none"
         ready += ok
         pools.append(ThinPoolStatus(
-            name=tp.name, actual_size=q(lv.size), used_size=q(used), allocated_size=q(allocated),
-            allocation_limit=tp.allocation_limit, available_space=q(max(available, 0)), ready=ok,
+            name=tp.name, actual_size=quantity(lv.size), used_size=quantity(used), allocated_size=quantity(allocated),
+            allocation_limit=tp.allocation_limit, available_space=quantity(max(available, 0)), ready=ok,
             message=None if ok else f"thin pool is below its requested size {tp.size}",
             **_fill_fields(lv.fill)))
     return LVMVolumeGroupStatus(
-        nodes=[node], vg_uuid=vg.uuid, vg_size=q(vg.size), vg_free=q(vg.free), allocated_size=q(vg.size - vg.free),
-        extent_size=q(vg.extent_size), thin_pools=pools or None,
+        nodes=[node], vg_uuid=vg.uuid, vg_size=quantity(vg.size), vg_free=quantity(vg.free), allocated_size=quantity(vg.size - vg.free),
+        extent_size=quantity(vg.extent_size), thin_pools=pools or None,
         thin_pool_ready=f"{ready}/{len(spec.thin_pools)}" if spec.thin_pools else None)
 
 

@@ -27,6 +27,7 @@ from ..host.lvmshell import LvmShell
 from .discovery import discover_status, find_vg
 from .filedevices import FileDevices
 from .outcomes import BlockScan, DeleteOutcome, LvgOutcome, ReattachProblem
+from .ports import FileCommands, LoopCommands, LvmCommands
 from .reads import LvmReads
 from .reconcile import LvgReconciler
 from .removal import LvgRemoval
@@ -34,14 +35,19 @@ from .snapshot import LvmSnapshot
 
 
 class HostLvgEngine:
-    def __init__(self, runner: HostRunner, config: AgentConfig, *, block_scan: BlockScan | None = None):
+    def __init__(self, runner: HostRunner, config: AgentConfig, *, block_scan: BlockScan | None = None,
+                 lvm: LvmCommands | None = None, losetup: LoopCommands | None = None,
+                 files: FileCommands | None = None):
+        """The adapters default to this node's (``host.lvm``, ``host.losetup``, ``host.files`` over
+        ``runner``); a test may pass its own for any of them."""
         self.runner = runner
         self.config = config
         timeout = config.command_timeout_seconds
-        self.shell = LvmShell(runner) if config.lvm_shell else None
-        self.lvm = Lvm(runner, extra_config=config.lvm_extra_config, timeout=timeout, shell=self.shell)
-        self.losetup = Losetup(runner, timeout)
-        self.files = HostFiles(runner, timeout)
+        self.shell = LvmShell(runner) if config.lvm_shell and lvm is None else None
+        self.lvm: LvmCommands = lvm or Lvm(runner, extra_config=config.lvm_extra_config, timeout=timeout,
+                                          shell=self.shell)
+        self.losetup: LoopCommands = losetup or Losetup(runner, timeout)
+        self.files: FileCommands = files or HostFiles(runner, timeout)
         self.devices = FileDevices(self.files, self.losetup, self.lvm, config.free_space_reserve_percent)
         self.reads = LvmReads(runner, config, self.lvm, self.losetup, self.files, block_scan=block_scan,
                               parallel=self.shell is not None)

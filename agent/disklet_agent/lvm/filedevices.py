@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 from disklet.lvm.sizing import file_needs_growth, loop_needs_refresh, pv_needs_resize
 
-from ..host.files import FileOpError, FileProbe, HostFiles, Presence
-from ..host.losetup import LoopDevice, Losetup, LosetupError, attached_by_inode
-from ..host.lvm import PV, Lvm
+from ..host.files import FileOpError, FileProbe, Presence
+from ..host.losetup import LoopDevice, LosetupError, attached_by_inode
+from ..host.lvm import PV
 from .planner import Journal, Step, plan_rollback
+from .ports import FileCommands, LoopCommands, LvmCommands
 
 
 class FileDeviceError(RuntimeError):
@@ -39,7 +40,7 @@ def deleted_guidance(path: str, loops: list[str]) -> str:
 
 
 class FileDevices:
-    def __init__(self, files: HostFiles, losetup: Losetup, lvm: Lvm, reserve_percent: float):
+    def __init__(self, files: FileCommands, losetup: LoopCommands, lvm: LvmCommands, reserve_percent: float):
         self.files = files
         self.losetup = losetup
         self.lvm = lvm

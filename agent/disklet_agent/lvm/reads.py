@@ -12,10 +12,11 @@ from typing import TypeVar
 from disklet.hostcmd import HostRunner
 
 from ..config import AgentConfig
-from ..host.files import FileOpError, HostFiles
-from ..host.losetup import Losetup, LosetupError
-from ..host.lvm import PV, Lvm, LvmError
+from ..host.files import FileOpError
+from ..host.losetup import LosetupError
+from ..host.lvm import PV, LvmError
 from .outcomes import BlockScan, LiveDevice
+from .ports import FileCommands, LoopCommands, LvmCommands
 from .snapshot import LvmSnapshot
 
 T = TypeVar("T")
@@ -54,7 +55,8 @@ def overlapped(first: Callable[[], T], second: Callable[[], U], parallel: bool) 
 class LvmReads:
     """The reads, over the host adapters the engine was built with."""
 
-    def __init__(self, runner: HostRunner, config: AgentConfig, lvm: Lvm, losetup: Losetup, files: HostFiles, *,
+    def __init__(self, runner: HostRunner, config: AgentConfig, lvm: LvmCommands, losetup: LoopCommands,
+                 files: FileCommands, *,
                  block_scan: BlockScan | None = None, parallel: bool = False):
         self.runner = runner
         self.config = config

@@ -27,14 +27,15 @@ from disklet.lvm.sizing import plan_thin_pool
 from disklet.lvm.validation import validate_lvg
 
 from ..config import AgentConfig
-from ..host.files import FileOpError, FileProbe, HostFiles
+from ..host.files import FileOpError, FileProbe
 from ..host.losetup import LosetupError
-from ..host.lvm import VG, Lvm, owner_tag
+from ..host.lvm import VG, owner_tag
 from .confinement import confine, resolve_dirs
 from .discovery import find_vg
 from .filedevices import FileDeviceError, FileDevices
 from .outcomes import LvgOutcome, ReconcileState
 from .planner import Journal, PvPlan, managed_loop, plan_pvs
+from .ports import FileCommands, LvmCommands
 from .reads import LvmReads
 from .snapshot import LvmSnapshot
 from .status import reconcile_outcome
@@ -67,7 +68,8 @@ class LvgReconciler:
     """The reconcile steps over the engine's adapters; keeps, per LVMVolumeGroup, how many rounds in
     a row a PV alias stayed unresolved."""
 
-    def __init__(self, reads: LvmReads, lvm: Lvm, files: HostFiles, devices: FileDevices, config: AgentConfig):
+    def __init__(self, reads: LvmReads, lvm: LvmCommands, files: FileCommands, devices: FileDevices,
+                 config: AgentConfig):
         self.reads = reads
         self.lvm = lvm
         self.files = files

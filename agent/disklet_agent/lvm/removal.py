@@ -21,13 +21,14 @@ from disklet.api.lvm import (
 from disklet.lvm.validation import has_control_chars
 
 from ..config import AgentConfig
-from ..host.files import FileOpError, HostFiles, Presence
-from ..host.losetup import Losetup, LosetupError
-from ..host.lvm import PV, Lvm
+from ..host.files import FileOpError, Presence
+from ..host.losetup import LosetupError
+from ..host.lvm import PV
 from .confinement import confined_files
 from .discovery import find_vg, status_file_paths
 from .outcomes import DeleteOutcome, Event, ReattachProblem
 from .planner import managed_loop
+from .ports import FileCommands, LoopCommands, LvmCommands
 from .reads import LvmReads
 from .snapshot import LvmSnapshot
 from .status import delete_outcome
@@ -36,7 +37,8 @@ from .status import delete_outcome
 class LvgRemoval:
     """Delete and re-attach over the engine's adapters."""
 
-    def __init__(self, reads: LvmReads, lvm: Lvm, losetup: Losetup, files: HostFiles, config: AgentConfig):
+    def __init__(self, reads: LvmReads, lvm: LvmCommands, losetup: LoopCommands, files: FileCommands,
+                 config: AgentConfig):
         self.reads = reads
         self.lvm = lvm
         self.losetup = losetup

@@ -38,7 +38,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "disklet.image" -}}
 {{- $registry := required "image.registry is required" .ctx.Values.image.registry -}}
 {{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag -}}
-{{- if eq $tag "latest" -}}{{- fail "image.tag must be a version, never latest" -}}{{- end -}}
+{{- if eq $tag "latest" -}}{{- fail (printf "image.tag=latest is refused: pin a version (image.tag=%s, or leave image.tag empty for the chart's appVersion); latest changes under a running DaemonSet, so nodes would run different agents" .ctx.Chart.AppVersion) -}}{{- end -}}
 {{- printf "%s/disklet-%s:%s" (trimSuffix "/" $registry) .component $tag -}}
 {{- end -}}
 
@@ -57,6 +57,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail "operator.replicaCount > 1 needs operator.peering.enabled=true (Kopf peering), or replicas would act at once" -}}
 {{- end -}}
 {{- if .Values.operator.peering.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Fails when the operator and the agent share a port: both may run on one node's network
+(hostNetwork), where the second pod could not bind it. */}}
+{{- define "disklet.distinctPorts" -}}
+{{- $seen := dict -}}
+{{- range $name, $port := dict "operator.healthPort" .Values.operator.healthPort "operator.metricsPort" .Values.operator.metricsPort "agent.healthPort" .Values.agent.healthPort "agent.metricsPort" .Values.agent.metricsPort -}}
+{{- $key := toString (int $port) -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "%s and %s are both %s: the operator's and the agent's ports must differ (both pods may share a node's network)" (get $seen $key) $name $key) -}}
+{{- end -}}
+{{- $_ := set $seen $key $name -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Agent tolerations: agent.tolerations, plus the control-plane taint when agent.controlPlaneNodes. */}}
@@ -88,4 +101,18 @@ term also demands that the node is not a control-plane node (untainted control p
 {{- $_ := set $aff "nodeAffinity" $na -}}
 {{- end -}}
 {{- toYaml $aff -}}
+{{- end -}}
+
+{{/* Values a new user writes by habit that this chart spells differently: refused with the right name. */}}
+{{- define "disklet.checkValues" -}}
+{{- if hasKey .Values "imagePullSecrets" -}}
+{{- fail "imagePullSecrets is not a value of this chart: set image.pullSecrets (e.g. --set 'image.pullSecrets[0].name=regcred'); it applies to the operator and the agent" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether agent.extraEnv turns on the loop-device test switch (DISKLET_ALLOW_LOOP_TARGETS). */}}
+{{- define "disklet.loopTargetsAllowed" -}}
+{{- range .Values.agent.extraEnv -}}
+{{- if and (eq (toString .name) "DISKLET_ALLOW_LOOP_TARGETS") (has (lower (trim (toString .value))) (list "1" "true" "yes" "on")) -}}true{{- end -}}
+{{- end -}}
 {{- end -}}

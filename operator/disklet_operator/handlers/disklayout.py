@@ -16,6 +16,7 @@ Handlers (all closures over ``registry``, no module state):
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +26,13 @@ import kopf
 from pydantic import ValidationError
 
 from disklet import GROUP, VERSION
+from disklet.api.common import Condition, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
+from disklet.kube.client import ApiError, KubeClient
+from disklet.kube.events import OPERATOR, EventRecorder, operator_instance, recorder_for
+from disklet.kube.login import registry_login
 from disklet.kube.patch import owned_keys_patch
 from disklet.layout.batch import preflight_many
 from disklet.layout.mounts import MountPolicy, parse_roots
@@ -48,6 +53,9 @@ from ..logic.disklayout_status import (
 )
 from ..logic.duplicates import LayoutRef, duplicate_message, older_layout
 from ..logic.labels import node_label_patch
+from ..logic.readiness import ConditionState, node_readiness
+from .lvg import NODES_INDEX
+from .lvg import _first as first_in_index
 
 PLURAL = DISK_LAYOUT.plural
 KIND = DISK_LAYOUT.kind
@@ -82,6 +90,29 @@ def _needs_duplicate_recheck(name: str, spec: Mapping[str, Any], status: Mapping
     return not (_is_duplicate(status) and status.get("message") == duplicate_message(node, owner))
 
 
+logger_ = logging.getLogger("disklet.operator.disklayout")
+NODE_READY = "NodeReady"
+
+
+def node_condition(status: Mapping[str, Any], base: list[dict[str, Any]] | None, node: str | None,
+                   nodes: Any, generation: int | None) -> tuple[list[dict[str, Any]], ConditionState] | None:
+    """The conditions with ``NodeReady`` set from the Node index (as on an LVMVolumeGroup: reason
+    ``NodeNotFound`` for a node that does not exist), or None when nothing changes or the registry
+    has no Node index. ``base``: conditions a patch of this same pass already carries."""
+    if nodes is None:
+        return None
+    found, ready = first_in_index(nodes, node)
+    state = node_readiness(node, found, ready)
+    raw = base if base is not None else list(status.get("conditions") or [])
+    carried = next((c for c in raw if isinstance(c, Mapping) and c.get("type") == NODE_READY), None)
+    wanted = (state.status, state.reason, state.message)
+    if carried is not None and (carried.get("status"), carried.get("reason"), carried.get("message")) == wanted:
+        return None
+    parsed = [Condition.model_validate(dict(c)) for c in raw if isinstance(c, Mapping) and c.get("type") == NODE_READY]
+    updated = set_condition(parsed, NODE_READY, state.status, state.reason, state.message, generation)
+    return merge_owned_conditions(raw, updated), state
+
+
 def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = None,
              recheck_seconds: float = DEFAULT_RECHECK_SECONDS, base_dir: Path | None = None,
              batch_window: float = DEFAULT_BATCH_WINDOW) -> None:
@@ -92,6 +123,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
     long a pre-flight waits for others to share its evaluator run.
     """
     runner = runner or HostRunner()
+    events = recorder_for(registry, component=OPERATOR, instance=operator_instance())
     policy = MountPolicy.of(parse_roots(os.environ.get("DISKLET_MOUNT_ROOTS")))
     batcher: Batcher[DiskLayoutSpec, Any] = Batcher(
         lambda specs: preflight_many([(spec, base_dir) for spec in specs], runner, policy), window=batch_window)
@@ -135,7 +167,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             for key, value in changes.items():
                 patch.status[key] = value
             record_status_write(KIND)  # Kopf sends the patch when the handler returns
-            _announce(body, old.phase, old.refusal_reason, old.layout_generation, new.layout_generation, verdict, logger)
+            _announce(events, body, old.phase, old.refusal_reason, old.layout_generation, new.layout_generation, verdict, logger)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="preflight")
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="preflight")
@@ -159,6 +191,64 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
         index = kwargs.get(INDEX)
         if _needs_duplicate_recheck(name, spec, status, index):
             await reconcile(name, body, spec, status, meta, patch, logger, index, "duplicate re-check")
+        _node_ready(body, spec, status, meta, patch, kwargs.get(NODES_INDEX))
+
+    def _node_ready(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any],
+                    patch: kopf.Patch, nodes: Any) -> None:
+        pending = patch.status.get("conditions") if "conditions" in patch.status else None
+        found = node_condition(status, pending, _node_of(spec), nodes, meta.get("generation"))
+        if found is None:
+            return
+        conditions, state = found
+        patch.status["conditions"] = conditions
+        record_status_write(KIND)
+        if state.status == "False":
+            events.record(body, "Warning", state.reason, f"{state.message}: the layout stays pending until it does")
+        elif state.status == "True":
+            events.record(body, "Normal", "NodeFound", state.message)
+
+    kube: dict[str, KubeClient] = {}
+
+    @kopf.on.cleanup(registry=registry, id="disklayout_node_client_cleanup")
+    async def disklayout_node_client_cleanup(**_: Any) -> None:
+        if "client" in kube:
+            await kube.pop("client").close()
+
+    @kopf.on.event("v1", "nodes", registry=registry, id="disklayout-node-events")
+    async def node_changed(event: Mapping[str, Any], name: str, status: Mapping[str, Any], **kwargs: Any) -> None:
+        """A Node created, deleted or changing Ready after its DiskLayout: no event of the DiskLayout
+        says so, so the DiskLayouts of that node (the index) are re-read and their NodeReady written
+        when it differs. No finalizer, no annotation on the Node (an event handler writes nothing)."""
+        refs = list((kwargs.get(INDEX) or {}).get(name) or [])
+        if not refs:
+            return
+        ready: Mapping[str, Any] | None = None if event.get("type") == "DELETED" else next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        nodes = {} if ready is None else {name: [None if not ready else
+                                                 {k: ready.get(k) for k in ("status", "reason", "message")}]}
+        client = kube.get("client")
+        if client is None:
+            client = kube["client"] = KubeClient(login=registry_login(registry), field_manager=OPERATOR,
+                                                 max_connections=1)
+        for ref in refs:
+            try:
+                obj = await client.get(DISK_LAYOUT, ref.name)
+                if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
+                    continue
+                meta, st = obj.get("metadata") or {}, obj.get("status") or {}
+                found = node_condition(st, None, _node_of(obj.get("spec") or {}), nodes, meta.get("generation"))
+                if found is None:
+                    continue
+                conditions, state = found
+                await client.patch(DISK_LAYOUT, ref.name, {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+                                                           "status": {"conditions": conditions}}, subresource="status")
+                record_status_write(KIND)
+                if state.status == "True":
+                    events.record(obj, "Normal", "NodeFound", state.message)
+                elif state.status == "False":
+                    events.record(obj, "Warning", state.reason, f"{state.message}: the layout stays pending until it does")
+            except ApiError as exc:  # changed meanwhile (its own event re-evaluates it) or unreachable
+                logger_.info(f"DiskLayout {ref.name}: NodeReady not written ({exc})")
 
     def _refused_duplicate(status: Mapping[str, Any], **_: Any) -> bool:
         return _is_duplicate(status)
@@ -172,14 +262,13 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
             await reconcile(name, body, spec, status, meta, patch, logger, index, "older DiskLayout changed")
 
 
-def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
+def _announce(events: EventRecorder, body: kopf.Body, old_phase: Phase | None, old_reason: str | None, old_gen: int | None,
               new_gen: int | None, verdict: PreflightVerdict, logger: Any) -> None:
     """One Kubernetes Event per transition (never per no-op reconcile)."""
     moved = old_phase != verdict.phase or (old_reason or None) != (verdict.refusal_reason or None)
     if verdict.kind is VerdictKind.VALID:
         if new_gen != old_gen:
-            kopf.info(body, reason="Validated",
-                      message=f"layout generation {new_gen} pre-flighted: {verdict.message}")
+            events.record(body, "Normal", "Validated", f"layout generation {new_gen} pre-flighted: {verdict.message}")
         return
     if not moved:
         return
@@ -187,5 +276,5 @@ def _announce(body: kopf.Body, old_phase: Phase | None, old_reason: str | None, 
         record_refusal(verdict.refusal_reason)
     reason = {VerdictKind.DUPLICATE: "DuplicateNodeLayout", VerdictKind.NO_TARGET_DEVICES: "NoTargetDevices",
               VerdictKind.MALFORMED: "Malformed", VerdictKind.INVALID_SPEC: "InvalidSpec"}.get(verdict.kind, "Refused")
-    kopf.warn(body, reason=reason, message=verdict.message[:1024])
+    events.record(body, "Warning", reason, verdict.message)
     logger.warning(f"{verdict.phase}: {verdict.message}")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -32,6 +32,7 @@ from disklet.api.common import parse_rfc3339
 from disklet.api.lvm import ConditionType
 from disklet.api.resources import LVM_VOLUME_GROUP
 from disklet.kube.client import ApiError, Conflict, Kind, KubeClient, NotFound
+from disklet.kube.events import OPERATOR, EventRecorder, operator_instance, recorder_for
 from disklet.kube.lease import lease_namespace, lease_node
 from disklet.kube.login import registry_login
 from disklet.observe import record_status_write
@@ -58,7 +59,7 @@ log = logging.getLogger("disklet.operator.lvg")
 
 
 @dataclass(frozen=True, slots=True)
-class Carried:
+class IndexedReadiness:
     """What the readiness loop keeps per LVMVolumeGroup: its node and the two conditions it carries."""
 
     node: str | None
@@ -120,6 +121,7 @@ class ReadinessLoop:
         self.kube: KubeClient | None = None
         self.indexes: Mapping[str, Any] = {}
         self.task: asyncio.Task[None] | None = None
+        self.events: EventRecorder | None = None
         self.passes = 0
         self.requests = 0
         self.writes = 0
@@ -249,17 +251,18 @@ class ReadinessLoop:
             log.warning(f"LVMVolumeGroup {name}: readiness not written: {exc}")
             return False
         record_status_write(LVM_VOLUME_GROUP.kind)
-        _post_ready_event(cast(kopf.Body, body), update.ready_before, update.ready)
+        _post_ready_event(self.events, body, update.ready_before, update.ready)
         return True
 
 
-def _post_ready_event(body: kopf.Body, before: str | None, ready: ConditionState) -> None:
-    if before == ready.status:
+def _post_ready_event(events: EventRecorder | None, body: Mapping[str, Any], before: str | None,
+                      ready: ConditionState) -> None:
+    if before == ready.status or events is None:
         return
     if ready.status == "True":
-        kopf.info(body, reason="Ready", message=ready.message)
+        events.record(body, "Normal", "Ready", ready.message)
     elif before is not None:
-        kopf.warn(body, reason="NotReady", message=f"{ready.reason}: {ready.message}"[:1024])
+        events.record(body, "Warning", "NotReady", f"{ready.reason}: {ready.message}")
 
 
 def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
@@ -276,6 +279,7 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
     ns = namespace or lease_namespace()
     now = clock or (lambda: datetime.now(UTC))
     loop = ReadinessLoop(ns, interval, lease_grace, now)
+    loop.events = recorder_for(registry, component=OPERATOR, instance=operator_instance())
 
     @kopf.on.startup(registry=registry, id="lvg_readiness_client")
     def lvg_readiness_client(**_: Any) -> None:
@@ -306,9 +310,9 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
         return {lease_node(name) or name: spec.get("renewTime") or spec.get("acquireTime")}
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=LVGS_INDEX)
-    async def lvg_readiness(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> dict[str, Carried]:
+    async def lvg_readiness(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> dict[str, IndexedReadiness]:
         conditions = status.get("conditions") or []
-        return {name: Carried(_node_of(spec), carried_state(conditions, ConditionType.NODE_READY),
+        return {name: IndexedReadiness(_node_of(spec), carried_state(conditions, ConditionType.NODE_READY),
                               carried_state(conditions, ConditionType.AGENT_READY))}
 
     def evaluate(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], meta: Mapping[str, Any],
@@ -328,7 +332,7 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
             return
         patch.status["conditions"] = update.conditions
         record_status_write(LVM_VOLUME_GROUP.kind)
-        _post_ready_event(body, update.ready_before, update.ready)
+        _post_ready_event(loop.events, body, update.ready_before, update.ready)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="lvg-bookkeeping")
     async def lvg_bookkeeping(event: Mapping[str, Any], body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any],

@@ -1,4 +1,4 @@
-"""Kopf handlers of the LVMVolumeGroupSet controller (thin: decisions live in lvgset_planner).
+"""Kopf handlers of the LVMVolumeGroupSet controller (thin: decisions live in logic.lvgset_plan and logic.lvgset_status).
 
 How it stays cheap at scale:
 - two Kopf indexes keep what a pass reads in memory: nodes (name → labels) and children
@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -30,21 +30,15 @@ from disklet import GROUP, VERSION
 from disklet.api.common import LabelSelector
 from disklet.api.lvm import LVMVolumeGroupSetSpec
 from disklet.kube.client import ApiError, ClientError, Conflict, Kind, KubeClient, NotFound
+from disklet.kube.events import OPERATOR, EventRecorder, operator_instance, recorder_for
 from disklet.kube.login import registry_login
 from disklet.observe import ERROR, RETRY, SUCCESS, reconcile_timer, record_status_write
 
-from ..logic.lvgset_planner import (
-    Child,
-    ChildWrite,
-    Health,
-    Outcome,
-    Plan,
-    SetRef,
+from ..logic.lvgset_plan import Child, ChildWrite, Health, Outcome, Plan, SetRef, controller_set, plan
+from ..logic.lvgset_status import (
     build_status,
-    controller_set,
     invalid_set_status,
     new_orphans,
-    plan,
     reported_orphans,
     status_patch,
 )
@@ -140,6 +134,8 @@ class LvgsetController:
         self.concurrency = concurrency
         self.batch_delay = batch_delay
         self.kube: KubeClient | None = None
+        self.events: EventRecorder = EventRecorder(self._events_client, component=OPERATOR,
+                                                   instance=operator_instance())
         self.sets: dict[str, SetState] = {}
         self.child_seen: dict[str, tuple[Any, ...]] = {}
         self.nodes_index: Mapping[str, Any] = {}
@@ -197,6 +193,10 @@ class LvgsetController:
                 await asyncio.wait_for(state.wake.wait(), timeout=self.resync_seconds)
             if self.batch_delay:
                 await asyncio.sleep(self.batch_delay)  # coalesce bursts (e.g. many child ADDED events)
+
+    def _events_client(self) -> KubeClient:
+        assert self.kube is not None, "the startup handler connects the client"
+        return self.kube
 
     def wake(self, set_name: str) -> None:
         """Ask for a pass of ``set_name`` (no-op when the set is unknown)."""
@@ -384,8 +384,8 @@ class LvgsetController:
         if state.orphans_reported is None:
             state.orphans_reported = reported_orphans(old_status)
         for orphan in new_orphans(result, state.orphans_reported):
-            kopf.event(cast(kopf.Body, body), type="Warning", reason="NodeNoLongerMatches",
-                       message=f"node {orphan.node_name} no longer matches spec.nodeSelector: LVMVolumeGroup "
+            self.events.record(body, "Warning", "NodeNoLongerMatches",
+                       f"node {orphan.node_name} no longer matches spec.nodeSelector: LVMVolumeGroup "
                                f"{orphan.lvm_volume_group_name} is kept (its VG may hold data) and no longer "
                                f"updated; delete it to remove the VG")
         reported = _problem_messages(old_status)
@@ -393,12 +393,12 @@ class LvgsetController:
         problems += [(n, "CreateFailed", m) for n, m in sorted(outcome.create_errors.items())]
         problems += [(n, "UpdateFailed", m) for n, m in sorted(outcome.update_errors.items())]
         for child, reason, message in [p for p in problems if f"{p[0]}: {p[2]}" not in reported][:5]:
-            kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=f"{child}: {message}")
+            self.events.record(body, "Warning", reason, f"{child}: {message}")
         halted = result.rollout.halted_by
         key = (result.revision, halted.name) if halted is not None else None
         if halted is not None and key != state.halt_reported:
-            kopf.event(cast(kopf.Body, body), type="Warning", reason="RolloutHalted",
-                       message=f"revision {result.revision}: LVMVolumeGroup {halted.name} on node {halted.node} "
+            self.events.record(body, "Warning", "RolloutHalted",
+                       f"revision {result.revision}: LVMVolumeGroup {halted.name} on node {halted.node} "
                                f"failed ({halted.message[:512]}); no further child is written")
         state.halt_reported = key
 
@@ -448,6 +448,7 @@ def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 600.0, 
     no annotations), so deleting a set works and garbage-collects its children with the operator down.
     """
     ctl = LvgsetController(resync_seconds=resync_seconds, batch_delay=batch_delay, concurrency=concurrency)
+    ctl.events = recorder_for(registry, component=OPERATOR, instance=operator_instance())
 
     @kopf.on.startup(registry=registry, id="lvgset_settings")
     def lvgset_settings(**_: Any) -> None:

@@ -1,8 +1,8 @@
-"""Pure planning for LVMVolumeGroupSets: (set, nodes, children) → writes + status. No I/O.
+"""Pure planning for LVMVolumeGroupSets: (set, nodes, children) → the child writes. No I/O.
 
-The Kopf handlers in :mod:`disklet_operator.handlers.lvgset` feed this from in-memory indexes and execute
-what it returns, so every decision (which child, which name, which patch, which status) is unit
-tested here without an API server.
+The Kopf handlers in :mod:`disklet_operator.handlers.lvgset` feed this from in-memory indexes and
+execute what it returns; the status of the set after that is :mod:`.lvgset_status`. Every decision
+(which child, which name, which patch, the rollout gate) is unit tested here without an API server.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from disklet import API_VERSION, GROUP
-from disklet.api.common import Condition, ConditionStatus, get_condition, set_condition
 from disklet.api.lvm import (
-    MAX_ATTENTION,
-    MAX_REVISIONS,
     NAME_MAX,
-    AttentionChild,
+    AttentionReason,
+    ConditionType,
     CreatedLVG,
     LVMVolumeGroupSetSpec,
-    LVMVolumeGroupSetStatus,
     LVMVolumeGroupSpec,
     Reason,
-    TemplateRevision,
+    SetReason,
     backing_file_name,
 )
 from disklet.api.resources import NODE_LABEL
@@ -40,29 +37,10 @@ SET_LABEL = f"{GROUP}/lvmvolumegroupset"
 SET_KIND = "LVMVolumeGroupSet"
 REVISION_LABEL = f"{GROUP}/lvgset-revision"
 """Label on every child: the template revision its spec was last written from (``kubectl get lvg -L``)."""
-_MAX_LISTED_ERRORS = 5
 
-# Ready condition reasons / set status reasons.
-R_CREATED = "AllCreated"
-R_NO_NODES = "NoMatchingNodes"
-R_CREATING = "Creating"
-R_CREATE_FAILED = "CreateFailed"
-R_UPDATE_FAILED = "UpdateFailed"
-R_VALIDATION = "ValidationFailed"
-R_CONFLICT = "NameConflict"
-# Attention reasons (status.attention[].reason) and Progressing condition reasons.
-A_FAILED = "Failed"
-A_NOT_READY = "NotReady"
-A_UPDATING = "Updating"
-A_ORPHANED = "Orphaned"
-P_COMPLETE = "Complete"
-P_ROLLING = "RollingOut"
-P_PAUSED = "Paused"
-P_HALTED = "ChildFailed"
-P_BLOCKED = "Blocked"
 _PROGRESS_REASONS = frozenset({Reason.CREATING, Reason.UPDATING})
 """VGConfigurationApplied=False reasons that mean 'still working', not 'failed'."""
-_ATTENTION_MESSAGE = 256
+ATTENTION_MESSAGE = 256
 
 
 def owner_reference(set_name: str, set_uid: str) -> dict[str, Any]:
@@ -104,11 +82,11 @@ class Health:
         conds = {c.get("type"): c for c in status.get("conditions") or () if isinstance(c, Mapping)}
         gen = meta.get("generation")
         applied = conds.get("VGConfigurationApplied") or {}
-        ready = conds.get("Ready") or {}
+        ready = conds.get(ConditionType.READY) or {}
         return cls(observed_current=gen is not None and status.get("observedGeneration") == gen,
                    ready=ready.get("status") == "True", applied=applied.get("status"),
                    applied_reason=str(applied.get("reason") or ""),
-                   applied_message=str(applied.get("message") or "")[:_ATTENTION_MESSAGE],
+                   applied_message=str(applied.get("message") or "")[:ATTENTION_MESSAGE],
                    ready_reason=str(ready.get("reason") or ""))
 
 
@@ -358,7 +336,7 @@ def _candidates(result: Plan, spec: LVMVolumeGroupSetSpec, order: list[str], by_
         if child is not None and not child.owned_by(set_ref):
             ref = controller_set(child.owner_references)
             owner = f"LVMVolumeGroupSet {ref.get('name')} (uid {ref.get('uid')})" if ref else "nobody (not created by this set)"
-            result.problems.append(ChildProblem(name, node, R_CONFLICT,
+            result.problems.append(ChildProblem(name, node, SetReason.NAME_CONFLICT,
                                                 f"an LVMVolumeGroup named {name} already exists, owned by {owner}"))
             slot.child = None
             result.slots.append(slot)
@@ -379,9 +357,9 @@ def _candidates(result: Plan, spec: LVMVolumeGroupSetSpec, order: list[str], by_
         if slot.updated:
             want_labels[REVISION_LABEL] = result.revision  # the spec is this revision's: say so
             if (why := child.failure()) is not None:
-                result.failed.append(ChildProblem(name, node, A_FAILED, why))
+                result.failed.append(ChildProblem(name, node, AttentionReason.FAILED, why))
             elif name in refused:
-                result.failed.append(ChildProblem(name, node, R_UPDATE_FAILED, refused[name]))
+                result.failed.append(ChildProblem(name, node, SetReason.UPDATE_FAILED, refused[name]))
             label_patch = {k: v for k, v in want_labels.items() if child.labels.get(k) != v}
             if label_patch:
                 out.append(_Candidate(slot, ChildWrite(name, node, {"metadata": {"labels": label_patch}}), want_spec,
@@ -389,13 +367,13 @@ def _candidates(result: Plan, spec: LVMVolumeGroupSetSpec, order: list[str], by_
             continue
         broken = transition_problems(child.spec, want_spec)  # a patch the CRD's rules reject is not sent
         if broken:
-            problem = ChildProblem(name, node, R_UPDATE_FAILED, "not updated, the LVMVolumeGroup rules would reject "
+            problem = ChildProblem(name, node, SetReason.UPDATE_FAILED, "not updated, the LVMVolumeGroup rules would reject "
                                    f"it: {'; '.join(map(str, broken))}")
             result.problems.append(problem)
             result.failed.append(problem)
             continue
         if name in refused:
-            result.failed.append(ChildProblem(name, node, R_UPDATE_FAILED, refused[name]))
+            result.failed.append(ChildProblem(name, node, SetReason.UPDATE_FAILED, refused[name]))
         want_labels[REVISION_LABEL] = result.revision
         patch: dict[str, Any] = {"spec": merge_patch(child.spec, want_spec)}
         label_patch = {k: v for k, v in want_labels.items() if child.labels.get(k) != v}
@@ -465,7 +443,7 @@ def plan(set_ref: SetRef, spec: LVMVolumeGroupSetSpec, nodes: Iterable[tuple[str
     if invalid:  # never half-apply: one invalid child spec blocks every child write of this pass
         result.validation_failed = True
         for w, err in invalid:
-            result.problems.append(ChildProblem(w.name, w.node, R_VALIDATION, err))
+            result.problems.append(ChildProblem(w.name, w.node, SetReason.VALIDATION_FAILED, err))
         return result
     for cand in _gate(result, spec, candidates):
         cand.slot.spec_write = not cand.label_only
@@ -483,209 +461,3 @@ class Outcome:
     update_errors: dict[str, str] = field(default_factory=dict)
     refused: set[str] = field(default_factory=set)
     """Names whose write the API server refused (4xx, not transient): failed children for the rollout."""
-
-
-def invalid_set_status(old: Mapping[str, Any] | None, generation: int | None, message: str,
-                       now: str | None = None) -> LVMVolumeGroupSetStatus:
-    """Status of a set whose spec fails the model: nothing is written to any child."""
-    prev = LVMVolumeGroupSetStatus.model_validate(dict(old or {}))
-    conds = set_condition(list(prev.conditions or []), "Ready", "False", R_VALIDATION, message[:32000],
-                          generation, now=now)
-    conds = set_condition(conds, "Progressing", "False", P_BLOCKED, "the spec is invalid: no child is written",
-                          generation, now=now)
-    current = prev.current_lvm_volume_groups_count or 0
-    return prev.model_copy(update={"phase": "NotCreated" if current == 0 else "Pending",
-                                   "reason": R_VALIDATION, "observed_generation": generation,
-                                   "conditions": conds})
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _ATTENTION_MESSAGE else text[: _ATTENTION_MESSAGE - 1] + "…"
-
-
-def _attention(result: Plan, outcome: Outcome) -> tuple[list[AttentionChild], int]:
-    """Children needing a look, most urgent first: failed/refused/conflicting, orphaned, not Ready.
-    Returns (at most MAX_ATTENTION of them, how many there are in all)."""
-    urgent: list[AttentionChild] = []
-    seen: set[str] = set()
-    problems = [(p.name, p.node, p.reason, p.message) for p in result.failed + result.problems]
-    problems += [(n, result.slot_node(n), R_CREATE_FAILED, m) for n, m in sorted(outcome.create_errors.items())]
-    problems += [(n, result.slot_node(n), R_UPDATE_FAILED, m) for n, m in sorted(outcome.update_errors.items())]
-    for name, node, reason, message in problems:
-        if name in seen:
-            continue
-        seen.add(name)
-        urgent.append(AttentionChild(name=name, node_name=node, reason=reason, message=_short(message),
-                                     revision=result.slot_revision(name)))
-    for orphan in result.orphans:
-        seen.add(orphan.lvm_volume_group_name)
-        child = result.orphan_children.get(orphan.lvm_volume_group_name)
-        urgent.append(AttentionChild(name=orphan.lvm_volume_group_name, node_name=orphan.node_name, reason=A_ORPHANED,
-                                     message="node no longer matches spec.nodeSelector: kept, no longer updated",
-                                     revision=child.revision if child else None))
-    for slot in result.slots:
-        child = slot.child
-        if slot.name in seen:
-            continue
-        if slot.spec_write and slot.updated_after(outcome):
-            urgent.append(AttentionChild(name=slot.name, node_name=slot.node, reason=A_UPDATING,
-                                         message="the agent has not reported this generation yet",
-                                         revision=result.revision))
-            continue
-        if child is None or child.deleting:
-            continue
-        if slot.updated and child.converged():
-            continue
-        if not slot.updated and child.ready():
-            continue
-        h = child.health or Health()
-        if slot.updated and not h.observed_current:
-            reason, message = A_UPDATING, "the agent has not reported this generation yet"
-        else:
-            reason, message = A_NOT_READY, f"Ready is not True ({h.ready_reason or 'no condition'})"
-            if h.applied is not None and h.applied != "True":
-                message += f"; VGConfigurationApplied {h.applied} ({h.applied_reason})"
-        urgent.append(AttentionChild(name=slot.name, node_name=slot.node, reason=reason, message=message,
-                                     revision=child.revision))
-    return urgent[:MAX_ATTENTION], len(urgent)
-
-
-def _revisions(result: Plan, prev: LVMVolumeGroupSetStatus) -> list[TemplateRevision]:
-    """The current template first, then the newest older one (what ``kctl rollout undo`` restores)."""
-    current = TemplateRevision(revision=result.revision, template=result.template)
-    older = [r for r in prev.revisions or () if r.revision != result.revision]
-    return [current, *older][:MAX_REVISIONS]
-
-
-def _halted_by(result: Plan, outcome: Outcome) -> ChildProblem | None:
-    """The failed child that halts the rollout: found by the plan, or refused by the server this pass."""
-    if result.rollout.halted_by is not None or result.failure_policy != "Halt" or not outcome.refused:
-        return result.rollout.halted_by
-    for slot in result.slots:  # rollout order: the first refused child
-        if slot.name in outcome.refused:
-            message = outcome.update_errors.get(slot.name) or outcome.create_errors.get(slot.name) or "refused"
-            return ChildProblem(slot.name, slot.node, R_UPDATE_FAILED, message)
-    return None
-
-
-def _progressing(result: Plan, outcome: Outcome, counts: dict[str, int]) -> tuple[ConditionStatus, str, str]:
-    """(status, reason, message) of the Progressing condition."""
-    r = result.rollout
-    halted = _halted_by(result, outcome)
-    desired = counts["desired"]
-    line = (f"{counts['updated_ready']} of {desired} updated and Ready, {counts['updated']} updated, "
-            f"revision {result.revision}")
-    if result.validation_failed:
-        return "False", P_BLOCKED, "a child spec fails validation: no child is written (see Ready)"
-    if halted is not None:
-        p = halted
-        return "False", P_HALTED, _short(f"halted: LVMVolumeGroup {p.name} on node {p.node} failed: {p.message}") + f" ({line})"
-    if desired and counts["updated_ready"] == desired:
-        return "True", P_COMPLETE, f"rollout complete: {line}"
-    if r.paused:
-        return "False", P_PAUSED, f"paused (spec.rollout.paused): {line}"
-    if desired == 0:
-        return "True", P_COMPLETE, "no node matches"
-    return "True", P_ROLLING, line + (", waiting for the canary" if r.canary_pending else "")
-
-
-def build_status(result: Plan, outcome: Outcome, old: Mapping[str, Any] | None,
-                 now: str | None = None) -> LVMVolumeGroupSetStatus:
-    """The set's status after a pass (lastTransitionTime kept unless a condition flips)."""
-    prev = LVMVolumeGroupSetStatus.model_validate(dict(old or {}))
-    existing = set(result.managed_existing) | outcome.created
-    updated_names = {s.name for s in result.slots if s.updated_after(outcome)}
-    counts = {
-        "desired": len(result.desired),
-        "current": len(existing),
-        "updated": len(updated_names),
-        "ready": sum(1 for s in result.slots if s.child is not None and s.name in existing and s.child.ready()),
-        "updated_ready": sum(1 for s in result.slots if s.updated and not s.spec_write and s.child is not None
-                             and s.child.converged()),
-    }
-    failed = {p.name for p in result.failed} | set(outcome.create_errors) | set(outcome.update_errors)
-    desired, current = counts["desired"], counts["current"]
-    problems = [(p.name, p.reason, p.message) for p in result.problems + result.failed]
-    problems += [(n, R_CREATE_FAILED, m) for n, m in sorted(outcome.create_errors.items())]
-    problems += [(n, R_UPDATE_FAILED, m) for n, m in sorted(outcome.update_errors.items())]
-    problems = list(dict.fromkeys(problems))  # a remembered refusal is both a failed child and an outcome
-
-    if desired == 0:
-        phase, reason = "NotCreated", R_NO_NODES
-    elif current == desired:
-        phase, reason = "Created", None
-    elif current == 0 and problems:
-        phase, reason = "NotCreated", problems[0][1]
-    else:
-        phase, reason = "Pending", R_CREATING
-    if problems:
-        reasons = sorted({p[1] for p in problems})
-        reason = reasons[0] if len(reasons) == 1 else ",".join(reasons)
-    ready = phase == "Created" and not problems
-    lines = [f"{n}: {m}" for n, _, m in problems[:_MAX_LISTED_ERRORS]]
-    if len(problems) > _MAX_LISTED_ERRORS:
-        lines.append(f"... and {len(problems) - _MAX_LISTED_ERRORS} more")
-    if result.orphans:
-        lines.append(f"{len(result.orphans)} LVMVolumeGroup(s) kept for nodes that no longer match "
-                     f"(status.attention, reason Orphaned); delete them deliberately to remove the VGs")
-    if not lines:
-        lines.append(f"{current}/{desired} LVMVolumeGroups created")
-    cond_reason = R_CREATED if ready else (reason.split(",")[0] if reason else R_CREATING)
-    gen = result.set_ref.generation
-    conds: list[Condition] = set_condition(list(prev.conditions or []), "Ready", "True" if ready else "False",
-                                           cond_reason, "\n".join(lines)[:32000], gen, now=now)
-    p_status, p_reason, p_message = _progressing(result, outcome, counts)
-    conds = set_condition(conds, "Progressing", p_status, p_reason, p_message, gen, now=now)
-    attention, _ = _attention(result, outcome)
-    return LVMVolumeGroupSetStatus(
-        current_lvm_volume_groups_count=current, desired_lvm_volume_groups_count=desired,
-        updated_count=counts["updated"], ready_count=counts["ready"], updated_ready_count=counts["updated_ready"],
-        failed_count=len(failed), orphaned_count=len(result.orphans), current_revision=result.revision,
-        attention=attention or None, revisions=_revisions(result, prev), phase=phase,
-        reason=reason, observed_generation=gen, conditions=conds)
-
-
-STATUS_KEYS = ("currentLVMVolumeGroupsCount", "desiredLVMVolumeGroupsCount", "updatedCount", "readyCount",
-               "updatedReadyCount", "failedCount", "orphanedCount", "currentRevision", "attention", "revisions",
-               "phase", "reason", "observedGeneration", "conditions")
-LEGACY_STATUS_KEYS = ("createdLVMVolumeGroups", "orphanedLVMVolumeGroups")
-"""Unbounded lists of earlier versions: cleared by the first status write."""
-
-
-def status_patch(old: Mapping[str, Any] | None, new: LVMVolumeGroupSetStatus) -> dict[str, Any] | None:
-    """The merge patch for ``status`` (None keys clear fields), or None when nothing changed."""
-    wire = new.to_wire()
-    old = dict(old or {})
-    old_wire = {k: v for k, v in old.items() if k in STATUS_KEYS}
-    try:
-        old_norm = LVMVolumeGroupSetStatus.model_validate(old_wire).to_wire()
-    except ValidationError:
-        old_norm = {}
-    legacy = [k for k in LEGACY_STATUS_KEYS if old.get(k) is not None]
-    if old_norm == wire and not legacy:
-        return None
-    out = {k: wire.get(k) for k in STATUS_KEYS}
-    out.update({k: None for k in legacy})
-    return out
-
-
-def new_orphans(result: Plan, reported: set[str]) -> list[CreatedLVG]:
-    """Orphans not reported yet (each gets one Event); ``reported`` is updated."""
-    out = [o for o in result.orphans if o.lvm_volume_group_name not in reported]
-    reported.intersection_update(o.lvm_volume_group_name for o in result.orphans)
-    reported.update(o.lvm_volume_group_name for o in out)
-    return out
-
-
-def reported_orphans(status: Mapping[str, Any] | None) -> set[str]:
-    """Orphans the stored status already names (seeds the controller's memory after a restart)."""
-    st = dict(status or {})
-    names = {a.get("name") for a in st.get("attention") or () if a.get("reason") == A_ORPHANED}
-    names |= {o.get("lvmVolumeGroupName") for o in st.get("orphanedLVMVolumeGroups") or ()}
-    return {n for n in names if n}
-
-
-def ready_condition(status: Mapping[str, Any] | None) -> Condition | None:
-    prev = LVMVolumeGroupSetStatus.model_validate(dict(status or {}))
-    return get_condition(prev.conditions, "Ready")
