@@ -178,6 +178,8 @@ class Release:
     def kubeconfig(self) -> str:
         return self.node.kubeconfig
 
+    chart: Path = CHART
+
     @property
     def values_file(self) -> Path:
         return self.host.sandbox / "values.yaml"
@@ -330,6 +332,15 @@ class Release:
                     self.kubectl("patch", f"{plural}.{GROUP}", name, "--type=merge", "-p",
                                  '{"metadata":{"finalizers":null}}', check=False)
         return problems
+
+    def release_objects(self) -> None:
+        """Without an agent: drop the finalizers of this session's objects and delete them."""
+        for plural in ("disklayouts", "lvmvolumegroups"):
+            sel = f"{RUN_LABEL}={self.host.run_id}"
+            for o in (self.get(f"{plural}.{GROUP}", "-l", sel) or {}).get("items") or []:
+                self.kubectl("patch", f"{plural}.{GROUP}", o["metadata"]["name"], "--type=merge", "-p",
+                             '{"metadata":{"finalizers":null}}', check=False)
+            self.kubectl("delete", f"{plural}.{GROUP}", "-l", sel, "--wait=false", check=False)
 
     def teardown(self) -> None:
         problems = []
