@@ -56,49 +56,58 @@ RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300
 # Host commands: lsblk/vgs take milliseconds, fallocate of a big file or disko take minutes.
 HOST_COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
-RECONCILES = Counter(
-    "reconciles", "Reconciles by resource kind and result (success, refused, retry, error).",
-    ["kind", "result"], namespace=PREFIX, registry=REGISTRY)
-RECONCILE_SECONDS = Histogram(
-    "reconcile_duration_seconds", "Duration of one reconcile, by resource kind.",
-    ["kind"], namespace=PREFIX, registry=REGISTRY, buckets=RECONCILE_BUCKETS)
-HOST_COMMAND_SECONDS = Histogram(
-    "host_command_duration_seconds",
+LABEL_NAMES: dict[str, tuple[str, ...]] = {}
+"""Metric name (without the ``disklet_`` prefix) → its label names, as exported."""
+
+
+def _metric(cls: Any, name: str, doc: str, labels: Sequence[str] = (), **kw: Any) -> Any:
+    """One metric of :data:`REGISTRY` under the ``disklet_`` prefix; its label names are recorded."""
+    LABEL_NAMES[name] = tuple(labels)
+    return cls(name, doc, list(labels), namespace=PREFIX, registry=REGISTRY, **kw)
+
+
+RECONCILES = _metric(
+    Counter, "reconciles", "Reconciles by resource kind and result (success, refused, retry, error).",
+    ["kind", "result"])
+RECONCILE_SECONDS = _metric(
+    Histogram, "reconcile_duration_seconds", "Duration of one reconcile, by resource kind.",
+    ["kind"], buckets=RECONCILE_BUCKETS)
+HOST_COMMAND_SECONDS = _metric(
+    Histogram, "host_command_duration_seconds",
     "Duration of host commands, by command (basename after nsenter; 'lvm <subcommand>' for lvm).",
-    ["command"], namespace=PREFIX, registry=REGISTRY, buckets=HOST_COMMAND_BUCKETS)
-HOST_COMMAND_FAILURES = Counter(
-    "host_command_failures", "Host commands that did not succeed, by command and reason (exit, timeout).",
-    ["command", "reason"], namespace=PREFIX, registry=REGISTRY)
-REFUSALS = Counter(
-    "refusals", "Refused DiskLayout applies, by refusal code (docs/refusal-codes.md).",
-    ["code"], namespace=PREFIX, registry=REGISTRY)
-STATUS_WRITES = Counter(
-    "status_writes", "Status patches written to the API server, by resource kind.",
-    ["kind"], namespace=PREFIX, registry=REGISTRY)
-MANAGED_LOOP_DEVICES = Gauge(
-    "managed_loop_devices", "Loop devices this agent attached for file-backed LVM devices.",
-    namespace=PREFIX, registry=REGISTRY)
-VG_SIZE_BYTES = Gauge(
-    "vg_size_bytes", "Size of a managed volume group, in bytes.",
-    ["vg", "lvg"], namespace=PREFIX, registry=REGISTRY)
-VG_FREE_BYTES = Gauge(
-    "vg_free_bytes", "Unallocated space of a managed volume group, in bytes.",
-    ["vg", "lvg"], namespace=PREFIX, registry=REGISTRY)
-THIN_POOL_SIZE_BYTES = Gauge(
-    "thin_pool_size_bytes", "Size of a thin pool, in bytes.",
-    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
-THIN_POOL_USED_BYTES = Gauge(
-    "thin_pool_used_bytes", "Data used in a thin pool, in bytes.",
-    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
-THIN_POOL_DATA_PERCENT = Gauge(
-    "thin_pool_data_percent", "Data fullness of a thin pool, in percent (lvs data_percent).",
-    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
-THIN_POOL_METADATA_PERCENT = Gauge(
-    "thin_pool_metadata_percent", "Metadata fullness of a thin pool, in percent (lvs metadata_percent).",
-    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
-THIN_POOL_METADATA_SIZE_BYTES = Gauge(
-    "thin_pool_metadata_size_bytes", "Size of a thin pool's metadata LV, in bytes.",
-    ["vg", "pool"], namespace=PREFIX, registry=REGISTRY)
+    ["command"], buckets=HOST_COMMAND_BUCKETS)
+HOST_COMMAND_FAILURES = _metric(
+    Counter, "host_command_failures", "Host commands that did not succeed, by command and reason (exit, timeout).",
+    ["command", "reason"])
+REFUSALS = _metric(
+    Counter, "refusals", "Refused DiskLayout applies, by refusal code (docs/refusal-codes.md).",
+    ["code"])
+STATUS_WRITES = _metric(
+    Counter, "status_writes", "Status patches written to the API server, by resource kind.",
+    ["kind"])
+MANAGED_LOOP_DEVICES = _metric(
+    Gauge, "managed_loop_devices", "Loop devices this agent attached for file-backed LVM devices.")
+VG_SIZE_BYTES = _metric(
+    Gauge, "vg_size_bytes", "Size of a managed volume group, in bytes.",
+    ["vg", "lvg"])
+VG_FREE_BYTES = _metric(
+    Gauge, "vg_free_bytes", "Unallocated space of a managed volume group, in bytes.",
+    ["vg", "lvg"])
+THIN_POOL_SIZE_BYTES = _metric(
+    Gauge, "thin_pool_size_bytes", "Size of a thin pool, in bytes.",
+    ["vg", "pool"])
+THIN_POOL_USED_BYTES = _metric(
+    Gauge, "thin_pool_used_bytes", "Data used in a thin pool, in bytes.",
+    ["vg", "pool"])
+THIN_POOL_DATA_PERCENT = _metric(
+    Gauge, "thin_pool_data_percent", "Data fullness of a thin pool, in percent (lvs data_percent).",
+    ["vg", "pool"])
+THIN_POOL_METADATA_PERCENT = _metric(
+    Gauge, "thin_pool_metadata_percent", "Metadata fullness of a thin pool, in percent (lvs metadata_percent).",
+    ["vg", "pool"])
+THIN_POOL_METADATA_SIZE_BYTES = _metric(
+    Gauge, "thin_pool_metadata_size_bytes", "Size of a thin pool's metadata LV, in bytes.",
+    ["vg", "pool"])
 _THIN_POOL_GAUGES = (THIN_POOL_SIZE_BYTES, THIN_POOL_USED_BYTES, THIN_POOL_DATA_PERCENT, THIN_POOL_METADATA_PERCENT,
                      THIN_POOL_METADATA_SIZE_BYTES)
 

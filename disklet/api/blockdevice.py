@@ -14,9 +14,20 @@ DEVICE_PATH_PATTERN = r"^/dev/[^\x00-\x1f\x7f]+$"
 """A device path: under /dev, no control characters (it must never read as an option)."""
 
 
+MAX_NAME = 253
+NODE_BOUND_SUFFIX = 45
+"""``.dev-`` + 40 hex digits: what follows the node name in a node-bound BlockDevice name."""
+
+
 def block_device_name(node: str, identity: str, path: str) -> str:
-    """``dev-`` + a stable hash: the same disk keeps its name across reboots and renames."""
+    """``<node>.dev-<hash>``: a stable hash (the same disk keeps its name across reboots and renames),
+    bound to the node. The node-authority admission policy lets an agent create only names that are
+    its node, a dot and ``dev-`` + 40 hex digits, so no agent can take another node's future names
+    (docs/security.md, "Node authority"). A node name longer than 208 characters does not fit; such a
+    node's devices are named ``dev-<hash>`` (not bound: documented)."""
     digest = hashlib.sha256(f"{node}\0{identity}\0{path if not identity else ''}".encode()).hexdigest()
+    if len(node) + NODE_BOUND_SUFFIX <= MAX_NAME:
+        return f"{node}.dev-{digest[:40]}"
     return f"dev-{digest[:40]}"
 
 

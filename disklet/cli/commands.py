@@ -179,18 +179,48 @@ async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool
                      lvm: lvmdiff.Options | None = None) -> list[Verdict]:
     """The plan ``kctl diff`` prints and ``kctl apply`` enforces: one verdict per manifest (no writes)."""
     preflights = await _preflight_all(manifests)
+    owners = await _layout_owners(kube, manifests)
     out: list[Verdict] = []
     for m in manifests:
         report = Ctx(out=io.StringIO(), err=io.StringIO())
         live = await kube.get(kind_of(m.resource), m.name) if kube else None
         if isinstance(m.spec, DiskLayoutSpec):
             ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube)
+            if owners.get(id(m)):
+                ok = False
+                owner, where = owners[id(m)]
+                report.say(f"  refused: another_disk_layout_for_node: node {m.spec.node_name} already has DiskLayout "
+                           f"{owner} ({where}); only one DiskLayout per node is allowed")
+                report.say(f"  next step: {next_step('another_disk_layout_for_node')}")
         elif m.kind in lvmdiff.LVM_KINDS:  # per-node plan (disklet/cli/lvmdiff.py)
             ok, state = await lvmdiff.diff_one(report, kube, m, live, lvm or lvmdiff.Options(offline=offline))
         else:
             ok, state = True, _diff_spec(report, m, live, offline)
         assert isinstance(report.out, io.StringIO)
         out.append(Verdict(m, ok, state, report.out.getvalue()))
+    return out
+
+
+async def _layout_owners(kube: Kube | None, manifests: list[Manifest]) -> dict[int, tuple[str, str]]:
+    """id(manifest) → (the DiskLayout that already holds its node, where it is) for every DiskLayout
+    manifest the operator would refuse as a second layout of its node: an older one in the cluster
+    (older: created first, by name within the same second — the operator's rule). Two layouts for
+    one node within a batch are refused earlier, when the batch is loaded."""
+    layouts = [m for m in manifests if isinstance(m.spec, DiskLayoutSpec)]
+    if not layouts:
+        return {}
+    live = await kube.list_objects(kind_of(DISK_LAYOUT)) if kube else []
+    out: dict[int, tuple[str, str]] = {}
+    for m in layouts:
+        assert isinstance(m.spec, DiskLayoutSpec)
+        node = m.spec.node_name
+        mine = next((o for o in live if views.name_of(o) == m.name), None)
+        key = (field(mine, "metadata.creationTimestamp") or "~", m.name) if mine else ("~", m.name)
+        older = sorted((field(o, "metadata.creationTimestamp") or "", views.name_of(o)) for o in live
+                       if field(o, "spec.nodeName") == node and views.name_of(o) != m.name
+                       and not field(o, "metadata.deletionTimestamp"))
+        if older and older[0] < key:
+            out[id(m)] = (older[0][1], "in the cluster")
     return out
 
 
@@ -386,7 +416,7 @@ def _refuse_batch(ctx: Ctx, refused: list[Verdict]) -> None:
                 node = text.split(":", 1)[0] + ": "
             elif text.startswith(("REFUSED", "server dry run: REFUSED")):
                 ctx.err.write(f"    {node}{text}\n")
-            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "next step:")):
+            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "refused:", "next step:")):
                 ctx.err.write(f"    {text}\n")
     ctx.err.write(f"  hint: `{ctx.prog} diff -f PATH` shows the whole plan; fix the manifests and re-run. "
                   "--force-refused sends them anyway (the operator and agents then refuse them, and an "

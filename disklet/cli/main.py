@@ -109,6 +109,12 @@ def _all_namespaces_flag(p: argparse.ArgumentParser) -> None:
                         "anyway")
 
 
+def _whole_seconds(text: str) -> int:
+    from math import ceil
+
+    return ceil(rollout.parse_duration(text))
+
+
 def _label_columns(text: str) -> list[str]:
     keys = [k.strip() for k in text.split(",") if k.strip()]
     if not keys:
@@ -248,7 +254,8 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     g.add_argument("--sort-by", type=parse_sort_by, metavar="JSONPATH",
                    help="sort by this field, e.g. --sort-by=.metadata.creationTimestamp (every output format)")
     _all_namespaces_flag(g)
-    g.add_argument("--request-timeout", type=int, metavar="SECONDS", help="with -w: stop watching after this long")
+    g.add_argument("--request-timeout", type=_whole_seconds, metavar="DURATION",
+                   help="with -w: stop watching after this long (kubectl durations: 30s, 5m; a bare number is seconds)")
     g.set_defaults(handler=lambda a, ctx: commands.cmd_get(ctx, a.type, a.names, a.node, a.selector, a.watch,
                                                            a.request_timeout))
 

@@ -37,7 +37,7 @@ async def test_block_device_sync_creates_updates_deletes_and_idles(kube, monkeyp
         objs = _by_path(kube)
         assert "/dev/loop0" not in objs, "loop devices are never BlockDevices"
         vdb, vdc, vdc1 = objs["/dev/vdb"], objs["/dev/vdc"], objs["/dev/vdc1"]
-        assert vdb["metadata"]["name"].startswith("dev-")
+        assert vdb["metadata"]["name"].startswith("n1.dev-")  # node-bound (docs/security.md)
         assert vdb["status"]["consumable"] is True and vdb["status"]["nodeName"] == "n1"
         assert vdc["status"]["consumable"] is False and "partitions" in vdc["status"]["consumableReason"]
         labels = vdb["metadata"]["labels"]

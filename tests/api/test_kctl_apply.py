@@ -211,3 +211,32 @@ async def test_diff_prints_the_refusal_codes_own_advice(kube, tmp_path: Path):
     r = await kctl(kube, "diff", "-f", str(tmp_path / "empty.yaml"))
     assert r.code == 2
     assert "next step: Add `disko.devices.disk.<n>.device` entries. Clears when the DiskLayout is changed." in r.out
+
+
+async def test_a_second_layout_for_a_node_is_refused_by_diff_and_apply(kube, tmp_path: Path):
+    """The operator refuses a second DiskLayout for a node (another_disk_layout_for_node); diff says
+    so before anything is written, apply sends nothing, and two layouts for one node in one batch
+    are caught offline too."""
+    import yaml
+    from kctl_fixtures import disk_layout
+
+    kube.seed(DL, disk_layout("first-of-n1", "n1"))
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump(disk_layout("second-of-n1", "n1", device="/dev/nvme2n1")))
+    r = await kctl(kube, "diff", "-f", str(second))
+    assert r.code == 2, (r.out, r.err)
+    assert "another_disk_layout_for_node" in r.out and "first-of-n1 (in the cluster)" in r.out, r.out
+    assert "next step:" in r.out
+    r = await kctl(kube, "apply", "-f", str(second))
+    assert r.code != 0 and kube.read(DL, "second-of-n1") is None, (r.out, r.err)
+    assert "refused: another_disk_layout_for_node: node n1 already has DiskLayout first-of-n1" in r.err, r.err
+
+    batch = tmp_path / "batch.yaml"
+    batch.write_text(yaml.safe_dump_all([disk_layout("a-n7", "n7"), disk_layout("b-n7", "n7", device="/dev/sdz")]))
+    r = await kctl(kube, "diff", "--offline", "-f", str(batch))
+    assert r.code == 2 and "n7" in r.err and "nothing was sent" in r.err, r.err  # the batch check
+    # the layout that holds the node is itself fine
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump(disk_layout("first-of-n1", "n1")))
+    r = await kctl(kube, "diff", "-f", str(first))
+    assert r.code in (0, 1) and "another_disk_layout_for_node" not in r.out, (r.out, r.err)

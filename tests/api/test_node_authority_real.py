@@ -136,8 +136,8 @@ def _wait_until_enforced(s: Setup) -> None:
     """RBAC and the policy reach the server's caches a moment after they are created: wait until a
     server-side dry run (admitted but never stored) of a write the policy must refuse is refused
     by the policy, and an allowed one passes."""
-    bad = json.dumps(_block_device(f"{s.names['bd_b']}-probe", s.node_b))
-    good = json.dumps(_block_device(f"{s.names['bd_b']}-probe", s.node_a))
+    bad = json.dumps(_block_device(f"{s.node_b}.dev-{'0' * 40}", s.node_b))
+    good = json.dumps(_block_device(f"{s.node_a}.dev-{'0' * 40}", s.node_a))
 
     def enforced() -> bool:
         refused = s.cluster.kubectl("create", "--dry-run=server", "-f", "-", input=bad, check=False,
@@ -225,7 +225,7 @@ async def test_only_its_finalizer_and_annotations_on_its_own_objects(setup: Setu
 
 async def test_block_devices_of_its_own_node_only(setup: Setup, agent_a: AgentKube):
     s = setup
-    mine = f"{s.names['bd_b']}-mine"
+    mine = f"{s.node_a}.dev-{'1' * 40}"  # node-bound, as block_device_name makes them
     # The agent's create-then-status sequence (handlers/blockdevices.apply_plan).
     await agent_a.create(BLOCK_DEVICE, _block_device(mine, s.node_a))
     await agent_a.patch_status(BLOCK_DEVICE, mine, {"nodeName": s.node_a, "path": "/dev/sdx", "size": "1Gi",
@@ -238,9 +238,9 @@ async def test_block_devices_of_its_own_node_only(setup: Setup, agent_a: AgentKu
     await agent_a.delete(BLOCK_DEVICE, mine)
     assert s.cluster.get("blockdevice", mine) is None
 
-    await _refused(agent_a.create(BLOCK_DEVICE, _block_device(f"{s.names['bd_b']}-forged", s.node_b)),
+    await _refused(agent_a.create(BLOCK_DEVICE, _block_device(f"{s.node_b}.dev-{'2' * 40}", s.node_b)),
                    f"not of node {s.node_b}")
-    forged = _block_device(f"{s.names['bd_b']}-mixed", s.node_a)
+    forged = _block_device(f"{s.node_a}.dev-{'3' * 40}", s.node_a)
     forged["metadata"]["labels"][NODE_LABEL] = s.node_b  # selected by B's LVMVolumeGroups
     await _refused(agent_a.create(BLOCK_DEVICE, forged), f"labelled {NODE_LABEL}={s.node_a}")
     await _refused(agent_a.delete(BLOCK_DEVICE, s.names["bd_b"]), f"it belongs to node {s.node_b}")
@@ -324,3 +324,24 @@ def test_the_real_agent_works_under_the_policy(setup: Setup, tmp_path: Path):
         s.cluster.kubectl("patch", "lvmvolumegroup", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
                           check=False)
         s.cluster.delete("lvmvolumegroup", name, wait=False)
+
+
+async def test_block_device_names_are_bound_to_the_node(setup: Setup, agent_a: AgentKube):
+    """Names are a hash of (node, identity, path) anyone can compute: node A's agent could create node
+    B's future BlockDevice (labelled for A), and B then got 409 on create and 403 on delete, so B's
+    device was never reported. The policy lets an agent create only ``<its node>.dev-<40 hex>``."""
+    from disklet.api.blockdevice import block_device_name
+
+    s = setup
+    b_future = block_device_name(s.node_b, "wwn-0x5000c500a1b2c3d4", "/dev/sdb")
+    assert b_future.startswith(f"{s.node_b}.dev-")
+    await _refused(agent_a.create(BLOCK_DEVICE, _block_device(b_future, s.node_a)),
+                   f"may only create BlockDevices named {s.node_a}.dev-")
+    legacy = "dev-" + b_future.rsplit("dev-", 1)[1]  # the old, unbound form
+    await _refused(agent_a.create(BLOCK_DEVICE, _block_device(legacy, s.node_a)), "may only create BlockDevices")
+    for sneaky in (f"{s.node_a}.x.dev-{'4' * 40}", f"{s.node_a}.dev-{'4' * 39}", f"{s.node_a}.dev-{'g' * 40}"):
+        await _refused(agent_a.create(BLOCK_DEVICE, _block_device(sneaky, s.node_a)), "may only create")
+    own = block_device_name(s.node_a, "wwn-0x5000c500a1b2c3d4", "/dev/sdb")
+    await agent_a.create(BLOCK_DEVICE, _block_device(own, s.node_a))
+    await agent_a.delete(BLOCK_DEVICE, own)
+    assert s.cluster.get("blockdevice", own) is None and s.cluster.get("blockdevice", b_future) is None

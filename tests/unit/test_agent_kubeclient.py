@@ -310,11 +310,12 @@ def test_agent_run_entry_imports_kopf_without_kubernetes_asyncio() -> None:
 
 async def test_no_session_is_opened_after_close(http_api: tuple[FakeApi, str]) -> None:
     """A background loop still running at shutdown must not open a session nobody closes
-    ("Unclosed connector" at exit): after close() every request fails fast and no session exists."""
-    _, url = http_api
+    ("Unclosed connector" at exit): after close() every request fails fast, before any connection."""
+    api, url = http_api
     kube = AgentKube(endpoint_from(kopf.ConnectionInfo(server=url, token="t0ken")))
     await kube.get_lease("ns1", "disklet-agent-n1")
     await kube.close()
+    seen = len(api.requests)
     with pytest.raises(ClientClosed):
         await kube.get_lease("ns1", "disklet-agent-n1")
-    assert kube._session is None
+    assert len(api.requests) == seen, "a closed client reached the server"

@@ -10,6 +10,7 @@ from typing import Any
 import disklet_agent.daemon as daemon
 import pytest
 
+from devkit.fakehost import FakeRunner
 from disklet.metrics import start_metrics_server
 
 
@@ -20,14 +21,11 @@ class _Stop(Exception):
 def test_metrics_server_starts_before_the_handlers_and_any_host_command(monkeypatch: pytest.MonkeyPatch):
     calls: list[str] = []
 
-    class Runner:
-        observers: list[Any] = []
+    def no_host_command(argv: tuple[str, ...]) -> Any:
+        calls.append("host-command")
+        raise AssertionError("no host command before the probes are served")
 
-        def run(self, *a: Any, **k: Any) -> Any:
-            calls.append("host-command")
-            raise AssertionError("no host command before the probes are served")
-
-    deps = type("Deps", (), {"runner": Runner(), "config": None})()
+    deps = type("Deps", (), {"runner": FakeRunner(default=no_host_command), "config": None})()
     monkeypatch.setattr(daemon, "configure_logging", lambda: None)
     monkeypatch.setattr(daemon.AgentDeps, "from_config", staticmethod(lambda cfg: deps))
     monkeypatch.setattr(daemon, "start_metrics_server", lambda port: calls.append(f"metrics:{port}"))

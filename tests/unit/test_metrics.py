@@ -36,7 +36,7 @@ def registry_metrics() -> dict[str, tuple[str, set[str]]]:
                       metrics.THIN_POOL_METADATA_PERCENT, metrics.THIN_POOL_METADATA_SIZE_BYTES):
         (family,) = collector.describe()
         name = family.name + "_total" if family.type == "counter" else family.name
-        out[name] = (family.type, set(collector._labelnames))
+        out[name] = (family.type, set(metrics.LABEL_NAMES[family.name.removeprefix(metrics.PREFIX + '_')]))
     return out
 
 
