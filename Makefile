@@ -7,13 +7,13 @@ export PATH := $(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 # This checkout's code is what runs and what is checked (not whatever an editable install points at).
 export PYTHONPATH := $(CURDIR):$(CURDIR)/operator:$(CURDIR)/agent$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test bootstrap venv lint typecheck archcheck pytest vm crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench images wheels
+.PHONY: test bootstrap venv lint typecheck archcheck pytest vm crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench images wheels node
 
 # The real-server tier (tests/api/*_real.py and e2e/) runs on a local control plane found through
 # KUBEBUILDER_ASSETS (devkit/envtest.py); .ci/run sets it. Without it they skip with one line.
 # `images` builds the operator and agent images (root; skipped with a note otherwise, a failure under CI).
 # `vm` runs tests/vm/ in a throw-away VM on a real kernel (a failure under CI when it cannot boot).
-test: bootstrap lint typecheck archcheck crds-check pytest vm images e2e
+test: bootstrap lint typecheck archcheck crds-check pytest vm images e2e node
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -24,7 +24,7 @@ venv:
 
 # Every target that runs $(PY) makes the virtualenv first if it is missing (not when PY is overridden).
 ifeq ($(PY),$(VENV)/bin/python)
-lint typecheck archcheck crds crds-check pytest vm demo e2e e2e-mock envtest bench images wheels: | $(VENV)/bin/python
+lint typecheck archcheck crds crds-check pytest vm demo e2e e2e-mock envtest bench images wheels node: | $(VENV)/bin/python
 $(VENV)/bin/python:
 	@bash scripts/bootstrap.sh --venv
 endif
@@ -76,6 +76,12 @@ e2e:
 # The e2e harness against the Kubernetes API mock as a server process (no assets needed).
 e2e-mock:
 	E2E_MOCK=1 $(PY) -m pytest e2e -q
+
+# The node tier (tests/node/): the chart's own pods on a real node — the envtest control plane plus
+# containerd, kubelet and kube-scheduler (devkit/node.py) — with the images of `make images` loaded
+# (build/images/, or DISKLET_IMAGES_DIR). Root. One helm install shared by the scenarios (docs/testing.md).
+node: images
+	$(PY) -m pytest tests/node -q -rs -p no:cacheprovider
 
 # A control plane for manual use: prints `export KUBECONFIG=...`, stops everything on Ctrl-C.
 envtest:

@@ -2,7 +2,9 @@
 
 Every command is an argv list with a bounded timeout, never a shell string. In a pod the agent
 runs commands in the host's namespaces through ``nsenter -t 1 -m -u -i -n --``; in tests and
-local use they run directly. Each command starts its own process group so a timeout kills the
+local use they run directly. The process whose namespaces are entered is PID 1 (the host's init)
+unless the runner is given another target (:func:`resolve_nsenter_target`: a PID, or
+``name:<process name>``) — for sandboxes whose PID 1 is not the host's init. Each command starts its own process group so a timeout kills the
 whole group (hung ``lvm`` children otherwise pile up). Benign LVM noise is filtered from stderr.
 
 Two bounds hold whatever the command does:
@@ -29,6 +31,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from disklet.nsenter_target import DEFAULT_NSENTER_TARGET, check_nsenter_target
 
 # Which host namespaces and why (docs/security.md): mount (host binaries, /dev, LVM config), UTS
 # (LVM writes the host name into VG metadata), IPC (device-mapper udev semaphores), net (disko/nix
@@ -97,6 +102,51 @@ class CommandResult:
         return f"`{what}` exited {self.returncode}" + (f": {detail}" if detail else "")
 
 
+class NsenterTargetError(RuntimeError):
+    """The nsenter target is malformed or names no running process: no host command can run."""
+
+
+def _comm(pid: int, proc: Path) -> str | None:
+    try:
+        return (proc / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int, proc: Path) -> float:
+    # Field 22 of /proc/PID/stat, counted after the ")" that ends the command name.
+    return float((proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def resolve_nsenter_target(spec: str, *, proc: Path = Path("/proc"), cached: int | None = None) -> int:
+    """The PID nsenter enters for ``spec``: the PID itself, or the oldest process whose name
+    (``/proc/PID/comm``) is the one after ``name:``; ``cached`` is kept while it still has that
+    name. Fails closed (:class:`NsenterTargetError`) when no such process runs."""
+    try:
+        spec = check_nsenter_target(spec)
+    except ValueError as exc:
+        raise NsenterTargetError(str(exc)) from None
+    if spec.isdigit():
+        return int(spec)
+    name = spec[5:]
+    if cached is not None and _comm(cached, proc) == name:
+        return cached
+    best: tuple[float, int] | None = None
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or _comm(int(entry.name), proc) != name:
+            continue
+        try:
+            start = _start_time(int(entry.name), proc)
+        except (OSError, IndexError, ValueError):
+            continue
+        if best is None or start < best[0]:
+            best = (start, int(entry.name))
+    if best is None:
+        raise NsenterTargetError(f"nsenter target {spec!r}: no process named {name!r} runs "
+                                 "(host commands cannot run; is the pod in the host PID namespace?)")
+    return best[1]
+
+
 class CommandError(RuntimeError):
     def __init__(self, result: CommandResult, message: str | None = None):
         self.result = result
@@ -105,29 +155,44 @@ class CommandError(RuntimeError):
 
 @dataclass
 class HostRunner:
-    """Runs argv lists on the host, directly or through nsenter into PID 1's namespaces."""
+    """Runs argv lists on the host, directly or through nsenter into the namespaces of PID 1 (or
+    of ``nsenter_target``, see :func:`resolve_nsenter_target`)."""
 
     use_nsenter: bool = False
+    nsenter_target: str = DEFAULT_NSENTER_TARGET
     default_timeout: float = DEFAULT_TIMEOUT
     max_output_bytes: int = DEFAULT_MAX_OUTPUT
     env: Mapping[str, str] | None = None
     observers: list[Callable[[CommandResult], None]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _target_pid: int | None = field(default=None, repr=False)
 
     def full_argv(self, argv: Sequence[str]) -> list[str]:
+        """The argv as run: behind the nsenter prefix when ``use_nsenter`` (raises
+        :class:`NsenterTargetError` when the target names no running process)."""
         if isinstance(argv, str):  # a shell string is a bug, not a convenience
             raise TypeError("host commands are argv lists, never strings")
         argv = [str(a) for a in argv]
         if not argv:
             raise ValueError("empty argv")
-        return [*NSENTER_PREFIX, *argv] if self.use_nsenter else argv
+        if not self.use_nsenter:
+            return argv
+        self._target_pid = resolve_nsenter_target(self.nsenter_target, cached=self._target_pid)
+        return ["nsenter", "-t", str(self._target_pid), *NSENTER_PREFIX[3:], *argv]
 
     def run(self, argv: Sequence[str], *, timeout: float | None = None, input: str | bytes | None = None,
             check: bool = False, env: Mapping[str, str] | None = None,
             max_output_bytes: int | None = None) -> CommandResult:
         """Run one command until it exits or the deadline (then kill its process group)."""
-        full = self.full_argv(argv)
+        try:
+            full = self.full_argv(argv)
+        except NsenterTargetError as exc:
+            result = CommandResult(tuple(str(a) for a in argv), 127, "", str(exc), str(exc), 0.0)
+            self._observe(argv, result)
+            if check:
+                raise CommandError(result) from exc
+            return result
         limit = self.default_timeout if timeout is None else timeout
         cap = self.max_output_bytes if max_output_bytes is None else max_output_bytes
         run_env = dict(os.environ)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from disklet import version_line
+from disklet.nsenter_target import NSENTER_TARGET_HELP, check_nsenter_target
 from disklet.text import printable
 from disklet_agent.config import AgentConfig
 from disklet_agent.deps import AgentDeps
@@ -67,6 +68,13 @@ def _timeout(text: str) -> int:
             f"--timeout-seconds must be a whole number from 1 to {MAX_TIMEOUT_SECONDS} (hard cap): {text!r}") from exc
 
 
+def _nsenter_target(text: str) -> str:
+    try:
+        return check_nsenter_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="disklet-agent", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="root under which /etc/disklet lives (default: $DISKLET_HOST_ROOT or /)")
     ns = p.add_mutually_exclusive_group()
     ns.add_argument("--nsenter", dest="nsenter", action="store_true", default=None,
-                    help="run host commands in PID 1's namespaces (default: $DISKLET_NSENTER)")
+                    help="run host commands in the host's namespaces through nsenter (default: $DISKLET_NSENTER)")
     ns.add_argument("--no-nsenter", dest="nsenter", action="store_false", help="run host commands directly")
+    p.add_argument("--nsenter-target", metavar="PID|name:NAME", default=None, type=_nsenter_target,
+                   help=f"with --nsenter: {NSENTER_TARGET_HELP} (default: $DISKLET_NSENTER_TARGET or 1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -128,6 +138,8 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         update["host_root"] = args.host_root
     if args.nsenter is not None:
         update["use_nsenter"] = args.nsenter
+    if args.nsenter_target is not None:
+        update["nsenter_target"] = args.nsenter_target
     return cfg.model_copy(update=update) if update else cfg
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from disklet.api.disklayout import DEFAULT_MOUNT_ROOTS
 from disklet.lvm.thinpool import DEFAULT_DATA_THRESHOLD, DEFAULT_METADATA_THRESHOLD, Thresholds
+from disklet.nsenter_target import DEFAULT_NSENTER_TARGET, NSENTER_TARGET_HELP, check_nsenter_target
 
 DEFAULT_FILE_DEVICES_DIR = "/var/lib/disklet/file-devices"
 DEFAULT_SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/nix", "/nix/store")
@@ -31,7 +32,9 @@ def _env_bool(name: str, default: bool) -> bool:
 
 class AgentConfig(BaseModel):
     node_name: str = Field(default="", description="Kubernetes node this agent serves (NODE_NAME).")
-    use_nsenter: bool = Field(default=False, description="Run host commands in PID 1's namespaces.")
+    use_nsenter: bool = Field(default=False, description="Run host commands in the host's namespaces (nsenter).")
+    nsenter_target: str = Field(default=DEFAULT_NSENTER_TARGET, description="The host process whose namespaces "
+                                "host commands enter (DISKLET_NSENTER_TARGET): " + NSENTER_TARGET_HELP + ".")
     host_root: Path = Field(default=Path("/"), description="Root under which /etc/disklet is read (tests use a sandbox).")
     file_devices_dir: str = Field(default=DEFAULT_FILE_DEVICES_DIR, description="Base directory of backing files.")
     free_space_reserve_percent: float = Field(default=15.0, ge=0, lt=100)
@@ -62,6 +65,11 @@ class AgentConfig(BaseModel):
         default=False, description="Let DiskLayouts target loop devices (tests and demos only; "
         "DISKLET_ALLOW_LOOP_TARGETS). Every other non-disk type stays refused.")
 
+    @field_validator("nsenter_target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        return check_nsenter_target(v)
+
     @field_validator("file_devices_dir")
     @classmethod
     def _base_dir(cls, v: str) -> str:
@@ -80,6 +88,7 @@ class AgentConfig(BaseModel):
         return cls(
             node_name=e.get("NODE_NAME", ""),
             use_nsenter=_env_bool("DISKLET_NSENTER", False),
+            nsenter_target=e.get("DISKLET_NSENTER_TARGET") or DEFAULT_NSENTER_TARGET,
             host_root=Path(e.get("DISKLET_HOST_ROOT", "/")),
             file_devices_dir=e.get("FILE_DEVICES_DIRECTORY", DEFAULT_FILE_DEVICES_DIR),
             free_space_reserve_percent=float(e.get("DISKLET_FREE_SPACE_RESERVE_PERCENT", "15")),

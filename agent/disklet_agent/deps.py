@@ -17,5 +17,5 @@ class AgentDeps:
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> AgentDeps:
-        return cls(config=config, runner=HostRunner(use_nsenter=config.use_nsenter,
+        return cls(config=config, runner=HostRunner(use_nsenter=config.use_nsenter, nsenter_target=config.nsenter_target,
                                                     default_timeout=config.command_timeout_seconds))

@@ -416,7 +416,7 @@ def _refuse_batch(ctx: Ctx, refused: list[Verdict]) -> None:
                 node = text.split(":", 1)[0] + ": "
             elif text.startswith(("REFUSED", "server dry run: REFUSED")):
                 ctx.err.write(f"    {node}{text}\n")
-            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "next step:")):
+            elif text.startswith(("pre-flight: refused", "pre-flight: failed", "refused:", "next step:")):
                 ctx.err.write(f"    {text}\n")
     ctx.err.write(f"  hint: `{ctx.prog} diff -f PATH` shows the whole plan; fix the manifests and re-run. "
                   "--force-refused sends them anyway (the operator and agents then refuse them, and an "
@@ -872,7 +872,8 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     if ctx.output.structured:
         ctx.emit([report], single=True)
         return EXIT_OK
-    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets, environment values redacted")
+    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets; values other than "
+            "disklet's own settings redacted")
     for problem in bundle.problems:
         ctx.warn(problem)
     ctx.say(f"Attach it to your bug report; {DOCS_URL}/troubleshooting.md#what-is-in-the-bundle says what each file holds.")

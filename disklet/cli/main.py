@@ -109,6 +109,12 @@ def _all_namespaces_flag(p: argparse.ArgumentParser) -> None:
                         "anyway")
 
 
+def _whole_seconds(text: str) -> int:
+    from math import ceil
+
+    return ceil(rollout.parse_duration(text))
+
+
 def _label_columns(text: str) -> list[str]:
     keys = [k.strip() for k in text.split(",") if k.strip()]
     if not keys:
@@ -248,7 +254,8 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     g.add_argument("--sort-by", type=parse_sort_by, metavar="JSONPATH",
                    help="sort by this field, e.g. --sort-by=.metadata.creationTimestamp (every output format)")
     _all_namespaces_flag(g)
-    g.add_argument("--request-timeout", type=int, metavar="SECONDS", help="with -w: stop watching after this long")
+    g.add_argument("--request-timeout", type=_whole_seconds, metavar="DURATION",
+                   help="with -w: stop watching after this long (kubectl durations: 30s, 5m; a bare number is seconds)")
     g.set_defaults(handler=lambda a, ctx: commands.cmd_get(ctx, a.type, a.names, a.node, a.selector, a.watch,
                                                            a.request_timeout))
 
@@ -278,9 +285,11 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector, a.dry_run))
 
     sb = _sub(sub, "support-bundle", "one tarball for a bug report: objects, Events, logs, agents' views (no Secrets)",
-              "Collect every disklet object, the Events about them, the operator and agent pods (environment "
-              "values redacted) and their last --tail log lines, and per node the agent's live `disks` view and "
-              "LVM reports (read-only, via exec in the agent pod), into one .tar.gz. Secrets are never read. "
+              "Collect every disklet object, the Events about them, the Nodes, the agents' Leases, the versions "
+              "(API server, CRDs, chart, kctl), the operator and agent pods (found in --namespace, else by the "
+              "chart's labels in any namespace; every value but disklet's own settings redacted) and their last "
+              "--tail log lines, and per node the agent's live `disks` view and LVM reports (read-only, via exec "
+              "in the agent pod), into one .tar.gz. Secrets are never read. "
               "Problems met while collecting are listed in index.yaml and on stderr; they do not stop the bundle.",
               "  kctl support-bundle\n  kctl support-bundle --tail 5000 --tarball /tmp/disklet.tar.gz\n"
               "  kctl support-bundle --node kvm-node-1 -n disklet")

@@ -229,6 +229,7 @@ async def test_a_second_layout_for_a_node_is_refused_by_diff_and_apply(kube, tmp
     assert "next step:" in r.out
     r = await kctl(kube, "apply", "-f", str(second))
     assert r.code != 0 and kube.read(DL, "second-of-n1") is None, (r.out, r.err)
+    assert "refused: another_disk_layout_for_node: node n1 already has DiskLayout first-of-n1" in r.err, r.err
 
     batch = tmp_path / "batch.yaml"
     batch.write_text(yaml.safe_dump_all([disk_layout("a-n7", "n7"), disk_layout("b-n7", "n7", device="/dev/sdz")]))

@@ -277,3 +277,33 @@ def _indexed_agent_ready(loop, name: str) -> str | None:
 def _status_writes(kube, name: str) -> list:
     return [r.data for r in kube.request_log if str(getattr(r, "method", "")).upper().endswith("PATCH")
             and str(r.url).endswith(f"/lvmvolumegroups/{name}/status")]
+
+
+async def test_an_lvg_deleted_while_its_agent_is_down_says_so(kube):
+    """Only the node's agent may remove the VG and release its finalizer. Deleted while that agent is
+    down, the object used to show the agent's last phase (Ready) indefinitely; now the phase is
+    Terminating and AgentReady/Ready say what it waits for — and the readiness loop keeps it so."""
+    kube.seed(NODES, node_object("n7"))  # a node, but no agent Lease: the agent is down
+    async with operator_running(kube) as api:
+        body = volume_group("vg-del", "n7")
+        body["metadata"]["finalizers"] = ["disklet.io/agent"]
+        await api.create(LVG_URL, body)
+        await api.patch(f"{LVG_URL}/vg-del/status", _agent_conditions())  # the agent's last word: Ready
+        await wait_status(kube, LVG, "vg-del", _cond("AgentReady", "False", "AgentNotReporting"), "agent down")
+        assert status_of(kube, LVG, "vg-del")["phase"] == "Ready"
+        try:
+            await api.delete(f"{LVG_URL}/vg-del")
+            st = await wait_status(kube, LVG, "vg-del", lambda s: s.get("phase") == "Terminating", "Terminating")
+            for type_ in ("AgentReady", "Ready"):
+                c = condition(st, type_)
+                assert c["status"] == "False" and "deletion requested; waiting for the agent of node n7" in c["message"]
+            # the loop's passes agree with the event's write: nothing flips back and forth
+            loop = api.readiness
+            assert loop is not None
+            before = kube.read(LVG, "vg-del")["metadata"]["resourceVersion"]
+            seen = loop.passes  # sentinels, not sleeps
+            await wait_for(lambda: loop.passes >= seen + 2, message="two readiness passes")
+            after = kube.read(LVG, "vg-del")
+            assert after["status"]["phase"] == "Terminating" and after["metadata"]["resourceVersion"] == before
+        finally:
+            await api.patch(f"{LVG_URL}/vg-del", {"metadata": {"finalizers": None}})

@@ -90,3 +90,23 @@ def test_node_authority_can_be_switched_off_explicitly():
     assert not by_kind(docs, "ValidatingAdmissionPolicy") and not by_kind(docs, "ValidatingAdmissionPolicyBinding")
     proc = template("agent.nodeAuthority=yes", check=False)
     assert proc.returncode != 0
+
+
+def test_nsenter_target_and_host_network_are_values_defaulting_to_pid_1_and_pod_network(default_docs):
+    env = {e["name"]: e.get("value") for e in agent_pod(default_docs)["containers"][0]["env"]}
+    assert env["DISKLET_NSENTER"] == "true" and env["DISKLET_NSENTER_TARGET"] == "1"
+    op = one(default_docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+    assert not op.get("hostNetwork") and "dnsPolicy" not in op
+    docs = render("agent.nsenterTarget=name:kubelet", "agent.hostNetwork=true", "operator.hostNetwork=true")
+    pod = agent_pod(docs)
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["DISKLET_NSENTER_TARGET"] == "name:kubelet"
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    op = one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+    assert op["hostNetwork"] is True and op["dnsPolicy"] == "ClusterFirstWithHostNet"
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "name:", "name:a/b", "name:sixteen-chars-xx", "kubelet", "1 2"])
+def test_schema_refuses_a_malformed_nsenter_target(bad):
+    res = template(check=False, values={"agent": {"nsenterTarget": bad}})
+    assert res.returncode != 0 and "nsenterTarget" in res.stderr, (bad, res.stderr[-500:])

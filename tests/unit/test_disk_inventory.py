@@ -246,3 +246,16 @@ def test_inventory_resolution_pins_first_and_excludes_disks_of_other_entries():
     gone = [{**pin[0], "wwn": "eui.ffff", "serial": "GONE"}]
     ok, lines = inventory_resolution(_layout({"name": "b", "match": big}), _bd_objects(), gone)
     assert not ok and "REFUSED: selected_disk_missing" in lines[0]
+
+
+def test_a_set_template_carries_its_match_to_every_child():
+    from disklet.api.lvm import LVMVolumeGroupSetSpec
+
+    spec = LVMVolumeGroupSetSpec.model_validate({
+        "nodeSelector": {"matchLabels": {"pool": "nvme"}},
+        "lvmVolumeGroupTemplate": {"actualVGNameOnTheNode": "vg-fast", "blockDeviceSelector": {
+            "matchLabels": {"disklet.io/consumable": "true"}, "match": 'disk.transport == "nvme" && disk.size >= 1Ti'}}})
+    child = spec.lvm_volume_group_template.child_spec("n1").to_wire()
+    assert child["local"] == {"nodeName": "n1"}
+    assert child["blockDeviceSelector"] == {"matchLabels": {"disklet.io/consumable": "true"},
+                                            "match": 'disk.transport == "nvme" && disk.size >= 1Ti'}

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from disklet.hostcmd import DEFAULT_MAX_OUTPUT, HostRunner
+from disklet.hostcmd import (
+    DEFAULT_MAX_OUTPUT,
+    NSENTER_PREFIX,
+    CommandError,
+    HostRunner,
+    NsenterTargetError,
+    resolve_nsenter_target,
+)
+from disklet.nsenter_target import check_nsenter_target
 
 
 def _alive(pid: int) -> bool:
@@ -127,3 +135,30 @@ def test_argv_strings_and_missing_commands() -> None:
         HostRunner().run("echo hi")  # type: ignore[arg-type]
     missing = HostRunner().run(["/nonexistent/disklet-no-such-command"])
     assert missing.returncode == 127 and not missing.ok
+
+
+def test_nsenter_target_defaults_to_pid_1_and_takes_a_pid_or_a_process_name(tmp_path: Path) -> None:
+    assert HostRunner(use_nsenter=True).full_argv(["lsblk"]) == [*NSENTER_PREFIX, "lsblk"]
+    assert HostRunner(use_nsenter=True, nsenter_target="4242").full_argv(["lsblk"])[:3] == ["nsenter", "-t", "4242"]
+    # name:<comm>: the oldest process of that name, read from a /proc tree
+    for pid, comm, start in ((10, "kubelet", 500), (11, "kubelet", 300), (12, "bash", 100)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({comm}) S" + " 0" * 18 + f" {start} 0 0\n")
+    assert resolve_nsenter_target("name:kubelet", proc=tmp_path) == 11
+    assert resolve_nsenter_target("name:kubelet", proc=tmp_path, cached=10) == 10  # kept while it has the name
+    (tmp_path / "10" / "comm").write_text("other\n")
+    assert resolve_nsenter_target("name:kubelet", proc=tmp_path, cached=10) == 11  # re-resolved
+    with pytest.raises(NsenterTargetError, match="no process named 'containerd'"):
+        resolve_nsenter_target("name:containerd", proc=tmp_path)
+    for bad in ("0", "-1", "name:", "name:a/b", "kubelet", "name:" + "x" * 16):
+        with pytest.raises(ValueError):
+            check_nsenter_target(bad)
+
+
+def test_an_nsenter_target_without_a_process_fails_every_command_closed() -> None:
+    runner = HostRunner(use_nsenter=True, nsenter_target="name:no-such-proc")
+    res = runner.run(["true"])
+    assert res.returncode == 127 and not res.ok and "no process named 'no-such-proc'" in res.stderr
+    with pytest.raises(CommandError):
+        runner.run(["true"], check=True)

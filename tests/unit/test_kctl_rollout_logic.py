@@ -127,3 +127,9 @@ def test_timeout_takes_kubectl_durations(text, seconds):
 def test_a_bad_duration_is_a_usage_error(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration(text)
+
+
+def test_get_request_timeout_takes_durations_too():
+    assert parse(["get", "dl", "-w", "--request-timeout", "2m"]).request_timeout == 120
+    assert parse(["get", "dl", "-w", "--request-timeout", "2"]).request_timeout == 2
+    assert parse(["get", "dl", "-w", "--request-timeout", "1.5s"]).request_timeout == 2

@@ -233,7 +233,7 @@ def plan_apply(body: str, *, runner: HostRunner, config: AgentConfig, reader: La
                         "no zpool topology members)"])
     cur = current_file or current_path(config)
     facts = read_node_facts(checked, reader=reader or host_reader(runner, config), runner=runner, current_file=cur,
-                            roots=mount_policy(config).roots)
+                            roots=[r for r in mount_policy(config).roots if r.startswith("/")])
     facts.resolved.update(aliases or {})
     return decide_plan(plan, facts, config=config, current_file=cur, allow_destructive=allow_destructive)
 

@@ -100,6 +100,22 @@ def _status_of(obj: Mapping[str, Any]) -> LVMVolumeGroupStatus | None:
         return None
 
 
+def spec_ignoring_bad_match(raw: Mapping[str, Any]) -> LVMVolumeGroupSpec:
+    """The spec to remove, re-attach or discover a VG by. A selector's ``match`` only chooses new
+    devices, so one the model refuses (the API server cannot type-check it) must not keep the
+    finalizer forever or leave file devices detached after a reboot: it is dropped for these; the
+    reconcile itself reports it (``invalid_spec``). Anything else invalid still raises."""
+    try:
+        return LVMVolumeGroupSpec.model_validate(dict(raw))
+    except ValidationError:
+        spec = copy.deepcopy(dict(raw))
+        selector = spec.get("blockDeviceSelector")
+        if isinstance(selector, dict) and "match" in selector:
+            selector.pop("match")
+            return LVMVolumeGroupSpec.model_validate(spec)
+        raise
+
+
 def _index_entries(index: Any) -> list[tuple[Any, ...]]:
     """(name, labels, path, status) from the BlockDevice Kopf index (name → store of (labels, path, status))."""
     out: list[tuple[Any, ...]] = []
@@ -176,6 +192,26 @@ class LvgWiring:
         except ApiError as exc:  # e.g. refused by the per-node admission policy: the Event stays
             log.warning("cannot report the label mismatch in status: %s", exc, extra={"lvg": name})
 
+    async def invalid_spec(self, name: str, obj: Mapping[str, Any], exc: ValidationError) -> None:
+        """A spec the model refuses (e.g. a blockDeviceSelector.match that does not type-check): status
+        VGConfigurationApplied=False/ValidationFailed naming the field, one Warning per change; nothing
+        on the node is touched."""
+        msg = "invalid spec, nothing done: " + "; ".join(
+            f"spec.{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors())
+        current = _status_of(obj) or LVMVolumeGroupStatus()
+        new = current.model_copy(deep=True)
+        new.conditions = set_condition(list(current.conditions or []), ConditionType.VG_CONFIGURATION_APPLIED,
+                                       "False", Reason.VALIDATION_FAILED, msg[:1000],
+                                       (obj.get("metadata") or {}).get("generation"))
+        if new.to_wire() == current.to_wire():
+            return
+        log.warning("invalid LVMVolumeGroup spec: %s", msg, extra={"lvg": name, "node": self.node})
+        self._post(obj, [("Warning", Reason.VALIDATION_FAILED, msg)])
+        try:
+            await self._write_status(name, obj.get("status"), new)
+        except ApiError as exc2:
+            log.warning("cannot report the invalid spec in status: %s", exc2, extra={"lvg": name})
+
     async def holds_node_lease(self) -> str | None:
         """None when this node's agent Lease names this node and is fresh; else why not."""
         name = lease_name(self.node)
@@ -199,7 +235,7 @@ class LvgWiring:
         for obj in items:
             name = obj["metadata"]["name"]
             try:
-                lvgs.append((name, LVMVolumeGroupSpec.model_validate(dict(obj["spec"])), _status_of(obj)))
+                lvgs.append((name, spec_ignoring_bad_match(obj["spec"]), _status_of(obj)))
             except ValidationError as exc:
                 log.warning("re-attach skips an invalid LVMVolumeGroup", extra={"lvg": name, "error": str(exc)})
         async with self.lock:
@@ -282,7 +318,12 @@ class LvgWiring:
             if obj is None or not self.mine(obj) or (obj.get("metadata") or {}).get("deletionTimestamp"):
                 return "skipped"
             self._post(obj, pending)
-            spec = LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))
+            try:
+                spec = LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))
+            except ValidationError as exc:
+                # what the API server cannot check (a selector's match is type-checked here): report, touch nothing
+                await self.invalid_spec(name, obj, exc)
+                return "invalid"
             current = _status_of(obj)
             generation = (obj.get("metadata") or {}).get("generation")
             entries = _index_entries(index)
@@ -334,7 +375,7 @@ class LvgWiring:
         with reconcile_timer(KIND):  # a finalizer kept counts as retry
             async with self.lock:
                 obj = await self.kube.get(LVM_VOLUME_GROUP, name) or dict(body)
-                spec = LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))
+                spec = spec_ignoring_bad_match(obj.get("spec") or {})
                 current = _status_of(obj)
                 outcome = await asyncio.to_thread(self.engine.delete, name, spec, current)
                 if outcome.done and (why := await self.holds_node_lease()) is not None:
@@ -364,7 +405,7 @@ class LvgWiring:
             for obj in items:
                 name = obj["metadata"]["name"]
                 try:
-                    lvgs.append((name, LVMVolumeGroupSpec.model_validate(dict(obj["spec"]))))
+                    lvgs.append((name, spec_ignoring_bad_match(obj["spec"])))
                     by_name[name] = obj
                 except ValidationError:
                     continue

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from disklet.hostcmd import CommandResult, HostRunner, filter_stderr
+from disklet.hostcmd import CommandResult, HostRunner, NsenterTargetError, filter_stderr
 
 PROFILE = "lvmdbusd"
 COMMANDS = frozenset({"pvs", "vgs", "lvs", "pvcreate", "pvremove", "pvresize", "vgcreate", "vgextend", "vgremove",
@@ -242,7 +242,10 @@ class LvmShell:
             self._discard()
         fresh = self._proc is None
         if fresh:
-            self._proc = self._start()
+            try:
+                self._proc = self._start()
+            except NsenterTargetError:
+                return None  # nothing ran: as a process, the command fails with the runner's reason
         proc = self._proc
         assert proc is not None
         proc.commands += 1

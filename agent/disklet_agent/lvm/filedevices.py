@@ -1,4 +1,4 @@
-"""File-backed devices on the host: provision, grow, scoped rollback, delete, reattach (docs/design/lvm.md rules 3, 5, 6, 8, 9)."""
+"""File-backed devices on the host: provision, grow and the scoped rollback of one reconcile (docs/design/lvm.md rules 3, 5, 6). Delete and re-attach are :mod:`.removal`."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ import kopf
 
 from disklet import GROUP, VERSION
 from disklet.api.common import parse_rfc3339
-from disklet.api.lvm import ConditionType
+from disklet.api.lvm import ConditionType, LVGPhase
 from disklet.api.resources import LVM_VOLUME_GROUP
 from disklet.kube.client import ApiError, Conflict, Kind, KubeClient, NotFound
 from disklet.kube.events import OPERATOR, EventRecorder, operator_instance, recorder_for
@@ -44,6 +44,7 @@ from ..logic.readiness import (
     agent_readiness,
     carried_state,
     conditions_update,
+    deleting_without_agent,
     lease_index_behind,
     node_readiness,
 )
@@ -238,21 +239,38 @@ class ReadinessLoop:
             return False
         meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
         node_state, agent_state = self.states(_node_of(spec), now)
+        agent_state, phase = _deletion_view(meta, status, _node_of(spec), agent_state)
         update = conditions_update(status, node_state, agent_state, meta.get("generation"), now)
-        if update is None:
+        if update is None and phase is None:
             return False
+        written: dict[str, Any] = {"conditions": update.conditions} if update is not None else {}
+        if phase is not None:
+            written["phase"] = phase
         try:
             self.requests += 1
             await client.patch(LVG_KIND, name, {"metadata": {"resourceVersion": meta.get("resourceVersion")},
-                                                "status": {"conditions": update.conditions}}, subresource="status")
+                                                "status": written}, subresource="status")
         except (Conflict, NotFound):
             return False  # changed or gone since the GET: its event re-evaluates it
         except ApiError as exc:
             log.warning(f"LVMVolumeGroup {name}: readiness not written: {exc}")
             return False
         record_status_write(LVM_VOLUME_GROUP.kind)
-        _post_ready_event(self.events, body, update.ready_before, update.ready)
+        if update is not None:
+            _post_ready_event(self.events, body, update.ready_before, update.ready)
         return True
+
+
+def _deletion_view(meta: Mapping[str, Any], status: Mapping[str, Any], node: str | None,
+                   agent_state: ConditionState) -> tuple[ConditionState, str | None]:
+    """An LVMVolumeGroup deleted while its agent does not report: only that agent may remove the VG
+    and release the finalizer, so AgentReady/Ready say what it waits for and the phase says
+    Terminating (instead of the agent's last phase, e.g. Ready, standing forever). Returns the
+    AgentReady state to write and the phase to write (None: leave it)."""
+    if not meta.get("deletionTimestamp") or agent_state.status == "True":
+        return agent_state, None
+    phase = None if status.get("phase") == LVGPhase.TERMINATING else LVGPhase.TERMINATING.value
+    return deleting_without_agent(node, agent_state), phase
 
 
 def _post_ready_event(events: EventRecorder | None, body: Mapping[str, Any], before: str | None,
@@ -324,6 +342,9 @@ def register(registry: kopf.OperatorRegistry, *, namespace: str | None = None,
             patch.metadata.setdefault("labels", {}).update(label)
         at = now()  # one reading per evaluation: the Lease's age and any lastTransitionTime
         node_state, agent_state = loop.states(node, at, indexes)
+        agent_state, phase = _deletion_view(meta, status, node, agent_state)
+        if phase is not None:
+            patch.status["phase"] = phase
         update = conditions_update(status, node_state, agent_state, meta.get("generation"), at)
         if update is None:
             _still_in_flight(memo, "conditions", None, True, dedupe_seconds)  # the body shows our last write

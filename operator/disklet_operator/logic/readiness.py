@@ -104,6 +104,14 @@ def agent_readiness(node: str | None, renew_time: str | None, found: bool, now: 
                           f"agent Lease {where} last renewed at {renew_time}, more than {grace_seconds:g}s ago")
 
 
+def deleting_without_agent(node: str | None, agent: ConditionState) -> ConditionState:
+    """AgentReady of an LVMVolumeGroup being deleted while its agent does not report: what is
+    happening and what it waits for (the Ready condition carries the same message)."""
+    return ConditionState("False", agent.reason, _short(
+        f"deletion requested; waiting for the agent of node {node or '?'} to remove the volume group and release "
+        f"its finalizer (nothing happens until it reports again): {agent.message}"))
+
+
 def aggregate_ready(node: ConditionState, agent: ConditionState, conditions: Iterable[Condition]) -> ConditionState:
     """The aggregate Ready (see the module doc for the rule)."""
     conds = list(conditions)

@@ -1,0 +1,64 @@
+"""kctl diff reads the cluster's truth: each agent publishes its file-devices base directory and
+mount roots on its Lease, and the LVM plan uses the node's own directory instead of the default
+(a good manifest is no longer called REFUSED when the chart's fileDevicesDirectory is elsewhere);
+--offline and a node without a publishing agent say what they assumed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from disklet_agent.handlers.lease import renew_lease
+from disklet_agent.kube import AgentKube
+
+from devkit.realkube import RealKube
+from disklet.kube.lease import FILE_DEVICES_ANNOTATION, MOUNT_ROOTS_ANNOTATION, agent_facts, lease_name
+from tests.api.kctl_fixtures import kctl
+
+pytestmark = pytest.mark.api
+
+NS = "disklet-system"
+ELSEWHERE = "/srv/disklet-files"
+
+
+@pytest.fixture()
+def kube(real_kube: RealKube) -> RealKube:
+    real_kube.ensure_namespace(NS)
+    return real_kube
+
+
+def lvg_manifest(tmp_path: Path, node: str) -> Path:
+    path = tmp_path / f"lvg-{node}.yaml"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "disklet.io/v1alpha1", "kind": "LVMVolumeGroup", "metadata": {"name": f"data-{node}"},
+        "spec": {"type": "Local", "local": {"nodeName": node}, "actualVGNameOnTheNode": "data",
+                 "fileDevices": [{"name": "f1", "directory": ELSEWHERE, "size": "1Gi"}]}}))
+    return path
+
+
+async def test_the_agent_publishes_its_settings_and_diff_plans_with_them(kube: RealKube, tmp_path: Path) -> None:
+    agent = AgentKube(kube.endpoint())
+    try:
+        await renew_lease(agent, "facts-n1", NS, agent_facts(ELSEWHERE, ["/srv", "/data"]))
+        await renew_lease(agent, "facts-n1", NS, agent_facts(ELSEWHERE, ["/srv", "/data"]))  # the renewal path
+    finally:
+        await agent.close()
+    notes = kube.read("coordination.k8s.io/v1/leases", lease_name("facts-n1"), NS)["metadata"]["annotations"]
+    assert notes[FILE_DEVICES_ANNOTATION] == ELSEWHERE and notes[MOUNT_ROOTS_ANNOTATION] == "/srv,/data"
+
+    r = await kctl(kube, "diff", "-f", str(lvg_manifest(tmp_path, "facts-n1")))
+    assert r.code == 1, (r.out, r.err)  # differences (new), not refused
+    assert f"file-devices base directory: {ELSEWHERE} (published by the agent of node facts-n1" in r.out, r.out
+    assert "REFUSED" not in r.out, r.out
+
+    # A node whose agent never published: the default, said as such — and the plan refuses.
+    r = await kctl(kube, "diff", "-f", str(lvg_manifest(tmp_path, "facts-n2")))
+    assert r.code == 2 and "REFUSED" in r.out, r.out
+    assert "file-devices base directory: /var/lib/disklet/file-devices (default: the agent of node facts-n2 has " \
+           "no Lease there yet" in r.out, r.out
+
+    r = await kctl(kube, "diff", "--offline", "-f", str(lvg_manifest(tmp_path, "facts-n1")))
+    assert "(assumed: --offline reads no agent's setting" in r.out, r.out
+    r = await kctl(kube, "diff", "--offline", "--file-devices-dir", ELSEWHERE, "-f", str(lvg_manifest(tmp_path, "facts-n1")))
+    assert f"file-devices base directory: {ELSEWHERE} (--file-devices-dir)" in r.out and "REFUSED" not in r.out, r.out

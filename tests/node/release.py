@@ -1,0 +1,354 @@
+"""The node tier's session objects: the host sandbox and the one Helm release the scenarios share."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devkit import disko as test_disko
+from devkit.envtest import REPO, free_port, run, tool, wait_until
+from devkit.node import Node
+from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
+
+CHART = REPO / "charts" / "disklet"
+COMPONENTS = ("operator", "agent")
+IMAGES_ENV = "DISKLET_IMAGES_DIR"
+IMAGE_REGISTRY = "localhost/disklet-node-tier"
+IMAGE_TAG = "node"
+RUN_LABEL = "disklet.io/node-tier-run"
+ETC_DISKLET = Path("/etc/disklet")
+GROUP = "disklet.io"
+
+
+def images_dir() -> Path:
+    """Where ``make images`` leaves the archives (``build/images``), or ``$DISKLET_IMAGES_DIR``."""
+    return Path(os.environ.get(IMAGES_ENV) or REPO / "build" / "images")
+
+
+def image_archives() -> dict[str, Path]:
+    return {c: images_dir() / f"disklet-{c}.oci" for c in COMPONENTS}
+
+
+def images_missing() -> str | None:
+    missing = [str(p) for p in image_archives().values() if not p.is_file()]
+    if missing:
+        return f"node tier skipped: image archives missing ({', '.join(missing)}): run `make images` first"
+    return None
+
+
+def needs_no_activation() -> bool:
+    """Device-mapper activation cannot work without /dev/mapper/control and udev (CI machines)."""
+    return not Path("/dev/mapper/control").exists() or not Path("/run/udev/control").exists()
+
+
+LVM_CONFIG = 'global{activation=0} devices{filter=["a|^/dev/loop|","r|.*|"]}'
+
+
+# ------------------------------------------------------------------------------------------ host
+@dataclass
+class Host:
+    """The session's sandbox on the host: backing files, loops, the test disko's mounts."""
+
+    sandbox: Path
+    run_id: str
+    etc_existed: bool
+    loops: list[str] = field(default_factory=list)
+    etc_made: list[str] = field(default_factory=list)
+    """Entries of an existing /etc/disklet that this session's agent makes (removed at the end)."""
+
+    @classmethod
+    def create(cls) -> Host:
+        run_id = secrets.token_hex(3)
+        sandbox = Path(tempfile.mkdtemp(prefix=f"disklet-node-tier-{run_id}-"))
+        for d in ("file-devices", "disks/root", "bin"):
+            (sandbox / d).mkdir(parents=True)
+        disko = f'#!/bin/sh\nexec "{test_disko.DISKO_COMMAND}" "$@"\n'
+        for name, text in (("disko", disko), ("systemd-run", FAKE_SYSTEMD_RUN), ("nixos-rebuild", FAKE_NIXOS_REBUILD)):
+            (sandbox / "bin" / name).write_text(text)
+            (sandbox / "bin" / name).chmod(0o755)
+        made = set() if not ETC_DISKLET.exists() else {"disk"} - {p.name for p in ETC_DISKLET.iterdir()}
+        return cls(sandbox, run_id, ETC_DISKLET.exists(), etc_made=sorted(made))
+
+    @property
+    def file_devices(self) -> Path:
+        return self.sandbox / "file-devices"
+
+    @property
+    def disks(self) -> Path:
+        return self.sandbox / "disks"
+
+    @property
+    def disko_root(self) -> Path:
+        return self.disks / "root"
+
+    @property
+    def bin(self) -> Path:
+        return self.sandbox / "bin"
+
+    @property
+    def fake_log(self) -> Path:
+        return self.sandbox / "fake-commands.jsonl"
+
+    def vg(self, what: str) -> str:
+        return f"nt{self.run_id}{what}"
+
+    def name(self, what: str) -> str:
+        return f"nt-{self.run_id}-{what}"
+
+    def loop(self, what: str, size_mib: int = 64) -> str:
+        """A loop device over a new backing file in the sandbox (what the test disko may touch)."""
+        backing = self.disks / f"{what}.img"
+        with backing.open("wb") as fh:
+            fh.truncate(size_mib << 20)
+        dev = run(["losetup", "--find", "--show", "--partscan", "--", str(backing)], timeout=60).stdout.strip()
+        self.loops.append(dev)
+        return dev
+
+    def vgs(self) -> dict[str, list[str]]:
+        """VG name → its PVs, for this session's VGs (read on the host, loop devices only)."""
+        res = run(["vgs", "--noheadings", "--reportformat", "json", "-o", "vg_name,pv_name", "--config", LVM_CONFIG],
+                  timeout=60, check=False)
+        out: dict[str, list[str]] = {}
+        with contextlib.suppress(ValueError, KeyError):
+            for row in json.loads(res.stdout)["report"][0]["vg"]:
+                if row["vg_name"].startswith(f"nt{self.run_id}"):
+                    out.setdefault(row["vg_name"], []).append(row["pv_name"])
+        return out
+
+    def backing_loops(self) -> dict[str, str]:
+        """Loop device → backing file, for loops over files of this sandbox."""
+        res = run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], timeout=30, check=False)
+        out = {}
+        for line in res.stdout.splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[1].strip().startswith(str(self.sandbox) + "/"):
+                out[parts[0]] = parts[1].strip()
+        return out
+
+    def cleanup(self) -> None:
+        problems = []
+        with contextlib.suppress(Exception):
+            test_disko_cleanup = __import__("devkit.disko.udev", fromlist=["cleanup"]).cleanup
+            problems += test_disko_cleanup(self.disks, remove_vgs=False)
+        for vg in self.vgs():
+            run(["vgremove", "--force", "--force", "--yes", "--config", LVM_CONFIG, "--", vg], timeout=60, check=False)
+        for dev in list(self.backing_loops()):
+            run(["wipefs", "--all", "--quiet", "--", dev], timeout=30, check=False)
+            run(["losetup", "--detach", dev], timeout=30, check=False)
+        res = run(["findmnt", "--list", "--noheadings", "--output", "TARGET"], timeout=30, check=False)
+        for m in sorted((m for m in res.stdout.split() if m.startswith(str(self.sandbox) + "/")), key=len, reverse=True):
+            run(["umount", "--lazy", "--", m], timeout=30, check=False)
+        shutil.rmtree(self.sandbox, ignore_errors=True)
+        if not self.etc_existed:
+            shutil.rmtree(ETC_DISKLET, ignore_errors=True)
+        else:  # the layout state this session's agent wrote there
+            for name in self.etc_made:
+                shutil.rmtree(ETC_DISKLET / name, ignore_errors=True)
+        left = list(self.backing_loops()) + list(self.vgs())
+        if left or problems:
+            raise AssertionError(f"node tier host cleanup left {left} {problems}")
+
+
+# ------------------------------------------------------------------------------------------ release
+@dataclass
+class Release:
+    """``helm install`` of the chart on the session's node, shared by the scenarios."""
+
+    node: Node
+    host: Host
+    name: str
+    namespace: str
+    values: dict[str, Any]
+    installed: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.node.kubeconfig
+
+    chart: Path = CHART
+
+    @property
+    def values_file(self) -> Path:
+        return self.host.sandbox / "values.yaml"
+
+    # install -----------------------------------------------------------------------------
+    @classmethod
+    def install(cls, node: Node, host: Host) -> Release:
+        r = cls(node, host, name="disklet", namespace=f"disklet-{host.run_id}", values={})
+        t0 = time.monotonic()
+        for component, archive in image_archives().items():
+            node.import_image(archive, f"{IMAGE_REGISTRY}/disklet-{component}:{IMAGE_TAG}")
+        r.timings["image import"] = time.monotonic() - t0
+        r.values = r.default_values()
+        t0 = time.monotonic()
+        r.helm("install", r.name, str(CHART), "--namespace", r.namespace, "--create-namespace",
+               "-f", str(r.write_values()), "--wait", "--timeout", "240s", timeout=300)
+        r.installed = True
+        r.timings["helm install --wait"] = time.monotonic() - t0
+        return r
+
+    def default_values(self) -> dict[str, Any]:
+        """How the node tier installs the chart: the loaded images, the host network with the API
+        server's loopback address (no kube-proxy, no cluster DNS here), free ports (the host network
+        is shared), the kubelet as nsenter target (PID 1 is not the host's init in this sandbox),
+        the test disko and recording fakes of nixos-rebuild/systemd-run on the host."""
+        api_port = self.kubeconfig_port()
+        api_env = [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+                   {"name": "KUBERNETES_SERVICE_PORT", "value": str(api_port)}]
+        h = self.host
+        agent_env = [*api_env,
+                     {"name": "DISKLET_ALLOW_LOOP_TARGETS", "value": "1"},
+                     {"name": "DISKLET_DISKO_COMMAND", "value": str(h.bin / "disko")},
+                     {"name": "DISKLET_NIXOS_REBUILD_COMMAND", "value": str(h.bin / "nixos-rebuild")},
+                     {"name": "DISKLET_SYSTEMD_RUN_COMMAND", "value": str(h.bin / "systemd-run")},
+                     {"name": "FAKE_LOG", "value": str(h.fake_log)},
+                     {"name": test_disko.ENV_SANDBOX, "value": str(h.disks)},
+                     {"name": test_disko.ENV_ROOT, "value": str(h.disko_root)}]
+        if needs_no_activation():
+            agent_env.append({"name": "DISKLET_LVM_EXTRA_CONFIG", "value": "global{activation=0}"})
+        return {
+            "image": {"registry": IMAGE_REGISTRY, "tag": IMAGE_TAG, "pullPolicy": "Never"},
+            "fileDevicesDirectory": str(h.file_devices),
+            "operator": {"hostNetwork": True, "healthPort": free_port(), "metricsPort": free_port(),
+                         "extraEnv": api_env},
+            "agent": {"hostNetwork": True, "nsenterTarget": str(self.node.pid("kubelet")),
+                      "healthPort": free_port(), "metricsPort": free_port(),
+                      "scanIntervalSeconds": 2, "refusedRetrySeconds": 2, "extraEnv": agent_env},
+        }
+
+    def kubeconfig_port(self) -> int:
+        cfg = yaml.safe_load(Path(self.kubeconfig).read_text())
+        server = cfg["clusters"][0]["cluster"]["server"]
+        return int(server.rsplit(":", 1)[1])
+
+    def write_values(self) -> Path:
+        self.values_file.write_text(yaml.safe_dump(self.values, sort_keys=False))
+        return self.values_file
+
+    # tools -------------------------------------------------------------------------------
+    def helm(self, *args: str, timeout: float = 120, check: bool = True) -> Any:
+        return run([tool("helm"), "--kubeconfig", self.kubeconfig, *args], timeout=timeout, check=check,
+                   error=AssertionError)
+
+    def kubectl(self, *args: str, timeout: float = 60, check: bool = True, input: str | None = None) -> Any:
+        return run([tool("kubectl"), "--kubeconfig", self.kubeconfig, *args], timeout=timeout, check=check,
+                   input=input, error=AssertionError)
+
+    def kctl(self, *args: str, timeout: float = 120, check: bool = False) -> Any:
+        """``kubectl disklet ...`` (the plugin is kctl) against the session's cluster."""
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONPATH=f"{REPO}:{REPO / 'operator'}:{REPO / 'agent'}")
+        return run([sys.executable, "-m", "disklet.cli.main", *args], timeout=timeout,
+                   check=check, env=env, error=AssertionError)
+
+    def get(self, *args: str) -> dict[str, Any] | None:
+        res = self.kubectl("get", *args, "-o", "json", check=False)
+        if res.returncode != 0:
+            if "NotFound" in res.stderr or "not found" in res.stderr:
+                return None
+            raise AssertionError(res.stderr)
+        return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("labels", {})[RUN_LABEL] = self.host.run_id
+        self.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(obj))
+
+    def pods(self, component: str) -> list[dict[str, Any]]:
+        sel = f"app.kubernetes.io/component={component},app.kubernetes.io/instance={self.name}"
+        return list((self.get("pods", "-n", self.namespace, "-l", sel) or {}).get("items") or [])
+
+    def pod(self, component: str) -> dict[str, Any]:
+        """The one running pod of ``component`` (not one being deleted)."""
+        live = [p for p in self.pods(component) if not p["metadata"].get("deletionTimestamp")]
+        assert len(live) == 1, f"expected one {component} pod, found {[p['metadata']['name'] for p in live]}"
+        return live[0]
+
+    def container_pid(self, component: str) -> int:
+        """Host PID of the component's main process: the process whose cgroup names the container."""
+        pod = self.pod(component)
+        cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if cid in (d / "cgroup").read_text():
+                    return int(d.name)
+        raise AssertionError(f"no host process of container {cid} ({component})")
+
+    def logs(self, component: str, *, previous: bool = False, tail: int = 200) -> str:
+        args = ["logs", "-n", self.namespace, self.pod(component)["metadata"]["name"], f"--tail={tail}"]
+        if previous:
+            args.append("--previous")
+        return str(self.kubectl(*args, check=False).stdout)
+
+    def describe(self, *kind_name: str) -> Callable[[], str]:
+        def text() -> str:
+            obj = self.get(*kind_name)
+            st = json.dumps((obj or {}).get("status"), indent=1)[:3000]
+            return f"{'/'.join(kind_name)} status: {st}\n---- agent log\n{self.logs('agent', tail=30)}"
+        return text
+
+    def wait(self, predicate: Callable[[], Any], *, timeout: float = 120, what: str,
+             describe: Callable[[], str] | None = None) -> Any:
+        return wait_until(predicate, timeout=timeout, what=what, interval=0.5, describe=describe)
+
+    def rolled_out(self, timeout: float = 240) -> None:
+        for kind in (f"daemonset/{self.name}-agent", f"deployment/{self.name}-operator"):
+            self.kubectl("rollout", "status", "-n", self.namespace, kind, f"--timeout={int(timeout)}s",
+                         timeout=timeout + 30)
+
+    # teardown ----------------------------------------------------------------------------
+    def delete_run_objects(self, timeout: float = 90) -> list[str]:
+        """Delete what the scenarios created (while the agent still runs, so it releases its VGs
+        and finalizers); finalizers are removed only as a last resort, reported as a problem."""
+        problems = []
+        for plural in ("lvmvolumegroupsets", "disklayouts", "lvmvolumegroups"):
+            self.kubectl("delete", f"{plural}.{GROUP}", "-l", f"{RUN_LABEL}={self.host.run_id}", "--wait=false",
+                         check=False)
+        deadline = time.monotonic() + timeout
+        for plural in ("disklayouts", "lvmvolumegroups"):
+            while time.monotonic() < deadline:
+                left = (self.get(f"{plural}.{GROUP}", "-l", f"{RUN_LABEL}={self.host.run_id}") or {}).get("items")
+                if not left:
+                    break
+                time.sleep(0.5)
+            else:
+                for o in (self.get(f"{plural}.{GROUP}", "-l", f"{RUN_LABEL}={self.host.run_id}") or {}).get("items") or []:
+                    name = o["metadata"]["name"]
+                    problems.append(f"{plural}/{name} still there {timeout:.0f}s after delete")
+                    self.kubectl("patch", f"{plural}.{GROUP}", name, "--type=merge", "-p",
+                                 '{"metadata":{"finalizers":null}}', check=False)
+        return problems
+
+    def release_objects(self) -> None:
+        """Without an agent: drop the finalizers of this session's objects and delete them."""
+        for plural in ("disklayouts", "lvmvolumegroups"):
+            sel = f"{RUN_LABEL}={self.host.run_id}"
+            for o in (self.get(f"{plural}.{GROUP}", "-l", sel) or {}).get("items") or []:
+                self.kubectl("patch", f"{plural}.{GROUP}", o["metadata"]["name"], "--type=merge", "-p",
+                             '{"metadata":{"finalizers":null}}', check=False)
+            self.kubectl("delete", f"{plural}.{GROUP}", "-l", sel, "--wait=false", check=False)
+
+    def teardown(self) -> None:
+        problems = []
+        if self.installed:
+            problems = self.delete_run_objects()
+            self.helm("uninstall", self.name, "--namespace", self.namespace, "--wait", "--timeout", "120s",
+                      timeout=180, check=False)
+            self.installed = False
+        self.kubectl("delete", "namespace", self.namespace, "--ignore-not-found", "--wait=false", check=False)
+        if problems:
+            raise AssertionError("node tier teardown: " + "; ".join(problems))
