@@ -909,7 +909,8 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     if ctx.output.structured:
         ctx.emit([report], single=True)
         return EXIT_OK
-    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets, environment values redacted")
+    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets; values other than "
+            "disklet's own settings redacted")
     for problem in bundle.problems:
         ctx.warn(problem)
     ctx.say(f"Attach it to your bug report; {DOCS_URL}/troubleshooting.md#what-is-in-the-bundle says what each file holds.")
