@@ -33,14 +33,14 @@ class Recording(HostRunner):
 
     def __init__(self) -> None:
         super().__init__(default_timeout=120)
-        self.calls: list[list[str]] = []
+        self.recorded: list[list[str]] = []
 
     def run(self, argv, **kwargs) -> CommandResult:  # type: ignore[override]
-        self.calls.append(list(argv))
+        self.recorded.append(list(argv))
         return super().run(argv, **kwargs)
 
     def writes(self) -> list[list[str]]:
-        return [a for a in self.calls if a and Path(a[0]).name in WRITES]
+        return [a for a in self.recorded if a and Path(a[0]).name in WRITES]
 
 
 def spec(vg: str) -> LVMVolumeGroupSpec:
