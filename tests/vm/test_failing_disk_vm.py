@@ -15,7 +15,7 @@ from pathlib import Path
 from disklet_agent.lvm.engine import HostLvgEngine
 
 from devkit.vm import Disk
-from disklet.api.common import LabelSelector, get_condition
+from disklet.api.common import get_condition
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec, ThinPool
 from disklet.hostcmd import CommandResult, HostRunner
 from tests.vm.conftest import NODE, RUNNER, agent_config, block_device_names, disk, lvm_report, sh
@@ -45,7 +45,7 @@ class Recording(HostRunner):
 
 def spec(vg: str) -> LVMVolumeGroupSpec:
     return LVMVolumeGroupSpec(local=LocalSpec(node_name=NODE), actual_vg_name_on_the_node=vg,
-                              block_device_selector=LabelSelector(match_labels={"disklet.io/test": vg}),
+                              block_device_selector={"matchLabels": {"disklet.io/test": vg}},
                               thin_pools=[ThinPool(name="tp", size="50%")])
 
 
