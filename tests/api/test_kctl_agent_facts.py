@@ -62,3 +62,30 @@ async def test_the_agent_publishes_its_settings_and_diff_plans_with_them(kube: R
     assert "(assumed: --offline reads no agent's setting" in r.out, r.out
     r = await kctl(kube, "diff", "--offline", "--file-devices-dir", ELSEWHERE, "-f", str(lvg_manifest(tmp_path, "facts-n1")))
     assert f"file-devices base directory: {ELSEWHERE} (--file-devices-dir)" in r.out and "REFUSED" not in r.out, r.out
+
+
+async def test_disklayout_diff_uses_the_mount_roots_the_agent_published(kube: RealKube, tmp_path: Path) -> None:
+    agent = AgentKube(kube.endpoint())
+    try:
+        await renew_lease(agent, "roots-n1", NS, agent_facts("/var/lib/disklet/file-devices", ["/srv"]))
+    finally:
+        await agent.close()
+
+    def layout(node: str, mountpoint: str) -> Path:
+        path = tmp_path / f"dl-{node}-{mountpoint.strip('/').replace('/', '-')}.yaml"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "disklet.io/v1alpha1", "kind": "DiskLayout", "metadata": {"name": f"dl-{node}"},
+            "spec": {"nodeName": node, "diskLayout": {"disks": [{"name": "d", "device": "/dev/vdb", "gpt": {
+                "partitions": [{"name": "p", "size": "100%", "content": {
+                    "type": "filesystem", "format": "ext4", "mountpoint": mountpoint}}]}}]}}}))
+        return path
+
+    r = await kctl(kube, "diff", "-f", str(layout("roots-n1", "/data/x")))  # /data: a default root, not this agent's
+    assert r.code == 2 and "mountpoint_not_allowed" in r.out, r.out
+    assert "mount roots: /srv (published by the agent of node roots-n1)" in r.out, r.out
+    r = await kctl(kube, "diff", "-f", str(layout("roots-n1", "/srv/x")))
+    assert r.code == 1 and "pre-flight: pending" in r.out, r.out
+    r = await kctl(kube, "diff", "-f", str(layout("roots-n2", "/data/x")))  # no agent: the defaults, said so
+    assert r.code == 1 and "(default: the agent of node roots-n2 has published none)" in r.out, r.out
+    r = await kctl(kube, "diff", "--offline", "-f", str(layout("roots-n1", "/data/x")))
+    assert "(assumed: --offline reads no agent's setting)" in r.out, r.out
