@@ -410,6 +410,7 @@ state = "{w / 'run' / 'state'}"
         self.timings["teardown containerd"] = time.monotonic() - t0
         self._kill_shims()
         self._cleanup_host()
+        self.timings["teardown host"] = time.monotonic() - t0
         problems = self.leftovers()
         if not problems:
             shutil.rmtree(self.workdir, ignore_errors=True)
