@@ -14,7 +14,7 @@ from pathlib import Path
 from disklet_agent.lvm.engine import HostLvgEngine
 
 from devkit.vm import Disk
-from disklet.api.common import LabelSelector, get_condition
+from disklet.api.common import get_condition
 from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec, LVMVolumeGroupStatus, ThinPool
 from disklet.lvm.sizing import thin_pool_target
 from disklet.lvm.thinpool import DATA_NEARLY_FULL, METADATA_NEARLY_FULL
@@ -29,7 +29,7 @@ RECORDED = Path(__file__).resolve().parents[1] / "unit" / "lvs_reports" / "thin-
 
 def spec(vg: str, *pools: tuple[str, str]) -> LVMVolumeGroupSpec:
     return LVMVolumeGroupSpec(local=LocalSpec(node_name=NODE), actual_vg_name_on_the_node=vg,
-                              block_device_selector=LabelSelector(match_labels={"disklet.io/test": vg}),
+                              block_device_selector={"matchLabels": {"disklet.io/test": vg}},
                               thin_pools=[ThinPool(name=n, size=s) for n, s in pools])
 
 
