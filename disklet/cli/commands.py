@@ -864,7 +864,7 @@ async def _exec_agent_objects(ctx: Ctx, node: str, argv: list[str], stdin: bytes
 
 
 async def cmd_node_apply_disk(ctx: Ctx, node: str, path: str, apply: bool, rebuild: bool, timeout_seconds: int,
-                              deprecated: bool) -> int:
+                              deprecated: bool, allow_destructive_changes: bool = False) -> int:
     if deprecated:
         ctx.warn("`kctl node apply-disko` is deprecated and will be removed; use `kctl node apply-disk`")
     try:
@@ -873,7 +873,8 @@ async def cmd_node_apply_disk(ctx: Ctx, node: str, path: str, apply: bool, rebui
     except OSError as exc:
         ctx.error(f"cannot read {path}: {exc.strerror}")
         return EXIT_FAILED
-    argv = apply_disk_argv(apply=apply, rebuild=rebuild, timeout_seconds=timeout_seconds)
+    argv = apply_disk_argv(apply=apply, rebuild=rebuild, timeout_seconds=timeout_seconds,
+                           allow_destructive_changes=allow_destructive_changes)
     if ctx.output.structured:
         return await _exec_agent_objects(ctx, node, argv + ["-o", "json"], body, kind="ApplyDiskReport")
     return await _exec_agent(ctx, node, argv, body)

@@ -327,7 +327,8 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
                   ("DEPRECATED: use `kctl node apply-disk`.\n\n" if deprecated else "")
                   + "Find the disklet agent pod on NODE (namespace --namespace, label "
                     "app.kubernetes.io/component=agent), send FILE on stdin and run "
-                    "`disklet-agent apply-disk -f - [--apply] [--no-rebuild] --timeout-seconds N` in it. "
+                    "`disklet-agent apply-disk -f - [--apply] [--no-rebuild] [--allow-destructive-changes] "
+                    "--timeout-seconds N` in it. "
                     "Output is streamed; the exit code is the agent's. Without --apply nothing is written. "
                     "--apply needs the node in controller-managed mode. Needs RBAC create on pods/exec and "
                     "Kubernetes >= 1.30 (exec protocol v5, to close stdin).",
@@ -338,10 +339,14 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
         ad.add_argument("-f", "--filename", required=True, metavar="FILE.nix", help="disko Nix body (defines disko.devices)")
         ad.add_argument("--apply", action="store_true", help="really format (controller-managed mode required)")
         ad.add_argument("--no-rebuild", action="store_true", help="skip nixos-rebuild test/switch (validation flows)")
+        ad.add_argument("--allow-destructive-changes", action="store_true",
+                        help="allow removing an applied disk or moving an applied filesystem's mountpoint "
+                             "(like a DiskLayout's spec.allowDestructiveChanges)")
         ad.add_argument("--timeout-seconds", type=_timeout, default=DEFAULT_TIMEOUT_SECONDS, metavar="N",
                         help=f"bound on the disko run (default {DEFAULT_TIMEOUT_SECONDS}, hard cap {MAX_TIMEOUT_SECONDS})")
         ad.set_defaults(deprecated=deprecated, handler=lambda a, ctx: commands.cmd_node_apply_disk(
-            ctx, a.node, a.filename, a.apply, not a.no_rebuild, a.timeout_seconds, a.deprecated))
+            ctx, a.node, a.filename, a.apply, not a.no_rebuild, a.timeout_seconds, a.deprecated,
+            a.allow_destructive_changes))
 
 
 DYNAMIC = {
