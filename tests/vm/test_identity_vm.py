@@ -66,8 +66,8 @@ def test_boot0_both_layouts_apply_and_record_their_disks():
     assert rec_v["serial"] == "IDVIRT0V", rec_v
     (kn.mounted("/srv/ka/data") / "mark").write_text("disk A")
     (bi.mounted("/srv/kv/data") / "mark").write_text("disk V")
-    sh("umount", "-R", str(kn.root / "srv"))
-    sh("umount", "-R", str(bi.root / "srv"))
+    sh("umount", "--", str(kn.mounted("/srv/ka/data")))
+    sh("umount", "--", str(bi.mounted("/srv/kv/data")))
 
 
 @pytest.mark.vm_boot(1)
@@ -82,7 +82,7 @@ def test_boot1_a_layout_naming_the_disk_by_id_keeps_following_it():
     assert r.outcome is not None and r.outcome.ok, r.outcome.message if r.outcome else ""
     assert sh("sgdisk", "--print", "--", BY_ID_V) == before
     assert (bi.mounted("/srv/kv/data") / "mark").read_text() == "disk V"
-    sh("umount", "-R", str(bi.root / "srv"))
+    sh("umount", "--", str(bi.mounted("/srv/kv/data")))
 
 
 @pytest.mark.vm_boot(1)
