@@ -7,12 +7,13 @@ export PATH := $(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 # This checkout's code is what runs and what is checked (not whatever an editable install points at).
 export PYTHONPATH := $(CURDIR):$(CURDIR)/operator:$(CURDIR)/agent$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test bootstrap venv lint typecheck archcheck pytest crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench images wheels node
+.PHONY: test bootstrap venv lint typecheck archcheck pytest vm crds crds-check chart-crds chart-lint demo e2e e2e-mock envtest bench images wheels node
 
 # The real-server tier (tests/api/*_real.py and e2e/) runs on a local control plane found through
 # KUBEBUILDER_ASSETS (devkit/envtest.py); .ci/run sets it. Without it they skip with one line.
 # `images` builds the operator and agent images (root; skipped with a note otherwise, a failure under CI).
-test: bootstrap lint typecheck archcheck crds-check pytest images e2e node
+# `vm` runs tests/vm/ in a throw-away VM on a real kernel (a failure under CI when it cannot boot).
+test: bootstrap lint typecheck archcheck crds-check pytest vm images e2e node
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -23,7 +24,7 @@ venv:
 
 # Every target that runs $(PY) makes the virtualenv first if it is missing (not when PY is overridden).
 ifeq ($(PY),$(VENV)/bin/python)
-lint typecheck archcheck crds crds-check pytest demo e2e e2e-mock envtest bench images wheels node: | $(VENV)/bin/python
+lint typecheck archcheck crds crds-check pytest vm demo e2e e2e-mock envtest bench images wheels node: | $(VENV)/bin/python
 $(VENV)/bin/python:
 	@bash scripts/bootstrap.sh --venv
 endif
@@ -57,6 +58,11 @@ chart-lint:
 
 pytest:
 	$(PY) -m pytest -m "unit or host or api" -q
+
+# The vm tier: tests/vm/ inside a throw-away Debian VM on a real kernel (device-mapper, udev, disks
+# with identities), one boot per group of tests (devkit/vm, docs/testing.md "The vm tier").
+vm:
+	$(PY) -m pytest -m vm tests/vm -q -rs
 
 # README's "run it" command: disklet's real job end to end without a cluster (root for the LVM part).
 demo: bootstrap

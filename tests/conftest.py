@@ -1,4 +1,4 @@
-"""Test tiers by directory: tests/unit → unit, tests/host → host, tests/api → api."""
+"""Test tiers by directory: tests/unit → unit, tests/host → host, tests/api → api, tests/vm → vm."""
 
 from __future__ import annotations
 
@@ -13,5 +13,5 @@ REPO = ROOT.parent
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).resolve().relative_to(ROOT).parts if str(item.fspath).startswith(str(ROOT)) else ()
-        if parts and parts[0] in ("unit", "host", "api"):
+        if parts and parts[0] in ("unit", "host", "api", "vm"):
             item.add_marker(getattr(pytest.mark, parts[0]))

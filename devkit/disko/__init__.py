@@ -42,6 +42,8 @@ ENV_SANDBOX = "DISKO_TEST_SANDBOX"
 ENV_ROOT = "DISKO_TEST_ROOT"
 """Where mounts go instead of ``--root-mountpoint`` (must lie inside the sandbox)."""
 ENV_TIMEOUT = "DISKO_TEST_TIMEOUT"
+ENV_VM_DISKS = "DISKO_TEST_VM_DISKS"
+"""Inside disklet's test VM only: real disks a layout may use (devkit/disko/cli.py, ``vm_disks``)."""
 ENV_RECORD = "DISKO_TEST_RECORD"
 """Optional: a file each run appends ``{"argv": [...], "file": "<the config's bytes>"}`` to."""
 

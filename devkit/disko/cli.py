@@ -75,8 +75,26 @@ def _parse(argv: list[str]) -> dict[str, Any]:
     return opts
 
 
-def check_summary(summary: dict[str, Any], sandbox: Path) -> list[str]:
-    """Why the evaluated layout must not run here (empty: it may)."""
+def vm_disks() -> set[str] | None:
+    """Inside disklet's test VM only (kernel command line ``disklet.vm=1``, devkit/vm): the real disks
+    ``$DISKO_TEST_VM_DISKS`` (comma-separated) that the layout may use instead of sandbox loops; there
+    udev and device-mapper are real, so no stand-ins are used and logical volumes are run. None
+    elsewhere (the variable is ignored on any machine that is not the test VM)."""
+    value = os.environ.get(d.ENV_VM_DISKS, "")
+    if not value:
+        return None
+    try:
+        with open("/proc/cmdline", encoding="utf-8") as fh:
+            cmdline = fh.read().split()
+    except OSError:
+        return None
+    if "disklet.vm=1" not in cmdline:
+        return None
+    return {os.path.realpath(v) for v in value.split(",") if v.startswith("/dev/")}
+
+
+def check_summary(summary: dict[str, Any], sandbox: Path, vm: set[str] | None = None) -> list[str]:
+    """Why the evaluated layout must not run here (empty: it may). ``vm``: the test VM's allowed disks."""
     problems: list[str] = []
     zfs = shutil.which("zpool") is not None
     allowed = {"disk", "lvm_vg"} | ({"zpool"} if zfs else set())
@@ -84,12 +102,13 @@ def check_summary(summary: dict[str, Any], sandbox: Path) -> list[str]:
         if kind not in allowed:
             problems.append(f"disko.devices.{kind} is not supported by the test disko"
                             + (" (no zfs tools here)" if kind == "zpool" else ""))
-    loops = set(udev.our_loops(sandbox))
+    loops = set(udev.our_loops(sandbox)) if vm is None else vm
     for disk in summary.get("disks", []):
         where = f"disk {disk['name']}"
         real = os.path.realpath(disk["device"])
         if real not in loops:
-            problems.append(f"{where}: {disk['device']} is not a loop device of the sandbox {sandbox}")
+            problems.append(f"{where}: {disk['device']} is not a loop device of the sandbox {sandbox}" if vm is None
+                            else f"{where}: {disk['device']} is not one of the VM's test disks {sorted(vm)}")
         if disk.get("hooks"):
             problems.append(f"{where}: hooks are refused")
         content = disk.get("content")
@@ -123,14 +142,25 @@ def check_summary(summary: dict[str, Any], sandbox: Path) -> list[str]:
             problems.append(f"zpool {pool['name']}: an explicit topology (members named by path) or hooks are not "
                             "supported; members come from the layout's zfs partitions")
     for vg in summary.get("vgs", []):
-        if vg.get("lvs") or vg.get("hooks"):
+        if vg.get("hooks") or (vg.get("lvs") and vm is None):
             problems.append(f"lvm_vg {vg['name']}: logical volumes and hooks are not supported (no device-mapper)")
+        for lv in vg.get("lvs") or [] if vm is not None else []:
+            lvwhere = f"lvm_vg {vg['name']} lv {lv.get('name')}"
+            content = lv.get("content") or {}
+            if lv.get("hooks") or content.get("hooks") or content.get("type") not in (None, "filesystem"):
+                problems.append(f"{lvwhere}: only file systems, without hooks, are supported")
+            for key in ("mountpoint", "format"):
+                value = content.get(key)
+                if value is not None and not SAFE_VALUE.match(value):
+                    problems.append(f"{lvwhere}: {key} {value!r} has characters the test disko will not hand to "
+                                    "a shell")
     return problems
 
 
-def _script_env(sandbox: Path) -> dict[str, str]:
+def _script_env(sandbox: Path, vm: set[str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(d.BIN), env.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+    stand_ins = [str(d.BIN)] if vm is None else []  # the VM has udev and device-mapper
+    env["PATH"] = os.pathsep.join([*stand_ins, env.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
     env["DISKO_TEST_SANDBOX"] = str(sandbox)
     env["DISKO_TEST_PYTHON"] = sys.executable
     env["PYTHONPATH"] = os.pathsep.join([str(d.REPO), *filter(None, [env.get("PYTHONPATH")])])
@@ -139,11 +169,11 @@ def _script_env(sandbox: Path) -> dict[str, str]:
     return env
 
 
-def run_script(script: str, sandbox: Path, timeout: float) -> int:
+def run_script(script: str, sandbox: Path, timeout: float, vm: set[str] | None = None) -> int:
     fd, path = tempfile.mkstemp(prefix=".disko-script-", suffix=".sh", dir=sandbox)
     with os.fdopen(fd, "w") as fh:
         fh.write(script)
-    proc = subprocess.Popen(["bash", "--", path], env=_script_env(sandbox), start_new_session=True)  # noqa: S603
+    proc = subprocess.Popen(["bash", "--", path], env=_script_env(sandbox, vm), start_new_session=True)  # noqa: S603
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -207,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     except d.EvalError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    problems = check_summary(ev.summary, sandbox)
+    vm = vm_disks()
+    problems = check_summary(ev.summary, sandbox, vm)
     if problems:
         print("test disko: refusing: " + "; ".join(problems), file=sys.stderr)
         return REFUSED
@@ -216,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(script)
         return 0
     timeout = float(os.environ.get(d.ENV_TIMEOUT) or 600)
-    return run_script(script, sandbox, timeout)
+    return run_script(script, sandbox, timeout, vm)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ in {
       hooks = hooks d;
       content = content d.content;
     }) devices.disk;
-    vgs = lib.mapAttrsToList (name: v: { inherit name; hooks = hooks v; lvs = lib.attrNames v.lvs; }) devices.lvm_vg;
+    vgs = lib.mapAttrsToList (name: v: {
+      inherit name;
+      hooks = hooks v;
+      lvs = lib.mapAttrsToList (lvName: l: { name = lvName; hooks = hooks l; content = content l.content; }) v.lvs;
+    }) devices.lvm_vg;
     pools = lib.mapAttrsToList (name: p: { inherit name; topology = builtins.isAttrs p.mode; hooks = hooks p; })
       devices.zpool;
   };

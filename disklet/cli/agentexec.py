@@ -48,13 +48,16 @@ def pick_agent_pod(pods: list[dict[str, Any]], node: str, namespace: str) -> tup
     return str(field(pod, "metadata.name")), container
 
 
-def apply_disk_argv(*, apply: bool, rebuild: bool, timeout_seconds: int) -> list[str]:
+def apply_disk_argv(*, apply: bool, rebuild: bool, timeout_seconds: int,
+                    allow_destructive_changes: bool = False) -> list[str]:
     """``disklet-agent apply-disk -f - ...``: the command run in the agent pod (the file comes on stdin)."""
     argv = [AGENT_COMMAND, "apply-disk", "-f", "-", "--timeout-seconds", str(timeout_seconds)]
     if apply:
         argv.append("--apply")
     if not rebuild:
         argv.append("--no-rebuild")
+    if allow_destructive_changes:
+        argv.append("--allow-destructive-changes")
     return argv
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from disklet.advice import DOCS_URL, next_step
-from disklet.api.disklayout import DiskLayoutSpec, Phase
+from disklet.api.disklayout import DEFAULT_MOUNT_ROOTS, DiskLayoutSpec, Phase
 from disklet.api.resources import (
     BLOCK_DEVICE,
     DISK_LAYOUT,
@@ -24,8 +24,11 @@ from disklet.api.resources import (
     NODE_LABEL,
     Resource,
 )
+from disklet.kube.client import LEASES
+from disklet.kube.lease import lease_name, lease_namespace, published_facts
 from disklet.layout import PreflightResult
 from disklet.layout.batch import preflight_many
+from disklet.layout.mounts import MountPolicy
 
 from . import lvmdiff, views
 from .agentexec import (
@@ -146,12 +149,41 @@ def _load(ctx: Ctx, path: str) -> list[Manifest] | None:
         return None
 
 
-async def _preflight_all(manifests: list[Manifest]) -> dict[int, PreflightResult]:
-    """Pre-flight every DiskLayout of the batch in one evaluator run (docs/layouts.md, "Batch pre-flight")."""
+async def _preflight_all(manifests: list[Manifest], kube: Kube | None = None,
+                         namespace: str | None = None) -> tuple[dict[int, PreflightResult], dict[int, str]]:
+    """Pre-flight every DiskLayout of the batch in one evaluator run per set of mount roots
+    (docs/layouts.md, "Batch pre-flight"), with the roots the node's agent published on its Lease
+    (docs/kctl.md, "What diff reads from the cluster"); also one line per layout saying which."""
     layouts = [m for m in manifests if isinstance(m.spec, DiskLayoutSpec)]
-    items = [(m.spec, m.base_dir) for m in layouts if isinstance(m.spec, DiskLayoutSpec)]
-    results = await asyncio.to_thread(preflight_many, items)
-    return {id(m): pf for m, pf in zip(layouts, results, strict=True)}
+    groups: dict[tuple[str, ...] | None, list[Manifest]] = {}
+    notes: dict[int, str] = {}
+    for m in layouts:
+        assert isinstance(m.spec, DiskLayoutSpec)
+        roots, notes[id(m)] = await _mount_roots(kube, m.spec.node_name, namespace)
+        groups.setdefault(roots, []).append(m)
+    out: dict[int, PreflightResult] = {}
+    for roots, group in groups.items():
+        items = [(m.spec, m.base_dir) for m in group if isinstance(m.spec, DiskLayoutSpec)]
+        policy = MountPolicy.of(roots) if roots else None
+        results = await asyncio.to_thread(preflight_many, items, None, policy)
+        out.update({id(m): pf for m, pf in zip(group, results, strict=True)})
+    return out, notes
+
+
+async def _mount_roots(kube: Kube | None, node: str, namespace: str | None) -> tuple[tuple[str, ...] | None, str]:
+    """The mount roots node's agent published (None: the defaults) and a line saying where they came from."""
+    default = ", ".join(DEFAULT_MOUNT_ROOTS)
+    if kube is None:
+        return None, f"mount roots: {default} (assumed: --offline reads no agent's setting)"
+    ns = namespace or lease_namespace()
+    try:
+        lease = await kube.get(LEASES, lease_name(node), ns)
+    except KubeError as exc:
+        return None, f"mount roots: {default} (default: cannot read Lease {ns}/{lease_name(node)}: {exc})"
+    _, roots = published_facts(lease)
+    if roots:
+        return tuple(roots), f"mount roots: {', '.join(roots)} (published by the agent of node {node})"
+    return None, f"mount roots: {default} (default: the agent of node {node} has published none)"
 
 
 def _preflight_line(pf: PreflightResult) -> str:
@@ -178,14 +210,16 @@ class Verdict:
 async def plan_batch(kube: Kube | None, manifests: list[Manifest], offline: bool,
                      lvm: lvmdiff.Options | None = None) -> list[Verdict]:
     """The plan ``kctl diff`` prints and ``kctl apply`` enforces: one verdict per manifest (no writes)."""
-    preflights = await _preflight_all(manifests)
+    preflights, roots_notes = await _preflight_all(manifests, kube if not offline else None,
+                                                   lvm.namespace if lvm else None)
     owners = await _layout_owners(kube, manifests)
     out: list[Verdict] = []
     for m in manifests:
         report = Ctx(out=io.StringIO(), err=io.StringIO())
         live = await kube.get(kind_of(m.resource), m.name) if kube else None
         if isinstance(m.spec, DiskLayoutSpec):
-            ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube)
+            ok, state = await _diff_disk_layout(report, m, live, offline, preflights[id(m)], kube,
+                                                roots_notes.get(id(m)))
             if owners.get(id(m)):
                 ok = False
                 owner, where = owners[id(m)]
@@ -267,9 +301,12 @@ async def cmd_diff(ctx: Ctx, path: str, offline: bool, lvm: lvmdiff.Options | No
 
 
 async def _diff_disk_layout(ctx: Ctx, m: Manifest, live: dict[str, Any] | None, offline: bool,
-                            pf: PreflightResult, kube: Kube | None = None) -> tuple[bool, str]:
+                            pf: PreflightResult, kube: Kube | None = None,
+                            roots_note: str | None = None) -> tuple[bool, str]:
     assert isinstance(m.spec, DiskLayoutSpec)
     ctx.say(f"{m.ref} (node {m.spec.node_name}, from {m.source})")
+    if roots_note:
+        ctx.say(f"  {roots_note}")
     ctx.say(f"  {_preflight_line(pf)}")
     if pf.refusal_reason:
         ctx.say(f"  next step: {next_step(pf.refusal_reason.value)}")
@@ -827,7 +864,7 @@ async def _exec_agent_objects(ctx: Ctx, node: str, argv: list[str], stdin: bytes
 
 
 async def cmd_node_apply_disk(ctx: Ctx, node: str, path: str, apply: bool, rebuild: bool, timeout_seconds: int,
-                              deprecated: bool) -> int:
+                              deprecated: bool, allow_destructive_changes: bool = False) -> int:
     if deprecated:
         ctx.warn("`kctl node apply-disko` is deprecated and will be removed; use `kctl node apply-disk`")
     try:
@@ -836,7 +873,8 @@ async def cmd_node_apply_disk(ctx: Ctx, node: str, path: str, apply: bool, rebui
     except OSError as exc:
         ctx.error(f"cannot read {path}: {exc.strerror}")
         return EXIT_FAILED
-    argv = apply_disk_argv(apply=apply, rebuild=rebuild, timeout_seconds=timeout_seconds)
+    argv = apply_disk_argv(apply=apply, rebuild=rebuild, timeout_seconds=timeout_seconds,
+                           allow_destructive_changes=allow_destructive_changes)
     if ctx.output.structured:
         return await _exec_agent_objects(ctx, node, argv + ["-o", "json"], body, kind="ApplyDiskReport")
     return await _exec_agent(ctx, node, argv, body)
@@ -872,7 +910,8 @@ async def cmd_support_bundle(ctx: Ctx, tarball_path: str | None, tail: int, node
     if ctx.output.structured:
         ctx.emit([report], single=True)
         return EXIT_OK
-    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets, environment values redacted")
+    ctx.say(f"wrote {path}: {len(bundle.files)} file(s), {len(data)} bytes; no Secrets; values other than "
+            "disklet's own settings redacted")
     for problem in bundle.problems:
         ctx.warn(problem)
     ctx.say(f"Attach it to your bug report; {DOCS_URL}/troubleshooting.md#what-is-in-the-bundle says what each file holds.")

@@ -24,6 +24,8 @@ from pydantic import ValidationError
 
 from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec, backing_file_name
 from disklet.api.resources import BLOCK_DEVICE, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, NODE_LABEL
+from disklet.kube.client import LEASES
+from disklet.kube.lease import lease_name, lease_namespace, published_facts
 from disklet.labels import label_value, node_label_value
 from disklet.lvm.names import child_name
 from disklet.lvm.sizing import plan_thin_pool  # the agent's own rules (it imports these modules too)
@@ -43,7 +45,38 @@ SET_LABEL = "disklet.io/lvmvolumegroupset"
 class Options:
     offline: bool = False
     server_dry_run: bool = False
-    base_dir: str = DEFAULT_BASE_DIR
+    base_dir: str | None = None
+    """--file-devices-dir; None: what each node's agent published on its Lease (else the default)."""
+    namespace: str | None = None
+    """Where the agents' Leases live (kctl's -n; default disklet-system)."""
+
+
+async def base_dir_of(kube: Any, node: str, opts: Options) -> tuple[str, str]:
+    """The file-devices base directory to plan ``node`` with, and where it came from: the flag, the
+    agent's own Lease annotation, or the default (offline, or no agent published one)."""
+    if opts.base_dir:
+        return opts.base_dir, "--file-devices-dir"
+    if kube is None or opts.offline:
+        return DEFAULT_BASE_DIR, ("assumed: --offline reads no agent's setting; --file-devices-dir DIR if the "
+                                  "chart's fileDevicesDirectory differs")
+    ns = opts.namespace or lease_namespace()
+    try:
+        lease = await kube.get(LEASES, lease_name(node), ns)
+    except KubeError as exc:
+        return DEFAULT_BASE_DIR, f"default: cannot read Lease {ns}/{lease_name(node)} ({exc})"
+    base, _ = published_facts(lease)
+    if base:
+        return base, f"published by the agent of node {node} (Lease {ns}/{lease_name(node)})"
+    why = "has no Lease there yet" if lease is None else "has not published one (an older agent)"
+    return DEFAULT_BASE_DIR, f"default: the agent of node {node} {why}; -n NS if the agents run elsewhere"
+
+
+async def _node_plan(kube: Any, opts: Options, lvg_name: str, spec: LVMVolumeGroupSpec, node: str,
+                     *args: Any) -> NodePlan:
+    base, source = await base_dir_of(kube, node, opts)
+    plan = node_plan(lvg_name, spec, node, base, *args)
+    plan.lines.insert(0, f"file-devices base directory: {base} ({source})")
+    return plan
 
 
 @dataclass
@@ -234,13 +267,13 @@ async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Option
         if kube is not None and not opts.offline:
             bds = await kube.list_objects(Kind.of(BLOCK_DEVICE), label_selector=f"{NODE_LABEL}={node_label_value(node)}")
             others = _lvgs_on(await kube.list_objects(Kind.of(LVM_VOLUME_GROUP)), node)
-        return [node_plan(m.name, spec, node, opts.base_dir, bds, (live or {}).get("status"), (live or {}).get("spec"),
-                          others)]
+        return [await _node_plan(kube, opts, m.name, spec, node, bds, (live or {}).get("status"),
+                                 (live or {}).get("spec"), others)]
     set_spec: LVMVolumeGroupSetSpec = m.spec
     tmpl = set_spec.lvm_volume_group_template
     if kube is None or opts.offline:  # a representative node "node"; names shown as <set>-<node>
-        plan = node_plan(child_name(m.name, "node"), tmpl.child_spec("node"), "<each matching node>", opts.base_dir,
-                         None, None)
+        plan = await _node_plan(None, Options(offline=True, base_dir=opts.base_dir), child_name(m.name, "node"),
+                                tmpl.child_spec("node"), "<each matching node>", None, None)
         plan.lvg = f"{m.name}-<node>"
         plan.lines = [line.replace(f"{m.name}-node", plan.lvg) for line in plan.lines]
         plan.refused = [line.replace(f"{m.name}-node", plan.lvg) for line in plan.refused]
@@ -261,8 +294,8 @@ async def _plans(kube: Any, m: Any, live: Mapping[str, Any] | None, opts: Option
             plan = NodePlan(node=node, lvg=name, refused=[str(exc)])
         else:
             child = children.get(name) or {}
-            plan = node_plan(name, spec, node, opts.base_dir, bds.get(node, []), child.get("status"), child.get("spec"),
-                             _lvgs_on(all_lvgs, node))
+            plan = await _node_plan(kube, opts, name, spec, node, bds.get(node, []), child.get("status"),
+                                    child.get("spec"), _lvgs_on(all_lvgs, node))
         out.append(plan)
     return out
 
@@ -271,11 +304,13 @@ def add_arguments(parser: Any, dry_run: bool = True) -> None:
     if dry_run:
         parser.add_argument("--dry-run", choices=("none", "server"), default="none",
                             help="server: also send LVMVolumeGroup(Set)s as a server-side dry-run apply (schema + CEL)")
-    parser.add_argument("--file-devices-dir", default=DEFAULT_BASE_DIR, metavar="DIR",
-                        help=f"the agents' base directory for file devices (chart value fileDevicesDirectory; "
-                             f"default {DEFAULT_BASE_DIR})")
+    parser.add_argument("--file-devices-dir", default=None, metavar="DIR",
+                        help="the agents' base directory for file devices (chart value fileDevicesDirectory); "
+                             "default: what each node's agent published on its Lease, else (and with --offline) "
+                             f"{DEFAULT_BASE_DIR}")
 
 
 def options(args: Any) -> Options:
     return Options(offline=bool(getattr(args, "offline", False)), server_dry_run=getattr(args, "dry_run", "none") == "server",
-                   base_dir=getattr(args, "file_devices_dir", DEFAULT_BASE_DIR))
+                   base_dir=getattr(args, "file_devices_dir", None),
+                   namespace=getattr(args, "namespace", None))

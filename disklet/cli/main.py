@@ -285,9 +285,11 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
     de.set_defaults(handler=lambda a, ctx: commands.cmd_delete(ctx, a.type, a.names, a.selector, a.dry_run))
 
     sb = _sub(sub, "support-bundle", "one tarball for a bug report: objects, Events, logs, agents' views (no Secrets)",
-              "Collect every disklet object, the Events about them, the operator and agent pods (environment "
-              "values redacted) and their last --tail log lines, and per node the agent's live `disks` view and "
-              "LVM reports (read-only, via exec in the agent pod), into one .tar.gz. Secrets are never read. "
+              "Collect every disklet object, the Events about them, the Nodes, the agents' Leases, the versions "
+              "(API server, CRDs, chart, kctl), the operator and agent pods (found in --namespace, else by the "
+              "chart's labels in any namespace; every value but disklet's own settings redacted) and their last "
+              "--tail log lines, and per node the agent's live `disks` view and LVM reports (read-only, via exec "
+              "in the agent pod), into one .tar.gz. Secrets are never read. "
               "Problems met while collecting are listed in index.yaml and on stderr; they do not stop the bundle.",
               "  kctl support-bundle\n  kctl support-bundle --tail 5000 --tarball /tmp/disklet.tar.gz\n"
               "  kctl support-bundle --node kvm-node-1 -n disklet")
@@ -325,7 +327,8 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
                   ("DEPRECATED: use `kctl node apply-disk`.\n\n" if deprecated else "")
                   + "Find the disklet agent pod on NODE (namespace --namespace, label "
                     "app.kubernetes.io/component=agent), send FILE on stdin and run "
-                    "`disklet-agent apply-disk -f - [--apply] [--no-rebuild] --timeout-seconds N` in it. "
+                    "`disklet-agent apply-disk -f - [--apply] [--no-rebuild] [--allow-destructive-changes] "
+                    "--timeout-seconds N` in it. "
                     "Output is streamed; the exit code is the agent's. Without --apply nothing is written. "
                     "--apply needs the node in controller-managed mode. Needs RBAC create on pods/exec and "
                     "Kubernetes >= 1.30 (exec protocol v5, to close stdin).",
@@ -336,10 +339,14 @@ def _builtin_commands(sub: Any, _sub: Callable[..., argparse.ArgumentParser]) ->
         ad.add_argument("-f", "--filename", required=True, metavar="FILE.nix", help="disko Nix body (defines disko.devices)")
         ad.add_argument("--apply", action="store_true", help="really format (controller-managed mode required)")
         ad.add_argument("--no-rebuild", action="store_true", help="skip nixos-rebuild test/switch (validation flows)")
+        ad.add_argument("--allow-destructive-changes", action="store_true",
+                        help="allow removing an applied disk or moving an applied filesystem's mountpoint "
+                             "(like a DiskLayout's spec.allowDestructiveChanges)")
         ad.add_argument("--timeout-seconds", type=_timeout, default=DEFAULT_TIMEOUT_SECONDS, metavar="N",
                         help=f"bound on the disko run (default {DEFAULT_TIMEOUT_SECONDS}, hard cap {MAX_TIMEOUT_SECONDS})")
         ad.set_defaults(deprecated=deprecated, handler=lambda a, ctx: commands.cmd_node_apply_disk(
-            ctx, a.node, a.filename, a.apply, not a.no_rebuild, a.timeout_seconds, a.deprecated))
+            ctx, a.node, a.filename, a.apply, not a.no_rebuild, a.timeout_seconds, a.deprecated,
+            a.allow_destructive_changes))
 
 
 DYNAMIC = {

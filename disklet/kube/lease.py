@@ -19,6 +19,10 @@ RENEW_INTERVAL_SECONDS = 10.0
 DEFAULT_NAMESPACE = "disklet-system"
 NAMESPACE_ENV = "DISKLET_NAMESPACE"
 LEASE_PREFIX = "disklet-agent-"
+FILE_DEVICES_ANNOTATION = "disklet.io/file-devices-directory"
+"""The agent's base directory of file devices (chart value fileDevicesDirectory), on its Lease."""
+MOUNT_ROOTS_ANNOTATION = "disklet.io/mount-roots"
+"""The roots the agent allows DiskLayout mountpoints under (DISKLET_MOUNT_ROOTS), comma-separated."""
 
 
 def lease_namespace() -> str:
@@ -45,11 +49,27 @@ def lease_spec(node: str, now: datetime | None = None) -> dict[str, Any]:
     return {"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": micro_time(now)}
 
 
-def lease_object(node: str, namespace: str, now: datetime | None = None) -> dict[str, Any]:
+def agent_facts(file_devices_dir: str, mount_roots: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """What the agent publishes about itself on its Lease (annotations): what ``kctl diff`` would
+    otherwise have to assume (docs/kctl.md, "What diff reads from the cluster")."""
+    return {FILE_DEVICES_ANNOTATION: file_devices_dir, MOUNT_ROOTS_ANNOTATION: ",".join(mount_roots)}
+
+
+def published_facts(lease: dict[str, Any] | None) -> tuple[str | None, list[str] | None]:
+    """(file-devices base directory, mount roots) an agent published on its Lease; None where absent."""
+    notes = ((lease or {}).get("metadata") or {}).get("annotations") or {}
+    base = notes.get(FILE_DEVICES_ANNOTATION) or None
+    roots = notes.get(MOUNT_ROOTS_ANNOTATION)
+    return base, ([r for r in roots.split(",") if r] if roots is not None else None)
+
+
+def lease_object(node: str, namespace: str, now: datetime | None = None,
+                 facts: dict[str, str] | None = None) -> dict[str, Any]:
     spec = lease_spec(node, now)
     spec["acquireTime"] = spec["renewTime"]
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": lease_name(node), "namespace": namespace,
-                         "labels": {"app.kubernetes.io/name": "disklet", "app.kubernetes.io/component": "agent",
-                                    "disklet.io/node": node_label_value(node)}},
-            "spec": spec}
+    meta: dict[str, Any] = {"name": lease_name(node), "namespace": namespace,
+                            "labels": {"app.kubernetes.io/name": "disklet", "app.kubernetes.io/component": "agent",
+                                       "disklet.io/node": node_label_value(node)}}
+    if facts:
+        meta["annotations"] = dict(facts)
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}

@@ -1,5 +1,5 @@
 """kctl support-bundle: what goes in (objects, Events, pods, logs, per-node agent views) and what never
-does (Secrets, environment values)."""
+does (Secrets, values other than disklet's own settings)."""
 
 from __future__ import annotations
 

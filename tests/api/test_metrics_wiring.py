@@ -186,6 +186,8 @@ async def test_agent_refusal_counts_code_once_and_posts_event(kube, monkeypatch,
     assert status_writes("DiskLayout") - writes0 >= 1
     assert len(refused_event) == 1 and refused_event[0]["type"] == "Warning"
     assert refused_event[0]["message"].startswith(f"{code}: ")
+    from disklet.advice import next_step
+    assert refused_event[0]["message"].endswith(f" Next step: {next_step(code)}"), "the code's own advice"
 
 
 async def test_operator_lvg_readiness_counts_status_writes(kube):

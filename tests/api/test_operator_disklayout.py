@@ -159,6 +159,9 @@ async def test_second_layout_for_a_node_is_refused_until_the_first_is_deleted(ku
         assert condition(st, "Validated")["reason"] == "DuplicateNodeLayout"
         events = posted_events(kube, "second")
         assert any(e.get("reason") == "DuplicateNodeLayout" for e in events), events
+        dup = next(e for e in events if e.get("reason") == "DuplicateNodeLayout")
+        assert dup["message"].startswith("another_disk_layout_for_node: ") and \
+            "Next step: One DiskLayout per node: merge the layouts or delete one." in dup["message"], dup
         # a layout for another node is not a duplicate
         await api.create(DL_URL, disk_layout("other", "n2"))
         await wait_status(kube, DL, "other", _pending, "other node pending")

@@ -196,7 +196,10 @@ def test_generated_layouts_evaluate_and_user_bytes_stay_inert(tmp_path_factory: 
     model = _accepted(layout)
     if model is None:
         return  # disklet refuses it: nothing reaches disko
-    body = render_disko_nix(model)
+    # what disko is given on the node: the checked artifact (pool roots closed, docs/layouts.md)
+    from disklet.layout.checked import check_layout
+
+    body = check_layout(render_disko_nix(model)).artifact
     ev = _evaluates(body, tmp_path_factory.mktemp("oracle"))
     script = ev.format_mount
     ctx = shellctx.contexts(script)
@@ -206,6 +209,12 @@ def test_generated_layouts_evaluate_and_user_bytes_stay_inert(tmp_path_factory: 
             if not occ.inert:
                 holes.append(f"{value!r} in {'/'.join(occ.contexts)} context: {occ.line}")
     assert not holes, "user bytes reach disko's script outside an inert context:\n" + "\n".join(holes)
+    # and what the script mounts (mount lines, ZFS properties, pool roots) stays inside the allowed roots
+    from devkit.disko.mounts import script_mounts
+    from disklet.layout.mounts import MountPolicy
+
+    outside = [p for p in script_mounts(script).all() if MountPolicy().problem(p)]
+    assert not outside, f"disko's script mounts outside the allowed roots: {outside}"
 
 
 def test_a_mountpoint_reaches_disko_inside_double_quotes(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from devkit.node import Node, node_unavailable_reason
 from tests.node import release as rel
 
 HERE = Path(__file__).parent
+TIMINGS: dict[str, float] = {}
+"""Seconds per phase of the session (node start/stop, image import, helm install), printed at the end."""
 
 
 def _reason() -> str | None:
@@ -61,7 +63,10 @@ def node(envtest: Cluster) -> Iterator[Node]:
     try:
         yield n
     finally:
-        n.stop()
+        try:
+            n.stop()
+        finally:
+            TIMINGS.update({f"node {k}": v for k, v in n.timings.items()})
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +83,13 @@ def host(node: Node) -> Iterator[rel.Host]:
 def release(node: Node, host: rel.Host) -> Iterator[rel.Release]:
     """The chart installed once for the session (images loaded into the node first)."""
     r = rel.Release.install(node, host)
+    TIMINGS.update(r.timings)
     try:
         yield r
     finally:
         r.teardown()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.write_line("node tier phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))

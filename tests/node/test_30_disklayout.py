@@ -89,3 +89,23 @@ def test_disklayout_is_applied_by_the_agent_pod_through_the_hosts_disko(
     assert current.exists() and dev in current.read_text(), current
     calls = [json.loads(line) for line in host.fake_log.read_text().splitlines()]
     assert any(c["cmd"] == "nixos-rebuild" and c["argv"][:1] == ["switch"] for c in calls), calls
+
+
+def test_kctl_apply_disk_over_an_applied_layout_needs_allow_destructive_changes(
+        release: Release, host: Host) -> None:
+    """After the DiskLayout above, the node has an applied layout; a one-off layout that leaves its
+    disk out is refused by the agent pod, and validates once the flag reaches the agent (a fix the
+    node found: kctl did not pass --allow-destructive-changes on)."""
+    dev = host.loop("kctl2")
+    nix = host.sandbox / "kctl2.nix"
+    nix.write_text('{ disko.devices.disk.k2 = { device = "' + dev + '"; type = "disk"; content = { type = "gpt"; '
+                   'partitions.p = { size = "100%"; content = { type = "filesystem"; format = "ext4"; '
+                   'mountpoint = "/var/lib/kcore/kctl2-' + host.run_id + '"; }; }; }; }; }\n')
+    refused = release.kctl("node", "-n", release.namespace, "apply-disk", "localhost", "-f", str(nix))
+    assert refused.returncode == 1 and "applied_disk_removed" in refused.stdout + refused.stderr, \
+        refused.stdout + refused.stderr
+    allowed = release.kctl("node", "-n", release.namespace, "apply-disk", "localhost", "-f", str(nix),
+                           "--allow-destructive-changes")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "--allow-destructive-changes" in allowed.stdout + allowed.stderr  # the exec'd argv, echoed
+    assert run(["blkid", "-p", "--", dev], timeout=30, check=False).stdout.strip() == ""  # validation only

@@ -56,3 +56,12 @@ def test_describe_prints_the_codes_own_next_step():
 
 def test_an_unknown_code_still_gets_a_pointer():
     assert "Unknown refusal code 'brand_new'" in advice.next_step("brand_new")
+
+
+def test_a_refusal_events_message_keeps_its_next_step_within_the_cap():
+    short = advice.event_message("target_device_not_found", "/dev/sdx: no such device")
+    assert short == ("target_device_not_found: /dev/sdx: no such device Next step: "
+                     + advice.next_step("target_device_not_found"))
+    long = advice.event_message("target_device_not_blank", "x" * 5000, limit=1024)
+    assert len(long) == 1024 and long.endswith(advice.next_step("target_device_not_blank"))
+    assert long.startswith("target_device_not_blank: xxx") and "...  Next step:" not in long

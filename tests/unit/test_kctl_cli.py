@@ -115,6 +115,8 @@ def test_apply_disk_argv_and_disks_argv():
         ["disklet-agent", "apply-disk", "-f", "-", "--timeout-seconds", "300"]
     assert apply_disk_argv(apply=True, rebuild=False, timeout_seconds=600) == \
         ["disklet-agent", "apply-disk", "-f", "-", "--timeout-seconds", "600", "--apply", "--no-rebuild"]
+    assert apply_disk_argv(apply=False, rebuild=True, timeout_seconds=300, allow_destructive_changes=True)[-1] == \
+        "--allow-destructive-changes"
     assert disks_argv() == ["disklet-agent", "disks", "-o", "json"]
 
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import kopf
 
+from disklet.advice import event_message
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
-from disklet.kube.events import AGENT, EventRecorder
+from disklet.kube.events import AGENT, MAX_MESSAGE, EventRecorder
 from disklet.observe import (
     ERROR,
     REFUSED,
@@ -234,7 +235,7 @@ def emit_event(events: EventRecorder, body: Mapping[str, Any], desired: Desired)
     if desired.phase == Phase.APPLIED:
         events.record(body, "Normal", "Applied", msg)
     elif desired.phase == Phase.REFUSED:
-        events.record(body, "Warning", "Refused", f"{desired.refusal}: {msg}")
+        events.record(body, "Warning", "Refused", event_message(str(desired.refusal), msg, MAX_MESSAGE))
     elif desired.phase == Phase.FAILED:
         events.record(body, "Warning", "Failed", msg)
     else:

@@ -26,12 +26,13 @@ import kopf
 from pydantic import ValidationError
 
 from disklet import GROUP, VERSION
+from disklet.advice import event_message
 from disklet.api.common import Condition, set_condition
 from disklet.api.disklayout import DiskLayoutSpec, Phase, RefusalCode
 from disklet.api.resources import DISK_LAYOUT
 from disklet.hostcmd import HostRunner
 from disklet.kube.client import ApiError, KubeClient
-from disklet.kube.events import OPERATOR, EventRecorder, operator_instance, recorder_for
+from disklet.kube.events import MAX_MESSAGE, OPERATOR, EventRecorder, operator_instance, recorder_for
 from disklet.kube.login import registry_login
 from disklet.kube.patch import owned_keys_patch
 from disklet.layout.batch import preflight_many
@@ -276,5 +277,6 @@ def _announce(events: EventRecorder, body: kopf.Body, old_phase: Phase | None, o
         record_refusal(verdict.refusal_reason)
     reason = {VerdictKind.DUPLICATE: "DuplicateNodeLayout", VerdictKind.NO_TARGET_DEVICES: "NoTargetDevices",
               VerdictKind.MALFORMED: "Malformed", VerdictKind.INVALID_SPEC: "InvalidSpec"}.get(verdict.kind, "Refused")
-    events.record(body, "Warning", reason, verdict.message)
+    events.record(body, "Warning", reason, verdict.message if verdict.refusal_reason is None else
+                  event_message(str(verdict.refusal_reason), verdict.message, MAX_MESSAGE))
     logger.warning(f"{verdict.phase}: {verdict.message}")

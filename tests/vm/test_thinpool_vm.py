@@ -1,0 +1,117 @@
+"""Thin pools for real: the agent's LVM engine on real disks with device-mapper and activation on.
+
+Proves what the host tier cannot (no device-mapper there): a pool is created at the size the
+sizing rules give, is active, its data and metadata percentages in status are the kernel's own
+(read back from ``lvs``), a thin LV really filled raises ``ThinPoolNearlyFull``, metadata fullness
+is judged from the real metadata percentage, the pool grows with its VG, and the recorded ``lvs``
+report the unit tests use has the shape the real ``lvs`` prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from disklet_agent.lvm.engine import HostLvgEngine
+
+from devkit.vm import Disk
+from disklet.api.common import get_condition
+from disklet.api.lvm import LocalSpec, LVMVolumeGroupSpec, LVMVolumeGroupStatus, ThinPool
+from disklet.lvm.sizing import thin_pool_target
+from disklet.lvm.thinpool import DATA_NEARLY_FULL, METADATA_NEARLY_FULL
+from tests.vm.conftest import NODE, RUNNER, agent_config, block_device_names, disk, lvm_report, sh
+
+VM_DISKS = (
+    Disk("nvme", size="2Gi", serial="TPNVME01"),
+    Disk("scsi", size="2Gi", serial="TPSCSI01", wwn="0x5000c500aa000001", rotational=True),
+)
+RECORDED = Path(__file__).resolve().parents[1] / "unit" / "lvs_reports" / "thin-pools.json"
+
+
+def spec(vg: str, *pools: tuple[str, str]) -> LVMVolumeGroupSpec:
+    return LVMVolumeGroupSpec(local=LocalSpec(node_name=NODE), actual_vg_name_on_the_node=vg,
+                              block_device_selector={"matchLabels": {"disklet.io/test": vg}},
+                              thin_pools=[ThinPool(name=n, size=s) for n, s in pools])
+
+
+def pool_row(vg: str, pool: str) -> dict[str, str]:
+    rows = lvm_report("lvs", "--select", f"vg_name={vg} && lv_name={pool}",
+                      columns="lv_name,lv_size,lv_attr,data_percent,metadata_percent,chunk_size,lv_metadata_size,"
+                              "segtype")
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def vg_row(vg: str) -> dict[str, str]:
+    [row] = lvm_report("vgs", "--select", f"vg_name={vg}", columns="vg_name,vg_size,vg_free,vg_extent_size,pv_count")
+    return row
+
+
+def assert_ok(status: LVMVolumeGroupStatus) -> None:
+    bad = [c for c in status.conditions or [] if c.type in ("VGConfigurationApplied", "VGReady") and c.status != "True"]
+    assert not bad, [c.model_dump() for c in bad]
+
+
+def test_pool_is_created_active_at_the_sized_extents_with_real_percentages(tmp_path, wipe):
+    nvme = disk("TPNVME01")
+    wipe.append(nvme)
+    bd = block_device_names()[nvme]
+    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
+    try:
+        out = engine.reconcile("lvg-tp", spec("vgtp", ("tp", "50%")), None, [(bd, nvme)])
+        assert_ok(out.status)
+        vg = vg_row("vgtp")
+        extent = int(vg["vg_extent_size"])
+        row = pool_row("vgtp", "tp")
+        # the sizing rule: 50% of the VG, rounded down to whole extents
+        assert int(row["lv_size"]) == thin_pool_target("50%", int(vg["vg_size"]), extent).extents * extent
+        assert row["segtype"] == "thin-pool" and row["lv_attr"][0] == "t" and row["lv_attr"][4] == "a", row
+        table = sh("dmsetup", "table")
+        assert any(line.startswith("vgtp-tp") and " thin-pool " in line for line in table.splitlines()), table
+        [tp] = out.status.thin_pools or []
+        assert tp.ready and tp.data_percent == float(row["data_percent"]) == 0.0
+        assert tp.metadata_percent == float(row["metadata_percent"]) and tp.metadata_percent > 0
+        assert tp.chunk_size is not None and int(row["chunk_size"]) > 0
+        assert get_condition(out.status.conditions, DATA_NEARLY_FULL).status == "False"
+        # the same spec again: nothing to do on the host
+        again = engine.reconcile("lvg-tp", spec("vgtp", ("tp", "50%")), out.status, [(bd, nvme)])
+        assert not again.host_changed and int(pool_row("vgtp", "tp")["lv_size"]) == int(row["lv_size"])
+    finally:
+        engine.close()
+
+
+def test_a_really_filled_thin_lv_raises_the_nearly_full_conditions(tmp_path, wipe):
+    nvme = disk("TPNVME01")
+    wipe.append(nvme)
+    bd = block_device_names()[nvme]
+    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
+    try:
+        out = engine.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), None, [(bd, nvme)])
+        assert_ok(out.status)
+        sh("lvcreate", "--yes", "-q", "--type", "thin", "--virtualsize", "256M", "--thinpool", "tp", "--name", "vol",
+           "--", "vgfill")
+        # 116 MiB of 128: about 90 % of the pool's data, written through the active thin LV
+        sh("dd", "if=/dev/zero", "of=/dev/vgfill/vol", "bs=1M", "count=116", "oflag=direct", "status=none")
+        row = pool_row("vgfill", "tp")
+        data, meta = float(row["data_percent"]), float(row["metadata_percent"])
+        assert data >= 85.0, row
+        st = engine.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), out.status, [(bd, nvme)]).status
+        [tp] = st.thin_pools or []
+        assert (tp.data_percent, tp.metadata_percent) == (data, meta), "status must carry the kernel's figures"
+        full = get_condition(st.conditions, DATA_NEARLY_FULL)
+        assert full.status == "True" and "tp" in full.message, full
+        assert get_condition(st.conditions, METADATA_NEARLY_FULL).status == "False"
+        # Filling metadata for real takes gigabytes of writes; the judgement of the real metadata
+        # percentage is proven with the threshold at the kernel's figure and just above it.
+        assert meta > 0
+        at = HostLvgEngine(RUNNER, agent_config(tmp_path, thin_pool_metadata_threshold_percent=meta))
+        above = HostLvgEngine(RUNNER, agent_config(tmp_path, thin_pool_metadata_threshold_percent=min(meta + 1, 100)))
+        try:
+            st_at = at.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), st, [(bd, nvme)]).status
+            st_above = above.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), st, [(bd, nvme)]).status
+        finally:
+            at.close()
+            above.close()
+        assert get_condition(st_at.conditions, METADATA_NEARLY_FULL).status == "True"
+        assert get_condition(st_above.conditions, METADATA_NEARLY_FULL).status == "False"
+    finally:
+        engine.close()
