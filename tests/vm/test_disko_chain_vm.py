@@ -72,15 +72,8 @@ def test_lvm_pv_partitions_lvs_and_filesystems_applied_by_disko_mounted_and_chec
         table = sh("dmsetup", "table", "vgdk-data")
         assert " linear " in table, table
         # file systems on them, mounted where the layout says (under the sandbox root)
-        mounts = json.loads(sh("findmnt", "--json", "-R", "-o", "TARGET,SOURCE,FSTYPE", str(n.root / "srv")))
-        found = {}
-
-        def walk(entries):
-            for e in entries:
-                found[e["target"]] = (e["source"], e["fstype"])
-                walk(e.get("children", []))
-
-        walk(mounts["filesystems"])
+        mounts = json.loads(sh("findmnt", "--json", "--list", "-o", "TARGET,SOURCE,FSTYPE"))["filesystems"]
+        found = {m["target"]: (m["source"], m["fstype"]) for m in mounts}
         assert found[str(n.mounted("/srv/dk/data"))] == ("/dev/mapper/vgdk-data", "ext4"), found
         assert found[str(n.mounted("/srv/dk/logs"))] == ("/dev/mapper/vgdk-logs", "ext4"), found
         assert found[str(n.mounted("/srv/dk/plain"))][1] == "ext4", found
