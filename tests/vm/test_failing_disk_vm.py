@@ -40,7 +40,9 @@ class Recording(HostRunner):
         return super().run(argv, **kwargs)
 
     def writes(self) -> list[list[str]]:
-        return [a for a in self.recorded if a and Path(a[0]).name in WRITES]
+        """Commands that change something (``wipefs --no-act`` only reads: the topology probe)."""
+        return [a for a in self.recorded if a and Path(a[0]).name in WRITES
+                and not (Path(a[0]).name == "wipefs" and ("--no-act" in a or "-n" in a))]
 
 
 def spec(vg: str) -> LVMVolumeGroupSpec:
