@@ -209,29 +209,35 @@ def deps_key() -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_wheels() -> tuple[str, bool]:
-    """build/wheels: disklet's wheel (always made afresh from the checkout) and its dependencies'."""
+def export_checkout(dest: Path) -> str:
+    """Copy the checkout's files to ``dest`` and return their revision, taken together at the start
+    of a build (a checkout changed while the base is made does not end up in the images)."""
+    rev = revision()
+    for rel in checkout_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target, follow_symlinks=False)
+    return rev
+
+
+def build_wheels(src: Path) -> tuple[str, bool]:
+    """build/wheels: disklet's wheel (always made afresh from ``src``, the exported checkout) and
+    its dependencies'."""
     WHEELS.mkdir(parents=True, exist_ok=True)
     stamp = WHEELS / f".deps-{deps_key()}"
-    with tempfile.TemporaryDirectory(prefix="disklet-wheel-") as tmp:
-        src = Path(tmp) / "src"
-        for rel in checkout_files():
-            dest = src / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest, follow_symlinks=False)
-        pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-               "--wheel-dir", str(WHEELS)]
-        for old in WHEELS.glob("disklet-*.whl"):
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+           "--wheel-dir", str(WHEELS)]
+    for old in WHEELS.glob("disklet-*.whl"):
+        old.unlink()
+    fetched = not stamp.exists()
+    if fetched:
+        for old in WHEELS.iterdir():
             old.unlink()
-        fetched = not stamp.exists()
-        if fetched:
-            for old in WHEELS.iterdir():
-                old.unlink()
-            log("wheels: pip wheel disklet, its dependencies and pip (fetched once per dependency list)")
-            run([*pip, str(src), "pip"], timeout=1800, quiet=True)
-            stamp.touch()
-        else:
-            run([*pip, "--no-deps", str(src)], timeout=600, quiet=True)
+        log("wheels: pip wheel disklet, its dependencies and pip (fetched once per dependency list)")
+        run([*pip, str(src), "pip"], timeout=1800, quiet=True)
+        stamp.touch()
+    else:
+        run([*pip, "--no-deps", str(src)], timeout=600, quiet=True)
     return wheels_digest(sorted(WHEELS.glob("*.whl"))), fetched
 
 
@@ -427,14 +433,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="only build build/wheels (for docker/buildah builds elsewhere; no root needed)")
     args = ap.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
-    if args.wheels_only:
-        try:
-            digest, _ = build_wheels()
-        except (BuildError, subprocess.TimeoutExpired) as exc:
-            print(f"images: FAILED: {exc}", file=sys.stderr)
-            return 1
-        log(f"wheels in {WHEELS.relative_to(ROOT)} ({digest})")
-        return 0
+    with tempfile.TemporaryDirectory(prefix="disklet-images-") as tmp:
+        src = Path(tmp) / "src"
+        if args.wheels_only:
+            try:
+                export_checkout(src)
+                digest, _ = build_wheels(src)
+            except (BuildError, subprocess.TimeoutExpired) as exc:
+                print(f"images: FAILED: {exc}", file=sys.stderr)
+                return 1
+            log(f"wheels in {WHEELS.relative_to(ROOT)} ({digest})")
+            return 0
+        return build_all(targets, src, no_cache=args.no_cache)
+
+
+def build_all(targets: Sequence[str], src: Path, *, no_cache: bool) -> int:
     missing = [] if os.geteuid() == 0 else ["root (mmdebstrap --mode=root, buildah)"]
     missing += [f"{tool} (scripts/bootstrap.sh installs it as root)"
                 for tool in ("mmdebstrap", "buildah", "podman") if shutil.which(tool) is None]
@@ -446,18 +459,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     mirror = os.environ.get("DISKLET_DEBIAN_MIRROR", "http://deb.debian.org/debian")
     max_age = float(os.environ.get("DISKLET_BASE_MAX_AGE_HOURS", "24"))
     registry = os.environ.get("IMAGE_REGISTRY", "ghcr.io/disklet").rstrip("/")
-    rev = revision()
-    tag = os.environ.get("IMAGE_TAG") or default_tag(rev)
-    epoch = source_date_epoch()
     seconds: dict[str, float] = {}
     started = time.monotonic()
     try:
+        rev = export_checkout(src)
+        tag = os.environ.get("IMAGE_TAG") or default_tag(rev)
+        epoch = source_date_epoch()
         t = time.monotonic()
         tar, fresh = build_base(mirror, max_age)
         base = import_base(tar, fresh)
         seconds["base"] = round(time.monotonic() - t, 1)
         t = time.monotonic()
-        wheels, _ = build_wheels()
+        wheels, _ = build_wheels(src)
         seconds["wheels"] = round(time.monotonic() - t, 1)
         result: dict[str, object] = {"revision": rev, "tag": tag, "registry": registry,
                                      "source_date_epoch": epoch, "base": base, "wheels": wheels, "images": {}}
@@ -466,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ref = f"{registry}/disklet-{target}:{tag}"
             t = time.monotonic()
             log(f"{target}: buildah bud --target {target} -> {ref}")
-            build_image(target, base=base, ref=ref, rev=rev, wheels=wheels, epoch=epoch, no_cache=args.no_cache)
+            build_image(target, base=base, ref=ref, rev=rev, wheels=wheels, epoch=epoch, no_cache=no_cache)
             archive = OUT / f"disklet-{target}.oci"
             write_archive(ref, archive, epoch)
             seconds[target] = round(time.monotonic() - t, 1)
