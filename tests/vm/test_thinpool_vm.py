@@ -120,6 +120,38 @@ def test_a_really_filled_thin_lv_raises_the_nearly_full_conditions(tmp_path, wip
         engine.close()
 
 
+def test_pool_grows_with_its_size_and_with_the_vg(tmp_path, wipe):
+    nvme, scsi = disk("TPNVME01"), disk("TPSCSI01")
+    wipe.extend([nvme, scsi])
+    names = block_device_names()
+    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
+    try:
+        st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "40%")), None, [(names[nvme], nvme)]).status
+        assert_ok(st)
+        sh("lvcreate", "--yes", "-q", "--type", "thin", "--virtualsize", "64M", "--thinpool", "tp", "--name", "vol",
+           "--", "vggrow")
+        sh("mkfs.ext4", "-q", "/dev/vggrow/vol")
+        first = int(pool_row("vggrow", "tp")["lv_size"])
+        st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "80%")), st, [(names[nvme], nvme)]).status
+        assert_ok(st)
+        vg = vg_row("vggrow")
+        extent = int(vg["vg_extent_size"])
+        second = int(pool_row("vggrow", "tp")["lv_size"])
+        assert second == thin_pool_target("80%", int(vg["vg_size"]), extent).extents * extent > first
+        both = [(names[nvme], nvme), (names[scsi], scsi)]
+        st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "80%")), st, both).status
+        assert_ok(st)
+        vg = vg_row("vggrow")
+        assert vg["pv_count"] == "2"
+        third = int(pool_row("vggrow", "tp")["lv_size"])
+        assert third == thin_pool_target("80%", int(vg["vg_size"]), extent).extents * extent > second
+        [tp] = st.thin_pools or []
+        assert tp.ready and tp.actual_size is not None
+        sh("fsck.ext4", "-n", "/dev/vggrow/vol")  # the thin LV on the grown pool is intact
+    finally:
+        engine.close()
+
+
 def test_the_recorded_lvs_report_has_the_real_reports_shape(tmp_path, wipe):
     """tests/unit/test_thinpool.py judges a recorded report: the real lvs must print the same shape."""
     nvme = disk("TPNVME01")
