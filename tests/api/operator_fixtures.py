@@ -184,6 +184,16 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
 
 
+async def wait_event(kube: Any, name: str, predicate: Any, message: str,
+                     timeout: float = 15.0) -> list[dict[str, Any]]:
+    """The Events posted about ``name`` once one satisfies ``predicate`` (an Event is posted after
+    the status write that caused it, so a test that has seen the status waits for its Event)."""
+    def check() -> list[dict[str, Any]] | None:
+        events = posted_events(kube, name)
+        return events if any(predicate(e) for e in events) else None
+    return await wait_for(check, timeout=timeout, message=message)
+
+
 async def wait_status(kube: Any, plural_key: str, name: str, predicate: Any, message: str,
                       timeout: float = 15.0) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:

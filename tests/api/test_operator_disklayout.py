@@ -15,8 +15,8 @@ from operator_fixtures import (
     disk_layout,
     node_object,
     operator_running,
-    posted_events,
     status_of,
+    wait_event,
     wait_status,
 )
 
@@ -61,8 +61,8 @@ async def test_malformed_raw_nix_fails_with_the_parser_message(kube):
         validated = condition(st, "Validated")
         assert validated["status"] == "False" and validated["reason"] == "Malformed"
         assert "layoutGeneration" not in st and "refusalReason" not in st
-        events = posted_events(kube, "bad")
-        assert any(e.get("reason") == "Malformed" and e.get("type") == "Warning" for e in events), events
+        await wait_event(kube, "bad", lambda e: e.get("reason") == "Malformed" and e.get("type") == "Warning",
+                         "a Malformed Warning Event")
 
 
 @pytest.mark.kmock("the spec is one the real server's schema refuses: the operator's own check is the defence in depth")
@@ -157,8 +157,8 @@ async def test_second_layout_for_a_node_is_refused_until_the_first_is_deleted(ku
         assert st["refusalReason"] == "another_disk_layout_for_node"
         assert "first" in st["message"] and "n1" in st["message"]
         assert condition(st, "Validated")["reason"] == "DuplicateNodeLayout"
-        events = posted_events(kube, "second")
-        assert any(e.get("reason") == "DuplicateNodeLayout" for e in events), events
+        events = await wait_event(kube, "second", lambda e: e.get("reason") == "DuplicateNodeLayout",
+                                  "a DuplicateNodeLayout Event")
         dup = next(e for e in events if e.get("reason") == "DuplicateNodeLayout")
         assert dup["message"].startswith("another_disk_layout_for_node: ") and \
             "Next step: One DiskLayout per node: merge the layouts or delete one." in dup["message"], dup
@@ -208,8 +208,8 @@ async def test_layout_for_a_node_that_does_not_exist_says_so_until_the_node_appe
         cond = condition(st, "NodeReady")
         assert cond["status"] == "False" and "node n-typo does not exist" in cond["message"], cond
         assert st["phase"] == "pending"
-        assert any(e.get("reason") == "NodeNotFound" and e.get("type") == "Warning"
-                   for e in posted_events(kube, "nowhere")), posted_events(kube, "nowhere")
+        await wait_event(kube, "nowhere", lambda e: e.get("reason") == "NodeNotFound" and e.get("type") == "Warning",
+                         "a NodeNotFound Warning Event")
         st = await wait_status(kube, DL, "here", lambda s: (condition(s, "NodeReady") or {}).get("status") == "True",
                                "NodeReady=True on the layout of an existing node")
         kube.seed("v1/nodes", node_object("n-typo"))
