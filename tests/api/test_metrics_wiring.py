@@ -119,7 +119,9 @@ async def test_lvg_reconcile_gauges_events_and_forget_on_delete(kube, monkeypatc
         assert {e["type"] for e in provisioned} == {"Normal"}
         assert sorted(e["message"].split(":")[0] for e in provisioned) == ["fileDevices[f0]", "fileDevices[f1]"]
         assert any("attached as /dev/loop0" in e["message"] for e in provisioned)
-        applied = [e for e in events_about(kube, name) if e.get("reason") == "Applied"]
+        # the Applied Event is posted after the status write that made the object Ready
+        applied = await wait_for(lambda: [e for e in events_about(kube, name) if e.get("reason") == "Applied"],
+                                 message="the Applied event", timeout=30)
         assert [(e["type"], e["message"]) for e in applied] == [
             ("Normal", f"volume group {vg} matches the spec (generation 1)")]
 
