@@ -42,7 +42,12 @@ RUN --mount=type=bind,source=build/wheels,target=/tmp/wheels \
  && /opt/disklet/bin/python3 -m compileall -q --invalidation-mode unchecked-hash /opt/disklet/lib \
  && rm -rf /opt/disklet/bin/Activate.ps1 /opt/disklet/bin/activate*
 # The commit the wheels were built from (disklet-agent --version, disklet-operator --version).
+# The RUN comes first on purpose: buildah's layer cache (1.28, Debian bookworm) keys LABEL and ENV on
+# their text, not on the build argument's value, so without a step that uses REVISION an unchanged
+# wheel reused the previous commit's ENV and LABEL. A RUN's cache key includes the build arguments,
+# and every later step is rebuilt on top of its new layer (a few bytes; the wheels' layer stays cached).
 ARG REVISION=unknown
+RUN printf '%s\n' "${REVISION}" > /opt/disklet/REVISION
 LABEL org.opencontainers.image.source="https://github.com/disklet/disklet" \
       org.opencontainers.image.revision="${REVISION}"
 ENV PATH=/opt/disklet/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -305,6 +305,12 @@ def image_size(ref: str) -> int:
     return int(out.strip())
 
 
+def image_label(ref: str, name: str) -> str:
+    labels = json.loads(run(["buildah", "inspect", "--type", "image", "--format", "{{json .Docker.Config.Labels}}",
+                             "--", ref], timeout=60, capture=True) or "{}")
+    return str((labels or {}).get(name, ""))
+
+
 def version_in_image(ref: str) -> str:
     ctr = run(["buildah", "from", "--quiet", "--pull=never", ref], timeout=120, capture=True).strip()
     try:
@@ -484,6 +490,10 @@ def build_all(targets: Sequence[str], src: Path, *, no_cache: bool) -> int:
             write_archive(ref, archive, epoch)
             seconds[target] = round(time.monotonic() - t, 1)
             problems = check_contents(ref)
+            label = image_label(ref, "org.opencontainers.image.revision")
+            if label != rev:
+                problems.append(f"label org.opencontainers.image.revision is {label!r}, not {rev!r} "
+                                "(a cached layer from another commit)")
             if problems:
                 raise BuildError(f"{ref}: " + "; ".join(problems))
             images[target] = {"image": ref, "archive": str(archive.relative_to(ROOT)),

@@ -166,6 +166,26 @@ def test_operator_runs_as_non_root_and_agent_uses_nsenter():
     assert "DISKLET_NSENTER=true" in agent_env
 
 
+def test_every_step_that_names_the_revision_follows_a_run_that_uses_it():
+    """buildah's layer cache keys LABEL and ENV on their text, not on a build argument's value: a
+    commit that left the wheels unchanged got the previous commit's revision from the cache. A RUN's
+    key includes the build arguments, so a RUN that uses REVISION must come before any LABEL or ENV
+    that does (every later step is then rebuilt on top of its layer)."""
+    _, stages = parse()
+    seen = 0
+    for stage in stages.values():
+        run_with_revision = False
+        for keyword, args in stage.instructions:
+            if "REVISION" not in args or keyword == "ARG":
+                continue
+            seen += 1
+            if keyword == "RUN":
+                run_with_revision = True
+            else:
+                assert run_with_revision, f"{keyword} {args[:60]}… in stage {stage.name} comes before a RUN using REVISION"
+    assert seen >= 3, "the revision reaches a RUN, the label and the environment"
+
+
 def test_build_context_is_the_wheelhouse():
     """The images install disklet from wheels only: the context is build/wheels, bind-mounted into
     the one RUN that installs it (never COPYed into a layer) with pip --no-index."""
