@@ -192,6 +192,7 @@ class RealKube:
         return self._request("PATCH", url, body, "application/merge-patch+json")[0]
 
     def delete(self, plural_key: str, name: str, namespace: str | None = None) -> None:
+        """Delete the object; one that is already gone is fine (test cleanup)."""
         self._ok("DELETE", _url_of(plural_key, namespace, name), allow=(404,))
 
     async def versions(self, plural_key: str, name: str, after: str, until: Callable[[dict[str, Any]], bool],
