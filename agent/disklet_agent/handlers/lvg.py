@@ -68,6 +68,7 @@ from ..kube import CONSISTENT, AgentKube, ApiError, NodeObjects
 from ..logic.lvg import (
     contested_devices,
     merge_discovered,
+    name_conflict_event,
     needs_reconcile,
     selected_block_devices,
     status_merge_patch,
@@ -430,6 +431,9 @@ class LvgWiring:
                 if answer is not None:
                     written.append(name)
                     self.objects.wrote(answer)  # reaches the watch later: the next cycle relists, not older
+                    if (event := name_conflict_event(current, merged)) is not None:
+                        log.warning("volume group name conflict: %s", event[2], extra={"lvg": name})
+                        self._post(answer, [event])
             set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
         return written
 
