@@ -52,7 +52,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from disklet.api.common import parse_rfc3339, set_condition
+from disklet.api.common import get_condition, parse_rfc3339, set_condition
 from disklet.api.lvm import ConditionType, LVMVolumeGroupSpec, LVMVolumeGroupStatus, Reason
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
 from disklet.kube.events import AGENT, EventRecorder
@@ -168,6 +168,10 @@ class LvgWiring:
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
+        self.name_conflicts: dict[str, str] = {}
+        """LVMVolumeGroup → the VG name conflict its status last reported (by a reconcile or the
+        discovery cycle): the discovery cycle posts its Event only when it differs, so a cycle that
+        reads a watched status older than the reconcile's write does not post the same Event again."""
         self.block_devices: Any = None
         """The node's BlockDevice Kopf index (handed to the startup handler) for the periodic check."""
         self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node, first_read=CONSISTENT,
@@ -363,6 +367,7 @@ class LvgWiring:
                 if outcome.changed:
                     new = with_operator_conditions(outcome.status, current)
                     written = await self._write_status(name, obj.get("status"), new) is not None
+                self.note_name_conflict(name, outcome.status)
                 transition = lvg_status_events(self.node, spec.actual_vg_name_on_the_node, current, outcome.status)
                 self._post(obj, [*outcome.events, *transition])
                 log.info("reconciled", extra={"lvg": name, "reconcile_id": rid, "changed": outcome.changed,
@@ -377,6 +382,13 @@ class LvgWiring:
                 if not only_if_needed:
                     self.retrying.discard(name)
         return "written" if written else "unchanged"
+
+    def note_name_conflict(self, name: str, status: LVMVolumeGroupStatus) -> None:
+        ready = get_condition(status.conditions, ConditionType.VG_READY)
+        if ready is not None and ready.reason == Reason.VG_NAME_CONFLICT:
+            self.name_conflicts[name] = ready.message
+        else:
+            self.name_conflicts.pop(name, None)
 
     # ---------------------------------------------------------------- periodic check
     async def timer_pass(self, index: Any) -> None:
@@ -425,6 +437,7 @@ class LvgWiring:
                                           delay=max(MIN_RETRY_SECONDS, self.deps.config.refused_retry_seconds))
             self.gauges.forget(name)
             self.last_reconcile.pop(name, None)
+            self.name_conflicts.pop(name, None)
         log.info("volume group removed; finalizer released", extra={"lvg": name})
 
     # ---------------------------------------------------------------- node discovery
@@ -464,9 +477,11 @@ class LvgWiring:
                 if answer is not None:
                     written.append(name)
                     self.objects.wrote(answer)  # reaches the watch later: the next cycle relists, not older
-                    if (event := name_conflict_event(current, merged)) is not None:
+                    event = name_conflict_event(current, merged)
+                    if event is not None and self.name_conflicts.get(name) != event[2]:
                         log.warning("volume group name conflict: %s", event[2], extra={"lvg": name})
                         self._post(answer, [event])
+                    self.note_name_conflict(name, merged)
             set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
         return written
 
