@@ -5,7 +5,7 @@ context manager running one node's agent against the API server (real or mock)."
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,8 +127,12 @@ class FakeDisks:
 @contextlib.asynccontextmanager
 async def agent_running(kube: Any, monkeypatch: pytest.MonkeyPatch, node: str, *, engine: Any = None,
                         disks: FakeDisks | None = None, scan_interval: float = 0.3, lease_interval: float = 0.2,
-                        config: AgentConfig | None = None, pv_reader: Any = None) -> AsyncIterator[Any]:
-    """One node's full agent (build_registry + configure_settings) against ``kube`` (real or mock)."""
+                        config: AgentConfig | None = None, pv_reader: Any = None,
+                        also: Callable[[Any], object] | None = None) -> AsyncIterator[Any]:
+    """One node's full agent (build_registry + configure_settings) against ``kube`` (real or mock).
+
+    ``also(registry)``: registers more handlers after the agent's (e.g. a test's own ``on.event``
+    sentinel, which Kopf runs after the agent's handlers of the same event)."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     monkeypatch.setenv("DISKLET_NAMESPACE", "disklet-test")
@@ -137,6 +141,8 @@ async def agent_running(kube: Any, monkeypatch: pytest.MonkeyPatch, node: str, *
     disks = disks or FakeDisks([disk("/dev/vda", serial="S0")])
     registry = build_registry(deps, engine=engine or FakeEngine(node), topology_reader=disks.read,
                               pv_reader=pv_reader or (lambda: {}), lease_interval=lease_interval)
+    if also is not None:
+        also(registry)
     async with kopf_running(registry, kube=kube, configure=lambda s: configure_settings(s, config)):
         yield registry
 

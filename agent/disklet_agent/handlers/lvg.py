@@ -80,7 +80,7 @@ from ..logic.lvg import (
     with_operator_conditions,
 )
 from ..lvm.ports import LvgEngine
-from ..tasks import BackgroundTasks
+from ..tasks import BackgroundTasks, every, walk_watched
 from .blockdevices import INDEX_ID
 
 OBJECTS_INDEX_ID = "disklet_lvg_objects"
@@ -392,29 +392,20 @@ class LvgWiring:
 
     # ---------------------------------------------------------------- periodic check
     async def timer_pass(self, index: Any) -> None:
-        """One pass over this node's LVMVolumeGroups as the watch last showed them (the Kopf index:
+        """One pass over this node's LVMVolumeGroups as the watch last showed them (``tasks.walk_watched``:
         an object the watch no longer shows — deleted, or relabelled out of the node's selector — is
-        not there). Each is looked up again right before its check, so one that left during the pass
-        is skipped. A failure of one does not stop the others."""
-        lvgs = self.objects.index
-        if lvgs is None:
-            return
-        for name in sorted(list(lvgs)):
-            seen = next(iter(lvgs.get(name, ())), None)
-            if seen is None or not self.mine(seen) or (seen.get("metadata") or {}).get("deletionTimestamp"):
-                continue
-            try:
+        not checked). A failure of one does not stop the others."""
+
+        async def check(name: str, seen: Mapping[str, Any]) -> None:
+            if self.mine(seen):
                 await self.reconcile(name, index, only_if_needed=True, raise_on_requeue=False, seen=seen)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("periodic LVMVolumeGroup check failed: %r", exc, extra={"lvg": name, "node": self.node})
+
+        await walk_watched(self.objects.index, check, what="periodic LVMVolumeGroup check", node=self.node,
+                           key="lvg")
 
     async def timer_loop(self, interval: float) -> None:
         """The periodic check, every ``interval`` (the first one ``interval`` after start)."""
-        while True:
-            await asyncio.sleep(interval)
-            await self.timer_pass(self.block_devices)
+        await every(interval, lambda: self.timer_pass(self.block_devices))
 
     # ---------------------------------------------------------------- delete
     async def delete(self, name: str, body: Mapping[str, Any]) -> None:
