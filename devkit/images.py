@@ -306,9 +306,8 @@ def image_size(ref: str) -> int:
 
 
 def image_label(ref: str, name: str) -> str:
-    labels = json.loads(run(["buildah", "inspect", "--type", "image", "--format", "{{json .Docker.Config.Labels}}",
-                             "--", ref], timeout=60, capture=True) or "{}")
-    return str((labels or {}).get(name, ""))
+    image = json.loads(run(["buildah", "inspect", "--type", "image", "--", ref], timeout=60, capture=True))
+    return str((image.get("OCIv1", {}).get("config", {}).get("Labels") or {}).get(name, ""))
 
 
 def version_in_image(ref: str) -> str:
