@@ -116,11 +116,12 @@ def _port_open(port: int) -> bool:
 
 
 def run(argv: Sequence[str], *, timeout: float = 60, input: str | None = None, check: bool = True,
-        env: dict[str, str] | None = None, error: type[Exception] = EnvtestError) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None, error: type[Exception] = EnvtestError,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a test helper's own host command (argv list, bounded, output captured); ``check``: raise
     ``error`` saying what exited how when it fails (the e2e harness raises AssertionError)."""
     res = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input, env=env,
-                         check=False)
+                         check=False, cwd=cwd)
     if check and res.returncode != 0:
         raise error(f"{' '.join(argv)} exited {res.returncode}: {(res.stderr.strip() or res.stdout.strip())}")
     return res

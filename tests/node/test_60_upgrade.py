@@ -31,9 +31,7 @@ def test_helm_upgrade_rolls_the_agent_and_recreates_nothing(release: Release, ho
     old_pod = release.pod("agent")["metadata"]["uid"]
     old_gen = release.get("daemonset", "-n", release.namespace, f"{release.name}-agent")["metadata"]["generation"]
     release.values["agent"]["scanIntervalSeconds"] = 3
-    release.helm("upgrade", release.name, str(release.chart), "--namespace", release.namespace,
-                 "-f", str(release.write_values()), "--wait", "--timeout", "240s", timeout=300)
-    release.rolled_out()
+    release.upgrade()
     ds = release.get("daemonset", "-n", release.namespace, f"{release.name}-agent")
     assert ds["metadata"]["generation"] > old_gen
     pod = release.pod("agent")
