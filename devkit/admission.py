@@ -153,6 +153,16 @@ def _field(parts: Any) -> str:
     return out
 
 
+_BODY_SHOULD = {
+    "pattern": "should match '{arg}'",
+    "minimum": "should be greater than or equal to {arg}",
+    "maximum": "should be less than or equal to {arg}",
+    "minLength": "should be at least {arg} chars long",
+    "minItems": "should have at least {arg} items",
+}
+"""The schema keywords kube-apiserver reports as ``Invalid value: …: <path> in body <detail>``."""
+
+
 def _schema_error(e: jsonschema.ValidationError) -> str:
     """One jsonschema failure in kube-apiserver's words (``field: Type: detail``)."""
     path = _field(e.absolute_path)
@@ -163,23 +173,12 @@ def _schema_error(e: jsonschema.ValidationError) -> str:
     if kw == "required":
         missing = e.message.split("'")[1] if "'" in e.message else ""
         return f"{_field([*e.absolute_path, missing])}: Required value"
-    if kw == "maxItems":
-        return f"{where}: Too many: {len(v)}: must have at most {arg} items"
-    if kw == "maxProperties":
+    if kw in ("maxItems", "maxProperties"):
         return f"{where}: Too many: {len(v)}: must have at most {arg} items"
     if kw == "maxLength":
         return f"{where}: Too long: may not be more than {arg} byte{'' if arg == 1 else 's'}"
-    if kw == "pattern":
-        detail = f"{path} in body should match '{arg}'"
-        return f"{where}: {_invalid(v, detail)}"
-    if kw == "minimum":
-        return f"{where}: {_invalid(v, f'{path} in body should be greater than or equal to {arg}')}"
-    if kw == "maximum":
-        return f"{where}: {_invalid(v, f'{path} in body should be less than or equal to {arg}')}"
-    if kw == "minLength":
-        return f"{where}: {_invalid(v, f'{path} in body should be at least {arg} chars long')}"
-    if kw == "minItems":
-        return f"{where}: {_invalid(v, f'{path} in body should have at least {arg} items')}"
+    if kw in _BODY_SHOULD:
+        return f"{where}: {_invalid(v, f'{path} in body ' + _BODY_SHOULD[kw].format(arg=arg))}"
     if kw == "type":
         return f"{where}: {_invalid(v, f'{path} in body must be of type {arg}: {_json(type(v).__name__)}')}"
     return f"{where}: {_invalid(v, e.message)}"

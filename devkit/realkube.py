@@ -192,6 +192,7 @@ class RealKube:
         return self._request("PATCH", url, body, "application/merge-patch+json")[0]
 
     def delete(self, plural_key: str, name: str, namespace: str | None = None) -> None:
+        """Delete the object; one that is already gone is fine (test cleanup)."""
         self._ok("DELETE", _url_of(plural_key, namespace, name), allow=(404,))
 
     async def versions(self, plural_key: str, name: str, after: str, until: Callable[[dict[str, Any]], bool],
@@ -222,7 +223,7 @@ class RealKube:
             if not line.startswith("apiserver_request_total{"):
                 continue
             labels_text, _, value = line[len("apiserver_request_total{"):].rpartition("} ")
-            labels = dict(part.split("=", 1) for part in _split_labels(labels_text))
+            labels = dict(part.split("=", 1) for part in split_labels(labels_text))
             key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
             out[key] = out.get(key, 0) + int(float(value))
         return out
@@ -301,7 +302,7 @@ def metric_labels(method: str, url: str) -> tuple[str, str, str] | None:
     return verb, rest[0], rest[2] if len(rest) > 2 else ""
 
 
-def _split_labels(text: str) -> list[str]:
+def split_labels(text: str) -> list[str]:
     """``a="x",b="y,z"`` → ``['a=x', 'b=y,z']`` (Prometheus label values are quoted)."""
     out, cur, quoted = [], "", False
     for ch in text:

@@ -87,27 +87,26 @@ STATUS_WRITES = _metric(
     ["kind"])
 MANAGED_LOOP_DEVICES = _metric(
     Gauge, "managed_loop_devices", "Loop devices this agent attached for file-backed LVM devices.")
-VG_SIZE_BYTES = _metric(
-    Gauge, "vg_size_bytes", "Size of a managed volume group, in bytes.",
-    ["vg", "lvg"])
-VG_FREE_BYTES = _metric(
-    Gauge, "vg_free_bytes", "Unallocated space of a managed volume group, in bytes.",
-    ["vg", "lvg"])
-THIN_POOL_SIZE_BYTES = _metric(
-    Gauge, "thin_pool_size_bytes", "Size of a thin pool, in bytes.",
-    ["vg", "pool"])
-THIN_POOL_USED_BYTES = _metric(
-    Gauge, "thin_pool_used_bytes", "Data used in a thin pool, in bytes.",
-    ["vg", "pool"])
-THIN_POOL_DATA_PERCENT = _metric(
-    Gauge, "thin_pool_data_percent", "Data fullness of a thin pool, in percent (lvs data_percent).",
-    ["vg", "pool"])
-THIN_POOL_METADATA_PERCENT = _metric(
-    Gauge, "thin_pool_metadata_percent", "Metadata fullness of a thin pool, in percent (lvs metadata_percent).",
-    ["vg", "pool"])
-THIN_POOL_METADATA_SIZE_BYTES = _metric(
-    Gauge, "thin_pool_metadata_size_bytes", "Size of a thin pool's metadata LV, in bytes.",
-    ["vg", "pool"])
+def _vg_gauge(name: str, doc: str) -> Any:
+    """A gauge per managed VG (labels ``vg``, ``lvg``: set and forgotten together)."""
+    return _metric(Gauge, name, doc, ["vg", "lvg"])
+
+
+def _thin_pool_gauge(name: str, doc: str) -> Any:
+    """A gauge per thin pool (labels ``vg``, ``pool``: set and forgotten together)."""
+    return _metric(Gauge, name, doc, ["vg", "pool"])
+
+
+VG_SIZE_BYTES = _vg_gauge("vg_size_bytes", "Size of a managed volume group, in bytes.")
+VG_FREE_BYTES = _vg_gauge("vg_free_bytes", "Unallocated space of a managed volume group, in bytes.")
+THIN_POOL_SIZE_BYTES = _thin_pool_gauge("thin_pool_size_bytes", "Size of a thin pool, in bytes.")
+THIN_POOL_USED_BYTES = _thin_pool_gauge("thin_pool_used_bytes", "Data used in a thin pool, in bytes.")
+THIN_POOL_DATA_PERCENT = _thin_pool_gauge(
+    "thin_pool_data_percent", "Data fullness of a thin pool, in percent (lvs data_percent).")
+THIN_POOL_METADATA_PERCENT = _thin_pool_gauge(
+    "thin_pool_metadata_percent", "Metadata fullness of a thin pool, in percent (lvs metadata_percent).")
+THIN_POOL_METADATA_SIZE_BYTES = _thin_pool_gauge(
+    "thin_pool_metadata_size_bytes", "Size of a thin pool's metadata LV, in bytes.")
 _THIN_POOL_GAUGES = (THIN_POOL_SIZE_BYTES, THIN_POOL_USED_BYTES, THIN_POOL_DATA_PERCENT, THIN_POOL_METADATA_PERCENT,
                      THIN_POOL_METADATA_SIZE_BYTES)
 

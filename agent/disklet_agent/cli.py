@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(args: argparse.Namespace) -> AgentConfig:
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    """The agent's settings from its environment, with the global options (--host-root, --nsenter…) on top."""
     cfg = AgentConfig.from_env()
     update: dict[str, Any] = {}
     if args.host_root is not None:
@@ -143,7 +144,8 @@ def _config(args: argparse.Namespace) -> AgentConfig:
     return cfg.model_copy(update=update) if update else cfg
 
 
-def _table(rows: list[list[str]], out: TextIO) -> None:
+def write_table(rows: list[list[str]], out: TextIO) -> None:
+    """Aligned columns, every cell made printable (device strings come from disk firmware)."""
     rows = [[printable(c) for c in r] for r in rows]  # models and serials come from disk firmware
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -175,14 +177,14 @@ def cmd_apply_disk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         err.write(f"error: cannot read {args.file}: {exc}\n")
         return EXIT_USAGE
-    cfg = _config(args)
+    cfg = config_from_args(args)
     deps = AgentDeps.from_config(cfg)
     plan = plan_apply(body, runner=deps.runner, config=cfg,
                       allow_destructive=bool(getattr(args, "allow_destructive_changes", False)))
     report: dict[str, Any] = {"plan": _plan_json(plan)}
     if args.output == "table":
         if plan.verdicts:
-            _table(_verdict_rows(plan.verdicts, plan.ok), out)
+            write_table(_verdict_rows(plan.verdicts, plan.ok), out)
         elif plan.targets:
             out.write("targets: " + ", ".join(printable(t) for t in plan.targets)
                       + ("" if plan.ok else " (not classified: the layout was refused before the live-state check)")
@@ -279,7 +281,7 @@ def _size(n: int) -> str:
 
 
 def cmd_disks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    cfg = _config(args)
+    cfg = config_from_args(args)
     deps = AgentDeps.from_config(cfg)
     try:
         topology = read_block_topology(deps.runner)
@@ -303,7 +305,7 @@ def cmd_disks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         data["appliedTargets"] = sorted(applied)
         out.write(json.dumps(data, indent=2) + "\n")
     else:
-        _table(_disk_rows(topology, views), out)
+        write_table(_disk_rows(topology, views), out)
         if topology.swaps:
             out.write("active swaps: " + ", ".join(topology.swaps) + "\n")
         if topology.swaps_error:
@@ -317,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Kopf is imported without kubernetes-asyncio by the daemon module itself (disklet/kopf_lean.py).
     from disklet_agent.daemon import run_agent  # imported only when used
 
-    run_agent(_config(args))
+    run_agent(config_from_args(args))
     return EXIT_OK
 
 
@@ -328,7 +330,7 @@ def cmd_lvm_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``{"pvs": <pvs JSON report> | {"error": ...}, "vgs": ..., "lvs": ...}``; exit 1 if one failed."""
     from disklet_agent.host.lvm import Lvm
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     lvm = Lvm(AgentDeps.from_config(cfg).runner)
     report: dict[str, Any] = {}
     code = EXIT_OK

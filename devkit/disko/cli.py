@@ -95,65 +95,89 @@ def vm_disks() -> set[str] | None:
 
 def check_summary(summary: dict[str, Any], sandbox: Path, vm: set[str] | None = None) -> list[str]:
     """Why the evaluated layout must not run here (empty: it may). ``vm``: the test VM's allowed disks."""
-    problems: list[str] = []
     zfs = shutil.which("zpool") is not None
-    allowed = {"disk", "lvm_vg"} | ({"zpool"} if zfs else set())
-    for kind in summary.get("kinds", []):
-        if kind not in allowed:
-            problems.append(f"disko.devices.{kind} is not supported by the test disko"
-                            + (" (no zfs tools here)" if kind == "zpool" else ""))
+    problems = _kind_problems(summary, zfs)
     loops = set(udev.our_loops(sandbox)) if vm is None else vm
     for disk in summary.get("disks", []):
-        where = f"disk {disk['name']}"
-        real = os.path.realpath(disk["device"])
-        if real not in loops:
-            problems.append(f"{where}: {disk['device']} is not a loop device of the sandbox {sandbox}" if vm is None
-                            else f"{where}: {disk['device']} is not one of the VM's test disks {sorted(vm)}")
-        if disk.get("hooks"):
-            problems.append(f"{where}: hooks are refused")
-        content = disk.get("content")
-        if content is None:
-            continue
-        if content["type"] != "gpt" or content.get("device") != disk["device"] or content.get("hooks"):
-            problems.append(f"{where}: only a gpt table on the disk itself, without hooks, is supported")
-            continue
-        for part in content.get("partitions", []):
-            pwhere = f"{where} partition {part['name']}"
-            label = part.get("label", "")
-            if not udev.SAFE_LABEL.match(label) or part.get("device") != f"/dev/disk/by-partlabel/{label}":
-                problems.append(f"{pwhere}: device must be disko's /dev/disk/by-partlabel/<label> name "
-                                f"(got {part.get('device')!r}, label {label!r})")
-            if part.get("hooks"):
-                problems.append(f"{pwhere}: hooks are refused")
-            pc = part.get("content")
-            if pc is None:
-                continue
-            if pc["type"] not in ("filesystem", "lvm_pv", *(("zfs",) if zfs else ())):
-                problems.append(f"{pwhere}: content type {pc['type']} is not supported by the test disko")
-            for key in ("mountpoint", "format"):
-                value = pc.get(key)
-                if value is not None and not SAFE_VALUE.match(value):
-                    problems.append(f"{pwhere}: {key} {value!r} has characters the test disko will not hand to a "
-                                    "shell")
-            if pc.get("device") != part.get("device") or pc.get("hooks"):
-                problems.append(f"{pwhere}: content must use the partition's own device, without hooks")
+        problems += _disk_problems(disk, loops, sandbox, vm, zfs)
     for pool in summary.get("pools", []):
         if pool.get("topology") or pool.get("hooks"):
             problems.append(f"zpool {pool['name']}: an explicit topology (members named by path) or hooks are not "
                             "supported; members come from the layout's zfs partitions")
     for vg in summary.get("vgs", []):
-        if vg.get("hooks") or (vg.get("lvs") and vm is None):
-            problems.append(f"lvm_vg {vg['name']}: logical volumes and hooks are not supported (no device-mapper)")
-        for lv in vg.get("lvs") or [] if vm is not None else []:
-            lvwhere = f"lvm_vg {vg['name']} lv {lv.get('name')}"
-            content = lv.get("content") or {}
-            if lv.get("hooks") or content.get("hooks") or content.get("type") not in (None, "filesystem"):
-                problems.append(f"{lvwhere}: only file systems, without hooks, are supported")
-            for key in ("mountpoint", "format"):
-                value = content.get(key)
-                if value is not None and not SAFE_VALUE.match(value):
-                    problems.append(f"{lvwhere}: {key} {value!r} has characters the test disko will not hand to "
-                                    "a shell")
+        problems += _vg_problems(vg, vm)
+    return problems
+
+
+def _kind_problems(summary: dict[str, Any], zfs: bool) -> list[str]:
+    allowed = {"disk", "lvm_vg"} | ({"zpool"} if zfs else set())
+    return [f"disko.devices.{kind} is not supported by the test disko"
+            + (" (no zfs tools here)" if kind == "zpool" else "")
+            for kind in summary.get("kinds", []) if kind not in allowed]
+
+
+def _unsafe_values(where: str, content: dict[str, Any]) -> list[str]:
+    """A mountpoint or format with characters the test disko will not hand to a shell."""
+    problems = []
+    for key in ("mountpoint", "format"):
+        value = content.get(key)
+        if value is not None and not SAFE_VALUE.match(value):
+            problems.append(f"{where}: {key} {value!r} has characters the test disko will not hand to a shell")
+    return problems
+
+
+def _disk_problems(disk: dict[str, Any], loops: set[str], sandbox: Path, vm: set[str] | None, zfs: bool) -> list[str]:
+    """A disk must be one of the sandbox's loop devices (or the VM's test disks), without hooks,
+    holding at most a gpt table on itself."""
+    where = f"disk {disk['name']}"
+    problems = []
+    if os.path.realpath(disk["device"]) not in loops:
+        problems.append(f"{where}: {disk['device']} is not a loop device of the sandbox {sandbox}" if vm is None
+                        else f"{where}: {disk['device']} is not one of the VM's test disks {sorted(vm)}")
+    if disk.get("hooks"):
+        problems.append(f"{where}: hooks are refused")
+    content = disk.get("content")
+    if content is None:
+        return problems
+    if content["type"] != "gpt" or content.get("device") != disk["device"] or content.get("hooks"):
+        problems.append(f"{where}: only a gpt table on the disk itself, without hooks, is supported")
+        return problems
+    for part in content.get("partitions", []):
+        problems += _partition_problems(f"{where} partition {part['name']}", part, zfs)
+    return problems
+
+
+def _partition_problems(pwhere: str, part: dict[str, Any], zfs: bool) -> list[str]:
+    """disko's by-partlabel device, no hooks, and a supported content on the partition itself."""
+    problems = []
+    label = part.get("label", "")
+    if not udev.SAFE_LABEL.match(label) or part.get("device") != f"/dev/disk/by-partlabel/{label}":
+        problems.append(f"{pwhere}: device must be disko's /dev/disk/by-partlabel/<label> name "
+                        f"(got {part.get('device')!r}, label {label!r})")
+    if part.get("hooks"):
+        problems.append(f"{pwhere}: hooks are refused")
+    pc = part.get("content")
+    if pc is None:
+        return problems
+    if pc["type"] not in ("filesystem", "lvm_pv", *(("zfs",) if zfs else ())):
+        problems.append(f"{pwhere}: content type {pc['type']} is not supported by the test disko")
+    problems += _unsafe_values(pwhere, pc)
+    if pc.get("device") != part.get("device") or pc.get("hooks"):
+        problems.append(f"{pwhere}: content must use the partition's own device, without hooks")
+    return problems
+
+
+def _vg_problems(vg: dict[str, Any], vm: set[str] | None) -> list[str]:
+    """A VG without hooks; its LVs (only in the VM, which has device-mapper) hold file systems only."""
+    problems = []
+    if vg.get("hooks") or (vg.get("lvs") and vm is None):
+        problems.append(f"lvm_vg {vg['name']}: logical volumes and hooks are not supported (no device-mapper)")
+    for lv in vg.get("lvs") or [] if vm is not None else []:
+        lvwhere = f"lvm_vg {vg['name']} lv {lv.get('name')}"
+        content = lv.get("content") or {}
+        if lv.get("hooks") or content.get("hooks") or content.get("type") not in (None, "filesystem"):
+            problems.append(f"{lvwhere}: only file systems, without hooks, are supported")
+        problems += _unsafe_values(lvwhere, content)
     return problems
 
 

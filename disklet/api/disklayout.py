@@ -152,13 +152,19 @@ class PartitionContent(ApiModel):
         extra = present - allowed[self.type]
         if extra:
             raise ValueError(f"{', '.join(sorted(extra))} not allowed for content type {self.type}")
-        if self.mountpoint is not None:
-            if any(seg in (".", "..") for seg in self.mountpoint.split("/")):
-                raise ValueError(f"mountpoint {self.mountpoint!r} must not contain . or .. segments")
-            if self.mountpoint in DENIED_EXACT or any(
-                    self.mountpoint == d or self.mountpoint.startswith(d + "/") for d in DENIED_TREES):
-                raise ValueError(f"mountpoint {self.mountpoint!r} is a system path (see docs/layouts.md)")
+        _check_mountpoint(self.mountpoint)
         return self
+
+
+def _check_mountpoint(mountpoint: str | None) -> None:
+    """The model's own mountpoint rules (partition contents and ZFS pools alike): no . or ..
+    segments, no system path. Raises ValueError (pydantic reports it on the field's object)."""
+    if mountpoint is None:
+        return
+    if any(seg in (".", "..") for seg in mountpoint.split("/")):
+        raise ValueError(f"mountpoint {mountpoint!r} must not contain . or .. segments")
+    if mountpoint in DENIED_EXACT or any(mountpoint == d or mountpoint.startswith(d + "/") for d in DENIED_TREES):
+        raise ValueError(f"mountpoint {mountpoint!r} is a system path (see docs/layouts.md)")
 
 
 class Partition(ApiModel):
@@ -262,12 +268,7 @@ class ZfsPoolStub(NamedStub):
 
     @model_validator(mode="after")
     def _mountpoint_allowed(self) -> ZfsPoolStub:
-        if self.mountpoint is not None:
-            if any(seg in (".", "..") for seg in self.mountpoint.split("/")):
-                raise ValueError(f"mountpoint {self.mountpoint!r} must not contain . or .. segments")
-            if self.mountpoint in DENIED_EXACT or any(
-                    self.mountpoint == d or self.mountpoint.startswith(d + "/") for d in DENIED_TREES):
-                raise ValueError(f"mountpoint {self.mountpoint!r} is a system path (see docs/layouts.md)")
+        _check_mountpoint(self.mountpoint)
         return self
 
 

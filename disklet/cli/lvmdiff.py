@@ -22,13 +22,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from disklet.api.common import BlockDeviceSelector
 from disklet.api.lvm import LVMVolumeGroupSetSpec, LVMVolumeGroupSpec, backing_file_name
 from disklet.api.resources import BLOCK_DEVICE, LVM_VOLUME_GROUP, LVM_VOLUME_GROUP_SET, NODE_LABEL
 from disklet.kube.client import LEASES
 from disklet.kube.lease import lease_name, lease_namespace, published_facts
 from disklet.labels import label_value, node_label_value
 from disklet.lvm.names import child_name
-from disklet.lvm.sizing import plan_thin_pool  # the agent's own rules (it imports these modules too)
+from disklet.lvm.sizing import ThinPoolAction, plan_thin_pool
 from disklet.lvm.transitions import transition_problems
 from disklet.lvm.validation import validate_lvg
 from disklet.units import QuantityError, bytes_to_quantity, quantity_bytes
@@ -98,6 +99,182 @@ def _bytes(value: Any) -> int:
         return 0
 
 
+@dataclass
+class _VgGrowth:
+    """How the VG would grow in this plan: its size and free space after the planned PVs, and how
+    many PVs are new (the thin pools are planned against the grown VG)."""
+    size: int
+    free: int
+    extent: int
+    new_pvs: int = 0
+
+    def add(self, n: int, new_pv: bool = False) -> None:
+        self.size, self.free = self.size + n, self.free + n
+        self.new_pvs += int(new_pv)
+
+
+def _bd_status(bd: Mapping[str, Any]) -> Mapping[str, Any]:
+    return bd.get("status") or {}
+
+
+def _bd_labels(bd: Mapping[str, Any]) -> dict[str, Any]:
+    return dict((bd.get("metadata") or {}).get("labels") or {})
+
+
+def _by_path(bds: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(bds, key=lambda b: str(_bd_status(b).get("path")))
+
+
+def _reported_files(st: Mapping[str, Any], node: str) -> dict[Any, Mapping[str, Any]]:
+    """The file devices the agent of ``node`` reported, by name."""
+    return {fd.get("name"): fd for n in st.get("nodes") or () if n.get("name") == node
+            for fd in n.get("fileDevices") or ()}
+
+
+def _file_lines(lvg_name: str, spec: LVMVolumeGroupSpec, reported: Mapping[Any, Mapping[str, Any]],
+                growth: _VgGrowth) -> list[str]:
+    """Create, grow or keep each backing file (the VG grows with what is created or grown)."""
+    vg = spec.actual_vg_name_on_the_node
+    lines = []
+    for fd in spec.file_devices or ():
+        path = posixpath.join(posixpath.normpath(fd.directory), backing_file_name(lvg_name, fd.name))
+        want = fd.bytes()
+        have = reported.get(fd.name)
+        if have is None:
+            lines.append(f"file {path}: create {fd.size} (fallocate), attach a loop device, pvcreate, add to VG {vg}")
+            growth.add(want, new_pv=True)
+            continue
+        size = _bytes(have.get("size"))
+        if size and size < want - growth.extent * 2:
+            lines.append(f"file {path}: grow {_q(size)} → {fd.size} (PV resized, VG grows)")
+            growth.add(want - size)
+        else:
+            lines.append(f"file {path}: exists ({have.get('loopDevice') or 'attached'}, PV {_q(size)})")
+    return lines
+
+
+def _unselected_lines(block_devices: list[Mapping[str, Any]], matched: list[Mapping[str, Any]],
+                      sel: BlockDeviceSelector) -> list[str]:
+    """Why each BlockDevice the selector does not take is left out."""
+    lines = []
+    if not matched:
+        lines.append("block devices: none of the node's BlockDevices matches blockDeviceSelector")
+    for bd in _by_path(b for b in block_devices if b not in matched):
+        bst = _bd_status(bd)
+        why = "match is false" if sel.matches(_bd_labels(bd)) else "labels do not match"
+        lines.append(f"device {bst.get('path')} ({bst.get('size')}): not selected ({why})")
+    return lines
+
+
+def _other_selectors(lvg_name: str, others: Iterable[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, BlockDeviceSelector]]:
+    """(name, blockDeviceSelector) of the node's other LVMVolumeGroups that have one (a spec the
+    model cannot read is left out)."""
+    out = []
+    for other_name, other_spec in others:
+        try:
+            other_sel = LVMVolumeGroupSpec.model_validate(dict(other_spec)).block_device_selector
+        except ValidationError:
+            continue
+        if other_name != lvg_name and other_sel is not None:
+            out.append((other_name, other_sel))
+    return out
+
+
+def _overlap_refusals(lvg_name: str, matched: list[Mapping[str, Any]],
+                      others: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """A consumable device another LVMVolumeGroup of the node selects too: the agents take neither."""
+    other_selectors = _other_selectors(lvg_name, others)
+    refused = []
+    for bd in matched:
+        bst = _bd_status(bd)
+        if bst.get("consumable") is not True:
+            continue
+        shared = [n for n, o in other_selectors if o.matches_device(_bd_labels(bd), bst)]
+        if shared:
+            names = ", ".join(shared)
+            refused.append(f"blockDeviceSelector overlaps with LVMVolumeGroup {names} on "
+                           f"device {bst.get('path')}: {lvg_name} and {names} both select it; "
+                           "the agents take neither until the selections are disjoint")
+    return refused
+
+
+def _selected_lines(lvg_name: str, vg: str, matched: list[Mapping[str, Any]], st: Mapping[str, Any],
+                    growth: _VgGrowth) -> list[str]:
+    """Each selected device: already a PV of this VG, a new PV (the VG grows), or skipped and why."""
+    exists = bool(st.get("vgUUID"))
+    lines = []
+    for bd in _by_path(matched):
+        bst = _bd_status(bd)
+        where = f"device {bst.get('path')} ({(bd.get('metadata') or {}).get('name')}, {bst.get('size')})"
+        if bst.get("lvmVolumeGroupName") == lvg_name or (exists and bst.get("vgUUID") == st.get("vgUUID")):
+            lines.append(f"{where}: already a PV of {vg}")
+        elif bst.get("consumable"):
+            lines.append(f"{where}: becomes a PV of {vg} (pvcreate, {'vgextend' if exists else 'vgcreate'})")
+            growth.add(_bytes(bst.get("size")), new_pv=True)
+        else:
+            lines.append(f"{where}: skipped, not consumable ({bst.get('consumableReason') or 'no reason given'})")
+    return lines
+
+
+def _block_device_plan(lvg_name: str, spec: LVMVolumeGroupSpec, block_devices: list[Mapping[str, Any]] | None,
+                       st: Mapping[str, Any], others: Iterable[tuple[str, Mapping[str, Any]]],
+                       growth: _VgGrowth) -> tuple[list[str], list[str]]:
+    """(lines, refusals) for the blockDeviceSelector: nothing without one, a note offline."""
+    sel = spec.block_device_selector
+    if sel is None:
+        return [], []
+    if block_devices is None:
+        return ["block devices: not known offline (the node's BlockDevices decide)"], []
+    matched = [bd for bd in block_devices if sel.matches_device(_bd_labels(bd), bd.get("status"))]
+    lines = _unselected_lines(block_devices, matched, sel)
+    refused = _overlap_refusals(lvg_name, matched, others)
+    lines += _selected_lines(lvg_name, spec.actual_vg_name_on_the_node, matched, st, growth)
+    return lines, refused
+
+
+def _vg_line(lvg_name: str, vg: str, st: Mapping[str, Any], new_pvs: int) -> str:
+    if not st.get("vgUUID"):
+        return (f"VG {vg}: create (vgcreate with {new_pvs} PV(s), tagged as owned by {lvg_name})"
+                if new_pvs else f"VG {vg}: would be created, but no PV source is available yet")
+    return f"VG {vg}: exists ({st.get('vgUUID')}); " + (f"extend with {new_pvs} PV(s)" if new_pvs else "no new PVs")
+
+
+def _thin_pool_plan(spec: LVMVolumeGroupSpec, st: Mapping[str, Any], growth: _VgGrowth) -> tuple[list[str], list[str]]:
+    """(lines, refusals) for the thin pools, planned in order against the grown VG (a created pool
+    takes its space from what the next ones can have)."""
+    pools = {tp.get("name"): tp for tp in st.get("thinPools") or ()}
+    lines: list[str] = []
+    refused: list[str] = []
+    for tp in spec.thin_pools or ():
+        current = _bytes((pools.get(tp.name) or {}).get("actualSize")) or None
+        if growth.size <= 0:
+            lines.append(f"thin pool {tp.name} ({tp.size}): waits for the VG")
+            continue
+        try:
+            action = plan_thin_pool(tp.size, vg_size=growth.size, vg_free=growth.free, extent=growth.extent,
+                                    current_size=current)
+        except (ValueError, QuantityError) as exc:
+            refused.append(f"thinPools[{tp.name}]: {exc}")
+            continue
+        if action.kind not in ("create", "extend", "none"):
+            refused.append(f"thinPools[{tp.name}]: {action.message}")
+            continue
+        lines.append(f"thin pool {tp.name} ({tp.size}): " + _thin_pool_action(action, current, growth))
+    return lines, refused
+
+
+def _thin_pool_action(action: ThinPoolAction, current: int | None, growth: _VgGrowth) -> str:
+    """The text of a create/extend/none action; a create takes its space from the VG's free space."""
+    extent = growth.extent
+    target = "all free space" if action.extents is None else _q(action.extents * extent)
+    if action.kind == "create":
+        growth.free -= growth.free if action.extents is None else action.extents * extent
+        return f"create, {target}"
+    if action.kind == "extend":
+        return f"grow {_q(current)} → {target}"
+    return f"unchanged ({_q(current)})"
+
+
 def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
               block_devices: list[Mapping[str, Any]] | None, status: Mapping[str, Any] | None,
               current_spec: Mapping[str, Any] | None = None,
@@ -109,104 +286,18 @@ def node_plan(lvg_name: str, spec: LVMVolumeGroupSpec, node: str, base_dir: str,
     is refused, naming both."""
     out = NodePlan(node=node, lvg=lvg_name)
     st = dict(status or {})
-    vg = spec.actual_vg_name_on_the_node
-    for err in validate_lvg(lvg_name, spec, base_dir):
-        out.refused.append(err)
+    out.refused += validate_lvg(lvg_name, spec, base_dir)
     out.refused += [f"the API server would refuse: {p}" for p in transition_problems(current_spec, spec.to_wire())]
-    reported = {fd.get("name"): fd for n in st.get("nodes") or () if n.get("name") == node
-                for fd in n.get("fileDevices") or ()}
-    exists = bool(st.get("vgUUID"))
-    vg_size = _bytes(st.get("vgSize"))
-    vg_free = _bytes(st.get("vgFree"))
-    extent = _bytes(st.get("extentSize")) or DEFAULT_EXTENT
-    new_pvs = 0
-    for fd in spec.file_devices or ():
-        path = posixpath.join(posixpath.normpath(fd.directory), backing_file_name(lvg_name, fd.name))
-        want = fd.bytes()
-        have = reported.get(fd.name)
-        if have is None:
-            out.lines.append(f"file {path}: create {fd.size} (fallocate), attach a loop device, pvcreate, add to VG {vg}")
-            new_pvs += 1
-            vg_size, vg_free = vg_size + want, vg_free + want
-        else:
-            size = _bytes(have.get("size"))
-            if size and size < want - extent * 2:
-                out.lines.append(f"file {path}: grow {_q(size)} → {fd.size} (PV resized, VG grows)")
-                vg_size, vg_free = vg_size + want - size, vg_free + want - size
-            else:
-                out.lines.append(f"file {path}: exists ({have.get('loopDevice') or 'attached'}, PV {_q(size)})")
-    if spec.block_device_selector is not None:
-        if block_devices is None:
-            out.lines.append("block devices: not known offline (the node's BlockDevices decide)")
-        else:
-            sel = spec.block_device_selector
-            matched = [bd for bd in block_devices if sel.matches_device(
-                dict((bd.get("metadata") or {}).get("labels") or {}), bd.get("status"))]
-            if not matched:
-                out.lines.append("block devices: none of the node's BlockDevices matches blockDeviceSelector")
-            for bd in sorted((b for b in block_devices if b not in matched),
-                             key=lambda b: str((b.get("status") or {}).get("path"))):
-                bst = bd.get("status") or {}
-                labels_ok = sel.matches(dict((bd.get("metadata") or {}).get("labels") or {}))
-                out.lines.append(f"device {bst.get('path')} ({bst.get('size')}): not selected ("
-                                 + ("match is false" if labels_ok else "labels do not match") + ")")
-            other_selectors = []
-            for other_name, other_spec in others:
-                try:
-                    other_sel = LVMVolumeGroupSpec.model_validate(dict(other_spec)).block_device_selector
-                except ValidationError:
-                    continue
-                if other_name != lvg_name and other_sel is not None:
-                    other_selectors.append((other_name, other_sel))
-            for bd in matched:
-                bst = bd.get("status") or {}
-                if bst.get("consumable") is not True:
-                    continue
-                shared = [n for n, o in other_selectors
-                          if o.matches_device(dict((bd.get("metadata") or {}).get("labels") or {}), bst)]
-                if shared:
-                    out.refused.append(f"blockDeviceSelector overlaps with LVMVolumeGroup {', '.join(shared)} on "
-                                       f"device {bst.get('path')}: {lvg_name} and {', '.join(shared)} both select it; "
-                                       "the agents take neither until the selections are disjoint")
-            for bd in sorted(matched, key=lambda b: str((b.get("status") or {}).get("path"))):
-                bst = bd.get("status") or {}
-                where = f"device {bst.get('path')} ({(bd.get('metadata') or {}).get('name')}, {bst.get('size')})"
-                if bst.get("lvmVolumeGroupName") == lvg_name or (exists and bst.get("vgUUID") == st.get("vgUUID")):
-                    out.lines.append(f"{where}: already a PV of {vg}")
-                elif bst.get("consumable"):
-                    out.lines.append(f"{where}: becomes a PV of {vg} (pvcreate, {'vgextend' if exists else 'vgcreate'})")
-                    new_pvs += 1
-                    size = _bytes(bst.get("size"))
-                    vg_size, vg_free = vg_size + size, vg_free + size
-                else:
-                    out.lines.append(f"{where}: skipped, not consumable ({bst.get('consumableReason') or 'no reason given'})")
-    if not exists:
-        out.lines.insert(0, f"VG {vg}: create (vgcreate with {new_pvs} PV(s), tagged as owned by {lvg_name})"
-                         if new_pvs else f"VG {vg}: would be created, but no PV source is available yet")
-    else:
-        out.lines.insert(0, f"VG {vg}: exists ({st.get('vgUUID')}); " +
-                         (f"extend with {new_pvs} PV(s)" if new_pvs else "no new PVs"))
-    pools = {tp.get("name"): tp for tp in st.get("thinPools") or ()}
-    for tp in spec.thin_pools or ():
-        current = _bytes((pools.get(tp.name) or {}).get("actualSize")) or None
-        if vg_size <= 0:
-            out.lines.append(f"thin pool {tp.name} ({tp.size}): waits for the VG")
-            continue
-        try:
-            action = plan_thin_pool(tp.size, vg_size=vg_size, vg_free=vg_free, extent=extent, current_size=current)
-        except (ValueError, QuantityError) as exc:
-            out.refused.append(f"thinPools[{tp.name}]: {exc}")
-            continue
-        target = "all free space" if action.extents is None else _q(action.extents * extent)
-        if action.kind == "create":
-            out.lines.append(f"thin pool {tp.name} ({tp.size}): create, {target}")
-            vg_free -= vg_free if action.extents is None else action.extents * extent
-        elif action.kind == "extend":
-            out.lines.append(f"thin pool {tp.name} ({tp.size}): grow {_q(current)} → {target}")
-        elif action.kind == "none":
-            out.lines.append(f"thin pool {tp.name} ({tp.size}): unchanged ({_q(current)})")
-        else:
-            out.refused.append(f"thinPools[{tp.name}]: {action.message}")
+    growth = _VgGrowth(size=_bytes(st.get("vgSize")), free=_bytes(st.get("vgFree")),
+                       extent=_bytes(st.get("extentSize")) or DEFAULT_EXTENT)
+    out.lines += _file_lines(lvg_name, spec, _reported_files(st, node), growth)
+    lines, refused = _block_device_plan(lvg_name, spec, block_devices, st, others, growth)
+    out.lines += lines
+    out.refused += refused
+    out.lines.insert(0, _vg_line(lvg_name, spec.actual_vg_name_on_the_node, st, growth.new_pvs))
+    lines, refused = _thin_pool_plan(spec, st, growth)
+    out.lines += lines
+    out.refused += refused
     return out
 
 

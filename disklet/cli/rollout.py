@@ -313,10 +313,7 @@ async def _status(ctx: Any, kube: Any, kind: Kind, args: Any) -> int:
         if state == "done":
             ctx.say(f"lvmvolumegroupset/{args.name}: rollout complete")
             return EXIT_OK
-        if state == "failed":
-            ctx.error(f"lvmvolumegroupset/{args.name}: {message}")
-            return EXIT_FAILED
-        if state == "nomatch":
+        if state in ("failed", "nomatch"):
             ctx.error(f"lvmvolumegroupset/{args.name}: {message}")
             return EXIT_FAILED
         if state == "paused":

@@ -153,23 +153,15 @@ class EventRecorder:
 
     async def _create_or_count(self, body: dict[str, Any], name: str, ns: str) -> None:
         kube = self.client()
-        try:
-            await kube.create(EVENTS, body, namespace=ns)
+        if await _created(kube, body, ns):
             return
-        except ApiError as exc:
-            if not is_conflict(exc):
-                raise
         # The same Event exists (this process or an earlier one posted it): count it once more.
         for _ in range(3):
             current = await kube.get(EVENTS, name, ns)
             if current is None:
-                try:
-                    await kube.create(EVENTS, body, namespace=ns)
+                if await _created(kube, body, ns):
                     return
-                except ApiError as exc:
-                    if not is_conflict(exc):
-                        raise
-                    continue
+                continue
             count = int(current.get("count") or 1) + 1
             rv = (current.get("metadata") or {}).get("resourceVersion")
             patch: dict[str, Any] = {"count": count, "lastTimestamp": body["lastTimestamp"]}
@@ -182,6 +174,17 @@ class EventRecorder:
                 if not is_conflict(exc):
                     raise
         raise ApiError(f"Event {ns}/{name}: gave up counting after three conflicting updates")
+
+
+async def _created(kube: KubeClient, body: dict[str, Any], ns: str) -> bool:
+    """Create the Event; False when one of that name exists already (any other failure raises)."""
+    try:
+        await kube.create(EVENTS, body, namespace=ns)
+    except ApiError as exc:
+        if not is_conflict(exc):
+            raise
+        return False
+    return True
 
 
 def operator_instance() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 
 from disklet.api.disklayout import (
     DEVICE_PATTERN,
@@ -18,6 +19,8 @@ from disklet.api.disklayout import (
     NAME_PATTERN,
     POOL_PATTERN,
     SIZE_PATTERN,
+    Disk,
+    Partition,
     StructuredLayout,
 )
 
@@ -76,89 +79,113 @@ def _duplicates(values: list[str]) -> list[str]:
 
 def layout_problems(layout: StructuredLayout) -> list[str]:
     """All rule violations of ``layout`` (empty list = valid), in a stable order."""
-    problems: list[str] = []
     disks = list(layout.disks or [])
-    if not disks:
-        problems.append("disks must list at least one disk")
-
-    for dup in _duplicates([d.name for d in disks]):
-        problems.append(f"disk name {dup!r} is used more than once")
-    for dup in _duplicates([d.device for d in disks if d.device is not None]):
-        problems.append(f"device {dup!r} is listed by more than one disk")
-
-    vg_members: Counter[str] = Counter()
-    pool_members: Counter[str] = Counter()
-    mountpoints: list[str] = []
-    with_content = 0  # disks with at least one partition (something disko creates)
-
+    problems = ["disks must list at least one disk"] if not disks else []
+    problems += [f"disk name {dup!r} is used more than once" for dup in _duplicates([d.name for d in disks])]
+    problems += [f"device {dup!r} is listed by more than one disk"
+                 for dup in _duplicates([d.device for d in disks if d.device is not None])]
+    seen = _Members()
     for disk in disks:
-        where = f"disk {disk.name!r}"
-        if not NAME_RE.fullmatch(disk.name):
-            problems.append(f"{where}: name must match {NAME_PATTERN}")
-        if disk.device is None and disk.match is None:
-            problems.append(f"{where}: set device (a path) or match (a disk selector)")
-        if disk.device is not None and not DEVICE_RE.fullmatch(disk.device):
-            problems.append(f"{where}: device {disk.device!r} must match {DEVICE_PATTERN} "
-                            "(recommended: /dev/disk/by-id/...)")
-        if disk.device is not None and ".." in disk.device:
-            problems.append(f"{where}: device {disk.device!r} must not contain ..")
-        partitions = list(getattr(getattr(disk, "gpt", None), "partitions", None) or [])
-        if partitions:
-            with_content += 1
-        else:
-            problems.append(no_content_structured(disk.name))
-        for dup in _duplicates([p.name for p in partitions]):
-            problems.append(f"{where}: partition name {dup!r} is used more than once")
-        for index, part in enumerate(partitions):
-            pwhere = f"{where} partition {part.name!r}"
-            if not NAME_RE.fullmatch(part.name):
-                problems.append(f"{pwhere}: name must match {NAME_PATTERN}")
-            label = gpt_label(disk.name, part.name)
-            if len(label) > MAX_GPT_LABEL:
-                problems.append(f"{pwhere}: GPT label {label!r} is {len(label)} characters; "
-                                f"disk and partition names together must keep it at most {MAX_GPT_LABEL}")
-            if not SIZE_RE.fullmatch(part.size):
-                problems.append(f"{pwhere}: size {part.size!r} must be 100% or a whole number with an "
-                                f"optional binary unit K, M, G, T or P (e.g. 512M, 20G){disko_unit_hint(part.size)}")
-            elif part.size == "100%" and index != len(partitions) - 1:
-                problems.append(f"{pwhere}: size 100% is allowed only on the last partition of the disk")
-            problems.extend(_content_problems(pwhere, part.content, vg_members, pool_members, mountpoints))
+        problems += _disk_problems(disk, seen)
+    problems += _pool_mountpoint_problems(layout, seen.mountpoints)
+    problems += [f"mountpoint {dup!r} is used by more than one partition or pool" for dup in _duplicates(seen.mountpoints)]
+    problems += _declaration_problems(layout, seen)
+    if seen.with_content and not seen.mountpoints:
+        problems.append(NOTHING_MOUNTED_STRUCTURED)
+    return problems
 
+
+@dataclass
+class _Members:
+    """What the partitions use, gathered while their problems are listed: the VGs and pools they
+    join, the mount points, and how many disks have at least one partition (something disko creates)."""
+
+    vgs: Counter[str] = field(default_factory=Counter)
+    pools: Counter[str] = field(default_factory=Counter)
+    mountpoints: list[str] = field(default_factory=list)
+    with_content: int = 0
+
+
+def _disk_problems(disk: Disk, seen: _Members) -> list[str]:
+    """One disk's own rules, then each of its partitions'."""
+    where = f"disk {disk.name!r}"
+    problems = []
+    if not NAME_RE.fullmatch(disk.name):
+        problems.append(f"{where}: name must match {NAME_PATTERN}")
+    if disk.device is None and disk.match is None:
+        problems.append(f"{where}: set device (a path) or match (a disk selector)")
+    if disk.device is not None and not DEVICE_RE.fullmatch(disk.device):
+        problems.append(f"{where}: device {disk.device!r} must match {DEVICE_PATTERN} "
+                        "(recommended: /dev/disk/by-id/...)")
+    if disk.device is not None and ".." in disk.device:
+        problems.append(f"{where}: device {disk.device!r} must not contain ..")
+    partitions = list(getattr(getattr(disk, "gpt", None), "partitions", None) or [])
+    if partitions:
+        seen.with_content += 1
+    else:
+        problems.append(no_content_structured(disk.name))
+    problems += [f"{where}: partition name {dup!r} is used more than once" for dup in _duplicates([p.name for p in partitions])]
+    for index, part in enumerate(partitions):
+        problems += _partition_problems(f"{where} partition {part.name!r}", disk.name, part,
+                                        last=index == len(partitions) - 1)
+        problems += _content_problems(f"{where} partition {part.name!r}", part.content, seen.vgs, seen.pools,
+                                      seen.mountpoints)
+    return problems
+
+
+def _partition_problems(pwhere: str, disk_name: str, part: Partition, *, last: bool) -> list[str]:
+    """A partition's name, GPT label length and size (100% only on the disk's last partition)."""
+    problems = []
+    if not NAME_RE.fullmatch(part.name):
+        problems.append(f"{pwhere}: name must match {NAME_PATTERN}")
+    label = gpt_label(disk_name, part.name)
+    if len(label) > MAX_GPT_LABEL:
+        problems.append(f"{pwhere}: GPT label {label!r} is {len(label)} characters; "
+                        f"disk and partition names together must keep it at most {MAX_GPT_LABEL}")
+    if not SIZE_RE.fullmatch(part.size):
+        problems.append(f"{pwhere}: size {part.size!r} must be 100% or a whole number with an "
+                        f"optional binary unit K, M, G, T or P (e.g. 512M, 20G){disko_unit_hint(part.size)}")
+    elif part.size == "100%" and not last:
+        problems.append(f"{pwhere}: size 100% is allowed only on the last partition of the disk")
+    return problems
+
+
+def _pool_mountpoint_problems(layout: StructuredLayout, mountpoints: list[str]) -> list[str]:
+    """The zfsPools entries' mount points (each one joins ``mountpoints``)."""
+    problems = []
     for pool_stub in layout.zfs_pools or []:
         pool_mp = getattr(pool_stub, "mountpoint", None)
-        if pool_mp is not None:
-            why = mountpoint_problem(pool_mp)
-            if why:
-                problems.append(f"zfsPools {pool_stub.name!r}: {why}")
-            mountpoints.append(pool_mp)
-    for dup in _duplicates(mountpoints):
-        problems.append(f"mountpoint {dup!r} is used by more than one partition or pool")
+        if pool_mp is None:
+            continue
+        why = mountpoint_problem(pool_mp)
+        if why:
+            problems.append(f"zfsPools {pool_stub.name!r}: {why}")
+        mountpoints.append(pool_mp)
+    return problems
 
+
+def _declaration_problems(layout: StructuredLayout, seen: _Members) -> list[str]:
+    """Declared VGs and pools: named once, valid names, each with a member; and every VG or pool a
+    partition joins is declared."""
     declared_vgs = [v.name for v in layout.lvm_volume_groups or []]
     declared_pools = [p.name for p in layout.zfs_pools or []]
-    for dup in _duplicates(declared_vgs):
-        problems.append(f"lvmVolumeGroups: {dup!r} is declared more than once")
-    for dup in _duplicates(declared_pools):
-        problems.append(f"zfsPools: {dup!r} is declared more than once")
+    problems = [f"lvmVolumeGroups: {dup!r} is declared more than once" for dup in _duplicates(declared_vgs)]
+    problems += [f"zfsPools: {dup!r} is declared more than once" for dup in _duplicates(declared_pools)]
     for vg in declared_vgs:
         if not NAME_RE.fullmatch(vg):
             problems.append(f"lvmVolumeGroups: name {vg!r} must match {NAME_PATTERN}")
-        if vg not in vg_members:
+        if vg not in seen.vgs:
             problems.append(f"lvmVolumeGroups: {vg!r} has no lvm_pv partition (every declared VG needs a member)")
     for pool in declared_pools:
         why = zfs_pool_name_problem(pool)
         if why:
             problems.append(f"zfsPools: {why}")
-        if pool not in pool_members:
+        if pool not in seen.pools:
             problems.append(f"zfsPools: {pool!r} has no zfs partition (every declared pool needs a member)")
-    for vg in vg_members:
-        if vg not in declared_vgs:
-            problems.append(f"lvm_pv partitions join VG {vg!r}, which is not declared in lvmVolumeGroups")
-    for pool in pool_members:
-        if pool not in declared_pools:
-            problems.append(f"zfs partitions join pool {pool!r}, which is not declared in zfsPools")
-    if with_content and not mountpoints:
-        problems.append(NOTHING_MOUNTED_STRUCTURED)
+    problems += [f"lvm_pv partitions join VG {vg!r}, which is not declared in lvmVolumeGroups"
+                 for vg in seen.vgs if vg not in declared_vgs]
+    problems += [f"zfs partitions join pool {pool!r}, which is not declared in zfsPools"
+                 for pool in seen.pools if pool not in declared_pools]
     return problems
 
 

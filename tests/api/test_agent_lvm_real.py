@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from devkit.kopfrun import wait_for
 from disklet.hostcmd import HostRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "host"))
-from lvm_fixtures import ACTIVATION_OFF, cleanup_tree, loops_under, report  # noqa: E402
+from lvm_fixtures import ACTIVATION_OFF, cleanup_tree, loops_under, lvm, report  # noqa: E402
 
 
 def _missing() -> str:
@@ -130,3 +131,63 @@ async def _refused_then_deleted(kube, monkeypatch, sandbox: Path, case: str) -> 
             await wait_for(lambda: kube.read(LVG, name) is None, timeout=60, message="deleted")
             assert loop.time() - started < retry, "delete completed within one retry period"
     assert list(outside.iterdir()) == [] and loops_under(sandbox) == []
+
+
+def _vg_ready(kube, name: str) -> dict:
+    return next((c for c in ((kube.read(LVG, name) or {}).get("status") or {}).get("conditions") or []
+                 if c.get("type") == "VGReady"), {})
+
+
+async def test_late_vg_name_conflict_is_reported_once_and_clears(real_kube, monkeypatch, sandbox: Path):
+    """A Ready LVMVolumeGroup; then a VG with its name appears on the node (here behind the agent's
+    device filter, on a foreign loop: LVM warns on every unfiltered report). The agent reports it on
+    the object (VGNameConflict, NotReady) with ONE Warning Event naming both UUIDs, however many
+    cycles pass, and reports Ready again when the other VG is gone."""
+    kube = real_kube
+    suffix = uuid.uuid4().hex[:8]
+    base = sandbox / "file-devices"
+    name, vg = f"agent-conflict-{suffix}", f"disklet-test-{suffix}"
+    config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
+                         scan_interval_seconds=1.0, refused_retry_seconds=1.0, command_timeout_seconds=120)
+    runner = HostRunner(default_timeout=120)
+    engine = HostLvgEngine(runner, config)
+    async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):
+        async with kube.session() as s:
+            r = await s.post(LVG_URL, json=lvg(name, "real-node", files=1, vg=vg, directory=str(base)))
+            assert r.status in (200, 201), await r.text()
+            await wait_for(lambda: ((kube.read(LVG, name) or {}).get("status") or {}).get("phase") == "Ready",
+                           timeout=90, message="LVMVolumeGroup Ready on real LVM")
+            ours = kube.read(LVG, name)["status"]["vgUUID"]
+            other_file = sandbox / "someone-elses.img"
+            subprocess.run(["fallocate", "-l", str(1024 ** 3), str(other_file)], check=True)
+            oloop = subprocess.run(["losetup", "--find", "--show", "--", str(other_file)], capture_output=True,
+                                   text=True, check=True).stdout.strip()
+            lvm("pvcreate", [oloop], oloop, check=True)
+            lvm("vgcreate", [oloop], vg, oloop, check=True)
+            other = lvm("vgs", [oloop], "--noheadings", "-o", "vg_uuid", vg, check=True).stdout.strip()
+
+            await wait_for(lambda: _vg_ready(kube, name).get("reason") == "VGNameConflict", timeout=90,
+                           message="VGNameConflict reported on the Ready object")
+            status = kube.read(LVG, name)["status"]
+            assert status["phase"] == "NotReady" and status["vgUUID"] == ours
+            assert ours in _vg_ready(kube, name)["message"] and other in _vg_ready(kube, name)["message"]
+
+            def conflict_events() -> list[dict]:
+                return [e for e in kube.read_all("v1/events") if e.get("reason") == "VGNameConflict"
+                        and (e.get("involvedObject") or {}).get("name") == name]
+
+            await wait_for(lambda: conflict_events() != [], timeout=60, message="VGNameConflict Event")
+            # Several more passes while the conflict lasts (each discovery cycle reads pvs twice, each
+            # timer reconcile of the NotReady object too): counted on the agent's runner, not slept.
+            seen = runner.calls["pvs"]
+            await wait_for(lambda: runner.calls["pvs"] >= seen + 8, timeout=90, message="more LVM passes")
+            lvm("vgremove", [oloop], "-y", "--select", f"vg_uuid={other}", check=True)
+            await wait_for(lambda: ((kube.read(LVG, name) or {}).get("status") or {}).get("phase") == "Ready"
+                           and _vg_ready(kube, name).get("status") == "True", timeout=90,
+                           message="Ready again once the name is unique")
+            (event,) = conflict_events()
+            assert event["type"] == "Warning" and int(event.get("count") or 1) == 1, event
+            assert ours in event["message"] and other in event["message"]
+
+            await s.delete(f"{LVG_URL}/{name}")
+            await wait_for(lambda: kube.read(LVG, name) is None, timeout=90, message="finalizer released")

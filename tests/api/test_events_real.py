@@ -82,8 +82,7 @@ async def test_kubectl_describe_shows_disklet_events_aggregated_and_by_uid(kube:
         await client.close()
         for e in kube.read_all("v1/events"):
             if (e.get("involvedObject") or {}).get("name") == name:
-                kube._ok("DELETE", f"/api/v1/namespaces/{e['metadata']['namespace']}/events/{e['metadata']['name']}",
-                         allow=(404,))
+                kube.delete("v1/events", e["metadata"]["name"], e["metadata"]["namespace"])
 
 
 async def test_a_restarted_reporter_continues_the_same_event(kube: RealKube) -> None:
@@ -98,5 +97,4 @@ async def test_a_restarted_reporter_continues_the_same_event(kube: RealKube) -> 
         await client.close()
         for e in kube.read_all("v1/events"):
             if (e.get("involvedObject") or {}).get("name") == "ev-restart":
-                kube._ok("DELETE", f"/api/v1/namespaces/{e['metadata']['namespace']}/events/{e['metadata']['name']}",
-                         allow=(404,))
+                kube.delete("v1/events", e["metadata"]["name"], e["metadata"]["namespace"])

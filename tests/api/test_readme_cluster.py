@@ -86,4 +86,4 @@ def test_readme_cluster_commands_run_as_written(kube: RealKube, tmp_path: Path) 
         assert labels.get("disklet.io/scratch") == "true"
     finally:
         for key, name in ((DL, "prod-data-pool"), (LVG, "data-readme-node-1"), (LVGSET, "scratch")):
-            kube._ok("DELETE", f"/apis/{key}/{name}", allow=(404,))
+            kube.delete(key, name)

@@ -16,13 +16,7 @@ import pytest
 from devkit import disko
 from disklet.api.disklayout import DiskLayoutSpec, Phase
 from disklet.layout import preflight
-
-
-@pytest.fixture(autouse=True)
-def _disko_sources() -> None:
-    reason = disko.missing()
-    if reason:
-        disko.skip_or_fail(reason)
+from tests.host.disko_cases import disko_sources  # noqa: F401 - fixture
 
 
 def _disklet(spec: dict[str, Any]) -> tuple[bool, str, str]:

@@ -9,12 +9,10 @@ from them. Each path must pass the default mountpoint policy.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,17 +23,10 @@ from disklet.layout import preflight
 from disklet.layout.checked import check_layout
 from disklet.layout.errors import LayoutError, MalformedLayout
 from disklet.layout.mounts import MountPolicy
+from tests.host.disko_cases import disko_sources, documented_disklayouts  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.host
-REPO = Path(__file__).resolve().parents[2]
 POLICY = MountPolicy()
-
-
-@pytest.fixture(autouse=True)
-def _disko_sources() -> None:
-    reason = disko.missing()
-    if reason:
-        disko.skip_or_fail(reason)
 
 
 def _outside_policy(artifact: str, tmp_path: Path) -> list[str]:
@@ -44,25 +35,7 @@ def _outside_policy(artifact: str, tmp_path: Path) -> list[str]:
     return [f"{p}: {why}" for p in found.all() if (why := POLICY.problem(p))]
 
 
-def _manifests() -> list[tuple[str, dict[str, Any], Path]]:
-    out = []
-    for f in sorted((REPO / "examples").glob("disklayout-*.yaml")):
-        for doc in yaml.safe_load_all(f.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == "DiskLayout":
-                out.append((f.name, doc, f.parent))
-    for f in sorted((REPO / "docs").glob("*.md")):
-        for i, block in enumerate(re.findall(r"```ya?ml\n(.*?)```", f.read_text(), re.S)):
-            try:
-                docs = list(yaml.safe_load_all(block))
-            except yaml.YAMLError:
-                continue
-            for doc in docs:
-                if isinstance(doc, dict) and doc.get("kind") == "DiskLayout" and isinstance(doc.get("spec"), dict):
-                    out.append((f"{f.name}[{i}]", doc, REPO / "examples"))
-    return out
-
-
-MANIFESTS = _manifests()
+MANIFESTS = documented_disklayouts()
 
 
 @pytest.mark.parametrize(("name", "doc", "base"), MANIFESTS, ids=[n for n, _, _ in MANIFESTS])

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,15 +23,9 @@ from devkit.disko import shellctx
 from disklet.api.disklayout import FILESYSTEM_FORMATS, DiskLayoutSpec, StructuredLayout
 from disklet.layout import LayoutError, MalformedLayout, evaluate_nix, render_disko_nix, resolve_body
 from disklet.layout.validate import layout_problems
+from tests.host.disko_cases import disko_sources, documented_disklayouts  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _disko_sources() -> None:
-    reason = disko.missing()
-    if reason:
-        disko.skip_or_fail(reason)
 
 
 def _evaluates(body: str, tmp_path: Path) -> disko.Evaluated:
@@ -57,25 +50,7 @@ def test_the_harness_evaluates_every_example_disko_ships(tmp_path: Path) -> None
         assert ev.format_mount.startswith(ev.create), f.name
 
 
-def _manifests() -> list[tuple[str, dict[str, Any], Path]]:
-    out = []
-    for f in sorted((REPO / "examples").glob("disklayout-*.yaml")):
-        for doc in yaml.safe_load_all(f.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == "DiskLayout":
-                out.append((f.name, doc, f.parent))
-    for f in sorted((REPO / "docs").glob("*.md")):
-        for i, block in enumerate(re.findall(r"```ya?ml\n(.*?)```", f.read_text(), re.S)):
-            try:
-                docs = list(yaml.safe_load_all(block))
-            except yaml.YAMLError:
-                continue
-            for doc in docs:
-                if isinstance(doc, dict) and doc.get("kind") == "DiskLayout" and isinstance(doc.get("spec"), dict):
-                    out.append((f"{f.name}[{i}]", doc, REPO / "examples"))
-    return out
-
-
-MANIFESTS = _manifests()
+MANIFESTS = documented_disklayouts()
 
 
 def test_the_examples_are_found() -> None:

@@ -11,7 +11,6 @@ the sandbox unmounts, removes links/VGs and detaches everything afterwards, also
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -23,8 +22,6 @@ from typing import Any
 
 import pytest
 from disklet_agent.config import AgentConfig
-from disklet_agent.disklayout.apply import ApplyOutcome, apply_layout, expectation_from
-from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
 
 from devkit import disko
 from devkit.disko import udev
@@ -32,8 +29,8 @@ from devkit.disko.sandbox import DiskoSandbox, disko_sandbox
 from devkit.disko.udev import NO_ACTIVATION as ACTIVATION_OFF
 from disklet.api.disklayout import DiskLayoutSpec, RefusalCode
 from disklet.hostcmd import HostRunner
-from disklet.layout import resolve_body
 from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
+from tests.layout_pipeline import Disk, Result, assert_applied, fs, run_pipeline, structured
 
 RUNNER = HostRunner()
 pytestmark = pytest.mark.timeout(300)
@@ -95,50 +92,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         yield Env(sb, config, log, bin_)
 
 
-def fs(fmt: str, mountpoint: str) -> dict[str, Any]:
-    return {"type": "filesystem", "format": fmt, "mountpoint": mountpoint, "mountOptions": ["nofail"]}
-
-
-def spec(*disks: tuple[str, str, list[tuple[str, str, dict[str, Any]]]], vgs: tuple[str, ...] = ()) -> DiskLayoutSpec:
-    layout: dict[str, Any] = {"disks": [
-        {"name": name, "device": dev, "gpt": {"partitions": [
-            {"name": p, "size": size, "content": content} for p, size, content in parts]}}
-        for name, dev, parts in disks]}
-    if vgs:
-        layout["lvmVolumeGroups"] = [{"name": v} for v in vgs]
-    return DiskLayoutSpec.model_validate({"nodeName": "node-a", "diskLayout": layout})
-
-
-@dataclass
-class Result:
-    plan: ApplyPlan
-    body: str
-    outcome: ApplyOutcome | None
+def spec(*disks: Disk, vgs: tuple[str, ...] = ()) -> DiskLayoutSpec:
+    return structured(disks, vgs, node="node-a")
 
 
 def pipeline(env: Env, s: DiskLayoutSpec) -> Result:
     """What the agent's DiskLayout handler does once the node is controller-managed."""
-    body, _source = resolve_body(s)
-    plan = plan_apply(body, runner=RUNNER, config=env.config)
-    if not plan.ok:
-        return Result(plan, body, None)
-    # The handler hands disko the plan's checked artifact where the gate produces one (else the body),
-    # with the resolved targets for the last-moment checks where apply_layout takes them.
-    artifact = getattr(plan, "artifact", None) or body
-    extra: dict[str, Any] = {}
-    if "targets" in inspect.signature(apply_layout).parameters:
-        extra["targets"] = dict(plan.resolved)
-    out = apply_layout(artifact, runner=RUNNER, config=env.config,
-                       expect=expectation_from(plan.devices_value, plan.resolved),
-                       timeout_seconds=s.timeout_seconds, rebuild=s.rebuild, **extra)
-    return Result(plan, body, out)
+    return run_pipeline(s, runner=RUNNER, config=env.config)
 
 
 def applied(env: Env, s: DiskLayoutSpec) -> Result:
-    r = pipeline(env, s)
-    assert r.plan.ok, f"refused/failed before disko: {r.plan.code}: {r.plan.message}"
-    assert r.outcome is not None and r.outcome.ok, r.outcome.message if r.outcome else ""
-    return r
+    return assert_applied(pipeline(env, s))
 
 
 def probe(dev: str) -> dict[str, str]:

@@ -142,17 +142,18 @@ def test_argv_keeps_the_sandbox_and_refuses_option_bodies() -> None:
 
 def test_kctl_diff_of_a_directory_uses_one_run_and_reports_each_layout(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from disklet.layout import batch
+    from disklet import hostcmd
     from tests.unit.test_kctl_cli import kctl
 
-    runs: list[int] = []
-    real_run = batch.BatchEvaluator._run
+    runs: list[int] = []  # bodies per batch run: the evaluator argv carries them after -E (batch_argv)
+    real_run = hostcmd.HostRunner.run
 
-    def counting_run(self: batch.BatchEvaluator, bodies: list[str]) -> Any:
-        runs.append(len(bodies))
-        return real_run(self, bodies)
+    def counting_run(self: hostcmd.HostRunner, argv: Any, *args: Any, **kwargs: Any) -> Any:
+        if "-E" in argv:
+            runs.append(len(argv) - list(argv).index("-E") - 1)
+        return real_run(self, argv, *args, **kwargs)
 
-    monkeypatch.setattr(batch.BatchEvaluator, "_run", counting_run)
+    monkeypatch.setattr(hostcmd.HostRunner, "run", counting_run)
     for i in range(12):
         device = "device = ; " if i == 5 else f'device = "/dev/disk/by-id/nvme-{i}"; '
         (tmp_path / f"dl{i:02}.yaml").write_text(

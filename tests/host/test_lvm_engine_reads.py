@@ -55,8 +55,12 @@ def test_idempotent_reconcile_reads_lvm_once(lvm_env: LvmEnv) -> None:
     again = env.engine.reconcile(env.lvg, spec, first.status, generation=1)
     assert not again.changed and again.status.to_wire() == first.status.to_wire()
     names = [a[0] for a in seen]
-    assert [n for n in names if n in LVM_CMDS] == ["pvs"]  # one pvs (with VG columns); no LVs → no lvs
-    assert len(seen) == 5, seen  # realpath, losetup --list, pvs, one stat per file
+    # one pvs (with VG columns; no LVs → no lvs) and, side by side with it, the node-wide pvs (VG names
+    # only: has another VG taken this VG's name since?)
+    assert [n for n in names if n in LVM_CMDS] == ["pvs", "pvs"]
+    everything = 'devices { global_filter = [ "a|.*|" ]'
+    assert len([a for a in seen if a[0] == "pvs" and a[2].startswith(everything)]) == 1, names
+    assert len(seen) == 6, seen  # realpath, losetup --list, pvs, node-wide pvs, one stat per file
     assert len(env.our_loops()) == 2
 
 

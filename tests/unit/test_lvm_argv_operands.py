@@ -63,13 +63,14 @@ def _calls(lvm: Lvm, losetup: Losetup, files: HostFiles) -> dict[str, object]:
         "HostFiles.rm_f": lambda: files.rm_f(EVIL),
         "HostFiles.realpath": lambda: files.realpath(EVIL),
         "HostFiles.realpaths": lambda: files.realpaths([EVIL]),
-        "lsblk.probe_signatures": lambda: lsblk.probe_signatures(runner_ := files.runner, EVIL) and runner_,
-        "lsblk.wipefs": lambda: lsblk._confirm_with_wipefs(files.runner, EVIL),
+        # blkid -p (and, when it finds nothing, wipefs -n to confirm: the runner answers so)
+        "lsblk.probe_signatures": lambda: lsblk.probe_signatures(files.runner, EVIL),
     }
 
 
 def test_every_command_puts_operands_after_double_dash() -> None:
-    runner = Recorder()
+    # blkid exits 2 without a word ("nothing found"): the probe confirms it with wipefs, so both run.
+    runner = Recorder().answer("blkid", (2, "", ""))
     lvm, losetup, files = Lvm(runner), Losetup(runner), HostFiles(runner)
     calls = _calls(lvm, losetup, files)
     # Every public method that takes an operand is exercised (a new one must be added above).
@@ -91,6 +92,7 @@ def test_every_command_puts_operands_after_double_dash() -> None:
         assert len(runner.argvs) > before, what
         bad.extend((what, a) for a in runner.argvs[before:] if not _operand_safe(a))
     assert not bad, bad
+    assert runner.calls["blkid"] == 1 and runner.calls["wipefs"] == 1, runner.calls
     # The readers take no operands at all (nothing after a final --).
     for read in (lvm.pvs, lvm.vgs, lvm.lvs, losetup.list_all):
         before = len(runner.argvs)

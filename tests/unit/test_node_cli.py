@@ -40,10 +40,10 @@ def test_missing_subcommand_and_file_are_usage_errors(tmp_path: Path) -> None:
 
 
 def test_global_options_reach_the_config(tmp_path: Path) -> None:
-    from disklet_agent.cli import _config
+    from disklet_agent.cli import config_from_args
 
     args = build_parser().parse_args(["--host-root", str(tmp_path), "--nsenter", "disks"])
-    cfg = _config(args)
+    cfg = config_from_args(args)
     assert cfg.host_root == tmp_path and cfg.use_nsenter and cfg.etc_dir == tmp_path / "etc" / "disklet"
 
 
@@ -107,12 +107,12 @@ def test_a_type_refusal_prints_no_empty_verdict_table(monkeypatch: pytest.Monkey
 
 
 def test_device_strings_with_control_characters_are_escaped_in_tables() -> None:
-    from disklet_agent.cli import _table
+    from disklet_agent.cli import write_table
 
     from disklet.cli.output import table
 
     out = io.StringIO()
-    _table([["DEVICE", "MODEL"], ["/dev/sdb", "evil\x1b[2J\rmodel\n"]], out)
+    write_table([["DEVICE", "MODEL"], ["/dev/sdb", "evil\x1b[2J\rmodel\n"]], out)
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
     assert "evil\\x1b[2J\\x0dmodel\\x0a" in out.getvalue()
     text = table(["NAME", "SERIAL"], [["bd", "S\x1b]0;title\x07N\x9b"]])

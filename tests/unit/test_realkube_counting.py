@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from devkit.realkube import _split_labels, metric_labels
+from devkit.realkube import metric_labels, split_labels
 
 
 @pytest.mark.parametrize(("method", "url", "labels"), [
@@ -29,5 +29,5 @@ def test_non_resource_paths_have_no_labels() -> None:
 
 
 def test_label_values_may_hold_commas() -> None:
-    assert _split_labels('code="200",component="apiserver",resource="x",verb="LIST",dry_run="a,b"') == [
+    assert split_labels('code="200",component="apiserver",resource="x",verb="LIST",dry_run="a,b"') == [
         "code=200", "component=apiserver", "resource=x", "verb=LIST", "dry_run=a,b"]

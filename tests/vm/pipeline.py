@@ -9,20 +9,17 @@ the recording fakes (no NixOS in the guest).
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from disklet_agent.config import AgentConfig
-from disklet_agent.disklayout.apply import ApplyOutcome, apply_layout, expectation_from
-from disklet_agent.disklayout.gate import ApplyPlan, plan_apply
 
 from devkit import disko
 from disklet.api.disklayout import DiskLayoutSpec
-from disklet.layout import resolve_body
 from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
+from tests.layout_pipeline import Disk, Result, assert_applied, run_pipeline
+from tests.layout_pipeline import structured as layout_spec
 from tests.vm.conftest import RUNNER
 
 
@@ -65,45 +62,15 @@ def node(host: Path, sandbox: Path, disks: list[str]) -> Node:
     return Node(config, sandbox, env)
 
 
-@dataclass
-class Result:
-    plan: ApplyPlan
-    outcome: ApplyOutcome | None
-
-
 def run(n: Node, spec: DiskLayoutSpec) -> Result:
     """What the agent's DiskLayout handler does once the node is controller-managed."""
     os.environ.update(n.env)  # the test disko reads its sandbox, mount root and allowed disks from here
-    body, _source = resolve_body(spec)
-    plan = plan_apply(body, runner=RUNNER, config=n.config)
-    if not plan.ok:
-        return Result(plan, None)
-    extra: dict[str, Any] = {}
-    if "targets" in inspect.signature(apply_layout).parameters:
-        extra["targets"] = dict(plan.resolved)
-    out = apply_layout(plan.artifact or body, runner=RUNNER, config=n.config,
-                       expect=expectation_from(plan.devices_value, plan.resolved),
-                       timeout_seconds=spec.timeout_seconds, rebuild=spec.rebuild, **extra)
-    return Result(plan, out)
+    return run_pipeline(spec, runner=RUNNER, config=n.config)
 
 
 def applied(n: Node, spec: DiskLayoutSpec) -> Result:
-    r = run(n, spec)
-    assert r.plan.ok, f"refused/failed before disko: {r.plan.code}: {r.plan.message}"
-    assert r.outcome is not None and r.outcome.ok, r.outcome.message if r.outcome else ""
-    return r
+    return assert_applied(run(n, spec))
 
 
-def structured(disks: list[tuple[str, str, list[tuple[str, str, dict[str, Any]]]]],
-               vgs: tuple[str, ...] = ()) -> DiskLayoutSpec:
-    layout: dict[str, Any] = {"disks": [
-        {"name": name, "device": dev, "gpt": {"partitions": [
-            {"name": p, "size": size, "content": content} for p, size, content in parts]}}
-        for name, dev, parts in disks]}
-    if vgs:
-        layout["lvmVolumeGroups"] = [{"name": v} for v in vgs]
-    return DiskLayoutSpec.model_validate({"nodeName": "vm-node", "diskLayout": layout})
-
-
-def fs(fmt: str, mountpoint: str) -> dict[str, Any]:
-    return {"type": "filesystem", "format": fmt, "mountpoint": mountpoint, "mountOptions": ["nofail"]}
+def structured(disks: list[Disk], vgs: tuple[str, ...] = ()) -> DiskLayoutSpec:
+    return layout_spec(disks, vgs, node="vm-node")

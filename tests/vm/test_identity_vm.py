@@ -24,8 +24,9 @@ import pytest
 from devkit.vm import Boot, Disk
 from devkit.vm.machine import STATE_DIR
 from disklet.api.disklayout import DiskLayoutSpec, RefusalCode
+from tests.layout_pipeline import fs
 from tests.vm.conftest import disk, sh
-from tests.vm.pipeline import Node, applied, fs, node, run, structured
+from tests.vm.pipeline import Node, applied, node, run, structured
 
 WWN_A, WWN_B = "0x5000c500dd00000a", "0x5000c500dd00000b"
 A = Disk("scsi", size="1Gi", serial="IDDISK0A", wwn=WWN_A)

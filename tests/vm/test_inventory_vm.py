@@ -14,8 +14,9 @@ from disklet_agent.logic.blockdevices import desired_block_devices
 
 from devkit.vm import Disk
 from disklet.api.disklayout import RefusalCode
+from tests.layout_pipeline import fs
 from tests.vm.conftest import NODE, RUNNER, disk, disks_by_serial, lsblk_disks, sh
-from tests.vm.pipeline import fs, node, run, structured
+from tests.vm.pipeline import node, run, structured
 
 VM_DISKS = (
     Disk("nvme", size="2Gi", serial="INNVME01"),

@@ -277,6 +277,89 @@ def _fail(phase: str, what: str, res: CommandResult | None, steps: list[StepResu
     return ApplyOutcome(False, phase, msg, steps, **kw)
 
 
+def _busy_targets(staged: Path, targets: dict[str, str | None] | None, probe: Callable[[list[str]], list[str]],
+                  steps: list[StepResult]) -> ApplyOutcome | None:
+    """Refuse (and drop the staged file) when the kernel will not give exclusive access to a
+    resolved target right before disko; None when every target is free."""
+    resolved = sorted({rp for rp in (targets or {}).values() if rp})
+    busy = probe(resolved) if resolved else []
+    if not busy:
+        return None
+    with contextlib.suppress(OSError):
+        staged.unlink()
+    return ApplyOutcome(False, "exclusive", f"{RefusalCode.TARGET_BUSY}: the kernel refuses exclusive access "
+                        "right before disko: " + "; ".join(busy) + "; nothing was written", steps,
+                        refusal=RefusalCode.TARGET_BUSY)
+
+
+def _disko_step(runner: HostRunner, config: AgentConfig, staged: Path, timeout: int,
+                steps: list[StepResult]) -> ApplyOutcome | None:
+    """Run disko on the staged file; the failure outcome, or None when it succeeded."""
+    res = run_disko(runner, config, host_view(staged, config), timeout)
+    steps.append(StepResult.of("disko", res))
+    if res.timed_out:
+        return _fail("disko", f"disko did not finish within {timeout}s and was killed (process group); "
+                     "current.nix unchanged", res, steps)
+    if not res.ok:
+        return _fail("disko", f"disko exited {res.returncode}; current.nix unchanged", res, steps)
+    return None
+
+
+def _read_identities(reader: LayoutReader, targets: dict[str, str | None] | None,
+                     steps: list[StepResult]) -> ApplyOutcome | dict[str, DiskIdentity]:
+    """The targets' identities after disko (none without targets), or the failure outcome."""
+    if not targets:
+        return {}
+    try:
+        return record_identities(reader.topology(), targets)
+    except ProbeFailed as exc:
+        return ApplyOutcome(False, "verify", f"cannot read the disks' identities after disko ({exc}); "
+                            "current.nix unchanged", steps)
+
+
+def _promote(directory: Path, body: str, identities: dict[str, DiskIdentity] | None,
+             steps: list[StepResult]) -> ApplyOutcome | None:
+    """Write the identities (when targets were given) and then current.nix; None when both are written."""
+    current = directory / CURRENT_NAME
+    try:
+        if identities is not None:
+            atomic_write(directory / IDENTITY_NAME, identities_text(identities))
+        atomic_write(current, body)
+    except OSError as exc:
+        return ApplyOutcome(False, "promote", f"disko succeeded but {current} could not be written: {exc}", steps)
+    return None
+
+
+def _rebuild(runner: HostRunner, config: AgentConfig, rebuild_timeout: float, done: str,
+             recorded: dict[str, dict[str, Any]], steps: list[StepResult]) -> ApplyOutcome:
+    """nixos-rebuild test, then switch, after a promotion; the first failure ends it."""
+    for action in ("test", "switch"):
+        res = run_rebuild(runner, config, action, rebuild_timeout)
+        steps.append(StepResult.of(f"rebuild-{action}", res))
+        if not res.ok:
+            return _rebuild_failed(action, res, rebuild_timeout, done, recorded, steps)
+    return ApplyOutcome(True, "done", done + "; nixos-rebuild test and switch succeeded", steps, promoted=True,
+                        identities=recorded)
+
+
+def _rebuild_failed(action: str, res: CommandResult, rebuild_timeout: float, done: str,
+                    recorded: dict[str, dict[str, Any]], steps: list[StepResult]) -> ApplyOutcome:
+    """A timed-out or failed nixos-rebuild (exit 4 of switch: activated, but some units failed)."""
+    phase = f"rebuild-{action}"
+    if res.timed_out:
+        return _fail(phase, f"{done}; nixos-rebuild {action} did not finish within {rebuild_timeout:.0f}s",
+                     res, steps, promoted=True, identities=recorded)
+    units = parse_failed_units(res.stdout + "\n" + res.stderr)
+    if action == "switch" and res.returncode == 4:
+        what = ("nixos-rebuild switch activated the configuration but some units failed: "
+                + (", ".join(units) if units else "(unit names not found in the output)"))
+        return _fail(phase, f"{done}; {what}", res, steps, failed_units=units, promoted=True,
+                     identities=recorded)
+    return _fail(phase, f"{done}; nixos-rebuild {action} exited {res.returncode}"
+                 + (f" (failed units: {', '.join(units)})" if units else ""),
+                 res, steps, failed_units=units, promoted=True, identities=recorded)
+
+
 def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: Expectation | None = None,
                  timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, rebuild: bool = True,
                  rebuild_timeout: float = REBUILD_TIMEOUT_SECONDS, reader: LayoutReader | None = None,
@@ -284,7 +367,10 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
                  probe: Callable[[list[str]], list[str]] = exclusive_probe) -> ApplyOutcome:
     """Run the pipeline on ``body`` (the plan's artifact); never raises for a command failure
     (ApplyBusy if another apply runs). ``targets`` (as written → resolved) are probed with O_EXCL
-    before disko and their identities recorded next to current.nix afterwards."""
+    before disko and their identities recorded next to current.nix afterwards.
+
+    Stage → exclusive probe → disko → verify → identities → promote (current.nix) → rebuild; each
+    step ends the pipeline with its outcome when it fails."""
     timeout = check_timeout(timeout_seconds)
     reader = reader or host_reader(runner, config)
     steps: list[StepResult] = []
@@ -294,72 +380,29 @@ def apply_layout(body: str, *, runner: HostRunner, config: AgentConfig, expect: 
             staged = stage(body, config)
         except OSError as exc:
             return ApplyOutcome(False, "stage", f"cannot stage the layout under {directory}: {exc}", steps)
-
-        resolved = sorted({rp for rp in (targets or {}).values() if rp})
-        busy = probe(resolved) if resolved else []
-        if busy:
-            with contextlib.suppress(OSError):
-                staged.unlink()
-            return ApplyOutcome(False, "exclusive", f"{RefusalCode.TARGET_BUSY}: the kernel refuses exclusive access "
-                                "right before disko: " + "; ".join(busy) + "; nothing was written", steps,
-                                refusal=RefusalCode.TARGET_BUSY)
-
-        res = run_disko(runner, config, host_view(staged, config), timeout)
-        steps.append(StepResult.of("disko", res))
-        if res.timed_out:
-            return _fail("disko", f"disko did not finish within {timeout}s and was killed (process group); "
-                         "current.nix unchanged", res, steps)
-        if not res.ok:
-            return _fail("disko", f"disko exited {res.returncode}; current.nix unchanged", res, steps)
-
+        failed = (_busy_targets(staged, targets, probe, steps)
+                  or _disko_step(runner, config, staged, timeout, steps))
+        if failed is not None:
+            return failed
         notes: list[str] = []
         if expect is not None:
             problems, notes = verify(expect, reader=reader)
             if problems:
                 return ApplyOutcome(False, "verify", "disko reported success but the result is incomplete; "
                                     "current.nix unchanged: " + "; ".join(problems), steps)
-
-        identities: dict[str, DiskIdentity] = {}
-        if targets:
-            try:
-                identities = record_identities(reader.topology(), targets)
-            except ProbeFailed as exc:
-                return ApplyOutcome(False, "verify", f"cannot read the disks' identities after disko ({exc}); "
-                                    "current.nix unchanged", steps)
-        current = directory / CURRENT_NAME
-        try:
-            if targets:
-                atomic_write(directory / IDENTITY_NAME, identities_text(identities))
-            atomic_write(current, body)
-        except OSError as exc:
-            return ApplyOutcome(False, "promote", f"disko succeeded but {current} could not be written: {exc}", steps)
+        identities = _read_identities(reader, targets, steps)
+        if isinstance(identities, ApplyOutcome):
+            return identities
+        failed = _promote(directory, body, identities if targets else None, steps)
+        if failed is not None:
+            return failed
         with contextlib.suppress(OSError):
             staged.unlink()
-        done = f"disko applied the layout; promoted to {current}"
+        done = f"disko applied the layout; promoted to {directory / CURRENT_NAME}"
         if notes:
             done += " (" + "; ".join(notes) + ")"
         recorded = {k: v.to_dict() for k, v in identities.items()}
         if not rebuild:
             return ApplyOutcome(True, "done", done + "; rebuild skipped (rebuild: false)", steps, promoted=True,
                                 identities=recorded)
-
-        for action in ("test", "switch"):
-            res = run_rebuild(runner, config, action, rebuild_timeout)
-            steps.append(StepResult.of(f"rebuild-{action}", res))
-            if res.ok:
-                continue
-            phase = f"rebuild-{action}"
-            if res.timed_out:
-                return _fail(phase, f"{done}; nixos-rebuild {action} did not finish within {rebuild_timeout:.0f}s",
-                             res, steps, promoted=True, identities=recorded)
-            units = parse_failed_units(res.stdout + "\n" + res.stderr)
-            if action == "switch" and res.returncode == 4:
-                what = ("nixos-rebuild switch activated the configuration but some units failed: "
-                        + (", ".join(units) if units else "(unit names not found in the output)"))
-                return _fail(phase, f"{done}; {what}", res, steps, failed_units=units, promoted=True,
-                             identities=recorded)
-            return _fail(phase, f"{done}; nixos-rebuild {action} exited {res.returncode}"
-                         + (f" (failed units: {', '.join(units)})" if units else ""),
-                         res, steps, failed_units=units, promoted=True, identities=recorded)
-        return ApplyOutcome(True, "done", done + "; nixos-rebuild test and switch succeeded", steps, promoted=True,
-                            identities=recorded)
+        return _rebuild(runner, config, rebuild_timeout, done, recorded, steps)

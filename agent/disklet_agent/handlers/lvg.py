@@ -5,8 +5,13 @@
 - create/update/resume: resolve the selected BlockDevices from the Kopf index, run
   ``engine.reconcile`` in a thread, write status only when the engine says ``changed``, post its
   Events, retry after ``requeue_after``;
-- timer (scan interval): reconcile again only when the VG is not converged
-  (``needs_reconcile``); converged VGs are refreshed by the node discovery cycle;
+- periodic check (scan interval): ONE task for the node (not a Kopf timer per object) walks the
+  LVGs in the watch-fed index and reconciles again only a VG that is not converged
+  (``needs_reconcile``); converged VGs are refreshed by the node discovery cycle. An object that
+  leaves the index (deleted, or relabelled out of the node's label-filtered watch) gets no further
+  pass. Kopf's own timers are not used here: Kopf forgets an object's memory when the watch says
+  DELETED without stopping its timers, so an object that left the filtered watch and came back
+  kept its old timer running beside a new one, even after it was deleted;
 - node discovery cycle (scan interval): ONE LVM snapshot → ``engine.discover`` over every LVG of
   the node → status written only where it differs;
 - delete (finalizer ``disklet.io/agent``): ``engine.delete``; while not done the finalizer stays,
@@ -47,7 +52,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from disklet.api.common import parse_rfc3339, set_condition
+from disklet.api.common import get_condition, parse_rfc3339, set_condition
 from disklet.api.lvm import ConditionType, LVMVolumeGroupSpec, LVMVolumeGroupStatus, Reason
 from disklet.api.resources import LVM_VOLUME_GROUP, NODE_LABEL
 from disklet.kube.events import AGENT, EventRecorder
@@ -68,6 +73,7 @@ from ..kube import CONSISTENT, AgentKube, ApiError, NodeObjects
 from ..logic.lvg import (
     contested_devices,
     merge_discovered,
+    name_conflict_event,
     needs_reconcile,
     selected_block_devices,
     status_merge_patch,
@@ -162,6 +168,12 @@ class LvgWiring:
         """Each object's last engine reconcile: (monotonic end time, generation, requeue_after)."""
         self.retrying: set[str] = set()
         """Objects whose handler is retrying (Kopf's delay): the timer leaves them to that retry."""
+        self.name_conflicts: dict[str, str] = {}
+        """LVMVolumeGroup → the VG name conflict its status last reported (by a reconcile or the
+        discovery cycle): the discovery cycle posts its Event only when it differs, so a cycle that
+        reads a watched status older than the reconcile's write does not post the same Event again."""
+        self.block_devices: Any = None
+        """The node's BlockDevice Kopf index (handed to the startup handler) for the periodic check."""
         self.objects = NodeObjects(kube, LVM_VOLUME_GROUP, self.node, first_read=CONSISTENT,
                                    resync_seconds=deps.config.resync_interval_seconds)
         """This node's LVGs from the watch (a LIST only to resync): docs/agent.md ("API requests at
@@ -355,6 +367,7 @@ class LvgWiring:
                 if outcome.changed:
                     new = with_operator_conditions(outcome.status, current)
                     written = await self._write_status(name, obj.get("status"), new) is not None
+                self.note_name_conflict(name, outcome.status)
                 transition = lvg_status_events(self.node, spec.actual_vg_name_on_the_node, current, outcome.status)
                 self._post(obj, [*outcome.events, *transition])
                 log.info("reconciled", extra={"lvg": name, "reconcile_id": rid, "changed": outcome.changed,
@@ -369,6 +382,39 @@ class LvgWiring:
                 if not only_if_needed:
                     self.retrying.discard(name)
         return "written" if written else "unchanged"
+
+    def note_name_conflict(self, name: str, status: LVMVolumeGroupStatus) -> None:
+        ready = get_condition(status.conditions, ConditionType.VG_READY)
+        if ready is not None and ready.reason == Reason.VG_NAME_CONFLICT:
+            self.name_conflicts[name] = ready.message
+        else:
+            self.name_conflicts.pop(name, None)
+
+    # ---------------------------------------------------------------- periodic check
+    async def timer_pass(self, index: Any) -> None:
+        """One pass over this node's LVMVolumeGroups as the watch last showed them (the Kopf index:
+        an object the watch no longer shows — deleted, or relabelled out of the node's selector — is
+        not there). Each is looked up again right before its check, so one that left during the pass
+        is skipped. A failure of one does not stop the others."""
+        lvgs = self.objects.index
+        if lvgs is None:
+            return
+        for name in sorted(list(lvgs)):
+            seen = next(iter(lvgs.get(name, ())), None)
+            if seen is None or not self.mine(seen) or (seen.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            try:
+                await self.reconcile(name, index, only_if_needed=True, raise_on_requeue=False, seen=seen)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("periodic LVMVolumeGroup check failed: %r", exc, extra={"lvg": name, "node": self.node})
+
+    async def timer_loop(self, interval: float) -> None:
+        """The periodic check, every ``interval`` (the first one ``interval`` after start)."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.timer_pass(self.block_devices)
 
     # ---------------------------------------------------------------- delete
     async def delete(self, name: str, body: Mapping[str, Any]) -> None:
@@ -391,6 +437,7 @@ class LvgWiring:
                                           delay=max(MIN_RETRY_SECONDS, self.deps.config.refused_retry_seconds))
             self.gauges.forget(name)
             self.last_reconcile.pop(name, None)
+            self.name_conflicts.pop(name, None)
         log.info("volume group removed; finalizer released", extra={"lvg": name})
 
     # ---------------------------------------------------------------- node discovery
@@ -430,6 +477,11 @@ class LvgWiring:
                 if answer is not None:
                     written.append(name)
                     self.objects.wrote(answer)  # reaches the watch later: the next cycle relists, not older
+                    event = name_conflict_event(current, merged)
+                    if event is not None and self.name_conflicts.get(name) != event[2]:
+                        log.warning("volume group name conflict: %s", event[2], extra={"lvg": name})
+                        self._post(answer, [event])
+                    self.note_name_conflict(name, merged)
             set_managed_loop_devices(count_managed_loops(self.node, statuses.values()))
         return written
 
@@ -472,8 +524,10 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEng
     @kopf.on.startup(registry=registry, backoff=5)
     async def disklet_lvg_reattach(**kwargs: Any) -> None:
         wiring.objects.index = kwargs.get(OBJECTS_INDEX_ID)
+        wiring.block_devices = kwargs.get(INDEX_ID)
         await wiring.reattach()
         tasks.start(f"lvm discovery {node}", wiring.discovery_loop(interval))
+        tasks.start(f"lvm periodic check {node}", wiring.timer_loop(interval))
 
     @kopf.on.resume(*res, registry=registry, labels=labels)
     @kopf.on.create(*res, registry=registry, labels=labels)
@@ -488,15 +542,6 @@ def register(registry: kopf.OperatorRegistry, deps: AgentDeps, *, engine: LvgEng
     async def disklet_lvg_relabelled(name: str, body: Any, **_: Any) -> None:
         if not wiring.mine(body):
             await wiring.mislabelled(name, body)
-
-    def is_mine(body: Any, **_: Any) -> bool:
-        return wiring.mine(body)
-
-    # The timer alone is filtered: the delete handler (unfiltered) keeps the finalizer required.
-    @kopf.timer(*res, registry=registry, labels=labels, when=is_mine, interval=interval, initial_delay=interval,
-                idle=None)
-    async def disklet_lvg_timer(name: str, body: Any, **kwargs: Any) -> None:
-        await wiring.reconcile(name, kwargs.get(INDEX_ID), only_if_needed=True, raise_on_requeue=False, seen=body)
 
     @kopf.on.delete(*res, registry=registry, labels=labels)
     async def disklet_lvg_delete(name: str, body: Any, **_: Any) -> None:

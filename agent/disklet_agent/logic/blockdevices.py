@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,158 @@ def _sysmount(mp: str, system_mounts: Iterable[str]) -> bool:
     return any(norm == posixpath.normpath(s) for s in system_mounts)
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """One device and the facts its verdict reads: everything stacked on it (``below``), the
+    device's PV fact, active swaps, the node's system mount points and every device's PV fact."""
+
+    node: BlockNode
+    below: list[BlockNode]
+    pv: PvFact | None
+    swaps: frozenset[str]
+    system_mounts: tuple[str, ...]
+    pv_facts: Mapping[str, PvFact]
+
+    @property
+    def stack(self) -> list[BlockNode]:
+        """The device and everything stacked on it."""
+        return [self.node, *self.below]
+
+    def is_swap(self, n: BlockNode) -> bool:
+        return n.path in self.swaps or n.kname in self.swaps
+
+
+_Check = Callable[[_Judged], NotConsumable | None]
+
+
+def _unsupported_type(node: BlockNode, allow_loop: bool) -> NotConsumable | None:
+    if allow_loop and node.type == "loop":
+        return None
+    if node.type in NEVER_CONSUMABLE_TYPES or node.kname.startswith("/dev/dm-"):
+        return NotConsumable(ConsumableReason.UNSUPPORTED_TYPE, f"a {node.type or 'device-mapper'} device is never consumable")
+    return None
+
+
+def _probe_failed(j: _Judged) -> NotConsumable | None:
+    unknown = [f for n in j.stack for f in n.unknown_facts]
+    return NotConsumable(ConsumableReason.PROBE_FAILED, "state unknown: " + "; ".join(unknown)) if unknown else None
+
+
+def _system_disk(j: _Judged) -> NotConsumable | None:
+    """Something stacked on the device holds a system mount or active swap (the device itself
+    mounted or swapped reads Mounted/Swap below)."""
+    if not j.below:
+        return None
+    system = [f"{n.path} at {mp}" for n in j.stack for mp in n.mountpoints if _sysmount(mp, j.system_mounts)]
+    system += [f"{n.path} is active swap" for n in j.stack if j.is_swap(n) or "[SWAP]" in n.mountpoints]
+    return NotConsumable(ConsumableReason.SYSTEM_DISK, "holds the node's system: " + ", ".join(system)) if system else None
+
+
+def _mounted(j: _Judged) -> NotConsumable | None:
+    mps = j.node.mountpoints
+    return NotConsumable(ConsumableReason.MOUNTED, f"mounted at {', '.join(mps)}") if mps else None
+
+
+def _swap(j: _Judged) -> NotConsumable | None:
+    return NotConsumable(ConsumableReason.SWAP, "active swap") if j.is_swap(j.node) else None
+
+
+def _own_pv(j: _Judged) -> NotConsumable | None:
+    pv = j.pv
+    if pv is not None and (pv.vg_name or pv.vg_uuid):
+        return NotConsumable(ConsumableReason.LVM_PHYSICAL_VOLUME, f"LVM PV of volume group {pv.vg_name or pv.vg_uuid}")
+    return None
+
+
+def _multipath_member(j: _Judged) -> NotConsumable | None:
+    maps = [c.path for c in j.node.children if c.type == "mpath"]
+    if j.node.fstype != MULTIPATH_FSTYPE and not maps:
+        return None
+    return NotConsumable(ConsumableReason.MULTIPATH_MEMBER, "a path of multipath device " + (", ".join(maps) or "(map not active)"))
+
+
+def _mounted_below(j: _Judged) -> NotConsumable | None:
+    mounted = [f"{n.path} at {', '.join(n.mountpoints)}" for n in j.below if n.mountpoints]
+    return NotConsumable(ConsumableReason.MOUNTED, f"mounted: {'; '.join(mounted)}") if mounted else None
+
+
+def _lvm_below(j: _Judged) -> NotConsumable | None:
+    """A partition or child is a PV (LVM says so) or holds LVs / an orphan PV signature."""
+    facts = j.pv_facts
+    pv_below = [(n.path, f) for n in j.below if (f := facts.get(n.path) or facts.get(n.kname)) is not None]
+    lvm_below = [n.path for n in j.below if n.type == "lvm" or n.fstype == ORPHAN_PV_FSTYPE]
+    if not pv_below and not lvm_below:
+        return None
+    vgs = sorted({f.vg_name or f.vg_uuid for _, f in pv_below if f.vg_name or f.vg_uuid})
+    where = (f" of volume group {', '.join(vgs)}" if vgs
+             else f": {', '.join(sorted({p for p, _ in pv_below} | set(lvm_below)))}")
+    return NotConsumable(ConsumableReason.LVM_PHYSICAL_VOLUME, "holds LVM volumes" + where)
+
+
+def _zfs_member(j: _Judged) -> NotConsumable | None:
+    zfs = [n for n in j.stack if n.fstype == ZFS_FSTYPE]
+    if not zfs:
+        return None
+    pools = sorted({n.label for n in zfs if n.label})
+    return NotConsumable(ConsumableReason.ZFS_MEMBER, "ZFS pool member" + (f" of pool {', '.join(pools)}" if pools else "")
+                         + f" ({', '.join(n.path for n in zfs)})")
+
+
+def _raid_member(j: _Judged) -> NotConsumable | None:
+    raid = [n for n in j.stack if n.fstype in RAID_FSTYPES]
+    if not raid:
+        return None
+    return NotConsumable(ConsumableReason.RAID_MEMBER, f"RAID member ({', '.join(f'{n.path}: {n.fstype}' for n in raid)})")
+
+
+def _has_children(j: _Judged) -> NotConsumable | None:
+    children = j.node.children
+    if not children:
+        return None
+    return NotConsumable(ConsumableReason.HAS_PARTITIONS, f"has partitions or children: {', '.join(c.path for c in children)}")
+
+
+def _held(j: _Judged) -> NotConsumable | None:
+    return NotConsumable(ConsumableReason.HELD, f"held by {', '.join(j.node.holders)}") if j.node.holders else None
+
+
+def _partition_table(j: _Judged) -> NotConsumable | None:
+    pttype = j.node.pttype
+    return NotConsumable(ConsumableReason.HAS_PARTITION_TABLE, f"has a {pttype} partition table") if pttype else None
+
+
+def _filesystem(j: _Judged) -> NotConsumable | None:
+    """A signature, except an orphan PV's that LVM reports as a PV (it is reused as one)."""
+    fstype = j.node.fstype
+    if fstype and not (fstype == ORPHAN_PV_FSTYPE and j.pv is not None):
+        return NotConsumable(ConsumableReason.HAS_FILESYSTEM, f"has a {fstype} signature")
+    return None
+
+
+def _media(j: _Judged) -> NotConsumable | None:
+    """Read-only, removable or hot-pluggable media, in that order."""
+    node = j.node
+    if node.ro:
+        return NotConsumable(ConsumableReason.READ_ONLY, "read-only")
+    if node.rm:
+        return NotConsumable(ConsumableReason.REMOVABLE, "removable media")
+    if node.hotplug:
+        return NotConsumable(ConsumableReason.HOT_PLUG, "hot-pluggable")
+    return None
+
+
+def _too_small(j: _Judged) -> NotConsumable | None:
+    size = j.node.size
+    return NotConsumable(ConsumableReason.TOO_SMALL, f"smaller than 1Gi ({size} bytes)") if size < MIN_CONSUMABLE_BYTES else None
+
+
+# The checks after the type check, in ConsumableReason order: the first that objects is the verdict.
+_CHECKS: tuple[_Check, ...] = (
+    _probe_failed, _system_disk, _mounted, _swap, _own_pv, _multipath_member, _mounted_below, _lvm_below,
+    _zfs_member, _raid_member, _has_children, _held, _partition_table, _filesystem, _media, _too_small,
+)
+
+
 def consumable_verdict(node: BlockNode, pv: PvFact | None, swaps: Iterable[str] = (), *,
                        system_mounts: Iterable[str] = DEFAULT_SYSTEM_MOUNTS, allow_loop: bool = False,
                        pv_facts: Mapping[str, PvFact] | None = None) -> NotConsumable | None:
@@ -123,65 +275,12 @@ def consumable_verdict(node: BlockNode, pv: PvFact | None, swaps: Iterable[str] 
     multipath maps) count, so a disk whose partition holds ``/`` reads SystemDisk, not HasPartitions.
     Unknown facts fail closed (ProbeFailed). ``allow_loop``: a loop device is judged like a disk
     (DiskLayout targets in tests and demos)."""
-    swaps = set(swaps)
-    below = _below(node)
-    R = ConsumableReason
-    loop_ok = allow_loop and node.type == "loop"
-    if not loop_ok and (node.type in NEVER_CONSUMABLE_TYPES or node.kname.startswith("/dev/dm-")):
-        return NotConsumable(R.UNSUPPORTED_TYPE, f"a {node.type or 'device-mapper'} device is never consumable")
-    unknown = [f for n in [node, *below] for f in n.unknown_facts]
-    if unknown:
-        return NotConsumable(R.PROBE_FAILED, "state unknown: " + "; ".join(unknown))
-    system = [f"{n.path} at {mp}" for n in [node, *below] for mp in n.mountpoints if _sysmount(mp, system_mounts)]
-    system += [f"{n.path} is active swap" for n in [node, *below] if n.path in swaps or n.kname in swaps
-               or "[SWAP]" in n.mountpoints]
-    if system and below:
-        return NotConsumable(R.SYSTEM_DISK, "holds the node's system: " + ", ".join(system))
-    if node.mountpoints:
-        return NotConsumable(R.MOUNTED, f"mounted at {', '.join(node.mountpoints)}")
-    if node.path in swaps or node.kname in swaps:
-        return NotConsumable(R.SWAP, "active swap")
-    if pv is not None and (pv.vg_name or pv.vg_uuid):
-        return NotConsumable(R.LVM_PHYSICAL_VOLUME, f"LVM PV of volume group {pv.vg_name or pv.vg_uuid}")
-    if node.fstype == MULTIPATH_FSTYPE or any(c.type == "mpath" for c in node.children):
-        maps = [c.path for c in node.children if c.type == "mpath"]
-        return NotConsumable(R.MULTIPATH_MEMBER,
-                             "a path of multipath device " + (", ".join(maps) or "(map not active)"))
-    mounted_below = [f"{n.path} at {', '.join(n.mountpoints)}" for n in below if n.mountpoints]
-    if mounted_below:
-        return NotConsumable(R.MOUNTED, f"mounted: {'; '.join(mounted_below)}")
-    facts = pv_facts or {}
-    pv_below = [(n.path, f) for n in below if (f := facts.get(n.path) or facts.get(n.kname)) is not None]
-    lvm_below = [n.path for n in below if n.type == "lvm" or n.fstype == ORPHAN_PV_FSTYPE]
-    if pv_below or lvm_below:
-        vgs = sorted({f.vg_name or f.vg_uuid for _, f in pv_below if f.vg_name or f.vg_uuid})
-        return NotConsumable(R.LVM_PHYSICAL_VOLUME, "holds LVM volumes" + (
-            f" of volume group {', '.join(vgs)}" if vgs else f": {', '.join(sorted({p for p, _ in pv_below} | set(lvm_below)))}"))
-    zfs = [n for n in [node, *below] if n.fstype == ZFS_FSTYPE]
-    if zfs:
-        pools = sorted({n.label for n in zfs if n.label})
-        return NotConsumable(R.ZFS_MEMBER, "ZFS pool member" + (f" of pool {', '.join(pools)}" if pools else "")
-                             + f" ({', '.join(n.path for n in zfs)})")
-    raid = [n for n in [node, *below] if n.fstype in RAID_FSTYPES]
-    if raid:
-        return NotConsumable(R.RAID_MEMBER, f"RAID member ({', '.join(f'{n.path}: {n.fstype}' for n in raid)})")
-    if node.children:
-        return NotConsumable(R.HAS_PARTITIONS, f"has partitions or children: {', '.join(c.path for c in node.children)}")
-    if node.holders:
-        return NotConsumable(R.HELD, f"held by {', '.join(node.holders)}")
-    if node.pttype:
-        return NotConsumable(R.HAS_PARTITION_TABLE, f"has a {node.pttype} partition table")
-    if node.fstype and not (node.fstype == ORPHAN_PV_FSTYPE and pv is not None):
-        return NotConsumable(R.HAS_FILESYSTEM, f"has a {node.fstype} signature")
-    if node.ro:
-        return NotConsumable(R.READ_ONLY, "read-only")
-    if node.rm:
-        return NotConsumable(R.REMOVABLE, "removable media")
-    if node.hotplug:
-        return NotConsumable(R.HOT_PLUG, "hot-pluggable")
-    if node.size < MIN_CONSUMABLE_BYTES:
-        return NotConsumable(R.TOO_SMALL, f"smaller than 1Gi ({node.size} bytes)")
-    return None
+    unsupported = _unsupported_type(node, allow_loop)
+    if unsupported is not None:
+        return unsupported
+    judged = _Judged(node=node, below=_below(node), pv=pv, swaps=frozenset(swaps),
+                     system_mounts=tuple(system_mounts), pv_facts=pv_facts or {})
+    return next((verdict for check in _CHECKS if (verdict := check(judged)) is not None), None)
 
 
 def consumable_reason(node: BlockNode, pv: PvFact | None, swaps: Iterable[str] = ()) -> str | None:

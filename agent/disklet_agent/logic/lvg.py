@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from disklet.api.common import BlockDeviceSelector, LabelSelector, get_condition
-from disklet.api.lvm import ConditionType, LVGPhase, LVMVolumeGroupSpec, LVMVolumeGroupStatus
+from disklet.api.common import BlockDeviceSelector, LabelSelector, get_condition, set_condition
+from disklet.api.lvm import ConditionType, LVGPhase, LVMVolumeGroupSpec, LVMVolumeGroupStatus, Reason
 from disklet.kube.patch import owned_keys_patch
 
 AGENT_CONDITIONS = frozenset({ConditionType.VG_CONFIGURATION_APPLIED.value, ConditionType.VG_READY.value})
@@ -70,11 +70,36 @@ def with_operator_conditions(new: LVMVolumeGroupStatus, current: LVMVolumeGroupS
 
 
 def merge_discovered(current: LVMVolumeGroupStatus | None, discovered: LVMVolumeGroupStatus) -> LVMVolumeGroupStatus:
-    """The current status with the freshly discovered fields (phase and conditions untouched)."""
+    """The current status with the freshly discovered fields. Phase and conditions stay untouched,
+    unless discovery found something a reconcile would report too (a VG name another VG carries:
+    ``discovered.phase`` set): then its phase and the agent's conditions it names are applied, at the
+    current observed generation (the next reconcile reports the same, so it writes nothing new)."""
     out = (current or LVMVolumeGroupStatus()).model_copy(deep=True)
     for name in DISCOVERED_FIELDS:
         setattr(out, name, getattr(discovered, name))
+    if discovered.phase is not None:
+        out.phase = discovered.phase
+        out.configuration_applied = discovered.configuration_applied
+        conditions = list(out.conditions or [])
+        for c in discovered.conditions or []:
+            if c.type in AGENT_CONDITIONS:
+                conditions = set_condition(conditions, c.type, c.status, c.reason, c.message or "",
+                                           out.observed_generation)
+        out.conditions = conditions or None
     return out
+
+
+def name_conflict_event(old: LVMVolumeGroupStatus | None,
+                        new: LVMVolumeGroupStatus) -> tuple[str, str, str] | None:
+    """The Warning to post when ``new`` reports a VG name conflict ``old`` did not (or another one):
+    one Event per change, never one per discovery cycle."""
+    now = get_condition(new.conditions, ConditionType.VG_READY)
+    if now is None or now.reason != Reason.VG_NAME_CONFLICT:
+        return None
+    before = get_condition(old.conditions if old else None, ConditionType.VG_READY)
+    if before is not None and before.reason == now.reason and before.message == now.message:
+        return None
+    return ("Warning", Reason.VG_NAME_CONFLICT, now.message)
 
 
 def status_merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:

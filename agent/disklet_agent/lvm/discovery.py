@@ -6,12 +6,16 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from disklet.api.common import Condition, set_condition
 from disklet.api.lvm import (
+    ConditionType,
+    LVGPhase,
     LVMVolumeGroupSpec,
     LVMVolumeGroupStatus,
     NodeDevice,
     NodeFileDevice,
     NodeStatus,
+    Reason,
     ThinPoolStatus,
 )
 from disklet.lvm.sizing import plan_thin_pool
@@ -53,6 +57,32 @@ def find_vg(snap: LvmSnapshot, lvg_name: str, vg_name: str, uuid_hint: str | Non
                               f"{owner}: choose another actualVGNameOnTheNode or tag it "
                               f"disklet.io/lvmVolumeGroupName={lvg_name} to adopt it")
     return VgLookup(None)
+
+
+def name_ambiguity(snap: LvmSnapshot, vg: VG) -> str | None:
+    """Why the managed VG's name is ambiguous on the node (another VG, with another UUID, carries it),
+    or None. The message names both UUIDs; it is the same text on every read of the same state."""
+    others = snap.same_name(vg)
+    if not others:
+        return None
+    named = ", ".join(f"{uuid} (on {dev})" if dev else uuid for uuid, dev in others)
+    return (f"volume group name {vg.name} is used by VGs {vg.uuid} (this LVMVolumeGroup's) and {named}: LVM refuses "
+            f"to act on a name that is ambiguous, so the agent changes nothing on {vg.name} while it is; rename the "
+            f"other volume group by its UUID (vgrename {others[0][0]} NEWNAME) or remove it")
+
+
+def name_conflict_status(discovered: LVMVolumeGroupStatus, message: str) -> LVMVolumeGroupStatus:
+    """``discovered`` with what a reconcile of the ambiguous VG reports: phase ``NotReady``, nothing
+    applied, ``VGConfigurationApplied`` and ``VGReady`` False for ``VGNameConflict`` (``message``).
+    The condition's generation is the caller's (the object's observed generation)."""
+    out = discovered.model_copy(deep=True)
+    out.phase = LVGPhase.NOT_READY
+    out.configuration_applied = False
+    conditions: list[Condition] = []
+    for t in (ConditionType.VG_CONFIGURATION_APPLIED, ConditionType.VG_READY):
+        conditions = set_condition(conditions, t, "False", Reason.VG_NAME_CONFLICT, message)
+    out.conditions = conditions
+    return out
 
 
 def quantity(n: int | None) -> str | None:

@@ -24,7 +24,7 @@ from ..host.files import HostFiles
 from ..host.losetup import Losetup
 from ..host.lvm import Lvm
 from ..host.lvmshell import LvmShell
-from .discovery import discover_status, find_vg
+from .discovery import discover_status, find_vg, name_ambiguity, name_conflict_status
 from .filedevices import FileDevices
 from .outcomes import BlockScan, DeleteOutcome, LvgOutcome, ReattachProblem
 from .ports import FileCommands, LoopCommands, LvmCommands
@@ -79,15 +79,26 @@ class HostLvgEngine:
 
     def discover(self, lvgs: list[tuple[str, LVMVolumeGroupSpec]],
                  snapshot: LvmSnapshot | None = None) -> dict[str, LVMVolumeGroupStatus | None]:
-        """Discovered status fields per LVG (no phase/conditions); None = skip writing this cycle."""
-        snap = snapshot or self.snapshot()
+        """Discovered status fields per LVG; None = skip writing this cycle. No phase/conditions,
+        except for a VG whose name another VG carries too (the filtered read shows both, or the
+        node-wide read, made side by side with it, shows the other): phase ``NotReady`` and the
+        agent's conditions ``VGNameConflict`` naming both UUIDs (:func:`.discovery.name_ambiguity`)."""
+        if snapshot is None:
+            snap, named = self.reads.both(self.snapshot, self.reads.node_vgs)
+            if isinstance(named, list):
+                snap.node_vgs = named
+        else:
+            snap = snapshot
         out: dict[str, LVMVolumeGroupStatus | None] = {}
         for name, spec in lvgs:
             if not snap.ok:
                 out[name] = None
                 continue
             vg = find_vg(snap, name, spec.actual_vg_name_on_the_node, None).vg
-            out[name] = discover_status(name, spec, snap, self.config.node_name, vg) if vg else None
+            found = discover_status(name, spec, snap, self.config.node_name, vg) if vg else None
+            if found is not None and vg is not None and (ambiguous := name_ambiguity(snap, vg)):
+                found = name_conflict_status(found, ambiguous)
+            out[name] = found
         return out
 
     def delete(self, lvg_name: str, spec: LVMVolumeGroupSpec, status: LVMVolumeGroupStatus | None) -> DeleteOutcome:

@@ -81,6 +81,8 @@ class ReconcileState:
     """The node-wide VG name check ran after this call's last file/loop change (right before acting)."""
     name_conflict: str | None = None
     """Its answer: why the name cannot be taken, or None when it is free."""
+    ambiguous: str | None = None
+    """The existing VG's name is carried by another VG too (VGNameConflict): why, naming both UUIDs."""
 
     def changed_host(self) -> None:
         self.latest = None

@@ -14,7 +14,7 @@ from disklet.hostcmd import HostRunner
 from ..config import AgentConfig
 from ..host.files import FileOpError
 from ..host.losetup import LosetupError
-from ..host.lvm import PV, LvmError
+from ..host.lvm import PV, LvmError, NamedVG
 from .outcomes import BlockScan, LiveDevice
 from .ports import FileCommands, LoopCommands, LvmCommands
 from .snapshot import LvmSnapshot
@@ -111,13 +111,22 @@ class LvmReads:
             return None
         return snap.pvs_by_device()
 
-    def name_conflict(self, vg_name: str, own_uuid: str | None) -> str | None:
-        """Why ``vg_name`` cannot be used: another VG anywhere on the node (loop-backed ones included)
-        carries it. Read node-wide, for the name only; an unreadable node fails closed."""
+    def node_vgs(self) -> list[NamedVG] | LvmError:
+        """Every VG of the node, read node-wide (names only), or why it could not be read."""
         try:
-            named = self.lvm.node_vg_names()
+            return self.lvm.node_vg_names()
         except LvmError as exc:
-            return f"cannot check that the VG name {vg_name} is free on the node (nothing created): {exc}"
+            return exc
+
+    def name_conflict(self, vg_name: str, own_uuid: str | None,
+                      named: list[NamedVG] | LvmError | None = None) -> str | None:
+        """Why ``vg_name`` cannot be used: another VG anywhere on the node (loop-backed ones included)
+        carries it. Read node-wide (``named``: that read, already made), for the name only; an
+        unreadable node fails closed."""
+        if named is None:
+            named = self.node_vgs()
+        if isinstance(named, LvmError):
+            return f"cannot check that the VG name {vg_name} is free on the node (nothing created): {named}"
         others = [v for v in named if v.name == vg_name and v.uuid != own_uuid]
         if not others:
             return None

@@ -29,9 +29,9 @@ from disklet.lvm.validation import validate_lvg
 from ..config import AgentConfig
 from ..host.files import FileOpError, FileProbe
 from ..host.losetup import LosetupError
-from ..host.lvm import VG, owner_tag
+from ..host.lvm import VG, LvmError, NamedVG, owner_tag
 from .confinement import confine, resolve_dirs
-from .discovery import find_vg
+from .discovery import find_vg, name_ambiguity
 from .filedevices import FileDeviceError, FileDevices
 from .outcomes import LvgOutcome, ReconcileState
 from .planner import Journal, PvPlan, managed_loop, plan_pvs
@@ -123,12 +123,14 @@ class LvgReconciler:
             except FileOpError as exc:
                 state.fail(Reason.UPDATING, f"cannot resolve the file device directories (nothing changed): {exc}")
                 return self.finish(lvg_name, spec, old, [], generation, state)
-        # A status without a VG UUID: most likely a create, which needs the node-wide name check too;
-        # both are reads, so they run side by side (the check's answer is unused if the VG exists).
-        speculate = not errors and not old.vg_uuid
-        snap, early = self.reads.both(lambda: self.reads.snapshot(base_dirs),
-                                      lambda: self.reads.name_conflict(spec.actual_vg_name_on_the_node, None)
-                                      if speculate else None)
+        # The node-wide read (VG names only, no device filter) runs side by side with the filtered
+        # start read: a create needs the name free on the node, an existing VG needs its name to be
+        # its own alone (another VG that took it later makes the name ambiguous: VGNameConflict).
+        named: list[NamedVG] | LvmError | None
+        snap, named = self.reads.both(lambda: self.reads.snapshot(base_dirs),
+                                      self.reads.node_vgs if not errors else lambda: None)
+        if isinstance(named, list):
+            snap.node_vgs = named
         bds: list[tuple[str, str]] = []
         if not snap.ok:
             state.fail(Reason.UPDATING, f"cannot read LVM state on the node (nothing changed): {snap.error}")
@@ -141,9 +143,14 @@ class LvgReconciler:
         if errors:
             state.fail(Reason.VALIDATION_FAILED, "; ".join(errors))
             return self.finish(lvg_name, spec, old, bds, generation, state, snap.base_dirs)
-        if vg is None and (conflict := early if speculate else
-                           self.reads.name_conflict(spec.actual_vg_name_on_the_node, None)):
+        if vg is None and (conflict := self.reads.name_conflict(spec.actual_vg_name_on_the_node, None, named)):
             state.fail(Reason.VG_NAME_CONFLICT, conflict)
+            return self.finish(lvg_name, spec, old, bds, generation, state, snap.base_dirs)
+        if vg is not None and (ambiguous := name_ambiguity(snap, vg)):
+            # Fail closed: nothing is changed on a VG whose name another VG carries (LVM refuses the
+            # name itself when it sees both; behind the filter, the other owner cannot address theirs).
+            state.ambiguous = ambiguous
+            state.fail(Reason.VG_NAME_CONFLICT, ambiguous)
             return self.finish(lvg_name, spec, old, bds, generation, state, snap.base_dirs)
         bds, device_errors = self.node_devices(list(block_devices or []), snap, vg)
         for msg in device_errors:

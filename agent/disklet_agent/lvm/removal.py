@@ -25,7 +25,7 @@ from ..host.files import FileOpError, Presence
 from ..host.losetup import LosetupError
 from ..host.lvm import PV
 from .confinement import confined_files
-from .discovery import find_vg, status_file_paths
+from .discovery import find_vg, name_ambiguity, status_file_paths
 from .outcomes import DeleteOutcome, Event, ReattachProblem
 from .planner import managed_loop
 from .ports import FileCommands, LoopCommands, LvmCommands
@@ -76,6 +76,10 @@ class LvgRemoval:
         if not snap.ok:
             return delete_outcome(old, False, [f"cannot read LVM state (finalizer kept): {snap.error}"], events)
         vg = find_vg(snap, lvg_name, spec.actual_vg_name_on_the_node, old.vg_uuid).vg
+        if vg is not None and (ambiguous := name_ambiguity(snap, vg)):
+            # Another VG of this name in the filtered view: the removals address the VG by name, and
+            # a name two VGs carry is never acted on (one behind the filter cannot be reached).
+            return delete_outcome(old, False, [f"nothing was removed: {ambiguous}"], events)
         if vg is not None:
             lvs = snap.lvs_of(vg)
             pools = {lv.name for lv in lvs if lv.is_thin_pool}

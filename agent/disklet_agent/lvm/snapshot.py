@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..host.losetup import LoopDevice
-from ..host.lvm import LV, PV, VG
+from ..host.lvm import LV, PV, VG, NamedVG
 from .planner import canonical_device, managed_loop
 
 
@@ -21,6 +21,9 @@ class LvmSnapshot:
     """LVM-reported alias names resolved to kernel names."""
     error: str | None = None
     """Set when any part could not be read: then nothing may be decided from it."""
+    node_vgs: list[NamedVG] | None = None
+    """Every VG of the node as the node-wide read (no device filter) saw it, read next to this
+    snapshot; None when it was not read or could not be. For names only (:meth:`same_name`)."""
 
     @property
     def ok(self) -> bool:
@@ -51,6 +54,19 @@ class LvmSnapshot:
 
     def vg_by_uuid(self, uuid: str) -> VG | None:
         return next((v for v in self.vgs if v.uuid == uuid), None)
+
+    def same_name(self, vg: VG) -> list[tuple[str, str]]:
+        """(UUID, device) of every OTHER volume group named like ``vg``: in this filtered read (LVM
+        then warns "VG name … is used by VGs A and B" on every report) or node-wide, behind the
+        filter. Sorted by UUID; the device is "" when only the filtered read saw it."""
+        out: dict[str, str] = {}
+        for v in self.vgs:
+            if v.name == vg.name and v.uuid != vg.uuid:
+                out[v.uuid] = next((p.name for p in self.pvs if p.vg_uuid == v.uuid), "")
+        for row in self.node_vgs or []:
+            if row.name == vg.name and row.uuid and row.uuid != vg.uuid and not out.get(row.uuid):
+                out[row.uuid] = row.device
+        return sorted(out.items())
 
     def pvs_of(self, vg: VG) -> list[PV]:
         return [p for p in self.pvs if p.vg_uuid == vg.uuid]

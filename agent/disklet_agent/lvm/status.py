@@ -14,7 +14,7 @@ from disklet.lvm.thinpool import fullness_conditions
 
 from ..config import AgentConfig
 from ..host.lvm import VG
-from .discovery import discover_status, find_vg
+from .discovery import discover_status, find_vg, name_ambiguity
 from .outcomes import DeleteOutcome, Event, LvgOutcome, ReconcileState
 from .snapshot import LvmSnapshot
 
@@ -65,7 +65,16 @@ def reconcile_outcome(lvg_name: str, spec: LVMVolumeGroupSpec, old: LVMVolumeGro
     else:
         conditions = set_condition(conditions, ConditionType.VG_CONFIGURATION_APPLIED, "True", Reason.APPLIED,
                                    "the spec is applied on the node", gen)
-    if vg is not None and vg.missing_pv_count == 0:
+    ambiguous = state.ambiguous or (name_ambiguity(snap, vg) if vg is not None and snap.ok else None)
+    if ambiguous and not state.ambiguous:
+        state.fail(Reason.VG_NAME_CONFLICT, ambiguous)
+        reason, msg = state.failures[0][0], "; ".join(m for _, m in state.failures)
+        conditions = set_condition(conditions, ConditionType.VG_CONFIGURATION_APPLIED, "False", reason, msg, gen)
+    if vg is not None and ambiguous:
+        conditions = set_condition(conditions, ConditionType.VG_READY, "False", Reason.VG_NAME_CONFLICT, ambiguous,
+                                   gen)
+        phase = LVGPhase.NOT_READY
+    elif vg is not None and vg.missing_pv_count == 0:
         conditions = set_condition(conditions, ConditionType.VG_READY, "True", Reason.APPLIED,
                                    f"volume group {vg.name} is present with all its PVs", gen)
         phase = LVGPhase.READY

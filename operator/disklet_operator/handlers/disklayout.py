@@ -114,6 +114,23 @@ def node_condition(status: Mapping[str, Any], base: list[dict[str, Any]] | None,
     return merge_owned_conditions(raw, updated), state
 
 
+def _announce_node_ready(events: EventRecorder, obj: Any, state: ConditionState) -> None:
+    """The Event of a NodeReady change: Normal NodeFound, or a Warning naming why the layout waits."""
+    if state.status == "True":
+        events.record(obj, "Normal", "NodeFound", state.message)
+    elif state.status == "False":
+        events.record(obj, "Warning", state.reason, f"{state.message}: the layout stays pending until it does")
+
+
+def _node_index_of_event(event: Mapping[str, Any], name: str, status: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The node index entry (as the Node index would hold it) of a Node event: empty for a deleted
+    Node, else its Ready condition (None when it has none)."""
+    if event.get("type") == "DELETED":
+        return {}
+    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return {name: [{k: ready.get(k) for k in ("status", "reason", "message")} if ready else None]}
+
+
 def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = None,
              recheck_seconds: float = DEFAULT_RECHECK_SECONDS, base_dir: Path | None = None,
              batch_window: float = DEFAULT_BATCH_WINDOW) -> None:
@@ -203,10 +220,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
         conditions, state = found
         patch.status["conditions"] = conditions
         record_status_write(KIND)
-        if state.status == "False":
-            events.record(body, "Warning", state.reason, f"{state.message}: the layout stays pending until it does")
-        elif state.status == "True":
-            events.record(body, "Normal", "NodeFound", state.message)
+        _announce_node_ready(events, body, state)
 
     kube: dict[str, KubeClient] = {}
 
@@ -223,10 +237,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
         refs = list((kwargs.get(INDEX) or {}).get(name) or [])
         if not refs:
             return
-        ready: Mapping[str, Any] | None = None if event.get("type") == "DELETED" else next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-        nodes = {} if ready is None else {name: [None if not ready else
-                                                 {k: ready.get(k) for k in ("status", "reason", "message")}]}
+        nodes = _node_index_of_event(event, name, status)
         client = kube.get("client")
         if client is None:
             client = kube["client"] = KubeClient(login=registry_login(registry), field_manager=OPERATOR,
@@ -244,10 +255,7 @@ def register(registry: kopf.OperatorRegistry, *, runner: HostRunner | None = Non
                 await client.patch(DISK_LAYOUT, ref.name, {"metadata": {"resourceVersion": meta.get("resourceVersion")},
                                                            "status": {"conditions": conditions}}, subresource="status")
                 record_status_write(KIND)
-                if state.status == "True":
-                    events.record(obj, "Normal", "NodeFound", state.message)
-                elif state.status == "False":
-                    events.record(obj, "Warning", state.reason, f"{state.message}: the layout stays pending until it does")
+                _announce_node_ready(events, obj, state)
             except ApiError as exc:  # changed meanwhile (its own event re-evaluates it) or unreachable
                 logger_.info(f"DiskLayout {ref.name}: NodeReady not written ({exc})")
 

@@ -90,6 +90,11 @@ class SetState:
     halt_reported: tuple[str, str] | None = None
     """(revision, child) of the halt that got its Event."""
 
+    def refused_before(self, child: str, fingerprint: str) -> str | None:
+        """The server's message when this very write of ``child`` was refused before (it is not re-sent)."""
+        prev = self.rejected.get(child)
+        return prev[1] if prev is not None and prev[0] == fingerprint else None
+
 
 class _Client:
     """The few calls one pass makes, through the operator's shared client; counts requests."""
@@ -319,11 +324,21 @@ class LvgsetController:
         sem = asyncio.Semaphore(self.concurrency)
         current = {c.name: c for c in self._children(state, list(indexed))}
 
+        def refuse(errors: dict[str, str], child: str, message: str, fp: str | None = None) -> None:
+            """A write the server refused (or refused before: ``fp`` None); remembered by its fingerprint."""
+            errors[child] = message
+            outcome.refused.add(child)
+            if fp is not None:
+                state.rejected[child] = (fp, message)
+
+        def retry_later(errors: dict[str, str], child: str, exc: BaseException) -> None:
+            errors[child] = f"temporary failure: {exc!r}"
+            transient.append(child)
+
         async def create(write: ChildWrite) -> None:
             fp = _fingerprint("create", write.body)
-            if (prev := state.rejected.get(write.name)) and prev[0] == fp:
-                outcome.create_errors[write.name] = prev[1]
-                outcome.refused.add(write.name)
+            if (message := state.refused_before(write.name, fp)) is not None:
+                refuse(outcome.create_errors, write.name, message)
                 return
             async with sem:
                 try:
@@ -338,13 +353,10 @@ class LvgsetController:
                         state.recent[write.name] = (existing, None, time.monotonic())
                     return
                 except ClientError as exc:
-                    outcome.create_errors[write.name] = _api_message(exc)
-                    outcome.refused.add(write.name)
-                    state.rejected[write.name] = (fp, _api_message(exc))
+                    refuse(outcome.create_errors, write.name, _api_message(exc), fp)
                     return
                 except (TimeoutError, ApiError, OSError) as exc:
-                    outcome.create_errors[write.name] = f"temporary failure: {exc!r}"
-                    transient.append(write.name)
+                    retry_later(outcome.create_errors, write.name, exc)
                     return
             outcome.created.add(write.name)
             state.recent[write.name] = (Child.from_body(created), None, time.monotonic())
@@ -353,22 +365,18 @@ class LvgsetController:
         async def update(write: ChildWrite) -> None:
             before = current.get(write.name)
             fp = _fingerprint("update", write.body, before.resource_version if before else "")
-            if (prev := state.rejected.get(write.name)) and prev[0] == fp:
-                outcome.update_errors[write.name] = prev[1]
-                outcome.refused.add(write.name)
+            if (message := state.refused_before(write.name, fp)) is not None:
+                refuse(outcome.update_errors, write.name, message)
                 return
             async with sem:
                 try:
                     patched = await client.patch_child(write.name, write.body)
                 except ClientError as exc:  # e.g. 422 from the LVMVolumeGroup CEL rules
-                    outcome.update_errors[write.name] = _api_message(exc)
-                    outcome.refused.add(write.name)
-                    state.rejected[write.name] = (fp, _api_message(exc))
+                    refuse(outcome.update_errors, write.name, _api_message(exc), fp)
                     log.warning(f"LVMVolumeGroup {write.name} update refused: {_api_message(exc)}")
                     return
                 except (TimeoutError, ApiError, OSError) as exc:
-                    outcome.update_errors[write.name] = f"temporary failure: {exc!r}"
-                    transient.append(write.name)
+                    retry_later(outcome.update_errors, write.name, exc)
                     return
             outcome.updated.add(write.name)
             state.recent[write.name] = (Child.from_body(patched), before.resource_version if before else "",
