@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -61,31 +62,62 @@ def images_missing() -> str | None:
     return None
 
 
-def readme_ctr_imports() -> list[str]:
-    """README "Try it on a cluster": its containerd lines (``ctr -n k8s.io images import ...``), as
-    written — the node tier loads the images with exactly these, so a wrong line fails the tier."""
+def readme_blocks() -> list[list[str]]:
+    """README "Try it on a cluster": its ``sh`` blocks, as lists of command lines (comments dropped)."""
     text = README.read_text()
     section = text[text.index("## Try it on a cluster"):]
     section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
-    lines = [line.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)
-             for line in block.splitlines() if line.strip().startswith("ctr ")]
+    return [[line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
+
+
+def readme_ctr_imports() -> list[str]:
+    """README's containerd lines (``ctr -n k8s.io images import ...``), as written — the node tier
+    loads the images with exactly these, so a wrong line fails the tier."""
+    lines = [line for block in readme_blocks() for line in block if line.startswith("ctr ")]
     for component in COMPONENTS:
         archive = f"build/images/disklet-{component}.oci"
         assert any(archive in line for line in lines), f"README's ctr lines do not load {archive}: {lines}"
     return lines
 
 
-def import_images_as_readme(node: Node, workdir: Path) -> None:
-    """Run README's ctr lines as written, in a directory whose ``build/images`` is the archives'
-    directory, against the node's containerd (``CONTAINERD_ADDRESS``: ctr's own setting for its
-    socket); then every image ``make images`` built must be in the kubelet's (``k8s.io``) store."""
+def readme_install() -> list[str]:
+    """README's install block: ``helm install ...`` and the ``rollout status`` lines after it."""
+    blocks = [b for b in readme_blocks() if b and b[0].startswith("helm install ")]
+    assert len(blocks) == 1, f"README's 'Try it on a cluster' should have one block starting with helm install: {blocks}"
+    return blocks[0]
+
+
+def readme_release(install_line: str) -> tuple[str, str]:
+    """Release name and namespace of README's ``helm install NAME CHART -n NAMESPACE ...``."""
+    argv = shlex.split(install_line)
+    namespace = next(argv[i + 1] for i, a in enumerate(argv) if a in ("-n", "--namespace"))
+    return argv[2], namespace
+
+
+def readme_workdir(workdir: Path) -> Path:
+    """A directory where README's relative paths mean this checkout's chart and the archives'
+    directory (``charts/``, ``build/images/``)."""
     (workdir / "build").mkdir(parents=True, exist_ok=True)
-    (workdir / "build" / "images").symlink_to(images_dir().resolve(), target_is_directory=True)
+    if not (workdir / "build" / "images").exists():
+        (workdir / "build" / "images").symlink_to(images_dir().resolve(), target_is_directory=True)
+        (workdir / "charts").symlink_to(REPO / "charts", target_is_directory=True)
+    return workdir
+
+
+def run_readme_line(line: str, workdir: Path, env: dict[str, str], timeout: float = 600) -> None:
+    res = run(["bash", "-c", line], timeout=timeout, check=False, env=env, cwd=readme_workdir(workdir))
+    assert res.returncode == 0, f"README's `{line}` failed ({res.returncode}): {res.stdout}{res.stderr}"
+
+
+def import_images_as_readme(node: Node, workdir: Path) -> None:
+    """Run README's ctr lines as written against the node's containerd (``CONTAINERD_ADDRESS``:
+    ctr's own setting for its socket); then every image ``make images`` built must be in the
+    kubelet's (``k8s.io``) store."""
     env = dict(os.environ, CONTAINERD_ADDRESS=str(node.socket))
     env.pop("CONTAINERD_NAMESPACE", None)
     for line in readme_ctr_imports():
-        res = run(["bash", "-c", line], timeout=600, check=False, env=env, cwd=workdir)
-        assert res.returncode == 0, f"README's `{line}` failed ({res.returncode}): {res.stdout}{res.stderr}"
+        run_readme_line(line, workdir, env)
     have = node.images()
     missing = [ref for ref in built_images().values() if ref not in have]
     assert not missing, f"README's ctr lines did not make {missing} in the k8s.io namespace (have {sorted(have)})"
@@ -230,16 +262,24 @@ class Release:
     # install -----------------------------------------------------------------------------
     @classmethod
     def install(cls, node: Node, host: Host) -> Release:
-        r = cls(node, host, name="disklet", namespace=f"disklet-{host.run_id}", values={})
+        """README's way: its ctr lines load the images, its install block installs the chart as
+        written — ``helm install ... -f build/images/values.yaml`` with the node tier's own values
+        file appended (this node's needs, :meth:`default_values`) — and waits for the rollouts."""
+        lines = readme_install()
+        name, namespace = readme_release(lines[0])
+        r = cls(node, host, name=name, namespace=namespace, values={})
+        workdir = host.sandbox / "readme"
         t0 = time.monotonic()
-        import_images_as_readme(node, host.sandbox / "readme")
+        import_images_as_readme(node, workdir)
         r.timings["image import (README's ctr lines)"] = time.monotonic() - t0
         r.values = r.default_values()
+        env = dict(os.environ, KUBECONFIG=r.kubeconfig, PATH=f"{REPO / '.tools' / 'bin'}:{os.environ.get('PATH', '')}")
         t0 = time.monotonic()
-        r.helm("install", r.name, str(CHART), "--namespace", r.namespace, "--create-namespace",
-               *r.values_args(), "--wait", "--timeout", "240s", timeout=300)
+        run_readme_line(f"{lines[0]} -f {shlex.quote(str(r.write_values()))}", workdir, env, timeout=300)
         r.installed = True
-        r.timings["helm install --wait"] = time.monotonic() - t0
+        for line in lines[1:]:
+            run_readme_line(line, workdir, env, timeout=300)
+        r.timings["helm install + rollout status (README's lines)"] = time.monotonic() - t0
         return r
 
     def values_args(self) -> list[str]:
