@@ -116,11 +116,12 @@ def _port_open(port: int) -> bool:
 
 
 def run(argv: Sequence[str], *, timeout: float = 60, input: str | None = None, check: bool = True,
-        env: dict[str, str] | None = None, error: type[Exception] = EnvtestError) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None, error: type[Exception] = EnvtestError,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a test helper's own host command (argv list, bounded, output captured); ``check``: raise
     ``error`` saying what exited how when it fails (the e2e harness raises AssertionError)."""
     res = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input, env=env,
-                         check=False)
+                         check=False, cwd=cwd)
     if check and res.returncode != 0:
         raise error(f"{' '.join(argv)} exited {res.returncode}: {(res.stderr.strip() or res.stdout.strip())}")
     return res
@@ -307,6 +308,15 @@ class _Proc:
     popen: subprocess.Popen[bytes]
     log: Path
 
+    @classmethod
+    def spawn(cls, name: str, argv: list[str], workdir: Path) -> _Proc:
+        """Start ``argv`` in its own session in ``workdir``, output to ``workdir/<name>.log``."""
+        log = workdir / f"{name}.log"
+        with log.open("ab") as fh:
+            popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=str(workdir))
+        return cls(name, popen, log)
+
     def tail(self, lines: int = 25) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -326,6 +336,37 @@ class _Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)  # stragglers in the group too
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(10)
+
+    def leftovers(self) -> list[str]:
+        """This process if it still runs, and its process group if it still has members."""
+        out = []
+        if self.popen.poll() is None:
+            out.append(f"{self.name} (pid {self.popen.pid}) still running")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, 0)
+            out.append(f"process group {self.popen.pid} ({self.name}) still has members")
+        return out
+
+
+def wait_while_running(procs: Sequence[_Proc], ok: Callable[[], Any], deadline: float, what: str) -> None:
+    """Poll ``ok`` until it is true; raise :class:`EnvtestError` with the logs' tails when one of
+    ``procs`` exits first or ``deadline`` (monotonic) passes. ``ok`` failing with OSError, ValueError
+    or EnvtestError counts as not yet."""
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.popen.poll() is not None:
+                raise EnvtestError(f"{p.name} exited {p.popen.returncode} while waiting for {what}:\n{p.tail()}")
+        with contextlib.suppress(OSError, ValueError, EnvtestError):
+            if ok():
+                return
+        time.sleep(0.2)
+    logs = "\n".join(f"---- {p.name}\n{p.tail()}" for p in procs)
+    raise EnvtestError(f"timed out waiting for {what}\n{logs}")
+
+
+def ports_in_use(ports: dict[str, int]) -> list[str]:
+    """One line per named port that still accepts connections (a teardown's leftovers)."""
+    return [f"{name} port {port} still accepts connections" for name, port in ports.items() if _port_open(port)]
 
 
 @dataclass
@@ -400,23 +441,10 @@ class ControlPlane(Cluster):
                        deadline, "kube-controller-manager (default ServiceAccount)")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as fh:
-            popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=str(self.workdir))
-        self.procs.append(_Proc(name, popen, log))
+        self.procs.append(_Proc.spawn(name, argv, self.workdir))
 
     def _wait(self, ok: Callable[[], bool], deadline: float, what: str) -> None:
-        while time.monotonic() < deadline:
-            for p in self.procs:
-                if p.popen.poll() is not None:
-                    raise EnvtestError(f"{p.name} exited {p.popen.returncode} while waiting for {what}:\n{p.tail()}")
-            with contextlib.suppress(OSError, ValueError):
-                if ok():
-                    return
-            time.sleep(0.2)
-        logs = "\n".join(f"---- {p.name}\n{p.tail()}" for p in self.procs)
-        raise EnvtestError(f"timed out waiting for {what}\n{logs}")
+        wait_while_running(self.procs, ok, deadline, what)
 
     def _write_kubeconfig(self) -> None:
         cfg = {"apiVersion": "v1", "kind": "Config",
@@ -460,17 +488,7 @@ class ControlPlane(Cluster):
 
     def leftovers(self) -> list[str]:
         """Processes this control plane started that still run, and its ports still listening."""
-        out = []
-        for p in self.procs:
-            if p.popen.poll() is None:
-                out.append(f"{p.name} (pid {p.popen.pid}) still running")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.popen.pid, 0)
-                out.append(f"process group {p.popen.pid} ({p.name}) still has members")
-        for name, port in self.ports.items():
-            if _port_open(port):
-                out.append(f"{name} port {port} still accepts connections")
-        return out
+        return [line for p in self.procs for line in p.leftovers()] + ports_in_use(self.ports)
 
     def _stop_quietly(self) -> None:
         with contextlib.suppress(Exception):
@@ -491,6 +509,31 @@ def control_plane(assets: Path | None = None, *, controller_manager: bool = True
 
 
 # ------------------------------------------------------------------------------------------ CLI
+def serve_until_signalled(reason: str | None, session: Callable[[], contextlib.AbstractContextManager[Sequence[str]]],
+                          stopped: str) -> int:
+    """The ``python -m devkit.envtest`` / ``python -m devkit.node`` loop: print ``reason`` and return 2
+    when the session cannot start; else open ``session`` (it yields the lines to print once it is up),
+    wait for SIGINT or SIGTERM, close it (its teardown proves nothing is left) and print ``stopped``."""
+    if reason:
+        print(reason, file=sys.stderr)
+        return 2
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with session() as lines:
+        for line in lines:
+            print(line, flush=True)
+        print("Ctrl-C to stop", flush=True)
+        while not stop["now"]:
+            time.sleep(0.5)
+    print(stopped, flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devkit.envtest",
@@ -502,34 +545,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-controller-manager", action="store_true",
                         help="run only etcd and kube-apiserver (no garbage collector, no namespace deletion)")
     args = parser.parse_args(argv)
-    reason = unavailable_reason()
-    if reason:
-        print(reason, file=sys.stderr)
-        return 2
-    stop = {"now": False}
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    t0 = time.monotonic()
-    with control_plane(controller_manager=not args.no_controller_manager) as cp:
-        copy = Path(args.kubeconfig_out) if args.kubeconfig_out else None
-        if copy:
-            shutil.copyfile(cp.kubeconfig, copy)
-            copy.chmod(0o600)
-        print(f"envtest ready in {time.monotonic() - t0:.1f}s: {cp.server}", flush=True)
-        print(f"export KUBECONFIG={copy or cp.kubeconfig}", flush=True)
-        print("Ctrl-C to stop", flush=True)
-        try:
-            while not stop["now"]:
-                time.sleep(0.5)
-        finally:
+    @contextlib.contextmanager
+    def session() -> Iterator[list[str]]:
+        t0 = time.monotonic()
+        with control_plane(controller_manager=not args.no_controller_manager) as cp:
+            copy = Path(args.kubeconfig_out) if args.kubeconfig_out else None
             if copy:
-                copy.unlink(missing_ok=True)
-    print("envtest stopped; nothing left running", flush=True)
-    return 0
+                shutil.copyfile(cp.kubeconfig, copy)
+                copy.chmod(0o600)
+            try:
+                yield [f"envtest ready in {time.monotonic() - t0:.1f}s: {cp.server}",
+                       f"export KUBECONFIG={copy or cp.kubeconfig}"]
+            finally:
+                if copy:
+                    copy.unlink(missing_ok=True)
+
+    return serve_until_signalled(unavailable_reason(), session, "envtest stopped; nothing left running")
 
 
 if __name__ == "__main__":

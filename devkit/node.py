@@ -55,12 +55,14 @@ from typing import Any
 from devkit.envtest import (
     ControlPlane,
     EnvtestError,
-    _port_open,
     _Proc,
     assets_dir,
     free_port,
+    ports_in_use,
     run,
+    serve_until_signalled,
     unavailable_reason,
+    wait_while_running,
 )
 
 NODE_NAME = "localhost"
@@ -366,23 +368,10 @@ state = "{w / 'run' / 'state'}"
         return not (node.get("spec") or {}).get("taints")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as fh:
-            popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=str(self.workdir))
-        self.procs.append(_Proc(name, popen, log))
+        self.procs.append(_Proc.spawn(name, argv, self.workdir))
 
     def _wait(self, ok: Any, deadline: float, what: str) -> None:
-        while time.monotonic() < deadline:
-            for p in self.procs:
-                if p.popen.poll() is not None:
-                    raise EnvtestError(f"{p.name} exited {p.popen.returncode} while waiting for {what}:\n{p.tail()}")
-            with contextlib.suppress(OSError, ValueError, EnvtestError):
-                if ok():
-                    return
-            time.sleep(0.3)
-        logs = "\n".join(f"---- {p.name}\n{p.tail()}" for p in self.procs)
-        raise EnvtestError(f"timed out waiting for {what}\n{logs}")
+        wait_while_running(self.procs, ok, deadline, what)
 
     def log(self, name: str, lines: int = 40) -> str:
         for p in self.procs:
@@ -480,13 +469,7 @@ state = "{w / 'run' / 'state'}"
 
     def leftovers(self) -> list[str]:
         """What this node started or made that is still there."""
-        out = []
-        for p in self.procs:
-            if p.popen.poll() is None:
-                out.append(f"{p.name} (pid {p.popen.pid}) still running")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.popen.pid, 0)
-                out.append(f"process group {p.popen.pid} ({p.name}) still has members")
+        out = [line for p in self.procs for line in p.leftovers()]
         for pid, cmd in _processes_mentioning(str(self.socket)):
             out.append(f"process {pid} still uses the node's containerd: {cmd[:120]}")
         out += [f"mount {m} still mounted" for m in _mounts_under(self.workdir)]
@@ -494,10 +477,7 @@ state = "{w / 'run' / 'state'}"
         if _link_exists(BRIDGE):
             out.append(f"bridge {BRIDGE} still exists")
         out += [f"cgroup {cg} still exists" for cg in sorted(_pod_cgroups() - self._cgroups_before)]
-        for name, port in self.ports.items():
-            if _port_open(port):
-                out.append(f"{name} port {port} still in use")
-        return out
+        return out + ports_in_use(self.ports)
 
 
 @contextlib.contextmanager
@@ -527,30 +507,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="ARCHIVE=NAME",
                         help="load an OCI archive into the node as image NAME (repeatable)")
     args = parser.parse_args(argv)
-    reason = node_unavailable_reason()
-    if reason:
-        print(reason, file=sys.stderr)
-        return 2
-    stop = {"now": False}
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True
+    @contextlib.contextmanager
+    def session() -> Iterator[list[str]]:
+        with cluster_with_node() as (cp, node):
+            for spec in args.imports:
+                archive, _, name = spec.partition("=")
+                node.import_image(Path(archive), name)
+            yield [f"node {node.name} Ready ({', '.join(f'{k} {v:.1f}s' for k, v in node.timings.items())})",
+                   f"export KUBECONFIG={cp.kubeconfig}",
+                   f"containerd: ctr --address {node.socket} -n k8s.io ...; kubelet pid {node.pid('kubelet')}"]
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with cluster_with_node() as (cp, node):
-        for spec in args.imports:
-            archive, _, name = spec.partition("=")
-            node.import_image(Path(archive), name)
-        print(f"node {node.name} Ready ({', '.join(f'{k} {v:.1f}s' for k, v in node.timings.items())})", flush=True)
-        print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
-        print(f"containerd: ctr --address {node.socket} -n k8s.io ...; kubelet pid {node.pid('kubelet')}", flush=True)
-        print("Ctrl-C to stop", flush=True)
-        while not stop["now"]:
-            time.sleep(0.5)
-    print("node and control plane stopped; nothing left running", flush=True)
-    return 0
-
+    return serve_until_signalled(node_unavailable_reason(), session,
+                                 "node and control plane stopped; nothing left running")
 
 if __name__ == "__main__":
     sys.exit(main())

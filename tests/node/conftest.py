@@ -22,6 +22,7 @@ import pytest
 
 from devkit.envtest import Cluster, ControlPlane
 from devkit.node import Node, node_unavailable_reason
+from devkit.pytest_envtest import skip_tier_as_one_line
 from tests.node import release as rel
 
 HERE = Path(__file__).parent
@@ -42,16 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.node)
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(300))
-    reason = _reason() if mine else None
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        raise pytest.UsageError(f"CI=true but {reason}")
-    mine[0].add_marker(pytest.mark.skip(reason=f"{reason} ({len(mine)} tests)"))
-    rest = set(mine[1:])
-    if rest:
-        config.hook.pytest_deselected(items=list(rest))
-        items[:] = [i for i in items if i not in rest]
+    skip_tier_as_one_line(config, items, mine, _reason() if mine else None)
 
 
 @pytest.fixture(scope="session")

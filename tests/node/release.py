@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -25,8 +27,7 @@ from tests.fake_commands import FAKE_NIXOS_REBUILD, FAKE_SYSTEMD_RUN
 CHART = REPO / "charts" / "disklet"
 COMPONENTS = ("operator", "agent")
 IMAGES_ENV = "DISKLET_IMAGES_DIR"
-IMAGE_REGISTRY = "localhost/disklet-node-tier"
-IMAGE_TAG = "node"
+README = REPO / "README.md"
 RUN_LABEL = "disklet.io/node-tier-run"
 ETC_DISKLET = Path("/etc/disklet")
 GROUP = "disklet.io"
@@ -41,11 +42,85 @@ def image_archives() -> dict[str, Path]:
     return {c: images_dir() / f"disklet-{c}.oci" for c in COMPONENTS}
 
 
+def images_values() -> Path:
+    """``make images``' values file: ``image.registry``/``tag``/``pullPolicy`` of the built images
+    (README: ``helm install ... -f build/images/values.yaml``)."""
+    return images_dir() / "values.yaml"
+
+
+def built_images() -> dict[str, str]:
+    """Component → image reference, as ``make images`` recorded it in ``images.json``."""
+    built = json.loads((images_dir() / "images.json").read_text())["images"]
+    return {c: str(built[c]["image"]) for c in COMPONENTS}
+
+
 def images_missing() -> str | None:
-    missing = [str(p) for p in image_archives().values() if not p.is_file()]
+    wanted = [*image_archives().values(), images_values(), images_dir() / "images.json"]
+    missing = [str(p) for p in wanted if not p.is_file()]
     if missing:
         return f"node tier skipped: image archives missing ({', '.join(missing)}): run `make images` first"
     return None
+
+
+def readme_blocks() -> list[list[str]]:
+    """README "Try it on a cluster": its ``sh`` blocks, as lists of command lines (comments dropped)."""
+    text = README.read_text()
+    section = text[text.index("## Try it on a cluster"):]
+    section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    return [[line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
+
+
+def readme_ctr_imports() -> list[str]:
+    """README's containerd lines (``ctr -n k8s.io images import ...``), as written — the node tier
+    loads the images with exactly these, so a wrong line fails the tier."""
+    lines = [line for block in readme_blocks() for line in block if line.startswith("ctr ")]
+    for component in COMPONENTS:
+        archive = f"build/images/disklet-{component}.oci"
+        assert any(archive in line for line in lines), f"README's ctr lines do not load {archive}: {lines}"
+    return lines
+
+
+def readme_install() -> list[str]:
+    """README's install block: ``helm install ...`` and the ``rollout status`` lines after it."""
+    blocks = [b for b in readme_blocks() if b and b[0].startswith("helm install ")]
+    assert len(blocks) == 1, f"README's 'Try it on a cluster' should have one block starting with helm install: {blocks}"
+    return blocks[0]
+
+
+def readme_release(install_line: str) -> tuple[str, str]:
+    """Release name and namespace of README's ``helm install NAME CHART -n NAMESPACE ...``."""
+    argv = shlex.split(install_line)
+    namespace = next(argv[i + 1] for i, a in enumerate(argv) if a in ("-n", "--namespace"))
+    return argv[2], namespace
+
+
+def readme_workdir(workdir: Path) -> Path:
+    """A directory where README's relative paths mean this checkout's chart and the archives'
+    directory (``charts/``, ``build/images/``)."""
+    (workdir / "build").mkdir(parents=True, exist_ok=True)
+    if not (workdir / "build" / "images").exists():
+        (workdir / "build" / "images").symlink_to(images_dir().resolve(), target_is_directory=True)
+        (workdir / "charts").symlink_to(REPO / "charts", target_is_directory=True)
+    return workdir
+
+
+def run_readme_line(line: str, workdir: Path, env: dict[str, str], timeout: float = 600) -> None:
+    res = run(["bash", "-c", line], timeout=timeout, check=False, env=env, cwd=readme_workdir(workdir))
+    assert res.returncode == 0, f"README's `{line}` failed ({res.returncode}): {res.stdout}{res.stderr}"
+
+
+def import_images_as_readme(node: Node, workdir: Path) -> None:
+    """Run README's ctr lines as written against the node's containerd (``CONTAINERD_ADDRESS``:
+    ctr's own setting for its socket); then every image ``make images`` built must be in the
+    kubelet's (``k8s.io``) store."""
+    env = dict(os.environ, CONTAINERD_ADDRESS=str(node.socket))
+    env.pop("CONTAINERD_NAMESPACE", None)
+    for line in readme_ctr_imports():
+        run_readme_line(line, workdir, env)
+    have = node.images()
+    missing = [ref for ref in built_images().values() if ref not in have]
+    assert not missing, f"README's ctr lines did not make {missing} in the k8s.io namespace (have {sorted(have)})"
 
 
 def needs_no_activation() -> bool:
@@ -187,21 +262,40 @@ class Release:
     # install -----------------------------------------------------------------------------
     @classmethod
     def install(cls, node: Node, host: Host) -> Release:
-        r = cls(node, host, name="disklet", namespace=f"disklet-{host.run_id}", values={})
+        """README's way: its ctr lines load the images, its install block installs the chart as
+        written — ``helm install ... -f build/images/values.yaml`` with the node tier's own values
+        file appended (this node's needs, :meth:`default_values`) — and waits for the rollouts."""
+        lines = readme_install()
+        name, namespace = readme_release(lines[0])
+        r = cls(node, host, name=name, namespace=namespace, values={})
+        workdir = host.sandbox / "readme"
         t0 = time.monotonic()
-        for component, archive in image_archives().items():
-            node.import_image(archive, f"{IMAGE_REGISTRY}/disklet-{component}:{IMAGE_TAG}")
-        r.timings["image import"] = time.monotonic() - t0
+        import_images_as_readme(node, workdir)
+        r.timings["image import (README's ctr lines)"] = time.monotonic() - t0
         r.values = r.default_values()
+        env = dict(os.environ, KUBECONFIG=r.kubeconfig, PATH=f"{REPO / '.tools' / 'bin'}:{os.environ.get('PATH', '')}")
         t0 = time.monotonic()
-        r.helm("install", r.name, str(CHART), "--namespace", r.namespace, "--create-namespace",
-               "-f", str(r.write_values()), "--wait", "--timeout", "240s", timeout=300)
+        run_readme_line(f"{lines[0]} -f {shlex.quote(str(r.write_values()))}", workdir, env, timeout=300)
         r.installed = True
-        r.timings["helm install --wait"] = time.monotonic() - t0
+        for line in lines[1:]:
+            run_readme_line(line, workdir, env, timeout=300)
+        r.timings["helm install + rollout status (README's lines)"] = time.monotonic() - t0
         return r
 
+    def values_args(self) -> list[str]:
+        """``-f build/images/values.yaml`` (the built images, as README installs them), then the
+        node tier's own values (written from :attr:`values`)."""
+        return ["-f", str(images_values()), "-f", str(self.write_values())]
+
+    def upgrade(self) -> None:
+        """``helm upgrade --wait`` with the current :attr:`values`, then both rollouts complete."""
+        self.helm("upgrade", self.name, str(self.chart), "--namespace", self.namespace, *self.values_args(),
+                  "--wait", "--timeout", "240s", timeout=300)
+        self.rolled_out()
+
     def default_values(self) -> dict[str, Any]:
-        """How the node tier installs the chart: the loaded images, the host network with the API
+        """How the node tier installs the chart (over ``make images``' values file, see
+        :meth:`values_args`): the host network with the API
         server's loopback address (no kube-proxy, no cluster DNS here), free ports (the host network
         is shared), the kubelet as nsenter target (PID 1 is not the host's init in this sandbox),
         the test disko and recording fakes of nixos-rebuild/systemd-run on the host."""
@@ -220,7 +314,6 @@ class Release:
         if needs_no_activation():
             agent_env.append({"name": "DISKLET_LVM_EXTRA_CONFIG", "value": "global{activation=0}"})
         return {
-            "image": {"registry": IMAGE_REGISTRY, "tag": IMAGE_TAG, "pullPolicy": "Never"},
             "fileDevicesDirectory": str(h.file_devices),
             "operator": {"hostNetwork": True, "healthPort": free_port(), "metricsPort": free_port(),
                          "extraEnv": api_env},
@@ -276,17 +369,24 @@ class Release:
         assert len(live) == 1, f"expected one {component} pod, found {[p['metadata']['name'] for p in live]}"
         return live[0]
 
-    def container_pid(self, component: str) -> int:
-        """Host PID of the component's main process: the process whose cgroup names the container."""
+    def container_pids(self, component: str) -> list[int]:
+        """Host PIDs of the component's container (the processes whose cgroup names it), lowest first."""
         pod = self.pod(component)
         cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+        pids = []
         for d in Path("/proc").iterdir():
             if not d.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
                 if cid in (d / "cgroup").read_text():
-                    return int(d.name)
-        raise AssertionError(f"no host process of container {cid} ({component})")
+                    pids.append(int(d.name))
+        if not pids:
+            raise AssertionError(f"no host process of container {cid} ({component})")
+        return sorted(pids)
+
+    def container_pid(self, component: str) -> int:
+        """Host PID of the component's main process (the container's first process)."""
+        return self.container_pids(component)[0]
 
     def logs(self, component: str, *, previous: bool = False, tail: int = 200) -> str:
         args = ["logs", "-n", self.namespace, self.pod(component)["metadata"]["name"], f"--tail={tail}"]

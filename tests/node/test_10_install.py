@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.node.release import Release
+import yaml
+
+from tests.node.release import Release, built_images, images_values
 
 
 def _container(pod: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +27,10 @@ def test_install_makes_daemonset_and_deployment_ready(release: Release) -> None:
         # The kubelet ran the chart's probes against the real processes: started, ready, never restarted.
         assert status["ready"] and status["started"] and status["restartCount"] == 0, (component, status)
         assert "livenessProbe" in _container(pod), component
+        # The image README's ctr lines loaded, as `make images`' values file names it: nothing pulled.
+        assert _container(pod)["image"] == built_images()[component], (component, _container(pod)["image"])
+        policy = yaml.safe_load(images_values().read_text())["image"]["pullPolicy"]
+        assert _container(pod)["imagePullPolicy"] == policy, component
         env = {e["name"]: e.get("value") for e in _container(pod).get("env") or []}
         # The API server's loopback address comes from the chart's values (extraEnv), not from patching.
         assert env.get("KUBERNETES_SERVICE_HOST") == "127.0.0.1", env

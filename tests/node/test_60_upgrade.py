@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 from devkit.envtest import run
@@ -31,9 +32,7 @@ def test_helm_upgrade_rolls_the_agent_and_recreates_nothing(release: Release, ho
     old_pod = release.pod("agent")["metadata"]["uid"]
     old_gen = release.get("daemonset", "-n", release.namespace, f"{release.name}-agent")["metadata"]["generation"]
     release.values["agent"]["scanIntervalSeconds"] = 3
-    release.helm("upgrade", release.name, str(release.chart), "--namespace", release.namespace,
-                 "-f", str(release.write_values()), "--wait", "--timeout", "240s", timeout=300)
-    release.rolled_out()
+    release.upgrade()
     ds = release.get("daemonset", "-n", release.namespace, f"{release.name}-agent")
     assert ds["metadata"]["generation"] > old_gen
     pod = release.pod("agent")
@@ -52,12 +51,20 @@ def test_agent_killed_mid_provisioning_converges_without_twins(release: Release,
     obj = lvg(host, "kill", ["f0", "f1"])
     name = obj["metadata"]["name"]
     restarts = release.pod("agent")["status"]["containerStatuses"][0]["restartCount"]
+    agent_pid = release.container_pid("agent")  # looked up before: the kill must follow the file at once
     release.apply(obj)
     # The moment the first backing file exists, the agent is in the middle of provisioning: kill it.
+    # Polled tightly: from the first file to the VG the agent still runs several host commands
+    # (losetup, the second file and loop, pvs, pvcreate, vgcreate), each a process of its own.
     prefix = f"disklet-{name}."
-    release.wait(lambda: any(p.name.startswith(prefix) for p in host.file_devices.iterdir()), timeout=120,
-                 what="the agent to start provisioning (a backing file)")
-    os.kill(release.container_pid("agent"), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(prefix) for p in host.file_devices.iterdir()):
+        assert time.monotonic() < deadline, "the agent did not start provisioning (no backing file) in 120 s"
+        time.sleep(0.005)
+    os.kill(agent_pid, signal.SIGKILL)
+    # The dead agent makes nothing more, and its successor is not running yet: the VG not existing
+    # now proves the kill came in the middle of provisioning, not after it.
+    assert host.vg("kill") not in host.vgs(), "the agent had already made the VG: not killed mid-provisioning"
     release.wait(lambda: release.pod("agent")["status"]["containerStatuses"][0]["restartCount"] > restarts,
                  timeout=120, what="the kubelet to restart the killed agent")
     ready = wait_lvg_ready(release, name, 2, timeout=240)
