@@ -142,6 +142,10 @@ async def test_disklayout_relabelled_away_and_back_is_judged_again_retried_once_
         await wait_for(lambda: kube.read(DL, flip) is None and any(t == "DELETED" and n == flip
                                                                    for t, n, _ in handled[mark:]),
                        timeout=60, message="flip deleted and handled")
+        # one clock judgement first: a retry pass that read flip just before the delete has ended then
+        # (a pass judges the objects in name order, the clock first)
+        clock_deleted = judged[clock]
+        await wait_for(lambda: judged[clock] > clock_deleted, timeout=60, message="the next retry pass")
         flip2, clock2 = judged[flip], judged[clock]
         await wait_for(lambda: judged[clock] >= clock2 + 6, timeout=60, message="six more clock retries")
         assert judged[flip] == flip2, "a deleted DiskLayout is still retried"
