@@ -10,6 +10,7 @@ report the unit tests use has the shape the real ``lvs`` prints.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,20 @@ def pool_row(vg: str, pool: str) -> dict[str, str]:
                               "segtype")
     assert len(rows) == 1, rows
     return rows[0]
+
+
+def settled_pool_row(vg: str, pool: str, tries: int = 30) -> dict[str, str]:
+    """The pool's row once its figures stop moving: after writes, dm-thin commits its metadata within
+    about a second (its commit period), and the metadata percentage read before that commit differs
+    from the one after it (12.3 then 11.72 in one run). Two equal reads a second apart = settled."""
+    row = pool_row(vg, pool)
+    for _ in range(tries):
+        time.sleep(1.0)
+        again = pool_row(vg, pool)
+        if (again["data_percent"], again["metadata_percent"]) == (row["data_percent"], row["metadata_percent"]):
+            return again
+        row = again
+    raise AssertionError(f"thin pool {vg}/{pool} figures still moving after {tries} s: {row}")
 
 
 def vg_row(vg: str) -> dict[str, str]:
@@ -94,7 +109,7 @@ def test_a_really_filled_thin_lv_raises_the_nearly_full_conditions(tmp_path, wip
            "--", "vgfill")
         # 116 MiB of 128: about 90 % of the pool's data, written through the active thin LV
         sh("dd", "if=/dev/zero", "of=/dev/vgfill/vol", "bs=1M", "count=116", "oflag=direct", "status=none")
-        row = pool_row("vgfill", "tp")
+        row = settled_pool_row("vgfill", "tp")
         data, meta = float(row["data_percent"]), float(row["metadata_percent"])
         assert data >= 85.0, row
         st = engine.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), out.status, [(bd, nvme)]).status
