@@ -5,7 +5,8 @@ selector, ADDED when it returns):
 - the agent still judges it afterwards (a changed layout gets a new verdict written by the agent);
 - the refused-layout retry runs once per interval for it (however many round trips), and never
   after it is deleted;
-- a refusal is counted once per transition (a round trip is none).
+- a refusal is counted once per transition (a round trip is none): the agent's bookkeeping of the
+  object outlives the round trips and goes with the real delete.
 
 The agent's real Kopf wiring runs; the node is a temporary host root whose layouts name disks that
 do not exist, so every judgement ends ``refused`` (``target_device_not_found``) without touching a
@@ -67,9 +68,11 @@ async def test_disklayout_relabelled_away_and_back_is_judged_again_retried_once_
     config = AgentConfig(node_name=node, host_root=tmp_path, scan_interval_seconds=0.3, refused_retry_seconds=0.3)
 
     judged: Counter[str] = Counter()
+    agents: set[DiskLayoutAgent] = set()
     original = DiskLayoutAgent.judge
 
     async def counting(self: DiskLayoutAgent, body: Any, *args: Any, **kwargs: Any) -> Any:
+        agents.add(self)
         judged[str(body.get("metadata", {}).get("name"))] += 1
         return await original(self, body, *args, **kwargs)
 
@@ -135,6 +138,12 @@ async def test_disklayout_relabelled_away_and_back_is_judged_again_retried_once_
         clock1, flip1 = judged[clock], judged[flip]
         assert 1 <= flip1 - flip0 <= (clock1 - clock0) + 1, (flip1 - flip0, clock1 - clock0)
 
+        # The agent's bookkeeping of flip (the generation it judged, the refusal it counted) survived
+        # the round trips; a real delete drops it.
+        (agent,) = agents
+        flip_uid = kube.read(DL, flip)["metadata"]["uid"]
+        assert flip_uid in agent.memos and flip_uid in agent.refusals
+
         # Deleted: gone from the API and handled by the agent; never retried again.
         mark = len(handled)
         r = await s.delete(f"{DL_URL}/{flip}")
@@ -149,6 +158,7 @@ async def test_disklayout_relabelled_away_and_back_is_judged_again_retried_once_
         flip2, clock2 = judged[flip], judged[clock]
         await wait_for(lambda: judged[clock] >= clock2 + 6, timeout=60, message="six more clock retries")
         assert judged[flip] == flip2, "a deleted DiskLayout is still retried"
+        assert flip_uid not in agent.memos and flip_uid not in agent.refusals
         clock_events = [e for e in posted_events(kube, clock) if e.get("reason") == "Refused"]
 
     # One refusal per transition: flip at generations 1 and 2, the clock once; the round trips add none.
