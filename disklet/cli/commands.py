@@ -24,8 +24,6 @@ from disklet.api.resources import (
     NODE_LABEL,
     Resource,
 )
-from disklet.kube.client import LEASES
-from disklet.kube.lease import lease_name, lease_namespace, published_facts
 from disklet.layout import PreflightResult
 from disklet.layout.batch import preflight_many
 from disklet.layout.mounts import MountPolicy
@@ -175,12 +173,10 @@ async def _mount_roots(kube: Kube | None, node: str, namespace: str | None) -> t
     default = ", ".join(DEFAULT_MOUNT_ROOTS)
     if kube is None:
         return None, f"mount roots: {default} (assumed: --offline reads no agent's setting)"
-    ns = namespace or lease_namespace()
-    try:
-        lease = await kube.get(LEASES, lease_name(node), ns)
-    except KubeError as exc:
-        return None, f"mount roots: {default} (default: cannot read Lease {ns}/{lease_name(node)}: {exc})"
-    _, roots = published_facts(lease)
+    got = await lvmdiff.read_agent_lease(kube, node, namespace)
+    if got.error is not None:
+        return None, f"mount roots: {default} (default: cannot read Lease {got.where}: {got.error})"
+    _, roots = got.facts
     if roots:
         return tuple(roots), f"mount roots: {', '.join(roots)} (published by the agent of node {node})"
     return None, f"mount roots: {default} (default: the agent of node {node} has published none)"

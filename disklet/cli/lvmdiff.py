@@ -52,6 +52,30 @@ class Options:
     """Where the agents' Leases live (kctl's -n; default disklet-system)."""
 
 
+@dataclass(frozen=True)
+class AgentLease:
+    """What ``node``'s agent published on its Lease: ``lease`` None when there is none (or it could not be
+    read: ``error``); ``where`` names it (``NS/NAME``) for the lines that say where a setting came from."""
+
+    where: str
+    lease: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def facts(self) -> tuple[str | None, list[str] | None]:
+        return published_facts(self.lease)
+
+
+async def read_agent_lease(kube: Any, node: str, namespace: str | None) -> AgentLease:
+    """``node``'s agent Lease in ``namespace`` (default: where the chart puts the agents' Leases)."""
+    ns = namespace or lease_namespace()
+    where = f"{ns}/{lease_name(node)}"
+    try:
+        return AgentLease(where, await kube.get(LEASES, lease_name(node), ns))
+    except KubeError as exc:
+        return AgentLease(where, error=str(exc))
+
+
 async def base_dir_of(kube: Any, node: str, opts: Options) -> tuple[str, str]:
     """The file-devices base directory to plan ``node`` with, and where it came from: the flag, the
     agent's own Lease annotation, or the default (offline, or no agent published one)."""
@@ -60,15 +84,13 @@ async def base_dir_of(kube: Any, node: str, opts: Options) -> tuple[str, str]:
     if kube is None or opts.offline:
         return DEFAULT_BASE_DIR, ("assumed: --offline reads no agent's setting; --file-devices-dir DIR if the "
                                   "chart's fileDevicesDirectory differs")
-    ns = opts.namespace or lease_namespace()
-    try:
-        lease = await kube.get(LEASES, lease_name(node), ns)
-    except KubeError as exc:
-        return DEFAULT_BASE_DIR, f"default: cannot read Lease {ns}/{lease_name(node)} ({exc})"
-    base, _ = published_facts(lease)
+    got = await read_agent_lease(kube, node, opts.namespace)
+    if got.error is not None:
+        return DEFAULT_BASE_DIR, f"default: cannot read Lease {got.where} ({got.error})"
+    base, _ = got.facts
     if base:
-        return base, f"published by the agent of node {node} (Lease {ns}/{lease_name(node)})"
-    why = "has no Lease there yet" if lease is None else "has not published one (an older agent)"
+        return base, f"published by the agent of node {node} (Lease {got.where})"
+    why = "has no Lease there yet" if got.lease is None else "has not published one (an older agent)"
     return DEFAULT_BASE_DIR, f"default: the agent of node {node} {why}; -n NS if the agents run elsewhere"
 
 

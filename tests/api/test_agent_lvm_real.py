@@ -53,13 +53,19 @@ def sandbox(tmp_path: Path):
         assert not problems, problems
 
 
+def real_node_config(base: Path, interval: float = 1.0) -> AgentConfig:
+    """The agent of node ``real-node`` with its file devices under ``base``, LVM activation off (no
+    device-mapper here), scans and retries every ``interval`` seconds."""
+    return AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
+                       scan_interval_seconds=interval, refused_retry_seconds=interval, command_timeout_seconds=120)
+
+
 async def test_file_only_lvg_ready_on_real_lvm_then_deleted(real_kube, monkeypatch, sandbox: Path):
     kube = real_kube
     suffix = uuid.uuid4().hex[:8]
     base = sandbox / "file-devices"
     name, vg = f"agent-real-{suffix}", f"disklet-test-{suffix}"
-    config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
-                         scan_interval_seconds=1.0, refused_retry_seconds=1.0, command_timeout_seconds=120)
+    config = real_node_config(base)
     engine = HostLvgEngine(HostRunner(default_timeout=120), config)
     async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):
         async with kube.session() as s:
@@ -104,8 +110,7 @@ async def _refused_then_deleted(kube, monkeypatch, sandbox: Path, case: str) -> 
     outside = sandbox / "outside"
     outside.mkdir()
     retry = 5.0
-    config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
-                         scan_interval_seconds=retry, refused_retry_seconds=retry, command_timeout_seconds=120)
+    config = real_node_config(base, interval=retry)
     engine = HostLvgEngine(HostRunner(default_timeout=120), config)
     name = f"refused-{suffix}"
     directory = {"outside": str(outside), "symlink": str(base / "escape"), "name_max": str(base)}[case]
@@ -147,8 +152,7 @@ async def test_late_vg_name_conflict_is_reported_once_and_clears(real_kube, monk
     suffix = uuid.uuid4().hex[:8]
     base = sandbox / "file-devices"
     name, vg = f"agent-conflict-{suffix}", f"disklet-test-{suffix}"
-    config = AgentConfig(node_name="real-node", file_devices_dir=str(base), lvm_extra_config=ACTIVATION_OFF,
-                         scan_interval_seconds=1.0, refused_retry_seconds=1.0, command_timeout_seconds=120)
+    config = real_node_config(base)
     runner = HostRunner(default_timeout=120)
     engine = HostLvgEngine(runner, config)
     async with agent_running(kube, monkeypatch, "real-node", engine=engine, config=config):

@@ -64,121 +64,115 @@ def vg_row(vg: str) -> dict[str, str]:
     return row
 
 
+@pytest.fixture
+def engine(tmp_path):
+    """The agent's LVM engine on the guest's real LVM (closed after the test)."""
+    eng = HostLvgEngine(RUNNER, agent_config(tmp_path))
+    try:
+        yield eng
+    finally:
+        eng.close()
+
+
+def taken(wipe: list[str], *serials: str) -> list[tuple[str, str]]:
+    """(BlockDevice name, device path) of the disks with these serials, wiped after the test."""
+    devices = [disk(serial) for serial in serials]
+    wipe.extend(devices)
+    names = block_device_names()
+    return [(names[dev], dev) for dev in devices]
+
+
 def assert_ok(status: LVMVolumeGroupStatus) -> None:
     bad = [c for c in status.conditions or [] if c.type in ("VGConfigurationApplied", "VGReady") and c.status != "True"]
     assert not bad, [c.model_dump() for c in bad]
 
 
-def test_pool_is_created_active_at_the_sized_extents_with_real_percentages(tmp_path, wipe):
-    nvme = disk("TPNVME01")
-    wipe.append(nvme)
-    bd = block_device_names()[nvme]
-    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
+def test_pool_is_created_active_at_the_sized_extents_with_real_percentages(wipe, engine):
+    [(bd, nvme)] = taken(wipe, "TPNVME01")
+    out = engine.reconcile("lvg-tp", spec("vgtp", ("tp", "50%")), None, [(bd, nvme)])
+    assert_ok(out.status)
+    vg = vg_row("vgtp")
+    extent = int(vg["vg_extent_size"])
+    row = pool_row("vgtp", "tp")
+    # the sizing rule: 50% of the VG, rounded down to whole extents
+    assert int(row["lv_size"]) == thin_pool_target("50%", int(vg["vg_size"]), extent).extents * extent
+    assert row["segtype"] == "thin-pool" and row["lv_attr"][0] == "t" and row["lv_attr"][4] == "a", row
+    table = sh("dmsetup", "table")
+    assert any(line.startswith("vgtp-tp") and " thin-pool " in line for line in table.splitlines()), table
+    [tp] = out.status.thin_pools or []
+    assert tp.ready and tp.data_percent == float(row["data_percent"]) == 0.0
+    assert tp.metadata_percent == float(row["metadata_percent"]) and tp.metadata_percent > 0
+    assert tp.chunk_size is not None and int(row["chunk_size"]) > 0
+    assert get_condition(out.status.conditions, DATA_NEARLY_FULL).status == "False"
+    # the same spec again: nothing to do on the host
+    again = engine.reconcile("lvg-tp", spec("vgtp", ("tp", "50%")), out.status, [(bd, nvme)])
+    assert not again.host_changed and int(pool_row("vgtp", "tp")["lv_size"]) == int(row["lv_size"])
+
+
+def test_a_really_filled_thin_lv_raises_the_nearly_full_conditions(tmp_path, wipe, engine):
+    [(bd, nvme)] = taken(wipe, "TPNVME01")
+    out = engine.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), None, [(bd, nvme)])
+    assert_ok(out.status)
+    sh("lvcreate", "--yes", "-q", "--type", "thin", "--virtualsize", "256M", "--thinpool", "tp", "--name", "vol",
+       "--", "vgfill")
+    # 116 MiB of 128: about 90 % of the pool's data, written through the active thin LV
+    sh("dd", "if=/dev/zero", "of=/dev/vgfill/vol", "bs=1M", "count=116", "oflag=direct", "status=none")
+    row = settled_pool_row("vgfill", "tp")
+    data, meta = float(row["data_percent"]), float(row["metadata_percent"])
+    assert data >= 85.0, row
+    st = engine.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), out.status, [(bd, nvme)]).status
+    [tp] = st.thin_pools or []
+    assert (tp.data_percent, tp.metadata_percent) == (data, meta), "status must carry the kernel's figures"
+    full = get_condition(st.conditions, DATA_NEARLY_FULL)
+    assert full.status == "True" and "tp" in full.message, full
+    assert get_condition(st.conditions, METADATA_NEARLY_FULL).status == "False"
+    # Filling metadata for real takes gigabytes of writes; the judgement of the real metadata
+    # percentage is proven with thresholds around the kernel's figure.
+    assert meta > 0
+    # The kernel's metadata figure moves a little between reads (the pool commits its metadata):
+    # the threshold is half of it for "at or above", one point over it for "below".
+    at = HostLvgEngine(RUNNER, agent_config(tmp_path, thin_pool_metadata_threshold_percent=meta / 2))
+    above = HostLvgEngine(RUNNER, agent_config(tmp_path, thin_pool_metadata_threshold_percent=min(meta + 1, 100)))
     try:
-        out = engine.reconcile("lvg-tp", spec("vgtp", ("tp", "50%")), None, [(bd, nvme)])
-        assert_ok(out.status)
-        vg = vg_row("vgtp")
-        extent = int(vg["vg_extent_size"])
-        row = pool_row("vgtp", "tp")
-        # the sizing rule: 50% of the VG, rounded down to whole extents
-        assert int(row["lv_size"]) == thin_pool_target("50%", int(vg["vg_size"]), extent).extents * extent
-        assert row["segtype"] == "thin-pool" and row["lv_attr"][0] == "t" and row["lv_attr"][4] == "a", row
-        table = sh("dmsetup", "table")
-        assert any(line.startswith("vgtp-tp") and " thin-pool " in line for line in table.splitlines()), table
-        [tp] = out.status.thin_pools or []
-        assert tp.ready and tp.data_percent == float(row["data_percent"]) == 0.0
-        assert tp.metadata_percent == float(row["metadata_percent"]) and tp.metadata_percent > 0
-        assert tp.chunk_size is not None and int(row["chunk_size"]) > 0
-        assert get_condition(out.status.conditions, DATA_NEARLY_FULL).status == "False"
-        # the same spec again: nothing to do on the host
-        again = engine.reconcile("lvg-tp", spec("vgtp", ("tp", "50%")), out.status, [(bd, nvme)])
-        assert not again.host_changed and int(pool_row("vgtp", "tp")["lv_size"]) == int(row["lv_size"])
+        st_at = at.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), st, [(bd, nvme)]).status
+        st_above = above.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), st, [(bd, nvme)]).status
     finally:
-        engine.close()
+        at.close()
+        above.close()
+    assert get_condition(st_at.conditions, METADATA_NEARLY_FULL).status == "True", (meta, st_at.thin_pools)
+    assert get_condition(st_above.conditions, METADATA_NEARLY_FULL).status == "False"
 
 
-def test_a_really_filled_thin_lv_raises_the_nearly_full_conditions(tmp_path, wipe):
-    nvme = disk("TPNVME01")
-    wipe.append(nvme)
-    bd = block_device_names()[nvme]
-    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
-    try:
-        out = engine.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), None, [(bd, nvme)])
-        assert_ok(out.status)
-        sh("lvcreate", "--yes", "-q", "--type", "thin", "--virtualsize", "256M", "--thinpool", "tp", "--name", "vol",
-           "--", "vgfill")
-        # 116 MiB of 128: about 90 % of the pool's data, written through the active thin LV
-        sh("dd", "if=/dev/zero", "of=/dev/vgfill/vol", "bs=1M", "count=116", "oflag=direct", "status=none")
-        row = settled_pool_row("vgfill", "tp")
-        data, meta = float(row["data_percent"]), float(row["metadata_percent"])
-        assert data >= 85.0, row
-        st = engine.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), out.status, [(bd, nvme)]).status
-        [tp] = st.thin_pools or []
-        assert (tp.data_percent, tp.metadata_percent) == (data, meta), "status must carry the kernel's figures"
-        full = get_condition(st.conditions, DATA_NEARLY_FULL)
-        assert full.status == "True" and "tp" in full.message, full
-        assert get_condition(st.conditions, METADATA_NEARLY_FULL).status == "False"
-        # Filling metadata for real takes gigabytes of writes; the judgement of the real metadata
-        # percentage is proven with thresholds around the kernel's figure.
-        assert meta > 0
-        # The kernel's metadata figure moves a little between reads (the pool commits its metadata):
-        # the threshold is half of it for "at or above", one point over it for "below".
-        at = HostLvgEngine(RUNNER, agent_config(tmp_path, thin_pool_metadata_threshold_percent=meta / 2))
-        above = HostLvgEngine(RUNNER, agent_config(tmp_path, thin_pool_metadata_threshold_percent=min(meta + 1, 100)))
-        try:
-            st_at = at.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), st, [(bd, nvme)]).status
-            st_above = above.reconcile("lvg-fill", spec("vgfill", ("tp", "128Mi")), st, [(bd, nvme)]).status
-        finally:
-            at.close()
-            above.close()
-        assert get_condition(st_at.conditions, METADATA_NEARLY_FULL).status == "True", (meta, st_at.thin_pools)
-        assert get_condition(st_above.conditions, METADATA_NEARLY_FULL).status == "False"
-    finally:
-        engine.close()
+def test_pool_grows_with_its_size_and_with_the_vg(wipe, engine):
+    (bd_nvme, nvme), (bd_scsi, scsi) = taken(wipe, "TPNVME01", "TPSCSI01")
+    st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "40%")), None, [(bd_nvme, nvme)]).status
+    assert_ok(st)
+    sh("lvcreate", "--yes", "-q", "--type", "thin", "--virtualsize", "64M", "--thinpool", "tp", "--name", "vol",
+       "--", "vggrow")
+    sh("mkfs.ext4", "-q", "/dev/vggrow/vol")
+    first = int(pool_row("vggrow", "tp")["lv_size"])
+    st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "80%")), st, [(bd_nvme, nvme)]).status
+    assert_ok(st)
+    vg = vg_row("vggrow")
+    extent = int(vg["vg_extent_size"])
+    second = int(pool_row("vggrow", "tp")["lv_size"])
+    assert second == thin_pool_target("80%", int(vg["vg_size"]), extent).extents * extent > first
+    both = [(bd_nvme, nvme), (bd_scsi, scsi)]
+    st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "80%")), st, both).status
+    assert_ok(st)
+    vg = vg_row("vggrow")
+    assert vg["pv_count"] == "2"
+    third = int(pool_row("vggrow", "tp")["lv_size"])
+    assert third == thin_pool_target("80%", int(vg["vg_size"]), extent).extents * extent > second
+    [tp] = st.thin_pools or []
+    assert tp.ready and tp.actual_size is not None
+    sh("fsck.ext4", "-n", "/dev/vggrow/vol")  # the thin LV on the grown pool is intact
 
 
-def test_pool_grows_with_its_size_and_with_the_vg(tmp_path, wipe):
-    nvme, scsi = disk("TPNVME01"), disk("TPSCSI01")
-    wipe.extend([nvme, scsi])
-    names = block_device_names()
-    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
-    try:
-        st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "40%")), None, [(names[nvme], nvme)]).status
-        assert_ok(st)
-        sh("lvcreate", "--yes", "-q", "--type", "thin", "--virtualsize", "64M", "--thinpool", "tp", "--name", "vol",
-           "--", "vggrow")
-        sh("mkfs.ext4", "-q", "/dev/vggrow/vol")
-        first = int(pool_row("vggrow", "tp")["lv_size"])
-        st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "80%")), st, [(names[nvme], nvme)]).status
-        assert_ok(st)
-        vg = vg_row("vggrow")
-        extent = int(vg["vg_extent_size"])
-        second = int(pool_row("vggrow", "tp")["lv_size"])
-        assert second == thin_pool_target("80%", int(vg["vg_size"]), extent).extents * extent > first
-        both = [(names[nvme], nvme), (names[scsi], scsi)]
-        st = engine.reconcile("lvg-grow", spec("vggrow", ("tp", "80%")), st, both).status
-        assert_ok(st)
-        vg = vg_row("vggrow")
-        assert vg["pv_count"] == "2"
-        third = int(pool_row("vggrow", "tp")["lv_size"])
-        assert third == thin_pool_target("80%", int(vg["vg_size"]), extent).extents * extent > second
-        [tp] = st.thin_pools or []
-        assert tp.ready and tp.actual_size is not None
-        sh("fsck.ext4", "-n", "/dev/vggrow/vol")  # the thin LV on the grown pool is intact
-    finally:
-        engine.close()
-
-
-def test_the_recorded_lvs_report_has_the_real_reports_shape(tmp_path, wipe):
+def test_the_recorded_lvs_report_has_the_real_reports_shape(wipe, engine):
     """tests/unit/test_thinpool.py judges a recorded report: the real lvs must print the same shape."""
-    nvme = disk("TPNVME01")
-    wipe.append(nvme)
-    bd = block_device_names()[nvme]
-    engine = HostLvgEngine(RUNNER, agent_config(tmp_path))
-    try:
-        engine.reconcile("lvg-rec", spec("vgrec", ("tp", "25%"), ("tp2", "25%")), None, [(bd, nvme)])
-    finally:
-        engine.close()
+    [(bd, nvme)] = taken(wipe, "TPNVME01")
+    engine.reconcile("lvg-rec", spec("vgrec", ("tp", "25%"), ("tp2", "25%")), None, [(bd, nvme)])
     sh("lvcreate", "--yes", "-q", "--type", "thin", "--virtualsize", "32M", "--thinpool", "tp", "--name", "vol",
        "--", "vgrec")
     sh("lvchange", "-an", "--", "vgrec/tp2")  # the recording has an inactive pool: make one for real
